@@ -1,0 +1,72 @@
+"""The ``permwatch`` command: argument parsing and the one place that wires stages together.
+
+User mistakes (bad config, missing files) end with one clear line on stderr
+and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from permwatch.config import ConfigError, load_config
+
+log = logging.getLogger("permwatch")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="permwatch", description="Notice when a restricted folder becomes readable by others.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run collectors, processor and alerts (or one role)")
+    run.add_argument("--config", "-c", type=Path, required=True, help="TOML config file")
+    run.add_argument("--role", choices=["all", "collector", "processor", "alerts"], default="all")
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config", type=Path)
+
+    demo = sub.add_parser("demo", help="replay the motivating incident in a temporary tree")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary tree and event log")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check-config":
+            from permwatch.cli.wiring import validate_stages
+
+            config = load_config(args.config)
+            validate_stages(config, args.config)
+            print(f"{args.config}: ok")
+            return 0
+        if args.command == "run":
+            from permwatch.cli.wiring import run_roles, validate_stages
+
+            config = load_config(args.config)
+            validate_stages(config, args.config)
+            _setup_logging(config.log_level)
+            return run_roles(config, args.role)
+        if args.command == "demo":
+            from permwatch.cli.demo import run_demo
+
+            _setup_logging("warning")
+            return run_demo(keep=args.keep)
+    except ConfigError as exc:
+        print(f"permwatch: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 1  # pragma: no cover - argparse enforces a command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""``python -m permwatch.cli``."""
+
+from permwatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""Wiring: build each role's stage from the config and run them until told to stop.
+
+This is the only module that imports the stages (collectors, processor,
+alerts); they never import each other and meet only on the bus. ``all``
+runs every role in one process as threads sharing one bus; the separate
+roles run one stage each, for deployments over Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from permwatch.config import Config, ConfigError
+from permwatch.transport import open_bus
+from permwatch.transport.base import Bus
+
+log = logging.getLogger("permwatch")
+
+
+def validate_stages(config: Config, path: Path) -> None:
+    """Check what only the stages know (sink kinds and settings, label names); raise :class:`ConfigError`."""
+    from alerts.registry import SINKS, build_sink
+
+    problems = []
+    for i, sink in enumerate(config.alerts.sinks):
+        key = f"alerts.sinks.{i}"
+        if sink.kind not in SINKS:
+            problems.append(f"{path}: key '{key}.kind': unknown sink {sink.kind!r} (known: {', '.join(sorted(SINKS))})")
+            continue
+        try:
+            build_sink(sink.model_dump(exclude_none=True))
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False, include_input=False):
+                loc = ".".join(str(p) for p in err["loc"])
+                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                problems.append(f"{path}: key '{key}.{loc}': {msg}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+@dataclass
+class Running:
+    """The stages of one process, their threads and the shared stop flag."""
+
+    bus: Bus
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    stages: dict[str, Any] = field(default_factory=dict)
+
+    def start(self, name: str, stage: Any) -> None:
+        self.stages[name] = stage
+
+        def target() -> None:
+            try:
+                stage.run(self.stop)
+            except Exception:
+                log.exception("%s stopped by an error", name)
+                self.stop.set()
+
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout)
+        self.bus.close()
+
+
+def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) -> Running:
+    running = Running(bus or open_bus(config.transport))
+    state_dir = config.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if role in ("all", "collector"):
+        from collectors.directory_file import DirectoryFileCollector, DirectoryFileError
+        from collectors.fs import FsCollector
+        from collectors.labels import LabelPolicy
+        from collectors.runner import BusEmitter
+
+        emitter = BusEmitter(running.bus)
+        if config.directory is not None:
+            directory = DirectoryFileCollector(config.directory, emitter)
+            try:
+                directory.load()
+            except DirectoryFileError as exc:
+                raise ConfigError(str(exc)) from None
+            running.start("directory", directory)
+        for fs_config in config.fs:
+            labeller = LabelPolicy(config.labels, source=fs_config.collector_id)
+            state_path = fs_config.state_path or state_dir / f"fs-{fs_config.collector_id}.db"
+            collector = FsCollector(fs_config, emitter, labeller=labeller, state_path=state_path)
+            running.start(f"fs:{fs_config.collector_id}", collector)
+    if role in ("all", "processor"):
+        from processor.runner import ProcessorRunner
+
+        running.start("processor", ProcessorRunner(running.bus, config.processor))
+    if role in ("all", "alerts"):
+        from alerts.dispatch import DeliveryLog, Dispatcher
+        from alerts.registry import build_sink
+
+        sinks = [build_sink(s.model_dump(exclude_none=True)) for s in config.alerts.sinks]
+        dispatcher = Dispatcher(running.bus, sinks, DeliveryLog(state_dir / "alerts-delivered.db"), group=config.alerts.group)
+        running.start("alerts", dispatcher)
+    return running
+
+
+def run_roles(config: Config, role: str, *, until: Callable[[], bool] | None = None) -> int:
+    running = start_roles(config, role)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: running.stop.set())
+    log.info("permwatch running (role %s, transport %s)", role, config.transport.kind)
+    try:
+        while not running.stop.wait(0.5):
+            if until is not None and until():
+                break
+            if not all(t.is_alive() for t in running.threads):
+                log.error("a stage stopped; shutting down")
+                running.shutdown()
+                return 1
+    finally:
+        running.shutdown()
+    return 0

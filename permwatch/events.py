@@ -1,0 +1,374 @@
+"""The wire contract: every message permwatch puts on the bus, schema version 1.
+
+Each message is one JSON object with a ``type`` discriminator and a
+``schema_version``. Collectors publish filesystem, directory and label events;
+the processor publishes exposure events; alert sinks read those. This module
+is the one place the contract is defined and documented (see docs/events.md
+for the prose version). Models are frozen: an event, once observed, does not
+change. Each event knows its topic and its bus key, chosen so that the events
+of one path (or one principal, or one labelled folder) stay in order on one
+partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+SCHEMA_VERSION = 1
+MAX_MESSAGE_BYTES = 1_000_000
+
+TOPIC_FS = "fs"
+TOPIC_DIRECTORY = "directory"
+TOPIC_LABELS = "labels"
+TOPIC_EXPOSURES = "exposures"
+TOPIC_DEADLETTER = "deadletter"
+INPUT_TOPICS = (TOPIC_FS, TOPIC_DIRECTORY, TOPIC_LABELS)
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(_Frozen):
+    """Fields every message carries."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=128)
+    observed_at: datetime = Field(default_factory=utcnow)
+    source: str = Field(default="", max_length=256, description="collector or processor id")
+
+    @property
+    def topic(self) -> str:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    @property
+    def key(self) -> str:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------- filesystem
+
+
+class AclTag(StrEnum):
+    USER_OBJ = "user_obj"
+    USER = "user"
+    GROUP_OBJ = "group_obj"
+    GROUP = "group"
+    MASK = "mask"
+    OTHER = "other"
+
+
+class AclEntry(_Frozen):
+    """One POSIX ACL entry. ``perms`` is the rwx triple as bits (r=4, w=2, x=1)."""
+
+    tag: AclTag
+    qualifier: int | None = Field(default=None, description="uid or gid for user/group")
+    name: str | None = Field(default=None, description="resolved name, when known")
+    perms: int = Field(ge=0, le=7)
+
+    def text(self) -> str:
+        who = self.name if self.name is not None else ("" if self.qualifier is None else str(self.qualifier))
+        tag = {"user_obj": "user", "group_obj": "group"}.get(self.tag.value, self.tag.value)
+        return f"{tag}:{who}:{perms_text(self.perms)}"
+
+
+def perms_text(perms: int) -> str:
+    return "".join(ch if perms & bit else "-" for ch, bit in (("r", 4), ("w", 2), ("x", 1)))
+
+
+class Identity(_Frozen):
+    """A numeric owner or group id with its name when the collector could resolve it."""
+
+    id: int
+    name: str | None = None
+
+
+class ObjectType(StrEnum):
+    DIRECTORY = "directory"
+    FILE = "file"
+    SYMLINK = "symlink"
+    OTHER = "other"
+
+
+class FsKind(StrEnum):
+    BASELINE = "baseline"
+    CHANGED = "changed"
+    CREATED = "created"
+    MOVED = "moved"
+    DELETED = "deleted"
+
+
+class FsPermissionEvent(Event):
+    """The permission state of one path as the collector read it.
+
+    ``acl`` holds the full access ACL (the minimal ACL derived from the mode when
+    the path has no extended ACL), ``default_acl`` the default ACL of a
+    directory (empty when none). For ``deleted`` the permission fields are
+    absent; for ``moved`` ``old_path`` names where it was.
+    """
+
+    type: Literal["fs.permission"] = "fs.permission"
+    kind: FsKind
+    path: str = Field(min_length=1, max_length=4096)
+    old_path: str | None = Field(default=None, max_length=4096)
+    object_type: ObjectType = ObjectType.DIRECTORY
+    owner: Identity | None = None
+    group: Identity | None = None
+    mode: int | None = Field(default=None, ge=0, le=0o7777)
+    acl: tuple[AclEntry, ...] = ()
+    default_acl: tuple[AclEntry, ...] = ()
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_FS
+
+    @property
+    def key(self) -> str:
+        return self.path
+
+
+class ScanCompleted(Event):
+    """A collector finished a (re)scan of ``root``; ``reason`` says why it ran."""
+
+    type: Literal["fs.scan_completed"] = "fs.scan_completed"
+    root: str = Field(min_length=1, max_length=4096)
+    reason: Literal["baseline", "overflow", "spool_overflow", "manual"] = "baseline"
+    paths_seen: int = Field(ge=0)
+    paths_changed: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_FS
+
+    @property
+    def key(self) -> str:
+        return self.root
+
+
+# ------------------------------------------------------------------ directory
+
+
+class DirectoryUser(Event):
+    """The full current state of one user account (or its deletion).
+
+    Keyed by ``dn`` (or ``user:<name>``) so a compacted topic keeps the latest state.
+    """
+
+    type: Literal["directory.user"] = "directory.user"
+    name: str = Field(min_length=1, max_length=256)
+    dn: str | None = Field(default=None, max_length=1024)
+    uid: int | None = None
+    primary_gid: int | None = None
+    disabled: bool = False
+    deleted: bool = False
+    change: str = Field(default="snapshot", max_length=64, description="created|modified|disabled|deleted|snapshot")
+    actor: str | None = Field(default=None, max_length=1024, description="who made the change, when known")
+    changed_at: datetime | None = None
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_DIRECTORY
+
+    @property
+    def key(self) -> str:
+        return self.dn or f"user:{self.name}"
+
+
+class DirectoryGroup(Event):
+    """The full current state of one group: direct user members and nested groups."""
+
+    type: Literal["directory.group"] = "directory.group"
+    name: str = Field(min_length=1, max_length=256)
+    dn: str | None = Field(default=None, max_length=1024)
+    gid: int | None = None
+    member_users: tuple[str, ...] = ()
+    member_groups: tuple[str, ...] = ()
+    deleted: bool = False
+    change: str = Field(default="snapshot", max_length=64, description="created|members|renamed|deleted|snapshot")
+    added: tuple[str, ...] = Field(default=(), description="members added by this change")
+    removed: tuple[str, ...] = Field(default=(), description="members removed by this change")
+    actor: str | None = Field(default=None, max_length=1024)
+    changed_at: datetime | None = None
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_DIRECTORY
+
+    @property
+    def key(self) -> str:
+        return self.dn or f"group:{self.name}"
+
+
+# --------------------------------------------------------------------- labels
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class Label(_Frozen):
+    """A sensitivity label: who may read a folder and how bad it is when others can."""
+
+    name: str = Field(min_length=1, max_length=128)
+    severity: Severity = Severity.HIGH
+    allowed_groups: tuple[str, ...] = ()
+    allowed_users: tuple[str, ...] = ()
+
+
+class LabelAssigned(Event):
+    """``label`` now governs ``path`` and everything beneath it; ``None`` removes it."""
+
+    type: Literal["label.assigned"] = "label.assigned"
+    path: str = Field(min_length=1, max_length=4096)
+    label: Label | None
+    origin: Literal["policy", "xattr", "marker"] = "policy"
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_LABELS
+
+    @property
+    def key(self) -> str:
+        return self.path
+
+
+# ------------------------------------------------------------------ exposures
+
+
+class ExposureStatus(StrEnum):
+    OPENED = "opened"
+    CHANGED = "changed"
+    CLOSED = "closed"
+
+
+class Grant(_Frozen):
+    """How a set of outsiders can read: through which ACL entry and group chain.
+
+    ``group`` is the group the people are direct members of (None for an entry
+    naming a user, or for ``other``); ``chain`` lists the groups from that group
+    up to the one the ACL entry names.
+    """
+
+    entry: str = Field(description="the ACL entry, e.g. 'group:alla:r-x' or 'other::r-x'")
+    group: str | None = None
+    chain: tuple[str, ...] = ()
+    user: str | None = None
+    people: int = Field(ge=0)
+
+
+class ExposureEvent(Event):
+    """An exposure of a labelled folder opened, changed or closed."""
+
+    type: Literal["exposure"] = "exposure"
+    exposure_id: str
+    sequence: int = Field(ge=0, description="0 for opened, +1 for every later event")
+    status: ExposureStatus
+    folder: str
+    label: Label
+    people: int = Field(ge=0, description="people outside the label who can read")
+    groups: tuple[str, ...] = Field(default=(), description="groups whose members can now read")
+    users: tuple[str, ...] = Field(default=(), description="first outsiders by name (capped)")
+    grants: tuple[Grant, ...] = ()
+    paths_affected: int = Field(ge=0)
+    sample_paths: tuple[str, ...] = ()
+    cause_event_ids: tuple[str, ...] = ()
+    actor: str | None = None
+    opened_at: datetime
+    closed_at: datetime | None = None
+    duration_seconds: float | None = None
+    detected_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_EXPOSURES
+
+    @property
+    def key(self) -> str:
+        return self.folder
+
+
+def exposure_id_for(folder: str, label: str, cause_event_id: str) -> str:
+    """A stable id for an exposure: the same folder, label and cause give the same id."""
+    digest = hashlib.sha256(f"{folder}\0{label}\0{cause_event_id}".encode()).hexdigest()
+    return f"exp-{digest[:20]}"
+
+
+def exposure_event_id(exposure_id: str, sequence: int) -> str:
+    return f"{exposure_id}.{sequence}"
+
+
+class DeadLetter(_Frozen):
+    """A message a stage could not handle, kept whole with the reason (topic ``deadletter``)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["deadletter"] = "deadletter"
+    reason: str
+    stage: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    timestamp_ms: int
+    value_b64: str = Field(description="the original bytes, base64")
+    received_at: datetime = Field(default_factory=utcnow)
+
+
+# -------------------------------------------------------------------- decoding
+
+AnyEvent = Annotated[
+    FsPermissionEvent | ScanCompleted | DirectoryUser | DirectoryGroup | LabelAssigned | ExposureEvent,
+    Field(discriminator="type"),
+]
+_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+
+class DecodeError(ValueError):
+    """A message that is not a valid permwatch event; ``reason`` is one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def encode(event: Event) -> bytes:
+    return event.model_dump_json(exclude_none=False).encode()
+
+
+def decode(raw: bytes | None) -> AnyEvent:
+    """Parse one message, or raise :class:`DecodeError` saying in one line why not."""
+    if raw is None:
+        raise DecodeError("empty message (tombstone)")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise DecodeError(f"message too large: {len(raw)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        return _ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        raise DecodeError(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    loc = ".".join(str(part) for part in first["loc"]) or "<message>"
+    if first["type"] == "literal_error" and loc.endswith("schema_version"):
+        return "unsupported schema_version (this build reads version 1)"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"invalid {loc}: {first['msg']}{more}"

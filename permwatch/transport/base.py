@@ -1,0 +1,58 @@
+"""The bus interface every stage talks to, whatever carries the bytes.
+
+A :class:`Bus` publishes keyed records to logical topics (``fs``,
+``directory``, ``labels``, ``exposures``, ``deadletter``) and hands out
+consumers that belong to a consumer group. A consumer's ``commit`` records
+that everything returned by its earlier polls has been handled, so a restart
+resumes after it: stages call it only after their effects are durable.
+Records keep their offset and timestamp so history can be replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes | None
+    timestamp_ms: int
+    replayed: bool = False
+    """True for a record at or before the group's committed position, re-read to rebuild state."""
+
+
+class Consumer(Protocol):
+    def poll(self, timeout: float, max_records: int = 500) -> list[Record]:
+        """Records after the last one returned, waiting up to ``timeout`` seconds for the first."""
+        ...
+
+    def commit(self) -> None:
+        """Mark every record returned so far as handled, durably."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Bus(Protocol):
+    def publish(self, topic: str, key: str | None, value: bytes) -> None:
+        """Queue a record; it is durable once :meth:`flush` returns."""
+        ...
+
+    def flush(self) -> None: ...
+
+    def consumer(self, topics: Sequence[str], group: str, *, replay_history: bool = False) -> Consumer:
+        """A consumer in ``group``; a new group starts at the beginning of each topic.
+
+        With ``replay_history`` it starts at the beginning even when the group has
+        committed, marking the records up to the commit ``replayed`` so a stage
+        that keeps state in memory can rebuild it without repeating its effects.
+        """
+        ...
+
+    def close(self) -> None: ...

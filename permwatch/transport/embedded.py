@@ -1,0 +1,176 @@
+"""The embedded durable event log: the default transport, no broker needed.
+
+One SQLite file in WAL mode holds every record of every topic in publish
+order (``seq`` is the offset, global across topics, so a single-process run
+reads events in exactly the order they were published) and each consumer
+group's committed position per topic. Several threads and processes may
+share one file; consumers in the same process are woken as soon as a record
+is flushed, consumers in other processes notice within a poll interval.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from permwatch.transport.base import Record
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    key TEXT,
+    value BLOB,
+    ts_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_topic_ts ON log (topic, ts_ms);
+CREATE TABLE IF NOT EXISTS offsets (
+    grp TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (grp, topic)
+);
+"""
+
+_CROSS_PROCESS_POLL = 0.05
+_wakeups: dict[str, threading.Condition] = {}
+_wakeups_lock = threading.Lock()
+
+
+def _wakeup_for(path: Path) -> threading.Condition:
+    key = str(path.resolve())
+    with _wakeups_lock:
+        return _wakeups.setdefault(key, threading.Condition())
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class EmbeddedBus:
+    """A :class:`permwatch.transport.base.Bus` on one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = _connect(self.path)
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, str | None, bytes, int]] = []
+        self._wakeup = _wakeup_for(self.path)
+
+    def publish(self, topic: str, key: str | None, value: bytes) -> None:
+        with self._lock:
+            self._pending.append((topic, key, value, int(time.time() * 1000)))
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._pending:
+                return
+            pending, self._pending = self._pending, []
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany("INSERT INTO log (topic, key, value, ts_ms) VALUES (?, ?, ?, ?)", pending)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                self._pending[:0] = pending
+                raise
+        with self._wakeup:
+            self._wakeup.notify_all()
+
+    def consumer(self, topics: Sequence[str], group: str, *, replay_history: bool = False) -> EmbeddedConsumer:
+        consumer = EmbeddedConsumer(self.path, list(topics), group, self._wakeup)
+        if replay_history:
+            consumer.rewind()
+        return consumer
+
+    def reader(self, topics: Sequence[str], *, since_ms: int | None = None) -> EmbeddedConsumer:
+        """A consumer outside any group that starts at ``since_ms`` (replay)."""
+        consumer = EmbeddedConsumer(self.path, list(topics), None, self._wakeup)
+        if since_ms is not None:
+            consumer.seek_to_time(since_ms)
+        return consumer
+
+    def close(self) -> None:
+        self.flush()
+        self._conn.close()
+
+
+class EmbeddedConsumer:
+    """Reads the log in publish order. Its position is one global ``seq``, stored per topic for the group."""
+
+    def __init__(self, path: Path, topics: list[str], group: str | None, wakeup: threading.Condition) -> None:
+        if not topics:
+            raise ValueError("a consumer needs at least one topic")
+        self._conn = _connect(path)
+        self._conn.executescript(_SCHEMA)
+        self._topics = topics
+        self._marks = ",".join("?" * len(topics))
+        self._group = group
+        self._wakeup = wakeup
+        self._position = 0
+        if group is not None:
+            row = self._conn.execute(
+                f"SELECT MIN(seq) FROM offsets WHERE grp = ? AND topic IN ({self._marks})", [group, *topics]
+            ).fetchone()
+            self._position = row[0] or 0
+        self._committed = self._position
+        self._replay_until = 0
+
+    def rewind(self) -> None:
+        """Start over from the first record; those up to the committed position come marked replayed."""
+        self._replay_until = self._committed
+        self._position = 0
+
+    def seek_to_time(self, since_ms: int) -> None:
+        row = self._conn.execute(
+            f"SELECT MIN(seq) FROM log WHERE topic IN ({self._marks}) AND ts_ms >= ?", [*self._topics, since_ms]
+        ).fetchone()
+        if row[0] is None:
+            self._position = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
+        else:
+            self._position = row[0] - 1
+
+    def poll(self, timeout: float, max_records: int = 500) -> list[Record]:
+        deadline = time.monotonic() + timeout
+        while True:
+            records = self._fetch(max_records)
+            remaining = deadline - time.monotonic()
+            if records or remaining <= 0:
+                return records
+            with self._wakeup:
+                self._wakeup.wait(min(remaining, _CROSS_PROCESS_POLL))
+
+    def _fetch(self, max_records: int) -> list[Record]:
+        rows = self._conn.execute(
+            f"SELECT seq, topic, key, value, ts_ms FROM log WHERE seq > ? AND topic IN ({self._marks}) "
+            "ORDER BY seq LIMIT ?",
+            [self._position, *self._topics, max_records],
+        ).fetchall()
+        if rows:
+            self._position = rows[-1][0]
+        until = self._replay_until
+        return [Record(topic, 0, seq, key, value, ts_ms, seq <= until) for seq, topic, key, value, ts_ms in rows]
+
+    def commit(self) -> None:
+        if self._group is None or self._position == self._committed:
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._conn.executemany(
+            "INSERT INTO offsets (grp, topic, seq) VALUES (?, ?, ?) "
+            "ON CONFLICT (grp, topic) DO UPDATE SET seq = excluded.seq",
+            [(self._group, topic, self._position) for topic in self._topics],
+        )
+        self._conn.execute("COMMIT")
+        self._committed = self._position
+
+    def close(self) -> None:
+        self._conn.close()

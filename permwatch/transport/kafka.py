@@ -1,0 +1,159 @@
+"""The Kafka transport, on kafka-python.
+
+Topics are created if missing (``topic_prefix`` + logical name). The producer
+waits for all in-sync replicas (``acks=all``) and keeps one request in flight
+per connection so retries cannot reorder one key's records; records are keyed
+so one path's events land on one partition in order. Consumers belong to a
+consumer group, never auto-commit, and commit only when the stage says its
+effects are durable. Scale-out is Kafka's own: more consumers in the group.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from permwatch.config import KafkaConfig
+from permwatch.events import MAX_MESSAGE_BYTES, TOPIC_DEADLETTER, TOPIC_DIRECTORY, TOPIC_EXPOSURES, TOPIC_FS, TOPIC_LABELS
+from permwatch.transport.base import Record
+
+log = logging.getLogger(__name__)
+
+ALL_TOPICS = (TOPIC_FS, TOPIC_DIRECTORY, TOPIC_LABELS, TOPIC_EXPOSURES, TOPIC_DEADLETTER)
+
+
+class KafkaBus:
+    """A :class:`permwatch.transport.base.Bus` on an Apache Kafka cluster."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self.config = config
+        self._producer: KafkaProducer | None = None
+        self._topics_ready = False
+
+    def name(self, topic: str) -> str:
+        return f"{self.config.topic_prefix}{topic}"
+
+    def logical(self, name: str) -> str:
+        return name.removeprefix(self.config.topic_prefix)
+
+    def ensure_topics(self, topics: Sequence[str] = ALL_TOPICS) -> None:
+        if self._topics_ready:
+            return
+        admin = KafkaAdminClient(bootstrap_servers=self.config.bootstrap_servers, client_id=self.config.client_id)
+        try:
+            existing = set(admin.list_topics())
+            missing = [
+                NewTopic(self.name(t), self.config.partitions, self.config.replication_factor)
+                for t in topics
+                if self.name(t) not in existing
+            ]
+            if missing:
+                try:
+                    admin.create_topics(missing)
+                    log.info("created topics %s", ", ".join(t.name for t in missing))
+                except TopicAlreadyExistsError:
+                    log.debug("topics created concurrently by another process")
+        finally:
+            admin.close()
+        self._topics_ready = True
+
+    def _get_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            self.ensure_topics()
+            self._producer = KafkaProducer(
+                bootstrap_servers=self.config.bootstrap_servers,
+                client_id=self.config.client_id,
+                acks="all",
+                linger_ms=2,
+                max_in_flight_requests_per_connection=1,
+                max_request_size=MAX_MESSAGE_BYTES + 64 * 1024,
+            )
+        return self._producer
+
+    def publish(self, topic: str, key: str | None, value: bytes) -> None:
+        self._get_producer().send(self.name(topic), key=None if key is None else key.encode(), value=value)
+
+    def flush(self) -> None:
+        if self._producer is not None:
+            self._producer.flush()
+
+    def consumer(self, topics: Sequence[str], group: str, *, replay_history: bool = False) -> KafkaTopicConsumer:
+        self.ensure_topics()
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.config.bootstrap_servers,
+            client_id=self.config.client_id,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 64 * 1024,
+        )
+        wrapped = KafkaTopicConsumer(consumer, self)
+        listener = _RewindOnAssign(consumer, wrapped) if replay_history else ConsumerRebalanceListener()
+        consumer.subscribe([self.name(t) for t in topics], listener=listener)
+        return wrapped
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush()
+            self._producer.close()
+            self._producer = None
+
+
+class KafkaTopicConsumer:
+    def __init__(self, consumer: KafkaConsumer, bus: KafkaBus) -> None:
+        self._consumer = consumer
+        self._bus = bus
+        self.replay_until: dict[TopicPartition, int] = {}
+
+    def poll(self, timeout: float, max_records: int = 500) -> list[Record]:
+        batches = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        records = []
+        for tp, messages in sorted(batches.items(), key=lambda item: (item[0].topic, item[0].partition)):
+            topic = self._bus.logical(tp.topic)
+            until = self.replay_until.get(tp, 0)
+            for m in messages:
+                key = None if m.key is None else m.key.decode("utf-8", "replace")
+                records.append(Record(topic, tp.partition, m.offset, key, m.value, m.timestamp, m.offset < until))
+        return records
+
+    def commit(self) -> None:
+        self._consumer.commit()
+
+    def seek_to_time(self, since_ms: int) -> None:
+        partitions = self._consumer.assignment()
+        found = self._consumer.offsets_for_times({tp: since_ms for tp in partitions})
+        for tp in partitions:
+            hit = found.get(tp)
+            if hit is None:
+                self._consumer.seek_to_end(tp)
+            else:
+                self._consumer.seek(tp, hit.offset)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
+class _RewindOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On every assignment, start each partition from the beginning and remember where the group had got to."""
+
+    def __init__(self, consumer: KafkaConsumer, wrapped: KafkaTopicConsumer) -> None:
+        self._consumer = consumer
+        self._wrapped = wrapped
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self._wrapped.replay_until.pop(tp, None)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            committed = self._consumer.committed(tp)
+            self._wrapped.replay_until[tp] = committed or 0
+        if assigned:
+            self._consumer.seek_to_beginning(*assigned)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install permwatch into ./.venv (created if missing). With --test, also what the tests need:
+# Debian packages (acl tools, Java and Maven for the Kafka broker), the Kafka jars, test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_test=0
+[[ "${1:-}" == "--test" ]] && with_test=1
+
+apt_install() {
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    if [[ ! -f /tmp/.permwatch-apt-updated ]]; then
+        $sudo apt-get update -qq && touch /tmp/.permwatch-apt-updated
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if [[ $with_test -eq 1 ]]; then
+    missing=()
+    command -v setfacl >/dev/null || missing+=(acl)
+    command -v java >/dev/null || missing+=(default-jre-headless)
+    command -v mvn >/dev/null || missing+=(maven)
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        echo "installing Debian packages: ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    python3 -m venv .venv
+fi
+extra=""
+[[ $with_test -eq 1 ]] && extra="[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}"
+
+if [[ $with_test -eq 1 ]]; then
+    bash scripts/kafka/fetch.sh >/dev/null
+fi

@@ -1,0 +1,87 @@
+"""Config loading: validation errors name the file and the key, env overrides, relative paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from permwatch.cli import main
+from permwatch.config import ConfigError, load_config
+
+GOOD = """
+state_dir = "state"
+[transport]
+kind = "embedded"
+[transport.embedded]
+path = "events.db"
+[[fs]]
+roots = ["/srv/share"]
+[labels.definitions.ledning]
+allowed_groups = ["ledningsgrupp"]
+[[labels.rules]]
+glob = "/srv/share/ledning"
+label = "ledning"
+[[alerts.sinks]]
+kind = "jsonl"
+path = "alerts.jsonl"
+"""
+
+
+def test_good_config_and_relative_paths(tmp_path: Path) -> None:
+    path = tmp_path / "permwatch.toml"
+    path.write_text(GOOD)
+    config = load_config(path, environ={})
+    assert config.transport.embedded.path == tmp_path / "events.db"
+    assert config.state_dir == tmp_path / "state"
+    assert config.alerts.sinks[0].model_extra == {"path": str(tmp_path / "alerts.jsonl")}
+
+
+def test_env_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "permwatch.toml"
+    path.write_text(GOOD)
+    env = {
+        "PERMWATCH__TRANSPORT__KIND": "kafka",
+        "PERMWATCH__TRANSPORT__KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+        "PERMWATCH__PROCESSOR__BATCH_MAX": "100",
+    }
+    config = load_config(path, environ=env)
+    assert config.transport.kind == "kafka"
+    assert config.transport.kafka is not None and config.transport.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert config.processor.batch_max == 100
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[transport]\nkind = "carrier-pigeon"\n', "key 'transport.kind'"),
+        ('[[fs]]\nroots = ["relative/path"]\n', "key 'fs.0.roots'"),
+        ("[processor]\nbatch_maxx = 3\n", "key 'processor.batch_maxx': unknown key"),
+        ("[[labels.rules]]\nglob = '/x'\nlabel = 'nope'\n", "key 'labels.rules.0.label'"),
+        ("this is = = not toml", "not valid TOML"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert str(path) in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_check_config_cli_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[[alerts.sinks]]\nkind = "pager"\n')
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"{path}: key 'alerts.sinks.0.kind': unknown sink 'pager'" in err
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD)
+    assert main(["check-config", str(good)]) == 0
+
+
+def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["check-config", str(tmp_path / "nope.toml")]) == 2
+    assert "file not found" in capsys.readouterr().err

@@ -1,0 +1,153 @@
+"""The processor's judgement on hand-made events: audience rule, mask, traverse, lifecycle."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from permwatch.events import (
+    AclEntry,
+    AclTag,
+    DirectoryGroup,
+    DirectoryUser,
+    ExposureStatus,
+    FsKind,
+    FsPermissionEvent,
+    Identity,
+    Label,
+    LabelAssigned,
+    ObjectType,
+)
+from processor.engine import Engine
+
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+ROOT, MGMT, ALLA, UNIT = 0, 20001, 20002, 20003
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def users(engine: Engine) -> None:
+    people = {"anna": (1001, MGMT), "bo": (1002, ALLA), "cia": (1003, ALLA), "dan": (1004, UNIT), "eva": (1005, ALLA)}
+    for name, (uid, gid) in people.items():
+        engine.apply(DirectoryUser(name=name, uid=uid, primary_gid=gid))
+    engine.apply(DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=("anna",)))
+    engine.apply(DirectoryGroup(name="alla", gid=ALLA, member_users=("bo", "cia", "eva"), member_groups=("enhet",)))
+    engine.apply(DirectoryGroup(name="enhet", gid=UNIT, member_users=("dan",)))
+    engine.settle()
+
+
+def entry(tag: str, perms: str, qualifier: int | None = None) -> AclEntry:
+    bits = sum(b for ch, b in (("r", 4), ("w", 2), ("x", 1)) if ch in perms)
+    return AclEntry(tag=AclTag(tag), qualifier=qualifier, perms=bits)
+
+
+def fs(path: str, *acl: AclEntry, mode: int | None = None, at: datetime = T0, kind: FsKind = FsKind.CHANGED,
+       obj: ObjectType = ObjectType.DIRECTORY, group: int = MGMT) -> FsPermissionEvent:
+    if mode is not None and not acl:
+        acl = (entry("user_obj", "rwx"[: 0] or _p(mode >> 6)), entry("group_obj", _p(mode >> 3)), entry("other", _p(mode)))
+    return FsPermissionEvent(kind=kind, path=path, object_type=obj, owner=Identity(id=ROOT, name="root"),
+                             group=Identity(id=group), mode=mode if mode is not None else 0o750, acl=acl,
+                             observed_at=at)
+
+
+def _p(bits: int) -> str:
+    return "".join(ch for ch, b in (("r", 4), ("w", 2), ("x", 1)) if bits & b)
+
+
+LABEL = Label(name="ledning", allowed_groups=("ledningsgrupp",), allowed_users=("root",))
+
+
+def setup() -> Engine:
+    engine = Engine(clock=Clock())
+    users(engine)
+    engine.apply(fs("/", mode=0o755))
+    engine.apply(fs("/srv", mode=0o755, group=ROOT))
+    engine.apply(fs("/srv/share", mode=0o755, group=ROOT))
+    engine.apply(fs("/srv/share/ledning", mode=0o750))
+    engine.apply(fs("/srv/share/ledning/protokoll.txt", mode=0o640, obj=ObjectType.FILE))
+    assert engine.apply(LabelAssigned(path="/srv/share/ledning", label=LABEL)) == []
+    return engine
+
+
+def test_named_group_opens_then_closes_with_duration() -> None:
+    engine = setup()
+    opened = engine.apply(fs("/srv/share/ledning", entry("user_obj", "rwx"), entry("group_obj", "rx"),
+                             entry("group", "rx", ALLA), entry("mask", "rx"), entry("other", ""), at=T0))
+    assert [e.status for e in opened] == [ExposureStatus.OPENED]
+    exp = opened[0]
+    assert exp.groups == ("alla", "enhet")
+    assert exp.people == 4  # bo, cia, eva directly, dan through enhet nested in alla
+    assert {g.group: g.chain for g in exp.grants} == {"alla": ("alla",), "enhet": ("enhet", "alla")}
+    closed = engine.apply(fs("/srv/share/ledning", mode=0o750, at=T0 + timedelta(minutes=5)))
+    assert [e.status for e in closed] == [ExposureStatus.CLOSED]
+    assert closed[0].exposure_id == exp.exposure_id
+    assert closed[0].duration_seconds == 300
+
+
+def test_mask_limits_named_group() -> None:
+    engine = setup()
+    out = engine.apply(fs("/srv/share/ledning", entry("user_obj", "rwx"), entry("group_obj", "rx"),
+                          entry("group", "rx", ALLA), entry("mask", "x"), entry("other", "")))
+    assert out == []
+
+
+def test_other_needs_traverse_of_every_ancestor() -> None:
+    engine = setup()
+    engine.apply(fs("/srv/share", mode=0o750, group=ROOT))  # others cannot traverse
+    assert engine.apply(fs("/srv/share/ledning", mode=0o755)) == []
+    opened = engine.apply(fs("/srv/share", mode=0o755, group=ROOT))
+    assert [e.status for e in opened] == [ExposureStatus.OPENED]
+    assert opened[0].people == 4  # everyone but anna (allowed) and root (allowed)
+
+
+def test_nesting_broad_group_into_allowed_group_is_exposure_but_direct_member_is_not() -> None:
+    engine = setup()
+    engine.apply(DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=("anna", "bo")))
+    assert engine.settle() == []  # a person hired into the group directly: allowed
+    engine.apply(DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=("anna", "bo"),
+                                member_groups=("alla",), actor="cn=it-admin"))
+    out = engine.settle()
+    assert [e.status for e in out] == [ExposureStatus.OPENED]
+    assert out[0].actor == "cn=it-admin"
+    assert "alla" in out[0].groups
+    assert out[0].people == 3  # cia, eva, dan: bo is a direct member now
+    engine.apply(DirectoryGroup(name="alla", gid=ALLA, member_users=("bo", "cia", "eva", "ulf"), member_groups=("enhet",)))
+    engine.apply(DirectoryUser(name="ulf", uid=1006, primary_gid=ALLA))
+    changed = engine.settle()
+    assert [e.status for e in changed] == [ExposureStatus.CHANGED]
+    assert changed[0].people == 4
+
+
+def test_primary_group_allowed() -> None:
+    engine = setup()
+    # anna's primary group is ledningsgrupp; remove her from the member list: still allowed
+    engine.apply(DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=()))
+    assert engine.settle() == []
+
+
+def test_deep_file_granted_to_broad_group() -> None:
+    engine = setup()
+    out = engine.apply(fs("/srv/share/ledning/protokoll.txt", entry("user_obj", "rw"), entry("group_obj", "r"),
+                          entry("group", "r", ALLA), entry("mask", "r"), entry("other", ""), obj=ObjectType.FILE))
+    assert out == []  # the folder itself is 0750: others cannot traverse into it
+    engine.apply(fs("/srv/share/ledning", entry("user_obj", "rwx"), entry("group_obj", "rx"),
+                    entry("group", "x", ALLA), entry("mask", "rx"), entry("other", "")))
+    # traverse on the folder now lets alla reach the file
+    exp = engine.tracker.folders["/srv/share/ledning"].open
+    assert exp is not None
+
+
+def test_same_events_same_ids() -> None:
+    def run() -> list[str]:
+        engine = setup()
+        ids = []
+        for e in (fs("/srv/share/ledning", mode=0o755, at=T0), fs("/srv/share/ledning", mode=0o750, at=T0)):
+            ids += [x.event_id for x in engine.apply(e.model_copy(update={"event_id": "fixed"}))]
+        return ids
+
+    assert run() == run()
