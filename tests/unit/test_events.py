@@ -1,0 +1,66 @@
+"""The wire contract: round trips, keys, and one-line reasons for what does not decode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from permwatch.events import (
+    DecodeError,
+    DirectoryGroup,
+    FsKind,
+    FsPermissionEvent,
+    Label,
+    LabelAssigned,
+    decode,
+    encode,
+    exposure_id_for,
+)
+
+
+def test_round_trip_and_keys() -> None:
+    event = FsPermissionEvent(kind=FsKind.CHANGED, path="/srv/share/a", mode=0o750)
+    assert decode(encode(event)) == event
+    assert (event.topic, event.key) == ("fs", "/srv/share/a")
+    group = DirectoryGroup(name="alla", dn="cn=alla,ou=groups,dc=example")
+    assert (group.topic, group.key) == ("directory", "cn=alla,ou=groups,dc=example")
+    assert DirectoryGroup(name="alla").key == "group:alla"
+    label = LabelAssigned(path="/srv/x", label=Label(name="ledning"))
+    assert (label.topic, label.key) == ("labels", "/srv/x")
+
+
+def test_exposure_ids_are_stable() -> None:
+    assert exposure_id_for("/a", "l", "e1") == exposure_id_for("/a", "l", "e1")
+    assert exposure_id_for("/a", "l", "e1") != exposure_id_for("/a", "l", "e2")
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "Invalid JSON"),
+        (b"[]", "invalid"),
+        (json.dumps({"type": "fs.permission", "schema_version": 2, "kind": "changed", "path": "/a"}).encode(), "schema_version"),
+        (json.dumps({"type": "nope"}).encode(), "invalid"),
+        (json.dumps({"type": "fs.permission", "kind": "changed", "path": "/a", "mode": 99999}).encode(), "invalid fs.permission.mode"),
+        (json.dumps({"type": "fs.permission", "kind": "changed", "path": "/a", "evil": 1}).encode(), "evil"),
+        (b"x" * 2_000_000, "too large"),
+        (None, "tombstone"),
+    ],
+)
+def test_bad_messages_have_one_line_reasons(raw: bytes | None, reason: str) -> None:
+    with pytest.raises(DecodeError) as err:
+        decode(raw)
+    assert reason in err.value.reason
+    assert "\n" not in err.value.reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512) | st.text(max_size=256).map(str.encode))
+def test_decode_never_raises_anything_but_decode_error(raw: bytes) -> None:
+    try:
+        decode(raw)
+    except DecodeError as exc:
+        assert exc.reason and "\n" not in exc.reason
