@@ -34,11 +34,16 @@ class ConsoleSink:
         if e.status is ExposureStatus.CLOSED:
             lines.append(f"  closed at {e.closed_at:%Y-%m-%d %H:%M:%S %Z} after {_duration(e.duration_seconds or 0)}")
         else:
-            lines.append(f"  {e.people} people outside the label can read it; opened {e.opened_at:%Y-%m-%d %H:%M:%S %Z}")
+            lines.append(
+                f"  {e.people} people outside the label can read it; opened {e.opened_at:%Y-%m-%d %H:%M:%S %Z}"
+            )
             for grant in e.grants[:5]:
                 via = " -> ".join(grant.chain) if grant.chain else (grant.user or "everyone")
                 lines.append(f"  - {grant.people} via {grant.entry} ({via})")
-            lines.append(f"  paths affected: {e.paths_affected}" + (f", e.g. {', '.join(e.sample_paths[:3])}" if e.sample_paths else ""))
+            lines.append(
+                f"  paths affected: {e.paths_affected}"
+                + (f", e.g. {', '.join(e.sample_paths[:3])}" if e.sample_paths else "")
+            )
         if e.actor:
             lines.append(f"  changed by: {e.actor}")
         lines.append(f"  exposure id: {e.exposure_id}  (replay: permwatch timeline {e.exposure_id})")
@@ -51,7 +56,7 @@ class ConsoleSink:
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:

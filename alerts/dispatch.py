@@ -90,7 +90,9 @@ class Dispatcher:
                 dead_letter(self.bus, record, exc.reason, stage="alerts")
                 continue
             if not isinstance(event, ExposureEvent):
-                dead_letter(self.bus, record, f"a {event.type} event does not belong on topic exposures", stage="alerts")
+                dead_letter(
+                    self.bus, record, f"a {event.type} event does not belong on topic exposures", stage="alerts"
+                )
                 continue
             for sink in self.sinks:
                 if not self._deliver(sink, event, record, stop):

@@ -47,7 +47,9 @@ class LabelPolicy:
         if named is not None:
             label = self.labels.get(named)
             if label is None:
-                log.warning("%s: %s names unknown label %r; judging it with the strictest audience", path, origin, named)
+                log.warning(
+                    "%s: %s names unknown label %r; judging it with the strictest audience", path, origin, named
+                )
                 label = self._label(named)
             return label, origin
         for rule in self.config.rules:

@@ -28,7 +28,5 @@ def dead_letter(bus: Bus, record: Record, reason: str, *, stage: str) -> DeadLet
         value_b64=base64.b64encode(record.value or b"").decode(),
     )
     bus.publish(TOPIC_DEADLETTER, record.key, letter.model_dump_json().encode())
-    log.warning(
-        "%s: dead-lettered %s[%d]@%d: %s", stage, record.topic, record.partition, record.offset, reason
-    )
+    log.warning("%s: dead-lettered %s[%d]@%d: %s", stage, record.topic, record.partition, record.offset, reason)
     return letter

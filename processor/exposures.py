@@ -15,6 +15,7 @@ allowed. A group nested into an allowed group is *not* allowed unless listed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -45,6 +46,7 @@ def audience(label: Label, directory: Directory) -> int:
 
 
 Signature = tuple[AclKey, int]
+GrantKey = tuple[str, str | None, tuple[str, ...], str | None]
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,9 @@ class FolderExposure:
 class ExposureTracker:
     """Judges paths against their folder's label and emits exposure events on transitions."""
 
-    def __init__(self, directory: Directory, evaluator: ReaderEvaluator, *, source: str, clock) -> None:  # noqa: ANN001
+    def __init__(
+        self, directory: Directory, evaluator: ReaderEvaluator, *, source: str, clock: Callable[[], datetime]
+    ) -> None:
         self.directory = directory
         self.evaluator = evaluator
         self.source = source
@@ -147,7 +151,7 @@ class ExposureTracker:
         """The outsiders (as a bitset) and the grants that let them read."""
         allowed = self.allowed(record)
         outsiders = 0
-        by_key: dict[tuple[str, str | None, tuple[str, ...], str | None], int] = {}
+        by_key: dict[GrantKey, int] = {}
         for acl, traverse in record.signatures:
             verdict = record.verdicts[acl]
             reach = verdict.read & traverse & ~allowed
@@ -156,6 +160,7 @@ class ExposureTracker:
                 hit = via.people & reach
                 if not hit:
                     continue
+                key: GrantKey
                 if via.group is None:
                     key = (via.entry, None, (), via.user)
                     by_key[key] = by_key.get(key, 0) | hit

@@ -68,7 +68,12 @@ class ProcessorRunner:
                 continue
             if event.topic != record.topic or event.topic not in INPUT_TOPICS:
                 if not record.replayed:
-                    dead_letter(self.bus, record, f"a {event.type} event does not belong on topic {record.topic}", stage="processor")
+                    dead_letter(
+                        self.bus,
+                        record,
+                        f"a {event.type} event does not belong on topic {record.topic}",
+                        stage="processor",
+                    )
                     self.dead_letters += 1
                 continue
             out = self.engine.apply(event)

@@ -26,7 +26,9 @@ def _setup_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="permwatch", description="Notice when a restricted folder becomes readable by others.")
+    parser = argparse.ArgumentParser(
+        prog="permwatch", description="Notice when a restricted folder becomes readable by others."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run collectors, processor and alerts (or one role)")

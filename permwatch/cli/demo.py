@@ -122,7 +122,9 @@ def run_demo(*, keep: bool = False) -> int:
     running = start_roles(config)
     try:
         processor = running.stages["processor"]
-        _wait(lambda: str(notes) in processor.engine.labels and str(minutes) in processor.engine.paths.states, "baseline")
+        _wait(
+            lambda: str(notes) in processor.engine.labels and str(minutes) in processor.engine.paths.states, "baseline"
+        )
         _wait(processor.caught_up.is_set, "the processor to catch up")
         _say("baseline: 'ledning' is labelled for ledningsgrupp (anna, bengt); no exposure")
 

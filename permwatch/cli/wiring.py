@@ -108,7 +108,9 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
         from alerts.registry import build_sink
 
         sinks = [build_sink(s.model_dump(exclude_none=True)) for s in config.alerts.sinks]
-        dispatcher = Dispatcher(running.bus, sinks, DeliveryLog(state_dir / "alerts-delivered.db"), group=config.alerts.group)
+        dispatcher = Dispatcher(
+            running.bus, sinks, DeliveryLog(state_dir / "alerts-delivered.db"), group=config.alerts.group
+        )
         running.start("alerts", dispatcher)
     return running
 

@@ -18,7 +18,14 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from permwatch.config import KafkaConfig
-from permwatch.events import MAX_MESSAGE_BYTES, TOPIC_DEADLETTER, TOPIC_DIRECTORY, TOPIC_EXPOSURES, TOPIC_FS, TOPIC_LABELS
+from permwatch.events import (
+    MAX_MESSAGE_BYTES,
+    TOPIC_DEADLETTER,
+    TOPIC_DIRECTORY,
+    TOPIC_EXPOSURES,
+    TOPIC_FS,
+    TOPIC_LABELS,
+)
 from permwatch.transport.base import Record
 
 log = logging.getLogger(__name__)
@@ -140,7 +147,7 @@ class KafkaTopicConsumer:
         self._consumer.close(autocommit=False)
 
 
-class _RewindOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
+class _RewindOnAssign(ConsumerRebalanceListener):
     """On every assignment, start each partition from the beginning and remember where the group had got to."""
 
     def __init__(self, consumer: KafkaConsumer, wrapped: KafkaTopicConsumer) -> None:

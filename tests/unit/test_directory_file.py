@@ -36,7 +36,11 @@ def test_diff_reports_only_changes_and_deletions(tmp_path: Path) -> None:
     snapshot = diff({}, old, source="s")
     assert [e.change for e in snapshot] == ["snapshot"] * 4  # type: ignore[attr-defined]
     assert isinstance(snapshot[0], DirectoryUser)  # users first, so groups' members resolve
-    path.write_text(BASE.replace("members: [anna]}", "members: [anna], groups: [alla]}").replace("  - {name: bo, uid: 1002, gid: 2002}\n", ""))
+    path.write_text(
+        BASE.replace("members: [anna]}", "members: [anna], groups: [alla]}").replace(
+            "  - {name: bo, uid: 1002, gid: 2002}\n", ""
+        )
+    )
     new = load_directory(path)
     changes = diff(old, new, source="s")
     ledning = next(e for e in changes if isinstance(e, DirectoryGroup) and e.name == "ledning")

@@ -46,13 +46,31 @@ def entry(tag: str, perms: str, qualifier: int | None = None) -> AclEntry:
     return AclEntry(tag=AclTag(tag), qualifier=qualifier, perms=bits)
 
 
-def fs(path: str, *acl: AclEntry, mode: int | None = None, at: datetime = T0, kind: FsKind = FsKind.CHANGED,
-       obj: ObjectType = ObjectType.DIRECTORY, group: int = MGMT) -> FsPermissionEvent:
+def fs(
+    path: str,
+    *acl: AclEntry,
+    mode: int | None = None,
+    at: datetime = T0,
+    kind: FsKind = FsKind.CHANGED,
+    obj: ObjectType = ObjectType.DIRECTORY,
+    group: int = MGMT,
+) -> FsPermissionEvent:
     if mode is not None and not acl:
-        acl = (entry("user_obj", "rwx"[: 0] or _p(mode >> 6)), entry("group_obj", _p(mode >> 3)), entry("other", _p(mode)))
-    return FsPermissionEvent(kind=kind, path=path, object_type=obj, owner=Identity(id=ROOT, name="root"),
-                             group=Identity(id=group), mode=mode if mode is not None else 0o750, acl=acl,
-                             observed_at=at)
+        acl = (
+            entry("user_obj", "rwx"[:0] or _p(mode >> 6)),
+            entry("group_obj", _p(mode >> 3)),
+            entry("other", _p(mode)),
+        )
+    return FsPermissionEvent(
+        kind=kind,
+        path=path,
+        object_type=obj,
+        owner=Identity(id=ROOT, name="root"),
+        group=Identity(id=group),
+        mode=mode if mode is not None else 0o750,
+        acl=acl,
+        observed_at=at,
+    )
 
 
 def _p(bits: int) -> str:
@@ -76,8 +94,17 @@ def setup() -> Engine:
 
 def test_named_group_opens_then_closes_with_duration() -> None:
     engine = setup()
-    opened = engine.apply(fs("/srv/share/ledning", entry("user_obj", "rwx"), entry("group_obj", "rx"),
-                             entry("group", "rx", ALLA), entry("mask", "rx"), entry("other", ""), at=T0))
+    opened = engine.apply(
+        fs(
+            "/srv/share/ledning",
+            entry("user_obj", "rwx"),
+            entry("group_obj", "rx"),
+            entry("group", "rx", ALLA),
+            entry("mask", "rx"),
+            entry("other", ""),
+            at=T0,
+        )
+    )
     assert [e.status for e in opened] == [ExposureStatus.OPENED]
     exp = opened[0]
     assert exp.groups == ("alla", "enhet")
@@ -91,8 +118,16 @@ def test_named_group_opens_then_closes_with_duration() -> None:
 
 def test_mask_limits_named_group() -> None:
     engine = setup()
-    out = engine.apply(fs("/srv/share/ledning", entry("user_obj", "rwx"), entry("group_obj", "rx"),
-                          entry("group", "rx", ALLA), entry("mask", "x"), entry("other", "")))
+    out = engine.apply(
+        fs(
+            "/srv/share/ledning",
+            entry("user_obj", "rwx"),
+            entry("group_obj", "rx"),
+            entry("group", "rx", ALLA),
+            entry("mask", "x"),
+            entry("other", ""),
+        )
+    )
     assert out == []
 
 
@@ -109,14 +144,19 @@ def test_nesting_broad_group_into_allowed_group_is_exposure_but_direct_member_is
     engine = setup()
     engine.apply(DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=("anna", "bo")))
     assert engine.settle() == []  # a person hired into the group directly: allowed
-    engine.apply(DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=("anna", "bo"),
-                                member_groups=("alla",), actor="cn=it-admin"))
+    engine.apply(
+        DirectoryGroup(
+            name="ledningsgrupp", gid=MGMT, member_users=("anna", "bo"), member_groups=("alla",), actor="cn=it-admin"
+        )
+    )
     out = engine.settle()
     assert [e.status for e in out] == [ExposureStatus.OPENED]
     assert out[0].actor == "cn=it-admin"
     assert "alla" in out[0].groups
     assert out[0].people == 3  # cia, eva, dan: bo is a direct member now
-    engine.apply(DirectoryGroup(name="alla", gid=ALLA, member_users=("bo", "cia", "eva", "ulf"), member_groups=("enhet",)))
+    engine.apply(
+        DirectoryGroup(name="alla", gid=ALLA, member_users=("bo", "cia", "eva", "ulf"), member_groups=("enhet",))
+    )
     engine.apply(DirectoryUser(name="ulf", uid=1006, primary_gid=ALLA))
     changed = engine.settle()
     assert [e.status for e in changed] == [ExposureStatus.CHANGED]
@@ -132,11 +172,28 @@ def test_primary_group_allowed() -> None:
 
 def test_deep_file_granted_to_broad_group() -> None:
     engine = setup()
-    out = engine.apply(fs("/srv/share/ledning/protokoll.txt", entry("user_obj", "rw"), entry("group_obj", "r"),
-                          entry("group", "r", ALLA), entry("mask", "r"), entry("other", ""), obj=ObjectType.FILE))
+    out = engine.apply(
+        fs(
+            "/srv/share/ledning/protokoll.txt",
+            entry("user_obj", "rw"),
+            entry("group_obj", "r"),
+            entry("group", "r", ALLA),
+            entry("mask", "r"),
+            entry("other", ""),
+            obj=ObjectType.FILE,
+        )
+    )
     assert out == []  # the folder itself is 0750: others cannot traverse into it
-    engine.apply(fs("/srv/share/ledning", entry("user_obj", "rwx"), entry("group_obj", "rx"),
-                    entry("group", "x", ALLA), entry("mask", "rx"), entry("other", "")))
+    engine.apply(
+        fs(
+            "/srv/share/ledning",
+            entry("user_obj", "rwx"),
+            entry("group_obj", "rx"),
+            entry("group", "x", ALLA),
+            entry("mask", "rx"),
+            entry("other", ""),
+        )
+    )
     # traverse on the folder now lets alla reach the file
     exp = engine.tracker.folders["/srv/share/ledning"].open
     assert exp is not None

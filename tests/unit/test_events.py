@@ -42,9 +42,15 @@ def test_exposure_ids_are_stable() -> None:
     [
         (b"{not json", "Invalid JSON"),
         (b"[]", "invalid"),
-        (json.dumps({"type": "fs.permission", "schema_version": 2, "kind": "changed", "path": "/a"}).encode(), "schema_version"),
+        (
+            json.dumps({"type": "fs.permission", "schema_version": 2, "kind": "changed", "path": "/a"}).encode(),
+            "schema_version",
+        ),
         (json.dumps({"type": "nope"}).encode(), "invalid"),
-        (json.dumps({"type": "fs.permission", "kind": "changed", "path": "/a", "mode": 99999}).encode(), "invalid fs.permission.mode"),
+        (
+            json.dumps({"type": "fs.permission", "kind": "changed", "path": "/a", "mode": 99999}).encode(),
+            "invalid fs.permission.mode",
+        ),
         (json.dumps({"type": "fs.permission", "kind": "changed", "path": "/a", "evil": 1}).encode(), "evil"),
         (b"x" * 2_000_000, "too large"),
         (None, "tombstone"),

@@ -1,0 +1,178 @@
+"""A permwatch pipeline of real processes on real Kafka, and ways to watch its topics.
+
+Each role runs as its own ``permwatch run --role …`` process with a config
+written for the test (its own topic prefix and consumer groups), so tests
+exercise exactly what an operator deploys and can SIGKILL a role. Topics are
+read back with plain kafka-python, and "the processor has caught up" is
+decided from Kafka itself: the processor group's committed offsets reach the
+end of every input topic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+TIMEOUT = 90.0
+ROLES = ("collector", "processor", "alerts")
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` after a generous timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class TopicReader:
+    """Reads a whole topic (all partitions) from the beginning, accumulating decoded JSON values."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+        partitions = wait_until(lambda: self._consumer.partitions_for_topic(topic), f"topic {topic}")
+        self._consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        self._consumer.seek_to_beginning()
+        self.values: list[dict[str, Any]] = []
+        self.keys: list[str | None] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        for messages in self._consumer.poll(timeout_ms=200, max_records=10_000).values():
+            for m in messages:
+                self.keys.append(m.key.decode() if m.key else None)
+                self.values.append(json.loads(m.value))
+        return self.values
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class Pipeline:
+    def __init__(self, workdir: Path, bootstrap: str, prefix: str, *, share: Path, config_extra: str = "") -> None:
+        self.workdir = workdir
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.share = share
+        self.config_path = workdir / "permwatch.toml"
+        self.alerts_path = workdir / "alerts.jsonl"
+        self.directory_path = workdir / "directory.yaml"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.config_extra = config_extra
+        self._readers: dict[str, TopicReader] = {}
+
+    def write_config(self, labels: str) -> None:
+        self.config_path.write_text(
+            f"""
+log_level = "info"
+state_dir = "{self.workdir / "state"}"
+[transport]
+kind = "kafka"
+[transport.kafka]
+bootstrap_servers = "{self.bootstrap}"
+topic_prefix = "{self.prefix}"
+partitions = 3
+[[fs]]
+collector_id = "it-fs"
+roots = ["{self.share}"]
+[directory]
+path = "{self.directory_path}"
+[processor]
+group = "{self.prefix}processor"
+[alerts]
+group = "{self.prefix}alerts"
+[[alerts.sinks]]
+kind = "jsonl"
+path = "{self.alerts_path}"
+{labels}
+{self.config_extra}
+""",
+            encoding="utf-8",
+        )
+
+    def start(self, role: str) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{role}.log").open("ab")
+        exe = shutil.which("permwatch", path=str(Path(sys.executable).parent)) or "permwatch"
+        proc = subprocess.Popen(
+            [exe, "run", "--config", str(self.config_path), "--role", role],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[role] = proc
+        return proc
+
+    def start_all(self) -> None:
+        for role in ROLES:
+            self.start(role)
+
+    def kill(self, role: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(role)
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+        proc.wait(30)
+
+    def stop(self) -> None:
+        for role in list(self.procs):
+            self.kill(role, signal.SIGTERM)
+        for reader in self._readers.values():
+            reader.close()
+
+    def log(self, role: str) -> str:
+        path = self.workdir / f"{role}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def reader(self, topic: str) -> TopicReader:
+        if topic not in self._readers:
+            self._readers[topic] = TopicReader(self.bootstrap, self.prefix + topic)
+        return self._readers[topic]
+
+    def exposures(self) -> list[dict[str, Any]]:
+        return self.reader("exposures").read()
+
+    def fs_events(self) -> list[dict[str, Any]]:
+        return self.reader("fs").read()
+
+    def processor_caught_up(self) -> bool:
+        """True when the processor group has committed everything on its input topics."""
+        topics = [self.prefix + t for t in ("fs", "directory", "labels")]
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
+        try:
+            committed = admin.list_consumer_group_offsets(self.prefix + "processor")
+            partitions = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+            ends = consumer.end_offsets(partitions)
+        finally:
+            consumer.close()
+            admin.close()
+        for tp, end in ends.items():
+            if end == 0:
+                continue
+            meta = committed.get(tp)
+            if meta is None or meta.offset < end:
+                return False
+        return True
+
+    def wait_fs_event(self, path: Path, predicate: Callable[[dict[str, Any]], bool] = lambda e: True) -> dict[str, Any]:
+        return wait_until(
+            lambda: next((e for e in reversed(self.fs_events()) if e.get("path") == str(path) and predicate(e)), None),
+            f"an fs event for {path}",
+        )
+
+    def wait_quiet(self) -> None:
+        """The processor has handled everything published so far."""
+        wait_until(self.processor_caught_up, "the processor to catch up")
