@@ -98,6 +98,10 @@ class KafkaBus:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 64 * 1024,
         )
+        # kafka-python 3.0 can be left with no partitions for good if it joins the group before it
+        # knows the topics' partitions and a short poll times out during the rejoin: learn them first.
+        for topic in topics:
+            consumer.partitions_for_topic(self.name(topic))
         wrapped = KafkaTopicConsumer(consumer, self)
         listener = _RewindOnAssign(consumer, wrapped) if replay_history else ConsumerRebalanceListener()
         consumer.subscribe([self.name(t) for t in topics], listener=listener)

@@ -1,0 +1,32 @@
+"""Fixtures for the integration tests, which run against real local servers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from tests.integration.servers.kafka import KafkaBroker
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "integration: needs real servers (Kafka via java + mvn); slower")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """One real single-node Kafka broker shared by the whole session."""
+    broker = KafkaBroker(Path(tmp_path_factory.mktemp("kafka")))
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def kafka_topic_prefix() -> str:
+    """A unique topic-name prefix, so each test works on its own topics."""
+    return f"t{uuid4().hex[:8]}."

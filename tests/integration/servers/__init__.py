@@ -1,0 +1,1 @@
+"""Real servers (started as local processes) used by the integration tests."""

@@ -1,0 +1,434 @@
+"""Run a real single-node Apache Kafka broker (KRaft combined mode) for tests.
+
+`KafkaBroker` fetches the broker jars from Maven Central on first use (via
+``scripts/kafka/fetch.sh``, cached under ``.cache/kafka/<version>/libs``),
+formats a KRaft log dir inside a caller-supplied work dir, and runs
+``kafka.Kafka`` as a child JVM bound to loopback ports only. The broker can be
+stopped and started again on the same ports and data, so tests can simulate an
+outage. The JVM runs in its own process group, dies with the Python process
+(parent-death signal where ``setpriv`` exists) and is killed at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from pathlib import Path
+from types import TracebackType
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+
+DEFAULT_KAFKA_VERSION = "4.4.0"
+
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+_FETCH_SCRIPT = _REPO_ROOT / "scripts" / "kafka" / "fetch.sh"
+_HOST = "127.0.0.1"
+_STORAGE_TOOL_CLASSES = (
+    "kafka.tools.StorageTool",
+    "org.apache.kafka.tools.StorageTool",
+)
+_JVM_OPTS = (
+    "-Xms256m",
+    "-Xmx512m",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+
+# Every JVM we started and have not yet reaped; killed at interpreter exit.
+_LIVE: set[subprocess.Popen[bytes]] = set()
+
+
+class KafkaBrokerError(RuntimeError):
+    """The broker could not be fetched, formatted, started or stopped."""
+
+
+def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Signal the process group led by ``proc``; only call before it is reaped."""
+    with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
+        os.killpg(proc.pid, sig)
+
+
+@atexit.register
+def _kill_all_live_brokers() -> None:
+    for proc in list(_LIVE):
+        if proc.poll() is None:
+            _kill_group(proc, signal.SIGKILL)
+            proc.wait()
+        _LIVE.discard(proc)
+
+
+def _ephemeral_port_floor() -> int:
+    """Lowest port the kernel hands out to outgoing connections (Linux), else 32768."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii")
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _free_loopback_ports(count: int) -> list[int]:
+    """Distinct free TCP ports on 127.0.0.1, below the ephemeral range.
+
+    Staying out of the ephemeral range means that, while the broker is stopped
+    (outage tests), no outgoing connection can take its port by chance, so it
+    can always start again on the same ports.
+    """
+    high = _ephemeral_port_floor() - 1
+    low = max(1024, high - 20000)
+    candidates = random.sample(range(low, high + 1), min(500, high - low + 1))
+    sockets: list[socket.socket] = []
+    try:
+        for port in candidates:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind((_HOST, port))
+            except OSError:
+                sock.close()
+                continue
+            sockets.append(sock)
+            if len(sockets) == count:
+                return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+    raise KafkaBrokerError(f"no {count} free loopback ports in {low}-{high}")
+
+
+def _new_cluster_id() -> str:
+    """A Kafka-style base64url UUID not starting with '-' (the CLI would see a flag)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    if not path.exists():
+        return f"<{path} does not exist>"
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+class KafkaBroker:
+    """One single-node KRaft Kafka broker (broker + controller in one JVM) on loopback.
+
+    Ports are picked on the first ``start()`` and reused by every later start, as
+    are the data dir and the cluster id, so ``stop()`` + ``start()`` behaves like
+    a real broker restart (committed offsets and topics survive).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        version: str = DEFAULT_KAFKA_VERSION,
+        start_timeout: float = 90.0,
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.version = version
+        self.start_timeout = start_timeout
+        self._libs: Path | None = None
+        self._port: int | None = None
+        self._controller_port: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- public API -------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise KafkaBrokerError("broker has never been started; no port assigned yet")
+        return self._port
+
+    @property
+    def controller_port(self) -> int:
+        if self._controller_port is None:
+            raise KafkaBrokerError("broker has never been started; no port assigned yet")
+        return self._controller_port
+
+    @property
+    def bootstrap(self) -> str:
+        """``"127.0.0.1:PORT"`` for ``bootstrap_servers``."""
+        return f"{_HOST}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        """The JVM's stdout/stderr (appended to across restarts)."""
+        return self.workdir / "kafka.out"
+
+    @property
+    def server_log_path(self) -> Path:
+        """Broker log4j output, WARN and above (appended to across restarts)."""
+        return self.workdir / "server.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    def start(self) -> None:
+        """Start the broker and block until an admin client can list topics.
+
+        Fetches the jars and formats storage only when needed. Raises
+        `KafkaBrokerError` (with the log tail) if the JVM exits or is not ready
+        within ``start_timeout`` seconds; the JVM is killed in that case.
+        """
+        if self.running:
+            raise KafkaBrokerError(f"broker already running at {self.bootstrap}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        libs = self._ensure_libs()
+        if self._port is None or self._controller_port is None:
+            self._port, self._controller_port = _free_loopback_ports(2)
+        self._write_config()
+        if not (self.data_dir / "meta.properties").exists():
+            self._format_storage(libs)
+        self._spawn(libs)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.kill()
+            raise
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the process group; SIGKILL it if still alive after ``timeout`` s."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            _kill_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc, signal.SIGKILL)
+                proc.wait()
+        self._forget(proc)
+
+    def kill(self) -> None:
+        """SIGKILL the process group immediately (an unclean crash)."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            _kill_group(proc, signal.SIGKILL)
+            proc.wait()
+        self._forget(proc)
+
+    def restart(self) -> None:
+        """``stop()`` then ``start()`` on the same ports and data dir."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> KafkaBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.bootstrap if self._port is not None else "unstarted"
+        state = "running" if self.running else "stopped"
+        return f"KafkaBroker({self.version}, {where}, {state}, workdir={self.workdir})"
+
+    # -- internals --------------------------------------------------------------
+
+    def _ensure_libs(self) -> Path:
+        if self._libs is not None:
+            return self._libs
+        result = subprocess.run(
+            ["bash", str(_FETCH_SCRIPT), self.version],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise KafkaBrokerError(
+                f"{_FETCH_SCRIPT} {self.version} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
+        libs = Path(result.stdout.strip().splitlines()[-1])
+        if not (libs / f"kafka_2.13-{self.version}.jar").is_file():
+            raise KafkaBrokerError(f"fetch.sh reported {libs}, but it has no Kafka jar")
+        self._libs = libs
+        return libs
+
+    def _write_config(self) -> None:
+        port, cport = self.port, self.controller_port
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"{_HOST}:{cport}",
+            "listeners": f"PLAINTEXT://{_HOST}:{port},CONTROLLER://{_HOST}:{cport}",
+            "advertised.listeners": f"PLAINTEXT://{_HOST}:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": ("PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"),
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "1",
+            "default.replication.factor": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+        }
+        text = "".join(f"{key}={value}\n" for key, value in properties.items())
+        (self.workdir / "server.properties").write_text(text, encoding="utf-8")
+        log4j2 = (
+            "status = warn\n"
+            "appender.file.type = File\n"
+            "appender.file.name = FILE\n"
+            f"appender.file.fileName = {self.server_log_path}\n"
+            "appender.file.append = true\n"
+            "appender.file.layout.type = PatternLayout\n"
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n\n"
+            "rootLogger.level = WARN\n"
+            "rootLogger.appenderRef.file.ref = FILE\n"
+        )
+        (self.workdir / "log4j2.properties").write_text(log4j2, encoding="utf-8")
+
+    def _java_command(self, libs: Path, main_class: str, *args: str) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise KafkaBrokerError("'java' not found on PATH")
+        return [
+            java,
+            *_JVM_OPTS,
+            f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.workdir}",
+            "-cp",
+            f"{libs}/*",
+            main_class,
+            *args,
+        ]
+
+    def _storage_tool_class(self, libs: Path) -> str:
+        for jar in sorted(libs.glob("kafka*.jar")):
+            with zipfile.ZipFile(jar) as archive:
+                names = set(archive.namelist())
+            for cls in _STORAGE_TOOL_CLASSES:
+                if cls.replace(".", "/") + ".class" in names:
+                    return cls
+        raise KafkaBrokerError(f"no StorageTool class ({_STORAGE_TOOL_CLASSES}) in {libs}")
+
+    def _format_storage(self, libs: Path) -> None:
+        config = self.workdir / "server.properties"
+        command = self._java_command(
+            libs,
+            self._storage_tool_class(libs),
+            "format",
+            "-t",
+            _new_cluster_id(),
+            "-c",
+            str(config),
+            "--standalone",
+        )
+        result = subprocess.run(
+            command,
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise KafkaBrokerError(
+                f"formatting {self.data_dir} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
+
+    def _spawn(self, libs: Path) -> None:
+        command = self._java_command(libs, "kafka.Kafka", str(self.workdir / "server.properties"))
+        setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+        if setpriv is not None:
+            # SIGKILL the JVM if the thread that started it dies (even by SIGKILL),
+            # so an aborted test run cannot leave a broker behind.
+            command = [setpriv, "--pdeathsig", "KILL", "--", *command]
+        with self.log_path.open("ab") as log:
+            log.write(f"\n=== starting Kafka {self.version} at {time.ctime()} ===\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                command,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._proc = proc
+        _LIVE.add(proc)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        last_error: BaseException | None = None
+        while time.monotonic() < deadline:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                code = None if proc is None else proc.returncode
+                raise KafkaBrokerError(f"Kafka exited with {code} during start\n{self._log_tails()}")
+            if not self._port_accepts():
+                time.sleep(0.25)
+                continue
+            try:
+                admin = KafkaAdminClient(
+                    bootstrap_servers=self.bootstrap,
+                    client_id="kafka-broker-readiness",
+                    bootstrap_timeout_ms=3000,
+                    request_timeout_ms=5000,
+                )
+            except (KafkaError, OSError) as exc:
+                last_error = exc
+            else:
+                try:
+                    admin.list_topics()
+                    return
+                except (KafkaError, OSError) as exc:
+                    last_error = exc
+                finally:
+                    admin.close()
+            time.sleep(0.25)
+        raise KafkaBrokerError(
+            f"Kafka not ready at {self.bootstrap} after {self.start_timeout}s "
+            f"(last error: {last_error!r})\n{self._log_tails()}"
+        )
+
+    def _port_accepts(self) -> bool:
+        # A plain TCP probe first: kafka-python leaks a socket per refused connect.
+        try:
+            with socket.create_connection((_HOST, self.port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    def _log_tails(self) -> str:
+        return (
+            f"--- {self.log_path} ---\n{_tail(self.log_path)}\n"
+            f"--- {self.server_log_path} ---\n{_tail(self.server_log_path)}"
+        )
+
+    def _forget(self, proc: subprocess.Popen[bytes]) -> None:
+        _LIVE.discard(proc)
+        if self._proc is proc:
+            self._proc = None
