@@ -15,13 +15,39 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from fnmatch import fnmatchcase
+import re
+from functools import lru_cache
 
 from permwatch.config import LabelsConfig
 from permwatch.events import Label, LabelAssigned, Severity
 
 log = logging.getLogger("permwatch.collectors.labels")
 _MARKER_MAX_BYTES = 256
+
+
+@lru_cache(maxsize=1024)
+def _glob_regex(glob: str) -> re.Pattern[str]:
+    parts = []
+    i = 0
+    while i < len(glob):
+        if glob.startswith("**", i):
+            parts.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            parts.append("[^/]*")
+            i += 1
+        elif glob[i] == "?":
+            parts.append("[^/]")
+            i += 1
+        else:
+            parts.append(re.escape(glob[i]))
+            i += 1
+    return re.compile("".join(parts) + r"\Z")
+
+
+def path_glob_matches(path: str, glob: str) -> bool:
+    """Shell-style path glob: ``*`` and ``?`` stay within one path component, ``**`` crosses them."""
+    return _glob_regex(glob).match(path) is not None
 
 
 class LabelPolicy:
@@ -53,7 +79,7 @@ class LabelPolicy:
                 label = self._label(named)
             return label, origin
         for rule in self.config.rules:
-            if fnmatchcase(path, rule.glob):
+            if path_glob_matches(path, rule.glob):
                 return self.labels[rule.label], "policy"
         return None, "policy"
 

@@ -73,7 +73,7 @@ class LabelDefinition(_Section):
 
 
 class LabelRule(_Section):
-    glob: str = Field(min_length=1, description="fnmatch glob on the folder's absolute path")
+    glob: str = Field(min_length=1, description="glob on the folder path: * within a component, ** across")
     label: str = Field(min_length=1)
 
 

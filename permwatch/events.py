@@ -267,7 +267,7 @@ class Grant(_Frozen):
     up to the one the ACL entry names.
     """
 
-    entry: str = Field(description="the ACL entry, e.g. 'group:alla:r-x' or 'other::r-x'")
+    entry: str = Field(description="the ACL entry that grants read, e.g. 'group:alla', 'group::' (owning), 'other::'")
     group: str | None = None
     chain: tuple[str, ...] = ()
     user: str | None = None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from permwatch.events import perms_text
 from processor.state import TAG_NAMES, AclKey, Directory, PathState, PathTable, parent_of
 
 READ = 4
@@ -28,7 +27,9 @@ ALL = -1
 
 @dataclass(frozen=True, slots=True)
 class Via:
-    """One ACL entry and the people it lets read (before traverse and labels are applied)."""
+    """One ACL entry that grants read, as acl(5) writes it without the permissions
+    (``user::``, ``user:anna``, ``group::``, ``group:alla``, ``other::``), and the people it lets read
+    (before traverse and labels are applied)."""
 
     entry: str
     group: str | None
@@ -122,13 +123,13 @@ def evaluate_acl(state: PathState, directory: Directory) -> AclVerdict:
             owner = directory.user_for_uid(owner_uid, state.owner_name)
             bits = 0 if owner.disabled else owner.bit
             decided |= bits
-            grant(bits, perms, f"user::{perms_text(perms)}", user=owner.name)
+            grant(bits, perms, "user::", user=owner.name)
     for uid, perms in by_tag.get("user", ()):
         user = directory.user_for_uid(uid, state.qualifier_names.get((1, uid)))
         bits = 0 if user.disabled else user.bit & ~decided
         decided |= bits
         effective = perms & mask_perms
-        grant(bits, effective, f"user:{user.name}:{perms_text(effective)}", user=user.name)
+        grant(bits, effective, f"user:{user.name}", user=user.name)
 
     matched = 0
     group_entries = [(owning_gid, perms, True) for _, perms in by_tag.get("group_obj", ())]
@@ -140,10 +141,9 @@ def evaluate_acl(state: PathState, directory: Directory) -> AclVerdict:
         bits = (directory.effective_members(name) if name else 0) & ~decided
         matched |= bits
         effective = perms & mask_perms
-        entry = f"group::{perms_text(effective)} ({label})" if owning else f"group:{label}:{perms_text(effective)}"
-        grant(bits, effective, entry, group=name)
+        grant(bits, effective, "group::" if owning else f"group:{label}", group=name)
     decided |= matched
 
     for _, perms in by_tag.get("other", ()):
-        grant(directory.everyone() & ~decided, perms, f"other::{perms_text(perms)}")
+        grant(directory.everyone() & ~decided, perms, "other::")
     return AclVerdict(read=read, traverse=traverse, via=tuple(via))

@@ -103,8 +103,11 @@ class KafkaBus:
         for topic in topics:
             consumer.partitions_for_topic(self.name(topic))
         wrapped = KafkaTopicConsumer(consumer, self)
-        listener = _RewindOnAssign(consumer, wrapped) if replay_history else ConsumerRebalanceListener()
-        consumer.subscribe([self.name(t) for t in topics], listener=listener)
+        names = [self.name(t) for t in topics]
+        if replay_history:
+            consumer.subscribe(names, listener=_RewindOnAssign(wrapped))
+        else:
+            consumer.subscribe(names)
         return wrapped
 
     def close(self) -> None:
@@ -119,9 +122,18 @@ class KafkaTopicConsumer:
         self._consumer = consumer
         self._bus = bus
         self.replay_until: dict[TopicPartition, int] = {}
+        self.to_rewind: set[TopicPartition] = set()
 
     def poll(self, timeout: float, max_records: int = 500) -> list[Record]:
         batches = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        if self.to_rewind:
+            # Newly assigned partitions start over from the beginning; what this poll already
+            # fetched from them comes again after the seek, so drop it here.
+            rewind, self.to_rewind = self.to_rewind, set()
+            for tp in rewind:
+                self.replay_until[tp] = self._consumer.committed(tp) or 0
+                batches.pop(tp, None)
+            self._consumer.seek_to_beginning(*rewind)
         records = []
         for tp, messages in sorted(batches.items(), key=lambda item: (item[0].topic, item[0].partition)):
             topic = self._bus.logical(tp.topic)
@@ -152,19 +164,19 @@ class KafkaTopicConsumer:
 
 
 class _RewindOnAssign(ConsumerRebalanceListener):
-    """On every assignment, start each partition from the beginning and remember where the group had got to."""
+    """Marks assigned partitions for a rewind; the consumer does it on its next poll.
 
-    def __init__(self, consumer: KafkaConsumer, wrapped: KafkaTopicConsumer) -> None:
-        self._consumer = consumer
+    kafka-python 3 runs listeners on its IO thread, where blocking calls such as
+    ``committed()`` are not allowed, so the work is deferred to ``poll``.
+    """
+
+    def __init__(self, wrapped: KafkaTopicConsumer) -> None:
         self._wrapped = wrapped
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
             self._wrapped.replay_until.pop(tp, None)
+            self._wrapped.to_rewind.discard(tp)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        for tp in assigned:
-            committed = self._consumer.committed(tp)
-            self._wrapped.replay_until[tp] = committed or 0
-        if assigned:
-            self._consumer.seek_to_beginning(*assigned)
+        self._wrapped.to_rewind |= set(assigned)

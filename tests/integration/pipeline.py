@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 TIMEOUT = 90.0
 ROLES = ("collector", "processor", "alerts")
@@ -105,14 +105,14 @@ path = "{self.alerts_path}"
         )
 
     def start(self, role: str) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"{role}.log").open("ab")
         exe = shutil.which("permwatch", path=str(Path(sys.executable).parent)) or "permwatch"
-        proc = subprocess.Popen(
-            [exe, "run", "--config", str(self.config_path), "--role", role],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (self.workdir / f"{role}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [exe, "run", "--config", str(self.config_path), "--role", role],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs[role] = proc
         return proc
 
@@ -150,22 +150,16 @@ path = "{self.alerts_path}"
     def processor_caught_up(self) -> bool:
         """True when the processor group has committed everything on its input topics."""
         topics = [self.prefix + t for t in ("fs", "directory", "labels")]
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
+        # A consumer that names the group but never joins it can read the group's commits.
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.prefix + "processor", enable_auto_commit=False
+        )
         try:
-            committed = admin.list_consumer_group_offsets(self.prefix + "processor")
             partitions = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
             ends = consumer.end_offsets(partitions)
+            return all(end == 0 or (consumer.committed(tp) or 0) >= end for tp, end in ends.items())
         finally:
-            consumer.close()
-            admin.close()
-        for tp, end in ends.items():
-            if end == 0:
-                continue
-            meta = committed.get(tp)
-            if meta is None or meta.offset < end:
-                return False
-        return True
+            consumer.close(autocommit=False)
 
     def wait_fs_event(self, path: Path, predicate: Callable[[dict[str, Any]], bool] = lambda e: True) -> dict[str, Any]:
         return wait_until(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.labels import LabelPolicy
+from collectors.labels import LabelPolicy, path_glob_matches
 from permwatch.config import LabelDefinition, LabelRule, LabelsConfig
 from permwatch.events import Severity
 
@@ -62,3 +62,18 @@ def test_xattr_with_unknown_label_is_strictest(tmp_path: Path, caplog: pytest.Lo
     assert event.label.severity is Severity.CRITICAL
     assert event.label.allowed_groups == ("it-admins",)
     assert "unknown label 'hemlig'" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("path", "glob", "expected"),
+    [
+        ("/srv/share/ledning-a", "/srv/share/ledning-*", True),
+        ("/srv/share/ledning-a/sub", "/srv/share/ledning-*", False),
+        ("/srv/share/hr/cases/17", "/srv/**/cases/*", True),
+        ("/srv/share/hr/cases/17/x", "/srv/**/cases/*", False),
+        ("/srv/a.b", "/srv/a?b", True),
+        ("/srv/a/b", "/srv/a?b", False),
+    ],
+)
+def test_path_globs_keep_star_within_a_component(path: str, glob: str, expected: bool) -> None:
+    assert path_glob_matches(path, glob) is expected
