@@ -1,0 +1,925 @@
+"""The filesystem collector: publish the permission state of every path under the roots.
+
+On start it watches the roots (inotify through watchdog), then runs a baseline
+scan: the root's ancestor directories first (the processor needs their
+traverse bits), then every path below the root. Each state is compared with
+the fingerprint of what was last published (``fs_state``) so only
+differences reach the bus, and paths that vanished are published as deleted.
+Afterwards it turns inotify events into events of its own: attribute changes
+are coalesced per path for ``coalesce_ms`` and read once; created and
+moved-in directories are walked, because inotify cannot report what was made
+inside them before their watch existed. Every read is of the path's current
+state, so late or duplicated inotify events cannot publish a stale state.
+When inotify loses events (queue overflow) or cannot watch a directory
+(watch limit), the collector says so in the log and rescans the affected
+roots. The store is committed only after the emitter flushed what it
+describes, so a crash publishes again rather than never.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import fnmatch
+import functools
+import hashlib
+import logging
+import os
+import queue
+import re
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from watchdog.events import (
+    DirAttribEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver, ObservedWatch
+from watchdog.observers.inotify import InotifyEmitter
+from watchdog.observers.inotify_c import (
+    CallbackId,
+    InotifyConstants,
+    InotifyEvent,
+    InotifyFD,
+    Mask,
+    WatchCallback,
+    WatchDescriptor,
+)
+
+from collectors.acl import DEFAULT_NAMES, MalformedAclError, NameCache, read_acl, read_default_acl
+from collectors.fs_state import PublishedRecord, PublishedStateStore
+from permwatch.config import FsCollectorConfig
+from permwatch.events import (
+    AclEntry,
+    Event,
+    FsKind,
+    FsPermissionEvent,
+    Identity,
+    LabelAssigned,
+    ObjectType,
+    ScanCompleted,
+)
+
+log = logging.getLogger(__name__)
+
+ScanReason = Literal["baseline", "overflow", "spool_overflow", "manual"]
+
+MAX_PATH_CHARS = 4096
+# What permissions depend on, plus the structure changes that move them. No
+# IN_MODIFY / IN_OPEN / IN_CLOSE_*: file contents never matter here and those
+# would fill the kernel queue on a busy share.
+WATCH_MASK = Mask(
+    InotifyConstants.IN_ATTRIB
+    | InotifyConstants.IN_CREATE
+    | InotifyConstants.IN_DELETE
+    | InotifyConstants.IN_DELETE_SELF
+    | InotifyConstants.IN_MOVED_FROM
+    | InotifyConstants.IN_MOVED_TO
+)
+
+
+class Emitter(Protocol):
+    """Where events go: ``emit`` may buffer, ``flush`` returns once the bus has them."""
+
+    def emit(self, event: Event) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class Labeller(Protocol):
+    """Decides the sensitivity label of directories (collectors/labels.py)."""
+
+    def observe(self, path: str) -> LabelAssigned | None: ...
+
+    def forget(self, path: str) -> LabelAssigned | None: ...
+
+
+# ----------------------------------------------------------------- path state
+
+
+@dataclass(frozen=True, slots=True)
+class PathState:
+    """The permission-relevant state of one path as read from the filesystem."""
+
+    object_type: ObjectType
+    uid: int
+    gid: int
+    mode: int
+    acl: tuple[AclEntry, ...]
+    default_acl: tuple[AclEntry, ...]
+
+    @property
+    def is_dir(self) -> bool:
+        return self.object_type is ObjectType.DIRECTORY
+
+    @property
+    def fingerprint(self) -> bytes:
+        """A digest of everything published except resolved names, which may come and go."""
+        text = (
+            f"{self.object_type.value}|{self.uid}|{self.gid}|{self.mode}"
+            f"|{_entries_signature(self.acl)}|{_entries_signature(self.default_acl)}"
+        )
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _entries_signature(entries: tuple[AclEntry, ...]) -> str:
+    """Few distinct ACLs recur across a tree; their text is worth remembering."""
+    return ",".join(f"{entry.tag.value}:{entry.qualifier}:{entry.perms}" for entry in entries)
+
+
+def object_type_of(mode: int) -> ObjectType:
+    if stat.S_ISDIR(mode):
+        return ObjectType.DIRECTORY
+    if stat.S_ISREG(mode):
+        return ObjectType.FILE
+    if stat.S_ISLNK(mode):
+        return ObjectType.SYMLINK
+    return ObjectType.OTHER
+
+
+def read_path_state(path: str, *, names: NameCache = DEFAULT_NAMES) -> PathState | None:
+    """Read ``path`` without following a final symlink; ``None`` when it does not exist.
+
+    Symlinks have no permissions of their own on Linux, so they carry empty
+    ACLs. Other OS errors and :class:`MalformedAclError` propagate.
+    """
+    try:
+        st = os.lstat(path)
+        object_type = object_type_of(st.st_mode)
+        if object_type is ObjectType.SYMLINK:
+            acl: tuple[AclEntry, ...] = ()
+            default_acl: tuple[AclEntry, ...] = ()
+        else:
+            acl = read_acl(path, mode=st.st_mode, names=names)
+            default_acl = read_default_acl(path, names=names) if object_type is ObjectType.DIRECTORY else ()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return PathState(object_type, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), acl, default_acl)
+
+
+class PathExcluder:
+    """fnmatch globs matched against both the full path and the base name."""
+
+    def __init__(self, globs: Iterable[str]) -> None:
+        patterns = [fnmatch.translate(glob) for glob in globs]
+        self._regex = re.compile("|".join(patterns)) if patterns else None
+
+    def excludes(self, path: str, name: str) -> bool:
+        if self._regex is None:
+            return False
+        return self._regex.match(path) is not None or self._regex.match(name) is not None
+
+
+def ancestors_of(root: str) -> list[str]:
+    """``/srv/share/x`` → ``["/", "/srv", "/srv/share"]``."""
+    found = []
+    parent = os.path.dirname(root)
+    while parent != root:
+        found.append(parent)
+        root, parent = parent, os.path.dirname(parent)
+    return found[::-1]
+
+
+def _publishable(path: str) -> bool:
+    """Whether the wire contract can carry ``path`` (UTF-8, at most 4096 characters)."""
+    if len(path) > MAX_PATH_CHARS:
+        return False
+    if path.isascii():
+        return True
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------ watchdog hooks
+
+
+@dataclass(frozen=True, slots=True)
+class WatchTrouble:
+    """inotify lost events (``overflow``) or could not add a watch (``watch_limit``)."""
+
+    kind: Literal["overflow", "watch_limit"]
+    path: str | None
+    at: float
+
+
+class _TroubleReportingInotifyFD(InotifyFD):
+    """watchdog's inotify reader, reporting what watchdog only logs or swallows.
+
+    watchdog 7.1 handles IN_Q_OVERFLOW inside ``InotifyFD.handle_event``: it logs
+    a warning, drops the events it still held and rebuilds its watches, but
+    hands no event to the handler. It also ignores a failed watch (ENOSPC
+    included) on any directory below a watched root. Both are reported here;
+    an overflow only after watchdog rebuilt its watches, so a rescan started
+    on the report cannot miss a change made while watches were being rebuilt.
+    """
+
+    def __init__(self, report: Callable[[Literal["overflow", "watch_limit"], str | None], None]) -> None:
+        super().__init__()
+        self._report = report
+
+    def handle_event(self, event: InotifyEvent) -> None:
+        super().handle_event(event)
+        if event.is_queue_overflow:
+            self._report("overflow", None)
+
+    def add_callback(self, path: bytes, mask: Mask, callback: WatchCallback, id_: CallbackId) -> WatchDescriptor:
+        try:
+            return super().add_callback(path, mask, callback, id_)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                self._report("watch_limit", os.fsdecode(path))
+            raise
+
+    def _add_callback(self, path: bytes, mask: Mask, callback: WatchCallback, id_: CallbackId) -> WatchDescriptor:
+        # When a new directory tree appears, watchdog registers its group's
+        # callback on a subdirectory twice (once walking the tree, once on the
+        # subdirectory's own IN_CREATE) and warns on this, the reader thread.
+        # Re-adding the identical callback is harmless; a warning turned into an
+        # error there (as under pytest) would kill the reader, so skip it.
+        watch = self._get_or_create_watch(path, mask)
+        if watch.callbacks.get(id_) is callback:
+            return watch.wd
+        return super()._add_callback(path, mask, callback, id_)
+
+
+class _PermissionEmitter(InotifyEmitter):
+    """watchdog's inotify emitter asking the kernel only for what permissions depend on."""
+
+    def get_event_mask_from_filter(self) -> Mask:
+        return WATCH_MASK
+
+
+class _PermissionObserver(BaseObserver):
+    """watchdog's ``InotifyObserver`` built on the reporting inotify reader."""
+
+    def __init__(self, report: Callable[[Literal["overflow", "watch_limit"], str | None], None]) -> None:
+        self._inotify_fd = _TroubleReportingInotifyFD(report)
+        self._inotify_fd.start()
+        super().__init__(_PermissionEmitter, inotify_fd=self._inotify_fd)
+
+    def on_thread_stop(self) -> None:
+        super().on_thread_stop()
+        self._inotify_fd.stop()
+        self._inotify_fd.join()
+
+
+class _InboxHandler(FileSystemEventHandler):
+    """Hands every watchdog event to the collector's thread, which does all the work."""
+
+    def __init__(self, inbox: queue.SimpleQueue[FileSystemEvent | WatchTrouble]) -> None:
+        self._inbox = inbox
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        self._inbox.put(event)
+
+
+# ----------------------------------------------------------------- collector
+
+
+@dataclass(frozen=True, slots=True)
+class _Kinds:
+    """The kind to publish for a path not published before, and for one whose state changed."""
+
+    new: FsKind
+    changed: FsKind
+
+
+_SCAN_KINDS = _Kinds(new=FsKind.BASELINE, changed=FsKind.BASELINE)
+_LIVE_KINDS = _Kinds(new=FsKind.CREATED, changed=FsKind.CHANGED)
+
+
+@dataclass(slots=True)
+class _Tally:
+    seen: int = 0
+    changed: int = 0
+
+
+@dataclass(slots=True)
+class FsCollectorStats:
+    """Counters a runner can export as metrics."""
+
+    events_emitted: int = 0
+    scans: int = 0
+    overflows: int = 0
+    watch_limit_hits: int = 0
+    unreadable_paths: int = 0
+
+
+@dataclass(slots=True)
+class _RootWatchState:
+    watch: ObservedWatch | None = None
+    degraded: bool = False
+    next_periodic_rescan: float = 0.0
+    rescan_requested_at: float | None = None
+    last_scan_started: float = field(default=float("-inf"))
+
+
+_Visit = Callable[[str, PathState, PublishedRecord | None], None]
+
+
+class FsCollector:
+    """Publishes permission states of the configured roots; see the module docstring.
+
+    One thread drives a collector: :meth:`run`, or :meth:`scan` on its own.
+    Overflow rescans use reason ``"overflow"`` and, like live events, publish
+    ``created``/``changed``; only the ``"baseline"`` scan publishes ``baseline``.
+    """
+
+    def __init__(
+        self,
+        config: FsCollectorConfig,
+        emitter: Emitter,
+        *,
+        labeller: Labeller | None = None,
+        state_path: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        names: NameCache = DEFAULT_NAMES,
+        batch_size: int = 500,
+        degraded_rescan_seconds: float = 300.0,
+    ) -> None:
+        self._config = config
+        self._emitter = emitter
+        self._labeller = labeller
+        self._clock = clock
+        self._names = names
+        self._batch_size = batch_size
+        self._degraded_rescan_seconds = degraded_rescan_seconds
+        self._coalesce_seconds = config.coalesce_ms / 1000
+        self._source = config.collector_id
+        self._roots = _distinct_roots(config.roots)
+        self._ancestors = {a for root in self._roots for a in ancestors_of(root)} - set(self._roots)
+        self._excluder = PathExcluder(config.excludes)
+        self._store = PublishedStateStore(state_path if state_path is not None else config.state_path)
+        self._inbox: queue.SimpleQueue[FileSystemEvent | WatchTrouble] = queue.SimpleQueue()
+        self._handler = _InboxHandler(self._inbox)
+        self._attrib_due: dict[str, float] = {}
+        self._watching: dict[str, _RootWatchState] = {root: _RootWatchState() for root in self._roots}
+        self._observer: _PermissionObserver | None = None
+        self._stop: threading.Event | None = None
+        self._queue_limit = "unknown"
+        self._unconfirmed = 0
+        self._report_lock = threading.Lock()
+        self._watch_limit_reports = 0
+        self.stats = FsCollectorStats()
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        return self._roots
+
+    def close(self) -> None:
+        """Close the state store; anything not confirmed by a flush is published again next time."""
+        self._store.close()
+
+    def __enter__(self) -> FsCollector:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, stop: threading.Event) -> None:
+        """Watch, publish a baseline of every root, then follow changes until ``stop`` is set.
+
+        With ``watch = false`` in the config, returns after the baseline. A scan
+        notices ``stop`` between directories, so stopping never waits for a
+        whole tree; the next start's baseline finishes the job.
+        """
+        self._stop = stop
+        try:
+            if self._config.watch:
+                self._start_watching()
+            for root in self._roots:
+                self.scan(root, "baseline")
+            while self._config.watch and not stop.is_set():
+                self._follow_once()
+            self._confirm()
+        except _ScanInterrupted:
+            self._confirm()  # what was published so far is exactly what the store records
+        except BaseException:
+            self._discard_unconfirmed()
+            raise
+        finally:
+            self._stop = None
+            self._stop_watching()
+
+    def scan(self, root: str | Path, reason: ScanReason = "manual") -> ScanCompleted:
+        """Publish the differences between ``root`` (and its ancestors) and what was published.
+
+        Usable on its own (a one-off or manual scan), but not while :meth:`run`
+        drives the collector on another thread.
+        """
+        root = os.path.normpath(str(root))
+        started = self._clock()
+        if root in self._watching:
+            self._watching[root].last_scan_started = started
+        tally = _Tally()
+        kinds = _SCAN_KINDS if reason == "baseline" else _LIVE_KINDS
+        try:
+            for ancestor in ancestors_of(root):
+                self._reconcile_path(ancestor, kinds, tally)
+            if not os.path.lexists(root):
+                log.warning("root %s does not exist", root)
+            elif os.path.islink(root):
+                log.warning("root %s is a symlink, which is not followed: configure the path it points to", root)
+            self._walk_tree(root, self._settler(kinds, tally), tally)
+            completed = ScanCompleted(
+                root=root,
+                reason=reason,
+                paths_seen=tally.seen,
+                paths_changed=tally.changed,
+                seconds=max(0.0, self._clock() - started),
+                source=self._source,
+            )
+            self._emit(completed)
+            self._confirm()
+        except _ScanInterrupted:
+            log.info("scan of %s (%s) stopped after %d paths", root, reason, tally.seen)
+            raise
+        except BaseException:
+            self._discard_unconfirmed()
+            raise
+        self.stats.scans += 1
+        log.info(
+            "scanned %s (%s): %d paths, %d published, %.2fs",
+            root,
+            reason,
+            completed.paths_seen,
+            completed.paths_changed,
+            completed.seconds,
+        )
+        return completed
+
+    # ------------------------------------------------------------- watching
+
+    def _start_watching(self) -> None:
+        self._queue_limit = _sysctl("fs/inotify/max_queued_events")  # the kernel reads it once, here
+        self._observer = _PermissionObserver(self._report_trouble)
+        self._observer.start()
+        # The parents of the roots are watched (not recursively) for their own
+        # traverse bits, and so that a root which is deleted and made again is noticed.
+        for ancestor in sorted(self._ancestors):
+            try:
+                self._observer.schedule(self._handler, ancestor, recursive=False)
+            except FileNotFoundError:
+                log.info("ancestor %s does not exist; not watching it", ancestor)
+            except OSError as exc:
+                for root in self._roots:
+                    if root.startswith(ancestor.rstrip("/") + "/"):
+                        self._degrade(root, f"cannot watch ancestor {ancestor} ({exc})")
+        for root in self._roots:
+            self._watch_root(root)
+
+    def _stop_watching(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join()
+            self._observer = None
+
+    def _unwatch_root(self, root: str) -> None:
+        """Drop a root's watch: after a move its inotify watches would report the new place under the old names."""
+        state = self._watching[root]
+        if self._observer is not None and state.watch is not None:
+            with contextlib.suppress(KeyError):
+                self._observer.unschedule(state.watch)
+        state.watch = None
+
+    def _watch_root(self, root: str) -> None:
+        if self._observer is None:
+            return
+        self._unwatch_root(root)
+        try:
+            self._watching[root].watch = self._observer.schedule(self._handler, root, recursive=True)
+        except (FileNotFoundError, NotADirectoryError):
+            log.warning("root %s does not exist; watching its parent for it to appear", root)
+        except OSError as exc:
+            self._degrade(root, f"cannot watch it ({exc})")
+
+    def _report_trouble(self, kind: Literal["overflow", "watch_limit"], path: str | None) -> None:
+        """Called on watchdog's threads: only queue it, the collector thread acts on it."""
+        if kind == "watch_limit":
+            with self._report_lock:
+                self._watch_limit_reports += 1
+        self._inbox.put(WatchTrouble(kind, path, self._clock()))
+
+    def _on_trouble(self, trouble: WatchTrouble) -> None:
+        if trouble.kind == "overflow":
+            self.stats.overflows += 1
+            affected = list(self._roots)
+            if all(self._watching[root].rescan_requested_at is None for root in affected):
+                # Once per rescan: a burst overflows the queue many times before the rescan runs.
+                log.warning(
+                    "inotify queue overflowed (fs.inotify.max_queued_events was %s when watching began):"
+                    " events were lost; rescanning %s",
+                    self._queue_limit,
+                    ", ".join(affected),
+                )
+        else:
+            self.stats.watch_limit_hits += 1
+            root = None if trouble.path is None else self._root_containing(trouble.path)
+            affected = [root] if root is not None else list(self._roots)
+            why = f"inotify watch limit reached at {trouble.path}"
+            why += f" (fs.inotify.max_user_watches={_sysctl('fs/inotify/max_user_watches')})"
+            for each in affected:
+                self._degrade(each, why)
+        for root in affected:
+            state = self._watching[root]
+            if state.rescan_requested_at is None:
+                state.rescan_requested_at = trouble.at
+
+    def _degrade(self, root: str, why: str) -> None:
+        state = self._watching[root]
+        if not state.degraded:
+            log.warning(
+                "%s: changes below %s may be missed by inotify; rescanning it now and every %.0fs",
+                why,
+                root,
+                self._degraded_rescan_seconds,
+            )
+            state.degraded = True
+            state.next_periodic_rescan = self._clock() + self._degraded_rescan_seconds
+        if state.rescan_requested_at is None:
+            state.rescan_requested_at = self._clock()
+
+    # ------------------------------------------------------------ following
+
+    def _follow_once(self) -> None:
+        """Handle what arrived (waiting briefly for something), then due reads and rescans."""
+        try:
+            item: FileSystemEvent | WatchTrouble | None = self._inbox.get(timeout=self._wait_seconds())
+        except queue.Empty:
+            item = None
+        handled = 0
+        while item is not None:
+            self._handle(item)
+            handled += 1
+            if handled >= self._batch_size:
+                break
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                item = None
+        self._read_due_attributes()
+        self._rescan_where_needed()
+        if self._inbox.empty():
+            self._confirm()
+
+    def _wait_seconds(self) -> float:
+        now = self._clock()
+        wait = 0.25  # how quickly ``stop`` is noticed
+        if self._attrib_due:
+            wait = min(wait, next(iter(self._attrib_due.values())) - now)
+        for state in self._watching.values():
+            if state.rescan_requested_at is not None:
+                return 0.0
+            if state.degraded:
+                wait = min(wait, state.next_periodic_rescan - now)
+        return max(0.0, wait)
+
+    def _handle(self, item: FileSystemEvent | WatchTrouble) -> None:
+        if isinstance(item, WatchTrouble):
+            self._on_trouble(item)
+            return
+        if item.is_synthetic:
+            return  # watchdog's guesses about subtrees; they are walked for real instead
+        path = os.fsdecode(item.src_path)
+        if isinstance(item, DirAttribEvent | FileAttribEvent):
+            if path in self._ancestors or self._root_of(path) is not None:
+                self._attrib_due.setdefault(path, self._clock() + self._coalesce_seconds)
+        elif isinstance(item, DirCreatedEvent | FileCreatedEvent):
+            self._on_created(path)
+        elif isinstance(item, DirDeletedEvent | FileDeletedEvent):
+            self._on_deleted(path)
+        elif isinstance(item, DirMovedEvent | FileMovedEvent):
+            self._on_moved(path, os.fsdecode(item.dest_path))
+
+    def _on_created(self, path: str) -> None:
+        root = self._root_of(path)
+        if root is None:
+            return
+        self._attrib_due.pop(path, None)
+        if path == root and os.path.isdir(root):
+            log.info("root %s appeared; watching it", root)
+            self._watch_root(root)  # before the walk, so nothing made meanwhile is missed
+        self._walk_tree(path, self._settler(_LIVE_KINDS, _Tally()), _Tally())
+
+    def _on_deleted(self, path: str) -> None:
+        root = self._root_of(path)
+        if root is None:
+            return
+        self._attrib_due.pop(path, None)
+        # Walking rather than deleting outright: if something is at the path
+        # again by now, its current state is what must be published.
+        self._walk_tree(path, self._settler(_LIVE_KINDS, _Tally()), _Tally())
+        if path == root and not os.path.lexists(root):
+            log.warning("root %s was deleted or moved away; watching its parent for it to return", root)
+            self._unwatch_root(root)
+
+    def _on_moved(self, old_top: str, new_top: str) -> None:
+        old_root, new_root = self._root_of(old_top), self._root_of(new_top)
+        if new_root is None:
+            self._on_deleted(old_top)
+            return
+        if old_root is None:
+            self._on_created(new_top)
+            return
+        self._attrib_due.pop(old_top, None)
+        self._attrib_due.pop(new_top, None)
+        moved_records = {record.path: record for record in self._store.subtree(old_top)}
+        settle = self._settler(_LIVE_KINDS, _Tally())
+
+        def visit(path: str, state: PathState, previous: PublishedRecord | None) -> None:
+            old_path = old_top + path[len(new_top) :]
+            record = moved_records.pop(old_path, None)
+            if record is None:
+                settle(path, state, previous)
+                return
+            self._store.delete(old_path)  # committed with the event below, never apart from it
+            self._publish(path, state, FsKind.MOVED, old_path=old_path)
+            if record.is_dir and self._labeller is not None:
+                self._emit_label(self._labeller.forget(old_path))
+            if state.is_dir and self._labeller is not None:
+                self._emit_label(self._labeller.observe(path))
+
+        self._walk_tree(new_top, visit, _Tally())
+        # Published below the old path but not found below the new one: gone meanwhile.
+        for record in sorted(moved_records.values(), key=lambda r: r.path, reverse=True):
+            self._store.delete(record.path)
+            self._publish_deleted(record)
+
+    def _read_due_attributes(self) -> None:
+        now = self._clock()
+        while self._attrib_due:
+            path, due = next(iter(self._attrib_due.items()))
+            if due > now:
+                break  # deadlines are first-seen + constant, so insertion order is deadline order
+            del self._attrib_due[path]
+            self._reconcile_path(path, _LIVE_KINDS, _Tally())
+
+    def _rescan_where_needed(self) -> None:
+        now = self._clock()
+        for root, state in self._watching.items():
+            if state.degraded and now >= state.next_periodic_rescan:
+                state.next_periodic_rescan = now + self._degraded_rescan_seconds
+                if state.rescan_requested_at is None:
+                    state.rescan_requested_at = now
+                self._retry_degraded_watch(root)
+            requested = state.rescan_requested_at
+            if requested is None:
+                continue
+            state.rescan_requested_at = None
+            if requested >= state.last_scan_started:  # else a scan begun after the trouble covered it
+                self.scan(root, "overflow")
+
+    def _retry_degraded_watch(self, root: str) -> None:
+        """Try watching a degraded root afresh: the limit may have been raised since.
+
+        Watches below the root are added on this thread, so a watch-limit
+        report during ``_watch_root`` means this attempt failed too.
+        """
+        with self._report_lock:
+            reports_before = self._watch_limit_reports
+        self._watch_root(root)
+        with self._report_lock:
+            failed_again = self._watch_limit_reports != reports_before
+        state = self._watching[root]
+        if state.watch is not None and not failed_again:
+            log.info("root %s is fully watched again", root)
+            state.degraded = False
+
+    # ------------------------------------------------------------ reconciling
+
+    def _settler(self, kinds: _Kinds, tally: _Tally) -> _Visit:
+        """A visit that publishes ``state`` when it differs from what was published."""
+
+        def settle(path: str, state: PathState, previous: PublishedRecord | None) -> None:
+            tally.seen += 1
+            if previous is None:
+                kind: FsKind | None = kinds.new
+            elif previous.fingerprint != state.fingerprint:
+                kind = kinds.changed
+            else:
+                kind = None
+            if kind is not None:
+                self._publish(path, state, kind)
+                tally.changed += 1
+            if state.is_dir and self._labeller is not None:
+                self._emit_label(self._labeller.observe(path))
+
+        return settle
+
+    def _reconcile_path(self, path: str, kinds: _Kinds, tally: _Tally) -> None:
+        """Publish one path (not its subtree) if its state differs; a vanished path is left to its deletion."""
+        state = self._read_state(path)
+        if state is None or state is _UNREADABLE:
+            return
+        previous = self._store.get(path)
+        self._settler(kinds, tally)(path, state, previous)
+        if previous is not None and previous.is_dir and not state.is_dir:
+            self._delete_subtree(path, tally, include_self=False)
+
+    def _walk_tree(self, top: str, visit: _Visit, tally: _Tally) -> None:
+        """Visit ``top`` and everything below it; publish deletions for what vanished.
+
+        Iterative, never follows symlinks, skips excluded paths and does not
+        descend into excluded directories. A directory that cannot be listed
+        keeps what was published below it.
+        """
+        if not _publishable(top):
+            log.warning("skipping %r: the event schema cannot carry this path", top)
+            return
+        state = self._read_state(top)
+        if state is _UNREADABLE:
+            return
+        if state is None:
+            self._delete_subtree(top, tally)
+            return
+        previous = self._store.get(top)
+        visit(top, state, previous)
+        if previous is not None and previous.is_dir and not state.is_dir:
+            self._delete_subtree(top, tally, include_self=False)
+        pending = [top] if state.is_dir else []
+        while pending:
+            if self._stop is not None and self._stop.is_set():
+                raise _ScanInterrupted
+            directory = pending.pop()
+            try:
+                with os.scandir(directory) as listing:
+                    entries = [(entry.name, entry.path) for entry in listing]
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # gone since it was read; its own deletion event follows
+            except OSError as exc:
+                self.stats.unreadable_paths += 1
+                log.warning("cannot list %s (%s): keeping what was published below it", directory, exc)
+                continue
+            published = self._store.children(directory)
+            for name, path in entries:
+                if self._excluder.excludes(path, name):
+                    continue
+                if not _publishable(path):
+                    log.warning("skipping %r: the event schema cannot carry this path", path)
+                    continue
+                child = self._read_state(path)
+                if child is _UNREADABLE:
+                    published.pop(name, None)
+                    continue
+                if child is None:
+                    continue
+                previous = published.pop(name, None)
+                visit(path, child, previous)
+                if previous is not None and previous.is_dir and not child.is_dir:
+                    self._delete_subtree(path, tally, include_self=False)
+                if child.is_dir:
+                    pending.append(path)
+            for record in published.values():
+                self._delete_subtree(record.path, tally)
+
+    def _read_state(self, path: str) -> PathState | Literal[_Unreadable.TOKEN] | None:
+        """The path's state, ``None`` when it does not exist, ``_UNREADABLE`` (logged) otherwise."""
+        try:
+            return read_path_state(path, names=self._names)
+        except (OSError, MalformedAclError) as exc:
+            self.stats.unreadable_paths += 1
+            log.warning("cannot read permissions of %s (%s): keeping what was published", path, exc)
+            return _UNREADABLE
+
+    def _delete_subtree(self, path: str, tally: _Tally, *, include_self: bool = True) -> None:
+        records = self._store.subtree(path, include_self=include_self)
+        for record in reversed(records):  # children before their directory
+            self._store.delete(record.path)  # one by one, so a batch commits exactly what it flushed
+            self._publish_deleted(record)
+        tally.changed += len(records)
+
+    # ------------------------------------------------------------- publishing
+
+    def _publish(self, path: str, state: PathState, kind: FsKind, *, old_path: str | None = None) -> None:
+        # Store first: emitting may complete a batch, and the commit after its
+        # flush must include the record of the event that completed it.
+        self._store.put(path, object_type=state.object_type, fingerprint=state.fingerprint)
+        self._emit(
+            FsPermissionEvent(
+                kind=kind,
+                path=path,
+                old_path=old_path,
+                object_type=state.object_type,
+                owner=Identity(id=state.uid, name=self._names.user(state.uid)),
+                group=Identity(id=state.gid, name=self._names.group(state.gid)),
+                mode=state.mode,
+                acl=state.acl,
+                default_acl=state.default_acl,
+                source=self._source,
+            )
+        )
+
+    def _publish_deleted(self, record: PublishedRecord) -> None:
+        deleted = FsPermissionEvent(
+            kind=FsKind.DELETED, path=record.path, object_type=record.object_type, source=self._source
+        )
+        self._emit(deleted)
+        if record.is_dir and self._labeller is not None:
+            self._emit_label(self._labeller.forget(record.path))
+
+    def _emit_label(self, assigned: LabelAssigned | None) -> None:
+        if assigned is None:
+            return
+        if not assigned.source:
+            assigned = assigned.model_copy(update={"source": self._source})
+        self._emit(assigned)
+
+    def _emit(self, event: Event) -> None:
+        self._emitter.emit(event)
+        self.stats.events_emitted += 1
+        self._unconfirmed += 1
+        if self._unconfirmed >= self._batch_size:
+            self._confirm()
+
+    def _confirm(self) -> None:
+        """Flush the emitter, then commit the store writes describing what it flushed."""
+        if not self._unconfirmed and not self._store.has_uncommitted:
+            return
+        try:
+            self._emitter.flush()
+        except BaseException:
+            self._discard_unconfirmed()
+            raise
+        self._store.commit()
+        self._unconfirmed = 0
+
+    def _discard_unconfirmed(self) -> None:
+        """After a failure: forget store writes whose events may not have reached the bus."""
+        self._store.rollback()
+        self._unconfirmed = 0
+
+    # ----------------------------------------------------------------- paths
+
+    def _root_containing(self, path: str) -> str | None:
+        for root in self._roots:
+            if path == root or path.startswith(root.rstrip("/") + "/"):
+                return root
+        return None
+
+    def _root_of(self, path: str) -> str | None:
+        """The root ``path`` belongs to, or ``None`` when it is outside all roots or excluded."""
+        root = self._root_containing(path)
+        if root is None or path == root:
+            return root
+        if not _publishable(path):
+            log.warning("ignoring %r: the event schema cannot carry this path", path)
+            return None
+        current = root.rstrip("/")
+        for name in path[len(current) + 1 :].split("/"):
+            current = f"{current}/{name}"
+            if self._excluder.excludes(current, name):
+                return None
+        return root
+
+
+class _ScanInterrupted(Exception):
+    """``stop`` was set while a scan walked a tree."""
+
+
+class _Unreadable(enum.Enum):
+    """Marks a path whose state could not be read (and was logged)."""
+
+    TOKEN = enum.auto()
+
+
+_UNREADABLE = _Unreadable.TOKEN
+
+
+def _distinct_roots(roots: Iterable[Path]) -> tuple[str, ...]:
+    """Normalised roots, without duplicates or roots nested in another root."""
+    normalised = list(dict.fromkeys(os.path.normpath(str(root)) for root in roots))
+    kept = []
+    for root in normalised:
+        outer = next((o for o in normalised if o != root and (root.startswith(o.rstrip("/") + "/"))), None)
+        if outer is not None:
+            log.info("root %s is inside root %s; watching it as part of that", root, outer)
+            continue
+        kept.append(root)
+    return tuple(kept)
+
+
+def _sysctl(name: str) -> str:
+    try:
+        return Path("/proc/sys", name).read_text(encoding="ascii").strip()
+    except OSError:
+        return "unknown"

@@ -1,0 +1,155 @@
+"""What the filesystem collector last published, per path, in a local SQLite file.
+
+The collector compares each freshly read permission state with the
+fingerprint stored here and publishes only differences, so a restart
+re-publishes nothing that did not change. Writes go into an open transaction
+that the collector commits only after the bus confirmed (``flush``) the events
+they describe: a crash loses the uncommitted part and the next run publishes
+it again rather than never. Paths are stored as raw bytes so any name the
+filesystem allows round-trips. One collector thread owns a store; it is not
+meant to be shared between threads.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from permwatch.events import ObjectType
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS published (
+    path BLOB PRIMARY KEY,
+    parent BLOB NOT NULL,
+    object_type TEXT NOT NULL,
+    fingerprint BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS published_by_parent ON published(parent);
+"""
+
+
+class StateStoreError(Exception):
+    """The state file cannot be used (wrong schema version, not a database)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedRecord:
+    """The last published state of one path: what kind of object it was and its fingerprint."""
+
+    path: str
+    object_type: ObjectType
+    fingerprint: bytes
+
+    @property
+    def is_dir(self) -> bool:
+        return self.object_type is ObjectType.DIRECTORY
+
+
+class PublishedStateStore:
+    """Per-path fingerprints of published states; ``None`` as path keeps them in memory only."""
+
+    def __init__(self, path: Path | None) -> None:
+        target = ":memory:" if path is None else str(path)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise StateStoreError(f"{target}: state schema version {version}, this build reads {SCHEMA_VERSION}")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise StateStoreError(f"{target}: cannot use as state store: {exc}") from None
+
+    # ------------------------------------------------------------- reading
+
+    def get(self, path: str) -> PublishedRecord | None:
+        row = self._db.execute(
+            "SELECT object_type, fingerprint FROM published WHERE path = ?", (os.fsencode(path),)
+        ).fetchone()
+        return None if row is None else PublishedRecord(path, ObjectType(row[0]), row[1])
+
+    def children(self, directory: str) -> dict[str, PublishedRecord]:
+        """Records directly inside ``directory``, keyed by base name."""
+        key = os.fsencode(directory)
+        rows = self._db.execute(
+            "SELECT path, object_type, fingerprint FROM published WHERE parent = ? AND path != ?", (key, key)
+        )
+        children = {}
+        for raw_path, object_type, fingerprint in rows:
+            path = os.fsdecode(raw_path)
+            children[os.path.basename(path)] = PublishedRecord(path, ObjectType(object_type), fingerprint)
+        return children
+
+    def subtree(self, path: str, *, include_self: bool = True) -> list[PublishedRecord]:
+        """The records of everything below ``path`` (and of ``path`` itself), in path order."""
+        rows = self._db.execute(
+            "SELECT path, object_type, fingerprint FROM published"
+            " WHERE (path = ? AND ?) OR (path >= ? AND path < ?) ORDER BY path",
+            _subtree_bounds(path, include_self),
+        )
+        return [PublishedRecord(os.fsdecode(raw), ObjectType(kind), fp) for raw, kind, fp in rows]
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM published").fetchone()[0])
+
+    # ------------------------------------------------------------- writing
+
+    def put(self, path: str, *, object_type: ObjectType, fingerprint: bytes) -> None:
+        key = os.fsencode(path)
+        self._begin()
+        self._db.execute(
+            "INSERT OR REPLACE INTO published (path, parent, object_type, fingerprint) VALUES (?, ?, ?, ?)",
+            (key, os.path.dirname(key), object_type.value, fingerprint),
+        )
+
+    def delete(self, path: str) -> None:
+        self._begin()
+        self._db.execute("DELETE FROM published WHERE path = ?", (os.fsencode(path),))
+
+    def delete_subtree(self, path: str, *, include_self: bool = True) -> None:
+        self._begin()
+        self._db.execute(
+            "DELETE FROM published WHERE (path = ? AND ?) OR (path >= ? AND path < ?)",
+            _subtree_bounds(path, include_self),
+        )
+
+    def commit(self) -> None:
+        """Make the writes since the last commit durable; call only after the bus confirmed them."""
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    @property
+    def has_uncommitted(self) -> bool:
+        return self._db.in_transaction
+
+    def close(self) -> None:
+        """Close without committing: what was not confirmed is published again next time."""
+        self.rollback()
+        self._db.close()
+
+    def _begin(self) -> None:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN")
+
+
+def _subtree_bounds(path: str, include_self: bool) -> tuple[bytes, int, bytes, bytes]:
+    """``(path, include_self, lower, upper)``: descendants are exactly ``lower <= p < upper``.
+
+    ``"0"`` is the byte after ``"/"``, so ``[prefix + "/", prefix + "0")`` holds
+    every path that continues below the directory and nothing else.
+    """
+    key = os.fsencode(path)
+    prefix = key.rstrip(b"/")
+    return key, int(include_self), prefix + b"/", prefix + b"0"

@@ -1,0 +1,78 @@
+"""The published-state store: subtree bounds, children, durability only on commit."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from collectors.fs_state import PublishedStateStore, StateStoreError
+from permwatch.events import ObjectType
+
+DIR, FILE = ObjectType.DIRECTORY, ObjectType.FILE
+
+
+def filled(path: Path | None, entries: dict[str, ObjectType]) -> PublishedStateStore:
+    store = PublishedStateStore(path)
+    for name, kind in entries.items():
+        store.put(name, object_type=kind, fingerprint=os.fsencode(name))
+    store.commit()
+    return store
+
+
+SIBLINGS = {"/srv": DIR, "/srv/a": DIR, "/srv/a/x": FILE, "/srv/a.b": FILE, "/srv/a0": DIR, "/srv/ab": FILE}
+
+
+def test_a_subtree_is_the_path_and_what_continues_below_it_not_its_look_alike_siblings() -> None:
+    store = filled(None, SIBLINGS)
+    assert [r.path for r in store.subtree("/srv/a")] == ["/srv/a", "/srv/a/x"]
+    assert [r.path for r in store.subtree("/srv/a", include_self=False)] == ["/srv/a/x"]
+    assert [r.path for r in store.subtree("/")] == sorted(SIBLINGS)
+    store.delete_subtree("/srv/a")
+    assert len(store) == len(SIBLINGS) - 2 and store.get("/srv/a.b") is not None
+
+
+def test_children_are_keyed_by_name_and_exclude_the_directory_itself() -> None:
+    store = filled(None, {"/": DIR, "/srv": DIR, "/srv/a": DIR, "/srv/a/x": FILE})
+    assert set(store.children("/")) == {"srv"}
+    children = store.children("/srv/a")
+    assert list(children) == ["x"]
+    assert (children["x"].path, children["x"].object_type, children["x"].is_dir) == ("/srv/a/x", FILE, False)
+
+
+def test_names_that_are_not_utf8_round_trip() -> None:
+    odd = "/srv/caf\udce9"  # b"/srv/caf\xe9" as os.fsdecode gives it
+    store = filled(None, {odd: FILE})
+    record = store.get(odd)
+    assert record is not None and record.path == odd
+    assert [r.path for r in store.subtree("/srv")] == [odd]
+
+
+def test_only_committed_writes_survive_a_close(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "state.db"
+    store = filled(path, {"/kept": FILE})
+    store.put("/lost", object_type=FILE, fingerprint=b"x")
+    store.delete("/kept")
+    assert store.has_uncommitted and store.get("/lost") is not None  # visible to its own reads
+    store.close()
+    reopened = PublishedStateStore(path)
+    assert reopened.get("/lost") is None and reopened.get("/kept") is not None
+    reopened.close()
+
+
+def test_a_state_file_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=7")
+    db.close()
+    with pytest.raises(StateStoreError, match="schema version 7"):
+        PublishedStateStore(path)
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StateStoreError, match="cannot use as state store"):
+        PublishedStateStore(path)
