@@ -1,16 +1,27 @@
-"""The processor's core: apply input events in order, return exposure events.
+"""The processor's core: apply input events in order, then judge what they touched.
 
-Pure and synchronous, no bus: the same sequence of events always gives the
-same exposures with the same ids, which is what makes live runs, restarts
-and replays agree. Filesystem and label events are judged at once, touching
-only the paths they change (and, when a directory's traverse bits change,
-the paths beneath it). Directory events are applied at once but judged
-together at the end of a run of them (:meth:`Engine.settle`), because a
-snapshot of a thousand groups should cost one re-evaluation, not a thousand.
+Pure and synchronous, no bus. :meth:`Engine.apply` updates state and notes
+which labelled folders an event touched (and why); :meth:`Engine.flush`
+judges each touched folder once and returns the exposure events. The runner
+flushes after every batch it reads, so a burst of 100,000 ACL changes under
+one labelled folder costs one judgement of that folder per batch, not
+100,000. The same events flushed at the same points give the same exposures
+with the same ids, which is what makes restarts and replays agree.
+
+Which folders an event touches:
+- a path's permission change: its labelled folder; if the path is a
+  directory whose traverse bits changed, every labelled folder beneath it;
+- a label change: the folder, and the folder that governed it before;
+- a group's membership change: the folders whose paths (or ancestors) name
+  that group or any group it is nested into, through the path table's group
+  index, and the folders whose label allows the group (see
+  :meth:`Engine.folders_depending_on`); any other directory change: all.
 """
 
 from __future__ import annotations
 
+import gc
+from bisect import bisect_left, insort
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
@@ -18,14 +29,13 @@ from permwatch.events import (
     AnyEvent,
     DirectoryGroup,
     DirectoryUser,
-    ExposureEvent,
     FsKind,
     FsPermissionEvent,
     LabelAssigned,
     ObjectType,
     utcnow,
 )
-from processor.exposures import Cause, ExposureTracker, FolderExposure
+from processor.exposures import Cause, ExposureTracker, FolderExposure, Verdict
 from processor.readers import ReaderEvaluator
 from processor.state import Directory, PathTable, parent_of, path_state
 
@@ -37,122 +47,210 @@ class Engine:
         self.evaluator = ReaderEvaluator(self.directory, self.paths)
         self.tracker = ExposureTracker(self.directory, self.evaluator, source=source, clock=clock)
         self.labels: dict[str, str] = {}
-        self._pending_directory: list[DirectoryUser | DirectoryGroup] = []
+        self._labelled_sorted: list[str] = []
+        self._allowing: dict[str, set[str]] = {}
+        """group name → labelled folders whose label allows it directly"""
+        self._touched: dict[str, Cause] = {}
+        self._directory_cause: Cause | None = None
+        self._changed_groups: set[str] = set()
+        self._judge_all = False
+        self._closing: list[tuple[FolderExposure, Cause]] = []
+        self.folders_judged = 0
 
     # ------------------------------------------------------------ entry points
 
-    def apply(self, event: AnyEvent) -> list[ExposureEvent]:
+    def apply(self, event: AnyEvent) -> None:
         if isinstance(event, DirectoryUser | DirectoryGroup):
-            if isinstance(event, DirectoryUser):
-                self.directory.apply_user(event)
-            else:
-                self.directory.apply_group(event)
-            self._pending_directory.append(event)
-            return []
-        out = self.settle()
-        if isinstance(event, FsPermissionEvent):
-            out += self._apply_fs(event)
+            self._apply_directory(event)
+        elif isinstance(event, FsPermissionEvent):
+            self._apply_fs(event)
         elif isinstance(event, LabelAssigned):
-            out += self._apply_label(event)
-        return out
+            self._apply_label(event)
 
-    def settle(self) -> list[ExposureEvent]:
-        """Judge every labelled folder after a run of directory changes."""
-        if not self._pending_directory:
-            return []
-        events, self._pending_directory = self._pending_directory, []
-        last = events[-1]
-        actor = next((e.actor for e in reversed(events) if e.actor), None)
-        cause = Cause(tuple(e.event_id for e in events), last.changed_at or last.observed_at, actor)
-        self.evaluator.reset()
+    def flush(self) -> list[Verdict]:
+        """Judge every folder touched since the last flush, in path order; return the transitions."""
+        # Judging allocates many short-lived, acyclic objects; the cyclic collector would walk the
+        # whole (large, long-lived) state again and again meanwhile, for nothing.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return self._judge_touched()
+        finally:
+            if paused:
+                gc.enable()
+
+    def _judge_touched(self) -> list[Verdict]:
+        directory_cause = self._directory_cause
+        if directory_cause is not None:
+            folders = set(self.tracker.folders) if self._judge_all else self.folders_depending_on(self._changed_groups)
+            for folder in folders:
+                found = self._touched.get(folder)
+                if found is None:
+                    self._touched[folder] = directory_cause  # shared: nothing mutates it after this point
+                else:
+                    for event_id in directory_cause.event_ids:
+                        found.add(event_id, directory_cause.last_at, directory_cause.actor)
+            self._directory_cause = None
+            self._changed_groups = set()
+            self._judge_all = False
+        self.tracker.now = self.tracker.clock()
         out = []
-        for folder in sorted(self.tracker.folders):
-            record = self.tracker.folders[folder]
-            self._rejudge(record)
-            event = self.tracker.transition(record, cause)
+        for closing, cause in self._closing:
+            closed = self.tracker.transition(closing, cause)
+            if closed is not None:
+                out.append(closed)
+        self._closing = []
+        touched, self._touched = self._touched, {}
+        for folder in sorted(touched):
+            record = self.tracker.folders.get(folder)
+            if record is None:
+                continue
+            self.folders_judged += 1
+            event = self.tracker.transition(record, touched[folder])
             if event is not None:
                 out.append(event)
         return out
 
+    def step(self, event: AnyEvent) -> list[Verdict]:
+        """Apply one event and flush: judging after every event (tests, small inputs)."""
+        self.apply(event)
+        return self.flush()
+
+    def _touch(self, folder: str, cause: Cause) -> None:
+        found = self._touched.get(folder)
+        if found is None:
+            self._touched[folder] = Cause(list(cause.event_ids), cause.first_at, cause.last_at, cause.actor)
+        else:
+            for event_id in cause.event_ids:
+                found.add(event_id, cause.last_at, cause.actor)
+
+    # ------------------------------------------------------------ directory
+
+    def _apply_directory(self, event: DirectoryUser | DirectoryGroup) -> None:
+        if isinstance(event, DirectoryUser):
+            self.directory.apply_user(event)
+            self._judge_all = True  # owners, named users, 'other' and primary groups may all move
+        elif self.directory.apply_group(event):
+            self._changed_groups.add(event.name)
+        else:
+            self._judge_all = True  # created, deleted or renumbered: ids now map to other people
+        at = event.changed_at or event.observed_at
+        if self._directory_cause is None:
+            self._directory_cause = Cause([event.event_id], at, at, event.actor)
+        else:
+            self._directory_cause.add(event.event_id, at, event.actor)
+
+    def folders_depending_on(self, groups: set[str]) -> set[str]:
+        """Labelled folders whose verdict a membership change of ``groups`` can move, found through indexes.
+
+        A change to group G changes who is effectively in G and in every group G is nested into
+        (cycles included); those groups' gids lead, through the path table's group index, to the
+        paths whose ACL names them, and each such path to its labelled folder (or, for a directory,
+        to the labelled folders beneath it, whose traverse it gates). Labels that allow G directly
+        depend on G's direct members.
+        """
+        gids = set()
+        for group in groups:
+            for containing in self.directory.containing_groups(group):
+                g = self.directory.groups.get(containing)
+                if g is not None and g.gid is not None:
+                    gids.add(g.gid)
+        folders: set[str] = set()
+        for gid in gids:
+            for path in self.paths.by_gid.get(gid, ()):
+                owner = self.folder_of(path)
+                if owner is not None:
+                    folders.add(owner)
+                if self.paths.children.get(path):  # a directory with something beneath gates its traverse
+                    folders.update(self.labelled_below(path))
+        for group in groups:
+            folders.update(self._allowing.get(group, ()))
+        return folders
+
     # ------------------------------------------------------------ filesystem
 
-    def _apply_fs(self, event: FsPermissionEvent) -> list[ExposureEvent]:
-        touched: set[str] = set()
+    def _apply_fs(self, event: FsPermissionEvent) -> None:
+        cause = Cause([event.event_id], event.observed_at, event.observed_at)
         if event.kind is FsKind.DELETED:
-            self._remove(event.path, touched)
-        else:
-            if event.kind is FsKind.MOVED and event.old_path and event.old_path != event.path:
-                self._remove(event.old_path, touched)
-            self._upsert(event, touched)
-        return self._transitions(touched, Cause((event.event_id,), event.observed_at))
-
-    def _remove(self, path: str, touched: set[str]) -> None:
-        removed = self.paths.remove_subtree(path)
-        if removed:
-            self.evaluator.forget_traverse()
-        for p in removed:
-            folder = self.folder_of(p)
-            if folder is not None:
-                self.tracker.folders[folder].set_path(p, None)
-                touched.add(folder)
-
-    def _upsert(self, event: FsPermissionEvent, touched: set[str]) -> None:
+            self._remove(event.path, cause)
+            return
+        if event.kind is FsKind.MOVED and event.old_path and event.old_path != event.path:
+            self._remove(event.old_path, cause)
         state = path_state(event)
         old = self.paths.put(event.path, state)
         if old is not None and old.acl == state.acl and old.object_type == state.object_type:
             return
         folder = self.folder_of(event.path)
         if folder is not None:
-            self.tracker.judge_path(self.tracker.folders[folder], event.path)
-            touched.add(folder)
+            self.tracker.folders[folder].set_path(event.path, state, parent_of(event.path))
+            self._touch(folder, cause)
         if state.object_type is not ObjectType.DIRECTORY:
             return
         new_traverse = self.evaluator.verdict(state).traverse
-        if old is not None and old.object_type is ObjectType.DIRECTORY:
-            if self.evaluator.verdict(old).traverse == new_traverse:
-                return
-        elif not self.paths.children.get(event.path):
+        if (
+            old is not None
+            and old.object_type is ObjectType.DIRECTORY
+            and self.evaluator.verdict(old).traverse == new_traverse
+        ):
             return
-        # What lies beneath can now be reached by others (or no longer): judge it again.
         self.evaluator.forget_traverse()
-        for path in self.paths.subtree(event.path):
-            if path == event.path:
-                continue
-            below = self.folder_of(path)
-            if below is not None:
-                self.tracker.judge_path(self.tracker.folders[below], path)
-                touched.add(below)
+        # Who can reach what lies beneath has changed: its folders must be judged again.
+        if folder is not None and folder != event.path:
+            self._touch(folder, cause)
+        for below in self.labelled_below(event.path):
+            self._touch(below, cause)
+
+    def _remove(self, path: str, cause: Cause) -> None:
+        removed = self.paths.remove_subtree(path)
+        if removed:
+            self.evaluator.forget_traverse()
+        for p in removed:
+            folder = self.folder_of(p)
+            if folder is not None:
+                self.tracker.folders[folder].set_path(p, None, "")
+                self._touch(folder, cause)
 
     # ------------------------------------------------------------ labels
 
-    def _apply_label(self, event: LabelAssigned) -> list[ExposureEvent]:
-        previous_owner = self.folder_of(event.path)
-        cause = Cause((event.event_id,), event.observed_at)
-        out = []
+    def _apply_label(self, event: LabelAssigned) -> None:
+        outer = None if event.path == "/" else self.folder_of(parent_of(event.path))
+        cause = Cause([event.event_id], event.observed_at, event.observed_at)
         if event.label is None:
             if self.labels.pop(event.path, None) is None:
-                return []
+                return
+            self._labelled_sorted.remove(event.path)
             record = self.tracker.folders[event.path]
+            self._index_allowing(event.path, record.label.allowed_groups, add=False)
             record.clear_paths()
-            closed = self.tracker.transition(record, cause)
-            if closed is not None:
-                out.append(closed)
+            self._closing.append((record, cause))  # judged empty at the next flush: closes what was open
             self.tracker.drop(event.path)
+            self._touched.pop(event.path, None)
         else:
             if event.path in self.labels and self.tracker.folders[event.path].label == event.label:
-                return []
+                return
+            if event.path not in self.labels:
+                insort(self._labelled_sorted, event.path)
+            else:
+                self._index_allowing(event.path, self.tracker.folders[event.path].label.allowed_groups, add=False)
+            self._index_allowing(event.path, event.label.allowed_groups, add=True)
             self.labels[event.path] = event.label.name
-            self.tracker.set_label(event.path, event.label)
-        rejudge = {event.path} if event.label is not None else set()
-        if previous_owner is not None and previous_owner != event.path:
-            rejudge.add(previous_owner)
-        for folder in sorted(rejudge):
-            record = self.tracker.folders[folder]
-            self._rejudge(record)
-            changed = self.tracker.transition(record, cause)
-            if changed is not None:
-                out.append(changed)
-        return out
+            self._regroup(self.tracker.set_label(event.path, event.label))
+            self._touch(event.path, cause)
+        if outer is not None:  # the folder around it gains or loses the paths beneath
+            self._regroup(self.tracker.folders[outer])
+            self._touch(outer, cause)
+
+    def _index_allowing(self, folder: str, groups: tuple[str, ...], *, add: bool) -> None:
+        for group in groups:
+            if add:
+                self._allowing.setdefault(group, set()).add(folder)
+            else:
+                self._allowing.get(group, set()).discard(folder)
+
+    def _regroup(self, record: FolderExposure) -> None:
+        record.clear_paths()
+        for path in self.domain(record.folder):
+            record.set_path(path, self.paths.states[path], parent_of(path))
 
     # ------------------------------------------------------------ helpers
 
@@ -165,6 +263,15 @@ class Engine:
             if path == "/":
                 return None
             path = parent_of(path)
+
+    def labelled_below(self, directory: str) -> Iterator[str]:
+        """Labelled folders strictly beneath ``directory``."""
+        prefix = directory.rstrip("/") + "/"
+        ordered = self._labelled_sorted
+        i = bisect_left(ordered, prefix)
+        while i < len(ordered) and ordered[i].startswith(prefix):
+            yield ordered[i]
+            i += 1
 
     def domain(self, folder: str) -> Iterator[str]:
         """Known paths governed by ``folder``'s label: its subtree minus nested labelled folders."""
@@ -179,19 +286,3 @@ class Engine:
             if path in self.paths.states:
                 yield path
             stack.extend(self.paths.children.get(path, ()))
-
-    def _rejudge(self, record: FolderExposure) -> None:
-        record.clear_paths()
-        for path in self.domain(record.folder):
-            self.tracker.judge_path(record, path)
-
-    def _transitions(self, touched: set[str], cause: Cause) -> list[ExposureEvent]:
-        out = []
-        for folder in sorted(touched):
-            record = self.tracker.folders.get(folder)
-            if record is None:
-                continue
-            event = self.tracker.transition(record, cause)
-            if event is not None:
-                out.append(event)
-        return out

@@ -1,12 +1,16 @@
 """Exposures of labelled folders: opened, changed, closed.
 
-A labelled folder owns every path beneath it (up to the next labelled folder).
-For each such path the outsiders are its effective readers minus the label's
-audience. The folder's exposure is the union over its paths. This module
-keeps, per folder, only the paths that have outsiders, grouped by their
-*signature* (permission state and traverse set), so a burst that opens 20,000
-paths the same way is one signature with a count, and judging the folder
-after each event costs the number of distinct signatures, not of paths.
+A labelled folder owns every path beneath it (up to the next labelled
+folder). For each such path the outsiders are its effective readers minus
+the label's audience, and the folder's exposure is the union over its paths.
+
+Paths are not judged one by one. A folder keeps its paths grouped by
+*signature*, the pair (permission state, parent directory): every path in a
+group has the same readers, because it has the same ACL and the same
+ancestors. Judging a folder costs one evaluation per distinct signature, so a
+share of 20,000 folders reset to the same ACL is a few hundred signatures, and
+a directory change that moves traverse bits or group memberships needs no
+walk over the paths at all, only a fresh look at the signatures.
 
 The audience rule lives here (:func:`audience`): a user may read when listed,
 when a direct member of an allowed group, or when its primary group is
@@ -15,7 +19,8 @@ allowed. A group nested into an allowed group is *not* allowed unless listed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import heapq
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -27,12 +32,17 @@ from permwatch.events import (
     exposure_event_id,
     exposure_id_for,
 )
-from processor.readers import AclVerdict, ReaderEvaluator
-from processor.state import AclKey, Directory, parent_of, popcount
+from processor.readers import ReaderEvaluator
+from processor.state import AclKey, Directory, PathState, popcount
 
 MAX_SAMPLE_PATHS = 5
 MAX_USERS_LISTED = 20
 MAX_CAUSES = 10
+
+Signature = tuple[AclKey, str]
+"""(permission state, parent directory): paths that share it have the same readers."""
+GrantKey = tuple[str, str | None, tuple[str, ...], str | None]
+Shape = tuple[int, tuple[Grant, ...]]
 
 
 def audience(label: Label, directory: Directory) -> int:
@@ -45,15 +55,98 @@ def audience(label: Label, directory: Directory) -> int:
     return mask
 
 
-Signature = tuple[AclKey, int]
-GrantKey = tuple[str, str | None, tuple[str, ...], str | None]
-
-
-@dataclass(frozen=True)
+@dataclass
 class Cause:
-    event_ids: tuple[str, ...]
-    at: datetime
+    """The events that moved a folder in one batch: the first opens an exposure, the last closes one."""
+
+    event_ids: list[str]
+    first_at: datetime
+    last_at: datetime
     actor: str | None = None
+
+    def add(self, event_id: str, at: datetime, actor: str | None) -> None:
+        if len(self.event_ids) < MAX_CAUSES:
+            self.event_ids.append(event_id)
+        self.last_at = max(self.last_at, at)
+        self.actor = actor or self.actor
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The engine's decision about one folder: an exposure event before it is put on the wire.
+
+    Kept as a plain record so judging 100,000 folders does not pay for building
+    100,000 validated models; :meth:`to_event` builds the wire event.
+    """
+
+    exposure_id: str
+    sequence: int
+    status: ExposureStatus
+    folder: str
+    label: Label
+    people: int
+    groups: tuple[str, ...]
+    users: tuple[str, ...]
+    grants: tuple[Grant, ...]
+    paths_affected: int
+    sample_paths: tuple[str, ...]
+    cause_event_ids: tuple[str, ...]
+    actor: str | None
+    opened_at: datetime
+    closed_at: datetime | None
+    duration_seconds: float | None
+    observed_at: datetime
+    detected_at: datetime
+    source: str
+
+    @property
+    def event_id(self) -> str:
+        return exposure_event_id(self.exposure_id, self.sequence)
+
+    def to_event(self) -> ExposureEvent:
+        return ExposureEvent(
+            event_id=self.event_id,
+            source=self.source,
+            exposure_id=self.exposure_id,
+            sequence=self.sequence,
+            status=self.status,
+            folder=self.folder,
+            label=self.label,
+            people=self.people,
+            groups=self.groups,
+            users=self.users,
+            grants=self.grants,
+            paths_affected=self.paths_affected,
+            sample_paths=self.sample_paths,
+            cause_event_ids=self.cause_event_ids,
+            actor=self.actor,
+            opened_at=self.opened_at,
+            closed_at=self.closed_at,
+            duration_seconds=self.duration_seconds,
+            observed_at=self.observed_at,
+            detected_at=self.detected_at,
+        )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Judged:
+    """The outsiders one (permission state, traverse set, audience) lets read, and the grants."""
+
+    reach: int
+    grant_masks: tuple[tuple[GrantKey, int], ...]
+    grants: tuple[Grant, ...]
+
+
+def _grant_models(items: Iterable[tuple[GrantKey, int]]) -> tuple[Grant, ...]:
+    return tuple(
+        sorted(
+            (
+                Grant(entry=entry, group=group, chain=chain, user=user, people=popcount(mask))
+                for (entry, group, chain, user), mask in items
+            ),
+            key=lambda g: (-g.people, g.entry, g.group or "", g.user or ""),
+        )
+    )
 
 
 @dataclass
@@ -61,45 +154,44 @@ class OpenExposure:
     exposure_id: str
     sequence: int
     opened_at: datetime
-    shape: tuple[int, tuple[Grant, ...]]
+    shape: Shape
     actor: str | None
 
 
 @dataclass
 class FolderExposure:
-    """What one labelled folder's exposure looks like right now."""
+    """One labelled folder: its label, its paths grouped by signature, and its open exposure."""
 
     folder: str
     label: Label
+    where: dict[str, Signature] = field(default_factory=dict)
+    groups: dict[Signature, set[str]] = field(default_factory=dict)
+    states: dict[AclKey, PathState] = field(default_factory=dict)
+    open: OpenExposure | None = None
     allowed: int = 0
     allowed_version: int = -1
-    exposed: dict[str, Signature] = field(default_factory=dict)
-    signatures: dict[Signature, int] = field(default_factory=dict)
-    verdicts: dict[AclKey, AclVerdict] = field(default_factory=dict)
-    open: OpenExposure | None = None
 
-    def set_path(self, path: str, signature: Signature | None, verdict: AclVerdict | None = None) -> None:
-        old = self.exposed.pop(path, None)
+    def set_path(self, path: str, state: PathState | None, parent: str) -> None:
+        old = self.where.pop(path, None)
         if old is not None:
-            left = self.signatures[old] - 1
-            if left:
-                self.signatures[old] = left
-            else:
-                del self.signatures[old]
-        if signature is not None:
-            self.exposed[path] = signature
-            self.signatures[signature] = self.signatures.get(signature, 0) + 1
-            if verdict is not None:
-                self.verdicts[signature[0]] = verdict
+            members = self.groups[old]
+            members.discard(path)
+            if not members:
+                del self.groups[old]
+        if state is not None:
+            signature = (state.acl, parent)
+            self.where[path] = signature
+            self.groups.setdefault(signature, set()).add(path)
+            self.states[state.acl] = state
 
     def clear_paths(self) -> None:
-        self.exposed.clear()
-        self.signatures.clear()
-        self.verdicts.clear()
+        self.where.clear()
+        self.groups.clear()
+        self.states.clear()
 
 
 class ExposureTracker:
-    """Judges paths against their folder's label and emits exposure events on transitions."""
+    """Judges folders against their labels and emits exposure events on transitions."""
 
     def __init__(
         self, directory: Directory, evaluator: ReaderEvaluator, *, source: str, clock: Callable[[], datetime]
@@ -109,14 +201,25 @@ class ExposureTracker:
         self.source = source
         self.clock = clock
         self.folders: dict[str, FolderExposure] = {}
+        self._memo_version = -1
+        self._allowed: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
+        self._judged: dict[tuple[AclKey, int, int], Judged] = {}
+        self._names: dict[int, tuple[str, ...]] = {}
+        self._groups_of: dict[int, tuple[tuple[Grant, ...], tuple[str, ...]]] = {}
+        self.now: datetime | None = None
+        """The detection time of the batch being judged (one clock read per flush)."""
 
-    # ------------------------------------------------------------ labels
+    def _memos(self) -> None:
+        """Memos keyed on people are good until the directory changes."""
+        if self._memo_version != self.directory.version:
+            self._allowed.clear()
+            self._judged.clear()
+            self._names.clear()
+            self._groups_of.clear()
+            self._memo_version = self.directory.version
 
-    def set_label(self, folder: str, label: Label | None) -> FolderExposure | None:
-        """Assign or remove a folder's label; returns the record to judge (or to close)."""
+    def set_label(self, folder: str, label: Label) -> FolderExposure:
         record = self.folders.get(folder)
-        if label is None:
-            return record
         if record is None:
             record = self.folders[folder] = FolderExposure(folder, label)
         else:
@@ -127,82 +230,102 @@ class ExposureTracker:
     def drop(self, folder: str) -> None:
         self.folders.pop(folder, None)
 
-    def allowed(self, record: FolderExposure) -> int:
-        if record.allowed_version != self.directory.version:
-            record.allowed = audience(record.label, self.directory)
-            record.allowed_version = self.directory.version
-        return record.allowed
+    def allowed(self, label: Label) -> int:
+        self._memos()
+        key = (label.allowed_users, label.allowed_groups)
+        found = self._allowed.get(key)
+        if found is None:
+            found = self._allowed[key] = audience(label, self.directory)
+        return found
 
     # ------------------------------------------------------------ judging
 
-    def judge_path(self, record: FolderExposure, path: str) -> None:
-        state = self.evaluator.paths.get(path)
-        if state is None:
-            record.set_path(path, None)
-            return
-        verdict = self.evaluator.verdict(state)
-        traverse = self.evaluator.traverse(parent_of(path))
-        if verdict.read & traverse & ~self.allowed(record):
-            record.set_path(path, (state.acl, traverse), verdict)
-        else:
-            record.set_path(path, None)
-
-    def shape(self, record: FolderExposure) -> tuple[int, tuple[Grant, ...]]:
-        """The outsiders (as a bitset) and the grants that let them read."""
-        allowed = self.allowed(record)
+    def shape(self, record: FolderExposure) -> tuple[Shape, list[Signature]]:
+        """The outsiders (a bitset), the grants that let them read, and the signatures that expose."""
+        self._memos()
+        if record.allowed_version != self._memo_version:
+            record.allowed = self.allowed(record.label)
+            record.allowed_version = self._memo_version
+        allowed = record.allowed
+        traverse_of = self.evaluator.traverse
+        judged = self._judged
         outsiders = 0
+        exposing: list[Signature] = []
+        found: list[Judged] = []
+        for signature in record.groups:
+            acl, parent = signature
+            key = (acl, traverse_of(parent), allowed)
+            hit = judged.get(key)
+            if hit is None:
+                hit = judged[key] = self._judge(record.states[acl], key[1], allowed)
+            if hit.reach:
+                outsiders |= hit.reach
+                exposing.append(signature)
+                found.append(hit)
+        if not found:
+            return (0, ()), exposing
+        if len(found) == 1 or all(j is found[0] for j in found):
+            return (outsiders, found[0].grants), exposing
         by_key: dict[GrantKey, int] = {}
-        for acl, traverse in record.signatures:
-            verdict = record.verdicts[acl]
-            reach = verdict.read & traverse & ~allowed
-            outsiders |= reach
-            for via in verdict.via:
-                hit = via.people & reach
-                if not hit:
-                    continue
-                key: GrantKey
-                if via.group is None:
-                    key = (via.entry, None, (), via.user)
-                    by_key[key] = by_key.get(key, 0) | hit
-                    continue
-                for nested in self.directory.nested_groups(via.group):
-                    direct = self.directory.direct_members(nested) & hit
-                    if direct:
-                        key = (via.entry, nested, self.directory.chain(via.group, nested), None)
-                        by_key[key] = by_key.get(key, 0) | direct
-                        hit &= ~direct
-        grants = tuple(
-            sorted(
-                (
-                    Grant(entry=entry, group=group, chain=chain, user=user, people=popcount(mask))
-                    for (entry, group, chain, user), mask in by_key.items()
-                ),
-                key=lambda g: (-g.people, g.entry, g.group or "", g.user or ""),
-            )
-        )
-        return outsiders, grants
+        for distinct in dict.fromkeys(found):
+            for grant_key, mask in distinct.grant_masks:
+                by_key[grant_key] = by_key.get(grant_key, 0) | mask
+        return (outsiders, _grant_models(by_key.items())), exposing
 
-    def transition(self, record: FolderExposure, cause: Cause) -> ExposureEvent | None:
+    def _judge(self, state: PathState, traverse: int, allowed: int) -> Judged:
+        """Who outside the label can read a path of this state under this traverse set, and through what."""
+        verdict = self.evaluator.verdict(state)
+        reach = verdict.read & traverse & ~allowed
+        grants: list[tuple[GrantKey, int]] = []
+        for via in verdict.via:
+            hit = via.people & reach
+            if not hit:
+                continue
+            if via.group is None:
+                grants.append(((via.entry, None, (), via.user), hit))
+                continue
+            for nested in self.directory.nested_groups(via.group):
+                direct = self.directory.direct_members(nested) & hit
+                if direct:
+                    grants.append(((via.entry, nested, self.directory.chain(via.group, nested), None), direct))
+                    hit &= ~direct
+        masks = tuple(grants)
+        return Judged(reach, masks, _grant_models(masks))
+
+    def transition(self, record: FolderExposure, cause: Cause) -> Verdict | None:
         """Compare the folder's exposure with what was last emitted; return the event, if any."""
-        outsiders, grants = self.shape(record)
+        (outsiders, grants), exposing = self.shape(record)
         current = record.open
         if not outsiders:
             if current is None:
                 return None
             record.open = None
-            duration = max(0.0, (cause.at - current.opened_at).total_seconds())
+            current.sequence += 1
+            duration = max(0.0, (cause.last_at - current.opened_at).total_seconds())
             return self._event(
-                record, current, ExposureStatus.CLOSED, 0, (), cause, closed_at=cause.at, duration=duration
+                record, current, ExposureStatus.CLOSED, 0, (), [], cause, closed_at=cause.last_at, duration=duration
             )
         if current is None:
             exposure_id = exposure_id_for(record.folder, record.label.name, cause.event_ids[0])
-            current = record.open = OpenExposure(exposure_id, 0, cause.at, (outsiders, grants), cause.actor)
-            return self._event(record, current, ExposureStatus.OPENED, outsiders, grants, cause)
+            current = record.open = OpenExposure(exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor)
+            return self._event(record, current, ExposureStatus.OPENED, outsiders, grants, exposing, cause)
         if current.shape == (outsiders, grants):
             return None
         current.sequence += 1
         current.shape = (outsiders, grants)
-        return self._event(record, current, ExposureStatus.CHANGED, outsiders, grants, cause)
+        return self._event(record, current, ExposureStatus.CHANGED, outsiders, grants, exposing, cause)
+
+    def _group_names(self, grants: tuple[Grant, ...]) -> tuple[str, ...]:
+        found = self._groups_of.get(id(grants))
+        if found is None or found[0] is not grants:
+            found = self._groups_of[id(grants)] = (grants, tuple(sorted({g.group for g in grants if g.group})))
+        return found[1]
+
+    def _names_of(self, outsiders: int) -> tuple[str, ...]:
+        found = self._names.get(outsiders)
+        if found is None:
+            found = self._names[outsiders] = tuple(sorted(self.directory.names(outsiders)))[:MAX_USERS_LISTED]
+        return found
 
     def _event(
         self,
@@ -211,34 +334,40 @@ class ExposureTracker:
         status: ExposureStatus,
         outsiders: int,
         grants: tuple[Grant, ...],
+        exposing: list[Signature],
         cause: Cause,
         *,
         closed_at: datetime | None = None,
         duration: float | None = None,
-    ) -> ExposureEvent:
-        if status is ExposureStatus.CLOSED:
-            current.sequence += 1
-        users = tuple(sorted(self.directory.names(outsiders)))[:MAX_USERS_LISTED]
-        groups = tuple(sorted({g.group for g in grants if g.group is not None}))
-        return ExposureEvent(
-            event_id=exposure_event_id(current.exposure_id, current.sequence),
-            source=self.source,
+    ) -> Verdict:
+        if len(exposing) == 1:
+            only = record.groups[exposing[0]]
+            count = len(only)
+            sample = (
+                tuple(sorted(only)) if count <= MAX_SAMPLE_PATHS else tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, only))
+            )
+        else:
+            paths = [record.groups[s] for s in exposing]
+            count = sum(len(p) for p in paths)
+            sample = tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, (p for group in paths for p in group)))
+        return Verdict(
             exposure_id=current.exposure_id,
             sequence=current.sequence,
             status=status,
             folder=record.folder,
             label=record.label,
             people=popcount(outsiders),
-            groups=groups,
-            users=users,
+            groups=self._group_names(grants),
+            users=self._names_of(outsiders),
             grants=grants,
-            paths_affected=len(record.exposed),
-            sample_paths=tuple(sorted(record.exposed)[:MAX_SAMPLE_PATHS]),
-            cause_event_ids=cause.event_ids[:MAX_CAUSES],
+            paths_affected=count,
+            sample_paths=sample,
+            cause_event_ids=tuple(cause.event_ids),
             actor=cause.actor or current.actor,
             opened_at=current.opened_at,
             closed_at=closed_at,
             duration_seconds=duration,
-            observed_at=cause.at,
-            detected_at=self.clock(),
+            observed_at=cause.last_at,
+            detected_at=self.now or self.clock(),
+            source=self.source,
         )

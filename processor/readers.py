@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from processor.state import TAG_NAMES, AclKey, Directory, PathState, PathTable, parent_of
+from processor.state import TAG_NAMES, AclKey, Directory, PathState, PathTable, acl_tuple, parent_of
 
 READ = 4
 TRAVERSE = 1
@@ -100,7 +100,7 @@ class ReaderEvaluator:
 
 def evaluate_acl(state: PathState, directory: Directory) -> AclVerdict:
     """Read and traverse bitsets of one permission state, with the entry that grants each."""
-    owner_uid, owning_gid, entries = state.acl
+    owner_uid, owning_gid, entries = acl_tuple(state.acl)
     mask_perms = next((perms for tag, _, perms in entries if TAG_NAMES[tag] == "mask"), 7)
     decided = read = traverse = 0
     via: list[Via] = []

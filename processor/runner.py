@@ -18,7 +18,16 @@ from datetime import datetime
 
 from permwatch.config import ProcessorConfig
 from permwatch.deadletter import dead_letter
-from permwatch.events import INPUT_TOPICS, TOPIC_EXPOSURES, DecodeError, ExposureEvent, decode, encode, utcnow
+from permwatch.events import (
+    INPUT_TOPICS,
+    TOPIC_EXPOSURES,
+    AnyEvent,
+    DecodeError,
+    ExposureEvent,
+    decode,
+    encode,
+    utcnow,
+)
 from permwatch.transport.base import Bus, Consumer, Record
 from processor.engine import Engine
 
@@ -40,6 +49,7 @@ class ProcessorRunner:
         self.dead_letters = 0
         self.exposures_published = 0
         self.caught_up = threading.Event()
+        self._replaying = False
 
     def run(self, stop: threading.Event) -> None:
         consumer = self.bus.consumer(INPUT_TOPICS, self.config.group, replay_history=True)
@@ -55,34 +65,21 @@ class ProcessorRunner:
             consumer.close()
 
     def handle(self, records: list[Record], consumer: Consumer) -> list[ExposureEvent]:
+        """Apply a batch, judge what it touched once, publish, flush, then commit."""
         published: list[ExposureEvent] = []
-        replaying = False
         for record in records:
-            replaying = record.replayed
-            try:
-                event = decode(record.value)
-            except DecodeError as exc:
-                if not record.replayed:
-                    dead_letter(self.bus, record, exc.reason, stage="processor")
-                    self.dead_letters += 1
-                continue
-            if event.topic != record.topic or event.topic not in INPUT_TOPICS:
-                if not record.replayed:
-                    dead_letter(
-                        self.bus,
-                        record,
-                        f"a {event.type} event does not belong on topic {record.topic}",
-                        stage="processor",
-                    )
-                    self.dead_letters += 1
-                continue
-            out = self.engine.apply(event)
-            if not record.replayed:
-                published += out
-            self.handled += 1
-        settled = self.engine.settle()
-        if not replaying:
-            published += settled
+            if not record.replayed and self._replaying:
+                # History is rebuilt: what it would emit was emitted before the restart.
+                self.engine.flush()
+                self._replaying = False
+            self._replaying = record.replayed
+            event = self._decode(record)
+            if event is not None:
+                self.engine.apply(event)
+                self.handled += 1
+        verdicts = self.engine.flush()
+        if not self._replaying:
+            published = [verdict.to_event() for verdict in verdicts]
         for exposure in published:
             self.bus.publish(TOPIC_EXPOSURES, exposure.key, encode(exposure))
             log.info(
@@ -98,3 +95,18 @@ class ProcessorRunner:
         consumer.commit()
         self.exposures_published += len(published)
         return published
+
+    def _decode(self, record: Record) -> AnyEvent | None:
+        """The record's event, or None after dead-lettering it (once: not again while replaying)."""
+        try:
+            event = decode(record.value)
+        except DecodeError as exc:
+            reason = exc.reason
+        else:
+            if event.topic == record.topic and event.topic in INPUT_TOPICS:
+                return event
+            reason = f"a {event.type} event does not belong on topic {record.topic}"
+        if not record.replayed:
+            dead_letter(self.bus, record, reason, stage="processor")
+            self.dead_letters += 1
+        return None

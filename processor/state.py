@@ -52,6 +52,7 @@ class Directory:
         self._by_gid: dict[int, str] = {}
         self._effective: dict[str, int] = {}
         self._direct: dict[str, int] = {}
+        self._by_primary: dict[int, int] | None = None
         self._parents: dict[str, set[str]] | None = None
         self._everyone: int | None = None
         self.version = 0
@@ -79,7 +80,8 @@ class Directory:
             self._by_uid[user.uid] = user.name
         self._changed()
 
-    def apply_group(self, event: DirectoryGroup) -> None:
+    def apply_group(self, event: DirectoryGroup) -> bool:
+        """Apply a group's new state; True when only its members changed (same gid, still there)."""
         old = self.groups.pop(event.name, None)
         if old is not None and old.gid is not None and self._by_gid.get(old.gid) == old.name:
             del self._by_gid[old.gid]
@@ -89,6 +91,7 @@ class Directory:
             if group.gid is not None:
                 self._by_gid[group.gid] = group.name
         self._changed()
+        return old is not None and not event.deleted and old.gid == event.gid
 
     def _new_user(self, name: str, *, in_directory: bool = True) -> User:
         user = User(name=name, bit=1 << len(self._names), in_directory=in_directory)
@@ -104,6 +107,7 @@ class Directory:
         self.version += 1
         self._effective.clear()
         self._direct.clear()
+        self._by_primary = None
         self._parents = None
         self._everyone = None
 
@@ -158,11 +162,18 @@ class Directory:
             for name in g.member_users:
                 mask |= self.user_bit(name)
             if g.gid is not None:
-                for user in self.users.values():
-                    if user.primary_gid == g.gid and not user.disabled:
-                        mask |= user.bit
+                mask |= self._primary_members().get(g.gid, 0)
         self._direct[group] = mask
         return mask
+
+    def _primary_members(self) -> dict[int, int]:
+        if self._by_primary is None:
+            index: dict[int, int] = {}
+            for user in self.users.values():
+                if user.primary_gid is not None and not user.disabled:
+                    index[user.primary_gid] = index.get(user.primary_gid, 0) | user.bit
+            self._by_primary = index
+        return self._by_primary
 
     def effective_members(self, group: str) -> int:
         """Everyone the operating system counts as a member: through nesting, cycles included."""
@@ -230,8 +241,27 @@ class Directory:
 
 # ---------------------------------------------------------------- path table
 
-AclKey = tuple[int, int, tuple[tuple[int, int, int], ...]]
-"""(owner uid, group gid, ((tag, qualifier, perms), ...)): hashable permission state of a path."""
+AclTuple = tuple[int, int, tuple[tuple[int, int, int], ...]]
+"""(owner uid, group gid, ((tag, qualifier, perms), ...)): the permission state of a path."""
+AclKey = int
+"""A permission state interned to a small int: hashing nested tuples on every lookup
+costs more than judging, and a share has few distinct states."""
+
+_ACL_IDS: dict[AclTuple, AclKey] = {}
+_ACL_TUPLES: list[AclTuple] = []
+
+
+def intern_acl(acl: AclTuple) -> AclKey:
+    found = _ACL_IDS.get(acl)
+    if found is None:
+        found = _ACL_IDS[acl] = len(_ACL_TUPLES)
+        _ACL_TUPLES.append(acl)
+    return found
+
+
+def acl_tuple(key: AclKey) -> AclTuple:
+    return _ACL_TUPLES[key]
+
 
 _TAG_CODES = {
     AclTag.USER_OBJ: 0,
@@ -257,7 +287,7 @@ def acl_key(event: FsPermissionEvent) -> AclKey:
     owner = event.owner.id if event.owner else -1
     group = event.group.id if event.group else -1
     entries = event.acl or _minimal_acl(event.mode or 0)
-    return owner, group, tuple(sorted((_TAG_CODES[e.tag], e.qualifier or 0, e.perms) for e in entries))
+    return intern_acl((owner, group, tuple(sorted((_TAG_CODES[e.tag], e.qualifier or 0, e.perms) for e in entries))))
 
 
 def _minimal_acl(mode: int) -> tuple[AclEntry, ...]:
@@ -286,12 +316,26 @@ def parent_of(path: str) -> str:
     return head or "/"
 
 
+def group_ids(key: AclKey) -> set[int]:
+    """The gids an ACL's group entries name: the owning group and every named group."""
+    acl = acl_tuple(key)
+    gids = set()
+    for tag, qualifier, _ in acl[2]:
+        if tag == 2 and acl[1] >= 0:
+            gids.add(acl[1])
+        elif tag == 3:
+            gids.add(qualifier)
+    return gids
+
+
 class PathTable:
-    """Every known path's :class:`PathState`, with a child index for subtree walks."""
+    """Every known path's :class:`PathState`, with a child index for subtree walks
+    and a group index (gid → paths whose ACL names it) for directory fan-out."""
 
     def __init__(self) -> None:
         self.states: dict[str, PathState] = {}
         self.children: dict[str, set[str]] = {}
+        self.by_gid: dict[int, set[str]] = {}
 
     def __len__(self) -> int:
         return len(self.states)
@@ -304,13 +348,29 @@ class PathTable:
         self.states[path] = state
         if old is None and path != "/":
             self.children.setdefault(parent_of(path), set()).add(path)
+        if old is None or old.acl != state.acl:
+            self._index(path, old, drop=True)
+            self._index(path, state, drop=False)
         return old
+
+    def _index(self, path: str, state: PathState | None, *, drop: bool) -> None:
+        if state is None:
+            return
+        for gid in group_ids(state.acl):
+            if drop:
+                paths = self.by_gid.get(gid)
+                if paths is not None:
+                    paths.discard(path)
+                    if not paths:
+                        del self.by_gid[gid]
+            else:
+                self.by_gid.setdefault(gid, set()).add(path)
 
     def remove_subtree(self, path: str) -> list[str]:
         """Forget ``path`` and everything known beneath it; return what was removed."""
         removed = list(self.subtree(path))
         for p in removed:
-            self.states.pop(p, None)
+            self._index(p, self.states.pop(p, None), drop=True)
             self.children.pop(p, None)
         siblings = self.children.get(parent_of(path))
         if siblings is not None:

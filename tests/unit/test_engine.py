@@ -38,7 +38,7 @@ def users(engine: Engine) -> None:
     engine.apply(DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=("anna",)))
     engine.apply(DirectoryGroup(name="alla", gid=ALLA, member_users=("bo", "cia", "eva"), member_groups=("enhet",)))
     engine.apply(DirectoryGroup(name="enhet", gid=UNIT, member_users=("dan",)))
-    engine.settle()
+    engine.flush()
 
 
 def entry(tag: str, perms: str, qualifier: int | None = None) -> AclEntry:
@@ -83,18 +83,18 @@ LABEL = Label(name="ledning", allowed_groups=("ledningsgrupp",), allowed_users=(
 def setup() -> Engine:
     engine = Engine(clock=Clock())
     users(engine)
-    engine.apply(fs("/", mode=0o755))
-    engine.apply(fs("/srv", mode=0o755, group=ROOT))
-    engine.apply(fs("/srv/share", mode=0o755, group=ROOT))
-    engine.apply(fs("/srv/share/ledning", mode=0o750))
-    engine.apply(fs("/srv/share/ledning/protokoll.txt", mode=0o640, obj=ObjectType.FILE))
-    assert engine.apply(LabelAssigned(path="/srv/share/ledning", label=LABEL)) == []
+    engine.step(fs("/", mode=0o755))
+    engine.step(fs("/srv", mode=0o755, group=ROOT))
+    engine.step(fs("/srv/share", mode=0o755, group=ROOT))
+    engine.step(fs("/srv/share/ledning", mode=0o750))
+    engine.step(fs("/srv/share/ledning/protokoll.txt", mode=0o640, obj=ObjectType.FILE))
+    assert engine.step(LabelAssigned(path="/srv/share/ledning", label=LABEL)) == []
     return engine
 
 
 def test_named_group_opens_then_closes_with_duration() -> None:
     engine = setup()
-    opened = engine.apply(
+    opened = engine.step(
         fs(
             "/srv/share/ledning",
             entry("user_obj", "rwx"),
@@ -110,7 +110,7 @@ def test_named_group_opens_then_closes_with_duration() -> None:
     assert exp.groups == ("alla", "enhet")
     assert exp.people == 4  # bo, cia, eva directly, dan through enhet nested in alla
     assert {g.group: g.chain for g in exp.grants} == {"alla": ("alla",), "enhet": ("enhet", "alla")}
-    closed = engine.apply(fs("/srv/share/ledning", mode=0o750, at=T0 + timedelta(minutes=5)))
+    closed = engine.step(fs("/srv/share/ledning", mode=0o750, at=T0 + timedelta(minutes=5)))
     assert [e.status for e in closed] == [ExposureStatus.CLOSED]
     assert closed[0].exposure_id == exp.exposure_id
     assert closed[0].duration_seconds == 300
@@ -118,7 +118,7 @@ def test_named_group_opens_then_closes_with_duration() -> None:
 
 def test_mask_limits_named_group() -> None:
     engine = setup()
-    out = engine.apply(
+    out = engine.step(
         fs(
             "/srv/share/ledning",
             entry("user_obj", "rwx"),
@@ -133,9 +133,9 @@ def test_mask_limits_named_group() -> None:
 
 def test_other_needs_traverse_of_every_ancestor() -> None:
     engine = setup()
-    engine.apply(fs("/srv/share", mode=0o750, group=ROOT))  # others cannot traverse
-    assert engine.apply(fs("/srv/share/ledning", mode=0o755)) == []
-    opened = engine.apply(fs("/srv/share", mode=0o755, group=ROOT))
+    engine.step(fs("/srv/share", mode=0o750, group=ROOT))  # others cannot traverse
+    assert engine.step(fs("/srv/share/ledning", mode=0o755)) == []
+    opened = engine.step(fs("/srv/share", mode=0o755, group=ROOT))
     assert [e.status for e in opened] == [ExposureStatus.OPENED]
     assert opened[0].people == 4  # everyone but anna (allowed) and root (allowed)
 
@@ -143,22 +143,22 @@ def test_other_needs_traverse_of_every_ancestor() -> None:
 def test_nesting_broad_group_into_allowed_group_is_exposure_but_direct_member_is_not() -> None:
     engine = setup()
     engine.apply(DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=("anna", "bo")))
-    assert engine.settle() == []  # a person hired into the group directly: allowed
+    assert engine.flush() == []  # a person hired into the group directly: allowed
     engine.apply(
         DirectoryGroup(
             name="ledningsgrupp", gid=MGMT, member_users=("anna", "bo"), member_groups=("alla",), actor="cn=it-admin"
         )
     )
-    out = engine.settle()
+    out = engine.flush()
     assert [e.status for e in out] == [ExposureStatus.OPENED]
     assert out[0].actor == "cn=it-admin"
     assert "alla" in out[0].groups
     assert out[0].people == 3  # cia, eva, dan: bo is a direct member now
-    engine.apply(
+    engine.step(
         DirectoryGroup(name="alla", gid=ALLA, member_users=("bo", "cia", "eva", "ulf"), member_groups=("enhet",))
     )
     engine.apply(DirectoryUser(name="ulf", uid=1006, primary_gid=ALLA))
-    changed = engine.settle()
+    changed = engine.flush()
     assert [e.status for e in changed] == [ExposureStatus.CHANGED]
     assert changed[0].people == 4
 
@@ -167,12 +167,12 @@ def test_primary_group_allowed() -> None:
     engine = setup()
     # anna's primary group is ledningsgrupp; remove her from the member list: still allowed
     engine.apply(DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=()))
-    assert engine.settle() == []
+    assert engine.flush() == []
 
 
 def test_deep_file_granted_to_broad_group() -> None:
     engine = setup()
-    out = engine.apply(
+    out = engine.step(
         fs(
             "/srv/share/ledning/protokoll.txt",
             entry("user_obj", "rw"),
@@ -184,7 +184,7 @@ def test_deep_file_granted_to_broad_group() -> None:
         )
     )
     assert out == []  # the folder itself is 0750: others cannot traverse into it
-    engine.apply(
+    engine.step(
         fs(
             "/srv/share/ledning",
             entry("user_obj", "rwx"),
@@ -204,7 +204,44 @@ def test_same_events_same_ids() -> None:
         engine = setup()
         ids = []
         for e in (fs("/srv/share/ledning", mode=0o755, at=T0), fs("/srv/share/ledning", mode=0o750, at=T0)):
-            ids += [x.event_id for x in engine.apply(e.model_copy(update={"event_id": "fixed"}))]
+            ids += [x.event_id for x in engine.step(e.model_copy(update={"event_id": "fixed"}))]
         return ids
 
     assert run() == run()
+
+
+def test_group_change_judges_only_folders_that_depend_on_it() -> None:
+    engine = setup()
+    engine.apply(DirectoryGroup(name="ekonomi", gid=20010, member_users=("anna",)))
+    engine.apply(DirectoryGroup(name="hr", gid=20011, member_users=("anna",)))
+    engine.flush()
+    for name, gid in (("ekonomi", 20010), ("hr", 20011)):
+        engine.step(fs(f"/srv/share/{name}", mode=0o750, group=gid))
+        engine.step(LabelAssigned(path=f"/srv/share/{name}", label=Label(name=name, allowed_groups=(name,), allowed_users=("root",))))
+    before = engine.folders_judged
+    engine.apply(DirectoryGroup(name="ekonomi", gid=20010, member_users=("anna", "bo")))
+    assert engine.flush() == []  # bo is a direct member now: allowed
+    assert engine.folders_judged - before == 1  # only the ekonomi folder depends on that group
+    # nesting alla into ekonomi: alla's gid is on no ACL, but ekonomi contains it now
+    before = engine.folders_judged
+    engine.apply(DirectoryGroup(name="ekonomi", gid=20010, member_users=("anna",), member_groups=("alla",)))
+    out = engine.flush()
+    assert [(e.folder, e.status) for e in out] == [("/srv/share/ekonomi", ExposureStatus.OPENED)]
+    assert engine.folders_judged - before == 1
+    # a change inside alla (nested in ekonomi) reaches the ekonomi folder through the nesting
+    engine.apply(DirectoryUser(name="ulf", uid=1006, primary_gid=20099))
+    assert engine.flush() == []
+    engine.apply(DirectoryGroup(name="enhet", gid=UNIT, member_users=("dan", "ulf")))
+    changed = engine.flush()
+    assert [(e.folder, e.status, e.people) for e in changed] == [("/srv/share/ekonomi", ExposureStatus.CHANGED, 5)]
+
+
+def test_nesting_cycles_terminate() -> None:
+    engine = setup()
+    engine.apply(DirectoryGroup(name="alla", gid=ALLA, member_users=("bo",), member_groups=("enhet",)))
+    engine.apply(DirectoryGroup(name="enhet", gid=UNIT, member_users=("dan",), member_groups=("alla",)))
+    engine.apply(DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=("anna",), member_groups=("alla",)))
+    out = engine.flush()
+    assert [e.status for e in out] == [ExposureStatus.OPENED]
+    assert out[0].people == 4  # bo, dan, and cia/eva by primary group alla
+    assert engine.directory.containing_groups("enhet") == {"enhet", "alla", "ledningsgrupp"}
