@@ -107,6 +107,11 @@ class Labeller(Protocol):
 
     def forget(self, path: str) -> LabelAssigned | None: ...
 
+    @property
+    def marker_file(self) -> str:
+        """The name of a file whose presence in a folder may label it."""
+        ...
+
 
 # ----------------------------------------------------------------- path state
 
@@ -610,6 +615,17 @@ class FsCollector:
             self._on_deleted(path)
         elif isinstance(item, DirMovedEvent | FileMovedEvent):
             self._on_moved(path, os.fsdecode(item.dest_path))
+        self._relabel_if_marker(path)
+        if isinstance(item, DirMovedEvent | FileMovedEvent):
+            self._relabel_if_marker(os.fsdecode(item.dest_path))
+
+    def _relabel_if_marker(self, path: str) -> None:
+        """A label marker file made, removed or renamed: its folder's label may have changed."""
+        if self._labeller is None or os.path.basename(path) != self._labeller.marker_file:
+            return
+        folder = os.path.dirname(path)
+        if self._root_of(folder) is not None:
+            self._emit_label(self._labeller.observe(folder))
 
     def _on_created(self, path: str) -> None:
         root = self._root_of(path)

@@ -57,6 +57,10 @@ class LabelPolicy:
         self.labels = {name: self._label(name) for name in config.definitions}
         self._announced: dict[str, Label] = {}
 
+    @property
+    def marker_file(self) -> str:
+        return self.config.marker_file
+
     def _label(self, name: str) -> Label:
         definition = self.config.definitions.get(name)
         groups = list(definition.allowed_groups) if definition else []

@@ -26,7 +26,8 @@ import pytest
 
 from collectors.acl import read_acl
 from collectors.fs import FsCollector, ancestors_of, read_path_state
-from permwatch.config import FsCollectorConfig
+from collectors.labels import LabelPolicy
+from permwatch.config import FsCollectorConfig, LabelDefinition, LabelsConfig
 from permwatch.events import (
     AclTag,
     Event,
@@ -433,6 +434,8 @@ def test_newly_excluded_paths_are_withdrawn(root: Path, state_path: Path) -> Non
 class RecordingLabeller:
     """Labels every directory named ``payroll``; records calls."""
 
+    marker_file = ".sensitivity"
+
     def __init__(self) -> None:
         self.observed: list[str] = []
         self.forgotten: list[str] = []
@@ -643,3 +646,22 @@ def test_names_the_event_schema_cannot_carry_are_skipped_with_a_warning(
     assert {e.path for e in emitter.fs(root / "public")}  # the rest was published
     skipped = [r.getMessage() for r in caplog.records if "cannot carry this path" in r.getMessage()]
     assert len(skipped) == 2, skipped  # one line each, nothing about what is below them
+
+
+def test_a_marker_file_made_or_removed_live_relabels_its_folder(root: Path, state_path: Path) -> None:
+    policy = LabelPolicy(LabelsConfig(definitions={"hr": LabelDefinition(allowed_groups=["hr"])}))
+    emitter = ListEmitter()
+    folder = root / "hr"
+    with (
+        FsCollector(config(root), emitter, labeller=policy, state_path=state_path) as collector,
+        running(collector, emitter),
+    ):
+        assert emitter.labels() == []
+        (folder / ".sensitivity").write_text("hr\n")
+        assigned = wait_for(lambda: emitter.labels(), what="the label from the marker file")
+        assert [(a.path, a.label.name if a.label else None, a.origin) for a in assigned] == [
+            (str(folder), "hr", "marker")
+        ]
+        (folder / ".sensitivity").unlink()
+        wait_for(lambda: len(emitter.labels()) == 2, what="the label withdrawn")
+        assert emitter.labels()[-1].label is None
