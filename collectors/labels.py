@@ -82,10 +82,14 @@ class LabelPolicy:
                 )
                 label = self._label(named)
             return label, origin
+        return self.label_by_rules(path), "policy"
+
+    def label_by_rules(self, path: str) -> Label | None:
+        """The label the policy's globs give ``path`` (no xattr or marker: what-if replays use this)."""
         for rule in self.config.rules:
             if path_glob_matches(path, rule.glob):
-                return self.labels[rule.label], "policy"
-        return None, "policy"
+                return self.labels[rule.label]
+        return None
 
     def _marked(self, path: str) -> tuple[str | None, str]:
         try:

@@ -21,6 +21,9 @@ if [[ $with_test -eq 1 ]]; then
     command -v setfacl >/dev/null || missing+=(acl)
     command -v java >/dev/null || missing+=(default-jre-headless)
     command -v mvn >/dev/null || missing+=(maven)
+    [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
+    [ -x /usr/sbin/ns-slapd ] || missing+=(389-ds-base)
+    [[ $(dpkg-query -W -f='${Status}' samba-ad-dc 2>/dev/null) == *"ok installed" ]] || missing+=(samba samba-ad-dc)
     if [[ ${#missing[@]} -gt 0 ]]; then
         echo "installing Debian packages: ${missing[*]}"
         apt_install "${missing[@]}"

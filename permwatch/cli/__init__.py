@@ -41,8 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="replay the motivating incident in a temporary tree")
     demo.add_argument("--keep", action="store_true", help="keep the temporary tree and event log")
 
+    from permwatch.cli.forensics import COMMANDS as FORENSICS
+    from permwatch.cli.forensics import add_commands
+
+    add_commands(sub)
     args = parser.parse_args(argv)
     try:
+        if args.command in FORENSICS:
+            from permwatch.cli import forensics
+
+            _setup_logging("warning")
+            return forensics.run(args)
         if args.command == "check-config":
             from permwatch.cli.wiring import validate_stages
 

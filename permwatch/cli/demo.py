@@ -152,6 +152,14 @@ def run_demo(*, keep: bool = False) -> int:
     finally:
         running.shutdown()
         if keep:
-            _say(f"kept {base}")
+            replay_config = base / "replay.toml"
+            replay_config.write_text(
+                f'[transport]\nkind = "embedded"\n[transport.embedded]\npath = "{base / "events.db"}"\n',
+                encoding="utf-8",
+            )
+            _say(f"kept {base}; for the workshop try:")
+            print(f"    permwatch exposures --config {replay_config}")
+            print(f"    permwatch timeline {notes} --config {replay_config} --format html -o timeline.html")
+            print(f"    permwatch who-can-read {notes} --at <a time inside the window> --config {replay_config}")
         else:
             shutil.rmtree(base, ignore_errors=True)

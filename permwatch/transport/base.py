@@ -10,7 +10,7 @@ Records keep their offset and timestamp so history can be replayed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,6 +52,13 @@ class Bus(Protocol):
         With ``replay_history`` it starts at the beginning even when the group has
         committed, marking the records up to the commit ``replayed`` so a stage
         that keeps state in memory can rebuild it without repeating its effects.
+        """
+        ...
+
+    def history(self, topics: Sequence[str], *, until_ms: int | None = None) -> Iterator[Record]:
+        """Every record of ``topics`` published up to ``until_ms``, oldest first (for replay; no group).
+
+        One key's records keep their order; records of different partitions are merged by timestamp.
         """
         ...
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from permwatch.transport.base import Record
@@ -98,6 +98,20 @@ class EmbeddedBus:
         if since_ms is not None:
             consumer.seek_to_time(since_ms)
         return consumer
+
+    def history(self, topics: Sequence[str], *, until_ms: int | None = None) -> Iterator[Record]:
+        conn = _connect(self.path)
+        marks = ",".join("?" * len(topics))
+        bound = "" if until_ms is None else " AND ts_ms <= ?"
+        params: list[object] = [*topics] + ([] if until_ms is None else [until_ms])
+        try:
+            cursor = conn.execute(
+                f"SELECT seq, topic, key, value, ts_ms FROM log WHERE topic IN ({marks}){bound} ORDER BY seq", params
+            )
+            for seq, topic, key, value, ts_ms in cursor:
+                yield Record(topic, 0, seq, key, value, ts_ms)
+        finally:
+            conn.close()
 
     def close(self) -> None:
         self.flush()

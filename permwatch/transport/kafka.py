@@ -10,8 +10,9 @@ effects are durable. Scale-out is Kafka's own: more consumers in the group.
 
 from __future__ import annotations
 
+import heapq
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -109,6 +110,49 @@ class KafkaBus:
         else:
             consumer.subscribe(names)
         return wrapped
+
+    def history(self, topics: Sequence[str], *, until_ms: int | None = None) -> Iterator[Record]:
+        """Reads every partition from the beginning to its end as of now (or to ``until_ms``, found with
+        ``offsets_for_times``), then merges the partitions by timestamp."""
+        self.ensure_topics()
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.config.bootstrap_servers,
+            client_id=self.config.client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 64 * 1024,
+        )
+        try:
+            partitions = [
+                TopicPartition(self.name(t), p)
+                for t in topics
+                for p in sorted(consumer.partitions_for_topic(self.name(t)) or ())
+            ]
+            consumer.assign(partitions)
+            ends = consumer.end_offsets(partitions)
+            if until_ms is not None:
+                cut = consumer.offsets_for_times({tp: until_ms + 1 for tp in partitions})
+                for tp, found in cut.items():
+                    if found is not None:
+                        ends[tp] = min(ends[tp], found.offset)
+            consumer.seek_to_beginning(*partitions)
+            per_partition: dict[TopicPartition, list[Record]] = {tp: [] for tp in partitions}
+            remaining = {tp for tp in partitions if ends[tp] > 0}
+            while remaining:
+                for tp, messages in consumer.poll(timeout_ms=500, max_records=10_000).items():
+                    for m in messages:
+                        if m.offset >= ends[tp]:
+                            remaining.discard(tp)
+                            break
+                        key = None if m.key is None else m.key.decode("utf-8", "replace")
+                        per_partition[tp].append(
+                            Record(self.logical(tp.topic), tp.partition, m.offset, key, m.value, m.timestamp)
+                        )
+                    if consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+        finally:
+            consumer.close()
+        yield from heapq.merge(*per_partition.values(), key=lambda r: r.timestamp_ms)
 
     def close(self) -> None:
         if self._producer is not None:

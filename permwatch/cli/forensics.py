@@ -1,0 +1,293 @@
+"""The workshop commands: replay, exposures, who-can-read, timeline, report.
+
+Each reads the recorded history from the configured transport (Kafka or the
+embedded log) and rebuilds state through the processor's own code
+(:mod:`processor.replay`); none of them publishes anything or fires a sink
+unless ``replay --with-sinks`` asks for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tomllib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from permwatch.config import Config, ConfigError, LabelsConfig, load_config
+from permwatch.events import INPUT_TOPICS, TOPIC_EXPOSURES, AnyEvent, DecodeError, ExposureEvent, Label, decode
+from permwatch.transport import open_bus
+
+if TYPE_CHECKING:
+    from processor.forensics import ExposureWindow
+    from processor.replay import ReplayResult
+
+_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_time(text: str, *, now: datetime | None = None) -> datetime:
+    """``now``, ``-2h`` / ``-30m`` / ``-7d``, or ISO 8601 (UTC when no zone is given)."""
+    now = now or datetime.now(UTC)
+    if text == "now":
+        return now
+    relative = _RELATIVE.match(text)
+    if relative:
+        return now - timedelta(**{_UNITS[relative.group(2)]: float(relative.group(1))})
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use ISO 8601, 'now' or e.g. -2h)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", "-c", type=Path, required=True, help="the TOML config naming the transport")
+        p.add_argument("--gap-ms", type=int, default=100, help="changes closer than this are judged together")
+
+    p = sub.add_parser("replay", help="rebuild state from the event history and list what it judged")
+    common(p)
+    p.add_argument("--since", type=parse_time, help="report verdicts from this time on")
+    p.add_argument("--until", type=parse_time, help="stop reading history at this time")
+    p.add_argument("--policy", type=Path, help="what-if: a TOML file with a [labels] table to judge by instead")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("exposures", help="every exposure window with start, end, duration, groups, people, actor")
+    common(p)
+    p.add_argument("--label")
+    p.add_argument("--since", type=parse_time)
+    p.add_argument("--until", type=parse_time)
+    p.add_argument("--recorded", action="store_true", help="read the exposures the live run emitted, not a replay")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("who-can-read", help="effective readers of a path at a past moment, with grant chains")
+    common(p)
+    p.add_argument("path")
+    p.add_argument("--at", type=parse_time, default="now")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("timeline", help="changes and exposure windows of a folder (or of an exposure)")
+    common(p)
+    p.add_argument("target", help="a path or an exposure id")
+    p.add_argument("--format", choices=["text", "json", "html"], default="text")
+    p.add_argument("--output", "-o", type=Path, help="write here instead of standard output")
+
+    p = sub.add_parser("report", help="a Markdown breach-report draft for one exposure")
+    common(p)
+    p.add_argument("exposure_id")
+    p.add_argument("--output", "-o", type=Path)
+
+
+COMMANDS = ("replay", "exposures", "who-can-read", "timeline", "report")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    handler: Callable[[argparse.Namespace, Config], int] = {
+        "replay": _replay,
+        "exposures": _exposures,
+        "who-can-read": _who_can_read,
+        "timeline": _timeline,
+        "report": _report,
+    }[args.command]
+    return handler(args, config)
+
+
+def _history_replay(
+    config: Config,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    gap_ms: int = 100,
+    label_for: Callable[[str], Label | None] | None = None,
+    keep: Callable[[AnyEvent], bool] | None = None,
+    quiet: bool = False,
+) -> ReplayResult:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from processor.replay import replay
+
+    bus = open_bus(config.transport)
+    until_ms = None if until is None else int(until.timestamp() * 1000)
+    try:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("replaying history: {task.completed:,} events"),
+            TimeElapsedColumn(),
+            console=None,
+            transient=True,
+            disable=quiet or not sys.stderr.isatty(),
+        ) as progress:
+            task = progress.add_task("replay", total=None)
+            result = replay(
+                bus.history(INPUT_TOPICS, until_ms=until_ms),
+                since=since,
+                until=until,
+                gap_ms=gap_ms,
+                label_for=label_for,
+                keep=keep,
+                progress=lambda n: progress.update(task, completed=n),
+            )
+    finally:
+        bus.close()
+    if not quiet:
+        print(
+            f"replayed {result.events:,} events in {result.seconds:.2f} s ({result.events_per_second:,.0f} events/s)",
+            file=sys.stderr,
+        )
+    return result
+
+
+def _what_if(path: Path) -> Callable[[str], Label | None]:
+    from collectors.labels import LabelPolicy
+
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        labels = LabelsConfig.model_validate(raw.get("labels", raw))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        raise ConfigError(f"{path}: key 'labels.{'.'.join(str(p) for p in err['loc'])}': {err['msg']}") from None
+    return LabelPolicy(labels, source="what-if").label_by_rules
+
+
+def _replay(args: argparse.Namespace, config: Config) -> int:
+    from processor.forensics import exposure_windows
+
+    label_for = _what_if(args.policy) if args.policy else None
+    result = _history_replay(config, since=args.since, until=args.until, gap_ms=args.gap_ms, label_for=label_for)
+    windows = exposure_windows(result.verdicts)
+    if args.json:
+        print(json.dumps([w.to_json() for w in windows], indent=2))
+    else:
+        _print_windows(windows)
+    return 0
+
+
+def _recorded_exposures(config: Config) -> list[ExposureEvent]:
+    bus = open_bus(config.transport)
+    found = []
+    try:
+        for record in bus.history([TOPIC_EXPOSURES]):
+            try:
+                event = decode(record.value)
+            except DecodeError:
+                continue
+            if isinstance(event, ExposureEvent):
+                found.append(event)
+    finally:
+        bus.close()
+    return found
+
+
+def _exposures(args: argparse.Namespace, config: Config) -> int:
+    from processor.forensics import exposure_windows
+
+    source = _recorded_exposures(config) if args.recorded else _history_replay(config, gap_ms=args.gap_ms).verdicts
+    windows = exposure_windows(source, label=args.label, since=args.since, until=args.until)
+    if args.json:
+        print(json.dumps([w.to_json() for w in windows], indent=2))
+    else:
+        _print_windows(windows)
+    return 0
+
+
+def _print_windows(windows: list[ExposureWindow]) -> None:
+    if not windows:
+        print("no exposures")
+        return
+    for w in windows:
+        end = w.closed_at.isoformat(timespec="seconds") if w.closed_at else "still open"
+        duration = f"{w.duration_seconds:.0f} s" if w.duration_seconds is not None else "-"
+        print(
+            f"{w.exposure_id}  {w.folder}  label={w.label}  {w.opened_at.isoformat(timespec='seconds')} → {end} "
+            f"({duration})  people={w.max_people}  groups={','.join(w.groups) or '-'}  "
+            f"actor={','.join(w.actors) or '-'}  causes={','.join(w.cause_event_ids[:3])}"
+        )
+
+
+def _who_can_read(args: argparse.Namespace, config: Config) -> int:
+    from processor.forensics import who_can_read
+
+    path = args.path.rstrip("/") or "/"
+    result = _history_replay(config, until=args.at, gap_ms=args.gap_ms)
+    if result.engine.paths.get(path) is None:
+        print(f"permwatch: {path} is not in the recorded history at {args.at.isoformat()}", file=sys.stderr)
+        return 1
+    label, readers = who_can_read(result.engine, path)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "path": path,
+                    "at": args.at.isoformat(),
+                    "label": label.name if label else None,
+                    "readers": [r.__dict__ | {"chain": list(r.chain)} for r in readers],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"{path} at {args.at.isoformat()}: label {label.name if label else '(none)'}, {len(readers)} grant(s)")
+    for r in readers:
+        chain = " → ".join(r.chain) if r.chain else ""
+        verdict = "allowed" if r.allowed else "OUTSIDE LABEL"
+        print(f"  {r.user:<20} via {r.entry:<24} {chain:<30} {verdict if label else ''}")
+    return 0
+
+
+def _timeline(args: argparse.Namespace, config: Config) -> int:
+    from processor.forensics import exposure_windows
+    from processor.timeline import build_timeline, relevant_to, render_html, to_json_text
+
+    target = args.target
+    if not target.startswith("/"):
+        windows = exposure_windows(_history_replay(config, gap_ms=args.gap_ms, quiet=True).verdicts)
+        match = next((w for w in windows if w.exposure_id == target), None)
+        if match is None:
+            print(f"permwatch: no exposure {target} in the recorded history", file=sys.stderr)
+            return 1
+        target = match.folder
+    folder = target.rstrip("/") or "/"
+    result = _history_replay(config, gap_ms=args.gap_ms, keep=relevant_to(folder))
+    timeline = build_timeline(folder, result.observed, exposure_windows(result.verdicts))
+    text = {"text": timeline.to_text, "json": lambda: to_json_text(timeline), "html": lambda: render_html(timeline)}[
+        args.format
+    ]()
+    _write(text, args.output)
+    return 0
+
+
+def _report(args: argparse.Namespace, config: Config) -> int:
+    from processor.forensics import breach_report, exposure_windows
+
+    windows = exposure_windows(_history_replay(config, gap_ms=args.gap_ms).verdicts)
+    match = next((w for w in windows if w.exposure_id == args.exposure_id), None)
+    if match is None:
+        recorded = exposure_windows(_recorded_exposures(config))
+        match = next((w for w in recorded if w.exposure_id == args.exposure_id), None)
+    if match is None:
+        print(f"permwatch: no exposure {args.exposure_id} in the recorded history", file=sys.stderr)
+        return 1
+    recorded_windows = exposure_windows(_recorded_exposures(config))
+    detected = next((w.detected_at for w in recorded_windows if w.exposure_id == match.exposure_id), None)
+    _write(breach_report(match, detected_at=detected), args.output)
+    return 0
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        output.write_text(text, encoding="utf-8")
+        print(f"wrote {output}", file=sys.stderr)
