@@ -3,11 +3,13 @@
 The history (Kafka or the embedded log, read with ``Bus.history``) goes
 through the same :class:`processor.engine.Engine` as a live run. Only the
 judging points differ: live, the processor judges after each batch it
-happens to read; in a replay, records closer together than ``gap_ms`` form
-one batch. Changes that were made separately (seconds apart, as a person or a
-script makes them) therefore give the same exposure windows live, replayed
-from Kafka and replayed from the embedded log; changes made within
-``gap_ms`` of each other are judged together.
+happens to read; in a replay, records that reached the log within ``gap_ms``
+of each other form one batch (by default those of the same millisecond).
+Changes made apart from each other therefore give the same exposure windows
+live, replayed from Kafka and replayed from the embedded log, while a burst
+(a recursive setfacl) is judged in few batches instead of once per path; a
+larger ``gap_ms`` replays bursts faster at the price of merging changes that
+were that close.
 
 Nothing is published and no sink fires; the caller decides what to do with
 the verdicts. A *what-if* replay ignores the recorded labels and labels
@@ -36,7 +38,7 @@ from permwatch.transport.base import Record
 from processor.engine import Engine
 from processor.exposures import Verdict
 
-DEFAULT_GAP_MS = 100
+DEFAULT_GAP_MS = 0
 
 
 @dataclass

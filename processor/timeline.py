@@ -120,7 +120,7 @@ h1 { font-size: 1.4em; } .muted { color: #666; }
 .axis { stroke: #999; } text { font-size: 12px; fill: #333; }
 table { border-collapse: collapse; margin-top: 1.5em; width: 100%; }
 td, th { border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
-td.kind { white-space: nowrap; } code { font-size: 12px; }
+td.kind, td:first-child { white-space: nowrap; } code { font-size: 12px; }
 """
 
 

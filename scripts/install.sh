@@ -21,6 +21,8 @@ if [[ $with_test -eq 1 ]]; then
     command -v setfacl >/dev/null || missing+=(acl)
     command -v java >/dev/null || missing+=(default-jre-headless)
     command -v mvn >/dev/null || missing+=(maven)
+    { command -v slapd >/dev/null || [ -x /usr/sbin/slapd ]; } && command -v ldapadd >/dev/null || missing+=(slapd ldap-utils)
+    command -v chromium >/dev/null || missing+=(chromium)
     [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
     [ -x /usr/sbin/ns-slapd ] || missing+=(389-ds-base)
     [[ $(dpkg-query -W -f='${Status}' samba-ad-dc 2>/dev/null) == *"ok installed" ]] || missing+=(samba samba-ad-dc)

@@ -50,7 +50,7 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", "-c", type=Path, required=True, help="the TOML config naming the transport")
-        p.add_argument("--gap-ms", type=int, default=100, help="changes closer than this are judged together")
+        p.add_argument("--gap-ms", type=int, default=0, help="judge records this close (ms) together; 0: same ms")
 
     p = sub.add_parser("replay", help="rebuild state from the event history and list what it judged")
     common(p)
@@ -84,8 +84,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("exposure_id")
     p.add_argument("--output", "-o", type=Path)
 
+    p = sub.add_parser("archive", help="copy the whole event history into an embedded log file (for a workshop laptop)")
+    p.add_argument("--config", "-c", type=Path, required=True)
+    p.add_argument("--output", "-o", type=Path, required=True, help="a new SQLite event-log file")
 
-COMMANDS = ("replay", "exposures", "who-can-read", "timeline", "report")
+
+COMMANDS = ("replay", "exposures", "who-can-read", "timeline", "report", "archive")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         "who-can-read": _who_can_read,
         "timeline": _timeline,
         "report": _report,
+        "archive": _archive,
     }[args.command]
     return handler(args, config)
 
@@ -105,7 +110,7 @@ def _history_replay(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
-    gap_ms: int = 100,
+    gap_ms: int = 0,
     label_for: Callable[[str], Label | None] | None = None,
     keep: Callable[[AnyEvent], bool] | None = None,
     quiet: bool = False,
@@ -282,6 +287,23 @@ def _report(args: argparse.Namespace, config: Config) -> int:
     recorded_windows = exposure_windows(_recorded_exposures(config))
     detected = next((w.detected_at for w in recorded_windows if w.exposure_id == match.exposure_id), None)
     _write(breach_report(match, detected_at=detected), args.output)
+    return 0
+
+
+def _archive(args: argparse.Namespace, config: Config) -> int:
+    from permwatch.transport.embedded import EmbeddedBus
+
+    if args.output.exists():
+        print(f"permwatch: {args.output} exists; archive into a new file", file=sys.stderr)
+        return 2
+    source = open_bus(config.transport)
+    target = EmbeddedBus(args.output)
+    try:
+        copied = target.append_records(source.history([*INPUT_TOPICS, TOPIC_EXPOSURES]))
+    finally:
+        source.close()
+        target.close()
+    print(f"archived {copied:,} records into {args.output}", file=sys.stderr)
     return 0
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from permwatch.transport.base import Record
@@ -98,6 +98,21 @@ class EmbeddedBus:
         if since_ms is not None:
             consumer.seek_to_time(since_ms)
         return consumer
+
+    def append_records(self, records: Iterable[Record]) -> int:
+        """Copy records from another log keeping their topics, keys and timestamps (an archive)."""
+        rows = ((r.topic, r.key, r.value, r.timestamp_ms) for r in records)
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self._conn.executemany("INSERT INTO log (topic, key, value, ts_ms) VALUES (?, ?, ?, ?)", rows)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        with self._wakeup:
+            self._wakeup.notify_all()
+        return cursor.rowcount
 
     def history(self, topics: Sequence[str], *, until_ms: int | None = None) -> Iterator[Record]:
         conn = _connect(self.path)
