@@ -13,7 +13,17 @@ apt_install() {
     if [[ ! -f /tmp/.permwatch-apt-updated ]]; then
         $sudo apt-get update -qq && touch /tmp/.permwatch-apt-updated
     fi
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    # Server packages (slapd, samba, 389-ds, alertmanager) must not start their system services:
+    # the tests start their own instances on loopback ports, and a Debian slapd on :389 would
+    # take the port Samba's AD DC needs. policy-rc.d exit 101 = "do not start".
+    local policy=/usr/sbin/policy-rc.d added_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee $policy >/dev/null && $sudo chmod +x $policy && added_policy=1
+    fi
+    local status=0
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null || status=$?
+    [[ $added_policy -eq 1 ]] && $sudo rm -f $policy
+    return $status
 }
 
 if [[ $with_test -eq 1 ]]; then
