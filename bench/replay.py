@@ -129,11 +129,13 @@ def main() -> None:
         f"baseline, read + JSON parse:  {parsed:,} records in {parse_seconds:.2f} s ({parsed / parse_seconds:,.0f} /s)"
     )
     print(
-        f"replay into the timeline:     {result.events:,} events in {seconds:.2f} s ({result.events / seconds:,.0f} /s); "
+        f"replay into the timeline:     {result.events:,} events in {seconds:.2f} s "
+        f"({result.events / seconds:,.0f} /s); "
         f"{len(timeline.windows):,} exposure windows, {len(timeline.entries):,} timeline entries"
     )
     print(
-        f"replay / JSON-parse baseline: {seconds / parse_seconds:.2f}×; target ≤ 10 s: {'met' if seconds <= 10 else 'NOT met'}"
+        f"replay / JSON-parse baseline: {seconds / parse_seconds:.2f}×; "
+        f"target ≤ 10 s: {'met' if seconds <= 10 else 'NOT met'}"
     )
     print(
         json.dumps(
