@@ -18,7 +18,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_MESSAGE_BYTES = 1_000_000
@@ -43,13 +52,44 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+_EVENT_ID = r"^[A-Za-z0-9._:-]+$"
+# Numbers and flags on the wire are taken literally: true is not 1 and "5" is not 5.
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+
+
+def _no_epoch_numbers(value: object) -> object:
+    """Times on the wire are ISO 8601 strings; a bare number is a unit guess we refuse to make."""
+    if isinstance(value, int | float):
+        raise ValueError("must be an ISO 8601 time, not a number")
+    return value
+
+
+def _check_path(path: str | None) -> str | None:
+    """Paths on the wire are absolute and normalised: no empty, '.' or '..' components, no NUL."""
+    if path is None:
+        return None
+    if not path.startswith("/"):
+        raise ValueError("must be an absolute path")
+    if "\x00" in path:
+        raise ValueError("must not contain NUL")
+    if path != "/" and any(part in ("", ".", "..") for part in path[1:].split("/")):
+        raise ValueError("must be normalised (no empty, '.' or '..' components, no trailing '/')")
+    return path
+
+
 class Event(_Frozen):
     """Fields every message carries."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=128)
+    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=128, pattern=_EVENT_ID)
     observed_at: datetime = Field(default_factory=utcnow)
     source: str = Field(default="", max_length=256, description="collector or processor id")
+
+    @field_validator("observed_at", mode="before")
+    @classmethod
+    def _iso_time(cls, value: object) -> object:
+        return _no_epoch_numbers(value)
 
     @property
     def topic(self) -> str:  # pragma: no cover - every subclass overrides
@@ -76,9 +116,9 @@ class AclEntry(_Frozen):
     """One POSIX ACL entry. ``perms`` is the rwx triple as bits (r=4, w=2, x=1)."""
 
     tag: AclTag
-    qualifier: int | None = Field(default=None, description="uid or gid for user/group")
+    qualifier: Int | None = Field(default=None, description="uid or gid for user/group")
     name: str | None = Field(default=None, description="resolved name, when known")
-    perms: int = Field(ge=0, le=7)
+    perms: Int = Field(ge=0, le=7)
 
     def text(self) -> str:
         who = self.name if self.name is not None else ("" if self.qualifier is None else str(self.qualifier))
@@ -93,7 +133,7 @@ def perms_text(perms: int) -> str:
 class Identity(_Frozen):
     """A numeric owner or group id with its name when the collector could resolve it."""
 
-    id: int
+    id: Int
     name: str | None = None
 
 
@@ -128,9 +168,19 @@ class FsPermissionEvent(Event):
     object_type: ObjectType = ObjectType.DIRECTORY
     owner: Identity | None = None
     group: Identity | None = None
-    mode: int | None = Field(default=None, ge=0, le=0o7777)
+    mode: Int | None = Field(default=None, ge=0, le=0o7777)
     acl: tuple[AclEntry, ...] = ()
     default_acl: tuple[AclEntry, ...] = ()
+
+    _paths = field_validator("path", "old_path")(_check_path)
+
+    @model_validator(mode="after")
+    def _state_unless_deleted(self) -> FsPermissionEvent:
+        if self.kind is not FsKind.DELETED and (self.mode is None or self.owner is None or self.group is None):
+            raise ValueError(f"a {self.kind.value} event needs mode, owner and group")
+        if self.kind is FsKind.MOVED and self.old_path is None:
+            raise ValueError("a moved event needs old_path")
+        return self
 
     @property
     def topic(self) -> str:
@@ -172,13 +222,15 @@ class DirectoryUser(Event):
     type: Literal["directory.user"] = "directory.user"
     name: str = Field(min_length=1, max_length=256)
     dn: str | None = Field(default=None, max_length=1024)
-    uid: int | None = None
-    primary_gid: int | None = None
-    disabled: bool = False
-    deleted: bool = False
+    uid: Int | None = None
+    primary_gid: Int | None = None
+    disabled: Bool = False
+    deleted: Bool = False
     change: str = Field(default="snapshot", max_length=64, description="created|modified|disabled|deleted|snapshot")
     actor: str | None = Field(default=None, max_length=1024, description="who made the change, when known")
     changed_at: datetime | None = None
+
+    _times = field_validator("changed_at", mode="before")(_no_epoch_numbers)
 
     @property
     def topic(self) -> str:
@@ -195,15 +247,17 @@ class DirectoryGroup(Event):
     type: Literal["directory.group"] = "directory.group"
     name: str = Field(min_length=1, max_length=256)
     dn: str | None = Field(default=None, max_length=1024)
-    gid: int | None = None
+    gid: Int | None = None
     member_users: tuple[str, ...] = ()
     member_groups: tuple[str, ...] = ()
-    deleted: bool = False
+    deleted: Bool = False
     change: str = Field(default="snapshot", max_length=64, description="created|members|renamed|deleted|snapshot")
     added: tuple[str, ...] = Field(default=(), description="members added by this change")
     removed: tuple[str, ...] = Field(default=(), description="members removed by this change")
     actor: str | None = Field(default=None, max_length=1024)
     changed_at: datetime | None = None
+
+    _times = field_validator("changed_at", mode="before")(_no_epoch_numbers)
 
     @property
     def topic(self) -> str:
@@ -295,6 +349,8 @@ class ExposureEvent(Event):
     closed_at: datetime | None = None
     duration_seconds: float | None = None
     detected_at: datetime = Field(default_factory=utcnow)
+
+    _times = field_validator("opened_at", "closed_at", "detected_at", mode="before")(_no_epoch_numbers)
 
     @property
     def topic(self) -> str:

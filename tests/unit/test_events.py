@@ -13,6 +13,7 @@ from permwatch.events import (
     DirectoryGroup,
     FsKind,
     FsPermissionEvent,
+    Identity,
     Label,
     LabelAssigned,
     decode,
@@ -22,7 +23,9 @@ from permwatch.events import (
 
 
 def test_round_trip_and_keys() -> None:
-    event = FsPermissionEvent(kind=FsKind.CHANGED, path="/srv/share/a", mode=0o750)
+    event = FsPermissionEvent(
+        kind=FsKind.CHANGED, path="/srv/share/a", mode=0o750, owner=Identity(id=0), group=Identity(id=0)
+    )
     assert decode(encode(event)) == event
     assert (event.topic, event.key) == ("fs", "/srv/share/a")
     group = DirectoryGroup(name="alla", dn="cn=alla,ou=groups,dc=example")
@@ -52,6 +55,13 @@ def test_exposure_ids_are_stable() -> None:
             "invalid fs.permission.mode",
         ),
         (json.dumps({"type": "fs.permission", "kind": "changed", "path": "/a", "evil": 1}).encode(), "evil"),
+        (json.dumps({"type": "fs.permission", "kind": "deleted", "path": "/a/../etc"}).encode(), "normalised"),
+        (json.dumps({"type": "fs.permission", "kind": "deleted", "path": "a/b"}).encode(), "absolute"),
+        (json.dumps({"type": "fs.permission", "kind": "changed", "path": "/a"}).encode(), "needs mode"),
+        (
+            json.dumps({"type": "fs.permission", "kind": "deleted", "path": "/a", "event_id": "../x"}).encode(),
+            "event_id",
+        ),
         (b"x" * 2_000_000, "too large"),
         (None, "tombstone"),
     ],
