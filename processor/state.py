@@ -316,16 +316,22 @@ def parent_of(path: str) -> str:
     return head or "/"
 
 
-def group_ids(key: AclKey) -> set[int]:
+_GROUP_IDS: dict[AclKey, frozenset[int]] = {}
+
+
+def group_ids(key: AclKey) -> frozenset[int]:
     """The gids an ACL's group entries name: the owning group and every named group."""
-    acl = acl_tuple(key)
-    gids = set()
-    for tag, qualifier, _ in acl[2]:
-        if tag == 2 and acl[1] >= 0:
-            gids.add(acl[1])
-        elif tag == 3:
-            gids.add(qualifier)
-    return gids
+    found = _GROUP_IDS.get(key)
+    if found is None:
+        acl = acl_tuple(key)
+        gids = set()
+        for tag, qualifier, _ in acl[2]:
+            if tag == 2 and acl[1] >= 0:
+                gids.add(acl[1])
+            elif tag == 3:
+                gids.add(qualifier)
+        found = _GROUP_IDS[key] = frozenset(gids)
+    return found
 
 
 class PathTable:
