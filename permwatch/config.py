@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from permwatch.events import Severity
 
@@ -38,7 +38,7 @@ class EmbeddedConfig(_Section):
 
 
 class TransportConfig(_Section):
-    kind: Literal["embedded", "kafka"] = "embedded"
+    kind: Literal["embedded", "kafka", "confluent"] = "embedded"
     embedded: EmbeddedConfig = EmbeddedConfig()
     kafka: KafkaConfig | None = None
 
@@ -64,6 +64,81 @@ class DirectoryFileConfig(_Section):
     path: Path
     source: str = "directory-file"
     watch: bool = True
+
+
+class LdapAttributeNames(_Section):
+    """Which attribute holds what; the defaults fit OpenLDAP with the nis (RFC 2307) schema.
+
+    ``member`` lists the DN-valued membership attributes (nested groups come from
+    these); ``member_uid`` holds bare user names (posixGroup). An account counts as
+    disabled when ``locked_time`` holds the permanent-lock value ``000001010000Z``
+    (ppolicy), ``shadow_expire`` (days since 1970) has passed, ``account_control``
+    has bit 2 set (Active Directory) or ``account_lock`` is TRUE (389 DS). Set a
+    name to ``""`` to ignore that attribute.
+    """
+
+    user_name: str = "uid"
+    group_name: str = "cn"
+    uid_number: str = "uidNumber"
+    gid_number: str = "gidNumber"
+    member: list[str] = Field(default_factory=lambda: ["member", "uniqueMember"])
+    member_uid: str = "memberUid"
+    locked_time: str = "pwdAccountLockedTime"
+    shadow_expire: str = "shadowExpire"
+    account_control: str = "userAccountControl"
+    account_lock: str = "nsAccountLock"
+    unique_id: str = Field(default="entryUUID", description="stable id across renames (AD: objectGUID)")
+    change_sequence: str = Field(default="entryCSN", description="per-entry change stamp, to skip replays")
+    modify_timestamp: str = "modifyTimestamp"
+    modifiers_name: str = Field(default="modifiersName", description="who changed an entry last (snapshot mode)")
+
+
+class LdapCollectorConfig(_Section):
+    """One directory server to follow. The password is read from a file or an environment variable, never here."""
+
+    collector_id: str = Field(default="ldap", min_length=1, max_length=64, description="event source and state name")
+    uri: str = Field(min_length=1, description="ldap://host:port or ldaps://host:port")
+    bind_dn: str | None = Field(default=None, description="None binds anonymously")
+    password_file: Path | None = None
+    password_env: str | None = None
+    start_tls: bool = False
+    ca_file: Path | None = Field(default=None, description="CA bundle that signed the server certificate")
+    user_base: str = Field(min_length=1)
+    group_base: str = Field(min_length=1)
+    user_object_classes: list[str] = Field(default_factory=lambda: ["posixAccount"], min_length=1)
+    group_object_classes: list[str] = Field(
+        default_factory=lambda: ["groupOfNames", "groupOfUniqueNames", "posixGroup"], min_length=1
+    )
+    attributes: LdapAttributeNames = LdapAttributeNames()
+    mode: Literal["accesslog", "snapshot"] = Field(
+        default="accesslog", description="how changes are learnt; a name in collectors.ldap.CHANGE_MODES"
+    )
+    accesslog_base: str = "cn=accesslog"
+    referential_integrity: bool = Field(
+        default=True, description="the server rewrites member DNs on rename/delete (refint, memberof-refint, AD)"
+    )
+    poll_seconds: float = Field(
+        default=1.0, gt=0, le=86_400, description="accesslog polls are cheap; a snapshot poll lists every entry"
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    page_size: int = Field(default=500, ge=1, le=100_000)
+    backoff_max_seconds: float = Field(default=60.0, ge=0.1)
+    state_path: Path | None = Field(default=None, description="cursor and directory copy; default under state_dir")
+
+    @field_validator("password_file", "ca_file", "state_path")
+    @classmethod
+    def _absolute_file(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_absolute():
+            raise ValueError(f"must be an absolute path: {path}")
+        return path
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> LdapCollectorConfig:
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("set password_file or password_env, not both")
+        if self.bind_dn is not None and self.password_file is None and self.password_env is None:
+            raise ValueError("bind_dn needs password_file or password_env")
+        return self
 
 
 class LabelDefinition(_Section):
@@ -97,6 +172,9 @@ class SinkConfig(_Section):
 class AlertsConfig(_Section):
     sinks: list[SinkConfig] = Field(default_factory=lambda: [SinkConfig(kind="console")])
     group: str = "permwatch-alerts"
+    group_window_seconds: float = Field(default=5.0, ge=0, description="exposures opened this close form one alert")
+    group_actor_window_seconds: float = Field(default=300.0, ge=0, description="the same actor's changes this close")
+    hide_below_label: bool = Field(default=False, description="default for every sink: paths below the folder as '…'")
 
 
 class ProcessorConfig(_Section):
@@ -105,14 +183,48 @@ class ProcessorConfig(_Section):
     batch_max: int = Field(default=5000, ge=1)
 
 
+class MetricsConfig(_Section):
+    """Where this process serves Prometheus metrics at ``/metrics``.
+
+    ``listen`` is ``host:port`` (``[::1]:9464`` for IPv6, ``:9464`` for every
+    interface); port 0 takes a free port and logs it; ``""`` (the default) serves
+    nothing. Each role is its own process with its own endpoint, so roles sharing
+    a host and a config file need distinct ports: set ``PERMWATCH__METRICS__LISTEN``
+    per process.
+    """
+
+    listen: str = Field(default="", description='e.g. "127.0.0.1:9464"; "" serves no metrics')
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str) -> str:
+        if listen:
+            cls.split(listen)
+        return listen
+
+    @staticmethod
+    def split(listen: str) -> tuple[str, int]:
+        host, colon, port = listen.strip().rpartition(":")
+        if not colon or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"expected host:port with a port of 0-65535, got {listen!r}")
+        return host.removeprefix("[").removesuffix("]") or "0.0.0.0", int(port)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, or None when metrics are off."""
+        return self.split(self.listen) if self.listen else None
+
+
 class Config(_Section):
     transport: TransportConfig = TransportConfig()
     state_dir: Path = Path("permwatch-state")
     fs: list[FsCollectorConfig] = Field(default_factory=list)
     directory: DirectoryFileConfig | None = None
+    ldap: list[LdapCollectorConfig] = Field(default_factory=list)
     labels: LabelsConfig = LabelsConfig()
     processor: ProcessorConfig = ProcessorConfig()
     alerts: AlertsConfig = AlertsConfig()
+    metrics: MetricsConfig = MetricsConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -141,8 +253,8 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
         for i, rule in enumerate(config.labels.rules)
         if rule.label not in config.labels.definitions
     ]
-    if config.transport.kind == "kafka" and config.transport.kafka is None:
-        problems.append(f"{path}: key 'transport.kafka': required when transport.kind = 'kafka'")
+    if config.transport.kind in ("kafka", "confluent") and config.transport.kafka is None:
+        problems.append(f"{path}: key 'transport.kafka': required when transport.kind = '{config.transport.kind}'")
     if problems:
         raise ConfigError("\n".join(problems))
     return config
@@ -201,4 +313,5 @@ def _resolve_relative(raw: dict[str, Any], base: Path) -> None:
     sinks = raw.get("alerts", {}).get("sinks", []) if isinstance(raw.get("alerts"), dict) else []
     for sink in sinks if isinstance(sinks, list) else []:
         if isinstance(sink, dict):
-            fix(sink, "path")
+            for key in ("path", "token_file", "secret_file"):
+                fix(sink, key)

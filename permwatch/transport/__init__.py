@@ -11,6 +11,12 @@ from permwatch.transport.base import Bus, Consumer, Record
 
 
 def open_bus(config: TransportConfig) -> Bus:
+    if config.kind == "confluent":
+        from permwatch.transport.confluent import ConfluentBus
+
+        if config.kafka is None:  # pragma: no cover - guarded by check in config
+            raise ValueError("transport.kafka is required when transport.kind = 'confluent'")
+        return ConfluentBus(config.kafka)
     if config.kind == "kafka":
         from permwatch.transport.kafka import KafkaBus
 
