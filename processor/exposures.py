@@ -38,6 +38,7 @@ from processor.state import AclKey, Directory, PathState, popcount
 MAX_SAMPLE_PATHS = 5
 MAX_USERS_LISTED = 20
 MAX_CAUSES = 10
+MAX_JUDGED = 4096  # cached judgements hold people bitsets; past this the cache starts afresh
 
 Signature = tuple[AclKey, str]
 """(permission state, parent directory): paths that share it have the same readers."""
@@ -257,6 +258,8 @@ class ExposureTracker:
             key = (acl, traverse_of(parent), allowed)
             hit = judged.get(key)
             if hit is None:
+                if len(judged) >= MAX_JUDGED:
+                    judged.clear()
                 hit = judged[key] = self._judge(record.states[acl], key[1], allowed)
             if hit.reach:
                 outsiders |= hit.reach

@@ -21,6 +21,10 @@ from processor.state import TAG_NAMES, AclKey, Directory, PathState, PathTable, 
 
 READ = 4
 TRAVERSE = 1
+MAX_CACHED = 4096
+"""Verdicts and traverse sets cached at most; each holds bitsets as wide as the directory, so an
+unbounded cache over 100,000 distinct ACLs would cost gigabytes. Beyond it the cache starts afresh."""
+
 ALL = -1
 """The bitset of everybody, for directories we know nothing about: traversal is assumed, never denied."""
 
@@ -52,12 +56,14 @@ class ReaderEvaluator:
         self.paths = paths
         self._verdicts: dict[AclKey, AclVerdict] = {}
         self._traverse: dict[str, int] = {}
+        self._canonical: dict[int, int] = {}
         self._version = directory.version
 
     def reset(self) -> None:
         """Forget cached answers (after the directory or a directory's ``x`` bits changed)."""
         self._verdicts.clear()
         self._traverse.clear()
+        self._canonical.clear()
         self._version = self.directory.version
 
     def forget_traverse(self) -> None:
@@ -68,13 +74,28 @@ class ReaderEvaluator:
             self.reset()
         found = self._verdicts.get(state.acl)
         if found is None:
-            found = self._verdicts[state.acl] = evaluate_acl(state, self.directory)
+            if len(self._verdicts) >= MAX_CACHED:
+                self._verdicts.clear()
+                self._canonical.clear()
+            found = self._verdicts[state.acl] = self._share(evaluate_acl(state, self.directory))
         return found
+
+    def _share(self, verdict: AclVerdict) -> AclVerdict:
+        """Sets of people are large ints (one bit a person): keep one object per distinct set."""
+        canonical = self._canonical
+        via = tuple(Via(v.entry, v.group, v.user, canonical.setdefault(v.people, v.people)) for v in verdict.via)
+        return AclVerdict(
+            read=canonical.setdefault(verdict.read, verdict.read),
+            traverse=canonical.setdefault(verdict.traverse, verdict.traverse),
+            via=via,
+        )
 
     def traverse(self, directory_path: str) -> int:
         """People who can reach inside ``directory_path``: ``x`` on it and on every ancestor."""
         if self._version != self.directory.version:
             self.reset()
+        if len(self._traverse) >= MAX_CACHED * 16:
+            self._traverse.clear()
         pending: list[str] = []
         path = directory_path
         mask = ALL
@@ -90,7 +111,9 @@ class ReaderEvaluator:
         for p in reversed(pending):
             state = self.paths.get(p)
             if state is not None:
-                mask &= self.verdict(state).traverse
+                narrowed = mask & self.verdict(state).traverse
+                if narrowed != mask:  # most directories pass on their parent's set: keep one object for it
+                    mask = self._canonical.setdefault(narrowed, narrowed)
             self._traverse[p] = mask
         return mask
 
@@ -125,7 +148,7 @@ def evaluate_acl(state: PathState, directory: Directory) -> AclVerdict:
             decided |= bits
             grant(bits, perms, "user::", user=owner.name)
     for uid, perms in by_tag.get("user", ()):
-        user = directory.user_for_uid(uid, state.qualifier_names.get((1, uid)))
+        user = directory.user_for_uid(uid, state.name_of(1, uid))
         bits = 0 if user.disabled else user.bit & ~decided
         decided |= bits
         effective = perms & mask_perms
@@ -136,7 +159,7 @@ def evaluate_acl(state: PathState, directory: Directory) -> AclVerdict:
     group_entries += [(gid, perms, False) for gid, perms in by_tag.get("group", ())]
     for gid, perms, owning in group_entries:
         name = directory.group_for_gid(gid) if gid >= 0 else None
-        hint = state.group_name if owning else state.qualifier_names.get((3, gid))
+        hint = state.group_name if owning else state.name_of(3, gid)
         label = name or hint or f"gid:{gid}"
         bits = (directory.effective_members(name) if name else 0) & ~decided
         matched |= bits

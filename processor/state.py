@@ -14,7 +14,7 @@ path the collectors reported, as a tree.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from permwatch.events import AclEntry, AclTag, DirectoryGroup, DirectoryUser, FsPermissionEvent, ObjectType
 
@@ -274,13 +274,25 @@ _TAG_CODES = {
 TAG_NAMES = {code: tag for tag, code in _TAG_CODES.items()}
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class PathState:
+    """A path's permission state. Immutable and interned: the many paths that share one state share one object."""
+
     object_type: ObjectType
     acl: AclKey
     owner_name: str | None = None
     group_name: str | None = None
-    qualifier_names: dict[tuple[int, int], str] = field(default_factory=dict)
+    qualifier_names: tuple[tuple[int, int, str], ...] = ()
+
+    def name_of(self, tag: int, qualifier: int) -> str | None:
+        """The name the collector resolved for a named entry, as a hint when the directory lacks it."""
+        for t, q, name in self.qualifier_names:
+            if t == tag and q == qualifier:
+                return name
+        return None
+
+
+_STATES: dict[PathState, PathState] = {}
 
 
 def acl_key(event: FsPermissionEvent) -> AclKey:
@@ -299,14 +311,17 @@ def _minimal_acl(mode: int) -> tuple[AclEntry, ...]:
 
 
 def path_state(event: FsPermissionEvent) -> PathState:
-    names = {(_TAG_CODES[e.tag], e.qualifier): e.name for e in event.acl if e.qualifier is not None and e.name}
-    return PathState(
+    names = tuple(
+        sorted((_TAG_CODES[e.tag], e.qualifier, e.name) for e in event.acl if e.qualifier is not None and e.name)
+    )
+    state = PathState(
         object_type=event.object_type,
         acl=acl_key(event),
         owner_name=event.owner.name if event.owner else None,
         group_name=event.group.name if event.group else None,
         qualifier_names=names,
     )
+    return _STATES.setdefault(state, state)
 
 
 def parent_of(path: str) -> str:

@@ -1,0 +1,82 @@
+"""The IT-update burst: a recursive setfacl over 100,000 folders under 50 labelled folders, judged end to end.
+
+Builds the share on real files, runs the collector and processor as
+``permwatch run`` processes on a real Kafka broker (the default kafka-python
+transport), waits for the baseline, then runs ``setfacl -R -m g:alla:rX``
+over the case folders (the kernel's default inotify queue overflows within a
+fraction of a second). Prints the time from the end of the burst (setfacl
+returning) to the last exposure event, the number of inotify overflows and
+rescans, and as its last line one JSON object. Target ≤ 10 s.
+
+    .venv/bin/python bench/burst.py [--folders 100000 --labelled 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+
+from _rig import kafka_broker, traversable_tmpdir  # also puts the repository on sys.path
+
+from tests.integration.burst_share import DIRECTORY, STAFF, build
+from tests.integration.pipeline import Pipeline, wait_until
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folders", type=int, default=100_000)
+    parser.add_argument("--labelled", type=int, default=50)
+    args = parser.parse_args()
+    per_folder = args.folders // args.labelled
+
+    with kafka_broker() as broker, traversable_tmpdir("permwatch-bench-burst-") as base:
+        share = base / "share"
+        started = time.perf_counter()
+        cases, _ = build(share, labelled=args.labelled, untouched=0, subfolders=per_folder)
+        print(f"built {args.labelled * per_folder:,} folders under {args.labelled} labelled folders "
+              f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
+        workdir = base / "run"
+        workdir.mkdir()
+        pipe = Pipeline(workdir, broker.bootstrap, "burst.", share=share)
+        pipe.directory_path.write_text(DIRECTORY)
+        pipe.write_config(
+            f'[labels.definitions.case]\nallowed_groups = ["ledningsgrupp"]\n'
+            f'[[labels.rules]]\nglob = "{share}/cases/case-*"\nlabel = "case"\n'
+        )
+        pipe.start("processor")
+        pipe.start("collector")
+        try:
+            started = time.perf_counter()
+            wait_until(lambda: any(e["type"] == "fs.scan_completed" for e in pipe.fs_events()), "baseline", 1800)
+            pipe.wait_quiet()
+            print(f"baseline published and judged in {time.perf_counter() - started:.1f} s")
+            burst_started = time.perf_counter()
+            subprocess.run(["setfacl", "-R", "-m", f"g:{STAFF}:rX", str(share / "cases")], check=True)
+            burst_end = time.perf_counter()
+            wanted = {str(c) for c in cases}
+            wait_until(
+                lambda: {e["folder"] for e in pipe.exposures() if e["status"] == "opened"} >= wanted,
+                "every labelled folder exposed",
+                timeout=1800,
+            )
+            pipe.wait_quiet()
+            last_exposure = time.perf_counter()
+            scans = [e for e in pipe.fs_events() if e["type"] == "fs.scan_completed" and e["reason"] == "overflow"]
+            overflows = pipe.log("collector").lower().count("overflow")
+        finally:
+            pipe.stop()
+
+    seconds = last_exposure - burst_end
+    print(f"setfacl -R took {burst_end - burst_started:.1f} s; inotify overflow reports in the log: {overflows}, "
+          f"rescans: {len(scans)}")  # fmt: skip
+    verdict = "met" if seconds <= 10 else "NOT met"
+    print(f"end of burst → last exposure event: {seconds:.1f} s for {len(wanted)} labelled folders "
+          f"({args.labelled * per_folder:,} folders); target ≤ 10 s: {verdict}")  # fmt: skip
+    print(json.dumps({"seconds": round(seconds, 2), "folders": args.labelled * per_folder,
+                      "labelled": args.labelled, "overflow_rescans": len(scans)}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
