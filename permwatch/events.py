@@ -426,5 +426,13 @@ def _one_line(exc: ValidationError) -> str:
     loc = ".".join(str(part) for part in first["loc"]) or "<message>"
     if first["type"] == "literal_error" and loc.endswith("schema_version"):
         return "unsupported schema_version (this build reads version 1)"
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return "unknown or missing event type"  # the message's own 'type' value is not echoed
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"invalid {loc}: {first['msg']}{more}"
+    return _printable(f"invalid {loc}: {first['msg']}{more}")
+
+
+def _printable(text: str, limit: int = 300) -> str:
+    """One line of plain characters: reasons end up in logs, and a message must not write into them."""
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"

@@ -30,7 +30,8 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomized so CI is repeatable; the generated-message test above varies the inputs by seed
+@settings(max_examples=10_000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(field=st.sampled_from(sorted(VALID_FS)), value=json_values)
 def test_any_field_replaced_by_any_json_value_decodes_or_is_refused_cleanly(field: str, value: object) -> None:
     doc = dict(VALID_FS)

@@ -63,6 +63,7 @@ def test_exposure_ids_are_stable() -> None:
             "event_id",
         ),
         (b"x" * 2_000_000, "too large"),
+        (json.dumps({"type": "\n\x1b[31mforged log line"}).encode(), "unknown or missing event type"),
         (None, "tombstone"),
     ],
 )
