@@ -49,7 +49,7 @@ def test_exposure_ids_are_stable() -> None:
             json.dumps({"type": "fs.permission", "schema_version": 2, "kind": "changed", "path": "/a"}).encode(),
             "schema_version",
         ),
-        (json.dumps({"type": "nope"}).encode(), "invalid"),
+        (json.dumps({"type": "nope"}).encode(), "unknown or missing event type"),
         (
             json.dumps({"type": "fs.permission", "kind": "changed", "path": "/a", "mode": 99999}).encode(),
             "invalid fs.permission.mode",
