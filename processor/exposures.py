@@ -64,6 +64,14 @@ class Cause:
     first_at: datetime
     last_at: datetime
     actor: str | None = None
+    _ids: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        # a directory change's cause is shared by every folder it touches: build the tuple once
+        if self._ids is None or len(self._ids) != len(self.event_ids):
+            self._ids = tuple(self.event_ids)
+        return self._ids
 
     def add(self, event_id: str, at: datetime, actor: str | None) -> None:
         if len(self.event_ids) < MAX_CAUSES:
@@ -243,7 +251,8 @@ class ExposureTracker:
 
     def shape(self, record: FolderExposure) -> tuple[Shape, list[Signature]]:
         """The outsiders (a bitset), the grants that let them read, and the signatures that expose."""
-        self._memos()
+        if self._memo_version != self.directory.version:
+            self._memos()
         if record.allowed_version != self._memo_version:
             record.allowed = self.allowed(record.label)
             record.allowed_version = self._memo_version
@@ -346,9 +355,12 @@ class ExposureTracker:
         if len(exposing) == 1:
             only = record.groups[exposing[0]]
             count = len(only)
-            sample = (
-                tuple(sorted(only)) if count <= MAX_SAMPLE_PATHS else tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, only))
-            )
+            if count == 1:
+                sample = tuple(only)
+            elif count <= MAX_SAMPLE_PATHS:
+                sample = tuple(sorted(only))
+            else:
+                sample = tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, only))
         else:
             paths = [record.groups[s] for s in exposing]
             count = sum(len(p) for p in paths)
@@ -365,7 +377,7 @@ class ExposureTracker:
             grants=grants,
             paths_affected=count,
             sample_paths=sample,
-            cause_event_ids=tuple(cause.event_ids),
+            cause_event_ids=cause.ids,
             actor=cause.actor or current.actor,
             opened_at=current.opened_at,
             closed_at=closed_at,
