@@ -13,7 +13,9 @@ The file looks like::
 afterwards each edit (noticed by polling the file's identity, which also
 catches editors that replace the file) publishes only the users and groups
 that changed, and deletions. A broken edit is logged with the file and the
-reason and ignored: the last good directory stays in force.
+reason and ignored: the last good directory stays in force. Its sync state
+(ok or failed, when it last succeeded, how many users and groups) is exported
+through :meth:`permwatch.metrics.Metrics.directory_synced`.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from collectors.directory_diff import diff
 from permwatch.config import DirectoryFileConfig
-from permwatch.events import DirectoryGroup, DirectoryUser, Event
+from permwatch.events import DirectoryGroup, DirectoryUser
+from permwatch.metrics import Metrics
 
 log = logging.getLogger("permwatch.collectors.directory")
 POLL_SECONDS = 0.2
@@ -89,41 +94,11 @@ def load_directory(path: Path) -> dict[str, DirectoryUser | DirectoryGroup]:
     return states
 
 
-def _same(a: DirectoryUser | DirectoryGroup, b: DirectoryUser | DirectoryGroup) -> bool:
-    skip = {"event_id", "observed_at", "change", "added", "removed", "source"}
-    return a.model_dump(exclude=skip) == b.model_dump(exclude=skip)
-
-
-def diff(
-    old: dict[str, DirectoryUser | DirectoryGroup], new: dict[str, DirectoryUser | DirectoryGroup], *, source: str
-) -> list[Event]:
-    """Events that turn ``old`` into ``new``: users before groups, deletions last."""
-    out: list[Event] = []
-    for key in sorted(new, key=lambda k: (isinstance(new[k], DirectoryGroup), k)):
-        state = new[key]
-        before = old.get(key)
-        if before is not None and _same(before, state):
-            continue
-        update: dict[str, Any] = {"source": source, "change": "created" if before is None else "modified"}
-        if isinstance(state, DirectoryGroup):
-            was = set(before.member_users + before.member_groups) if isinstance(before, DirectoryGroup) else set()
-            now = set(state.member_users + state.member_groups)
-            update["added"] = tuple(sorted(now - was))
-            update["removed"] = tuple(sorted(was - now))
-            if before is not None and was != now:
-                update["change"] = "members"
-        if not old:
-            update["change"] = "snapshot"
-        out.append(state.model_copy(update=update))
-    for key in sorted(set(old) - set(new)):
-        out.append(old[key].model_copy(update={"deleted": True, "change": "deleted", "source": source}))
-    return out
-
-
 class DirectoryFileCollector:
-    def __init__(self, config: DirectoryFileConfig, emitter: Any) -> None:
+    def __init__(self, config: DirectoryFileConfig, emitter: Any, *, metrics: Metrics | None = None) -> None:
         self.config = config
         self.emitter = emitter
+        self.metrics = metrics
         self.current: dict[str, DirectoryUser | DirectoryGroup] = {}
         self._identity: tuple[int, int, int] | None = None
 
@@ -143,6 +118,9 @@ class DirectoryFileCollector:
             self.emitter.emit(event)
         self.emitter.flush()
         self.current = new
+        if self.metrics is not None:
+            users = sum(1 for state in new.values() if isinstance(state, DirectoryUser))
+            self.metrics.directory_synced(self.config.source, users=users, groups=len(new) - users, at=time.time())
         if events:
             log.info("directory %s: published %d change(s)", self.config.path, len(events))
         return len(events)
@@ -156,3 +134,5 @@ class DirectoryFileCollector:
                 self.load()
             except DirectoryFileError as exc:
                 log.error("%s; keeping the last good directory", exc)
+                if self.metrics is not None:
+                    self.metrics.directory_sync_failed(self.config.source)

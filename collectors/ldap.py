@@ -1,0 +1,274 @@
+"""The live directory collector: users and groups from an LDAP server, then every change as it happens.
+
+On first start it reads a full snapshot of the in-scope users and groups
+(nested groups through ``member`` DNs, ``memberUid`` for posixGroup, uid and
+gid numbers, disabled accounts) and publishes it, users first. From then on
+a change mode (see :data:`CHANGE_MODES` and ``collectors/ldap_modes.py``)
+reports each write, and the collector publishes the principals it changed,
+with the change's author (``actor``) and time. The mode's cursor and the
+collector's copy of the directory are saved after every published batch, so
+a restart resumes the stream without re-publishing the snapshot; it then
+reads the directory once more and publishes anything the stream did not
+account for, so nothing is missed. A gap the stream cannot bridge (the
+accesslog purged past the cursor) is handled the same way: resnapshot,
+publish only the differences. A lost connection is retried with capped
+exponential backoff. The bind password is read from a file or the
+environment and never logged.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from collectors.ldap_accesslog import AccesslogMode
+from collectors.ldap_dirsync import DirSyncMode
+from collectors.ldap_entries import EntrySchema
+from collectors.ldap_mirror import DirectoryMirror, days_of
+from collectors.ldap_modes import ChangeGap, ChangeMode, ModeFactory
+from collectors.ldap_psearch import PersistentSearchMode
+from collectors.ldap_session import RETRYABLE, LdapSession, read_directory
+from collectors.ldap_snapshot import SnapshotMode
+from collectors.ldap_state import LdapStateFile, fingerprint
+from permwatch.config import ConfigError, LdapCollectorConfig
+from permwatch.events import DirectoryGroup, DirectoryUser, Event, utcnow
+from permwatch.metrics import Metrics
+
+log = logging.getLogger("permwatch.collectors.ldap")
+
+CHANGE_MODES: dict[str, ModeFactory] = {
+    "accesslog": AccesslogMode,
+    "snapshot": SnapshotMode,
+    "persistent_search": PersistentSearchMode,
+    "dirsync": DirSyncMode,
+}
+"""How changes are learnt, by the config's ``mode`` name."""
+
+
+RECOVERABLE: tuple[type[Exception], ...] = (*RETRYABLE, ChangeGap)
+"""What ``run`` survives: the server or network failing, or a stream gap found mid-resync; retried with backoff."""
+
+
+@runtime_checkable
+class HoldsConnections(Protocol):
+    """A mode with connections of its own (persistent search), closed with the collector."""
+
+    def close(self) -> None: ...
+
+
+class Emitter(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+def read_password(config: LdapCollectorConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """The bind password from ``password_file`` or ``password_env``; raise :class:`ConfigError` (without it)."""
+    where = f"ldap collector {config.collector_id!r}"
+    if config.password_file is not None:
+        try:
+            return config.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"{where}: key 'password_file': cannot read {config.password_file}: {exc.strerror}"
+            ) from None
+    if config.password_env is not None:
+        value = (os.environ if environ is None else environ).get(config.password_env)
+        if not value:
+            raise ConfigError(f"{where}: key 'password_env': environment variable {config.password_env} is not set")
+        return value
+    return None
+
+
+class Backoff:
+    """Capped exponential delays: first, 2×first, 4×first, … up to ``cap`` seconds."""
+
+    def __init__(self, first: float = 0.5, cap: float = 60.0) -> None:
+        self.first = first
+        self.cap = cap
+        self.failures = 0
+
+    def failed(self) -> float:
+        delay = min(self.cap, self.first * (2**self.failures))
+        self.failures += 1
+        return delay
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class LdapCollector:
+    """Follows one directory server (``run``) or, for tests and tools, one step at a time (``catch_up``)."""
+
+    def __init__(
+        self,
+        config: LdapCollectorConfig,
+        emitter: Emitter,
+        *,
+        state_path: Path,
+        clock: Callable[[], datetime] = utcnow,
+        environ: Mapping[str, str] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.emitter = emitter
+        self.metrics = metrics
+        self._password = read_password(config, environ)
+        try:
+            self.session = LdapSession(config, self._password)
+        except ValueError as exc:
+            raise ConfigError(f"ldap collector {config.collector_id!r}: key 'uri': {exc}") from None
+        if config.mode not in CHANGE_MODES:
+            known = ", ".join(sorted(CHANGE_MODES))
+            raise ConfigError(f"ldap collector {config.collector_id!r}: key 'mode': unknown {config.mode!r} ({known})")
+        self.schema = EntrySchema.from_config(config)
+        self.mode: ChangeMode = CHANGE_MODES[config.mode](config, self.schema)
+        self.mirror = DirectoryMirror(
+            self.schema,
+            source=config.collector_id,
+            referential_integrity=config.referential_integrity,
+            today=days_of(clock),
+        )
+        self.state = LdapStateFile(state_path, fingerprint(config))
+        saved = self.state.load()
+        self._resuming = saved is not None
+        if saved is not None:
+            self.mirror.load(saved.entries)
+            self.mode.cursor = saved.cursor
+            log.info("ldap %s: resuming with %d saved entries", config.collector_id, len(self.mirror))
+        self._verified = False
+        self._unsaved = False
+        self.published = 0
+
+    # ------------------------------------------------------------- running
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = Backoff(cap=self.config.backoff_max_seconds)
+        try:
+            while not stop.is_set():
+                try:
+                    self.catch_up()
+                except RECOVERABLE as exc:
+                    self.session.close()
+                    if self.metrics is not None:
+                        self.metrics.directory_sync_failed(self.config.collector_id)
+                    delay = backoff.failed()
+                    log.warning(
+                        "ldap %s: %s unavailable (%s); retrying in %.1f s",
+                        self.config.collector_id,
+                        self.session.where,
+                        self._describe(exc),
+                        delay,
+                    )
+                    stop.wait(delay)
+                    continue
+                if backoff.failures:
+                    log.info("ldap %s: %s reachable again", self.config.collector_id, self.session.where)
+                    backoff.reset()
+                if self.metrics is not None:
+                    users = sum(1 for state in self.mirror.states.values() if isinstance(state, DirectoryUser))
+                    groups = len(self.mirror.states) - users
+                    self.metrics.directory_synced(self.config.collector_id, users=users, groups=groups, at=time.time())
+                stop.wait(self.config.poll_seconds)
+        finally:
+            self.close()
+
+    def catch_up(self) -> int:
+        """Connect when needed, publish what changed since the last call; return how many events that was."""
+        before = self.published
+        if not self.session.is_open:
+            self.session.open()
+        try:
+            if not self._verified:
+                self._resync(resume=self._resuming)
+                self._verified = True
+            else:
+                try:
+                    self._follow()
+                except ChangeGap as gap:
+                    log.warning("ldap %s: %s; resnapshotting", self.config.collector_id, gap)
+                    self._resync(resume=False)
+            expired = self.mirror.refresh_day()
+            if expired:
+                self._unsaved = True
+                self._emit(expired)
+        finally:
+            self._commit()
+        return self.published - before
+
+    def close(self) -> None:
+        self.session.close()
+        if isinstance(self.mode, HoldsConnections):
+            self.mode.close()
+
+    # ------------------------------------------------------------- steps
+
+    def _follow(self) -> None:
+        cursor = copy.deepcopy(self.mode.cursor)
+        try:
+            for change in self.mode.poll(self.session, self.mirror):
+                if self.metrics is not None:
+                    kind = "entry_deleted" if change.entry is None else "entry_changed"
+                    self.metrics.collector_events_read.labels(collector=self.config.collector_id, type=kind).inc()
+                self._unsaved = True
+                self._emit(self.mirror.apply(change))
+        finally:
+            # the cursor may also have moved past writes outside the bases
+            self._unsaved = self._unsaved or self.mode.cursor != cursor
+
+    def _resync(self, *, resume: bool) -> None:
+        """Read the whole directory and publish how it differs from what was published (all of it, at first)."""
+        started = time.monotonic()
+        if resume:
+            try:
+                self._follow()  # first the logged changes, each with its author
+            except ChangeGap as gap:
+                log.warning("ldap %s: %s; resnapshotting", self.config.collector_id, gap)
+                resume = False
+        if not resume:
+            self.mode.mark(self.session)
+        staging = self.mirror.copy_empty()
+        staging.load(read_directory(self.session, self.schema).values())
+        for change in self.mode.poll(self.session, staging):  # writes made while the snapshot was read
+            staging.apply(change)
+        first = not self.mirror.states
+        events = self.mirror.replace_all(staging)
+        self._unsaved = True
+        self._emit(events)
+        groups = sum(1 for s in self.mirror.states.values() if isinstance(s, DirectoryGroup))
+        log.info(
+            "ldap %s: %s of %d users and %d groups from %s in %.2f s: %d event(s)",
+            self.config.collector_id,
+            "snapshot" if first else "resnapshot",
+            len(self.mirror.states) - groups,
+            groups,
+            self.session.where,
+            time.monotonic() - started,
+            len(events),
+        )
+
+    def _emit(self, events: list[Event]) -> None:
+        for event in events:
+            self.emitter.emit(event)
+        self.published += len(events)
+
+    def _commit(self) -> None:
+        """Flush the bus, then save the cursor and copy that the flushed events account for."""
+        if not self._unsaved:
+            return
+        self.emitter.flush()
+        self.state.save(self.mode.cursor, list(self.mirror.entries.values()))
+        self._unsaved = False
+
+    def _describe(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+        if self._password:
+            text = text.replace(self._password, "***")
+        return text

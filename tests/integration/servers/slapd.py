@@ -1,0 +1,435 @@
+"""Run a real OpenLDAP ``slapd`` (Debian's package) for tests, with its own slapd.conf.
+
+Not the Debian service and not cn=config: `Slapd` writes a slapd.conf into a
+work dir — an mdb database for ``dc=example,dc=org`` with the memberof,
+refint, ppolicy and accesslog overlays (``logops writes``, ``logsuccess
+TRUE``, ``logoldattr member``), a second mdb database for ``cn=accesslog``,
+and ACLs that let a non-root ``it-admin`` write users and groups under
+``ou=sites`` and the ``permwatch`` service account read everything — and runs
+``slapd -d 0`` in the foreground on a free loopback port, in its own process
+group, dying with the test process (parent-death signal) and killed at
+interpreter exit. Passwords are random per instance. Each test loads its own
+site (``add_site``) from ``tests/integration/fixtures/ldap/site.ldif`` under
+``ou=<name>,ou=sites,dc=example,dc=org``, so tests share one server without
+seeing each other's entries. ``stop()`` + ``start()`` keeps port and data,
+for outage tests.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from ldap3 import LEVEL, SIMPLE, Connection, Server
+from ldap3.core.exceptions import LDAPException
+
+SUFFIX = "dc=example,dc=org"
+ROOT_DN = f"cn=admin,{SUFFIX}"
+IT_ADMIN_DN = f"uid=it-admin,ou=admins,{SUFFIX}"
+READER_DN = f"cn=permwatch,ou=admins,{SUFFIX}"
+SITES = f"ou=sites,{SUFFIX}"
+ACCESSLOG = "cn=accesslog"
+
+_HOST = "127.0.0.1"
+_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ldap"
+_SCHEMA_DIRS = (Path("/etc/ldap/schema"), Path("/etc/openldap/schema"))
+_MODULE_DIRS = (Path("/usr/lib/ldap"), Path("/usr/lib64/openldap"), Path("/usr/lib/openldap"))
+
+_LIVE: set[subprocess.Popen[bytes]] = set()
+
+
+class SlapdError(RuntimeError):
+    """slapd is not installed, would not start, or refused a fixture."""
+
+
+def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
+        os.killpg(proc.pid, sig)
+
+
+@atexit.register
+def _kill_all_live() -> None:
+    for proc in list(_LIVE):
+        if proc.poll() is None:
+            _kill_group(proc, signal.SIGKILL)
+            proc.wait()
+        _LIVE.discard(proc)
+
+
+def _free_loopback_port() -> int:
+    """A free TCP port on 127.0.0.1 below the ephemeral range, so a restart can always take it again."""
+    try:
+        high = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii").split()[0]) - 1
+    except (OSError, ValueError, IndexError):
+        high = 32767
+    low = max(1024, high - 20000)
+    for port in random.sample(range(low, high + 1), min(500, high - low + 1)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((_HOST, port))
+            except OSError:
+                continue
+            return port
+    raise SlapdError(f"no free loopback port in {low}-{high}")
+
+
+def slapd_binary() -> str | None:
+    found = shutil.which("slapd")
+    if found:
+        return found
+    return "/usr/sbin/slapd" if os.access("/usr/sbin/slapd", os.X_OK) else None
+
+
+def _first_dir(candidates: tuple[Path, ...], marker: str) -> Path:
+    for path in candidates:
+        if (path / marker).exists():
+            return path
+    raise SlapdError(f"no {marker} in any of {', '.join(map(str, candidates))}: is slapd installed?")
+
+
+@dataclass(frozen=True)
+class LdapSite:
+    """One test's part of the tree: ``base`` with ``people`` and ``groups`` under it."""
+
+    name: str
+    base: str
+
+    @property
+    def people(self) -> str:
+        return f"ou=people,{self.base}"
+
+    @property
+    def groups(self) -> str:
+        return f"ou=groups,{self.base}"
+
+    def user(self, uid: str) -> str:
+        return f"uid={uid},{self.people}"
+
+    def group(self, cn: str) -> str:
+        return f"cn={cn},{self.groups}"
+
+
+class Slapd:
+    """One slapd on 127.0.0.1; port, data and passwords are kept across ``stop()``/``start()``."""
+
+    def __init__(self, workdir: Path, *, start_timeout: float = 15.0) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.start_timeout = start_timeout
+        self.root_password = secrets.token_urlsafe(16)
+        self.it_admin_password = secrets.token_urlsafe(16)
+        self.reader_password = secrets.token_urlsafe(16)
+        self._port: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._loaded = False
+        self.started_in: float | None = None
+
+    # -- public API -------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise SlapdError("slapd has never been started; no port assigned yet")
+        return self._port
+
+    @property
+    def uri(self) -> str:
+        return f"ldap://{_HOST}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "slapd.out"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA that signed the server's StartTLS certificate (for 127.0.0.1), or None without openssl."""
+        ca = self.workdir / "tls" / "ca.pem"
+        return ca if ca.exists() else None
+
+    @property
+    def reader_password_file(self) -> Path:
+        """The permwatch service account's password, in a 0600 file (what ``password_file`` points at)."""
+        return self.workdir / "reader.password"
+
+    def start(self) -> None:
+        """Start slapd and block until the root DN can bind; load the base tree on the first start."""
+        if self.running:
+            raise SlapdError(f"slapd already running at {self.uri}")
+        binary = slapd_binary()
+        if binary is None:
+            raise SlapdError("slapd not found: apt-get install slapd ldap-utils")
+        began = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for sub in ("data", "accesslog", "run"):
+            (self.workdir / sub).mkdir(exist_ok=True)
+        if self._port is None:
+            self._port = _free_loopback_port()
+        if not (self.workdir / "tls").exists():
+            self._make_certificates()
+        self._write_config()
+        self._spawn(binary)
+        try:
+            self._wait_ready()
+            if not self._loaded:
+                self.reader_password_file.write_text(self.reader_password, encoding="utf-8")
+                self.reader_password_file.chmod(0o600)
+                self.load_ldif(
+                    (_FIXTURES / "base.ldif").read_text(encoding="utf-8"),
+                    IT_ADMIN_PASSWORD=self.it_admin_password,
+                    READER_PASSWORD=self.reader_password,
+                )
+                self._loaded = True
+        except BaseException:
+            self.kill()
+            raise
+        self.started_in = time.monotonic() - began
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group (slapd syncs and exits); SIGKILL it after ``timeout`` s."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            _kill_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc, signal.SIGKILL)
+                proc.wait()
+        self._forget(proc)
+
+    def kill(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            _kill_group(proc, signal.SIGKILL)
+            proc.wait()
+        self._forget(proc)
+
+    def __enter__(self) -> Slapd:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.uri if self._port is not None else "unstarted"
+        return f"Slapd({where}, {'running' if self.running else 'stopped'}, workdir={self.workdir})"
+
+    def connect(self, who: str = "it-admin") -> Connection:
+        """A bound ldap3 connection as ``"it-admin"``, ``"reader"`` or ``"root"``; close it with ``unbind()``."""
+        dn, password = {
+            "it-admin": (IT_ADMIN_DN, self.it_admin_password),
+            "reader": (READER_DN, self.reader_password),
+            "root": (ROOT_DN, self.root_password),
+        }[who]
+        server = Server(_HOST, port=self.port, connect_timeout=5)
+        connection = Connection(
+            server, user=dn, password=password, authentication=SIMPLE, raise_exceptions=True, receive_timeout=10
+        )
+        try:
+            connection.open()
+            connection.bind()
+        except BaseException:
+            with contextlib.suppress(LDAPException, OSError):
+                connection.unbind()
+            if connection.socket is not None:  # ldap3 leaves it open when connect or bind fails
+                connection.socket.close()
+            raise
+        return connection
+
+    def load_ldif(self, text: str, **substitutions: str) -> None:
+        """Add the entries of an LDIF text as the root DN (``@KEY@`` placeholders replaced first)."""
+        for key, value in substitutions.items():
+            text = text.replace(f"@{key}@", value)
+        ldapadd = shutil.which("ldapadd")
+        if ldapadd is None:
+            raise SlapdError("ldapadd not found: apt-get install ldap-utils")
+        secret = self.workdir / "root.password"
+        secret.write_text(self.root_password, encoding="utf-8")
+        secret.chmod(0o600)
+        result = subprocess.run(
+            [ldapadd, "-x", "-H", self.uri, "-D", ROOT_DN, "-y", str(secret)],
+            input=text.encode(),
+            capture_output=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise SlapdError(f"ldapadd failed ({result.returncode}): {result.stderr.decode(errors='replace')}")
+
+    def add_site(self, name: str) -> LdapSite:
+        """Load the office fixture (site.ldif) under ``ou=<name>,ou=sites,dc=example,dc=org``."""
+        site = LdapSite(name, f"ou={name},{SITES}")
+        self.load_ldif((_FIXTURES / "site.ldif").read_text(encoding="utf-8"), SITE=site.base, NAME=name)
+        return site
+
+    def purge_accesslog(self) -> int:
+        """Delete every accesslog entry, as the overlay's ``logpurge`` would once they are old; return how many."""
+        connection = self.connect("root")
+        try:
+            connection.search(ACCESSLOG, "(objectClass=*)", LEVEL, attributes=["1.1"], paged_size=1000)
+            dns = [entry["dn"] for entry in connection.response if entry.get("type") == "searchResEntry"]
+            for dn in dns:
+                connection.delete(dn)
+            return len(dns)
+        finally:
+            connection.unbind()
+
+    # -- internals --------------------------------------------------------------
+
+    def _make_certificates(self) -> None:
+        """A throwaway CA and a server certificate for 127.0.0.1, for StartTLS; skipped without openssl."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            return
+        tls = self.workdir / "tls"
+        tls.mkdir()
+        ext = tls / "server.ext"
+        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n", encoding="ascii")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        sign = ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", str(ext)]
+        steps = [
+            [openssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test CA"],
+            [openssl, "req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+            [openssl, "x509", "-req", "-in", "server.csr", "-out", "server.pem", *sign],
+        ]
+        for command in steps:
+            result = subprocess.run(command, cwd=tls, capture_output=True, timeout=60)
+            if result.returncode != 0:
+                raise SlapdError(f"{' '.join(command[:3])} failed: {result.stderr.decode(errors='replace')}")
+
+    def _write_config(self) -> None:
+        schema = _first_dir(_SCHEMA_DIRS, "core.schema")
+        modules = _first_dir(_MODULE_DIRS, "back_mdb.la")
+        data, accesslog, tls = self.workdir / "data", self.workdir / "accesslog", self.workdir / "tls"
+        tls_settings = (
+            f"TLSCACertificateFile {tls}/ca.pem\nTLSCertificateFile {tls}/server.pem\n"
+            f"TLSCertificateKeyFile {tls}/server.key\n"
+            if self.ca_file is not None
+            else ""
+        )
+        conf = f"""# Written by tests/integration/servers/slapd.py
+include {schema}/core.schema
+include {schema}/cosine.schema
+include {schema}/nis.schema
+include {schema}/inetorgperson.schema
+modulepath {modules}
+moduleload back_mdb
+moduleload accesslog
+moduleload memberof
+moduleload refint
+moduleload ppolicy
+pidfile {self.workdir}/run/slapd.pid
+argsfile {self.workdir}/run/slapd.args
+{tls_settings}
+# The change log: one entry per successful write, readable by the permwatch account.
+database mdb
+suffix "{ACCESSLOG}"
+rootdn "{ROOT_DN}"
+directory {accesslog}
+maxsize 268435456
+index reqStart eq
+limits dn.exact="{READER_DN}" size=unlimited time=unlimited
+access to * by dn.exact="{READER_DN}" read by * none
+
+database mdb
+suffix "{SUFFIX}"
+rootdn "{ROOT_DN}"
+rootpw {self.root_password}
+directory {data}
+maxsize 268435456
+index objectClass eq
+index uid,cn,member,memberUid eq
+limits dn.exact="{READER_DN}" size=unlimited time=unlimited
+access to attrs=userPassword
+    by self write
+    by anonymous auth
+    by * none
+access to dn.subtree="{SITES}"
+    by dn.exact="{IT_ADMIN_DN}" write
+    by dn.exact="{READER_DN}" read
+    by * none
+access to *
+    by dn.exact="{READER_DN}" read
+    by * none
+
+overlay memberof
+overlay refint
+refint_attributes member
+refint_nothing "cn=nobody,{SUFFIX}"
+overlay ppolicy
+overlay accesslog
+logdb "{ACCESSLOG}"
+logops writes
+logsuccess TRUE
+logoldattr member
+"""
+        (self.workdir / "slapd.conf").write_text(conf, encoding="utf-8")
+
+    def _spawn(self, binary: str) -> None:
+        command = [binary, "-f", str(self.workdir / "slapd.conf"), "-h", f"{self.uri}/", "-d", "0"]
+        setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+        if setpriv is not None:
+            command = [setpriv, "--pdeathsig", "KILL", "--", *command]
+        with self.log_path.open("ab") as log:
+            log.write(f"\n=== starting slapd at {time.ctime()} ===\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                command,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._proc = proc
+        _LIVE.add(proc)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        last_error: BaseException | None = None
+        while time.monotonic() < deadline:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                code = None if proc is None else proc.returncode
+                raise SlapdError(f"slapd exited with {code} during start\n{self._log_tail()}")
+            try:
+                with socket.create_connection((_HOST, self.port), timeout=1.0):
+                    pass
+                self.connect("root").unbind()
+                return
+            except (OSError, LDAPException) as exc:
+                last_error = exc
+            time.sleep(0.02)
+        raise SlapdError(
+            f"slapd not ready at {self.uri} after {self.start_timeout}s ({last_error!r})\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return f"<{self.log_path} does not exist>"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _forget(self, proc: subprocess.Popen[bytes]) -> None:
+        _LIVE.discard(proc)
+        if self._proc is proc:
+            self._proc = None
