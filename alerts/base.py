@@ -1,18 +1,34 @@
-"""The sink protocol and its errors.
+"""The sink protocol, its errors, and the settings every sink shares.
 
-A sink turns an exposure event into a payload with a pure :meth:`Sink.render`
-(tests compare it exactly) and delivers it with a thin :meth:`Sink.send`.
-``send`` raises :class:`RetryableSinkError` for what may pass (timeouts,
-rate limits, 5xx) and :class:`PermanentSinkError` for what will not; the
-dispatcher retries the first with backoff and dead-letters the second.
-Payloads carry paths, group names and counts, never file contents or secrets.
+A sink turns a :class:`~alerts.grouping.GroupUpdate` (one burst of exposures
+and the events of it that are new) into a payload with a pure
+:meth:`Sink.render` (tests compare it exactly) and delivers it with a thin
+:meth:`Sink.send`. ``send`` raises :class:`RetryableSinkError` for what may
+pass (timeouts, rate limits, 5xx) and :class:`PermanentSinkError` for what
+will not; the dispatcher retries the first with backoff and dead-letters the
+second. Payloads carry paths, group names and counts, never file contents or
+secrets, and error messages never carry a token or a secret URL.
+
+:class:`SinkSettings` is the part of every sink's typed config the dispatcher
+reads: which exposures the sink wants (``min_severity``, ``labels``) and
+whether paths below the labelled folder are hidden (``hide_below_label``).
 """
 
 from __future__ import annotations
 
+import fnmatch
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-from permwatch.events import ExposureEvent
+from pydantic import BaseModel, ConfigDict, Field
+
+from alerts.grouping import GroupUpdate
+from permwatch.events import ExposureEvent, Severity, utcnow
+
+SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
 
 
 class SinkError(Exception):
@@ -29,9 +45,41 @@ class PermanentSinkError(SinkError):
     pass
 
 
+class SinkSettings(BaseModel):
+    """Keys every ``[[alerts.sinks]]`` table may set, whatever its kind."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+    name: str | None = None
+    min_severity: Severity = Field(default=Severity.LOW, description="skip exposures of a lower label severity")
+    labels: list[str] = Field(default_factory=list, description="label names (fnmatch globs) to alert on; empty: all")
+    hide_below_label: bool = Field(default=False, description="show paths below the labelled folder as '…'")
+
+    def accepts(self, exposure: ExposureEvent) -> bool:
+        if SEVERITY_RANK[exposure.label.severity] < SEVERITY_RANK[self.min_severity]:
+            return False
+        return not self.labels or any(fnmatch.fnmatchcase(exposure.label.name, glob) for glob in self.labels)
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What a sink may need from the alerts stage besides its settings.
+
+    ``database`` is the alert state file (the delivery log's SQLite), where a
+    sink keeps what must survive a restart (Slack's message ids); ``None``
+    means a throw-away in-memory database (config validation, unit tests).
+    """
+
+    database: sqlite3.Connection | None = None
+    clock: Callable[[], datetime] = utcnow
+
+
 class Sink(Protocol):
     name: str
+    settings: SinkSettings
+    resend_seconds: float | None
+    """Re-send what is still open this often (``render`` gets a refresh update); None: never."""
 
-    def render(self, exposure: ExposureEvent) -> Any: ...
+    def render(self, update: GroupUpdate) -> Any: ...
 
     def send(self, payload: Any) -> None: ...

@@ -1,19 +1,27 @@
-"""The console sink: one readable block per exposure event on standard output."""
+"""The console sink: a readable block per exposure event on standard output, a summary for a big burst.
+
+A group update of up to ``MAX_BLOCKS`` events prints one block per event;
+a bigger one prints the burst's summary (counts, readers, top folders), so a
+5,000-folder ``setfacl -R`` is one screen, not five thousand.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from typing import TextIO
 
-from pydantic import BaseModel, ConfigDict
-
+from alerts.base import SinkContext, SinkSettings
+from alerts.digest import digest, first_names, format_duration, plural
+from alerts.grouping import GroupUpdate
+from alerts.redaction import shown_paths
 from permwatch.events import ExposureEvent, ExposureStatus
 
+MAX_BLOCKS = 3
 
-class ConsoleConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+
+class ConsoleConfig(SinkSettings):
     kind: str = "console"
-    name: str | None = None
 
 
 _HEADLINE = {
@@ -24,15 +32,24 @@ _HEADLINE = {
 
 
 class ConsoleSink:
-    def __init__(self, config: ConsoleConfig, stream: TextIO | None = None) -> None:
+    def __init__(self, config: ConsoleConfig, context: SinkContext | None = None, stream: TextIO | None = None) -> None:
         self.name = config.name or "console"
+        self.settings: SinkSettings = config
+        self.resend_seconds: float | None = None
+        self._hide = config.hide_below_label
         self._stream = stream
 
-    def render(self, exposure: ExposureEvent) -> str:
-        e = exposure
+    def render(self, update: GroupUpdate) -> str:
+        if len(update.events) <= MAX_BLOCKS:
+            return "\n".join(self._event_block(event) for event in update.events)
+        return self._burst_block(update)
+
+    def _event_block(self, e: ExposureEvent) -> str:
         lines = [f"[{e.label.severity.value.upper()}] {_HEADLINE[e.status]}: {e.folder} (label {e.label.name})"]
         if e.status is ExposureStatus.CLOSED:
-            lines.append(f"  closed at {e.closed_at:%Y-%m-%d %H:%M:%S %Z} after {_duration(e.duration_seconds or 0)}")
+            lines.append(
+                f"  closed at {e.closed_at:%Y-%m-%d %H:%M:%S %Z} after {format_duration(e.duration_seconds or 0)}"
+            )
         else:
             lines.append(
                 f"  {e.people} people outside the label can read it; opened {e.opened_at:%Y-%m-%d %H:%M:%S %Z}"
@@ -40,27 +57,32 @@ class ConsoleSink:
             for grant in e.grants[:5]:
                 via = " -> ".join(grant.chain) if grant.chain else (grant.user or "everyone")
                 lines.append(f"  - {grant.people} via {grant.entry} ({via})")
-            lines.append(
-                f"  paths affected: {e.paths_affected}"
-                + (f", e.g. {', '.join(e.sample_paths[:3])}" if e.sample_paths else "")
-            )
+            paths = shown_paths(e.folder, e.sample_paths, hide=self._hide)
+            lines.append(f"  paths affected: {e.paths_affected}" + (f", e.g. {', '.join(paths[:3])}" if paths else ""))
         if e.actor:
             lines.append(f"  changed by: {e.actor}")
         lines.append(f"  exposure id: {e.exposure_id}  (replay: permwatch timeline {e.exposure_id})")
+        return "\n".join(lines)
+
+    def _burst_block(self, update: GroupUpdate) -> str:
+        d = digest(update.group)
+        counts = Counter(e.status.value for e in update.events)
+        what = ", ".join(f"{counts[s.value]:,} {s.value}" for s in ExposureStatus if counts[s.value])
+        state = "open" if d.is_open else f"resolved after {format_duration(d.duration_seconds or 0)}"
+        lines = [
+            f"[{d.severity.value.upper()}] BURST {d.group_id}: {what} ({plural(d.folders, 'folder')} in all, {state})",
+            f"  labels: {first_names(d.labels)}; readable by {first_names(d.readers) or 'users named in the ACL'}; "
+            f"up to {d.people_max} people per folder",
+        ]
+        lines += [f"  - {m.latest.folder}" for m in d.top]
+        if d.folders > len(d.top):
+            lines.append(f"  … and {d.folders - len(d.top):,} more")
+        if d.actor:
+            lines.append(f"  changed by: {d.actor}")
+        lines.append(f"  replay: permwatch timeline {d.first_exposure_id} (first of the burst)")
         return "\n".join(lines)
 
     def send(self, payload: str) -> None:
         stream = self._stream or sys.stdout
         stream.write(payload + "\n")
         stream.flush()
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min {secs} s"
-    return f"{secs} s"

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from alerts.base import PermanentSinkError, RetryableSinkError
+from alerts.base import PermanentSinkError, RetryableSinkError, SinkSettings
 from alerts.console import ConsoleConfig, ConsoleSink
 from alerts.dispatch import DeliveryLog, Dispatcher
+from alerts.grouping import GroupUpdate
 from permwatch.events import ExposureEvent, ExposureStatus, Grant, Label, encode
 from permwatch.transport.embedded import EmbeddedBus
 
@@ -39,11 +40,13 @@ def exposure(sequence: int = 0, status: ExposureStatus = ExposureStatus.OPENED) 
 class FlakySink:
     def __init__(self, failures: list[Exception]) -> None:
         self.name = "flaky"
+        self.settings = SinkSettings(kind="flaky")
+        self.resend_seconds = None
         self.failures = failures
         self.sent: list[str] = []
 
-    def render(self, e: ExposureEvent) -> str:
-        return e.event_id
+    def render(self, update: GroupUpdate) -> str:
+        return ",".join(e.event_id for e in update.events)
 
     def send(self, payload: Any) -> None:
         if self.failures:
@@ -103,8 +106,8 @@ def test_permanent_error_and_garbage_go_to_dead_letters(tmp_path: Path) -> None:
 
 
 def test_console_render_names_who_what_and_never_contents() -> None:
-    text = ConsoleSink(ConsoleConfig()).render(exposure())
+    text = ConsoleSink(ConsoleConfig()).render(GroupUpdate.single(exposure()))
     assert text.splitlines()[0] == "[HIGH] EXPOSURE OPENED: /srv/share/ledning (label ledning)"
     assert "5 via group:alla:r-x (alla)" in text
     closed = exposure(1, ExposureStatus.CLOSED).model_copy(update={"closed_at": T0, "duration_seconds": 3725.0})
-    assert "after 1 h 2 min" in ConsoleSink(ConsoleConfig()).render(closed)
+    assert "after 1 h 2 min" in ConsoleSink(ConsoleConfig()).render(GroupUpdate.single(closed))

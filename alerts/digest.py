@@ -1,0 +1,106 @@
+"""What a group of exposures amounts to, for renders: counts, the worst severity, readers, top folders, duration.
+
+Pure functions of a :class:`~alerts.grouping.GroupSnapshot`, shared by the
+sinks so the Slack message, the console block and the webhook body agree on
+what "5,000 folders readable by alla, open for 3 min" means. People are not
+summed over folders (the same staff read all of them): a group reports the
+largest number of outsiders any one folder has.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from alerts.base import SEVERITY_RANK
+from alerts.grouping import GroupSnapshot, Member
+from permwatch.events import Severity
+
+
+@dataclass(frozen=True)
+class GroupDigest:
+    group_id: str
+    folders: int
+    open_folders: int
+    severity: Severity
+    labels: tuple[str, ...]
+    """Distinct label names, most folders first."""
+    readers: tuple[str, ...]
+    """Groups whose members can read (could, once all is closed), most folders first."""
+    people_max: int
+    paths_affected: int
+    actor: str | None
+    opened_at: datetime
+    closed_at: datetime | None
+    """When the last folder closed, once all are closed."""
+    top: tuple[Member, ...]
+    """The folders to name: open before closed, most people first."""
+    first_exposure_id: str
+
+    @property
+    def is_open(self) -> bool:
+        return self.open_folders > 0
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.closed_at is None:
+            return None
+        return max(0.0, (self.closed_at - self.opened_at).total_seconds())
+
+
+def digest(group: GroupSnapshot, *, top: int = 5) -> GroupDigest:
+    members = group.members
+    if not members:
+        raise ValueError(f"group {group.group_id} has no members to digest")
+    open_members = [m for m in members if m.is_open]
+    counted = open_members or list(members)
+    readers = Counter(name for m in counted for name in m.open_groups)
+    labels = Counter(m.latest.label.name for m in members)
+    closed_at = None
+    if not open_members:
+        closed_at = max(m.latest.closed_at or m.latest.observed_at for m in members)
+    ranked = sorted(members, key=lambda m: (not m.is_open, -m.open_people, m.latest.folder))
+    return GroupDigest(
+        group_id=group.group_id,
+        folders=len(members),
+        open_folders=len(open_members),
+        severity=max((m.latest.label.severity for m in members), key=SEVERITY_RANK.__getitem__),
+        labels=_by_count(labels),
+        readers=_by_count(readers),
+        people_max=max(m.open_people for m in counted),
+        paths_affected=sum(m.latest.paths_affected for m in open_members),
+        actor=group.actor,
+        opened_at=min(m.latest.opened_at for m in members),
+        closed_at=closed_at,
+        top=tuple(ranked[:top]),
+        first_exposure_id=members[0].exposure_id,
+    )
+
+
+def _by_count(counter: Counter[str]) -> tuple[str, ...]:
+    return tuple(name for name, _ in sorted(counter.items(), key=lambda item: (-item[1], item[0])))
+
+
+def format_duration(seconds: float) -> str:
+    whole = round(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {secs} s"
+    return f"{secs} s"
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    return f"{count:,} {word if count == 1 else (words or word + 's')}"
+
+
+def first_names(names: tuple[str, ...], *, limit: int = 3) -> str:
+    """``alla, it, hr +2 more`` (empty string for no names)."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" +{len(names) - limit:,} more" if len(names) > limit else "")

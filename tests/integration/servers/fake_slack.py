@@ -1,0 +1,276 @@
+"""A small stand-in for the Slack Web API, for tests: stdlib ``http.server`` in a thread on a free loopback port.
+
+It speaks the methods permwatch's Slack sink uses, as slack-sdk sends them
+(JSON or form bodies, ``Authorization: Bearer``): ``chat.postMessage`` (posts
+keep their thread and metadata), ``chat.update``, ``conversations.history``
+and ``conversations.replies`` (with ``include_all_metadata``). It checks the
+token (``invalid_auth``) and the channel (``channel_not_found``) like Slack.
+A test can make it answer a method with an HTTP status N times (429 with
+``Retry-After``, 500) or *hold* a method: the message is posted (as Slack
+would) but the answer waits until released, so the client can be killed in
+between. Every request is recorded without its Authorization header. Any
+path outside ``/api/`` is a generic webhook receiver that records the raw
+body and headers.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+_HOST = "127.0.0.1"
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    method: str
+    """The API method (``chat.postMessage``) or, for a webhook, the path."""
+    body: dict[str, Any]
+    raw: bytes
+    headers: dict[str, str]
+    """Request headers without Authorization."""
+    authorized: bool
+    at: float = field(default_factory=time.monotonic)
+    status: int = 0
+    answer: dict[str, Any] = field(default_factory=dict)
+    delivered: bool = False
+    """The client read the whole answer (False when it was gone before the answer was written)."""
+
+
+@dataclass
+class _Failure:
+    status: int
+    times: int
+    retry_after: int | None
+
+
+class FakeSlack:
+    def __init__(self, token: str, channels: tuple[str, ...] = ("C0SOC",)) -> None:
+        self.token = token
+        self.channels = set(channels)
+        self.requests: list[RecordedRequest] = []
+        self.messages: list[dict[str, Any]] = []
+        self._failures: dict[str, list[_Failure]] = {}
+        self._holds: dict[str, int] = {}
+        self._release = threading.Event()
+        self._lock = threading.Lock()
+        self._received = threading.Condition(self._lock)
+        self._ts = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- control ------------------------------------------------------------------
+
+    def start(self) -> None:
+        fake = self
+
+        class Handler(_Handler):
+            server_fake = fake
+
+        self._server = ThreadingHTTPServer((_HOST, 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-slack", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._release.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeSlack:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("fake Slack is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{_HOST}:{self.port}/api/"
+
+    def fail(self, method: str, status: int, times: int = 1, *, retry_after: int | None = None) -> None:
+        """Answer the next ``times`` calls of ``method`` with HTTP ``status`` (and do nothing)."""
+        with self._lock:
+            self._failures.setdefault(method, []).append(_Failure(status, times, retry_after))
+
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._failures.clear()
+
+    def hold(self, method: str, times: int = 1) -> None:
+        """Do the next ``times`` calls of ``method`` but keep the answer until :meth:`release`."""
+        with self._lock:
+            self._release.clear()
+            self._holds[method] = self._holds.get(method, 0) + times
+
+    def release(self) -> None:
+        self._release.set()
+
+    def wait_for(self, method: str, count: int, timeout: float = 30.0) -> None:
+        """Block until ``count`` calls of ``method`` have arrived."""
+        with self._received:
+            if not self._received.wait_for(lambda: len(self.calls(method, locked=True)) >= count, timeout):
+                raise AssertionError(f"fake Slack: fewer than {count} calls of {method} within {timeout} s")
+
+    # -- inspection ---------------------------------------------------------------
+
+    def calls(self, method: str, *, locked: bool = False) -> list[RecordedRequest]:
+        if locked:
+            return [r for r in self.requests if r.method == method]
+        with self._lock:
+            return [r for r in self.requests if r.method == method]
+
+    def root_messages(self, channel: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [m for m in self.messages if m["channel"] == channel and m.get("thread_ts") is None]
+
+    def replies(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [m for m in self.messages if m["channel"] == channel and m.get("thread_ts") == thread_ts]
+
+    def all_recorded_text(self) -> Iterator[str]:
+        with self._lock:
+            for request in self.requests:
+                yield request.raw.decode("utf-8", "replace")
+                yield json.dumps(request.headers)
+                yield json.dumps(request.answer)
+
+    # -- the API ------------------------------------------------------------------
+
+    def _handle(self, request: RecordedRequest) -> tuple[int, dict[str, str], dict[str, Any], bool]:
+        """Status, extra headers, JSON answer, and whether to hold the answer."""
+        with self._received:
+            self.requests.append(request)
+            self._received.notify_all()
+            failures = self._failures.get(request.method, [])
+            if failures:
+                failure = failures[0]
+                failure.times -= 1
+                if failure.times <= 0:
+                    failures.pop(0)
+                headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
+                error = "ratelimited" if failure.status == 429 else "internal_error"
+                return failure.status, headers, {"ok": False, "error": error}, False
+            if not request.path.startswith("/api/"):
+                return 200, {}, {"ok": True}, False
+            if not request.authorized:
+                return 200, {}, {"ok": False, "error": "invalid_auth"}, False
+            answer = self._api(request.method, request.body)
+            hold = self._holds.get(request.method, 0) > 0 and answer.get("ok") is True
+            if hold:
+                self._holds[request.method] -= 1
+            return 200, {}, answer, hold
+
+    def _api(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        channel = body.get("channel")
+        if channel not in self.channels:
+            return {"ok": False, "error": "channel_not_found"}
+        if method == "chat.postMessage":
+            # like Slack: epoch seconds with microseconds, unique and increasing
+            self._ts = max(self._ts + 1, int(time.time() * 1_000_000))
+            ts = f"{self._ts // 1_000_000}.{self._ts % 1_000_000:06d}"
+            message = {
+                "channel": channel,
+                "ts": ts,
+                "thread_ts": body.get("thread_ts"),
+                "text": body.get("text"),
+                "blocks": body.get("blocks"),
+                "metadata": body.get("metadata"),
+                "updates": 0,
+            }
+            self.messages.append(message)
+            return {"ok": True, "channel": channel, "ts": ts, "message": {"text": message["text"]}}
+        if method == "chat.update":
+            for message in self.messages:
+                if message["channel"] == channel and message["ts"] == body.get("ts"):
+                    message.update(text=body.get("text"), blocks=body.get("blocks"), updates=message["updates"] + 1)
+                    return {"ok": True, "channel": channel, "ts": message["ts"], "text": message["text"]}
+            return {"ok": False, "error": "message_not_found"}
+        if method in ("conversations.history", "conversations.replies"):
+            oldest = float(body.get("oldest") or 0)
+            with_metadata = str(body.get("include_all_metadata")) in ("1", "true", "True")
+            if method == "conversations.history":
+                found = [m for m in self.messages if m["channel"] == channel and m["thread_ts"] is None]
+            else:
+                parent = body.get("ts")
+                found = [m for m in self.messages if m["channel"] == channel and parent in (m["ts"], m["thread_ts"])]
+            messages = [
+                {
+                    "type": "message",
+                    "ts": m["ts"],
+                    "text": m["text"],
+                    **({"metadata": m["metadata"]} if with_metadata and m["metadata"] else {}),
+                }
+                for m in reversed(found)
+                if float(m["ts"]) >= oldest
+            ]
+            return {"ok": True, "messages": messages, "has_more": False}
+        return {"ok": False, "error": "unknown_method"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_fake: FakeSlack
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        fake = self.server_fake
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        body: dict[str, Any] = dict(parse_qsl(url.query))
+        content_type = self.headers.get("Content-Type", "")
+        if raw and content_type.startswith("application/json"):
+            parsed = json.loads(raw)
+            if isinstance(parsed, dict):
+                body.update(parsed)
+        elif raw and content_type.startswith("application/x-www-form-urlencoded"):
+            body.update(parse_qsl(raw.decode()))
+        api = url.path.startswith("/api/")
+        request = RecordedRequest(
+            path=url.path,
+            method=url.path[len("/api/") :] if api else url.path,
+            body=body,
+            raw=raw,
+            headers={k: v for k, v in self.headers.items() if k.lower() != "authorization"},
+            authorized=self.headers.get("Authorization") == f"Bearer {fake.token}",
+        )
+        status, headers, answer, hold = fake._handle(request)
+        request.status, request.answer = status, answer
+        if hold:
+            fake._release.wait()
+        data = json.dumps(answer).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+            request.delivered = True
+        except (BrokenPipeError, ConnectionResetError):
+            request.delivered = False  # the client is gone (killed while we held the answer)
+
+    def log_message(self, format: str, *args: Any) -> None:  # the test output stays quiet
+        return
