@@ -13,7 +13,9 @@ state, so late or duplicated inotify events cannot publish a stale state.
 When inotify loses events (queue overflow) or cannot watch a directory
 (watch limit), the collector says so in the log and rescans the affected
 roots. The store is committed only after the emitter flushed what it
-describes, so a crash publishes again rather than never.
+describes, so a crash publishes again rather than never. Metrics (inotify
+events read, watch trouble, scans by reason and their progress) go through
+:class:`collectors.fs_metrics.FsCollectorMetrics`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from prometheus_client import Gauge
 from watchdog.events import (
     DirAttribEvent,
     DirCreatedEvent,
@@ -61,6 +64,7 @@ from watchdog.observers.inotify_c import (
 )
 
 from collectors.acl import DEFAULT_NAMES, MalformedAclError, NameCache, read_acl, read_default_acl
+from collectors.fs_metrics import FsCollectorMetrics
 from collectors.fs_state import PublishedRecord, PublishedStateStore
 from permwatch.config import FsCollectorConfig
 from permwatch.events import (
@@ -73,6 +77,7 @@ from permwatch.events import (
     ObjectType,
     ScanCompleted,
 )
+from permwatch.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +320,12 @@ _LIVE_KINDS = _Kinds(new=FsKind.CREATED, changed=FsKind.CHANGED)
 class _Tally:
     seen: int = 0
     changed: int = 0
+    progress: Gauge | None = None
+    """A scan's paths-seen gauge, kept current once per directory listed."""
+
+    def report(self) -> None:
+        if self.progress is not None:
+            self.progress.set(self.seen)
 
 
 @dataclass(slots=True)
@@ -359,6 +370,7 @@ class FsCollector:
         names: NameCache = DEFAULT_NAMES,
         batch_size: int = 500,
         degraded_rescan_seconds: float = 300.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
         self._emitter = emitter
@@ -384,6 +396,7 @@ class FsCollector:
         self._report_lock = threading.Lock()
         self._watch_limit_reports = 0
         self.stats = FsCollectorStats()
+        self._metrics = FsCollectorMetrics(metrics, config.collector_id)
 
     @property
     def roots(self) -> tuple[str, ...]:
@@ -436,7 +449,7 @@ class FsCollector:
         started = self._clock()
         if root in self._watching:
             self._watching[root].last_scan_started = started
-        tally = _Tally()
+        tally = _Tally(progress=self._metrics.scan_started(root))
         kinds = _SCAN_KINDS if reason == "baseline" else _LIVE_KINDS
         try:
             for ancestor in ancestors_of(root):
@@ -462,7 +475,10 @@ class FsCollector:
         except BaseException:
             self._discard_unconfirmed()
             raise
+        finally:
+            self._metrics.scan_ended(root)
         self.stats.scans += 1
+        self._metrics.scan_completed(root, reason, paths_seen=completed.paths_seen, seconds=completed.seconds)
         log.info(
             "scanned %s (%s): %d paths, %d published, %.2fs",
             root,
@@ -526,6 +542,7 @@ class FsCollector:
         self._inbox.put(WatchTrouble(kind, path, self._clock()))
 
     def _on_trouble(self, trouble: WatchTrouble) -> None:
+        self._metrics.watch_trouble(trouble.kind)
         if trouble.kind == "overflow":
             self.stats.overflows += 1
             affected = list(self._roots)
@@ -605,6 +622,7 @@ class FsCollector:
             return
         if item.is_synthetic:
             return  # watchdog's guesses about subtrees; they are walked for real instead
+        self._metrics.event_read(item.event_type)
         path = os.fsdecode(item.src_path)
         if isinstance(item, DirAttribEvent | FileAttribEvent):
             if path in self._ancestors or self._root_of(path) is not None:
@@ -784,6 +802,7 @@ class FsCollector:
                 continue  # gone since it was read; its own deletion event follows
             except OSError as exc:
                 self.stats.unreadable_paths += 1
+                self._metrics.unreadable()
                 log.warning("cannot list %s (%s): keeping what was published below it", directory, exc)
                 continue
             published = self._store.children(directory)
@@ -807,6 +826,7 @@ class FsCollector:
                     pending.append(path)
             for record in published.values():
                 self._delete_subtree(record.path, tally)
+            tally.report()
 
     def _read_state(self, path: str) -> PathState | Literal[_Unreadable.TOKEN] | None:
         """The path's state, ``None`` when it does not exist, ``_UNREADABLE`` (logged) otherwise."""
@@ -814,6 +834,7 @@ class FsCollector:
             return read_path_state(path, names=self._names)
         except (OSError, MalformedAclError) as exc:
             self.stats.unreadable_paths += 1
+            self._metrics.unreadable()
             log.warning("cannot read permissions of %s (%s): keeping what was published", path, exc)
             return _UNREADABLE
 

@@ -110,7 +110,7 @@ class LdapCollectorConfig(_Section):
         default_factory=lambda: ["groupOfNames", "groupOfUniqueNames", "posixGroup"], min_length=1
     )
     attributes: LdapAttributeNames = LdapAttributeNames()
-    mode: Literal["accesslog", "snapshot"] = Field(
+    mode: Literal["accesslog", "snapshot", "persistent_search", "dirsync"] = Field(
         default="accesslog", description="how changes are learnt; a name in collectors.ldap.CHANGE_MODES"
     )
     accesslog_base: str = "cn=accesslog"

@@ -2,7 +2,9 @@
 
 Nothing is dropped: the original bytes travel base64-encoded beside a
 one-line reason, the stage name and where the record came from. The log line
-says the reason and the position, never the message's content.
+says the reason and the position, never the message's content. The metric
+counts letters by stage and by a short class of the reason (:func:`reason_class`),
+never by the free-text reason, which would make a series per message.
 """
 
 from __future__ import annotations
@@ -11,12 +13,36 @@ import base64
 import logging
 
 from permwatch.events import TOPIC_DEADLETTER, DeadLetter
+from permwatch.metrics import Metrics
 from permwatch.transport.base import Bus, Record
 
 log = logging.getLogger("permwatch.deadletter")
 
 
-def dead_letter(bus: Bus, record: Record, reason: str, *, stage: str) -> DeadLetter:
+# A reason's first words → its class; the reasons come from events.decode and the stages.
+_REASON_CLASSES = (
+    ("empty message", "tombstone"),
+    ("message too large", "too_large"),
+    ("unsupported schema_version", "schema_version"),
+    ("invalid ", "invalid"),
+    ("sink ", "sink_refused"),  # "sink <name>: <permanent error>"
+)
+
+
+def reason_class(reason: str) -> str:
+    """A short, bounded name for a dead-letter reason: the ``reason`` label of the metric."""
+    if " does not belong on topic " in reason:
+        return "wrong_topic"
+    return next((name for prefix, name in _REASON_CLASSES if reason.startswith(prefix)), "other")
+
+
+def export_dead_letters(metrics: Metrics, stage: str) -> None:
+    """Export a stage's dead-letter counters from the start, at 0, one per reason class."""
+    for name in (*(name for _, name in _REASON_CLASSES), "wrong_topic", "other"):
+        metrics.dead_letters.labels(stage=stage, reason=name)
+
+
+def dead_letter(bus: Bus, record: Record, reason: str, *, stage: str, metrics: Metrics | None = None) -> DeadLetter:
     letter = DeadLetter(
         reason=reason,
         stage=stage,
@@ -28,5 +54,7 @@ def dead_letter(bus: Bus, record: Record, reason: str, *, stage: str) -> DeadLet
         value_b64=base64.b64encode(record.value or b"").decode(),
     )
     bus.publish(TOPIC_DEADLETTER, record.key, letter.model_dump_json().encode())
+    if metrics is not None:
+        metrics.dead_letters.labels(stage=stage, reason=reason_class(reason)).inc()
     log.warning("%s: dead-lettered %s[%d]@%d: %s", stage, record.topic, record.partition, record.offset, reason)
     return letter

@@ -34,6 +34,7 @@ if [[ $with_test -eq 1 ]]; then
     { command -v slapd >/dev/null || [ -x /usr/sbin/slapd ]; } && command -v ldapadd >/dev/null || missing+=(slapd ldap-utils)
     command -v chromium >/dev/null || missing+=(chromium)
     [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
+    command -v promtool >/dev/null || missing+=(prometheus)
     [ -x /usr/sbin/ns-slapd ] || missing+=(389-ds-base)
     [[ $(dpkg-query -W -f='${Status}' samba-ad-dc 2>/dev/null) == *"ok installed" ]] || missing+=(samba samba-ad-dc)
     if [[ ${#missing[@]} -gt 0 ]]; then

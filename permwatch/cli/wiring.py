@@ -3,7 +3,9 @@
 This is the only module that imports the stages (collectors, processor,
 alerts); they never import each other and meet only on the bus. ``all``
 runs every role in one process as threads sharing one bus; the separate
-roles run one stage each, for deployments over Kafka.
+roles run one stage each, for deployments over Kafka. Each process has one
+:class:`permwatch.metrics.Metrics`, handed to the stages it runs and served at
+``/metrics`` when ``[metrics] listen`` is set.
 """
 
 from __future__ import annotations
@@ -11,14 +13,19 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from permwatch.config import Config, ConfigError
+from permwatch.events import INPUT_TOPICS, TOPIC_EXPOSURES
+from permwatch.metrics import Metrics
+from permwatch.metrics_http import MetricsServer, serve_metrics
+from permwatch.metrics_scrape import LagProbing
 from permwatch.transport import open_bus
 from permwatch.transport.base import Bus
 
@@ -54,6 +61,8 @@ class Running:
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     stages: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=lambda: Metrics.create(CollectorRegistry()))
+    metrics_server: MetricsServer | None = None
 
     def start(self, name: str, stage: Any) -> None:
         self.stages[name] = stage
@@ -73,11 +82,20 @@ class Running:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        self.metrics.close()
         self.bus.close()
+
+    def watch_lag(self, topics: Sequence[str], group: str) -> None:
+        """Export ``group``'s consumer lag, when the bus can tell it."""
+        if isinstance(self.bus, LagProbing):
+            self.metrics.consumer_lag.watch(self.bus.lag_probe(topics, group))
 
 
 def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) -> Running:
     running = Running(bus or open_bus(config.transport))
+    metrics = running.metrics
     state_dir = config.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     if role in ("all", "collector"):
@@ -86,32 +104,59 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
         from collectors.labels import LabelPolicy
         from collectors.runner import BusEmitter
 
-        emitter = BusEmitter(running.bus)
+        emitter = BusEmitter(running.bus, metrics)
         if config.directory is not None:
-            directory = DirectoryFileCollector(config.directory, emitter)
+            directory = DirectoryFileCollector(config.directory, emitter, metrics=metrics)
             try:
                 directory.load()
             except DirectoryFileError as exc:
                 raise ConfigError(str(exc)) from None
             running.start("directory", directory)
+        for ldap_config in config.ldap:
+            from collectors.ldap import LdapCollector
+
+            ldap_state = ldap_config.state_path or state_dir / f"ldap-{ldap_config.collector_id}.json"
+            ldap_collector = LdapCollector(ldap_config, emitter, state_path=ldap_state, metrics=metrics)
+            running.start(f"ldap:{ldap_config.collector_id}", ldap_collector)
         for fs_config in config.fs:
             labeller = LabelPolicy(config.labels, source=fs_config.collector_id)
             state_path = fs_config.state_path or state_dir / f"fs-{fs_config.collector_id}.db"
-            collector = FsCollector(fs_config, emitter, labeller=labeller, state_path=state_path)
+            collector = FsCollector(fs_config, emitter, labeller=labeller, state_path=state_path, metrics=metrics)
             running.start(f"fs:{fs_config.collector_id}", collector)
     if role in ("all", "processor"):
         from processor.runner import ProcessorRunner
 
-        running.start("processor", ProcessorRunner(running.bus, config.processor))
+        severities = {name: label.severity.value for name, label in config.labels.definitions.items()}
+        metrics.open_exposures.know_labels(severities)
+        running.watch_lag(INPUT_TOPICS, config.processor.group)
+        running.start("processor", ProcessorRunner(running.bus, config.processor, metrics=metrics))
     if role in ("all", "alerts"):
+        from alerts.base import SinkContext
         from alerts.dispatch import DeliveryLog, Dispatcher
+        from alerts.grouping import GroupingPolicy
         from alerts.registry import build_sink
 
-        sinks = [build_sink(s.model_dump(exclude_none=True)) for s in config.alerts.sinks]
-        dispatcher = Dispatcher(
-            running.bus, sinks, DeliveryLog(state_dir / "alerts-delivered.db"), group=config.alerts.group
+        alerts = config.alerts
+        delivery_log = DeliveryLog(state_dir / "alerts-delivered.db")
+        context = SinkContext(database=delivery_log.database)
+        defaults = {"hide_below_label": alerts.hide_below_label}
+        sinks = [build_sink({**defaults, **s.model_dump(exclude_none=True)}, context) for s in alerts.sinks]
+        grouping = GroupingPolicy(
+            window_seconds=alerts.group_window_seconds, actor_window_seconds=alerts.group_actor_window_seconds
         )
+        dispatcher = Dispatcher(
+            running.bus, sinks, delivery_log, group=alerts.group, grouping=grouping, metrics=metrics
+        )
+        metrics.known_sinks(sink.name for sink in sinks)
+        running.watch_lag([TOPIC_EXPOSURES], alerts.group)
         running.start("alerts", dispatcher)
+    for each in ("collector", "processor", "alerts") if role == "all" else (role,):
+        metrics.role_info.labels(role=each).set(1)
+    try:
+        running.metrics_server = serve_metrics(config.metrics, metrics.registry)
+    except ConfigError:
+        running.shutdown()
+        raise
     return running
 
 

@@ -6,6 +6,8 @@ reads events in exactly the order they were published) and each consumer
 group's committed position per topic. Several threads and processes may
 share one file; consumers in the same process are woken as soon as a record
 is flushed, consumers in other processes notice within a poll interval.
+A group's lag (:class:`EmbeddedLagProbe`) is the number of records of a topic
+after the group's committed position; the log has one partition, 0.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from permwatch.transport.base import Record
@@ -128,9 +130,43 @@ class EmbeddedBus:
         finally:
             conn.close()
 
+    def lag_probe(self, topics: Sequence[str], group: str) -> EmbeddedLagProbe:
+        return EmbeddedLagProbe(self.path, topics, group)
+
     def close(self) -> None:
         self.flush()
         self._conn.close()
+
+
+class EmbeddedLagProbe:
+    """A consumer group's lag per topic: records after its committed position. One scrape at a time."""
+
+    def __init__(self, path: Path, topics: Sequence[str], group: str) -> None:
+        self._path = path
+        self._topics = list(topics)
+        self._group = group
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def group(self) -> str:
+        return self._group
+
+    def lag(self) -> Mapping[tuple[str, int], int] | None:
+        if self._conn is None:
+            self._conn = _connect(self._path)
+        lag = {}
+        for topic in self._topics:
+            row = self._conn.execute("SELECT seq FROM offsets WHERE grp = ? AND topic = ?", [self._group, topic])
+            committed = (row.fetchone() or (0,))[0]
+            # "+topic": walk the rowids after the position rather than the topic's whole index.
+            count = self._conn.execute("SELECT COUNT(*) FROM log WHERE seq > ? AND +topic = ?", [committed, topic])
+            lag[topic, 0] = count.fetchone()[0]
+        return lag
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class EmbeddedConsumer:

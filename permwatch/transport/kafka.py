@@ -6,17 +6,19 @@ per connection so retries cannot reorder one key's records; records are keyed
 so one path's events land on one partition in order. Consumers belong to a
 consumer group, never auto-commit, and commit only when the stage says its
 effects are durable. Scale-out is Kafka's own: more consumers in the group.
+A group's lag is read by :class:`KafkaLagProbe`, a client of its own that never
+joins the group.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError, TopicAlreadyExistsError
 
 from permwatch.config import KafkaConfig
 from permwatch.events import (
@@ -154,11 +156,85 @@ class KafkaBus:
             consumer.close()
         yield from heapq.merge(*per_partition.values(), key=lambda r: r.timestamp_ms)
 
+    def lag_probe(self, topics: Sequence[str], group: str) -> KafkaLagProbe:
+        return KafkaLagProbe(self, topics, group)
+
     def close(self) -> None:
         if self._producer is not None:
             self._producer.flush()
             self._producer.close()
             self._producer = None
+
+
+class KafkaLagProbe:
+    """A consumer group's lag per partition: log end offset minus the group's committed offset.
+
+    Uses a consumer of its own that names the group without joining it (it only
+    reads the group's commits), so it is safe beside the stage's consumer and
+    keeps answering while the stage is stalled. Not thread-safe: one scrape at a
+    time. When the broker does not answer it says so once in the log and
+    reports nothing until it does.
+    """
+
+    def __init__(self, bus: KafkaBus, topics: Sequence[str], group: str, *, timeout_ms: int = 5000) -> None:
+        self._bus = bus
+        self._topics = [bus.name(t) for t in topics]
+        self._group = group
+        self._timeout_ms = timeout_ms
+        self._consumer: KafkaConsumer | None = None
+        self._failing = False
+
+    @property
+    def group(self) -> str:
+        return self._group
+
+    def lag(self) -> Mapping[tuple[str, int], int] | None:
+        try:
+            lag = self._read_lag()
+        except KafkaError as exc:
+            if not self._failing:
+                log.warning("consumer lag of group %s unavailable: %s", self._group, exc)
+            self._failing = True
+            self.close()  # a fresh client next time
+            return None
+        if self._failing:
+            log.info("consumer lag of group %s available again", self._group)
+            self._failing = False
+        return lag
+
+    def _read_lag(self) -> dict[tuple[str, int], int]:
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self._bus.config.bootstrap_servers,
+                client_id=f"{self._bus.config.client_id}-lag",
+                group_id=self._group,
+                enable_auto_commit=False,
+            )
+        consumer = self._consumer
+        partitions = [
+            TopicPartition(topic, p) for topic in self._topics for p in sorted(consumer.partitions_for_topic(topic))
+        ]
+        if not partitions:
+            return {}
+        ends = consumer.end_offsets(partitions, timeout_ms=self._timeout_ms)
+        uncommitted = []
+        lag = {}
+        for tp in partitions:
+            committed = consumer.committed(tp, timeout_ms=self._timeout_ms)
+            if committed is None:
+                uncommitted.append(tp)
+            else:
+                lag[self._bus.logical(tp.topic), tp.partition] = max(0, ends[tp] - committed)
+        if uncommitted:  # the group starts these at the beginning, which retention may have moved
+            starts = consumer.beginning_offsets(uncommitted, timeout_ms=self._timeout_ms)
+            for tp in uncommitted:
+                lag[self._bus.logical(tp.topic), tp.partition] = max(0, ends[tp] - starts[tp])
+        return lag
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+            self._consumer = None
 
 
 class KafkaTopicConsumer:
@@ -188,7 +264,13 @@ class KafkaTopicConsumer:
         return records
 
     def commit(self) -> None:
-        self._consumer.commit()
+        try:
+            self._consumer.commit()
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            # The group is rebalancing: whoever owns these partitions next starts from the last
+            # successful commit and handles the batch again. Stages' effects are idempotent
+            # (same exposure ids, deduplicated alerts), so this costs repeats, never losses.
+            log.warning("commit skipped during a consumer-group rebalance (%s); the batch will be redelivered", exc)
 
     def seek_to_time(self, since_ms: int) -> None:
         partitions = self._consumer.assignment()

@@ -8,7 +8,9 @@ from uuid import uuid4
 
 import pytest
 
+from tests.integration.servers.fixtures_directory import dirsrv, samba_ad  # noqa: F401 - session fixtures
 from tests.integration.servers.kafka import KafkaBroker
+from tests.integration.servers.slapd import Slapd
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,3 +32,14 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
 def kafka_topic_prefix() -> str:
     """A unique topic-name prefix, so each test works on its own topics."""
     return f"t{uuid4().hex[:8]}."
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """One real OpenLDAP slapd (own slapd.conf, accesslog overlay) shared by the whole session."""
+    server = Slapd(Path(tmp_path_factory.mktemp("slapd")))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

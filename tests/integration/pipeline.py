@@ -63,7 +63,17 @@ class TopicReader:
 
 
 class Pipeline:
-    def __init__(self, workdir: Path, bootstrap: str, prefix: str, *, share: Path, config_extra: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        bootstrap: str,
+        prefix: str,
+        *,
+        share: Path,
+        config_extra: str = "",
+        directory_section: str | None = None,
+    ) -> None:
+        """``directory_section`` replaces the ``[directory]`` (YAML file) section, e.g. with an ``[[ldap]]`` one."""
         self.workdir = workdir
         self.bootstrap = bootstrap
         self.prefix = prefix
@@ -73,6 +83,7 @@ class Pipeline:
         self.directory_path = workdir / "directory.yaml"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.config_extra = config_extra
+        self.directory_section = directory_section
         self._readers: dict[str, TopicReader] = {}
 
     def write_config(self, labels: str) -> None:
@@ -89,8 +100,7 @@ partitions = 3
 [[fs]]
 collector_id = "it-fs"
 roots = ["{self.share}"]
-[directory]
-path = "{self.directory_path}"
+{self._directory_section()}
 [processor]
 group = "{self.prefix}processor"
 [alerts]
@@ -103,6 +113,11 @@ path = "{self.alerts_path}"
 """,
             encoding="utf-8",
         )
+
+    def _directory_section(self) -> str:
+        if self.directory_section is not None:
+            return self.directory_section
+        return f'[directory]\npath = "{self.directory_path}"'
 
     def start(self, role: str) -> subprocess.Popen[bytes]:
         exe = shutil.which("permwatch", path=str(Path(sys.executable).parent)) or "permwatch"

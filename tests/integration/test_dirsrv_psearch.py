@@ -54,7 +54,6 @@ from ldap3 import ASYNC_STREAM, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, SUBTR
 from tests.integration.servers.dirsrv import DirSrv
 
 # Until conftest imports the fixtures itself.
-pytest_plugins = ["tests.integration.servers.fixtures_directory"]
 
 pytestmark = [pytest.mark.integration, pytest.mark.directory_servers]
 

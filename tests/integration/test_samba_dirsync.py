@@ -47,7 +47,6 @@ from ldap3 import MODIFY_ADD, MODIFY_DELETE, Connection
 from tests.integration.servers.samba_ad import SambaAD
 
 # Until conftest imports the fixtures itself.
-pytest_plugins = ["tests.integration.servers.fixtures_directory"]
 
 pytestmark = [pytest.mark.integration, pytest.mark.directory_servers]
 

@@ -217,7 +217,8 @@ def test_group_change_judges_only_folders_that_depend_on_it() -> None:
     engine.flush()
     for name, gid in (("ekonomi", 20010), ("hr", 20011)):
         engine.step(fs(f"/srv/share/{name}", mode=0o750, group=gid))
-        engine.step(LabelAssigned(path=f"/srv/share/{name}", label=Label(name=name, allowed_groups=(name,), allowed_users=("root",))))
+        label = Label(name=name, allowed_groups=(name,), allowed_users=("root",))
+        engine.step(LabelAssigned(path=f"/srv/share/{name}", label=label))
     before = engine.folders_judged
     engine.apply(DirectoryGroup(name="ekonomi", gid=20010, member_users=("anna", "bo")))
     assert engine.flush() == []  # bo is a direct member now: allowed
