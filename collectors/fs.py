@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -76,6 +77,7 @@ from permwatch.events import (
     LabelAssigned,
     ObjectType,
     ScanCompleted,
+    utcnow,
 )
 from permwatch.metrics import Metrics
 
@@ -387,7 +389,9 @@ class FsCollector:
         self._store = PublishedStateStore(state_path if state_path is not None else config.state_path)
         self._inbox: queue.SimpleQueue[FileSystemEvent | WatchTrouble] = queue.SimpleQueue()
         self._handler = _InboxHandler(self._inbox)
-        self._attrib_due: dict[str, float] = {}
+        self._attrib_due: dict[str, tuple[float, datetime]] = {}
+        """path → (when to read it, when the change was first noticed: the events' observed_at)"""
+        self._observed_at: datetime | None = None
         self._watching: dict[str, _RootWatchState] = {root: _RootWatchState() for root in self._roots}
         self._observer: _PermissionObserver | None = None
         self._stop: threading.Event | None = None
@@ -608,7 +612,7 @@ class FsCollector:
         now = self._clock()
         wait = 0.25  # how quickly ``stop`` is noticed
         if self._attrib_due:
-            wait = min(wait, next(iter(self._attrib_due.values())) - now)
+            wait = min(wait, next(iter(self._attrib_due.values()))[0] - now)
         for state in self._watching.values():
             if state.rescan_requested_at is not None:
                 return 0.0
@@ -625,8 +629,9 @@ class FsCollector:
         self._metrics.event_read(item.event_type)
         path = os.fsdecode(item.src_path)
         if isinstance(item, DirAttribEvent | FileAttribEvent):
-            if path in self._ancestors or self._root_of(path) is not None:
-                self._attrib_due.setdefault(path, self._clock() + self._coalesce_seconds)
+            watched = path in self._ancestors or self._root_of(path) is not None
+            if watched and path not in self._attrib_due:
+                self._attrib_due[path] = (self._clock() + self._coalesce_seconds, utcnow())
         elif isinstance(item, DirCreatedEvent | FileCreatedEvent):
             self._on_created(path)
         elif isinstance(item, DirDeletedEvent | FileDeletedEvent):
@@ -702,11 +707,16 @@ class FsCollector:
     def _read_due_attributes(self) -> None:
         now = self._clock()
         while self._attrib_due:
-            path, due = next(iter(self._attrib_due.items()))
+            path, (due, noticed) = next(iter(self._attrib_due.items()))
             if due > now:
                 break  # deadlines are first-seen + constant, so insertion order is deadline order
             del self._attrib_due[path]
-            self._reconcile_path(path, _LIVE_KINDS, _Tally())
+            # The change happened when inotify told us, not when the coalescing window ended.
+            self._observed_at = noticed
+            try:
+                self._reconcile_path(path, _LIVE_KINDS, _Tally())
+            finally:
+                self._observed_at = None
 
     def _rescan_where_needed(self) -> None:
         now = self._clock()
@@ -863,6 +873,7 @@ class FsCollector:
                 acl=state.acl,
                 default_acl=state.default_acl,
                 source=self._source,
+                observed_at=self._observed_at or utcnow(),
             )
         )
 
