@@ -115,15 +115,9 @@ def main() -> None:
             + "  - {name: chef, uid: 40999, gid: 40001}\n"
             "groups:\n  - {name: ledning, gid: 40001, members: [chef]}\n  - {name: alla, gid: 40002}\n"
         )
-        pipe.write_config(
-            f'[labels.definitions.ledning]\nallowed_groups = ["ledning"]\n'
-            f'[[labels.rules]]\nglob = "{folder}"\nlabel = "ledning"\n'
-        )
-        for role in ("collector", "processor"):
-            pipe.start(role)
+        pipe.label_one_folder(folder, "ledning")
         try:
-            wait_until(lambda: pipe.reader("labels").read(), "the label")
-            pipe.wait_quiet()
+            pipe.start_and_settle()
             exposures = pipe.reader("exposures")
             seen = len(exposures.read())
             latencies: list[float] = []

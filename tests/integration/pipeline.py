@@ -131,6 +131,20 @@ path = "{self.alerts_path}"
         self.procs[role] = proc
         return proc
 
+    def label_one_folder(self, folder: Path, allowed_group: str, *, label: str = "ledning") -> None:
+        """Write the config for the common case: one labelled folder that one group may read."""
+        self.write_config(
+            f'[labels.definitions.{label}]\nallowed_groups = ["{allowed_group}"]\n'
+            f'[[labels.rules]]\nglob = "{folder}"\nlabel = "{label}"\n'
+        )
+
+    def start_and_settle(self, roles: tuple[str, ...] = ("collector", "processor"), *, labels: int = 1) -> None:
+        """Start ``roles`` and wait until the baseline's labels are out and the processor has judged them."""
+        for role in roles:
+            self.start(role)
+        wait_until(lambda: len(self.reader("labels").read()) >= labels, f"{labels} label(s)")
+        self.wait_quiet()
+
     def start_all(self) -> None:
         for role in ROLES:
             self.start(role)

@@ -39,15 +39,9 @@ def pipeline(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory
         "users:\n  - {name: anna, uid: 35001, gid: 34001}\n  - {name: bo, uid: 35002, gid: 34002}\n"
         "groups:\n  - {name: ledningsgrupp, gid: 34001}\n  - {name: alla, gid: 34002}\n"
     )
-    pipe.write_config(
-        f'[labels.definitions.ledning]\nallowed_groups = ["ledningsgrupp"]\n'
-        f'[[labels.rules]]\nglob = "{folder}"\nlabel = "ledning"\n'
-    )
-    for role in ("collector", "processor"):
-        pipe.start(role)
+    pipe.label_one_folder(folder, "ledningsgrupp")
     try:
-        wait_until(lambda: pipe.reader("labels").read(), "the label")
-        pipe.wait_quiet()
+        pipe.start_and_settle()
         yield pipe, folder
     finally:
         pipe.stop()

@@ -65,15 +65,9 @@ def drill(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -
     workdir = tmp_path_factory.mktemp("drill")
     pipe = Pipeline(workdir, kafka_broker.bootstrap, f"drill{os.getpid()}.", share=share)
     pipe.directory_path.write_text(yaml.safe_dump(directory(["bo", "cia"])))
-    pipe.write_config(
-        f'[labels.definitions.ledning]\nallowed_groups = ["ledningsgrupp"]\n'
-        f'[[labels.rules]]\nglob = "{folder}"\nlabel = "ledning"\n'
-    )
-    for role in ("collector", "processor"):
-        pipe.start(role)
+    pipe.label_one_folder(folder, "ledningsgrupp")
     try:
-        wait_until(lambda: pipe.reader("labels").read(), "the label")
-        pipe.wait_quiet()
+        pipe.start_and_settle()
         subprocess.run(["setfacl", "-m", f"g:{STAFF}:rx", str(folder)], check=True)
         wait_until(lambda: any(e["status"] == "opened" for e in pipe.exposures()), "the opening")
         tmp = pipe.directory_path.with_suffix(".tmp")
