@@ -10,22 +10,15 @@ aborted test leaves nothing behind. Small helpers read ``/api/v2`` back.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.error import URLError
 from urllib.parse import urlencode
+
+from tests.integration.servers.process import ServerProcess, free_loopback_ports, log_tail
 
 BINARY = Path("/usr/bin/prometheus-alertmanager")
 _HOST = "127.0.0.1"
@@ -42,27 +35,9 @@ receivers:
   - name: "null"
 """
 
-_LIVE: set[subprocess.Popen[bytes]] = set()
-
 
 class AlertmanagerError(RuntimeError):
     """Alertmanager is missing, would not start, or answered badly."""
-
-
-@atexit.register
-def _kill_all_live() -> None:
-    for proc in list(_LIVE):
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        _LIVE.discard(proc)
-
-
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class AlertmanagerServer:
@@ -71,7 +46,7 @@ class AlertmanagerServer:
         self.config = config
         self.start_timeout = start_timeout
         self.port: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._server = ServerProcess("Alertmanager", self.log_path, AlertmanagerError)
 
     @property
     def url(self) -> str:
@@ -90,7 +65,7 @@ class AlertmanagerServer:
         (self.workdir / "data").mkdir(exist_ok=True)
         config_path = self.workdir / "am.yml"
         config_path.write_text(self.config, encoding="utf-8")
-        self.port = _free_loopback_port()
+        self.port = free_loopback_ports(1, AlertmanagerError)[0]
         command = [
             str(BINARY),
             f"--config.file={config_path}",
@@ -99,19 +74,7 @@ class AlertmanagerServer:
             "--cluster.listen-address=",
             "--log.level=warn",
         ]
-        setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-        if setpriv is not None:
-            command = [setpriv, "--pdeathsig", "KILL", "--", *command]
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                command,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        _LIVE.add(self._proc)
+        self._server.spawn(command, cwd=self.workdir, banner=False)
         try:
             self._wait_ready()
         except BaseException:
@@ -119,19 +82,7 @@ class AlertmanagerServer:
             raise
 
     def stop(self, timeout: float = 10.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        _LIVE.discard(proc)
+        self._server.stop(timeout)
 
     def __enter__(self) -> AlertmanagerServer:
         self.start()
@@ -159,22 +110,14 @@ class AlertmanagerServer:
         return result
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self._proc is None or self._proc.poll() is not None:
-                raise AlertmanagerError(f"Alertmanager exited during start:\n{self._log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.1)
-        raise AlertmanagerError(
-            f"Alertmanager not ready at {self.url} after {self.start_timeout} s:\n{self._log_tail()}"
+        self._server.wait_ready(
+            self._ready,
+            timeout=self.start_timeout,
+            where=self.url,
+            logs=lambda: log_tail(self.log_path, 40),
+            retry_on=(URLError, ConnectionError, TimeoutError),
         )
 
-    def _log_tail(self) -> str:
-        if not self.log_path.exists():
-            return "<no log>"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
+    def _ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+            return bool(response.status == 200)

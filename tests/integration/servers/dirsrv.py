@@ -16,14 +16,11 @@ Measured here (2 cores): create ~6 s, start ~0.6 s, stop ~2.2 s.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import pwd
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,6 +31,8 @@ from typing import Any
 
 from ldap3 import BASE, NONE, Connection, Server
 from ldap3.core.exceptions import LDAPException
+
+from tests.integration.servers.process import ServerProcess, at_exit, free_loopback_ports, log_tail, port_accepts
 
 DEFAULT_SUFFIX = "dc=example,dc=org"
 # No '%': dscreate reads the INF with configparser, which would interpolate it.
@@ -48,9 +47,8 @@ _RETRO_CHANGELOG_DN = "cn=Retro Changelog Plugin,cn=plugins,cn=config"
 _ROOT_PREFIX = "permwatch-389ds-"
 _OWNER_FILE = "owner.pid"  # pid of the test process that created an instance dir
 
-# Every ns-slapd we started and have not yet reaped, and every prefix we have
-# not yet removed; both are cleaned up at interpreter exit.
-_LIVE: set[subprocess.Popen[bytes]] = set()
+# Every prefix we have not yet removed; removed at interpreter exit, after the
+# servers (see `process`) are killed.
 _ROOTS: set[Path] = set()
 
 Entry = tuple[str, Sequence[str], Mapping[str, Any]]
@@ -61,58 +59,11 @@ class DirSrvError(RuntimeError):
     """The instance could not be created, started, stopped or written to."""
 
 
-def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    """Signal the process group led by ``proc``; only call before it is reaped."""
-    with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
-        os.killpg(proc.pid, sig)
-
-
-@atexit.register
-def _kill_all_live_instances() -> None:
-    for proc in list(_LIVE):
-        if proc.poll() is None:
-            _kill_group(proc, signal.SIGKILL)
-            proc.wait()
-        _LIVE.discard(proc)
+@at_exit
+def _remove_live_roots() -> None:
     for root in list(_ROOTS):
         shutil.rmtree(root, ignore_errors=True)
         _ROOTS.discard(root)
-
-
-def _ephemeral_port_floor() -> int:
-    """Lowest port the kernel hands out to outgoing connections (Linux), else 32768."""
-    try:
-        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii")
-        return int(text.split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _free_loopback_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1, below the ephemeral range.
-
-    Below the ephemeral range, no outgoing connection can take a port while the
-    server is stopped, so ``stop()`` + ``start()`` always gets the same ports back.
-    """
-    high = _ephemeral_port_floor() - 1
-    low = max(1024, high - 20000)
-    candidates = random.sample(range(low, high + 1), min(500, high - low + 1))
-    sockets: list[socket.socket] = []
-    try:
-        for port in candidates:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                sock.bind((_HOST, port))
-            except OSError:
-                sock.close()
-                continue
-            sockets.append(sock)
-            if len(sockets) == count:
-                return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-    raise DirSrvError(f"no {count} free loopback ports in {low}-{high}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -137,13 +88,6 @@ def _remove_orphaned_roots() -> None:
             continue  # being created right now, or not one of ours
         if not _pid_alive(owner_pid):
             shutil.rmtree(root, ignore_errors=True)
-
-
-def _tail(path: Path, lines: int = 60) -> str:
-    if not path.exists():
-        return f"<{path} does not exist>"
-    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return "\n".join(text[-lines:])
 
 
 def _set_dse_attribute(dse: Path, dn: str, attribute: str, value: str) -> None:
@@ -210,7 +154,7 @@ class DirSrv:
         self._root: Path | None = None
         self._port: int | None = None
         self._secure_port: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._server = ServerProcess("ns-slapd", self.log_path, DirSrvError)
 
     # -- public API -------------------------------------------------------------
 
@@ -227,7 +171,7 @@ class DirSrv:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._server.running
 
     @property
     def instance_root(self) -> Path:
@@ -283,27 +227,11 @@ class DirSrv:
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM the process group; SIGKILL it if still alive after ``timeout`` s."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _kill_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc, signal.SIGKILL)
-                proc.wait()
-        self._forget(proc)
+        self._server.stop(timeout)
 
     def kill(self) -> None:
         """SIGKILL the process group immediately (an unclean crash)."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _kill_group(proc, signal.SIGKILL)
-            proc.wait()
-        self._forget(proc)
+        self._server.kill()
 
     def destroy(self) -> None:
         """Stop the server, keep copies of its logs in ``workdir/logs`` and delete the instance."""
@@ -408,10 +336,10 @@ class DirSrv:
                 )
             except subprocess.TimeoutExpired as exc:
                 raise DirSrvError(
-                    f"{what} timed out after {self.create_timeout}s\n{_tail(self.create_log_path)}"
+                    f"{what} timed out after {self.create_timeout}s\n{log_tail(self.create_log_path)}"
                 ) from exc
         if result.returncode != 0:
-            raise DirSrvError(f"{what} failed ({result.returncode})\n{_tail(self.create_log_path)}")
+            raise DirSrvError(f"{what} failed ({result.returncode})\n{log_tail(self.create_log_path)}")
 
     def _create(self) -> None:
         for tool in (_DSCREATE, _NS_SLAPD):
@@ -425,7 +353,7 @@ class DirSrv:
             (root / _OWNER_FILE).write_text(str(os.getpid()), encoding="ascii")
             if owner is not None:
                 os.chown(root, owner.pw_uid, owner.pw_gid)
-            self._port, self._secure_port = _free_loopback_ports(2)
+            self._port, self._secure_port = free_loopback_ports(2, DirSrvError)
             self._root = root
             prefix = root / "prefix"
             self._run_tool([_DSCREATE, "ds-root", str(prefix)], root, "dscreate ds-root")
@@ -492,57 +420,29 @@ class DirSrv:
         command = self._as_service_user(
             [_NS_SLAPD, "-D", str(self.config_dir), "-i", str(pid_file), "-d", "0"], pdeathsig=True
         )
-        with self.log_path.open("ab") as log:
-            log.write(f"\n=== starting ns-slapd at {time.ctime()} ===\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                command,
-                cwd=self.instance_root,
-                env=self._service_env(self.instance_root),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self._proc = proc
-        _LIVE.add(proc)
+        self._server.spawn(command, cwd=self.instance_root, env=self._service_env(self.instance_root), pdeathsig=False)
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        last_error: BaseException | None = None
-        while time.monotonic() < deadline:
-            proc = self._proc
-            if proc is None or proc.poll() is not None:
-                code = None if proc is None else proc.returncode
-                raise DirSrvError(f"ns-slapd exited with {code} during start\n{self._log_tails()}")
-            try:
-                with socket.create_connection((_HOST, self.port), timeout=1.0):
-                    pass
-            except OSError as exc:
-                last_error = exc
-                time.sleep(0.1)
-                continue
-            server = Server(self.uri, get_info=NONE, connect_timeout=2)
-            conn = Connection(server, self.bind_dn, self.password, receive_timeout=5)
-            try:
-                if conn.bind() and conn.search(self.base_dn, "(objectClass=*)", search_scope=BASE):
-                    return
-                last_error = DirSrvError(f"bind/search result: {conn.result}")
-            except (LDAPException, OSError) as exc:
-                last_error = exc
-            finally:
-                conn.unbind()
-            time.sleep(0.1)
-        raise DirSrvError(
-            f"389-ds not ready at {self.uri} after {self.start_timeout}s (last error: {last_error!r})\n"
-            f"{self._log_tails()}"
+        self._server.wait_ready(
+            self._serves_suffix,
+            timeout=self.start_timeout,
+            where=self.uri,
+            logs=self._log_tails,
+            retry_on=(LDAPException, OSError, DirSrvError),
         )
+
+    def _serves_suffix(self) -> bool:
+        if not port_accepts(_HOST, self.port):
+            return False
+        server = Server(self.uri, get_info=NONE, connect_timeout=2)
+        conn = Connection(server, self.bind_dn, self.password, receive_timeout=5)
+        try:
+            if conn.bind() and conn.search(self.base_dn, "(objectClass=*)", search_scope=BASE):
+                return True
+            raise DirSrvError(f"bind/search result: {conn.result}")
+        finally:
+            conn.unbind()
 
     def _log_tails(self) -> str:
         errors = self.error_log_path if self._root is not None else Path("<no instance>")
-        return f"--- {self.log_path} ---\n{_tail(self.log_path)}\n--- {errors} ---\n{_tail(errors)}"
-
-    def _forget(self, proc: subprocess.Popen[bytes]) -> None:
-        _LIVE.discard(proc)
-        if self._proc is proc:
-            self._proc = None
+        return f"--- {self.log_path} ---\n{log_tail(self.log_path)}\n--- {errors} ---\n{log_tail(errors)}"

@@ -11,17 +11,9 @@ outage. The JVM runs in its own process group, dies with the Python process
 
 from __future__ import annotations
 
-import atexit
 import base64
-import contextlib
-import os
-import random
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -29,6 +21,8 @@ from types import TracebackType
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
+
+from tests.integration.servers.process import ServerProcess, free_loopback_ports, log_tail, port_accepts
 
 DEFAULT_KAFKA_VERSION = "4.4.0"
 
@@ -46,64 +40,9 @@ _JVM_OPTS = (
     "-Djava.awt.headless=true",
 )
 
-# Every JVM we started and have not yet reaped; killed at interpreter exit.
-_LIVE: set[subprocess.Popen[bytes]] = set()
-
 
 class KafkaBrokerError(RuntimeError):
     """The broker could not be fetched, formatted, started or stopped."""
-
-
-def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    """Signal the process group led by ``proc``; only call before it is reaped."""
-    with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
-        os.killpg(proc.pid, sig)
-
-
-@atexit.register
-def _kill_all_live_brokers() -> None:
-    for proc in list(_LIVE):
-        if proc.poll() is None:
-            _kill_group(proc, signal.SIGKILL)
-            proc.wait()
-        _LIVE.discard(proc)
-
-
-def _ephemeral_port_floor() -> int:
-    """Lowest port the kernel hands out to outgoing connections (Linux), else 32768."""
-    try:
-        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii")
-        return int(text.split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _free_loopback_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1, below the ephemeral range.
-
-    Staying out of the ephemeral range means that, while the broker is stopped
-    (outage tests), no outgoing connection can take its port by chance, so it
-    can always start again on the same ports.
-    """
-    high = _ephemeral_port_floor() - 1
-    low = max(1024, high - 20000)
-    candidates = random.sample(range(low, high + 1), min(500, high - low + 1))
-    sockets: list[socket.socket] = []
-    try:
-        for port in candidates:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                sock.bind((_HOST, port))
-            except OSError:
-                sock.close()
-                continue
-            sockets.append(sock)
-            if len(sockets) == count:
-                return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-    raise KafkaBrokerError(f"no {count} free loopback ports in {low}-{high}")
 
 
 def _new_cluster_id() -> str:
@@ -112,13 +51,6 @@ def _new_cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
         if not cluster_id.startswith("-"):
             return cluster_id
-
-
-def _tail(path: Path, lines: int = 60) -> str:
-    if not path.exists():
-        return f"<{path} does not exist>"
-    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return "\n".join(text[-lines:])
 
 
 class KafkaBroker:
@@ -142,7 +74,7 @@ class KafkaBroker:
         self._libs: Path | None = None
         self._port: int | None = None
         self._controller_port: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._server = ServerProcess(f"Kafka {version}", self.log_path, KafkaBrokerError)
 
     # -- public API -------------------------------------------------------------
 
@@ -165,7 +97,7 @@ class KafkaBroker:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._server.running
 
     @property
     def log_path(self) -> Path:
@@ -193,7 +125,7 @@ class KafkaBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         libs = self._ensure_libs()
         if self._port is None or self._controller_port is None:
-            self._port, self._controller_port = _free_loopback_ports(2)
+            self._port, self._controller_port = free_loopback_ports(2, KafkaBrokerError)
         self._write_config()
         if not (self.data_dir / "meta.properties").exists():
             self._format_storage(libs)
@@ -206,27 +138,11 @@ class KafkaBroker:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the process group; SIGKILL it if still alive after ``timeout`` s."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _kill_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc, signal.SIGKILL)
-                proc.wait()
-        self._forget(proc)
+        self._server.stop(timeout)
 
     def kill(self) -> None:
         """SIGKILL the process group immediately (an unclean crash)."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _kill_group(proc, signal.SIGKILL)
-            proc.wait()
-        self._forget(proc)
+        self._server.kill()
 
     def restart(self) -> None:
         """``stop()`` then ``start()`` on the same ports and data dir."""
@@ -361,74 +277,36 @@ class KafkaBroker:
 
     def _spawn(self, libs: Path) -> None:
         command = self._java_command(libs, "kafka.Kafka", str(self.workdir / "server.properties"))
-        setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-        if setpriv is not None:
-            # SIGKILL the JVM if the thread that started it dies (even by SIGKILL),
-            # so an aborted test run cannot leave a broker behind.
-            command = [setpriv, "--pdeathsig", "KILL", "--", *command]
-        with self.log_path.open("ab") as log:
-            log.write(f"\n=== starting Kafka {self.version} at {time.ctime()} ===\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                command,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self._proc = proc
-        _LIVE.add(proc)
+        self._server.spawn(command, cwd=self.workdir)
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        last_error: BaseException | None = None
-        while time.monotonic() < deadline:
-            proc = self._proc
-            if proc is None or proc.poll() is not None:
-                code = None if proc is None else proc.returncode
-                raise KafkaBrokerError(f"Kafka exited with {code} during start\n{self._log_tails()}")
-            if not self._port_accepts():
-                time.sleep(0.25)
-                continue
-            try:
-                admin = KafkaAdminClient(
-                    bootstrap_servers=self.bootstrap,
-                    client_id="kafka-broker-readiness",
-                    bootstrap_timeout_ms=3000,
-                    request_timeout_ms=5000,
-                )
-            except (KafkaError, OSError) as exc:
-                last_error = exc
-            else:
-                try:
-                    admin.list_topics()
-                    return
-                except (KafkaError, OSError) as exc:
-                    last_error = exc
-                finally:
-                    admin.close()
-            time.sleep(0.25)
-        raise KafkaBrokerError(
-            f"Kafka not ready at {self.bootstrap} after {self.start_timeout}s "
-            f"(last error: {last_error!r})\n{self._log_tails()}"
+        self._server.wait_ready(
+            self._admin_lists_topics,
+            timeout=self.start_timeout,
+            where=self.bootstrap,
+            logs=self._log_tails,
+            retry_on=(KafkaError, OSError),
+            interval=0.25,
         )
 
-    def _port_accepts(self) -> bool:
+    def _admin_lists_topics(self) -> bool:
         # A plain TCP probe first: kafka-python leaks a socket per refused connect.
-        try:
-            with socket.create_connection((_HOST, self.port), timeout=1.0):
-                return True
-        except OSError:
+        if not port_accepts(_HOST, self.port):
             return False
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.bootstrap,
+            client_id="kafka-broker-readiness",
+            bootstrap_timeout_ms=3000,
+            request_timeout_ms=5000,
+        )
+        try:
+            admin.list_topics()
+        finally:
+            admin.close()
+        return True
 
     def _log_tails(self) -> str:
         return (
-            f"--- {self.log_path} ---\n{_tail(self.log_path)}\n"
-            f"--- {self.server_log_path} ---\n{_tail(self.server_log_path)}"
+            f"--- {self.log_path} ---\n{log_tail(self.log_path)}\n"
+            f"--- {self.server_log_path} ---\n{log_tail(self.server_log_path)}"
         )
-
-    def _forget(self, proc: subprocess.Popen[bytes]) -> None:
-        _LIVE.discard(proc)
-        if self._proc is proc:
-            self._proc = None

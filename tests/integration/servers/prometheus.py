@@ -11,16 +11,8 @@ exists) and is killed at interpreter exit.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,30 +22,14 @@ from typing import Any
 
 import yaml
 
+from tests.integration.servers.process import ServerProcess, free_loopback_ports
+
 DEFAULT_BINARY = "/usr/bin/prometheus"
 _HOST = "127.0.0.1"
-_LIVE: set[subprocess.Popen[bytes]] = set()
 
 
 class PrometheusError(RuntimeError):
     """Prometheus could not start, or answered a query with an error."""
-
-
-@atexit.register
-def _kill_all_live() -> None:
-    for proc in list(_LIVE):
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        _LIVE.discard(proc)
-
-
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PrometheusServer:
@@ -72,7 +48,7 @@ class PrometheusServer:
         self.interval = interval
         self.start_timeout = start_timeout
         self.port: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._server = ServerProcess("Prometheus", self.log_path, PrometheusError)
 
     @property
     def url(self) -> str:
@@ -98,13 +74,13 @@ class PrometheusServer:
         return path
 
     def start(self, jobs: Mapping[str, Sequence[str]], rule_files: Sequence[Path] = ()) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        if self._server.running:
             raise PrometheusError(f"Prometheus already running at {self.url}")
         if not os.access(self.binary, os.X_OK):
             raise PrometheusError(f"{self.binary} not found: install Debian's 'prometheus' package")
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.write_config(jobs, rule_files)
-        self.port = _free_loopback_port()
+        self.port = free_loopback_ports(1, PrometheusError)[0]
         command = [
             self.binary,
             f"--config.file={config}",
@@ -112,19 +88,7 @@ class PrometheusServer:
             f"--web.listen-address={_HOST}:{self.port}",
             "--log.level=warn",
         ]
-        setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-        if setpriv is not None:
-            command = [setpriv, "--pdeathsig", "KILL", "--", *command]
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                command,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        _LIVE.add(self._proc)
+        self._server.spawn(command, cwd=self.workdir, banner=False)
         try:
             self._wait_ready()
         except BaseException:
@@ -132,20 +96,7 @@ class PrometheusServer:
             raise
 
     def stop(self, timeout: float = 30.0) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        _LIVE.discard(proc)
-        self._proc = None
+        self._server.stop(timeout)
 
     # ------------------------------------------------------------------ API
 
@@ -181,16 +132,9 @@ class PrometheusServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            proc = self._proc
-            if proc is None or proc.poll() is not None:
-                raise PrometheusError(f"Prometheus exited during start\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass  # not listening yet, or "Service Unavailable" while it starts
-            time.sleep(0.2)
-        raise PrometheusError(f"Prometheus not ready at {self.url} after {self.start_timeout}s\n{self.tail()}")
+        # OSError: not listening yet, or "Service Unavailable" while it starts.
+        self._server.wait_ready(self._ready, timeout=self.start_timeout, where=self.url, logs=self.tail, interval=0.2)
+
+    def _ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+            return bool(response.status == 200)

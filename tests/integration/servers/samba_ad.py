@@ -14,11 +14,9 @@ Measured here (2 cores): provision ~6 s, start ~0.3 s, stop under 0.1 s.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -29,6 +27,8 @@ from typing import Any
 
 from ldap3 import BASE, NONE, Connection, Server
 from ldap3.core.exceptions import LDAPException
+
+from tests.integration.servers.process import ServerProcess, log_tail, port_accepts
 
 DEFAULT_REALM = "EXAMPLE.ORG"
 DEFAULT_DOMAIN = "EXAMPLE"
@@ -41,9 +41,6 @@ GLOBAL_CATALOG_PORT = 3268
 _PORTS = (LDAP_PORT, GLOBAL_CATALOG_PORT)
 _DC_HOST_NAME = "pwdc"  # fixed, so provisioning does not depend on the machine's hostname
 
-# Every samba we started and have not yet reaped; killed at interpreter exit.
-_LIVE: set[subprocess.Popen[bytes]] = set()
-
 Entry = tuple[str, Sequence[str], Mapping[str, Any]]
 """One entry for `SambaAD.add_entries`: ``(dn, object_classes, attributes)``."""
 
@@ -52,35 +49,10 @@ class SambaADError(RuntimeError):
     """The domain could not be provisioned, started or stopped."""
 
 
-def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    """Signal the process group led by ``proc``; only call before it is reaped."""
-    with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
-        os.killpg(proc.pid, sig)
-
-
-@atexit.register
-def _kill_all_live_dcs() -> None:
-    for proc in list(_LIVE):
-        if proc.poll() is None:
-            _kill_group(proc, signal.SIGKILL)
-            proc.wait()
-        _LIVE.discard(proc)
-
-
-def _tail(path: Path, lines: int = 60) -> str:
-    if not path.exists():
-        return f"<{path} does not exist>"
-    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return "\n".join(text[-lines:])
-
-
 def _port_taken(port: int) -> bool:
     """Whether something listens on, or holds, ``HOST:port`` (TCP)."""
-    try:
-        with socket.create_connection((HOST, port), timeout=1.0):
-            return True
-    except OSError:
-        pass
+    if port_accepts(HOST, port):
+        return True
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
     try:
@@ -158,7 +130,7 @@ class SambaAD:
         self.base_dn = _base_dn(realm)
         self.provision_timeout = provision_timeout
         self.start_timeout = start_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._server = ServerProcess("samba", self.log_path, SambaADError)
 
     # -- public API -------------------------------------------------------------
 
@@ -169,7 +141,7 @@ class SambaAD:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._server.running
 
     @property
     def dc_dir(self) -> Path:
@@ -223,27 +195,11 @@ class SambaAD:
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM the process group; SIGKILL it if still alive after ``timeout`` s."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _kill_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc, signal.SIGKILL)
-                proc.wait()
-        self._forget(proc)
+        self._server.stop(timeout)
 
     def kill(self) -> None:
         """SIGKILL the process group immediately (an unclean crash)."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _kill_group(proc, signal.SIGKILL)
-            proc.wait()
-        self._forget(proc)
+        self._server.kill()
 
     def destroy(self) -> None:
         """Stop the DC and delete the domain; the logs in ``workdir`` stay."""
@@ -313,10 +269,10 @@ class SambaAD:
                 )
             except subprocess.TimeoutExpired as exc:
                 raise SambaADError(
-                    f"provisioning timed out after {self.provision_timeout}s\n{_tail(self.provision_log_path)}"
+                    f"provisioning timed out after {self.provision_timeout}s\n{log_tail(self.provision_log_path)}"
                 ) from exc
         if result.returncode != 0:
-            raise SambaADError(f"provisioning failed ({result.returncode})\n{_tail(self.provision_log_path)}")
+            raise SambaADError(f"provisioning failed ({result.returncode})\n{log_tail(self.provision_log_path)}")
         run = self.dc_dir / "run"
         run.mkdir(exist_ok=True)
         _rewrite_global_section(
@@ -340,61 +296,27 @@ class SambaAD:
         # if its pid had been reused.
         with contextlib.suppress(FileNotFoundError):
             (self.dc_dir / "run" / "samba.pid").unlink()
-        command = [samba, "-i", "-M", "single", "-s", str(self.smb_conf)]
-        setpriv = shutil.which("setpriv")
-        if setpriv is not None:
-            # SIGKILL samba if the thread that started it dies (even by SIGKILL), so an
-            # aborted test run cannot leave a DC holding port 389.
-            command = [setpriv, "--pdeathsig", "KILL", "--", *command]
-        with self.log_path.open("ab") as log:
-            log.write(f"\n=== starting samba at {time.ctime()} ===\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                command,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self._proc = proc
-        _LIVE.add(proc)
+        # SIGKILL samba if the thread that started it dies, so an aborted test run
+        # cannot leave a DC holding port 389 (parent-death signal, see `process`).
+        self._server.spawn([samba, "-i", "-M", "single", "-s", str(self.smb_conf)], cwd=self.workdir)
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        last_error: BaseException | None = None
-        while time.monotonic() < deadline:
-            proc = self._proc
-            if proc is None or proc.poll() is not None:
-                code = None if proc is None else proc.returncode
-                raise SambaADError(f"samba exited with {code} during start\n{self._log_tails()}")
-            try:
-                with socket.create_connection((HOST, LDAP_PORT), timeout=1.0):
-                    pass
-            except OSError as exc:
-                last_error = exc
-                time.sleep(0.1)
-                continue
-            server = Server(self.uri, get_info=NONE, connect_timeout=2)
-            conn = Connection(server, self.bind_dn, self.password, receive_timeout=5)
-            try:
-                if conn.bind() and conn.search(self.base_dn, "(objectClass=*)", search_scope=BASE):
-                    return
-                last_error = SambaADError(f"bind/search result: {conn.result}")
-            except (LDAPException, OSError) as exc:
-                last_error = exc
-            finally:
-                conn.unbind()
-            time.sleep(0.1)
-        raise SambaADError(
-            f"Samba AD not ready at {self.uri} after {self.start_timeout}s (last error: {last_error!r})\n"
-            f"{self._log_tails()}"
+        self._server.wait_ready(
+            self._serves_base_dn,
+            timeout=self.start_timeout,
+            where=self.uri,
+            logs=lambda: f"--- {self.log_path} ---\n{log_tail(self.log_path)}",
+            retry_on=(LDAPException, OSError, SambaADError),
         )
 
-    def _log_tails(self) -> str:
-        return f"--- {self.log_path} ---\n{_tail(self.log_path)}"
-
-    def _forget(self, proc: subprocess.Popen[bytes]) -> None:
-        _LIVE.discard(proc)
-        if self._proc is proc:
-            self._proc = None
+    def _serves_base_dn(self) -> bool:
+        if not port_accepts(HOST, LDAP_PORT):
+            return False
+        server = Server(self.uri, get_info=NONE, connect_timeout=2)
+        conn = Connection(server, self.bind_dn, self.password, receive_timeout=5)
+        try:
+            if conn.bind() and conn.search(self.base_dn, "(objectClass=*)", search_scope=BASE):
+                return True
+            raise SambaADError(f"bind/search result: {conn.result}")
+        finally:
+            conn.unbind()

@@ -17,16 +17,11 @@ for outage tests.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
-import random
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +29,8 @@ from types import TracebackType
 
 from ldap3 import LEVEL, SIMPLE, Connection, Server
 from ldap3.core.exceptions import LDAPException
+
+from tests.integration.servers.process import ServerProcess, free_loopback_ports, log_tail, port_accepts
 
 SUFFIX = "dc=example,dc=org"
 ROOT_DN = f"cn=admin,{SUFFIX}"
@@ -47,42 +44,9 @@ _FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ldap"
 _SCHEMA_DIRS = (Path("/etc/ldap/schema"), Path("/etc/openldap/schema"))
 _MODULE_DIRS = (Path("/usr/lib/ldap"), Path("/usr/lib64/openldap"), Path("/usr/lib/openldap"))
 
-_LIVE: set[subprocess.Popen[bytes]] = set()
-
 
 class SlapdError(RuntimeError):
     """slapd is not installed, would not start, or refused a fixture."""
-
-
-def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
-        os.killpg(proc.pid, sig)
-
-
-@atexit.register
-def _kill_all_live() -> None:
-    for proc in list(_LIVE):
-        if proc.poll() is None:
-            _kill_group(proc, signal.SIGKILL)
-            proc.wait()
-        _LIVE.discard(proc)
-
-
-def _free_loopback_port() -> int:
-    """A free TCP port on 127.0.0.1 below the ephemeral range, so a restart can always take it again."""
-    try:
-        high = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii").split()[0]) - 1
-    except (OSError, ValueError, IndexError):
-        high = 32767
-    low = max(1024, high - 20000)
-    for port in random.sample(range(low, high + 1), min(500, high - low + 1)):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((_HOST, port))
-            except OSError:
-                continue
-            return port
-    raise SlapdError(f"no free loopback port in {low}-{high}")
 
 
 def slapd_binary() -> str | None:
@@ -131,7 +95,7 @@ class Slapd:
         self.it_admin_password = secrets.token_urlsafe(16)
         self.reader_password = secrets.token_urlsafe(16)
         self._port: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._server = ServerProcess("slapd", self.log_path, SlapdError)
         self._loaded = False
         self.started_in: float | None = None
 
@@ -149,7 +113,7 @@ class Slapd:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._server.running
 
     @property
     def log_path(self) -> Path:
@@ -178,7 +142,7 @@ class Slapd:
         for sub in ("data", "accesslog", "run"):
             (self.workdir / sub).mkdir(exist_ok=True)
         if self._port is None:
-            self._port = _free_loopback_port()
+            self._port = free_loopback_ports(1, SlapdError)[0]
         if not (self.workdir / "tls").exists():
             self._make_certificates()
         self._write_config()
@@ -201,26 +165,10 @@ class Slapd:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group (slapd syncs and exits); SIGKILL it after ``timeout`` s."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _kill_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc, signal.SIGKILL)
-                proc.wait()
-        self._forget(proc)
+        self._server.stop(timeout)
 
     def kill(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _kill_group(proc, signal.SIGKILL)
-            proc.wait()
-        self._forget(proc)
+        self._server.kill()
 
     def __enter__(self) -> Slapd:
         self.start()
@@ -387,49 +335,20 @@ logoldattr member
 
     def _spawn(self, binary: str) -> None:
         command = [binary, "-f", str(self.workdir / "slapd.conf"), "-h", f"{self.uri}/", "-d", "0"]
-        setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-        if setpriv is not None:
-            command = [setpriv, "--pdeathsig", "KILL", "--", *command]
-        with self.log_path.open("ab") as log:
-            log.write(f"\n=== starting slapd at {time.ctime()} ===\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                command,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self._proc = proc
-        _LIVE.add(proc)
+        self._server.spawn(command, cwd=self.workdir)
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        last_error: BaseException | None = None
-        while time.monotonic() < deadline:
-            proc = self._proc
-            if proc is None or proc.poll() is not None:
-                code = None if proc is None else proc.returncode
-                raise SlapdError(f"slapd exited with {code} during start\n{self._log_tail()}")
-            try:
-                with socket.create_connection((_HOST, self.port), timeout=1.0):
-                    pass
-                self.connect("root").unbind()
-                return
-            except (OSError, LDAPException) as exc:
-                last_error = exc
-            time.sleep(0.02)
-        raise SlapdError(
-            f"slapd not ready at {self.uri} after {self.start_timeout}s ({last_error!r})\n{self._log_tail()}"
+        self._server.wait_ready(
+            self._root_can_bind,
+            timeout=self.start_timeout,
+            where=self.uri,
+            logs=lambda: log_tail(self.log_path, 40),
+            retry_on=(OSError, LDAPException),
+            interval=0.02,
         )
 
-    def _log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return f"<{self.log_path} does not exist>"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def _forget(self, proc: subprocess.Popen[bytes]) -> None:
-        _LIVE.discard(proc)
-        if self._proc is proc:
-            self._proc = None
+    def _root_can_bind(self) -> bool:
+        if not port_accepts(_HOST, self.port):
+            return False
+        self.connect("root").unbind()
+        return True
