@@ -14,11 +14,18 @@ from __future__ import annotations
 
 import heapq
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError, TopicAlreadyExistsError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+)
 
 from permwatch.config import KafkaConfig
 from permwatch.events import (
@@ -243,9 +250,26 @@ class KafkaTopicConsumer:
         self._bus = bus
         self.replay_until: dict[TopicPartition, int] = {}
         self.to_rewind: set[TopicPartition] = set()
+        self._down_since: float | None = None
+
+    def _outage_warning(self, exc: KafkaError) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("kafka unreachable (%s); waiting for it", type(exc).__name__)
 
     def poll(self, timeout: float, max_records: int = 500) -> list[Record]:
-        batches = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        except KafkaError as exc:
+            if not _passing(exc):
+                raise
+            # The broker (or the group coordinator) is away: wait and ask again rather than stop the stage.
+            self._outage_warning(exc)
+            time.sleep(timeout)
+            return []
+        if self._down_since is not None:
+            log.info("kafka reachable again after %.0f s", time.monotonic() - self._down_since)
+            self._down_since = None
         if self.to_rewind:
             # Newly assigned partitions start over from the beginning; what this poll already
             # fetched from them comes again after the seek, so drop it here.
@@ -266,11 +290,13 @@ class KafkaTopicConsumer:
     def commit(self) -> None:
         try:
             self._consumer.commit()
-        except (CommitFailedError, RebalanceInProgressError) as exc:
-            # The group is rebalancing: whoever owns these partitions next starts from the last
-            # successful commit and handles the batch again. Stages' effects are idempotent
+        except KafkaError as exc:
+            if not isinstance(exc, CommitFailedError | RebalanceInProgressError) and not _passing(exc):
+                raise
+            # A rebalance or an unreachable broker: whoever owns these partitions next starts from the
+            # last successful commit and handles the batch again. Stages' effects are idempotent
             # (same exposure ids, deduplicated alerts), so this costs repeats, never losses.
-            log.warning("commit skipped during a consumer-group rebalance (%s); the batch will be redelivered", exc)
+            log.warning("commit not done (%s); the batch will be delivered again", type(exc).__name__)
 
     def seek_to_time(self, since_ms: int) -> None:
         partitions = self._consumer.assignment()
@@ -287,6 +313,11 @@ class KafkaTopicConsumer:
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
+
+
+def _passing(exc: KafkaError) -> bool:
+    """An error that goes away by itself when the broker is back (connection refused, no coordinator...)."""
+    return bool(getattr(exc, "retriable", False)) or isinstance(exc, KafkaConnectionError)
 
 
 class _RewindOnAssign(ConsumerRebalanceListener):

@@ -170,6 +170,13 @@ path = "{self.alerts_path}"
             self._readers[topic] = TopicReader(self.bootstrap, self.prefix + topic)
         return self._readers[topic]
 
+    def close_readers(self) -> None:
+        """Close the topic readers (e.g. before stopping the broker: kafka-python leaks a socket per refused
+        connection); the next read opens fresh ones, which read each topic again from the beginning."""
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
     def exposures(self) -> list[dict[str, Any]]:
         return self.reader("exposures").read()
 
