@@ -83,13 +83,14 @@ class Engine:
         directory_cause = self._directory_cause
         if directory_cause is not None:
             folders = set(self.tracker.folders) if self._judge_all else self.folders_depending_on(self._changed_groups)
-            for folder in folders:
-                found = self._touched.get(folder)
-                if found is None:
-                    self._touched[folder] = directory_cause  # shared: nothing mutates it after this point
-                else:
+            touched_before = self._touched
+            # one shared cause for every folder the change reaches: nothing mutates it after this point
+            self._touched = dict.fromkeys(folders, directory_cause)
+            for folder, found in touched_before.items():
+                if folder in self._touched:
                     for event_id in directory_cause.event_ids:
                         found.add(event_id, directory_cause.last_at, directory_cause.actor)
+                self._touched[folder] = found
             self._directory_cause = None
             self._changed_groups = set()
             self._judge_all = False
@@ -101,14 +102,15 @@ class Engine:
                 out.append(closed)
         self._closing = []
         touched, self._touched = self._touched, {}
+        records = self.tracker.folders
+        transition = self.tracker.transition
         for folder in sorted(touched):
-            record = self.tracker.folders.get(folder)
-            if record is None:
-                continue
-            self.folders_judged += 1
-            event = self.tracker.transition(record, touched[folder])
-            if event is not None:
-                out.append(event)
+            record = records.get(folder)
+            if record is not None:
+                event = transition(record, touched[folder])
+                if event is not None:
+                    out.append(event)
+        self.folders_judged += len(touched)
         return out
 
     def step(self, event: AnyEvent) -> list[Verdict]:

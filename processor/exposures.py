@@ -259,6 +259,18 @@ class ExposureTracker:
         allowed = record.allowed
         traverse_of = self.evaluator.traverse
         judged = self._judged
+        if len(record.groups) == 1:  # the common case, and the whole cost of a wide fan-out
+            for signature in record.groups:
+                acl, parent = signature
+                key = (acl, traverse_of(parent), allowed)
+                one = judged.get(key)
+                if one is None:
+                    if len(judged) >= MAX_JUDGED:
+                        judged.clear()
+                    one = judged[key] = self._judge(record.states[acl], key[1], allowed)
+                if one.reach:
+                    return (one.reach, one.grants), [signature]
+            return (0, ()), []
         outsiders = 0
         exposing: list[Signature] = []
         found: list[Judged] = []
@@ -365,24 +377,25 @@ class ExposureTracker:
             paths = [record.groups[s] for s in exposing]
             count = sum(len(p) for p in paths)
             sample = tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, (p for group in paths for p in group)))
+        # positional: this runs once per judged folder, and keyword passing costs a microsecond a call
         return Verdict(
-            exposure_id=current.exposure_id,
-            sequence=current.sequence,
-            status=status,
-            folder=record.folder,
-            label=record.label,
-            people=popcount(outsiders),
-            groups=self._group_names(grants),
-            users=self._names_of(outsiders),
-            grants=grants,
-            paths_affected=count,
-            sample_paths=sample,
-            cause_event_ids=cause.ids,
-            actor=cause.actor or current.actor,
-            opened_at=current.opened_at,
-            closed_at=closed_at,
-            duration_seconds=duration,
-            observed_at=cause.last_at,
-            detected_at=self.now or self.clock(),
-            source=self.source,
+            current.exposure_id,
+            current.sequence,
+            status,
+            record.folder,
+            record.label,
+            outsiders.bit_count(),
+            self._group_names(grants),
+            self._names_of(outsiders),
+            grants,
+            count,
+            sample,
+            cause.ids,
+            cause.actor or current.actor,
+            current.opened_at,
+            closed_at,
+            duration,
+            cause.last_at,
+            self.now or self.clock(),
+            self.source,
         )
