@@ -277,15 +277,14 @@ def _report(args: argparse.Namespace, config: Config) -> int:
     from processor.forensics import breach_report, exposure_windows
 
     windows = exposure_windows(_history_replay(config, gap_ms=args.gap_ms).verdicts)
-    match = next((w for w in windows if w.exposure_id == args.exposure_id), None)
-    if match is None:
-        recorded = exposure_windows(_recorded_exposures(config))
-        match = next((w for w in recorded if w.exposure_id == args.exposure_id), None)
+    recorded = {w.exposure_id: w for w in exposure_windows(_recorded_exposures(config))}
+    match = next((w for w in windows if w.exposure_id == args.exposure_id), None) or recorded.get(args.exposure_id)
     if match is None:
         print(f"permwatch: no exposure {args.exposure_id} in the recorded history", file=sys.stderr)
         return 1
-    recorded_windows = exposure_windows(_recorded_exposures(config))
-    detected = next((w.detected_at for w in recorded_windows if w.exposure_id == match.exposure_id), None)
+    # when it was detected is what the live run recorded, not when this replay ran
+    live = recorded.get(match.exposure_id)
+    detected = live.detected_at if live is not None else None
     _write(breach_report(match, detected_at=detected), args.output)
     return 0
 

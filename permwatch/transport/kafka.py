@@ -298,19 +298,6 @@ class KafkaTopicConsumer:
             # (same exposure ids, deduplicated alerts), so this costs repeats, never losses.
             log.warning("commit not done (%s); the batch will be delivered again", type(exc).__name__)
 
-    def seek_to_time(self, since_ms: int) -> None:
-        partitions = self._consumer.assignment()
-        found = self._consumer.offsets_for_times({tp: since_ms for tp in partitions})
-        for tp in partitions:
-            hit = found.get(tp)
-            if hit is None:
-                self._consumer.seek_to_end(tp)
-            else:
-                self._consumer.seek(tp, hit.offset)
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self._consumer.assignment())
-
     def close(self) -> None:
         self._consumer.close(autocommit=False)
 
