@@ -64,7 +64,7 @@ def test_broker_outage_loses_and_reorders_nothing(kafka_broker: KafkaBroker, sha
         def last_modes() -> dict[str, int]:
             seen: dict[str, int] = {}
             for event in pipe.fs_events():
-                if event["event_id"] not in published_before and event["path"] in final:
+                if event["event_id"] not in published_before and event.get("path") in final:
                     seen[event["path"]] = event["mode"]
             return seen
 
