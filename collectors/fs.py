@@ -13,7 +13,10 @@ state, so late or duplicated inotify events cannot publish a stale state.
 When inotify loses events (queue overflow) or cannot watch a directory
 (watch limit), the collector says so in the log and rescans the affected
 roots. The store is committed only after the emitter flushed what it
-describes, so a crash publishes again rather than never. Metrics (inotify
+describes, so a crash publishes again rather than never; a batch with an
+event the full spool dropped is not committed at all, and the rescan the
+spool asks for once it has drained (reason ``spool_overflow``) publishes
+what differs from what did reach the bus. Metrics (inotify
 events read, watch trouble, scans by reason and their progress) go through
 :class:`collectors.fs_metrics.FsCollectorMetrics`.
 """
@@ -80,6 +83,7 @@ from permwatch.events import (
     utcnow,
 )
 from permwatch.metrics import Metrics
+from permwatch.transport.spool import RecordDropped
 
 log = logging.getLogger(__name__)
 
@@ -293,10 +297,18 @@ class _PermissionObserver(BaseObserver):
         self._inotify_fd.join()
 
 
+@dataclass(frozen=True, slots=True)
+class RescanRequest:
+    """A rescan of every root asked for from outside (the spool, after it lost events and drained)."""
+
+    reason: ScanReason
+    at: float
+
+
 class _InboxHandler(FileSystemEventHandler):
     """Hands every watchdog event to the collector's thread, which does all the work."""
 
-    def __init__(self, inbox: queue.SimpleQueue[FileSystemEvent | WatchTrouble]) -> None:
+    def __init__(self, inbox: queue.SimpleQueue[FileSystemEvent | WatchTrouble | RescanRequest]) -> None:
         self._inbox = inbox
 
     def dispatch(self, event: FileSystemEvent) -> None:
@@ -347,6 +359,7 @@ class _RootWatchState:
     degraded: bool = False
     next_periodic_rescan: float = 0.0
     rescan_requested_at: float | None = None
+    rescan_reason: ScanReason = "overflow"
     last_scan_started: float = field(default=float("-inf"))
 
 
@@ -387,7 +400,7 @@ class FsCollector:
         self._ancestors = {a for root in self._roots for a in ancestors_of(root)} - set(self._roots)
         self._excluder = PathExcluder(config.excludes)
         self._store = PublishedStateStore(state_path if state_path is not None else config.state_path)
-        self._inbox: queue.SimpleQueue[FileSystemEvent | WatchTrouble] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[FileSystemEvent | WatchTrouble | RescanRequest] = queue.SimpleQueue()
         self._handler = _InboxHandler(self._inbox)
         self._attrib_due: dict[str, tuple[float, datetime]] = {}
         """path → (when to read it, when the change was first noticed: the events' observed_at)"""
@@ -397,6 +410,11 @@ class FsCollector:
         self._stop: threading.Event | None = None
         self._queue_limit = "unknown"
         self._unconfirmed = 0
+        self._dropped_since_confirm = False
+        """The spool was full for an event since the last confirm: that batch stays out of the store."""
+        self._labels_unconfirmed: set[str] = set()
+        self._labels_dirty: set[str] = set()
+        """Folders whose label event was dropped: their next visit publishes the label, changed or not."""
         self._report_lock = threading.Lock()
         self._watch_limit_reports = 0
         self.stats = FsCollectorStats()
@@ -545,6 +563,19 @@ class FsCollector:
                 self._watch_limit_reports += 1
         self._inbox.put(WatchTrouble(kind, path, self._clock()))
 
+    def request_spool_rescan(self) -> None:
+        """Rescan every root (reason ``spool_overflow``): the spool dropped events and has drained. Thread-safe."""
+        self._inbox.put(RescanRequest("spool_overflow", self._clock()))
+
+    def _on_rescan_request(self, request: RescanRequest) -> None:
+        log.warning(
+            "rescanning %s (%s): events were lost on their way to the bus", ", ".join(self._roots), request.reason
+        )
+        for state in self._watching.values():
+            state.rescan_reason = request.reason
+            if state.rescan_requested_at is None:
+                state.rescan_requested_at = request.at
+
     def _on_trouble(self, trouble: WatchTrouble) -> None:
         self._metrics.watch_trouble(trouble.kind)
         if trouble.kind == "overflow":
@@ -590,7 +621,7 @@ class FsCollector:
     def _follow_once(self) -> None:
         """Handle what arrived (waiting briefly for something), then due reads and rescans."""
         try:
-            item: FileSystemEvent | WatchTrouble | None = self._inbox.get(timeout=self._wait_seconds())
+            item: FileSystemEvent | WatchTrouble | RescanRequest | None = self._inbox.get(timeout=self._wait_seconds())
         except queue.Empty:
             item = None
         handled = 0
@@ -620,9 +651,12 @@ class FsCollector:
                 wait = min(wait, state.next_periodic_rescan - now)
         return max(0.0, wait)
 
-    def _handle(self, item: FileSystemEvent | WatchTrouble) -> None:
+    def _handle(self, item: FileSystemEvent | WatchTrouble | RescanRequest) -> None:
         if isinstance(item, WatchTrouble):
             self._on_trouble(item)
+            return
+        if isinstance(item, RescanRequest):
+            self._on_rescan_request(item)
             return
         if item.is_synthetic:
             return  # watchdog's guesses about subtrees; they are walked for real instead
@@ -648,7 +682,7 @@ class FsCollector:
             return
         folder = os.path.dirname(path)
         if self._root_of(folder) is not None:
-            self._emit_label(self._labeller.observe(folder))
+            self._observe_label(folder)
 
     def _on_created(self, path: str) -> None:
         root = self._root_of(path)
@@ -696,7 +730,7 @@ class FsCollector:
             if record.is_dir and self._labeller is not None:
                 self._emit_label(self._labeller.forget(old_path))
             if state.is_dir and self._labeller is not None:
-                self._emit_label(self._labeller.observe(path))
+                self._observe_label(path)
 
         self._walk_tree(new_top, visit, _Tally())
         # Published below the old path but not found below the new one: gone meanwhile.
@@ -730,8 +764,12 @@ class FsCollector:
             if requested is None:
                 continue
             state.rescan_requested_at = None
-            if requested >= state.last_scan_started:  # else a scan begun after the trouble covered it
-                self.scan(root, "overflow")
+            reason, state.rescan_reason = state.rescan_reason, "overflow"
+            if reason == "spool_overflow":
+                self._confirm()  # settle the batch a drop may have hit before comparing with the store
+                self.scan(root, reason)
+            elif requested >= state.last_scan_started:  # else a scan begun after the trouble covered it
+                self.scan(root, reason)
 
     def _retry_degraded_watch(self, root: str) -> None:
         """Try watching a degraded root afresh: the limit may have been raised since.
@@ -766,7 +804,7 @@ class FsCollector:
                 self._publish(path, state, kind)
                 tally.changed += 1
             if state.is_dir and self._labeller is not None:
-                self._emit_label(self._labeller.observe(path))
+                self._observe_label(path)
 
         return settle
 
@@ -885,15 +923,30 @@ class FsCollector:
         if record.is_dir and self._labeller is not None:
             self._emit_label(self._labeller.forget(record.path))
 
+    def _observe_label(self, folder: str) -> None:
+        """Publish the folder's label if it changed, or whatever it is now if its last label event was dropped."""
+        assert self._labeller is not None
+        if folder not in self._labels_dirty:
+            self._emit_label(self._labeller.observe(folder))
+            return
+        self._labels_dirty.discard(folder)
+        self._labeller.forget(folder)
+        assigned = self._labeller.observe(folder)
+        self._emit_label(assigned or LabelAssigned(path=folder, label=None, origin="policy", source=self._source))
+
     def _emit_label(self, assigned: LabelAssigned | None) -> None:
         if assigned is None:
             return
         if not assigned.source:
             assigned = assigned.model_copy(update={"source": self._source})
+        self._labels_unconfirmed.add(assigned.path)
         self._emit(assigned)
 
     def _emit(self, event: Event) -> None:
-        self._emitter.emit(event)
+        try:
+            self._emitter.emit(event)
+        except RecordDropped:
+            self._dropped_since_confirm = True  # the spool logs and counts it; _confirm keeps the batch out
         self.stats.events_emitted += 1
         self._unconfirmed += 1
         if self._unconfirmed >= self._batch_size:
@@ -905,15 +958,26 @@ class FsCollector:
             return
         try:
             self._emitter.flush()
+        except RecordDropped:
+            self._dropped_since_confirm = True  # a batched event the full spool dropped at the flush
         except BaseException:
             self._discard_unconfirmed()
             raise
+        if self._dropped_since_confirm:
+            # Some of these events were dropped by the full spool, so the store keeps the states that
+            # did reach the bus; the rescan once the spool has drained publishes the differences.
+            self._discard_unconfirmed()
+            return
         self._store.commit()
+        self._labels_unconfirmed.clear()
         self._unconfirmed = 0
 
     def _discard_unconfirmed(self) -> None:
-        """After a failure: forget store writes whose events may not have reached the bus."""
+        """After a failure or a drop: forget store writes whose events may not have reached the bus."""
         self._store.rollback()
+        self._labels_dirty |= self._labels_unconfirmed
+        self._labels_unconfirmed.clear()
+        self._dropped_since_confirm = False
         self._unconfirmed = 0
 
     # ----------------------------------------------------------------- paths

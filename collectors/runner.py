@@ -2,34 +2,143 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 from prometheus_client import Counter
 
-from permwatch.events import Event, encode
+from collectors.routing import FsRouter, Routed
+from permwatch.events import (
+    MAX_BATCH,
+    MAX_MESSAGE_BYTES,
+    TOPIC_FS,
+    Event,
+    FsPermissionEvent,
+    encode,
+    new_event_id,
+    utcnow,
+)
 from permwatch.metrics import Metrics
 from permwatch.transport.base import Bus
+from permwatch.transport.spool import RecordDropped
+
+log = logging.getLogger(__name__)
 
 
 class BusEmitter:
-    """Publishes events keyed by the event itself (path, principal), so one key's order holds.
+    """Publishes events keyed so one key's order holds: filesystem events by their unit (see
+    :mod:`collectors.routing`; the watched roots and above go to every partition), others by the
+    event's own key (principal, labelled folder).
 
     Shared by every collector of a process; each event is counted under its own
-    ``source`` (the collector's id), topic and type.
+    ``source`` (the collector's id), topic and type. When the bus is the spool and
+    it is full, ``emit`` raises :class:`RecordDropped` (the filesystem collector then
+    keeps the batch out of its published state); with ``tolerate_drops`` the drop is
+    only logged, for collectors that cannot take that into account.
+
+    With ``batch``, a unit's permission events wait for :meth:`flush` and go out as
+    one ``fs.batch`` message (a lone event still goes out as itself): a burst over
+    a tree costs a few hundred messages, not one per path, which the pure-Python
+    Kafka client could not carry in real time. Each event is encoded once; the batch
+    is assembled from those bytes. A batching emitter belongs to one collector.
     """
 
-    def __init__(self, bus: Bus, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        metrics: Metrics | None = None,
+        *,
+        router: FsRouter | None = None,
+        tolerate_drops: bool = False,
+        batch: bool = False,
+    ) -> None:
         self.bus = bus
+        self._batch = batch
+        self._pending: dict[str, list[tuple[FsPermissionEvent, bytes]]] = {}
+        self._pending_bytes: dict[str, int] = {}
         self.published = 0
+        self.dropped = 0
+        self._tolerate_drops = tolerate_drops
         self._metrics = metrics
+        self._router = router or FsRouter(())
         self._counters: dict[tuple[str, str, str], Counter] = {}
 
     def emit(self, event: Event) -> None:
-        self.bus.publish(event.topic, event.key, encode(event))
+        dropped: RecordDropped | None = None
+        for routed in self._router.route(event):
+            try:
+                self._send(routed)
+            except RecordDropped as exc:
+                dropped = exc
+        if dropped is not None:
+            self._dropped(dropped, event.source)
+
+    def flush(self) -> None:
+        dropped: RecordDropped | None = None
+        for unit in list(self._pending):
+            try:
+                self._publish_pending(unit)
+            except RecordDropped as exc:
+                dropped = exc
+        self.bus.flush()
+        if dropped is not None:
+            self._dropped(dropped, "fs")
+
+    def _send(self, routed: Routed) -> None:
+        one = routed.event
+        if self._batch and isinstance(one, FsPermissionEvent) and routed.key is not None and not routed.broadcast:
+            encoded = encode(one)
+            size = self._pending_bytes.get(routed.key, 0)
+            if size + len(encoded) > MAX_MESSAGE_BYTES - 8192:
+                self._publish_pending(routed.key)
+                size = 0
+            self._pending.setdefault(routed.key, []).append((one, encoded))
+            self._pending_bytes[routed.key] = size + len(encoded) + 1
+            if len(self._pending[routed.key]) >= MAX_BATCH:
+                self._publish_pending(routed.key)
+            return
+        if one.topic == TOPIC_FS:
+            # what came before a root's change (or a scan's end) goes out before it
+            for unit in list(self._pending):
+                self._publish_pending(unit)
+        if routed.broadcast:
+            self.bus.broadcast(one.topic, routed.key, encode(one))
+        else:
+            self.bus.publish(one.topic, routed.key, encode(one))
+        self._count(one)
+
+    def _publish_pending(self, unit: str) -> None:
+        events = self._pending.pop(unit, [])
+        self._pending_bytes.pop(unit, None)
+        if not events:
+            return
+        if len(events) == 1:
+            value = events[0][1]
+        else:
+            head = {
+                "schema_version": 1,
+                "event_id": new_event_id(),
+                "observed_at": utcnow().isoformat(),
+                "source": events[0][0].source,
+                "type": "fs.batch",
+                "unit": unit,
+            }
+            value = json.dumps(head)[:-1].encode() + b', "events": [' + b",".join(e for _, e in events) + b"]}"
+        self.bus.publish(events[0][0].topic, unit, value)
+        for event, _ in events:
+            self._count(event)
+
+    def _count(self, event: Event) -> None:
         self.published += 1
         if self._metrics is not None:
             self._counter(self._metrics, event).inc()
 
-    def flush(self) -> None:
-        self.bus.flush()
+    def _dropped(self, dropped: RecordDropped, source: str) -> None:
+        if not self._tolerate_drops:
+            raise dropped
+        if not self.dropped:
+            log.warning("%s: events dropped by the full spool are published again only with later changes", source)
+        self.dropped += 1
 
     def _counter(self, metrics: Metrics, event: Event) -> Counter:
         event_type = getattr(event, "type", type(event).__name__)  # every concrete event declares its ``type``

@@ -14,9 +14,18 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from permwatch.events import Severity
+from permwatch.secret import SecretUnavailable, read_secret
 
 ENV_PREFIX = "PERMWATCH__"
 
@@ -25,12 +34,84 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_KAFKA_TLS = ("SSL", "SASL_SSL")
+_KAFKA_SASL = ("SASL_PLAINTEXT", "SASL_SSL")
+
+
 class KafkaConfig(_Section):
+    """The brokers and how to reach them. TLS settings need ``security_protocol`` SSL or SASL_SSL and SASL
+    ones SASL_PLAINTEXT or SASL_SSL, so a forgotten protocol cannot silently fall back to plaintext. The SASL
+    password is read from ``sasl_password_file`` or ``sasl_password_env``, never written here."""
+
     bootstrap_servers: str = Field(min_length=1, description="host:port[,host:port]")
     topic_prefix: str = "permwatch."
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     client_id: str = "permwatch"
+    session_timeout_seconds: float = Field(
+        default=45.0,
+        ge=6,
+        le=1800,
+        description="a group member silent this long is dropped and its partitions move on (broker limits apply)",
+    )
+    delivery_timeout_seconds: float = Field(
+        default=120.0,
+        ge=1,
+        le=86_400,
+        description="how long the producer retries a record before reporting it failed (collectors then spool it)",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_ca_file: Path | None = Field(default=None, description="PEM CAs that signed the brokers; None: the system's")
+    ssl_cert_file: Path | None = Field(default=None, description="PEM client certificate, for mutual TLS")
+    ssl_key_file: Path | None = Field(default=None, validate_default=True, description="its PEM key, unencrypted")
+    ssl_check_hostname: bool = Field(default=True, description="a broker's certificate must name its host")
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = Field(default=None, min_length=1, validate_default=True)
+    sasl_password: None = Field(default=None, exclude=True, repr=False, description="refused: never in the file")
+    sasl_password_file: Path | None = None
+    sasl_password_env: str | None = Field(default=None, min_length=1, validate_default=True)
+
+    @field_validator("ssl_ca_file", "ssl_cert_file", "ssl_key_file", mode="after")
+    @classmethod
+    def _tls_only(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        protocol = info.data.get("security_protocol")
+        if path is not None and protocol is not None and protocol not in _KAFKA_TLS:
+            raise ValueError(f"needs security_protocol 'SSL' or 'SASL_SSL', not {protocol!r}")
+        cert = info.data.get("ssl_cert_file", path)  # absent when it failed: then say nothing more here
+        if info.field_name == "ssl_key_file" and (path is None) != (cert is None):
+            raise ValueError("set ssl_cert_file and ssl_key_file together (mutual TLS), or neither")
+        return path
+
+    @field_validator("sasl_username", "sasl_password_file", mode="after")
+    @classmethod
+    def _sasl_only(cls, value: str | Path | None, info: ValidationInfo) -> str | Path | None:
+        protocol = info.data.get("security_protocol")
+        if protocol is None:
+            return value  # the protocol itself is wrong; that error says enough
+        if value is not None and protocol not in _KAFKA_SASL:
+            raise ValueError(f"needs security_protocol 'SASL_PLAINTEXT' or 'SASL_SSL', not {protocol!r}")
+        if value is None and info.field_name == "sasl_username" and protocol in _KAFKA_SASL:
+            raise ValueError(f"required with security_protocol {protocol!r}")
+        return value
+
+    @field_validator("sasl_password", mode="before")
+    @classmethod
+    def _no_literal_password(cls, value: object) -> None:
+        # Not echoed: errors are described without their input.
+        raise ValueError("a password is never written in the config: use sasl_password_file or sasl_password_env")
+
+    @field_validator("sasl_password_env", mode="after")
+    @classmethod
+    def _one_password_source(cls, env: str | None, info: ValidationInfo) -> str | None:
+        protocol = info.data.get("security_protocol")
+        if protocol is None or "sasl_password_file" not in info.data:
+            return env
+        if env is not None and protocol not in _KAFKA_SASL:
+            raise ValueError(f"needs security_protocol 'SASL_PLAINTEXT' or 'SASL_SSL', not {protocol!r}")
+        has_file = info.data["sasl_password_file"] is not None
+        if protocol in _KAFKA_SASL and has_file == (env is not None):
+            raise ValueError(f"set exactly one of sasl_password_file and sasl_password_env with {protocol!r}")
+        return env
 
 
 class EmbeddedConfig(_Section):
@@ -181,6 +262,25 @@ class ProcessorConfig(_Section):
     group: str = "permwatch-processor"
     source: str = "processor"
     batch_max: int = Field(default=5000, ge=1)
+    partitioned: bool = Field(
+        default=False,
+        description="several processors share the fs topic's partitions (Kafka only); see processor/partitioned.py",
+    )
+    instance_id: str = Field(
+        default="",
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="stable per processor when partitioned (default: the host name); names its directory group",
+    )
+    checkpoint: bool = Field(
+        default=True, description="snapshot the state now and then, so a restart replays only what came after it"
+    )
+    checkpoint_path: Path | None = Field(
+        default=None, description="the snapshot file; default <state_dir>/processor-<group>.checkpoint"
+    )
+    checkpoint_interval_seconds: float = Field(
+        default=30.0, gt=0, le=86_400, description="at most this often, after a commit (a snapshot pauses the batch)"
+    )
 
 
 class MetricsConfig(_Section):
@@ -215,9 +315,31 @@ class MetricsConfig(_Section):
         return self.split(self.listen) if self.listen else None
 
 
+class SpoolConfig(_Section):
+    """Where a collector keeps events while Kafka is unreachable (see :mod:`permwatch.transport.spool`).
+
+    Only for ``transport.kind = "kafka"`` or ``"confluent"``: the embedded log is local
+    already. A full spool drops events and the collectors rescan once it has drained.
+    """
+
+    enabled: bool = True
+    path: Path | None = Field(default=None, description="a directory; default: spool/ under state_dir")
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=4096, description="bound on the spool's files")
+    flush_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="how long a flush waits for Kafka before spooling"
+    )
+
+
+class CollectorConfig(_Section):
+    """Settings shared by every collector of a process."""
+
+    spool: SpoolConfig = SpoolConfig()
+
+
 class Config(_Section):
     transport: TransportConfig = TransportConfig()
     state_dir: Path = Path("permwatch-state")
+    collector: CollectorConfig = CollectorConfig()
     fs: list[FsCollectorConfig] = Field(default_factory=list)
     directory: DirectoryFileConfig | None = None
     ldap: list[LdapCollectorConfig] = Field(default_factory=list)
@@ -255,6 +377,19 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
     ]
     if config.transport.kind in ("kafka", "confluent") and config.transport.kafka is None:
         problems.append(f"{path}: key 'transport.kafka': required when transport.kind = '{config.transport.kind}'")
+    kafka = config.transport.kafka
+    if config.transport.kind in ("kafka", "confluent") and kafka is not None and kafka.security_protocol in _KAFKA_SASL:
+        try:  # read now so check-config finds a missing password; the transport reads it again when it connects
+            read_secret(
+                "transport.kafka.sasl_password",
+                file=kafka.sasl_password_file,
+                env=kafka.sasl_password_env,
+                environ=os.environ if environ is None else environ,
+            )
+        except SecretUnavailable as exc:
+            problems.append(f"{path}: {exc}")
+    if config.processor.partitioned and config.transport.kind != "kafka":
+        problems.append(f"{path}: key 'processor.partitioned': needs transport.kind = 'kafka' (consumer groups)")
     if problems:
         raise ConfigError("\n".join(problems))
     return config
@@ -302,11 +437,19 @@ def _resolve_relative(raw: dict[str, Any], base: Path) -> None:
             table[key] = str(base / value)
 
     fix(raw, "state_dir")
+    collector = raw.get("collector")
+    if isinstance(collector, dict) and isinstance(collector.get("spool"), dict):
+        fix(collector["spool"], "path")
     transport = raw.get("transport")
     if isinstance(transport, dict) and isinstance(transport.get("embedded"), dict):
         fix(transport["embedded"], "path")
+    if isinstance(transport, dict) and isinstance(transport.get("kafka"), dict):
+        for key in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file", "sasl_password_file"):
+            fix(transport["kafka"], key)
     if isinstance(raw.get("directory"), dict):
         fix(raw["directory"], "path")
+    if isinstance(raw.get("processor"), dict):
+        fix(raw["processor"], "checkpoint_path")
     for section in raw.get("fs", []) if isinstance(raw.get("fs"), list) else []:
         if isinstance(section, dict):
             fix(section, "state_path")

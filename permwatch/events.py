@@ -13,13 +13,16 @@ partition.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
@@ -58,11 +61,26 @@ Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
 
 
-def _no_epoch_numbers(value: object) -> object:
-    """Times on the wire are ISO 8601 strings; a bare number is a unit guess we refuse to make."""
-    if isinstance(value, int | float):
-        raise ValueError("must be an ISO 8601 time, not a number")
-    return value
+_ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def _iso_time(value: object) -> object:
+    """Times on the wire are ISO 8601 date-times with an offset; a number or a bare date is a guess we refuse."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _ISO_TIME.match(value):
+        return value
+    raise ValueError("must be an ISO 8601 date and time with an offset, e.g. 2026-11-23T08:00:00Z")
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must carry a UTC offset")
+    return value.astimezone(UTC)
+
+
+Time = Annotated[datetime, BeforeValidator(_iso_time), AfterValidator(_utc)]
+"""A point in time: ISO 8601 with an offset on the wire, always UTC in memory (naive times cannot be compared)."""
 
 
 def _check_path(path: str | None) -> str | None:
@@ -83,13 +101,8 @@ class Event(_Frozen):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=128, pattern=_EVENT_ID)
-    observed_at: datetime = Field(default_factory=utcnow)
+    observed_at: Time = Field(default_factory=utcnow)
     source: str = Field(default="", max_length=256, description="collector or processor id")
-
-    @field_validator("observed_at", mode="before")
-    @classmethod
-    def _iso_time(cls, value: object) -> object:
-        return _no_epoch_numbers(value)
 
     @property
     def topic(self) -> str:  # pragma: no cover - every subclass overrides
@@ -191,14 +204,49 @@ class FsPermissionEvent(Event):
         return self.path
 
 
+MAX_BATCH = 500
+
+
+class FsBatch(Event):
+    """Several permission events of one *unit* (a folder directly below a watched root, see
+    collectors/routing.py), oldest first: one message instead of hundreds when a burst (an IT update's
+    ``setfacl -R``, a rescan after an overflow) touches a whole tree. Keyed by the unit like the events
+    it carries, so one path's order holds. Readers apply ``events`` in order, as if each came alone.
+    """
+
+    type: Literal["fs.batch"] = "fs.batch"
+    unit: str = Field(min_length=1, max_length=4096)
+    events: tuple[FsPermissionEvent, ...] = Field(min_length=1, max_length=MAX_BATCH)
+
+    _unit = field_validator("unit")(_check_path)
+
+    @model_validator(mode="after")
+    def _inside_unit(self) -> FsBatch:
+        prefix = self.unit.rstrip("/") + "/"
+        for event in self.events:  # (a move's old_path may lie in another unit: that unit hears of it too)
+            if event.path != self.unit and not event.path.startswith(prefix):
+                raise ValueError("a batch carries a path outside its unit")
+        return self
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_FS
+
+    @property
+    def key(self) -> str:
+        return self.unit
+
+
 class ScanCompleted(Event):
     """A collector finished a (re)scan of ``root``; ``reason`` says why it ran."""
 
     type: Literal["fs.scan_completed"] = "fs.scan_completed"
     root: str = Field(min_length=1, max_length=4096)
+
+    _root = field_validator("root")(_check_path)
     reason: Literal["baseline", "overflow", "spool_overflow", "manual"] = "baseline"
-    paths_seen: int = Field(ge=0)
-    paths_changed: int = Field(ge=0)
+    paths_seen: Int = Field(ge=0)
+    paths_changed: Int = Field(ge=0)
     seconds: float = Field(ge=0)
 
     @property
@@ -228,9 +276,7 @@ class DirectoryUser(Event):
     deleted: Bool = False
     change: str = Field(default="snapshot", max_length=64, description="created|modified|disabled|deleted|snapshot")
     actor: str | None = Field(default=None, max_length=1024, description="who made the change, when known")
-    changed_at: datetime | None = None
-
-    _times = field_validator("changed_at", mode="before")(_no_epoch_numbers)
+    changed_at: Time | None = None
 
     @property
     def topic(self) -> str:
@@ -255,9 +301,7 @@ class DirectoryGroup(Event):
     added: tuple[str, ...] = Field(default=(), description="members added by this change")
     removed: tuple[str, ...] = Field(default=(), description="members removed by this change")
     actor: str | None = Field(default=None, max_length=1024)
-    changed_at: datetime | None = None
-
-    _times = field_validator("changed_at", mode="before")(_no_epoch_numbers)
+    changed_at: Time | None = None
 
     @property
     def topic(self) -> str:
@@ -292,6 +336,8 @@ class LabelAssigned(Event):
 
     type: Literal["label.assigned"] = "label.assigned"
     path: str = Field(min_length=1, max_length=4096)
+
+    _path = field_validator("path")(_check_path)
     label: Label | None
     origin: Literal["policy", "xattr", "marker"] = "policy"
 
@@ -325,32 +371,32 @@ class Grant(_Frozen):
     group: str | None = None
     chain: tuple[str, ...] = ()
     user: str | None = None
-    people: int = Field(ge=0)
+    people: Int = Field(ge=0)
 
 
 class ExposureEvent(Event):
     """An exposure of a labelled folder opened, changed or closed."""
 
     type: Literal["exposure"] = "exposure"
-    exposure_id: str
-    sequence: int = Field(ge=0, description="0 for opened, +1 for every later event")
+    exposure_id: str = Field(min_length=1, max_length=128, pattern=_EVENT_ID)
+    sequence: Int = Field(ge=0, description="0 for opened, +1 for every later event")
     status: ExposureStatus
-    folder: str
+    folder: str = Field(min_length=1, max_length=4096)
     label: Label
-    people: int = Field(ge=0, description="people outside the label who can read")
+    people: Int = Field(ge=0, description="people outside the label who can read")
     groups: tuple[str, ...] = Field(default=(), description="groups whose members can now read")
     users: tuple[str, ...] = Field(default=(), description="first outsiders by name (capped)")
     grants: tuple[Grant, ...] = ()
-    paths_affected: int = Field(ge=0)
+    paths_affected: Int = Field(ge=0)
     sample_paths: tuple[str, ...] = ()
     cause_event_ids: tuple[str, ...] = ()
     actor: str | None = None
-    opened_at: datetime
-    closed_at: datetime | None = None
+    opened_at: Time
+    closed_at: Time | None = None
     duration_seconds: float | None = None
-    detected_at: datetime = Field(default_factory=utcnow)
+    detected_at: Time = Field(default_factory=utcnow)
 
-    _times = field_validator("opened_at", "closed_at", "detected_at", mode="before")(_no_epoch_numbers)
+    _folder = field_validator("folder")(_check_path)
 
     @property
     def topic(self) -> str:
@@ -379,21 +425,26 @@ class DeadLetter(_Frozen):
     reason: str
     stage: str
     topic: str
-    partition: int
-    offset: int
+    partition: Int
+    offset: Int
     key: str | None
-    timestamp_ms: int
+    timestamp_ms: Int
     value_b64: str = Field(description="the original bytes, base64")
-    received_at: datetime = Field(default_factory=utcnow)
+    received_at: Time = Field(default_factory=utcnow)
 
 
 # -------------------------------------------------------------------- decoding
 
 AnyEvent = Annotated[
-    FsPermissionEvent | ScanCompleted | DirectoryUser | DirectoryGroup | LabelAssigned | ExposureEvent,
+    FsPermissionEvent | FsBatch | ScanCompleted | DirectoryUser | DirectoryGroup | LabelAssigned | ExposureEvent,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+
+def unbatched(event: AnyEvent) -> tuple[AnyEvent, ...]:
+    """The events a message carries, in order: a batch's events, or the event itself."""
+    return event.events if isinstance(event, FsBatch) else (event,)
 
 
 class DecodeError(ValueError):

@@ -71,12 +71,21 @@ class Metrics:
     fs_last_scan_duration: Gauge
     fs_watch_troubles: Counter
     fs_unreadable_paths: Counter
+    spool_records: Gauge
+    spool_bytes: Gauge
+    spool_spooling: Gauge
+    spool_dropped: Counter
+    spool_drained: Counter
     directory_sync_ok: Gauge
     directory_last_sync: Gauge
     directory_sync_errors: Counter
     directory_principals: Gauge
     processor_events_handled: Counter
     processor_exposure_events: Counter
+    processor_restart_seconds: Gauge
+    processor_restart_replayed: Gauge
+    processor_checkpoint_seconds: Gauge
+    processor_checkpoint_bytes: Gauge
     detection_latency: Histogram
     dead_letters: Counter
     alerts_delivered: Counter
@@ -143,6 +152,19 @@ class Metrics:
                 "Paths whose permissions or listing could not be read (what was published is kept).",
                 ["collector"],
             ),
+            spool_records=gauge(
+                "permwatch_spool_records", "Events a collector process holds in its spool while Kafka is unreachable."
+            ),
+            spool_bytes=gauge("permwatch_spool_bytes", "Size of the spool's files on disk."),
+            spool_spooling=gauge(
+                "permwatch_spool_spooling", "1 while the collectors' events go to the spool instead of Kafka."
+            ),
+            spool_dropped=counter(
+                "permwatch_spool_dropped_total",
+                "Events the spool could not keep: full (a rescan follows), rejected by Kafka for good, or corrupt.",
+                ["reason"],
+            ),
+            spool_drained=counter("permwatch_spool_drained_total", "Spooled events delivered to Kafka."),
             directory_sync_ok=gauge(
                 "permwatch_directory_sync_ok",
                 "1 if the directory source's last sync succeeded, 0 if it failed (the last good state stays).",
@@ -170,6 +192,22 @@ class Metrics:
                 "permwatch_processor_exposure_events_total",
                 "Exposure events the processor published, by status.",
                 ["status"],
+            ),
+            processor_restart_seconds=gauge(
+                "permwatch_processor_restart_seconds",
+                "From the processor's start to its state being rebuilt (checkpoint loaded, history up to the commit "
+                "replayed).",
+            ),
+            processor_restart_replayed=gauge(
+                "permwatch_processor_restart_replayed_records",
+                "Records the processor replayed at its last start (after the checkpoint, if one was used).",
+            ),
+            processor_checkpoint_seconds=gauge(
+                "permwatch_processor_checkpoint_seconds",
+                "How long the last state checkpoint held up the processor (taking the snapshot; writing is apart).",
+            ),
+            processor_checkpoint_bytes=gauge(
+                "permwatch_processor_checkpoint_bytes", "Size of the last state checkpoint the processor wrote."
             ),
             detection_latency=Histogram(
                 "permwatch_detection_latency_seconds",

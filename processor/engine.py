@@ -22,20 +22,25 @@ from __future__ import annotations
 
 import gc
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
+from sys import intern
 
 from permwatch.events import (
+    AclTag,
     AnyEvent,
     DirectoryGroup,
     DirectoryUser,
+    ExposureEvent,
+    ExposureStatus,
+    FsBatch,
     FsKind,
     FsPermissionEvent,
     LabelAssigned,
     ObjectType,
     utcnow,
 )
-from processor.exposures import Cause, ExposureTracker, FolderExposure, Verdict
+from processor.exposures import Cause, ExposureTracker, FolderExposure, OpenExposure, Verdict
 from processor.readers import ReaderEvaluator
 from processor.state import Directory, PathTable, parent_of, path_state
 
@@ -46,6 +51,9 @@ class Engine:
         self.paths = PathTable()
         self.evaluator = ReaderEvaluator(self.directory, self.paths)
         self.tracker = ExposureTracker(self.directory, self.evaluator, source=source, clock=clock)
+        self._source, self._clock = source, clock
+        self.last_directory_change: tuple[str, datetime, str | None] | None = None
+        """The id, time and actor of the latest directory event applied (a reconciliation's likely cause)."""
         self.labels: dict[str, str] = {}
         self._labelled_sorted: list[str] = []
         self._allowing: dict[str, set[str]] = {}
@@ -64,6 +72,9 @@ class Engine:
             self._apply_directory(event)
         elif isinstance(event, FsPermissionEvent):
             self._apply_fs(event)
+        elif isinstance(event, FsBatch):
+            for one in event.events:
+                self._apply_fs(one)
         elif isinstance(event, LabelAssigned):
             self._apply_label(event)
 
@@ -113,6 +124,68 @@ class Engine:
         self.folders_judged += len(touched)
         return out
 
+    def forget_paths(self) -> None:
+        """Drop every path and every open exposure, keeping the directory and the labels; no verdicts.
+
+        For a processor whose share of the filesystem partitions changed: it rebuilds the paths it
+        now owns from their history, and paths it no longer owns must not be judged by it again.
+        """
+        labels = {folder: record.label for folder, record in self.tracker.folders.items()}
+        self.paths = PathTable()
+        self.evaluator = ReaderEvaluator(self.directory, self.paths)
+        self.tracker = ExposureTracker(self.directory, self.evaluator, source=self._source, clock=self._clock)
+        for folder, label in labels.items():
+            self.tracker.set_label(folder, label)
+        self._touched = {}
+        self._closing = []
+
+    def reconcile(self, published: Mapping[str, ExposureEvent], reason_id: str) -> list[Verdict]:
+        """Judge every folder this engine holds paths for against what was last *published* for it.
+
+        After a rebuild the engine's idea of what it emitted comes from history replayed against the
+        directory as it is now, while the record (``published``: the last exposure event per folder)
+        may be behind it: the processor that owned these folders before may have stopped between
+        taking a directory change and publishing its effect. The published state is adopted as what
+        was emitted, so the verdicts returned are exactly the missing transitions, continuing the
+        published exposures' ids and sequences. ``reason_id`` names the cause of a transition that
+        has no event of its own.
+
+        A transition the record lacks comes from a directory event: filesystem records after the
+        previous owner's commit come again, and those before it had their effects published before
+        the commit. So the last directory change is taken as its cause, unless it is older than
+        what the record says; then the cause is ``reason_id``, now.
+        """
+        self.tracker.now = now = self.tracker.clock()
+        out = []
+
+        def cause_after(since: datetime | None) -> Cause:
+            change = self.last_directory_change
+            if change is not None and (since is None or change[1] >= since):
+                return Cause([change[0]], change[1], change[1], change[2])
+            return Cause([reason_id], now, now)
+
+        for folder in sorted(self.tracker.folders):
+            if folder not in self.paths.states:
+                continue  # not among the paths this processor owns
+            record = self.tracker.folders[folder]
+            last = published.get(folder)
+            if last is not None and last.status is not ExposureStatus.CLOSED:
+                (outsiders, grants), _ = self.tracker.shape(record)
+                same = (
+                    bool(outsiders)
+                    and outsiders.bit_count() == last.people
+                    and self.tracker.group_names(grants) == tuple(last.groups)
+                )
+                shape = (outsiders, grants) if same else (-1, ())
+                record.open = OpenExposure(last.exposure_id, last.sequence, last.opened_at, shape, last.actor)
+                verdict = self.tracker.transition(record, cause_after(last.observed_at))
+            else:
+                record.open = None  # closed on the record (or never opened): anything open now is new
+                verdict = self.tracker.transition(record, cause_after(None if last is None else last.observed_at))
+            if verdict is not None:
+                out.append(verdict)
+        return out
+
     def step(self, event: AnyEvent) -> list[Verdict]:
         """Apply one event and flush: judging after every event (tests, small inputs)."""
         self.apply(event)
@@ -137,6 +210,8 @@ class Engine:
         else:
             self._judge_all = True  # created, deleted or renumbered: ids now map to other people
         at = event.changed_at or event.observed_at
+        if self.last_directory_change is None or at >= self.last_directory_change[1]:
+            self.last_directory_change = (event.event_id, at, event.actor)
         if self._directory_cause is None:
             self._directory_cause = Cause([event.event_id], at, at, event.actor)
         else:
@@ -179,12 +254,13 @@ class Engine:
         if event.kind is FsKind.MOVED and event.old_path and event.old_path != event.path:
             self._remove(event.old_path, cause)
         state = path_state(event)
+        self._know_principals(event)
         old = self.paths.put(event.path, state)
         if old is not None and old.acl == state.acl and old.object_type == state.object_type:
             return
         folder = self.folder_of(event.path)
         if folder is not None:
-            self.tracker.folders[folder].set_path(event.path, state, parent_of(event.path))
+            self.tracker.folders[folder].set_path(event.path, state, intern(parent_of(event.path)), old)
             self._touch(folder, cause)
         if state.object_type is not ObjectType.DIRECTORY:
             return
@@ -202,14 +278,24 @@ class Engine:
         for below in self.labelled_below(event.path):
             self._touch(below, cause)
 
+    def _know_principals(self, event: FsPermissionEvent) -> None:
+        """Make the owner and named users principals now, not halfway through judging a folder whose
+        label's audience was worked out before they existed (a local ``root`` the directory lacks)."""
+        directory = self.directory
+        if event.owner is not None and event.owner.id >= 0:
+            directory.user_for_uid(event.owner.id, event.owner.name)
+        for entry in event.acl:
+            if entry.tag is AclTag.USER and entry.qualifier is not None:
+                directory.user_for_uid(entry.qualifier, entry.name)
+
     def _remove(self, path: str, cause: Cause) -> None:
         removed = self.paths.remove_subtree(path)
         if removed:
             self.evaluator.forget_traverse()
-        for p in removed:
+        for p, old in removed:
             folder = self.folder_of(p)
             if folder is not None:
-                self.tracker.folders[folder].set_path(p, None, "")
+                self.tracker.folders[folder].set_path(p, None, parent_of(p), old)
                 self._touch(folder, cause)
 
     # ------------------------------------------------------------ labels
@@ -252,7 +338,7 @@ class Engine:
     def _regroup(self, record: FolderExposure) -> None:
         record.clear_paths()
         for path in self.domain(record.folder):
-            record.set_path(path, self.paths.states[path], parent_of(path))
+            record.set_path(path, self.paths.states[path], intern(parent_of(path)), None)
 
     # ------------------------------------------------------------ helpers
 

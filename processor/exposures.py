@@ -20,7 +20,7 @@ allowed. A group nested into an allowed group is *not* allowed unless listed.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -173,30 +173,43 @@ class FolderExposure:
 
     folder: str
     label: Label
-    where: dict[str, Signature] = field(default_factory=dict)
-    groups: dict[Signature, set[str]] = field(default_factory=dict)
+    groups: dict[Signature, str | set[str]] = field(default_factory=dict)
+    """signature → its paths: the path itself while it is the only one (a set costs 216 bytes more)"""
     states: dict[AclKey, PathState] = field(default_factory=dict)
     open: OpenExposure | None = None
     allowed: int = 0
     allowed_version: int = -1
 
-    def set_path(self, path: str, state: PathState | None, parent: str) -> None:
-        old = self.where.pop(path, None)
+    def set_path(self, path: str, state: PathState | None, parent: str, old: PathState | None) -> None:
+        """Move ``path`` from the signature of its ``old`` state (the caller knows it: no reverse index,
+        which would cost a dict entry per path) to that of ``state``; ``None`` for none."""
         if old is not None:
-            members = self.groups[old]
-            members.discard(path)
-            if not members:
-                del self.groups[old]
+            before = (old.acl, parent)
+            members = self.groups.get(before)
+            if members == path:
+                del self.groups[before]
+            elif isinstance(members, set):
+                members.discard(path)
+                if len(members) == 1:
+                    self.groups[before] = next(iter(members))
         if state is not None:
             signature = (state.acl, parent)
-            self.where[path] = signature
-            self.groups.setdefault(signature, set()).add(path)
+            found = self.groups.get(signature)
+            if found is None:
+                self.groups[signature] = path
+            elif isinstance(found, str):
+                self.groups[signature] = {found, path}
+            else:
+                found.add(path)
             self.states[state.acl] = state
 
     def clear_paths(self) -> None:
-        self.where.clear()
         self.groups.clear()
         self.states.clear()
+
+
+def _members(found: str | set[str]) -> Collection[str]:
+    return (found,) if isinstance(found, str) else found
 
 
 class ExposureTracker:
@@ -339,6 +352,9 @@ class ExposureTracker:
         current.shape = (outsiders, grants)
         return self._event(record, current, ExposureStatus.CHANGED, outsiders, grants, exposing, cause)
 
+    def group_names(self, grants: tuple[Grant, ...]) -> tuple[str, ...]:
+        return self._group_names(grants)
+
     def _group_names(self, grants: tuple[Grant, ...]) -> tuple[str, ...]:
         found = self._groups_of.get(id(grants))
         if found is None or found[0] is not grants:
@@ -364,17 +380,17 @@ class ExposureTracker:
         closed_at: datetime | None = None,
         duration: float | None = None,
     ) -> Verdict:
+        sample: tuple[str, ...]
         if len(exposing) == 1:
             only = record.groups[exposing[0]]
-            count = len(only)
-            if count == 1:
-                sample = tuple(only)
-            elif count <= MAX_SAMPLE_PATHS:
+            if isinstance(only, str):
+                count, sample = 1, (only,)
+            elif (count := len(only)) <= MAX_SAMPLE_PATHS:
                 sample = tuple(sorted(only))
             else:
                 sample = tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, only))
         else:
-            paths = [record.groups[s] for s in exposing]
+            paths = [_members(record.groups[s]) for s in exposing]
             count = sum(len(p) for p in paths)
             sample = tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, (p for group in paths for p in group)))
         # positional: this runs once per judged folder, and keyword passing costs a microsecond a call

@@ -34,6 +34,7 @@ from permwatch.events import (
     LabelAssigned,
     ObjectType,
     decode,
+    unbatched,
 )
 from permwatch.transport.base import Record
 from processor.engine import Engine
@@ -125,14 +126,15 @@ def _feed(
         except DecodeError:
             result.undecodable += 1  # dead-lettered by the live processor already
             continue
-        if keep is not None and keep(event):
-            result.observed.append(event)
-        if what_if is not None:
-            if isinstance(event, LabelAssigned):
-                continue
-            for assigned in what_if.labels_for(event):
-                engine.apply(assigned)
-        engine.apply(event)
+        for one in unbatched(event):
+            if keep is not None and keep(one):
+                result.observed.append(one)
+            if what_if is not None:
+                if isinstance(one, LabelAssigned):
+                    continue
+                for assigned in what_if.labels_for(one):
+                    engine.apply(assigned)
+            engine.apply(one)
     judge()
 
 

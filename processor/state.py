@@ -15,21 +15,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from sys import intern
 
 from permwatch.events import AclEntry, AclTag, DirectoryGroup, DirectoryUser, FsPermissionEvent, ObjectType
 
 
-@dataclass
+@dataclass(slots=True)
 class User:
     name: str
-    bit: int
+    index: int
+    """The user's position in people bitsets."""
     uid: int | None = None
     primary_gid: int | None = None
     disabled: bool = False
     in_directory: bool = True
 
+    @property
+    def bit(self) -> int:
+        # Computed, not stored: the 100,000th user's bit alone is a 12.5 KB integer, and storing every
+        # user's would cost n²/16 bytes (625 MB for 100,000 people).
+        return 1 << self.index
 
-@dataclass
+
+@dataclass(slots=True)
 class Group:
     name: str
     gid: int | None = None
@@ -94,7 +102,7 @@ class Directory:
         return old is not None and not event.deleted and old.gid == event.gid
 
     def _new_user(self, name: str, *, in_directory: bool = True) -> User:
-        user = User(name=name, bit=1 << len(self._names), in_directory=in_directory)
+        user = User(name=name, index=len(self._names), in_directory=in_directory)
         self._names.append(name)
         self.users[name] = user
         return user
@@ -129,6 +137,7 @@ class Directory:
         user = self._new_user(local if existing is None else f"uid:{uid}", in_directory=False)
         user.uid = uid
         self._by_uid[uid] = user.name
+        self._changed()  # a label may allow this principal by name: its audience is worth asking again
         return user
 
     def group_for_gid(self, gid: int) -> str | None:
@@ -249,11 +258,15 @@ costs more than judging, and a share has few distinct states."""
 
 _ACL_IDS: dict[AclTuple, AclKey] = {}
 _ACL_TUPLES: list[AclTuple] = []
+_ENTRIES: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+"""ACL entries, shared: most ACLs repeat the same owner, owning-group, mask and other entries."""
 
 
 def intern_acl(acl: AclTuple) -> AclKey:
     found = _ACL_IDS.get(acl)
     if found is None:
+        owner, group, entries = acl
+        acl = (owner, group, tuple(_ENTRIES.setdefault(entry, entry) for entry in entries))
         found = _ACL_IDS[acl] = len(_ACL_TUPLES)
         _ACL_TUPLES.append(acl)
     return found
@@ -331,10 +344,10 @@ def parent_of(path: str) -> str:
     return head or "/"
 
 
-_GROUP_IDS: dict[AclKey, frozenset[int]] = {}
+_GROUP_IDS: dict[AclKey, tuple[int, ...]] = {}
 
 
-def group_ids(key: AclKey) -> frozenset[int]:
+def group_ids(key: AclKey) -> tuple[int, ...]:
     """The gids an ACL's group entries name: the owning group and every named group."""
     found = _GROUP_IDS.get(key)
     if found is None:
@@ -345,7 +358,7 @@ def group_ids(key: AclKey) -> frozenset[int]:
                 gids.add(acl[1])
             elif tag == 3:
                 gids.add(qualifier)
-        found = _GROUP_IDS[key] = frozenset(gids)
+        found = _GROUP_IDS[key] = tuple(sorted(gids))  # a tuple: a frozenset of two costs 216 bytes
     return found
 
 
@@ -368,7 +381,8 @@ class PathTable:
         old = self.states.get(path)
         self.states[path] = state
         if old is None and path != "/":
-            self.children.setdefault(parent_of(path), set()).add(path)
+            # one string per parent, shared with the signatures that name it (processor/exposures.py)
+            self.children.setdefault(intern(parent_of(path)), set()).add(path)
         if old is None or old.acl != state.acl:
             self._index(path, old, drop=True)
             self._index(path, state, drop=False)
@@ -387,12 +401,14 @@ class PathTable:
             else:
                 self.by_gid.setdefault(gid, set()).add(path)
 
-    def remove_subtree(self, path: str) -> list[str]:
-        """Forget ``path`` and everything known beneath it; return what was removed."""
-        removed = list(self.subtree(path))
-        for p in removed:
-            self._index(p, self.states.pop(p, None), drop=True)
+    def remove_subtree(self, path: str) -> list[tuple[str, PathState | None]]:
+        """Forget ``path`` and everything known beneath it; return what was removed, with its last state."""
+        removed = []
+        for p in list(self.subtree(path)):
+            state = self.states.pop(p, None)
+            self._index(p, state, drop=True)
             self.children.pop(p, None)
+            removed.append((p, state))
         siblings = self.children.get(parent_of(path))
         if siblings is not None:
             siblings.discard(path)

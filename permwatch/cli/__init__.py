@@ -22,7 +22,19 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    kafka = logging.getLogger("kafka")
+    kafka.setLevel(logging.WARNING)
+    kafka.addFilter(_one_line)
+
+
+def _one_line(record: logging.LogRecord) -> bool:
+    """The Kafka client logs a traceback for a connection reset while a broker restarts: keep its one line."""
+    if record.exc_info and record.exc_info[1] is not None:
+        record.msg = f"{record.getMessage()} ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

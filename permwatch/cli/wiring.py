@@ -11,12 +11,13 @@ roles run one stage each, for deployments over Kafka. Each process has one
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -28,6 +29,9 @@ from permwatch.metrics_http import MetricsServer, serve_metrics
 from permwatch.metrics_scrape import LagProbing
 from permwatch.transport import open_bus
 from permwatch.transport.base import Bus
+
+if TYPE_CHECKING:
+    from processor.checkpoint import Checkpoints
 
 log = logging.getLogger("permwatch")
 
@@ -63,6 +67,8 @@ class Running:
     stages: dict[str, Any] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=lambda: Metrics.create(CollectorRegistry()))
     metrics_server: MetricsServer | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    """Run after the stages' threads stopped, before the bus closes (the collectors' spool)."""
 
     def start(self, name: str, stage: Any) -> None:
         self.stages[name] = stage
@@ -82,6 +88,8 @@ class Running:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout)
+        for close in self.closers:
+            close()
         if self.metrics_server is not None:
             self.metrics_server.close()
         self.metrics.close()
@@ -93,6 +101,28 @@ class Running:
             self.metrics.consumer_lag.watch(self.bus.lag_probe(topics, group))
 
 
+def processor_checkpoints(config: Config, metrics: Metrics | None = None) -> Checkpoints | None:
+    """The processor's checkpoint store, unless ``processor.checkpoint`` is off.
+
+    Its identity is what the checkpoint's offsets mean: the consumer group and
+    the topics (Kafka's topic prefix, whichever client, or the embedded log's file).
+    """
+    from processor.checkpoint import Checkpoints
+
+    settings = config.processor
+    if not settings.checkpoint:
+        return None
+    transport = config.transport
+    if transport.kind in ("kafka", "confluent") and transport.kafka is not None:
+        topics = f"kafka {transport.kafka.topic_prefix}"
+    else:
+        topics = f"embedded {transport.embedded.path.resolve()}"
+    safe_group = re.sub(r"[^A-Za-z0-9._-]", "_", settings.group)
+    path = settings.checkpoint_path or config.state_dir / f"processor-{safe_group}.checkpoint"
+    identity = {"group": settings.group, "topics": topics}
+    return Checkpoints(path, identity, interval_seconds=settings.checkpoint_interval_seconds, metrics=metrics)
+
+
 def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) -> Running:
     running = Running(bus or open_bus(config.transport))
     metrics = running.metrics
@@ -102,9 +132,21 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
         from collectors.directory_file import DirectoryFileCollector, DirectoryFileError
         from collectors.fs import FsCollector
         from collectors.labels import LabelPolicy
+        from collectors.routing import FsRouter
         from collectors.runner import BusEmitter
 
-        emitter = BusEmitter(running.bus, metrics)
+        router = FsRouter(root for fs_config in config.fs for root in fs_config.roots)
+        collector_bus = running.bus
+        spool = None
+        if config.transport.kind in ("kafka", "confluent"):
+            from permwatch.transport.spool import open_spooling_bus
+
+            spool = open_spooling_bus(running.bus, config.collector.spool, state_dir=state_dir, metrics=metrics)
+            if spool is not None:
+                running.closers.append(spool.close)
+                collector_bus = spool
+        # Directory collectors cannot publish a dropped event again: a full spool only logs their drops.
+        emitter = BusEmitter(collector_bus, metrics, router=router, tolerate_drops=True)
         if config.directory is not None:
             directory = DirectoryFileCollector(config.directory, emitter, metrics=metrics)
             try:
@@ -121,15 +163,28 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
         for fs_config in config.fs:
             labeller = LabelPolicy(config.labels, source=fs_config.collector_id)
             state_path = fs_config.state_path or state_dir / f"fs-{fs_config.collector_id}.db"
-            collector = FsCollector(fs_config, emitter, labeller=labeller, state_path=state_path, metrics=metrics)
+            fs_emitter = BusEmitter(collector_bus, metrics, router=router, batch=True)  # one per collector
+            collector = FsCollector(fs_config, fs_emitter, labeller=labeller, state_path=state_path, metrics=metrics)
+            if spool is not None:
+                spool.on_recovered(collector.request_spool_rescan)
             running.start(f"fs:{fs_config.collector_id}", collector)
+        if spool is not None:
+            spool.start()
     if role in ("all", "processor"):
         from processor.runner import ProcessorRunner
 
         severities = {name: label.severity.value for name, label in config.labels.definitions.items()}
         metrics.open_exposures.know_labels(severities)
         running.watch_lag(INPUT_TOPICS, config.processor.group)
-        running.start("processor", ProcessorRunner(running.bus, config.processor, metrics=metrics))
+        if config.processor.partitioned:
+            from processor.partitioned import PartitionedProcessor
+
+            runner: ProcessorRunner = PartitionedProcessor(running.bus, config.processor, metrics=metrics)
+        else:
+            runner = ProcessorRunner(
+                running.bus, config.processor, metrics=metrics, checkpoints=processor_checkpoints(config, metrics)
+            )
+        running.start("processor", runner)
     if role in ("all", "alerts"):
         from alerts.base import SinkContext
         from alerts.dispatch import DeliveryLog, Dispatcher

@@ -10,9 +10,9 @@ Records keep their offset and timestamp so history can be replayed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,19 +39,49 @@ class Consumer(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class ReplayProgress(Protocol):
+    """A ``replay_history`` consumer that can tell when the records up to the group's commit are all out."""
+
+    def replay_pending(self) -> bool:
+        """True until every assigned partition has returned its records up to the group's commit
+        (and before the first assignment); a stage is rebuilt, caught up with its own past, once it is False."""
+        ...
+
+
 class Bus(Protocol):
     def publish(self, topic: str, key: str | None, value: bytes) -> None:
         """Queue a record; it is durable once :meth:`flush` returns."""
         ...
 
+    def broadcast(self, topic: str, key: str | None, value: bytes) -> None:
+        """Queue a copy of a record on every partition of ``topic``.
+
+        For the few records every member of a consumer group needs whatever
+        partitions it owns (the watched roots and their ancestors, whose traverse
+        bits gate every folder beneath): each partition keeps them in order with
+        its own records.
+        """
+        ...
+
     def flush(self) -> None: ...
 
-    def consumer(self, topics: Sequence[str], group: str, *, replay_history: bool = False) -> Consumer:
+    def consumer(
+        self,
+        topics: Sequence[str],
+        group: str,
+        *,
+        replay_history: bool = False,
+        replay_from: Mapping[tuple[str, int], int] | None = None,
+    ) -> Consumer:
         """A consumer in ``group``; a new group starts at the beginning of each topic.
 
         With ``replay_history`` it starts at the beginning even when the group has
         committed, marking the records up to the commit ``replayed`` so a stage
         that keeps state in memory can rebuild it without repeating its effects.
+        ``replay_from`` (topic, partition) → offset moves that start, for the
+        partitions it names, to the offset of the first record the stage's saved
+        state does not cover (a checkpoint); the others start at the beginning.
         """
         ...
 

@@ -14,17 +14,27 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from permwatch.config import KafkaConfig
 from permwatch.events import MAX_MESSAGE_BYTES
 from permwatch.transport.base import Record
 from permwatch.transport.kafka import ALL_TOPICS
+from permwatch.transport.kafka_security import librdkafka_options, unreachable_message
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +42,11 @@ log = logging.getLogger(__name__)
 class ConfluentBus:
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
+        self._security = librdkafka_options(config)  # holds the SASL password: never log it
         self._producer: Producer | None = None
         self._topics_ready = False
         self._failed: list[str] = []
+        self._partitions: dict[str, list[int]] = {}
 
     def name(self, topic: str) -> str:
         return f"{self.config.topic_prefix}{topic}"
@@ -43,13 +55,20 @@ class ConfluentBus:
         return name.removeprefix(self.config.topic_prefix)
 
     def _common(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.config.bootstrap_servers, "client.id": self.config.client_id}
+        return {
+            "bootstrap.servers": self.config.bootstrap_servers,
+            "client.id": self.config.client_id,
+            **self._security,
+        }
 
     def ensure_topics(self, topics: Sequence[str] = ALL_TOPICS) -> None:
         if self._topics_ready:
             return
         admin = AdminClient(self._common())
-        existing = set(admin.list_topics(timeout=30).topics)
+        try:
+            existing = set(admin.list_topics(timeout=30).topics)
+        except KafkaException as exc:  # the first contact: say what was tried (librdkafka says "transport failure")
+            raise KafkaException(unreachable_message(self.config, exc)) from None
         missing = [
             NewTopic(self.name(t), self.config.partitions, self.config.replication_factor)
             for t in topics
@@ -74,6 +93,7 @@ class ConfluentBus:
                     "enable.idempotence": True,
                     "linger.ms": 2,
                     "message.max.bytes": MAX_MESSAGE_BYTES + 64 * 1024,
+                    "delivery.timeout.ms": int(self.config.delivery_timeout_seconds * 1000),
                 }
             )
         return self._producer
@@ -92,6 +112,46 @@ class ConfluentBus:
                 producer.poll(0.1)  # the local queue is full: let deliveries drain, then try again
         producer.poll(0)
 
+    def broadcast(self, topic: str, key: str | None, value: bytes) -> None:
+        producer = self._get_producer()
+        name = self.name(topic)
+        partitions = self._partitions.get(name)
+        if partitions is None:
+            found = producer.list_topics(name, timeout=30).topics[name].partitions
+            partitions = self._partitions[name] = sorted(found)
+        for partition in partitions:
+            while True:
+                try:
+                    producer.produce(name, value=value, key=key, partition=partition, on_delivery=self._delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        producer.poll(0)
+
+    def send_tracked(self, topic: str, key: str | None, value: bytes, *, broadcast: bool = False) -> ConfluentDelivery:
+        """:meth:`publish` (or :meth:`broadcast`) returning a handle on the outcome, for the collectors' spool.
+
+        Never raises for an unreachable broker or a full local queue: that comes back as a failed delivery.
+        """
+        try:
+            producer = self._get_producer()
+            name = self.name(topic)
+            partitions: list[int | None] = [None]
+            if broadcast:
+                if name not in self._partitions:
+                    self._partitions[name] = sorted(producer.list_topics(name, timeout=30).topics[name].partitions)
+                partitions = list(self._partitions[name])
+            delivery = ConfluentDelivery(producer, len(partitions))
+            for partition in partitions:
+                if partition is None:
+                    producer.produce(name, value=value, key=key, on_delivery=delivery.delivered)
+                else:
+                    producer.produce(name, value=value, key=key, partition=partition, on_delivery=delivery.delivered)
+            producer.poll(0)
+            return delivery
+        except (KafkaException, BufferError) as exc:
+            return ConfluentDelivery(None, 0, exc)
+
     def flush(self) -> None:
         if self._producer is None:
             return
@@ -100,9 +160,16 @@ class ConfluentBus:
             failed, self._failed = self._failed, []
             raise KafkaException(f"{left} record(s) not delivered; {failed[:3]}")
 
-    def consumer(self, topics: Sequence[str], group: str, *, replay_history: bool = False) -> ConfluentConsumer:
+    def consumer(
+        self,
+        topics: Sequence[str],
+        group: str,
+        *,
+        replay_history: bool = False,
+        replay_from: Mapping[tuple[str, int], int] | None = None,
+    ) -> ConfluentConsumer:
         self.ensure_topics()
-        return ConfluentConsumer(self, [self.name(t) for t in topics], group, replay_history)
+        return ConfluentConsumer(self, [self.name(t) for t in topics], group, replay_history, replay_from)
 
     def history(self, topics: Sequence[str], *, until_ms: int | None = None) -> Iterator[Record]:
         self.ensure_topics()
@@ -150,9 +217,17 @@ class ConfluentBus:
 
 
 class ConfluentConsumer:
-    """A group consumer; with ``replay_history`` each assigned partition starts over from the beginning."""
+    """A group consumer; with ``replay_history`` each assigned partition starts over from the beginning
+    (or from its ``replay_from`` offset)."""
 
-    def __init__(self, bus: ConfluentBus, names: list[str], group: str, replay_history: bool) -> None:
+    def __init__(
+        self,
+        bus: ConfluentBus,
+        names: list[str],
+        group: str,
+        replay_history: bool,
+        replay_from: Mapping[tuple[str, int], int] | None = None,
+    ) -> None:
         self._bus = bus
         self._consumer = Consumer(
             {
@@ -161,19 +236,45 @@ class ConfluentConsumer:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "fetch.max.bytes": MAX_MESSAGE_BYTES * 4,
+                "session.timeout.ms": int(bus.config.session_timeout_seconds * 1000),
             }
         )
         self._replay_until: dict[tuple[str, int], int] = {}
+        self._replay_from = dict(replay_from or {})
+        self._next: dict[tuple[str, int], int] = {}
+        # the offset after the last record returned, per partition with records to replay
+        self._assigned = False
         if replay_history:
-            self._consumer.subscribe(names, on_assign=self._rewind)
+            self._consumer.subscribe(names, on_assign=self._rewind, on_revoke=self._revoked)
         else:
             self._consumer.subscribe(names)
 
     def _rewind(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         committed = consumer.committed(partitions, timeout=30)
+        starts = []
         for tp in committed:
-            self._replay_until[tp.topic, tp.partition] = max(tp.offset, 0)
-        consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in partitions])
+            key = (tp.topic, tp.partition)
+            until = self._replay_until[key] = max(tp.offset, 0)
+            start = self._replay_from.get((self._bus.logical(tp.topic), tp.partition))
+            if start is not None:  # a checkpoint covers what comes before
+                starts.append(TopicPartition(tp.topic, tp.partition, start))
+                self._next[key] = start
+                continue
+            starts.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+            if until > 0:
+                self._next[key] = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30)[0]
+        consumer.assign(starts)
+        self._assigned = True
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._replay_until.pop((tp.topic, tp.partition), None)
+            self._next.pop((tp.topic, tp.partition), None)
+
+    def replay_pending(self) -> bool:
+        if not self._assigned:
+            return True
+        return any(self._next.get(key, until) < until for key, until in self._replay_until.items())
 
     def poll(self, timeout: float, max_records: int = 500) -> list[Record]:
         records = []
@@ -182,8 +283,11 @@ class ConfluentConsumer:
                 log.warning("consumer: %s", m.error())
                 continue
             record = _record(self._bus, m)
-            until = self._replay_until.get((m.topic() or "", record.partition), 0)
+            key = (m.topic() or "", record.partition)
+            until = self._replay_until.get(key, 0)
             records.append(replace(record, replayed=True) if record.offset < until else record)
+            if key in self._next:
+                self._next[key] = record.offset + 1
         return records
 
     def commit(self) -> None:
@@ -195,6 +299,54 @@ class ConfluentConsumer:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+# Errors that end when the broker is back (librdkafka does not call a message timeout retriable).
+_PASSING = {
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._TIMED_OUT_QUEUE,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._QUEUE_FULL,
+}
+
+
+class ConfluentDelivery:
+    """The outcome of one record (or one broadcast's copies); waiting serves the producer's callbacks."""
+
+    def __init__(self, producer: Producer | None, copies: int, error: BaseException | None = None) -> None:
+        self._producer = producer
+        self._left = copies
+        self._error = error
+        self._failures: list[KafkaError] = []
+
+    def delivered(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._failures.append(err)
+        self._left -= 1
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True once every copy is delivered or failed."""
+        deadline = time.monotonic() + timeout
+        while self._left > 0 and self._producer is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._producer.poll(min(remaining, 0.1))
+        return True
+
+    @property
+    def error(self) -> BaseException | None:
+        if self._error is not None:
+            return self._error
+        return KafkaException(self._failures[0]) if self._failures else None
+
+    @property
+    def permanent(self) -> bool:
+        if self._error is not None:
+            return False  # could not even queue it: the broker (or the local queue) is the trouble
+        return any(not err.retriable() and err.code() not in _PASSING for err in self._failures)
 
 
 def _record(bus: ConfluentBus, m: Message) -> Record:

@@ -72,6 +72,9 @@ class EmbeddedBus:
         with self._lock:
             self._pending.append((topic, key, value, int(time.time() * 1000)))
 
+    def broadcast(self, topic: str, key: str | None, value: bytes) -> None:
+        self.publish(topic, key, value)  # one partition: every reader sees it anyway
+
     def flush(self) -> None:
         with self._lock:
             if not self._pending:
@@ -88,10 +91,17 @@ class EmbeddedBus:
         with self._wakeup:
             self._wakeup.notify_all()
 
-    def consumer(self, topics: Sequence[str], group: str, *, replay_history: bool = False) -> EmbeddedConsumer:
+    def consumer(
+        self,
+        topics: Sequence[str],
+        group: str,
+        *,
+        replay_history: bool = False,
+        replay_from: Mapping[tuple[str, int], int] | None = None,
+    ) -> EmbeddedConsumer:
         consumer = EmbeddedConsumer(self.path, list(topics), group, self._wakeup)
         if replay_history:
-            consumer.rewind()
+            consumer.rewind(replay_from)
         return consumer
 
     def reader(self, topics: Sequence[str], *, since_ms: int | None = None) -> EmbeddedConsumer:
@@ -189,11 +199,23 @@ class EmbeddedConsumer:
             self._position = row[0] or 0
         self._committed = self._position
         self._replay_until = 0
+        self._replay_done = True
+        self._floors: dict[str, int] = {}
+        """topic → the first seq to return of it, while a replay starts from a checkpoint"""
 
-    def rewind(self) -> None:
-        """Start over from the first record; those up to the committed position come marked replayed."""
+    def rewind(self, replay_from: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Start over from the first record, or per topic from ``replay_from``'s offset (the topic's
+        partition 0); those up to the committed position come marked replayed."""
         self._replay_until = self._committed
-        self._position = 0
+        self._replay_done = False
+        floors = {topic: (replay_from or {}).get((topic, 0), 0) for topic in self._topics}
+        self._position = max(0, min(floors.values()) - 1)
+        # One seq runs across topics: a topic that went quiet before the others starts earlier, and
+        # the others' records below their own start are skipped until every start is passed.
+        self._floors = {topic: floor for topic, floor in floors.items() if floor > self._position + 1}
+
+    def replay_pending(self) -> bool:
+        return not self._replay_done
 
     def seek_to_time(self, since_ms: int) -> None:
         row = self._conn.execute(
@@ -215,14 +237,22 @@ class EmbeddedConsumer:
                 self._wakeup.wait(min(remaining, _CROSS_PROCESS_POLL))
 
     def _fetch(self, max_records: int) -> list[Record]:
+        skip, skipped = "", []
+        if self._floors and self._position + 1 >= max(self._floors.values()):
+            self._floors = {}
+        if self._floors:
+            skip = " AND NOT (" + " OR ".join(["(topic = ? AND seq < ?)"] * len(self._floors)) + ")"
+            skipped = [each for floor in self._floors.items() for each in floor]
         rows = self._conn.execute(
-            f"SELECT seq, topic, key, value, ts_ms FROM log WHERE seq > ? AND topic IN ({self._marks}) "
+            f"SELECT seq, topic, key, value, ts_ms FROM log WHERE seq > ? AND topic IN ({self._marks}){skip} "
             "ORDER BY seq LIMIT ?",
-            [self._position, *self._topics, max_records],
+            [self._position, *self._topics, *skipped, max_records],
         ).fetchall()
         if rows:
             self._position = rows[-1][0]
         until = self._replay_until
+        if not self._replay_done and (not rows or rows[-1][0] >= until):
+            self._replay_done = True
         return [Record(topic, 0, seq, key, value, ts_ms, seq <= until) for seq, topic, key, value, ts_ms in rows]
 
     def commit(self) -> None:

@@ -12,10 +12,12 @@ joins the group.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -23,9 +25,11 @@ from kafka.errors import (
     CommitFailedError,
     KafkaConnectionError,
     KafkaError,
+    KafkaTimeoutError,
     RebalanceInProgressError,
     TopicAlreadyExistsError,
 )
+from kafka.producer.future import FutureRecordMetadata
 
 from permwatch.config import KafkaConfig
 from permwatch.events import (
@@ -37,6 +41,7 @@ from permwatch.events import (
     TOPIC_LABELS,
 )
 from permwatch.transport.base import Record
+from permwatch.transport.kafka_security import kafka_python_options, unreachable_message
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +53,9 @@ class KafkaBus:
 
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
+        self._security = kafka_python_options(config)  # holds the SASL password: never log it
         self._producer: KafkaProducer | None = None
+        self._tracked_producer: KafkaProducer | None = None
         self._topics_ready = False
 
     def name(self, topic: str) -> str:
@@ -60,7 +67,12 @@ class KafkaBus:
     def ensure_topics(self, topics: Sequence[str] = ALL_TOPICS) -> None:
         if self._topics_ready:
             return
-        admin = KafkaAdminClient(bootstrap_servers=self.config.bootstrap_servers, client_id=self.config.client_id)
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.config.bootstrap_servers, client_id=self.config.client_id, **self._security
+            )
+        except KafkaTimeoutError as exc:  # the first contact: say what was tried (kafka-python says only "timeout")
+            raise KafkaTimeoutError(unreachable_message(self.config, exc)) from None
         try:
             existing = set(admin.list_topics())
             missing = [
@@ -81,43 +93,101 @@ class KafkaBus:
     def _get_producer(self) -> KafkaProducer:
         if self._producer is None:
             self.ensure_topics()
-            self._producer = KafkaProducer(
-                bootstrap_servers=self.config.bootstrap_servers,
-                client_id=self.config.client_id,
-                acks="all",
-                linger_ms=2,
-                max_in_flight_requests_per_connection=1,
-                max_request_size=MAX_MESSAGE_BYTES + 64 * 1024,
-            )
+            self._producer = self._new_producer()
         return self._producer
+
+    def _new_producer(self, **options: Any) -> KafkaProducer:
+        # Not idempotent: kafka-python 3.0's idempotent producer never sends again once it has given up
+        # on a batch it already sent (a broker away past the delivery timeout). One request in flight
+        # keeps each key's order; a retry may repeat a record, which every stage takes in its stride.
+        options.setdefault("enable_idempotence", False)
+        options.setdefault("reconnect_backoff_max_ms", 5000)
+        delivery_ms = int(self.config.delivery_timeout_seconds * 1000)
+        return KafkaProducer(
+            bootstrap_servers=self.config.bootstrap_servers,
+            client_id=self.config.client_id,
+            **self._security,
+            acks="all",
+            linger_ms=2,
+            max_in_flight_requests_per_connection=1,
+            max_request_size=MAX_MESSAGE_BYTES + 64 * 1024,
+            delivery_timeout_ms=delivery_ms,
+            request_timeout_ms=min(30_000, delivery_ms - 2),  # kafka-python wants delivery >= linger + request
+            **options,
+        )
 
     def publish(self, topic: str, key: str | None, value: bytes) -> None:
         self._get_producer().send(self.name(topic), key=None if key is None else key.encode(), value=value)
+
+    def broadcast(self, topic: str, key: str | None, value: bytes) -> None:
+        producer = self._get_producer()
+        name = self.name(topic)
+        encoded = None if key is None else key.encode()
+        for partition in sorted(producer.partitions_for(name)):
+            producer.send(name, key=encoded, value=value, partition=partition)
 
     def flush(self) -> None:
         if self._producer is not None:
             self._producer.flush()
 
-    def consumer(self, topics: Sequence[str], group: str, *, replay_history: bool = False) -> KafkaTopicConsumer:
+    def send_tracked(self, topic: str, key: str | None, value: bytes, *, broadcast: bool = False) -> KafkaDelivery:
+        """:meth:`publish` (or :meth:`broadcast`) on a producer of its own, returning a handle on the outcome,
+        for the collectors' spool (:mod:`permwatch.transport.spool`).
+
+        Never raises for an unreachable broker: that comes back as a failed delivery.
+        """
+        try:
+            if self._tracked_producer is None:
+                self.ensure_topics()
+                # Not idempotent: kafka-python 3.0's idempotent producer sends nothing more, ever, once it
+                # has expired a batch it had sent (the broker away past the delivery timeout, then back).
+                # One request in flight keeps each key's order; a retry may repeat a batch, as the spool may.
+                # It retries connecting every 5 s at most (not 30), so a drain starts soon after Kafka is back.
+                self._tracked_producer = self._new_producer(enable_idempotence=False, reconnect_backoff_max_ms=5000)
+            producer = self._tracked_producer
+            name = self.name(topic)
+            encoded = None if key is None else key.encode()
+            if not broadcast:
+                return KafkaDelivery([producer.send(name, key=encoded, value=value)])
+            partitions = sorted(producer.partitions_for(name))
+            return KafkaDelivery([producer.send(name, key=encoded, value=value, partition=p) for p in partitions])
+        except KafkaError as exc:
+            return KafkaDelivery([], exc)
+
+    def consumer(
+        self,
+        topics: Sequence[str],
+        group: str,
+        *,
+        replay_history: bool = False,
+        replay_from: Mapping[tuple[str, int], int] | None = None,
+    ) -> KafkaTopicConsumer:
         self.ensure_topics()
         consumer = KafkaConsumer(
             bootstrap_servers=self.config.bootstrap_servers,
             client_id=self.config.client_id,
+            **self._security,
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 64 * 1024,
+            session_timeout_ms=int(self.config.session_timeout_seconds * 1000),
+            heartbeat_interval_ms=min(3000, int(self.config.session_timeout_seconds * 1000) // 3),
         )
         # kafka-python 3.0 can be left with no partitions for good if it joins the group before it
         # knows the topics' partitions and a short poll times out during the rejoin: learn them first.
         for topic in topics:
             consumer.partitions_for_topic(self.name(topic))
-        wrapped = KafkaTopicConsumer(consumer, self)
+        wrapped = KafkaTopicConsumer(consumer, self, replay_from=replay_from)
         names = [self.name(t) for t in topics]
         if replay_history:
             consumer.subscribe(names, listener=_RewindOnAssign(wrapped))
         else:
             consumer.subscribe(names)
+        # A metadata refresh now, so the group coordinator's snapshot of the subscribed topics' partitions is
+        # filled before the first join; joined with an empty one, the next refresh rebalances half a second
+        # later (revoking and assigning every partition again, which starts a replay over).
+        consumer.topics()
         return wrapped
 
     def history(self, topics: Sequence[str], *, until_ms: int | None = None) -> Iterator[Record]:
@@ -127,6 +197,7 @@ class KafkaBus:
         consumer = KafkaConsumer(
             bootstrap_servers=self.config.bootstrap_servers,
             client_id=self.config.client_id,
+            **self._security,
             group_id=None,
             enable_auto_commit=False,
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 64 * 1024,
@@ -171,6 +242,10 @@ class KafkaBus:
             self._producer.flush()
             self._producer.close()
             self._producer = None
+        if self._tracked_producer is not None:
+            # What it still holds is in the collectors' spool, or was never confirmed to them: no need to wait.
+            self._tracked_producer.close(timeout=5)
+            self._tracked_producer = None
 
 
 class KafkaLagProbe:
@@ -214,6 +289,7 @@ class KafkaLagProbe:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=self._bus.config.bootstrap_servers,
                 client_id=f"{self._bus.config.client_id}-lag",
+                **self._bus._security,
                 group_id=self._group,
                 enable_auto_commit=False,
             )
@@ -245,11 +321,21 @@ class KafkaLagProbe:
 
 
 class KafkaTopicConsumer:
-    def __init__(self, consumer: KafkaConsumer, bus: KafkaBus) -> None:
+    def __init__(
+        self, consumer: KafkaConsumer, bus: KafkaBus, *, replay_from: Mapping[tuple[str, int], int] | None = None
+    ) -> None:
         self._consumer = consumer
         self._bus = bus
         self.replay_until: dict[TopicPartition, int] = {}
         self.to_rewind: set[TopicPartition] = set()
+        self.assigned = False
+        """Set by the rewind listener at the first assignment."""
+        self._replay_from = dict(replay_from or {})
+        self._next: dict[TopicPartition, int] = {}
+        """The offset after the last record returned, per partition with records to replay."""
+        self.generation = 0
+        """Counts assignment changes seen by :meth:`poll`: a stage keeping per-partition state rebuilds on a change."""
+        self.revoked = False
         self._down_since: float | None = None
 
     def _outage_warning(self, exc: KafkaError) -> None:
@@ -270,14 +356,28 @@ class KafkaTopicConsumer:
         if self._down_since is not None:
             log.info("kafka reachable again after %.0f s", time.monotonic() - self._down_since)
             self._down_since = None
+        if self.revoked or self.to_rewind:
+            self.generation += 1
+            self.revoked = False
         if self.to_rewind:
-            # Newly assigned partitions start over from the beginning; what this poll already
+            # Newly assigned partitions start over from the beginning (or the checkpoint); what this poll already
             # fetched from them comes again after the seek, so drop it here.
             rewind, self.to_rewind = self.to_rewind, set()
+            from_start = []
             for tp in rewind:
                 self.replay_until[tp] = self._consumer.committed(tp) or 0
                 batches.pop(tp, None)
-            self._consumer.seek_to_beginning(*rewind)
+                start = self._replay_from.get((self._bus.logical(tp.topic), tp.partition))
+                if start is None:
+                    from_start.append(tp)
+                else:  # a checkpoint covers what comes before
+                    self._consumer.seek(tp, start)
+                    self._next[tp] = start
+            if from_start:  # (given no partitions, seek_to_beginning would rewind every one)
+                self._consumer.seek_to_beginning(*from_start)
+                replaying = [tp for tp in from_start if self.replay_until[tp] > 0]
+                if replaying:
+                    self._next.update(self._consumer.beginning_offsets(replaying))
         records = []
         for tp, messages in sorted(batches.items(), key=lambda item: (item[0].topic, item[0].partition)):
             topic = self._bus.logical(tp.topic)
@@ -285,7 +385,28 @@ class KafkaTopicConsumer:
             for m in messages:
                 key = None if m.key is None else m.key.decode("utf-8", "replace")
                 records.append(Record(topic, tp.partition, m.offset, key, m.value, m.timestamp, m.offset < until))
+            if messages:
+                self._next[tp] = messages[-1].offset + 1
         return records
+
+    def replay_pending(self) -> bool:
+        if not self.assigned or self.to_rewind:
+            return True
+        return any(self._next.get(tp, until) < until for tp, until in self.replay_until.items())
+
+    def end_offsets(self) -> dict[tuple[str, int], int]:
+        """The log end of every partition assigned now."""
+        assigned = self._consumer.assignment()
+        ends = self._consumer.end_offsets(list(assigned)) if assigned else {}
+        return {(self._bus.logical(tp.topic), tp.partition): end for tp, end in ends.items()}
+
+    def reached(self, ends: Mapping[tuple[str, int], int]) -> bool:
+        """Whether this consumer has read up to ``ends`` on every partition it still owns."""
+        for tp in self._consumer.assignment():
+            end = ends.get((self._bus.logical(tp.topic), tp.partition))
+            if end is not None and self._consumer.position(tp) < end:
+                return False
+        return True
 
     def commit(self) -> None:
         try:
@@ -300,6 +421,39 @@ class KafkaTopicConsumer:
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
+
+
+class KafkaDelivery:
+    """The outcome of one record (or one broadcast's copies): pending, delivered, or failed with an error."""
+
+    def __init__(self, futures: list[FutureRecordMetadata], error: KafkaError | None = None) -> None:
+        self._futures = futures
+        self._error = error
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True once every copy is delivered or failed."""
+        deadline = time.monotonic() + timeout
+        for future in self._futures:
+            remaining = deadline - time.monotonic()
+            if not future.is_done and remaining > 0:
+                with contextlib.suppress(KafkaError):  # a timeout, or the record's own failure: read below
+                    future.get(remaining)
+            if not future.is_done:
+                return False
+        return True
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why delivery failed (once settled); None while pending or when delivered."""
+        if self._error is not None:
+            return self._error
+        return next((f.exception for f in self._futures if f.is_done and f.exception is not None), None)
+
+    @property
+    def permanent(self) -> bool:
+        """Failed in a way retrying will not mend (the record is refused, not the broker away)."""
+        error = self.error
+        return error is not None and not (isinstance(error, KafkaError) and _passing(error))
 
 
 def _passing(exc: KafkaError) -> bool:
@@ -318,9 +472,12 @@ class _RewindOnAssign(ConsumerRebalanceListener):
         self._wrapped = wrapped
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            self._wrapped.revoked = True
         for tp in revoked:
             self._wrapped.replay_until.pop(tp, None)
             self._wrapped.to_rewind.discard(tp)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._wrapped.to_rewind |= set(assigned)
+        self._wrapped.assigned = True

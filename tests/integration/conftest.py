@@ -28,6 +28,18 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
         broker.stop()
 
 
+@pytest.fixture(scope="session")
+def secured_kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A second broker, started only for tests that ask: mutual-TLS and SASL_SSL (SCRAM-SHA-512) listeners
+    with a CA and certificates made for the session (see ``KafkaBroker(secured=True)``)."""
+    broker = KafkaBroker(Path(tmp_path_factory.mktemp("kafka-secured")), secured=True)
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+
+
 @pytest.fixture
 def kafka_topic_prefix() -> str:
     """A unique topic-name prefix, so each test works on its own topics."""

@@ -17,11 +17,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+
+from permwatch.config import KafkaConfig
+from permwatch.transport.kafka_security import kafka_python_options
 
 TIMEOUT = 90.0
 ROLES = ("collector", "processor", "alerts")
@@ -42,9 +45,11 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT
 class TopicReader:
     """Reads a whole topic (all partitions) from the beginning, accumulating decoded JSON values."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, **client_options: Any) -> None:
         self.topic = topic
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **client_options
+        )
         partitions = wait_until(lambda: self._consumer.partitions_for_topic(topic), f"topic {topic}")
         self._consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
         self._consumer.seek_to_beginning()
@@ -72,8 +77,11 @@ class Pipeline:
         share: Path,
         config_extra: str = "",
         directory_section: str | None = None,
+        kafka_security: Mapping[str, str | bool] | None = None,
     ) -> None:
-        """``directory_section`` replaces the ``[directory]`` (YAML file) section, e.g. with an ``[[ldap]]`` one."""
+        """``directory_section`` replaces the ``[directory]`` (YAML file) section, e.g. with an ``[[ldap]]`` one;
+        ``kafka_security`` adds keys (``security_protocol``, ``ssl_ca_file``…) to ``[transport.kafka]``, which the
+        test's own topic readers use too."""
         self.workdir = workdir
         self.bootstrap = bootstrap
         self.prefix = prefix
@@ -84,6 +92,10 @@ class Pipeline:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.config_extra = config_extra
         self.directory_section = directory_section
+        self.kafka_security = dict(kafka_security or {})
+        self._client_options = kafka_python_options(
+            KafkaConfig.model_validate({"bootstrap_servers": bootstrap, **self.kafka_security})
+        )
         self._readers: dict[str, TopicReader] = {}
 
     def write_config(self, labels: str) -> None:
@@ -97,6 +109,8 @@ kind = "kafka"
 bootstrap_servers = "{self.bootstrap}"
 topic_prefix = "{self.prefix}"
 partitions = 3
+session_timeout_seconds = 10
+{self._kafka_security_toml()}
 [[fs]]
 collector_id = "it-fs"
 roots = ["{self.share}"]
@@ -113,6 +127,9 @@ path = "{self.alerts_path}"
 """,
             encoding="utf-8",
         )
+
+    def _kafka_security_toml(self) -> str:
+        return "\n".join(f"{key} = {json.dumps(value)}" for key, value in self.kafka_security.items())
 
     def _directory_section(self) -> str:
         if self.directory_section is not None:
@@ -167,7 +184,7 @@ path = "{self.alerts_path}"
 
     def reader(self, topic: str) -> TopicReader:
         if topic not in self._readers:
-            self._readers[topic] = TopicReader(self.bootstrap, self.prefix + topic)
+            self._readers[topic] = TopicReader(self.bootstrap, self.prefix + topic, **self._client_options)
         return self._readers[topic]
 
     def close_readers(self) -> None:
@@ -181,14 +198,21 @@ path = "{self.alerts_path}"
         return self.reader("exposures").read()
 
     def fs_events(self) -> list[dict[str, Any]]:
-        return self.reader("fs").read()
+        """Every event on the fs topic, a batch's events one by one (``fs.batch`` carries a unit's burst)."""
+        flat: list[dict[str, Any]] = []
+        for value in self.reader("fs").read():
+            flat.extend(value["events"] if value.get("type") == "fs.batch" else (value,))
+        return flat
 
     def processor_caught_up(self) -> bool:
         """True when the processor group has committed everything on its input topics."""
         topics = [self.prefix + t for t in ("fs", "directory", "labels")]
         # A consumer that names the group but never joins it can read the group's commits.
         consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.prefix + "processor", enable_auto_commit=False
+            bootstrap_servers=self.bootstrap,
+            group_id=self.prefix + "processor",
+            enable_auto_commit=False,
+            **self._client_options,
         )
         try:
             partitions = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]

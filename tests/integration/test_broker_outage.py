@@ -1,9 +1,10 @@
 """Issue 7: the Kafka broker stopped for 30 s while 10,000 permission changes happen, then started:
 every path's changes reach the processor, in order, ending in its final state.
 
-Today this holds through the producer's own buffering and retries (acks=all, one request in flight,
-delivery timeout 120 s) while the collector waits in flush; a bounded on-disk spool for longer
-outages is still to come.
+The collector's flush gets no acknowledgement within 10 s, so it spools to local disk
+(:mod:`permwatch.transport.spool`); what the producer already held it keeps retrying, and the spool
+is drained after it, in order, once the broker is back. Outages longer than the producer's delivery
+timeout and a spool that fills up are tested in ``test_collector_spool.py``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def test_broker_outage_loses_and_reorders_nothing(kafka_broker: KafkaBroker, sha
 
         wait_until(lambda: last_modes() == final, "every file's final mode on the bus", timeout=300)
         pipe.wait_quiet()
+        assert "spooling to" in pipe.log("collector") and "spool drained" in pipe.log("collector")
         for role in ("collector", "processor"):
             assert pipe.procs[role].poll() is None, f"the {role} stopped during the outage"
             assert "Traceback" not in pipe.log(role), pipe.log(role)[-3000:]

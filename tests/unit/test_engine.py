@@ -246,3 +246,15 @@ def test_nesting_cycles_terminate() -> None:
     assert [e.status for e in out] == [ExposureStatus.OPENED]
     assert out[0].people == 4  # bo, dan, and cia/eva by primary group alla
     assert engine.directory.containing_groups("enhet") == {"enhet", "alla", "ledningsgrupp"}
+
+
+def test_a_local_owner_the_label_allows_is_allowed_whatever_came_first() -> None:
+    """The label (allowing root by name) before any path owned by a root the directory lacks."""
+    engine = Engine(clock=Clock())
+    engine.apply(DirectoryUser(name="anna", uid=1001, primary_gid=MGMT))
+    engine.apply(DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=("anna",)))
+    engine.flush()
+    assert engine.step(LabelAssigned(path="/srv/share/ledning", label=LABEL)) == []
+    for path in ("/", "/srv", "/srv/share"):
+        assert engine.step(fs(path, mode=0o755, group=ROOT)) == []
+    assert engine.step(fs("/srv/share/ledning", mode=0o750)) == []  # owned by root, who may read it

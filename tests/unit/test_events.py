@@ -81,3 +81,29 @@ def test_decode_never_raises_anything_but_decode_error(raw: bytes) -> None:
         decode(raw)
     except DecodeError as exc:
         assert exc.reason and "\n" not in exc.reason
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["2026-11-16T09:30:00", "2026-11-16", "1700000000", "16/11/2026 09:30", 1700000000],
+)
+def test_times_need_a_date_a_time_and_an_offset(when: object) -> None:
+    raw = json.dumps({"type": "directory.user", "schema_version": 1, "name": "anna", "observed_at": when}).encode()
+    with pytest.raises(DecodeError, match="observed_at"):
+        decode(raw)
+
+
+def test_times_are_kept_in_utc() -> None:
+    raw = b'{"type": "directory.user", "schema_version": 1, "name": "anna", "observed_at": "2026-11-16T10:30:00+01:00"}'
+    assert decode(raw).observed_at.isoformat() == "2026-11-16T09:30:00+00:00"
+
+
+def test_counts_and_paths_are_taken_literally() -> None:
+    scan = {"type": "fs.scan_completed", "schema_version": 1, "root": "/srv", "paths_changed": 0, "seconds": 1.0}
+    with pytest.raises(DecodeError, match="paths_seen"):
+        decode(json.dumps({**scan, "paths_seen": "5"}).encode())
+    with pytest.raises(DecodeError, match="root"):
+        decode(json.dumps({**scan, "paths_seen": 5, "root": "srv/../x"}).encode())
+    label = {"type": "label.assigned", "schema_version": 1, "path": "/srv/share/../ledning", "label": None}
+    with pytest.raises(DecodeError, match="path"):
+        decode(json.dumps(label).encode())

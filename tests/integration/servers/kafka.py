@@ -7,11 +7,19 @@ formats a KRaft log dir inside a caller-supplied work dir, and runs
 stopped and started again on the same ports and data, so tests can simulate an
 outage. The JVM runs in its own process group, dies with the Python process
 (parent-death signal where ``setpriv`` exists) and is killed at interpreter exit.
+
+With ``secured=True`` the broker also has an ``SSL`` listener that requires a
+client certificate (mutual TLS) and a ``SASL_SSL`` listener with SCRAM-SHA-512.
+A throwaway CA, the broker's certificate (for 127.0.0.1 and localhost) and a
+client certificate are made with ``openssl`` in the work dir; the SCRAM user
+``permwatch`` (random password) is written into the metadata log at format
+time. The plaintext listener stays for inter-broker traffic and readiness.
 """
 
 from __future__ import annotations
 
 import base64
+import secrets
 import shutil
 import subprocess
 import uuid
@@ -67,13 +75,21 @@ class KafkaBroker:
         *,
         version: str = DEFAULT_KAFKA_VERSION,
         start_timeout: float = 90.0,
+        secured: bool = False,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.version = version
         self.start_timeout = start_timeout
+        self.secured = secured
+        self.scram_username = "permwatch"
+        # A work dir formatted before keeps the credential it was formatted with.
+        saved = self.workdir / "scram.password"
+        self.scram_password = saved.read_text(encoding="utf-8") if saved.exists() else secrets.token_urlsafe(16)
         self._libs: Path | None = None
         self._port: int | None = None
         self._controller_port: int | None = None
+        self._ssl_port: int | None = None
+        self._sasl_ssl_port: int | None = None
         self._server = ServerProcess(f"Kafka {version}", self.log_path, KafkaBrokerError)
 
     # -- public API -------------------------------------------------------------
@@ -94,6 +110,42 @@ class KafkaBroker:
     def bootstrap(self) -> str:
         """``"127.0.0.1:PORT"`` for ``bootstrap_servers``."""
         return f"{_HOST}:{self.port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        """The mutual-TLS listener (``security_protocol = "SSL"``; needs the client certificate)."""
+        if self._ssl_port is None:
+            raise KafkaBrokerError("no SSL listener: start a broker made with secured=True")
+        return f"{_HOST}:{self._ssl_port}"
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """The SCRAM-SHA-512 over TLS listener (``security_protocol = "SASL_SSL"``; no client certificate)."""
+        if self._sasl_ssl_port is None:
+            raise KafkaBrokerError("no SASL_SSL listener: start a broker made with secured=True")
+        return f"{_HOST}:{self._sasl_ssl_port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.workdir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The test CA that signed the broker's and the client's certificates."""
+        return self.tls_dir / "ca.pem"
+
+    @property
+    def client_cert_file(self) -> Path:
+        return self.tls_dir / "client.pem"
+
+    @property
+    def client_key_file(self) -> Path:
+        return self.tls_dir / "client.key"
+
+    @property
+    def scram_password_file(self) -> Path:
+        """The SCRAM user's password in a 0600 file (what ``sasl_password_file`` points at)."""
+        return self.workdir / "scram.password"
 
     @property
     def running(self) -> bool:
@@ -125,7 +177,13 @@ class KafkaBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         libs = self._ensure_libs()
         if self._port is None or self._controller_port is None:
-            self._port, self._controller_port = free_loopback_ports(2, KafkaBrokerError)
+            if self.secured:
+                ports = free_loopback_ports(4, KafkaBrokerError)
+                self._port, self._controller_port, self._ssl_port, self._sasl_ssl_port = ports
+            else:
+                self._port, self._controller_port = free_loopback_ports(2, KafkaBrokerError)
+        if self.secured and not self.ca_file.exists():
+            self._make_certificates()
         self._write_config()
         if not (self.data_dir / "meta.properties").exists():
             self._format_storage(libs)
@@ -211,6 +269,8 @@ class KafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
         }
+        if self.secured:
+            properties.update(self._security_properties())
         text = "".join(f"{key}={value}\n" for key, value in properties.items())
         (self.workdir / "server.properties").write_text(text, encoding="utf-8")
         log4j2 = (
@@ -225,6 +285,63 @@ class KafkaBroker:
             "rootLogger.appenderRef.file.ref = FILE\n"
         )
         (self.workdir / "log4j2.properties").write_text(log4j2, encoding="utf-8")
+
+    def _security_properties(self) -> dict[str, str]:
+        port, cport, tls = self.port, self.controller_port, self.tls_dir
+        return {
+            "listeners": (
+                f"PLAINTEXT://{_HOST}:{port},CONTROLLER://{_HOST}:{cport},"
+                f"SSL://{_HOST}:{self._ssl_port},SASL_SSL://{_HOST}:{self._sasl_ssl_port}"
+            ),
+            "advertised.listeners": (
+                f"PLAINTEXT://{_HOST}:{port},SSL://{_HOST}:{self._ssl_port},SASL_SSL://{_HOST}:{self._sasl_ssl_port}"
+            ),
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL",
+            # PEM stores (Kafka 2.7+): the key file holds the unencrypted PKCS#8 key and the certificate chain.
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(tls / "server-keystore.pem"),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tls / "ca.pem"),
+            "listener.name.ssl.ssl.client.auth": "required",
+            "listener.name.sasl_ssl.ssl.client.auth": "none",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+        }
+
+    def _make_certificates(self) -> None:
+        """A throwaway CA, the broker's certificate for 127.0.0.1/localhost and a client certificate."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise KafkaBrokerError("'openssl' not found on PATH: needed for the secured broker's certificates")
+        staging = self.workdir / "tls.partial"  # renamed into place only when complete
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        (staging / "server.ext").write_text(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n", encoding="ascii"
+        )
+        (staging / "client.ext").write_text("extendedKeyUsage=clientAuth\n", encoding="ascii")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        ca = ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"]
+        steps = [
+            [openssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test CA"],
+            [openssl, "req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+            [openssl, "x509", "-req", "-in", "server.csr", "-out", "server.pem", *ca, "-extfile", "server.ext"],
+            [openssl, "req", *ec, "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=permwatch"],
+            [openssl, "x509", "-req", "-in", "client.csr", "-out", "client.pem", *ca, "-extfile", "client.ext"],
+        ]
+        for command in steps:
+            result = subprocess.run(command, cwd=staging, capture_output=True, timeout=60)
+            if result.returncode != 0:
+                raise KafkaBrokerError(f"{' '.join(command[:3])} failed: {result.stderr.decode(errors='replace')}")
+        keystore = "".join((staging / name).read_text(encoding="ascii") for name in ("server.key", "server.pem"))
+        (staging / "server-keystore.pem").write_text(keystore, encoding="ascii")
+        for key in staging.glob("*.key"):
+            key.chmod(0o600)
+        self.scram_password_file.write_text(self.scram_password, encoding="utf-8")
+        self.scram_password_file.chmod(0o600)
+        staging.rename(self.tls_dir)
 
     def _java_command(self, libs: Path, main_class: str, *args: str) -> list[str]:
         java = shutil.which("java")
@@ -262,6 +379,8 @@ class KafkaBroker:
             str(config),
             "--standalone",
         )
+        if self.secured:  # KRaft keeps SCRAM credentials in the metadata log; format can add the first ones
+            command += ["--add-scram", f"SCRAM-SHA-512=[name={self.scram_username},password={self.scram_password}]"]
         result = subprocess.run(
             command,
             cwd=self.workdir,

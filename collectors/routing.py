@@ -1,0 +1,64 @@
+"""Which Kafka key a filesystem event travels under, so processors can share the work.
+
+A folder's exposure depends on every path beneath its labelled folder and on
+the traverse bits of every directory above it. So that one processor of a
+consumer group sees all of that, filesystem events are keyed by their *unit*:
+the watched root plus the first component below it (``/srv/share/ledning/a/b``
+travels as ``/srv/share/ledning``), and one unit's events stay on one partition,
+in order. The roots themselves and their ancestors gate every unit: their
+events are broadcast, one copy on every partition.
+
+A path moved from one unit to another is announced to the old unit as a
+deletion (its processor drops it), then to the new one as the move.
+
+Labels belong below a root's top level for this to split cleanly: a label on a
+root itself spans all units, so only a single processor judges it right.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from permwatch.events import Event, FsKind, FsPermissionEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    event: Event
+    key: str | None
+    broadcast: bool = False
+
+
+class FsRouter:
+    def __init__(self, roots: Iterable[str | os.PathLike[str]]) -> None:
+        self._roots = sorted({os.path.normpath(os.fspath(root)) for root in roots}, key=len, reverse=True)
+
+    def unit_of(self, path: str) -> str | None:
+        """The unit ``path`` travels in; ``None`` for a root or anything above one (broadcast)."""
+        for root in self._roots:  # longest first: a root inside another root wins
+            prefix = root.rstrip("/") + "/"
+            if path.startswith(prefix):
+                first = path[len(prefix) :].split("/", 1)[0]
+                return prefix + first
+        return None
+
+    def route(self, event: Event) -> list[Routed]:
+        if not isinstance(event, FsPermissionEvent):
+            return [Routed(event, event.key)]
+        unit = self.unit_of(event.path)
+        routed = []
+        if event.kind is FsKind.MOVED and event.old_path and event.old_path != event.path:
+            old_unit = self.unit_of(event.old_path)
+            if old_unit != unit:
+                gone = FsPermissionEvent(
+                    kind=FsKind.DELETED,
+                    path=event.old_path,
+                    object_type=event.object_type,
+                    source=event.source,
+                    observed_at=event.observed_at,
+                )
+                routed.append(Routed(gone, old_unit, old_unit is None))
+        routed.append(Routed(event, unit, unit is None))
+        return routed

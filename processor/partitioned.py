@@ -1,0 +1,123 @@
+"""The processor role when several processors share the work: Kafka consumer groups, nothing home-made.
+
+Every processor reads the whole ``directory`` and ``labels`` topics (in a
+group of its own, ``<group>.<instance_id>``, so its position survives a
+restart) and the ``fs`` partitions the shared group ``<group>`` gives it.
+Filesystem events are keyed by unit (see :mod:`collectors.routing`), so one
+labelled folder's paths arrive at one processor, and the watched roots (whose
+traverse bits gate everything) are on every partition.
+
+When the group's assignment changes, a processor drops every path it holds
+and rebuilds the ones it now owns from their partitions' history (records up
+to the group's commit come marked replayed and publish nothing), judged
+against the directory as it is now. Then, once it has read as far as the
+partitions reached when the rebuild ended, it reconciles with the record: the
+last exposure event per folder on the ``exposures`` topic is taken as what
+was emitted, and only the difference is published. That closes the gap of a
+processor killed after taking a directory change and before publishing its
+effect on the folders it owned. Exposure ids and sequences continue the
+published ones, and the alerts stage drops repeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import uuid
+
+from permwatch.events import (
+    TOPIC_DIRECTORY,
+    TOPIC_EXPOSURES,
+    TOPIC_FS,
+    TOPIC_LABELS,
+    DecodeError,
+    ExposureEvent,
+    decode,
+    encode,
+)
+from permwatch.transport.kafka import KafkaTopicConsumer
+from processor.runner import ProcessorRunner
+
+log = logging.getLogger("permwatch.processor")
+
+
+class PartitionedProcessor(ProcessorRunner):
+    """A :class:`ProcessorRunner` that owns only its share of the ``fs`` topic's partitions."""
+
+    reconciled = 0
+    """How many reconciliations ran (one after each rebuild)."""
+
+    def run(self, stop: threading.Event) -> None:
+        instance = self.config.instance_id or socket.gethostname()
+        shared = self.bus.consumer(
+            [TOPIC_DIRECTORY, TOPIC_LABELS], f"{self.config.group}.{instance}", replay_history=True
+        )
+        owned = self.bus.consumer([TOPIC_FS], self.config.group, replay_history=True)
+        if not isinstance(owned, KafkaTopicConsumer):  # guarded by the config check
+            raise TypeError("processor.partitioned needs the kafka transport")
+        log.info("processor %s started (fs partitions shared in group %s)", instance, self.config.group)
+        generation = -1
+        pending = False
+        reconcile_at: dict[tuple[str, int], int] | None = None
+        try:
+            # The directory first: a rebuild judges against the directory as it is now.
+            while not stop.is_set():
+                records = shared.poll(0.5, max_records=self.config.batch_max)
+                if not records:
+                    break
+                self.handle(records, shared)
+            while not stop.is_set():
+                records = owned.poll(0.2, max_records=self.config.batch_max)
+                if owned.generation != generation:
+                    generation = owned.generation
+                    self.engine.forget_paths()
+                    reconcile_at = None
+                    pending = True
+                    log.info("fs partitions reassigned: rebuilding the paths this processor owns")
+                if records:
+                    self.handle(records, owned)
+                    if records[-1].replayed:
+                        continue  # still rebuilding: let the directory wait, as it waited during the rebuild
+                if pending:
+                    if reconcile_at is None:
+                        reconcile_at = owned.end_offsets()
+                    if owned.reached(reconcile_at):
+                        self._reconcile(instance)
+                        pending = False
+                news = shared.poll(0.0 if records else 0.05, max_records=self.config.batch_max)
+                if news:
+                    self.handle(news, shared)
+                if not records and not news and not pending:
+                    self.caught_up.set()
+        finally:
+            owned.close()
+            shared.close()
+
+    def _reconcile(self, instance: str) -> None:
+        last: dict[str, ExposureEvent] = {}
+        newest: dict[str, int] = {}
+        for record in self.bus.history([TOPIC_EXPOSURES]):  # one folder's events are on one partition, in order
+            try:
+                event = decode(record.value)
+            except DecodeError:
+                continue  # never published by a processor; the alerts stage dead-letters it
+            if not isinstance(event, ExposureEvent) or event.sequence < newest.get(event.exposure_id, -1):
+                continue  # a late repeat (at-least-once) of an event already superseded
+            newest[event.exposure_id] = event.sequence
+            last[event.folder] = event
+        verdicts = self.engine.reconcile(last, f"reconcile.{instance}.{uuid.uuid4().hex[:12]}")
+        self._track(verdicts)
+        for verdict in verdicts:
+            exposure = verdict.to_event()
+            self.bus.publish(TOPIC_EXPOSURES, exposure.key, encode(exposure))
+            log.info(
+                "exposure %s %s after reconciling with the record: %s",
+                exposure.status.value,
+                exposure.exposure_id,
+                exposure.folder,
+            )
+        self.bus.flush()
+        self.exposures_published += len(verdicts)
+        self.reconciled += 1
+        log.info("reconciled with the exposure record (%d folder(s) on it): %d event(s)", len(last), len(verdicts))

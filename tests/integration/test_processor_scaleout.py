@@ -1,0 +1,263 @@
+"""Issue 7: three processors in one consumer group, one killed with SIGKILL mid-run, give the same
+exposures as one processor.
+
+The same recorded input (the very same events, ids included) goes onto two sets of topics on the
+real broker: one is handled by a single processor, the other by three ``processor.partitioned``
+processors sharing the ``fs`` partitions. Input comes in rounds (each round changes each folder at
+most once, and the next round waits until the processors have committed the last), so both runs
+judge at the same points and their exposures can be compared one for one. A directory change in
+the middle (the broad group nested into the allowed group and taken out again) reaches every
+folder through the directory topic, which each processor reads whole.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from collectors.routing import FsRouter
+from collectors.runner import BusEmitter
+from permwatch.config import KafkaConfig
+from permwatch.events import (
+    AclEntry,
+    AclTag,
+    DirectoryGroup,
+    DirectoryUser,
+    Event,
+    FsKind,
+    FsPermissionEvent,
+    Identity,
+    Label,
+    LabelAssigned,
+    ObjectType,
+)
+from permwatch.transport.kafka import KafkaBus
+from tests.integration.pipeline import TopicReader, wait_until
+from tests.integration.servers.kafka import KafkaBroker
+
+pytestmark = pytest.mark.integration
+
+ROOT = "/srv/share"
+FOLDERS = 36
+ROUNDS = 12
+MGMT, ALLA = 38001, 38002
+LABEL = Label(name="ledning", allowed_groups=("ledningsgrupp",), allowed_users=("root",))
+
+
+def acl(open_to_all: bool) -> tuple[AclEntry, ...]:
+    staff = (AclEntry(tag=AclTag.GROUP, qualifier=ALLA, name="alla", perms=5),) if open_to_all else ()
+    return (
+        AclEntry(tag=AclTag.USER_OBJ, perms=7),
+        AclEntry(tag=AclTag.GROUP_OBJ, perms=5),
+        *staff,
+        AclEntry(tag=AclTag.MASK, perms=5),
+        AclEntry(tag=AclTag.OTHER, perms=0),
+    )
+
+
+def path_event(path: str, *, open_to_all: bool = False, mode: int = 0o750) -> FsPermissionEvent:
+    return FsPermissionEvent(
+        kind=FsKind.CHANGED,
+        path=path,
+        object_type=ObjectType.DIRECTORY,
+        owner=Identity(id=0, name="root"),
+        group=Identity(id=MGMT, name="ledningsgrupp"),
+        mode=mode,
+        acl=acl(open_to_all),
+        source="scaleout-test",
+    )
+
+
+def groups(nested: bool) -> list[Event]:
+    return [
+        DirectoryGroup(
+            name="ledningsgrupp", gid=MGMT, member_users=("anna",), member_groups=("alla",) if nested else ()
+        ),
+        DirectoryGroup(name="alla", gid=ALLA, member_users=("bo", "cia", "dan")),
+    ]
+
+
+def recorded_rounds() -> list[list[Event]]:
+    """The input, round by round: a baseline, then ACL changes, a nesting and its undoing, more changes."""
+    rng = random.Random(7)
+    folders = [f"{ROOT}/f{i:02d}" for i in range(FOLDERS)]
+    people = [DirectoryUser(name=n, uid=2000 + i, primary_gid=ALLA) for i, n in enumerate(("anna", "bo", "cia", "dan"))]
+    root = DirectoryUser(name="root", uid=0, primary_gid=0)
+    baseline: list[Event] = [root, *people, *groups(nested=False)]
+    baseline += [path_event(p, mode=0o755) for p in ("/", "/srv", ROOT)]
+    for folder in folders:
+        baseline += [path_event(folder), path_event(f"{folder}/a"), LabelAssigned(path=folder, label=LABEL)]
+    rounds = [baseline]
+    opened = dict.fromkeys(folders, False)
+    for n in range(ROUNDS):
+        if n == ROUNDS // 3:
+            rounds.append(groups(nested=True))
+        elif n == ROUNDS // 3 + 2:
+            rounds.append(groups(nested=False))
+        else:
+            changes: list[Event] = []
+            for folder in rng.sample(folders, FOLDERS // 2):
+                opened[folder] = not opened[folder]
+                target = folder if rng.random() < 0.5 else f"{folder}/a"
+                changes.append(path_event(target, open_to_all=opened[folder]))
+            rounds.append(changes)
+    return rounds
+
+
+class Run:
+    """One set of topics and the processors on them."""
+
+    def __init__(self, broker: KafkaBroker, workdir: Path, prefix: str, *, partitioned: bool) -> None:
+        self.broker, self.prefix = broker, prefix
+        self.workdir = workdir
+        workdir.mkdir(parents=True)
+        self.config = workdir / "permwatch.toml"
+        self.config.write_text(
+            f"""
+state_dir = "{workdir / "state"}"
+[transport]
+kind = "kafka"
+[transport.kafka]
+bootstrap_servers = "{broker.bootstrap}"
+topic_prefix = "{prefix}"
+partitions = 6
+session_timeout_seconds = 6
+[processor]
+group = "{prefix}processor"
+partitioned = {"true" if partitioned else "false"}
+[labels.definitions.ledning]
+allowed_groups = ["ledningsgrupp"]
+""",
+            encoding="utf-8",
+        )
+        self.bus = KafkaBus(KafkaConfig(bootstrap_servers=broker.bootstrap, topic_prefix=prefix, partitions=6))
+        self.bus.ensure_topics()
+        self.emitter = BusEmitter(self.bus, router=FsRouter([ROOT]))
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.groups = [f"{prefix}processor"]
+
+    def start(self, instance: str) -> None:
+        exe = shutil.which("permwatch", path=str(Path(sys.executable).parent)) or "permwatch"
+        env = {**os.environ, "PERMWATCH__PROCESSOR__INSTANCE_ID": instance}
+        with (self.workdir / f"{instance}.log").open("ab") as log:
+            self.procs[instance] = subprocess.Popen(
+                [exe, "run", "--config", str(self.config), "--role", "processor"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def kill(self, instance: str) -> None:
+        proc = self.procs.pop(instance)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+    def publish(self, events: list[Event]) -> None:
+        for event in events:
+            self.emitter.emit(event)
+        self.emitter.flush()
+
+    def caught_up(self, groups_and_topics: list[tuple[str, list[str]]]) -> bool:
+        for group, topics in groups_and_topics:
+            consumer = KafkaConsumer(bootstrap_servers=self.broker.bootstrap, group_id=group, enable_auto_commit=False)
+            try:
+                names = [self.prefix + t for t in topics]
+                partitions = [TopicPartition(t, p) for t in names for p in (consumer.partitions_for_topic(t) or ())]
+                ends = consumer.end_offsets(partitions)
+                if not all(end == 0 or (consumer.committed(tp) or 0) >= end for tp, end in ends.items()):
+                    return False
+            finally:
+                consumer.close(autocommit=False)
+        return True
+
+    def exposures(self) -> list[dict[str, Any]]:
+        reader = TopicReader(self.broker.bootstrap, self.prefix + "exposures")
+        try:
+            seen: list[dict[str, Any]] = []
+            while True:
+                before = len(seen)
+                seen = reader.read()
+                if len(seen) == before:
+                    return seen
+        finally:
+            reader.close()
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            proc.wait(30)
+        self.bus.close()
+
+
+def windows(exposures: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+    """Per exposure: folder, when it opened, its people and groups at each step, when (or whether) it closed.
+
+    Repeats of an event (at-least-once) count once."""
+    steps: dict[str, dict[int, tuple[Any, ...]]] = {}
+    for e in exposures:
+        steps.setdefault(e["exposure_id"], {})[e["sequence"]] = (
+            e["status"],
+            e["folder"],
+            e["opened_at"],
+            e["people"],
+            tuple(e["groups"]),
+            e["closed_at"],
+        )
+    return {exposure_id: tuple(by_seq[s] for s in sorted(by_seq)) for exposure_id, by_seq in steps.items()}
+
+
+def test_three_processors_one_killed_give_the_same_exposures_as_one(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    rounds = recorded_rounds()
+    tag = f"so{os.getpid()}{int(time.time()) % 10000}"
+    single = Run(kafka_broker, tmp_path / "single", f"{tag}a.", partitioned=False)
+    shared = Run(kafka_broker, tmp_path / "shared", f"{tag}b.", partitioned=True)
+    try:
+        single.start("one")
+        for instance in ("p1", "p2", "p3"):
+            shared.start(instance)
+        all_topics = ["fs", "directory", "labels"]
+        single_groups = [(f"{tag}a.processor", all_topics)]
+
+        def shared_groups(alive: list[str]) -> list[tuple[str, list[str]]]:
+            own = [(f"{tag}b.processor.{i}", ["directory", "labels"]) for i in alive]
+            return [(f"{tag}b.processor", ["fs"]), *own]
+
+        alive = ["p1", "p2", "p3"]
+        for n, events in enumerate(rounds):
+            single.publish(events)
+            shared.publish(events)
+            if n == len(rounds) // 2:
+                # mid-run, while the round is being handled: one processor dies without a word
+                time.sleep(0.05)
+                shared.kill("p2")
+                alive.remove("p2")
+            wait_until(lambda: single.caught_up(single_groups), f"the single processor to handle round {n}", 120)
+            wait_until(
+                lambda: shared.caught_up(shared_groups(alive)),
+                f"the shared processors to handle round {n}",
+                120,  # a killed member's partitions move on once the broker gives up on it (session timeout)
+            )
+        time.sleep(2)  # a reconciliation after the last rebalance publishes without a commit to wait for
+        one, three = windows(single.exposures()), windows(shared.exposures())
+        assert one, "the drill opened no exposure"
+        assert sum(1 for w in one.values() if w[-1][0] == "closed") >= 10
+        assert three == one
+        logs = "".join((shared.workdir / f"{i}.log").read_text() for i in ("p1", "p3"))
+        assert "rebuilding the paths this processor owns" in logs
+        assert "Traceback" not in logs
+    finally:
+        single.stop()
+        shared.stop()

@@ -1,0 +1,82 @@
+"""Sharing the work between processors: how fs events are keyed, and how a rebuilt engine squares
+itself with the exposures already published (processor/partitioned.py)."""
+
+from __future__ import annotations
+
+from collectors.routing import FsRouter
+from permwatch.events import DirectoryGroup, ExposureStatus, FsKind, FsPermissionEvent, LabelAssigned, ObjectType
+from tests.unit.test_engine import ALLA, LABEL, MGMT, entry, fs, setup
+
+OPEN_ACL = (entry("user_obj", "rwx"), entry("group_obj", "rx"), entry("group", "rx", ALLA), entry("mask", "rx"))
+
+
+def test_paths_travel_in_their_unit_and_roots_go_everywhere() -> None:
+    router = FsRouter(["/srv/share", "/srv/share/../home/"])
+    assert router.unit_of("/srv/share/ledning/a/b.txt") == "/srv/share/ledning"
+    assert router.unit_of("/srv/share/ledning") == "/srv/share/ledning"
+    assert router.unit_of("/srv/home/anna/x") == "/srv/home/anna"
+    for broadcast in ("/srv/share", "/srv", "/"):
+        assert router.unit_of(broadcast) is None
+        [routed] = router.route(fs(broadcast, mode=0o755))
+        assert routed.broadcast and routed.key is None
+    label = LabelAssigned(path="/srv/share/ledning", label=LABEL)
+    assert [(r.key, r.broadcast) for r in router.route(label)] == [("/srv/share/ledning", False)]
+
+
+def test_a_move_between_units_tells_the_old_unit_first() -> None:
+    router = FsRouter(["/srv/share"])
+    moved = FsPermissionEvent.model_validate(
+        {
+            **fs("/srv/share/alla/x", mode=0o640, obj=ObjectType.FILE).model_dump(),
+            "kind": "moved",
+            "old_path": "/srv/share/ledning/x",
+        }
+    )
+    gone, arrived = router.route(moved)
+    assert gone.key == "/srv/share/ledning" and gone.event.kind is FsKind.DELETED
+    assert gone.event.path == "/srv/share/ledning/x"  # type: ignore[attr-defined]
+    assert arrived == type(arrived)(moved, "/srv/share/alla")
+    within = moved.model_copy(update={"old_path": "/srv/share/alla/y"})
+    assert [r.event for r in router.route(within)] == [within]
+
+
+def test_forgetting_paths_keeps_directory_and_labels_and_says_nothing() -> None:
+    engine = setup()
+    change = fs("/srv/share/ledning", *OPEN_ACL)
+    [opened] = engine.step(change)
+    engine.forget_paths()
+    assert engine.flush() == [] and not engine.paths.states
+    assert "/srv/share/ledning" in engine.tracker.folders
+    for path in ("/", "/srv", "/srv/share"):
+        engine.step(fs(path, mode=0o755))
+    # rebuilt from history: the same exposure, judged against the directory as it is
+    [again] = engine.step(change)
+    assert again.exposure_id == opened.exposure_id
+
+
+def test_reconcile_publishes_only_what_the_record_lacks() -> None:
+    engine = setup()
+    [opened] = engine.step(fs("/srv/share/ledning", *OPEN_ACL))
+    record = {opened.folder: opened.to_event()}
+    # in step with the record: nothing to say
+    assert engine.reconcile(record, "reconcile.test") == []
+    # the record has it open, the rebuilt state says closed (its closing was never published)
+    engine.step(fs("/srv/share/ledning", mode=0o750))
+    [closed] = engine.reconcile(record, "reconcile.test")
+    assert (closed.status, closed.exposure_id, closed.sequence) == (ExposureStatus.CLOSED, opened.exposure_id, 1)
+    # the rebuilt state has one open the record never saw: a directory change the previous owner
+    # took and never published the effect of, so the exposure is that change's
+    engine = setup()
+    engine.step(fs("/srv/share/ledning", mode=0o750))
+    nesting = DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=("anna",), member_groups=("alla",))
+    [opened] = engine.step(nesting)
+    [announced] = engine.reconcile({}, "reconcile.test")
+    assert (announced.status, announced.exposure_id, announced.sequence) == (
+        ExposureStatus.OPENED,
+        opened.exposure_id,
+        0,
+    )
+    assert announced.opened_at == nesting.observed_at and announced.cause_event_ids == (nesting.event_id,)
+    # folders whose paths this engine does not hold are not its to judge
+    engine.forget_paths()
+    assert engine.reconcile(record, "reconcile.test") == []
