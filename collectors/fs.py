@@ -239,12 +239,15 @@ class WatchTrouble:
 class _TroubleReportingInotifyFD(InotifyFD):
     """watchdog's inotify reader, reporting what watchdog only logs or swallows.
 
-    watchdog 7.1 handles IN_Q_OVERFLOW inside ``InotifyFD.handle_event``: it logs
-    a warning, drops the events it still held and rebuilds its watches, but
-    hands no event to the handler. It also ignores a failed watch (ENOSPC
-    included) on any directory below a watched root. Both are reported here;
-    an overflow only after watchdog rebuilt its watches, so a rescan started
-    on the report cannot miss a change made while watches were being rebuilt.
+    watchdog 7.1 handles IN_Q_OVERFLOW inside ``InotifyFD.handle_event`` by
+    removing every watch and adding them again, and hands no event to the
+    handler. Over a big tree that recovery feeds itself: removing 100,000
+    watches queues 100,000 IN_IGNORED events, which overflow the queue again,
+    and so on (measured: an overflow every ~20 s for minutes after one burst).
+    So an overflow is only reported here; the collector adds the watches that
+    may be missing (:meth:`_PermissionObserver.rewatch`) and then rescans. A
+    failed watch (ENOSPC included) below a watched root, which watchdog
+    ignores, is reported too.
     """
 
     def __init__(self, report: Callable[[Literal["overflow", "watch_limit"], str | None], None]) -> None:
@@ -252,9 +255,11 @@ class _TroubleReportingInotifyFD(InotifyFD):
         self._report = report
 
     def handle_event(self, event: InotifyEvent) -> None:
-        super().handle_event(event)
         if event.is_queue_overflow:
+            log.warning("inotify queue overflowed: events were lost")
             self._report("overflow", None)
+            return
+        super().handle_event(event)
 
     def add_callback(self, path: bytes, mask: Mask, callback: WatchCallback, id_: CallbackId) -> WatchDescriptor:
         try:
@@ -295,6 +300,16 @@ class _PermissionObserver(BaseObserver):
         super().on_thread_stop()
         self._inotify_fd.stop()
         self._inotify_fd.join()
+
+    def rewatch(self, root: str) -> None:
+        """Watch the directories below ``root`` that have no watch (created while events were lost),
+        leaving the existing watches alone: adding a watch that exists queues no event."""
+        wanted = os.fsencode(root)
+        for emitter in list(self.emitters):
+            group = getattr(emitter, "_inotify", None)  # watchdog's InotifyWatchGroup for that root
+            if group is not None and group.path == wanted:
+                with group._lock:
+                    group._add_all_callbacks(group.path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,6 +486,8 @@ class FsCollector:
         started = self._clock()
         if root in self._watching:
             self._watching[root].last_scan_started = started
+        if reason == "overflow" and self._observer is not None:
+            self._observer.rewatch(root)  # first, so what changes from here on is seen live or by the walk
         tally = _Tally(progress=self._metrics.scan_started(root))
         kinds = _SCAN_KINDS if reason == "baseline" else _LIVE_KINDS
         try:
