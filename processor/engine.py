@@ -139,49 +139,55 @@ class Engine:
         self._touched = {}
         self._closing = []
 
-    def reconcile(self, published: Mapping[str, ExposureEvent], reason_id: str) -> list[Verdict]:
-        """Judge every folder this engine holds paths for against what was last *published* for it.
+    def adopt(self, published: Mapping[str, ExposureEvent]) -> int:
+        """Take what was last *published* for every folder this engine holds paths for as what it emitted.
 
         After a rebuild the engine's idea of what it emitted comes from history replayed against the
-        directory as it is now, while the record (``published``: the last exposure event per folder)
-        may be behind it: the processor that owned these folders before may have stopped between
-        taking a directory change and publishing its effect. The published state is adopted as what
-        was emitted, so the verdicts returned are exactly the missing transitions, continuing the
-        published exposures' ids and sequences. ``reason_id`` names the cause of a transition that
-        has no event of its own.
-
-        A transition the record lacks comes from a directory event: filesystem records after the
-        previous owner's commit come again, and those before it had their effects published before
-        the commit. So the last directory change is taken as its cause, unless it is older than
-        what the record says; then the cause is ``reason_id``, now.
+        directory as it is now; the record (``published``: the last exposure event per folder) is the
+        truth. Adopted before any live record is applied, so live changes continue the published
+        exposures under their ids and sequences. Returns how many open exposures were taken over.
         """
-        self.tracker.now = now = self.tracker.clock()
-        out = []
-
-        def cause_after(since: datetime | None) -> Cause:
-            change = self.last_directory_change
-            if change is not None and (since is None or change[1] >= since):
-                return Cause([change[0]], change[1], change[1], change[2])
-            return Cause([reason_id], now, now)
-
-        for folder in sorted(self.tracker.folders):
+        adopted = 0
+        for folder, record in self.tracker.folders.items():
             if folder not in self.paths.states:
                 continue  # not among the paths this processor owns
-            record = self.tracker.folders[folder]
             last = published.get(folder)
-            if last is not None and last.status is not ExposureStatus.CLOSED:
-                (outsiders, grants), _ = self.tracker.shape(record)
-                same = (
-                    bool(outsiders)
-                    and outsiders.bit_count() == last.people
-                    and self.tracker.group_names(grants) == tuple(last.groups)
-                )
-                shape = (outsiders, grants) if same else (-1, ())
-                record.open = OpenExposure(last.exposure_id, last.sequence, last.opened_at, shape, last.actor)
-                verdict = self.tracker.transition(record, cause_after(last.observed_at))
-            else:
+            if last is None or last.status is ExposureStatus.CLOSED:
                 record.open = None  # closed on the record (or never opened): anything open now is new
-                verdict = self.tracker.transition(record, cause_after(None if last is None else last.observed_at))
+                continue
+            (outsiders, grants), _ = self.tracker.shape(record)
+            same = (
+                bool(outsiders)
+                and outsiders.bit_count() == last.people
+                and self.tracker.group_names(grants) == tuple(last.groups)
+            )
+            shape = (outsiders, grants) if same else (-1, ())
+            record.open = OpenExposure(last.exposure_id, last.sequence, last.opened_at, shape, last.actor)
+            adopted += 1
+        return adopted
+
+    def reconcile(self, published: Mapping[str, ExposureEvent], reason_id: str) -> list[Verdict]:
+        """Adopt the record (:meth:`adopt`), then judge every owned folder: the transitions the record lacks.
+
+        The processor that owned these folders before may have stopped between taking a directory
+        change and publishing its effect; those effects come out here. Filesystem records after its
+        commit come again and those before it had their effects published before the commit, so a
+        missing transition comes from a directory event: the latest one is taken as its cause,
+        unless it is older than what the record says; then the cause is ``reason_id``, now.
+        """
+        self.adopt(published)
+        self.tracker.now = now = self.tracker.clock()
+        change = self.last_directory_change
+        out = []
+        for folder in sorted(self.tracker.folders):
+            if folder not in self.paths.states:
+                continue
+            last = published.get(folder)
+            if change is not None and (last is None or change[1] >= last.observed_at):
+                cause = Cause([change[0]], change[1], change[1], change[2])
+            else:
+                cause = Cause([reason_id], now, now)
+            verdict = self.tracker.transition(self.tracker.folders[folder], cause)
             if verdict is not None:
                 out.append(verdict)
         return out

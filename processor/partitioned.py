@@ -36,6 +36,7 @@ from permwatch.events import (
     decode,
     encode,
 )
+from permwatch.transport.base import Record
 from permwatch.transport.kafka import KafkaTopicConsumer
 from processor.runner import ProcessorRunner
 
@@ -58,7 +59,8 @@ class PartitionedProcessor(ProcessorRunner):
             raise TypeError("processor.partitioned needs the kafka transport")
         log.info("processor %s started (fs partitions shared in group %s)", instance, self.config.group)
         generation = -1
-        pending = False
+        rebuilding = pending = False
+        held: list[Record] = []
         reconcile_at: dict[tuple[str, int], int] | None = None
         try:
             # The directory first: a rebuild judges against the directory as it is now.
@@ -72,13 +74,24 @@ class PartitionedProcessor(ProcessorRunner):
                 if owned.generation != generation:
                     generation = owned.generation
                     self.engine.forget_paths()
-                    reconcile_at = None
-                    pending = True
+                    held, reconcile_at = [], None
+                    rebuilding = pending = True
                     log.info("fs partitions reassigned: rebuilding the paths this processor owns")
+                if rebuilding:
+                    # History first, all of it; live records wait until the record's exposures are adopted,
+                    # so they move the exposures that were published, under their ids. Nothing is committed
+                    # meanwhile: replayed records have no effect to commit and the held ones are not handled.
+                    replayed = [r for r in records if r.replayed]
+                    held += [r for r in records if not r.replayed]
+                    if replayed:
+                        self.handle(replayed, _NO_COMMIT)
+                    if owned.replay_pending():
+                        continue  # the directory waits too, as it waited during the rebuild
+                    rebuilding = False
+                    self._adopt()
+                    records, held = held, []
                 if records:
                     self.handle(records, owned)
-                    if records[-1].replayed:
-                        continue  # still rebuilding: let the directory wait, as it waited during the rebuild
                 if pending:
                     if reconcile_at is None:
                         reconcile_at = owned.end_offsets()
@@ -94,18 +107,13 @@ class PartitionedProcessor(ProcessorRunner):
             owned.close()
             shared.close()
 
+    def _adopt(self) -> None:
+        """Take the exposures last published for the folders now owned as what was emitted (no events)."""
+        adopted = self.engine.adopt(self._published())
+        log.info("rebuilt; took over the published state of %d folder(s)", adopted)
+
     def _reconcile(self, instance: str) -> None:
-        last: dict[str, ExposureEvent] = {}
-        newest: dict[str, int] = {}
-        for record in self.bus.history([TOPIC_EXPOSURES]):  # one folder's events are on one partition, in order
-            try:
-                event = decode(record.value)
-            except DecodeError:
-                continue  # never published by a processor; the alerts stage dead-letters it
-            if not isinstance(event, ExposureEvent) or event.sequence < newest.get(event.exposure_id, -1):
-                continue  # a late repeat (at-least-once) of an event already superseded
-            newest[event.exposure_id] = event.sequence
-            last[event.folder] = event
+        last = self._published()
         verdicts = self.engine.reconcile(last, f"reconcile.{instance}.{uuid.uuid4().hex[:12]}")
         self._track(verdicts)
         for verdict in verdicts:
@@ -121,3 +129,34 @@ class PartitionedProcessor(ProcessorRunner):
         self.exposures_published += len(verdicts)
         self.reconciled += 1
         log.info("reconciled with the exposure record (%d folder(s) on it): %d event(s)", len(last), len(verdicts))
+
+    def _published(self) -> dict[str, ExposureEvent]:
+        """The last exposure event published per folder (the record)."""
+        last: dict[str, ExposureEvent] = {}
+        newest: dict[str, int] = {}
+        for record in self.bus.history([TOPIC_EXPOSURES]):  # one folder's events are on one partition, in order
+            try:
+                event = decode(record.value)
+            except DecodeError:
+                continue  # never published by a processor; the alerts stage dead-letters it
+            if not isinstance(event, ExposureEvent) or event.sequence < newest.get(event.exposure_id, -1):
+                continue  # a late repeat (at-least-once) of an event already superseded
+            newest[event.exposure_id] = event.sequence
+            last[event.folder] = event
+        return last
+
+
+class _NoCommit:
+    """A consumer stand-in for :meth:`ProcessorRunner.handle` while rebuilding: nothing to commit."""
+
+    def poll(self, timeout: float, max_records: int = 500) -> list[Record]:
+        return []
+
+    def commit(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_NO_COMMIT = _NoCommit()

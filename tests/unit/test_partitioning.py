@@ -80,3 +80,16 @@ def test_reconcile_publishes_only_what_the_record_lacks() -> None:
     # folders whose paths this engine does not hold are not its to judge
     engine.forget_paths()
     assert engine.reconcile(record, "reconcile.test") == []
+
+
+def test_live_changes_after_a_rebuild_continue_the_published_exposure() -> None:
+    published = setup()
+    [opened] = published.step(fs("/srv/share/ledning", *OPEN_ACL))
+    # the new owner rebuilt the folder from history into an exposure of another id (say its rebuild
+    # met the directory later than the previous owner did); the record wins
+    rebuilt = setup()
+    [other] = rebuilt.step(fs("/srv/share/ledning", *OPEN_ACL))
+    assert other.exposure_id != opened.exposure_id
+    assert rebuilt.adopt({opened.folder: opened.to_event()}) == 1
+    [closed] = rebuilt.step(fs("/srv/share/ledning", mode=0o750))
+    assert (closed.status, closed.exposure_id, closed.sequence) == (ExposureStatus.CLOSED, opened.exposure_id, 1)
