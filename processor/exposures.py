@@ -353,9 +353,6 @@ class ExposureTracker:
         return self._event(record, current, ExposureStatus.CHANGED, outsiders, grants, exposing, cause)
 
     def group_names(self, grants: tuple[Grant, ...]) -> tuple[str, ...]:
-        return self._group_names(grants)
-
-    def _group_names(self, grants: tuple[Grant, ...]) -> tuple[str, ...]:
         found = self._groups_of.get(id(grants))
         if found is None or found[0] is not grants:
             found = self._groups_of[id(grants)] = (grants, tuple(sorted({g.group for g in grants if g.group})))
@@ -401,7 +398,7 @@ class ExposureTracker:
             record.folder,
             record.label,
             outsiders.bit_count(),
-            self._group_names(grants),
+            self.group_names(grants),
             self._names_of(outsiders),
             grants,
             count,

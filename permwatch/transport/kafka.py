@@ -143,7 +143,7 @@ class KafkaBus:
                 # has expired a batch it had sent (the broker away past the delivery timeout, then back).
                 # One request in flight keeps each key's order; a retry may repeat a batch, as the spool may.
                 # It retries connecting every 5 s at most (not 30), so a drain starts soon after Kafka is back.
-                self._tracked_producer = self._new_producer(enable_idempotence=False, reconnect_backoff_max_ms=5000)
+                self._tracked_producer = self._new_producer()  # same settings, a producer of its own
             producer = self._tracked_producer
             name = self.name(topic)
             encoded = None if key is None else key.encode()
