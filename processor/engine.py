@@ -40,7 +40,7 @@ from permwatch.events import (
     ObjectType,
     utcnow,
 )
-from processor.exposures import Cause, ExposureTracker, FolderExposure, OpenExposure, Verdict
+from processor.exposures import Cause, ExposureTracker, FolderExposure, OpenExposure, Shape, Verdict
 from processor.readers import ReaderEvaluator
 from processor.state import Directory, PathTable, parent_of, path_state
 
@@ -155,16 +155,32 @@ class Engine:
             if last is None or last.status is ExposureStatus.CLOSED:
                 record.open = None  # closed on the record (or never opened): anything open now is new
                 continue
-            (outsiders, grants), _ = self.tracker.shape(record)
-            same = (
-                bool(outsiders)
-                and outsiders.bit_count() == last.people
-                and self.tracker.group_names(grants) == tuple(last.groups)
+            record.open = OpenExposure(
+                last.exposure_id, last.sequence, last.opened_at, self._published_shape(record, last), last.actor
             )
-            shape = (outsiders, grants) if same else (-1, ())
-            record.open = OpenExposure(last.exposure_id, last.sequence, last.opened_at, shape, last.actor)
             adopted += 1
         return adopted
+
+    def _published_shape(self, record: FolderExposure, last: ExposureEvent) -> Shape:
+        """The shape (outsiders, grants) the record's event stands for, in this engine's terms.
+
+        The outsiders come back from the event's names when it lists them all; otherwise the shape the
+        rebuild found stands in if it matches the event in every published respect. A shape nothing can
+        equal makes the next judgement publish what is then true.
+        """
+        grants = tuple(last.grants)
+        if len(last.users) == last.people:
+            outsiders = 0
+            for name in last.users:
+                bit = self.directory.user_bit(name)
+                if not bit:
+                    return (-1, ())
+                outsiders |= bit
+            return (outsiders, grants)
+        (outsiders, found), _ = self.tracker.shape(record)
+        if outsiders.bit_count() == last.people and found == grants:
+            return (outsiders, found)
+        return (-1, ())
 
     def reconcile(self, published: Mapping[str, ExposureEvent], reason_id: str) -> list[Verdict]:
         """Adopt the record (:meth:`adopt`), then judge every owned folder: the transitions the record lacks.

@@ -93,3 +93,25 @@ def test_live_changes_after_a_rebuild_continue_the_published_exposure() -> None:
     assert rebuilt.adopt({opened.folder: opened.to_event()}) == 1
     [closed] = rebuilt.step(fs("/srv/share/ledning", mode=0o750))
     assert (closed.status, closed.exposure_id, closed.sequence) == (ExposureStatus.CLOSED, opened.exposure_id, 1)
+
+
+def test_adopting_takes_the_published_grants_not_just_their_names() -> None:
+    # The previous owner published the effect of a change it never committed: the ACL naming the
+    # broad group too, on top of the nesting that already let it read. Same people, same group name,
+    # another grant. The new owner rebuilt up to the commit (without that change) and takes it live:
+    # that is what was published, so nothing more is said.
+    folder = "/srv/share/ledning"
+    nesting = DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=("anna",), member_groups=("alla",))
+    previous = setup()
+    previous.step(fs(folder, mode=0o750))
+    [opened] = previous.step(nesting)
+    [widened] = previous.step(fs(folder, *OPEN_ACL))
+    assert widened.status is ExposureStatus.CHANGED
+    assert (widened.people, widened.groups) == (opened.people, opened.groups) and widened.grants != opened.grants
+    rebuilt = setup()
+    rebuilt.step(fs(folder, mode=0o750))
+    rebuilt.step(nesting)
+    assert rebuilt.adopt({folder: widened.to_event()}) == 1
+    assert rebuilt.step(fs(folder, *OPEN_ACL)) == []
+    [closed] = rebuilt.step(fs(folder, mode=0o700))
+    assert (closed.status, closed.exposure_id, closed.sequence) == (ExposureStatus.CLOSED, opened.exposure_id, 2)
