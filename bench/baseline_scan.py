@@ -57,7 +57,7 @@ from collectors.fs import FsCollector
 from collectors.routing import FsRouter
 from collectors.runner import BusEmitter
 from permwatch.config import FsCollectorConfig
-from permwatch.events import Event, ScanCompleted, encode
+from permwatch.events import Event, ScanCompleted, decode, encode, unbatched
 from permwatch.metrics import Metrics
 from permwatch.transport.embedded import EmbeddedBus
 
@@ -205,15 +205,21 @@ class CountingEmitter:
         if isinstance(event, ScanCompleted):
             self.completed, self.completed_at = event, time.perf_counter()
 
+    def emit_wire(self, path: str, value: bytes, source: str) -> None:
+        self.bytes += len(value)
+        self.events += 1
+        self.types["FsPermissionEvent"] += 1
+
     def flush(self) -> None:
         pass
 
 
 class TimedBusEmitter(BusEmitter):
-    """The runner's emitter, noting when the flush that carried ``ScanCompleted`` to the log returned."""
+    """The runner's emitter (batching like a running collector's), noting when the flush that carried
+    ``ScanCompleted`` to the log returned."""
 
     def __init__(self, bus: EmbeddedBus, metrics: Metrics, router: FsRouter) -> None:
-        super().__init__(bus, metrics, router=router)
+        super().__init__(bus, metrics, router=router, batch=True)
         self.events = 0
         self.completed: ScanCompleted | None = None
         self.completed_at: float | None = None
@@ -223,6 +229,10 @@ class TimedBusEmitter(BusEmitter):
         self.events += 1
         if isinstance(event, ScanCompleted):
             self.completed = event
+
+    def emit_wire(self, path: str, value: bytes, source: str) -> None:
+        super().emit_wire(path, value, source)
+        self.events += 1
 
     def flush(self) -> None:
         super().flush()
@@ -256,7 +266,7 @@ def scan_counting(root: Path, workdir: Path) -> tuple[Walk, CountingEmitter]:
 
 
 def scan_into_bus(root: Path, workdir: Path) -> tuple[Walk, int]:
-    """The scan into a fresh embedded log; also the number of records the log holds afterwards."""
+    """The scan into a fresh embedded log; also the number of events the log holds afterwards."""
     path = workdir / "bus.db"
     remove_sqlite(path)
     bus = EmbeddedBus(path)
@@ -267,11 +277,13 @@ def scan_into_bus(root: Path, workdir: Path) -> tuple[Walk, int]:
     finally:
         bus.close()
     with contextlib.closing(sqlite3.connect(path)) as log:
-        records: int = log.execute("SELECT count(*) FROM log").fetchone()[0]
-    if records != emitter.events:
-        raise RuntimeError(f"the log holds {records:,} records, the collector emitted {emitter.events:,} events")
+        records = log.execute("SELECT count(*) FROM log").fetchone()[0]
+        events = sum(1 for (value,) in log.execute("SELECT value FROM log") for _ in unbatched(decode(value)))
+    if events != emitter.events:
+        raise RuntimeError(f"the log holds {events:,} events, the collector emitted {emitter.events:,}")
+    print(f"  the log holds {events:,} events in {records:,} records (permission events batched per unit)")
     remove_sqlite(path)
-    return walk, records
+    return walk, events
 
 
 # ---------------------------------------------------------------------- main
@@ -327,7 +339,7 @@ def main() -> None:
         records = into_bus[0][1]
         print(f"collector first scan into the embedded log: {bus.seconds:.2f} s, "
               f"{directories / bus.seconds:,.0f} folders/s, {bus.seconds / getfacl.seconds:.1f}× getfacl -R "
-              f"(runs {runs_text([walk for walk, _ in into_bus])}; {records:,} records in the log)")  # fmt: skip
+              f"(runs {runs_text([walk for walk, _ in into_bus])}; {records:,} events in the log)")  # fmt: skip
         print("removing the share …")
 
     for name, walk in (("events encoded only", counting), ("into the embedded log", bus)):

@@ -57,8 +57,12 @@ class MalformedAclError(ValueError):
         self.path = path
 
 
+MAX_REMEMBERED_ACLS = 4096
+
+
 class NameCache:
-    """uid → user name and gid → group name, remembered for ``ttl_seconds``.
+    """uid → user name and gid → group name, remembered for ``ttl_seconds``, and the ACL
+    xattrs decoded with those names (:meth:`decoded_acl`).
 
     Unknown ids are remembered too (as ``None``) so a path full of orphaned
     ids does not hit the name service once per entry.
@@ -69,6 +73,23 @@ class NameCache:
         self._clock = clock
         self._users: dict[int, tuple[str | None, float]] = {}
         self._groups: dict[int, tuple[str | None, float]] = {}
+        self._acls: dict[bytes, tuple[AclEntry, ...]] = {}
+        self._acls_until = 0.0
+
+    def decoded_acl(self, raw: bytes, *, path: str | None = None) -> tuple[AclEntry, ...]:
+        """:func:`decode_acl` of ``raw``, remembered for as long as the names in it are.
+
+        A tree has few distinct ACLs, so a walk decodes each once, and every path with the
+        same xattr gets the very same tuple (callers may memoise by identity).
+        """
+        now = self._clock()
+        if now >= self._acls_until or len(self._acls) >= MAX_REMEMBERED_ACLS:
+            self._acls.clear()
+            self._acls_until = now + self._ttl
+        found = self._acls.get(raw)
+        if found is None:
+            found = self._acls[raw] = decode_acl(raw, names=self, path=path)
+        return found
 
     def user(self, uid: int) -> str | None:
         return self._lookup(self._users, uid, _user_name)
@@ -79,6 +100,7 @@ class NameCache:
     def clear(self) -> None:
         self._users.clear()
         self._groups.clear()
+        self._acls.clear()
 
     def _lookup(
         self, cache: dict[int, tuple[str | None, float]], ident: int, resolve: Callable[[int], str | None]
@@ -198,7 +220,7 @@ def read_acl(path: str, *, mode: int | None = None, names: NameCache | None = No
     raw = _get_xattr(path, ACCESS_XATTR)
     if raw is None:
         return acl_from_mode(os.lstat(path).st_mode if mode is None else mode)
-    return decode_acl(raw, names=names, path=path)
+    return (DEFAULT_NAMES if names is None else names).decoded_acl(raw, path=path)
 
 
 def read_default_acl(path: str, *, names: NameCache | None = None) -> tuple[AclEntry, ...]:
@@ -206,7 +228,7 @@ def read_default_acl(path: str, *, names: NameCache | None = None) -> tuple[AclE
     raw = _get_xattr(path, DEFAULT_XATTR)
     if raw is None:
         return ()
-    return decode_acl(raw, names=names, path=path)
+    return (DEFAULT_NAMES if names is None else names).decoded_acl(raw, path=path)
 
 
 def _get_xattr(path: str, attribute: str) -> bytes | None:

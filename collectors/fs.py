@@ -27,7 +27,6 @@ import contextlib
 import enum
 import errno
 import fnmatch
-import functools
 import hashlib
 import logging
 import os
@@ -40,7 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from prometheus_client import Gauge
 from watchdog.events import (
@@ -70,6 +69,7 @@ from watchdog.observers.inotify_c import (
 from collectors.acl import DEFAULT_NAMES, MalformedAclError, NameCache, read_acl, read_default_acl
 from collectors.fs_metrics import FsCollectorMetrics
 from collectors.fs_state import PublishedRecord, PublishedStateStore
+from collectors.fs_wire import FsWireEncoder, time_text
 from permwatch.config import FsCollectorConfig
 from permwatch.events import (
     AclEntry,
@@ -109,6 +109,13 @@ class Emitter(Protocol):
     def emit(self, event: Event) -> None: ...
 
     def flush(self) -> None: ...
+
+
+@runtime_checkable
+class WireEmitter(Emitter, Protocol):
+    """An emitter that also takes permission events already encoded (see :mod:`collectors.fs_wire`)."""
+
+    def emit_wire(self, path: str, value: bytes, source: str) -> None: ...
 
 
 class Labeller(Protocol):
@@ -152,10 +159,19 @@ class PathState:
         return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
-@functools.lru_cache(maxsize=4096)
+_SIGNATURES: dict[int, tuple[tuple[AclEntry, ...], str]] = {}
+
+
 def _entries_signature(entries: tuple[AclEntry, ...]) -> str:
-    """Few distinct ACLs recur across a tree; their text is worth remembering."""
-    return ",".join(f"{entry.tag.value}:{entry.qualifier}:{entry.perms}" for entry in entries)
+    """Few distinct ACLs recur across a tree, and the reader hands out one tuple for each (see
+    :meth:`NameCache.decoded_acl`): their text is remembered by identity, the memo holding the tuple."""
+    found = _SIGNATURES.get(id(entries))
+    if found is None or found[0] is not entries:
+        if len(_SIGNATURES) >= 4096:
+            _SIGNATURES.clear()
+        text = ",".join(f"{entry.tag.value}:{entry.qualifier}:{entry.perms}" for entry in entries)
+        found = _SIGNATURES[id(entries)] = (entries, text)
+    return found[1]
 
 
 def object_type_of(mode: int) -> ObjectType:
@@ -434,6 +450,8 @@ class FsCollector:
         self._watch_limit_reports = 0
         self.stats = FsCollectorStats()
         self._metrics = FsCollectorMetrics(metrics, config.collector_id)
+        self._wire = FsWireEncoder(self._source) if isinstance(emitter, WireEmitter) else None
+        self._emit_encoded = emitter.emit_wire if isinstance(emitter, WireEmitter) else None
 
     @property
     def roots(self) -> tuple[str, ...]:
@@ -852,6 +870,9 @@ class FsCollector:
             self._delete_subtree(top, tally)
             return
         previous = self._store.get(top)
+        # Nothing recorded below ``top`` (a first scan): no listing can have published children to
+        # compare with, since a directory's children are recorded only once it has been listed.
+        first_time = not self._store.has_below(top)
         visit(top, state, previous)
         if previous is not None and previous.is_dir and not state.is_dir:
             self._delete_subtree(top, tally, include_self=False)
@@ -870,7 +891,7 @@ class FsCollector:
                 self._metrics.unreadable()
                 log.warning("cannot list %s (%s): keeping what was published below it", directory, exc)
                 continue
-            published = self._store.children(directory)
+            published = {} if first_time else self._store.children(directory)
             for name, path in entries:
                 if self._excluder.excludes(path, name):
                     continue
@@ -916,6 +937,20 @@ class FsCollector:
         # Store first: emitting may complete a batch, and the commit after its
         # flush must include the record of the event that completed it.
         self._store.put(path, object_type=state.object_type, fingerprint=state.fingerprint)
+        if self._wire is not None and self._emit_encoded is not None and old_path is None:
+            value = self._wire.encode(
+                path,
+                kind,
+                state.object_type,
+                (state.uid, self._names.user(state.uid)),
+                (state.gid, self._names.group(state.gid)),
+                state.mode,
+                state.acl,
+                state.default_acl,
+                time_text(self._observed_at or utcnow()),
+            )
+            self._emit_wire(self._emit_encoded, path, value)
+            return
         self._emit(
             FsPermissionEvent(
                 kind=kind,
@@ -964,6 +999,16 @@ class FsCollector:
             self._emitter.emit(event)
         except RecordDropped:
             self._dropped_since_confirm = True  # the spool logs and counts it; _confirm keeps the batch out
+        self.stats.events_emitted += 1
+        self._unconfirmed += 1
+        if self._unconfirmed >= self._batch_size:
+            self._confirm()
+
+    def _emit_wire(self, emit: Callable[[str, bytes, str], None], path: str, value: bytes) -> None:
+        try:
+            emit(path, value, self._source)
+        except RecordDropped:
+            self._dropped_since_confirm = True
         self.stats.events_emitted += 1
         self._unconfirmed += 1
         if self._unconfirmed >= self._batch_size:

@@ -67,10 +67,13 @@ class PublishedStateStore:
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise StateStoreError(f"{target}: cannot use as state store: {exc}") from None
+        self._puts: list[tuple[bytes, bytes, str, bytes]] = []
+        """Writes not yet handed to SQLite: a walk's puts go in by the thousand, and any read sees them."""
 
     # ------------------------------------------------------------- reading
 
     def get(self, path: str) -> PublishedRecord | None:
+        self._write_puts()
         row = self._db.execute(
             "SELECT object_type, fingerprint FROM published WHERE path = ?", (os.fsencode(path),)
         ).fetchone()
@@ -78,6 +81,7 @@ class PublishedStateStore:
 
     def children(self, directory: str) -> dict[str, PublishedRecord]:
         """Records directly inside ``directory``, keyed by base name."""
+        self._write_puts()
         key = os.fsencode(directory)
         rows = self._db.execute(
             "SELECT path, object_type, fingerprint FROM published WHERE parent = ? AND path != ?", (key, key)
@@ -90,6 +94,7 @@ class PublishedStateStore:
 
     def subtree(self, path: str, *, include_self: bool = True) -> list[PublishedRecord]:
         """The records of everything below ``path`` (and of ``path`` itself), in path order."""
+        self._write_puts()
         rows = self._db.execute(
             "SELECT path, object_type, fingerprint FROM published"
             " WHERE (path = ? AND ?) OR (path >= ? AND path < ?) ORDER BY path",
@@ -97,24 +102,34 @@ class PublishedStateStore:
         )
         return [PublishedRecord(os.fsdecode(raw), ObjectType(kind), fp) for raw, kind, fp in rows]
 
+    def has_below(self, path: str) -> bool:
+        """Whether anything below ``path`` is recorded."""
+        self._write_puts()
+        _, _, lower, upper = _subtree_bounds(path, False)
+        return (
+            self._db.execute("SELECT 1 FROM published WHERE path >= ? AND path < ? LIMIT 1", (lower, upper)).fetchone()
+            is not None
+        )
+
     def __len__(self) -> int:
+        self._write_puts()
         return int(self._db.execute("SELECT count(*) FROM published").fetchone()[0])
 
     # ------------------------------------------------------------- writing
 
     def put(self, path: str, *, object_type: ObjectType, fingerprint: bytes) -> None:
         key = os.fsencode(path)
-        self._begin()
-        self._db.execute(
-            "INSERT OR REPLACE INTO published (path, parent, object_type, fingerprint) VALUES (?, ?, ?, ?)",
-            (key, os.path.dirname(key), object_type.value, fingerprint),
-        )
+        self._puts.append((key, os.path.dirname(key), object_type.value, fingerprint))
+        if len(self._puts) >= 1000:
+            self._write_puts()
 
     def delete(self, path: str) -> None:
+        self._write_puts()
         self._begin()
         self._db.execute("DELETE FROM published WHERE path = ?", (os.fsencode(path),))
 
     def delete_subtree(self, path: str, *, include_self: bool = True) -> None:
+        self._write_puts()
         self._begin()
         self._db.execute(
             "DELETE FROM published WHERE (path = ? AND ?) OR (path >= ? AND path < ?)",
@@ -123,21 +138,32 @@ class PublishedStateStore:
 
     def commit(self) -> None:
         """Make the writes since the last commit durable; call only after the bus confirmed them."""
+        self._write_puts()
         if self._db.in_transaction:
             self._db.execute("COMMIT")
 
     def rollback(self) -> None:
+        self._puts.clear()
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
     @property
     def has_uncommitted(self) -> bool:
-        return self._db.in_transaction
+        return bool(self._puts) or self._db.in_transaction
 
     def close(self) -> None:
         """Close without committing: what was not confirmed is published again next time."""
         self.rollback()
         self._db.close()
+
+    def _write_puts(self) -> None:
+        if self._puts:
+            self._begin()
+            self._db.executemany(
+                "INSERT OR REPLACE INTO published (path, parent, object_type, fingerprint) VALUES (?, ?, ?, ?)",
+                self._puts,
+            )
+            self._puts.clear()
 
     def _begin(self) -> None:
         if not self._db.in_transaction:

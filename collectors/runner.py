@@ -54,7 +54,8 @@ class BusEmitter:
     ) -> None:
         self.bus = bus
         self._batch = batch
-        self._pending: dict[str, list[tuple[FsPermissionEvent, bytes]]] = {}
+        self._pending: dict[str, list[tuple[str, bytes]]] = {}
+        """unit → (source, encoded permission event), oldest first"""
         self._pending_bytes: dict[str, int] = {}
         self.published = 0
         self.dropped = 0
@@ -73,6 +74,22 @@ class BusEmitter:
         if dropped is not None:
             self._dropped(dropped, event.source)
 
+    def emit_wire(self, path: str, value: bytes, source: str) -> None:
+        """A permission event the filesystem collector encoded itself (:mod:`collectors.fs_wire`)."""
+        unit = self._router.unit_of(path)
+        try:
+            if unit is None:
+                self._flush_pending()
+                self.bus.broadcast(TOPIC_FS, None, value)
+                self._count_wire(source)
+            elif self._batch:
+                self._add_pending(unit, value, source)
+            else:
+                self.bus.publish(TOPIC_FS, unit, value)
+                self._count_wire(source)
+        except RecordDropped as exc:
+            self._dropped(exc, source)
+
     def flush(self) -> None:
         dropped: RecordDropped | None = None
         for unit in list(self._pending):
@@ -87,25 +104,32 @@ class BusEmitter:
     def _send(self, routed: Routed) -> None:
         one = routed.event
         if self._batch and isinstance(one, FsPermissionEvent) and routed.key is not None and not routed.broadcast:
-            encoded = encode(one)
-            size = self._pending_bytes.get(routed.key, 0)
-            if size + len(encoded) > MAX_MESSAGE_BYTES - 8192:
-                self._publish_pending(routed.key)
-                size = 0
-            self._pending.setdefault(routed.key, []).append((one, encoded))
-            self._pending_bytes[routed.key] = size + len(encoded) + 1
-            if len(self._pending[routed.key]) >= MAX_BATCH:
-                self._publish_pending(routed.key)
+            self._add_pending(routed.key, encode(one), one.source)
             return
         if one.topic == TOPIC_FS:
-            # what came before a root's change (or a scan's end) goes out before it
-            for unit in list(self._pending):
-                self._publish_pending(unit)
+            self._flush_pending()  # what came before a root's change (or a scan's end) goes out before it
         if routed.broadcast:
             self.bus.broadcast(one.topic, routed.key, encode(one))
         else:
             self.bus.publish(one.topic, routed.key, encode(one))
-        self._count(one)
+        self._count(one.source, one.topic, getattr(one, "type", type(one).__name__))
+
+    def _add_pending(self, unit: str, encoded: bytes, source: str) -> None:
+        size = self._pending_bytes.get(unit, 0)
+        if size + len(encoded) > MAX_MESSAGE_BYTES - 8192:
+            self._publish_pending(unit)
+            size = 0
+        pending = self._pending.get(unit)
+        if pending is None:
+            pending = self._pending[unit] = []
+        pending.append((source, encoded))
+        self._pending_bytes[unit] = size + len(encoded) + 1
+        if len(pending) >= MAX_BATCH:
+            self._publish_pending(unit)
+
+    def _flush_pending(self) -> None:
+        for unit in list(self._pending):
+            self._publish_pending(unit)
 
     def _publish_pending(self, unit: str) -> None:
         events = self._pending.pop(unit, [])
@@ -119,19 +143,22 @@ class BusEmitter:
                 "schema_version": 1,
                 "event_id": new_event_id(),
                 "observed_at": utcnow().isoformat(),
-                "source": events[0][0].source,
+                "source": events[0][0],
                 "type": "fs.batch",
                 "unit": unit,
             }
             value = json.dumps(head)[:-1].encode() + b', "events": [' + b",".join(e for _, e in events) + b"]}"
-        self.bus.publish(events[0][0].topic, unit, value)
-        for event, _ in events:
-            self._count(event)
+        self.bus.publish(TOPIC_FS, unit, value)
+        for source, _ in events:
+            self._count(source, TOPIC_FS, "fs.permission")
 
-    def _count(self, event: Event) -> None:
+    def _count_wire(self, source: str) -> None:
+        self._count(source, TOPIC_FS, "fs.permission")
+
+    def _count(self, source: str, topic: str, event_type: str) -> None:
         self.published += 1
         if self._metrics is not None:
-            self._counter(self._metrics, event).inc()
+            self._counter(self._metrics, source, topic, event_type).inc()
 
     def _dropped(self, dropped: RecordDropped, source: str) -> None:
         if not self._tolerate_drops:
@@ -140,12 +167,11 @@ class BusEmitter:
             log.warning("%s: events dropped by the full spool are published again only with later changes", source)
         self.dropped += 1
 
-    def _counter(self, metrics: Metrics, event: Event) -> Counter:
-        event_type = getattr(event, "type", type(event).__name__)  # every concrete event declares its ``type``
-        key = (event.source, event.topic, event_type)
+    def _counter(self, metrics: Metrics, source: str, topic: str, event_type: str) -> Counter:
+        key = (source, topic, event_type)
         counter = self._counters.get(key)
         if counter is None:
             counter = self._counters[key] = metrics.collector_events_published.labels(
-                collector=event.source, topic=event.topic, type=event_type
+                collector=source, topic=topic, type=event_type
             )
         return counter

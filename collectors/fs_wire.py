@@ -1,0 +1,83 @@
+"""A path's permission state straight onto the wire: ``fs.permission`` events encoded without the model.
+
+A scan publishes one event per path, and building and serialising the pydantic
+model cost more than reading the path from the filesystem. The state a
+collector read is already valid by construction (an absolute, normalised path
+from the walk, mode bits from ``stat``, entries from a checked ACL xattr), so
+this encoder writes the JSON itself from fragments it keeps for the few
+distinct owners, groups and ACLs of a tree. The bytes decode to exactly the
+event :class:`permwatch.events.FsPermissionEvent` would give for the same
+state (tests/unit/test_fs_wire.py checks that on generated states); the
+model and its documentation stay the contract.
+
+Event ids are this encoder's random prefix and a counter: unique like a
+uuid4, at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from datetime import UTC, datetime
+
+from permwatch.events import AclEntry, FsKind, ObjectType
+
+MAX_FRAGMENTS = 4096
+"""Remembered owner/group/ACL fragments before the memo starts again (a tree has few distinct ones)."""
+
+
+def time_text(when: datetime) -> str:
+    """A UTC time as the wire writes it (``2026-11-23T11:13:54.353511Z``)."""
+    text = when.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+class FsWireEncoder:
+    """Encodes permission states of paths as ``fs.permission`` events from one collector (``source``)."""
+
+    def __init__(self, source: str) -> None:
+        self._head = '{"schema_version":1,"type":"fs.permission","source":' + json.dumps(source) + ',"event_id":"'
+        self._prefix = uuid.uuid4().hex[:20] + "-"
+        self._counter = itertools.count()
+        self._identities: dict[tuple[int, str | None], str] = {}
+        self._acls: dict[int, tuple[tuple[AclEntry, ...], str]] = {}
+
+    def encode(
+        self,
+        path: str,
+        kind: FsKind,
+        object_type: ObjectType,
+        owner: tuple[int, str | None],
+        group: tuple[int, str | None],
+        mode: int,
+        acl: tuple[AclEntry, ...],
+        default_acl: tuple[AclEntry, ...],
+        observed_at: str,
+    ) -> bytes:
+        """The event's bytes; ``observed_at`` as :func:`time_text` writes it."""
+        return (
+            f'{self._head}{self._prefix}{next(self._counter):x}","observed_at":"{observed_at}",'
+            f'"kind":"{kind.value}","path":{json.dumps(path, ensure_ascii=False)},"old_path":null,'
+            f'"object_type":"{object_type.value}","owner":{self._identity(owner)},"group":{self._identity(group)},'
+            f'"mode":{mode},"acl":{self._acl(acl)},"default_acl":{self._acl(default_acl)}}}'
+        ).encode()
+
+    def _identity(self, ident: tuple[int, str | None]) -> str:
+        found = self._identities.get(ident)
+        if found is None:
+            if len(self._identities) >= MAX_FRAGMENTS:
+                self._identities.clear()
+            found = self._identities[ident] = json.dumps({"id": ident[0], "name": ident[1]}, ensure_ascii=False)
+        return found
+
+    def _acl(self, entries: tuple[AclEntry, ...]) -> str:
+        # keyed by identity: the reader hands out the same tuple for the same xattr, and the memo holds
+        # the tuple, so an id is never reused while it is remembered
+        found = self._acls.get(id(entries))
+        if found is None or found[0] is not entries:
+            if len(self._acls) >= MAX_FRAGMENTS:
+                self._acls.clear()
+            text = json.dumps([entry.model_dump(mode="json") for entry in entries], ensure_ascii=False)
+            found = self._acls[id(entries)] = (entries, text)
+        return found[1]

@@ -1,0 +1,86 @@
+"""The filesystem collector's own encoding of permission events (collectors/fs_wire.py) decodes to
+exactly the event the model gives for the same state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collectors.fs_wire import FsWireEncoder, time_text
+from permwatch.events import AclEntry, AclTag, FsKind, FsPermissionEvent, Identity, ObjectType, decode, encode
+
+names = st.none() | st.text(min_size=1, max_size=12)
+components = st.text(min_size=1, max_size=12).filter(lambda c: c not in (".", "..") and "/" not in c and "\0" not in c)
+paths = st.lists(components, min_size=0, max_size=4).map(lambda parts: "/" + "/".join(parts))
+entries = st.builds(
+    AclEntry,
+    tag=st.sampled_from(list(AclTag)),
+    qualifier=st.none() | st.integers(0, 2**32 - 2),
+    name=names,
+    perms=st.integers(0, 7),
+)
+acls = st.lists(entries, max_size=6).map(tuple)
+times = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    path=paths,
+    kind=st.sampled_from([FsKind.BASELINE, FsKind.CHANGED, FsKind.CREATED]),
+    object_type=st.sampled_from(list(ObjectType)),
+    owner=st.tuples(st.integers(0, 2**32 - 1), names),
+    group=st.tuples(st.integers(0, 2**32 - 1), names),
+    mode=st.integers(0, 0o7777),
+    acl=acls,
+    default_acl=acls,
+    when=times,
+    source=st.text(max_size=20),
+)
+def test_the_wire_encoding_decodes_to_the_models_event(
+    path: str,
+    kind: FsKind,
+    object_type: ObjectType,
+    owner: tuple[int, str | None],
+    group: tuple[int, str | None],
+    mode: int,
+    acl: tuple[AclEntry, ...],
+    default_acl: tuple[AclEntry, ...],
+    when: datetime,
+    source: str,
+) -> None:
+    wire = FsWireEncoder(source)
+    value = wire.encode(path, kind, object_type, owner, group, mode, acl, default_acl, time_text(when))
+    got = decode(value)
+    assert isinstance(got, FsPermissionEvent)
+    expected = FsPermissionEvent(
+        event_id=got.event_id,
+        observed_at=when,
+        source=source,
+        kind=kind,
+        path=path,
+        object_type=object_type,
+        owner=Identity(id=owner[0], name=owner[1]),
+        group=Identity(id=group[0], name=group[1]),
+        mode=mode,
+        acl=acl,
+        default_acl=default_acl,
+    )
+    assert got == expected
+    assert decode(encode(expected)) == got
+
+
+def test_event_ids_are_distinct_and_times_keep_their_microseconds() -> None:
+    wire = FsWireEncoder("fs")
+    owner = (0, "root")
+    when = datetime(2026, 11, 23, 11, 13, 54, 353511, tzinfo=UTC)
+    values = [
+        wire.encode(f"/srv/f{i}", FsKind.CHANGED, ObjectType.FILE, owner, owner, 0o640, (), (), time_text(when))
+        for i in range(1000)
+    ]
+    events = [decode(v) for v in values]
+    assert len({e.event_id for e in events}) == 1000
+    assert {e.observed_at for e in events} == {when}
+    assert time_text(when) == "2026-11-23T11:13:54.353511Z"
+    assert time_text(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00Z"
