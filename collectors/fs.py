@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from prometheus_client import Gauge
 from watchdog.events import (
@@ -134,8 +134,7 @@ class Labeller(Protocol):
 # ----------------------------------------------------------------- path state
 
 
-@dataclass(frozen=True, slots=True)
-class PathState:
+class PathState(NamedTuple):
     """The permission-relevant state of one path as read from the filesystem."""
 
     object_type: ObjectType
@@ -152,13 +151,24 @@ class PathState:
     @property
     def fingerprint(self) -> bytes:
         """A digest of everything published except resolved names, which may come and go."""
+        acl, default_acl = self.acl, self.default_acl
+        key = (self.object_type, self.uid, self.gid, self.mode, id(acl), id(default_acl))
+        found = _FINGERPRINTS.get(key)
+        if found is not None and found[0] is acl and found[1] is default_acl:
+            return found[2]
         text = (
             f"{self.object_type.value}|{self.uid}|{self.gid}|{self.mode}"
-            f"|{_entries_signature(self.acl)}|{_entries_signature(self.default_acl)}"
+            f"|{_entries_signature(acl)}|{_entries_signature(default_acl)}"
         )
-        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+        digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        if len(_FINGERPRINTS) >= 4096:
+            _FINGERPRINTS.clear()
+        _FINGERPRINTS[key] = (acl, default_acl, digest)
+        return digest
 
 
+_FINGERPRINTS: dict[tuple[ObjectType, int, int, int, int, int], tuple[object, object, bytes]] = {}
+"""Digests of recurring states, by the identity of their ACL tuples (held, so an id is not reused)."""
 _SIGNATURES: dict[int, tuple[tuple[AclEntry, ...], str]] = {}
 
 
@@ -397,6 +407,10 @@ class _RootWatchState:
 _Visit = Callable[[str, PathState, PublishedRecord | None], None]
 
 
+_HANDLED_PER_ROUND = 500
+"""Watch events handled before due reads and rescans get their turn."""
+
+
 class FsCollector:
     """Publishes permission states of the configured roots; see the module docstring.
 
@@ -414,7 +428,7 @@ class FsCollector:
         state_path: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         names: NameCache = DEFAULT_NAMES,
-        batch_size: int = 500,
+        batch_size: int = 5000,
         degraded_rescan_seconds: float = 300.0,
         metrics: Metrics | None = None,
     ) -> None:
@@ -424,6 +438,8 @@ class FsCollector:
         self._clock = clock
         self._names = names
         self._batch_size = batch_size
+        """Events between a flush and the store's commit: a crash publishes at most this many again, and
+        every commit costs (a scan of 50k folders: 0.55 s of commits at 500, 0.1 s at 5000)."""
         self._degraded_rescan_seconds = degraded_rescan_seconds
         self._coalesce_seconds = config.coalesce_ms / 1000
         self._source = config.collector_id
@@ -663,7 +679,7 @@ class FsCollector:
         while item is not None:
             self._handle(item)
             handled += 1
-            if handled >= self._batch_size:
+            if handled >= _HANDLED_PER_ROUND:
                 break
             try:
                 item = self._inbox.get_nowait()
@@ -947,7 +963,7 @@ class FsCollector:
                 state.mode,
                 state.acl,
                 state.default_acl,
-                time_text(self._observed_at or utcnow()),
+                self._wire.now() if self._observed_at is None else time_text(self._observed_at),
             )
             self._emit_wire(self._emit_encoded, path, value)
             return

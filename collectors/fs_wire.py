@@ -5,7 +5,9 @@ model cost more than reading the path from the filesystem. The state a
 collector read is already valid by construction (an absolute, normalised path
 from the walk, mode bits from ``stat``, entries from a checked ACL xattr), so
 this encoder writes the JSON itself from fragments it keeps for the few
-distinct owners, groups and ACLs of a tree. The bytes decode to exactly the
+distinct owners, groups and ACLs of a tree, leaving out fields at their
+defaults (``old_path``, an entry's absent qualifier and name): a first scan
+writes a million of these. The bytes decode to exactly the
 event :class:`permwatch.events.FsPermissionEvent` would give for the same
 state (tests/unit/test_fs_wire.py checks that on generated states); the
 model and its documentation stay the contract.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -42,6 +45,8 @@ class FsWireEncoder:
         self._counter = itertools.count()
         self._identities: dict[tuple[int, str | None], str] = {}
         self._acls: dict[int, tuple[tuple[AclEntry, ...], str]] = {}
+        self._clock_read = 0.0
+        self._clock_text = ""
 
     def encode(
         self,
@@ -58,17 +63,26 @@ class FsWireEncoder:
         """The event's bytes; ``observed_at`` as :func:`time_text` writes it."""
         return (
             f'{self._head}{self._prefix}{next(self._counter):x}","observed_at":"{observed_at}",'
-            f'"kind":"{kind.value}","path":{json.dumps(path, ensure_ascii=False)},"old_path":null,'
+            f'"kind":"{kind.value}","path":{_string(path)},'
             f'"object_type":"{object_type.value}","owner":{self._identity(owner)},"group":{self._identity(group)},'
             f'"mode":{mode},"acl":{self._acl(acl)},"default_acl":{self._acl(default_acl)}}}'
         ).encode()
+
+    def now(self) -> str:
+        """The wall clock as :func:`time_text` writes it, written anew at most once a millisecond."""
+        now = time.time()
+        if now - self._clock_read >= 0.001:
+            self._clock_read = now
+            self._clock_text = time_text(datetime.fromtimestamp(now, UTC))
+        return self._clock_text
 
     def _identity(self, ident: tuple[int, str | None]) -> str:
         found = self._identities.get(ident)
         if found is None:
             if len(self._identities) >= MAX_FRAGMENTS:
                 self._identities.clear()
-            found = self._identities[ident] = json.dumps({"id": ident[0], "name": ident[1]}, ensure_ascii=False)
+            named = {"id": ident[0]} if ident[1] is None else {"id": ident[0], "name": ident[1]}
+            found = self._identities[ident] = json.dumps(named, ensure_ascii=False, separators=(",", ":"))
         return found
 
     def _acl(self, entries: tuple[AclEntry, ...]) -> str:
@@ -78,6 +92,17 @@ class FsWireEncoder:
         if found is None or found[0] is not entries:
             if len(self._acls) >= MAX_FRAGMENTS:
                 self._acls.clear()
-            text = json.dumps([entry.model_dump(mode="json") for entry in entries], ensure_ascii=False)
+            text = json.dumps(
+                [entry.model_dump(mode="json", exclude_none=True) for entry in entries],
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
             found = self._acls[id(entries)] = (entries, text)
         return found[1]
+
+
+def _string(text: str) -> str:
+    """``text`` as a JSON string; most paths need no escaping, and checking is cheaper than escaping."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return json.dumps(text, ensure_ascii=False)

@@ -33,15 +33,15 @@ class Routed:
 
 class FsRouter:
     def __init__(self, roots: Iterable[str | os.PathLike[str]]) -> None:
-        self._roots = sorted({os.path.normpath(os.fspath(root)) for root in roots}, key=len, reverse=True)
+        longest_first = sorted({os.path.normpath(os.fspath(root)) for root in roots}, key=len, reverse=True)
+        self._prefixes = [(root.rstrip("/") + "/", len(root.rstrip("/")) + 1) for root in longest_first]
 
     def unit_of(self, path: str) -> str | None:
         """The unit ``path`` travels in; ``None`` for a root or anything above one (broadcast)."""
-        for root in self._roots:  # longest first: a root inside another root wins
-            prefix = root.rstrip("/") + "/"
+        for prefix, length in self._prefixes:  # longest first: a root inside another root wins
             if path.startswith(prefix):
-                first = path[len(prefix) :].split("/", 1)[0]
-                return prefix + first
+                end = path.find("/", length)
+                return path if end < 0 else path[:end]
         return None
 
     def route(self, event: Event) -> list[Routed]:
