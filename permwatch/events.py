@@ -135,12 +135,17 @@ class AclEntry(_Frozen):
 
     def text(self) -> str:
         who = self.name if self.name is not None else ("" if self.qualifier is None else str(self.qualifier))
-        tag = {"user_obj": "user", "group_obj": "group"}.get(self.tag.value, self.tag.value)
-        return f"{tag}:{who}:{perms_text(self.perms)}"
+        return f"{_TAG_TEXT[self.tag]}:{who}:{_PERMS_TEXT[self.perms]}"
 
 
 def perms_text(perms: int) -> str:
-    return "".join(ch if perms & bit else "-" for ch, bit in (("r", 4), ("w", 2), ("x", 1)))
+    return _PERMS_TEXT[perms & 0o7]
+
+
+_PERMS_TEXT = tuple(
+    "".join(ch if perms & bit else "-" for ch, bit in (("r", 4), ("w", 2), ("x", 1))) for perms in range(8)
+)
+_TAG_TEXT = {tag: {"user_obj": "user", "group_obj": "group"}.get(tag.value, tag.value) for tag in AclTag}
 
 
 class Identity(_Frozen):

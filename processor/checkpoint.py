@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import gc
 import hashlib
 import json
 import logging
@@ -57,6 +56,7 @@ from processor import readers as readers_module
 from processor import state as state_module
 from processor.engine import Engine
 from processor.exposures import ExposureTracker
+from processor.gcpause import gc_paused
 from processor.readers import ReaderEvaluator
 from processor.state import AclTuple, Directory, PathState, intern_acl
 
@@ -225,15 +225,11 @@ def decode(
         records, written_at = int(header["records"]), datetime.fromisoformat(header["written_at"])
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"unreadable header ({type(exc).__name__})") from None
-    collecting = gc.isenabled()
-    gc.disable()  # millions of new, long-lived objects: the cyclic collector would walk them again and again
     try:
-        engine = restore(pickle.loads(payload), source=source, clock=clock)
+        with gc_paused():  # millions of new, long-lived objects
+            engine = restore(pickle.loads(payload), source=source, clock=clock)
     except Exception as exc:  # the checksum matched, so this is a layout the fingerprint missed: replay instead
         raise CheckpointError(f"state does not load ({type(exc).__name__}: {exc})") from None
-    finally:
-        if collecting:
-            gc.enable()
     return Restored(engine, offsets, records, written_at)
 
 

@@ -20,7 +20,6 @@ Which folders an event touches:
 
 from __future__ import annotations
 
-import gc
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
@@ -41,6 +40,7 @@ from permwatch.events import (
     utcnow,
 )
 from processor.exposures import Cause, ExposureTracker, FolderExposure, OpenExposure, Shape, Verdict
+from processor.gcpause import gc_paused
 from processor.readers import ReaderEvaluator
 from processor.state import Directory, PathTable, parent_of, path_state
 
@@ -82,13 +82,8 @@ class Engine:
         """Judge every folder touched since the last flush, in path order; return the transitions."""
         # Judging allocates many short-lived, acyclic objects; the cyclic collector would walk the
         # whole (large, long-lived) state again and again meanwhile, for nothing.
-        paused = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             return self._judge_touched()
-        finally:
-            if paused:
-                gc.enable()
 
     def _judge_touched(self) -> list[Verdict]:
         directory_cause = self._directory_cause

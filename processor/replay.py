@@ -19,7 +19,6 @@ alerted.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from permwatch.events import (
 from permwatch.transport.base import Record
 from processor.engine import Engine
 from processor.exposures import Verdict
+from processor.gcpause import gc_paused
 
 DEFAULT_GAP_MS = 0
 
@@ -83,15 +83,8 @@ def replay(
             if since is None or verdict.observed_at >= since:
                 result.verdicts.append(verdict)
 
-    # A replay allocates millions of acyclic objects and keeps many (state, timeline entries); the
-    # cyclic collector would rescan all that kept state over and over, for nothing it could free.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():  # millions of acyclic objects, many kept (state, timeline events)
         _feed(records, engine, result, until_ms, gap_ms, what_if, keep, progress, log_time, judge)
-    finally:
-        if collecting:
-            gc.enable()
     if progress is not None:
         progress(result.events)
     result.seconds = time.perf_counter() - started

@@ -17,6 +17,7 @@ from typing import Any
 
 from permwatch.events import AnyEvent, DirectoryGroup, DirectoryUser, FsPermissionEvent, LabelAssigned
 from processor.forensics import ExposureWindow, ancestors, touches
+from processor.gcpause import gc_paused
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,11 @@ def relevant_to(folder: str) -> Callable[[AnyEvent], bool]:
 def build_timeline(folder: str, observed: list[AnyEvent], windows: list[ExposureWindow]) -> Timeline:
     causes = {cause for w in windows for cause in w.cause_event_ids}
     entries = []
-    for event in observed:
-        entry = _entry(event, causes)
-        if entry is not None:
-            entries.append(entry)
+    with gc_paused():  # an entry per change, next to the replay's large state
+        for event in observed:
+            entry = _entry(event, causes)
+            if entry is not None:
+                entries.append(entry)
     mine = [w for w in windows if w.folder == folder]
     return Timeline(folder, entries, mine)
 
