@@ -2,9 +2,11 @@
 
 The config names only *where* a secret is (``*_file`` or ``*_env``), so a
 config file, a validation error or a model's repr cannot leak it. Errors say
-which config key and which file or variable, never the value. Stages keep
-their own readers (``alerts/secrets.py``, ``collectors/ldap.py``); the core
-imports no stage.
+which config key and which file or variable, never the value. The sinks
+(``alerts/secrets.py``) and the LDAP collector have readers of their own from
+before this one: they strip surrounding whitespace where this one drops only a
+trailing newline, and their messages name their own keys. Folding them onto
+this reader is open work; stages may import it (the core imports no stage).
 """
 
 from __future__ import annotations
