@@ -90,11 +90,14 @@ log = logging.getLogger(__name__)
 ScanReason = Literal["baseline", "overflow", "spool_overflow", "manual"]
 
 MAX_PATH_CHARS = 4096
-# What permissions depend on, plus the structure changes that move them. No
-# IN_MODIFY / IN_OPEN / IN_CLOSE_*: file contents never matter here and those
-# would fill the kernel queue on a busy share.
+# What permissions depend on, plus the structure changes that move them, plus
+# IN_CLOSE_WRITE (once per file written, not per write): a label marker file is
+# written after it is made, and may be edited in place. No IN_MODIFY / IN_OPEN /
+# IN_CLOSE_NOWRITE: other contents never matter here and those would fill the
+# kernel queue on a busy share.
 WATCH_MASK = Mask(
     InotifyConstants.IN_ATTRIB
+    | InotifyConstants.IN_CLOSE_WRITE
     | InotifyConstants.IN_CREATE
     | InotifyConstants.IN_DELETE
     | InotifyConstants.IN_DELETE_SELF

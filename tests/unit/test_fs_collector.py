@@ -81,7 +81,7 @@ class ListEmitter:
         return [e for e in self.events if isinstance(e, LabelAssigned)]
 
 
-def wait_for(condition: Callable[[], T | None], *, what: str, timeout: float = 10.0) -> T:
+def wait_for(condition: Callable[[], T | None], *, what: str, timeout: float = 30.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
@@ -648,8 +648,9 @@ def test_names_the_event_schema_cannot_carry_are_skipped_with_a_warning(
     assert len(skipped) == 2, skipped  # one line each, nothing about what is below them
 
 
-def test_a_marker_file_made_or_removed_live_relabels_its_folder(root: Path, state_path: Path) -> None:
-    policy = LabelPolicy(LabelsConfig(definitions={"hr": LabelDefinition(allowed_groups=["hr"])}))
+def test_a_marker_file_made_edited_or_removed_live_relabels_its_folder(root: Path, state_path: Path) -> None:
+    definitions = {"hr": LabelDefinition(allowed_groups=["hr"]), "finance": LabelDefinition(allowed_groups=["fin"])}
+    policy = LabelPolicy(LabelsConfig(definitions=definitions))
     emitter = ListEmitter()
     folder = root / "hr"
     with (
@@ -657,11 +658,14 @@ def test_a_marker_file_made_or_removed_live_relabels_its_folder(root: Path, stat
         running(collector, emitter),
     ):
         assert emitter.labels() == []
-        (folder / ".sensitivity").write_text("hr\n")
+        (folder / ".sensitivity").write_text("hr\n")  # made empty, then written: the label follows the write
         assigned = wait_for(lambda: emitter.labels(), what="the label from the marker file")
         assert [(a.path, a.label.name if a.label else None, a.origin) for a in assigned] == [
             (str(folder), "hr", "marker")
         ]
+        (folder / ".sensitivity").write_text("finance\n")  # edited in place: no create, no rename
+        wait_for(lambda: len(emitter.labels()) == 2, what="the label from the edited marker file")
+        assert emitter.labels()[-1].label is not None and emitter.labels()[-1].label.name == "finance"
         (folder / ".sensitivity").unlink()
-        wait_for(lambda: len(emitter.labels()) == 2, what="the label withdrawn")
+        wait_for(lambda: len(emitter.labels()) == 3, what="the label withdrawn")
         assert emitter.labels()[-1].label is None
