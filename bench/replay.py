@@ -44,7 +44,7 @@ from permwatch.transport.base import Record
 from permwatch.transport.embedded import EmbeddedBus
 from processor.forensics import exposure_windows
 from processor.replay import replay
-from processor.timeline import build_timeline, relevant_to
+from processor.timeline import build_timeline, timeline_items
 
 FOLDER = "/srv/share/ledning"
 FILES = 1000
@@ -119,7 +119,7 @@ def main() -> None:
         parse_seconds = time.perf_counter() - start
 
         start = time.perf_counter()
-        result = replay(bus.history(INPUT_TOPICS), keep=relevant_to(FOLDER))
+        result = replay(bus.history(INPUT_TOPICS), keep=timeline_items(FOLDER))
         timeline = build_timeline(FOLDER, result.observed, exposure_windows(result.verdicts))
         seconds = time.perf_counter() - start
         bus.close()

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from permwatch.events import (
     AnyEvent,
@@ -51,8 +52,8 @@ class ReplayResult:
     events: int = 0
     undecodable: int = 0
     seconds: float = 0.0
-    observed: list[AnyEvent] = field(default_factory=list)
-    """Input events kept for a timeline (only those ``keep`` selected)."""
+    observed: list[Any] = field(default_factory=list)
+    """What ``keep`` returned for the input events, where not None (e.g. timeline items)."""
 
     @property
     def events_per_second(self) -> float:
@@ -66,7 +67,7 @@ def replay(
     until: datetime | None = None,
     gap_ms: int = DEFAULT_GAP_MS,
     label_for: Callable[[str], Label | None] | None = None,
-    keep: Callable[[AnyEvent], bool] | None = None,
+    keep: Callable[[AnyEvent], object | None] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Feed ``records`` (oldest first) through a fresh engine; see the module docstring."""
@@ -98,7 +99,7 @@ def _feed(
     until_ms: int | None,
     gap_ms: int,
     what_if: _WhatIfLabels | None,
-    keep: Callable[[AnyEvent], bool] | None,
+    keep: Callable[[AnyEvent], object | None] | None,
     progress: Callable[[int], None] | None,
     log_time: _LogClock,
     judge: Callable[[], None],
@@ -120,8 +121,10 @@ def _feed(
             result.undecodable += 1  # dead-lettered by the live processor already
             continue
         for one in unbatched(event):
-            if keep is not None and keep(one):
-                result.observed.append(one)
+            if keep is not None:
+                kept = keep(one)
+                if kept is not None:
+                    result.observed.append(kept)
             if what_if is not None:
                 if isinstance(one, LabelAssigned):
                     continue

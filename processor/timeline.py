@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -79,12 +79,33 @@ def relevant_to(folder: str) -> Callable[[AnyEvent], bool]:
     return keep
 
 
-def build_timeline(folder: str, observed: list[AnyEvent], windows: list[ExposureWindow]) -> Timeline:
+TimelineItem = TimelineEntry | DirectoryUser | DirectoryGroup
+"""What a replay keeps for a timeline: an entry made at once, or a directory event whose place on the
+timeline depends on the exposures the replay finds (a snapshot belongs only when it caused one)."""
+
+
+def timeline_items(folder: str) -> Callable[[AnyEvent], TimelineItem | None]:
+    """A replay's ``keep`` for ``folder``'s timeline: entries for its changes and labels made as they
+    pass (a million kept events would hold gigabytes; their entries a fraction), directory events kept."""
+    relevant = relevant_to(folder)
+    no_causes: set[str] = set()
+
+    def item(event: AnyEvent) -> TimelineItem | None:
+        if not relevant(event):
+            return None
+        if isinstance(event, DirectoryUser | DirectoryGroup):
+            return event
+        return _entry(event, no_causes)
+
+    return item
+
+
+def build_timeline(folder: str, observed: Sequence[TimelineItem | AnyEvent], windows: list[ExposureWindow]) -> Timeline:
     causes = {cause for w in windows for cause in w.cause_event_ids}
     entries = []
     with gc_paused():  # an entry per change, next to the replay's large state
-        for event in observed:
-            entry = _entry(event, causes)
+        for kept in observed:
+            entry = kept if isinstance(kept, TimelineEntry) else _entry(kept, causes)
             if entry is not None:
                 entries.append(entry)
     mine = [w for w in windows if w.folder == folder]

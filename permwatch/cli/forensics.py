@@ -112,7 +112,7 @@ def _history_replay(
     until: datetime | None = None,
     gap_ms: int = 0,
     label_for: Callable[[str], Label | None] | None = None,
-    keep: Callable[[AnyEvent], bool] | None = None,
+    keep: Callable[[AnyEvent], object | None] | None = None,
     quiet: bool = False,
 ) -> ReplayResult:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -253,7 +253,7 @@ def _who_can_read(args: argparse.Namespace, config: Config) -> int:
 
 def _timeline(args: argparse.Namespace, config: Config) -> int:
     from processor.forensics import exposure_windows
-    from processor.timeline import build_timeline, relevant_to, render_html, to_json_text
+    from processor.timeline import build_timeline, render_html, timeline_items, to_json_text
 
     target = args.target
     if not target.startswith("/"):
@@ -264,7 +264,7 @@ def _timeline(args: argparse.Namespace, config: Config) -> int:
             return 1
         target = match.folder
     folder = target.rstrip("/") or "/"
-    result = _history_replay(config, gap_ms=args.gap_ms, keep=relevant_to(folder))
+    result = _history_replay(config, gap_ms=args.gap_ms, keep=timeline_items(folder))
     timeline = build_timeline(folder, result.observed, exposure_windows(result.verdicts))
     text = {"text": timeline.to_text, "json": lambda: to_json_text(timeline), "html": lambda: render_html(timeline)}[
         args.format

@@ -21,7 +21,7 @@ from permwatch.transport.embedded import EmbeddedBus
 from processor.engine import Engine
 from processor.forensics import breach_report, exposure_windows, who_can_read
 from processor.replay import replay
-from processor.timeline import build_timeline, relevant_to, render_html
+from processor.timeline import build_timeline, render_html, timeline_items
 
 T0 = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)
 FOLDER = "/srv/share/ledning"
@@ -128,7 +128,7 @@ def test_what_if_policy_relabels(tmp_path: Path) -> None:
 
 def test_report_and_timeline_never_carry_contents(tmp_path: Path) -> None:
     bus = record(tmp_path)
-    result = replay(bus.history(["fs", "directory", "labels"]), gap_ms=-1, keep=relevant_to(FOLDER))
+    result = replay(bus.history(["fs", "directory", "labels"]), gap_ms=-1, keep=timeline_items(FOLDER))
     [window] = exposure_windows(result.verdicts)
     report = breach_report(window)
     assert "# Personal data breach report (draft): /srv/share/ledning" in report
