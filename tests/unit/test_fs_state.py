@@ -76,3 +76,22 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StateStoreError, match="cannot use as state store"):
         PublishedStateStore(path)
+
+
+def test_buffered_writes_keep_their_order_and_a_rollback_forgets_them() -> None:
+    store = filled(None, {"/srv": DIR})
+    assert not store.has_below("/srv") and not store.has_below("/srv/a")
+    store.put("/srv/a", object_type=DIR, fingerprint=b"1")
+    assert store.has_uncommitted and store.has_below("/srv") and not store.has_below("/srv/a")
+    store.put("/srv/a", object_type=FILE, fingerprint=b"2")  # the later write of one path wins
+    store.put("/srv/b", object_type=FILE, fingerprint=b"3")
+    store.delete("/srv/b")  # after the puts it follows
+    assert set(store.children("/srv")) == {"a"} and store.get("/srv/a") is not None
+    assert store.get("/srv/a").fingerprint == b"2"  # type: ignore[union-attr]
+    store.put("/srv/c", object_type=FILE, fingerprint=b"4")
+    store.rollback()
+    assert not store.has_uncommitted and len(store) == 1 and not store.has_below("/srv")
+    for i in range(2500):  # past the buffer's size: written in batches, all of them committed
+        store.put(f"/srv/f{i:04d}", object_type=FILE, fingerprint=b"5")
+    store.commit()
+    assert len(store.children("/srv")) == 2500 and not store.has_uncommitted
