@@ -26,20 +26,16 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
-import fnmatch
-import hashlib
 import logging
 import os
 import queue
-import re
-import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from prometheus_client import Gauge
 from watchdog.events import (
@@ -66,13 +62,14 @@ from watchdog.observers.inotify_c import (
     WatchDescriptor,
 )
 
-from collectors.acl import DEFAULT_NAMES, MalformedAclError, NameCache, read_acl, read_default_acl
+from collectors.acl import DEFAULT_NAMES, MalformedAclError, NameCache
 from collectors.fs_metrics import FsCollectorMetrics
+from collectors.fs_parallel import Finding, WorkerFailed, walk_units
+from collectors.fs_read import PathExcluder, PathState, publishable, read_path_state
 from collectors.fs_state import PublishedRecord, PublishedStateStore
 from collectors.fs_wire import FsWireEncoder, time_text
 from permwatch.config import FsCollectorConfig
 from permwatch.events import (
-    AclEntry,
     Event,
     FsKind,
     FsPermissionEvent,
@@ -89,7 +86,6 @@ log = logging.getLogger(__name__)
 
 ScanReason = Literal["baseline", "overflow", "spool_overflow", "manual"]
 
-MAX_PATH_CHARS = 4096
 # What permissions depend on, plus the structure changes that move them, plus
 # IN_CLOSE_WRITE (once per file written, not per write): a label marker file is
 # written after it is made, and may be edited in place. No IN_MODIFY / IN_OPEN /
@@ -134,100 +130,7 @@ class Labeller(Protocol):
         ...
 
 
-# ----------------------------------------------------------------- path state
-
-
-class PathState(NamedTuple):
-    """The permission-relevant state of one path as read from the filesystem."""
-
-    object_type: ObjectType
-    uid: int
-    gid: int
-    mode: int
-    acl: tuple[AclEntry, ...]
-    default_acl: tuple[AclEntry, ...]
-
-    @property
-    def is_dir(self) -> bool:
-        return self.object_type is ObjectType.DIRECTORY
-
-    @property
-    def fingerprint(self) -> bytes:
-        """A digest of everything published except resolved names, which may come and go."""
-        acl, default_acl = self.acl, self.default_acl
-        key = (self.object_type, self.uid, self.gid, self.mode, id(acl), id(default_acl))
-        found = _FINGERPRINTS.get(key)
-        if found is not None and found[0] is acl and found[1] is default_acl:
-            return found[2]
-        text = (
-            f"{self.object_type.value}|{self.uid}|{self.gid}|{self.mode}"
-            f"|{_entries_signature(acl)}|{_entries_signature(default_acl)}"
-        )
-        digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
-        if len(_FINGERPRINTS) >= 4096:
-            _FINGERPRINTS.clear()
-        _FINGERPRINTS[key] = (acl, default_acl, digest)
-        return digest
-
-
-_FINGERPRINTS: dict[tuple[ObjectType, int, int, int, int, int], tuple[object, object, bytes]] = {}
-"""Digests of recurring states, by the identity of their ACL tuples (held, so an id is not reused)."""
-_SIGNATURES: dict[int, tuple[tuple[AclEntry, ...], str]] = {}
-
-
-def _entries_signature(entries: tuple[AclEntry, ...]) -> str:
-    """Few distinct ACLs recur across a tree, and the reader hands out one tuple for each (see
-    :meth:`NameCache.decoded_acl`): their text is remembered by identity, the memo holding the tuple."""
-    found = _SIGNATURES.get(id(entries))
-    if found is None or found[0] is not entries:
-        if len(_SIGNATURES) >= 4096:
-            _SIGNATURES.clear()
-        text = ",".join(f"{entry.tag.value}:{entry.qualifier}:{entry.perms}" for entry in entries)
-        found = _SIGNATURES[id(entries)] = (entries, text)
-    return found[1]
-
-
-def object_type_of(mode: int) -> ObjectType:
-    if stat.S_ISDIR(mode):
-        return ObjectType.DIRECTORY
-    if stat.S_ISREG(mode):
-        return ObjectType.FILE
-    if stat.S_ISLNK(mode):
-        return ObjectType.SYMLINK
-    return ObjectType.OTHER
-
-
-def read_path_state(path: str, *, names: NameCache = DEFAULT_NAMES) -> PathState | None:
-    """Read ``path`` without following a final symlink; ``None`` when it does not exist.
-
-    Symlinks have no permissions of their own on Linux, so they carry empty
-    ACLs. Other OS errors and :class:`MalformedAclError` propagate.
-    """
-    try:
-        st = os.lstat(path)
-        object_type = object_type_of(st.st_mode)
-        if object_type is ObjectType.SYMLINK:
-            acl: tuple[AclEntry, ...] = ()
-            default_acl: tuple[AclEntry, ...] = ()
-        else:
-            acl = read_acl(path, mode=st.st_mode, names=names)
-            default_acl = read_default_acl(path, names=names) if object_type is ObjectType.DIRECTORY else ()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return PathState(object_type, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), acl, default_acl)
-
-
-class PathExcluder:
-    """fnmatch globs matched against both the full path and the base name."""
-
-    def __init__(self, globs: Iterable[str]) -> None:
-        patterns = [fnmatch.translate(glob) for glob in globs]
-        self._regex = re.compile("|".join(patterns)) if patterns else None
-
-    def excludes(self, path: str, name: str) -> bool:
-        if self._regex is None:
-            return False
-        return self._regex.match(path) is not None or self._regex.match(name) is not None
+# ----------------------------------------------------------------- paths
 
 
 def ancestors_of(root: str) -> list[str]:
@@ -238,19 +141,6 @@ def ancestors_of(root: str) -> list[str]:
         found.append(parent)
         root, parent = parent, os.path.dirname(parent)
     return found[::-1]
-
-
-def _publishable(path: str) -> bool:
-    """Whether the wire contract can carry ``path`` (UTF-8, at most 4096 characters)."""
-    if len(path) > MAX_PATH_CHARS:
-        return False
-    if path.isascii():
-        return True
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # ------------------------------------------------------------ watchdog hooks
@@ -471,6 +361,7 @@ class FsCollector:
         self._metrics = FsCollectorMetrics(metrics, config.collector_id)
         self._wire = FsWireEncoder(self._source) if isinstance(emitter, WireEmitter) else None
         self._emit_encoded = emitter.emit_wire if isinstance(emitter, WireEmitter) else None
+        self._scan_workers = config.scan_workers
 
     @property
     def roots(self) -> tuple[str, ...]:
@@ -534,7 +425,7 @@ class FsCollector:
                 log.warning("root %s does not exist", root)
             elif os.path.islink(root):
                 log.warning("root %s is a symlink, which is not followed: configure the path it points to", root)
-            self._walk_tree(root, self._settler(kinds, tally), tally)
+            self._walk_tree(root, self._settler(kinds, tally), tally, spread=kinds.new)
             completed = ScanCompleted(
                 root=root,
                 reason=reason,
@@ -872,14 +763,14 @@ class FsCollector:
         if previous is not None and previous.is_dir and not state.is_dir:
             self._delete_subtree(path, tally, include_self=False)
 
-    def _walk_tree(self, top: str, visit: _Visit, tally: _Tally) -> None:
+    def _walk_tree(self, top: str, visit: _Visit, tally: _Tally, *, spread: FsKind | None = None) -> None:
         """Visit ``top`` and everything below it; publish deletions for what vanished.
 
         Iterative, never follows symlinks, skips excluded paths and does not
         descend into excluded directories. A directory that cannot be listed
         keeps what was published below it.
         """
-        if not _publishable(top):
+        if not publishable(top):
             log.warning("skipping %r: the event schema cannot carry this path", top)
             return
         state = self._read_state(top)
@@ -896,6 +787,11 @@ class FsCollector:
         if previous is not None and previous.is_dir and not state.is_dir:
             self._delete_subtree(top, tally, include_self=False)
         pending = [top] if state.is_dir else []
+        # A first scan of a scan (``spread``: the kind it publishes) may go to worker processes once the
+        # top's listing shows enough folders to share; what they find is published here, in their order.
+        spread_after_top = (
+            spread is not None and first_time and self._scan_workers > 0 and self._emit_encoded is not None
+        )
         while pending:
             if self._stop is not None and self._stop.is_set():
                 raise _ScanInterrupted
@@ -914,7 +810,7 @@ class FsCollector:
             for name, path in entries:
                 if self._excluder.excludes(path, name):
                     continue
-                if not _publishable(path):
+                if not publishable(path):
                     log.warning("skipping %r: the event schema cannot carry this path", path)
                     continue
                 child = self._read_state(path)
@@ -931,6 +827,47 @@ class FsCollector:
                     pending.append(path)
             for record in published.values():
                 self._delete_subtree(record.path, tally)
+            tally.report()
+            if spread_after_top and spread is not None:
+                spread_after_top = False
+                if len(pending) >= 2 * self._scan_workers:
+                    self._publish_spread(pending, spread, tally)
+                    pending = []
+
+    def _publish_spread(self, units: list[str], kind: FsKind, tally: _Tally) -> None:
+        """Walk below ``units`` (already published themselves) in worker processes; publish what they find."""
+        emit = self._emit_encoded
+        assert emit is not None  # only an emitter that takes encoded events gets the workers' bytes
+        found = walk_units(
+            units, workers=self._scan_workers, excludes=self._config.excludes, source=self._source, kind=kind
+        )
+        try:
+            self._publish_found(found, emit, tally)
+        except WorkerFailed as exc:
+            log.warning("scan workers failed, walking in the collector's thread instead: %s", str(exc).strip())
+            for unit in units:  # what the workers found is recorded: these walks compare, they do not republish
+                self._walk_tree(unit, self._settler(_Kinds(kind, kind), tally), tally)
+        finally:
+            found.close()
+
+    def _publish_found(
+        self, found: Iterator[list[Finding]], emit: Callable[[str, bytes, str], None], tally: _Tally
+    ) -> None:
+        for chunk in found:
+            if self._stop is not None and self._stop.is_set():
+                raise _ScanInterrupted
+            for path, object_type, fingerprint, value, error in chunk:
+                if value is None:
+                    self.stats.unreadable_paths += 1
+                    self._metrics.unreadable()
+                    log.warning("skipping %r: %s; keeping what was published", path, error)
+                    continue
+                tally.seen += 1
+                tally.changed += 1
+                self._store.put(path, object_type=ObjectType(object_type), fingerprint=fingerprint)
+                self._emit_wire(emit, path, value)
+                if object_type == "directory" and self._labeller is not None:
+                    self._observe_label(path)
             tally.report()
 
     def _read_state(self, path: str) -> PathState | Literal[_Unreadable.TOKEN] | None:
@@ -1074,7 +1011,7 @@ class FsCollector:
         root = self._root_containing(path)
         if root is None or path == root:
             return root
-        if not _publishable(path):
+        if not publishable(path):
             log.warning("ignoring %r: the event schema cannot carry this path", path)
             return None
         current = root.rstrip("/")

@@ -131,6 +131,13 @@ class FsCollectorConfig(_Section):
     coalesce_ms: int = Field(default=10, ge=0, le=10_000)
     state_path: Path | None = Field(default=None, description="where the collector remembers what it published")
     watch: bool = True
+    scan_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="processes that read the tree in a first scan beside the collector (0: none, the collector's"
+        " own thread walks); one per core makes a first scan of a large share about twice as fast",
+    )
 
     @field_validator("roots")
     @classmethod
