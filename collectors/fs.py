@@ -359,7 +359,7 @@ class FsCollector:
         self._watch_limit_reports = 0
         self.stats = FsCollectorStats()
         self._metrics = FsCollectorMetrics(metrics, config.collector_id)
-        self._wire = FsWireEncoder(self._source) if isinstance(emitter, WireEmitter) else None
+        self._wire = FsWireEncoder(self._source)
         self._emit_encoded = emitter.emit_wire if isinstance(emitter, WireEmitter) else None
         self._scan_workers = config.scan_workers
 
@@ -425,7 +425,7 @@ class FsCollector:
                 log.warning("root %s does not exist", root)
             elif os.path.islink(root):
                 log.warning("root %s is a symlink, which is not followed: configure the path it points to", root)
-            self._walk_tree(root, self._settler(kinds, tally), tally, spread=kinds.new)
+            self._walk_tree(root, self._settler(kinds, tally), tally, spread=kinds)
             completed = ScanCompleted(
                 root=root,
                 reason=reason,
@@ -763,7 +763,7 @@ class FsCollector:
         if previous is not None and previous.is_dir and not state.is_dir:
             self._delete_subtree(path, tally, include_self=False)
 
-    def _walk_tree(self, top: str, visit: _Visit, tally: _Tally, *, spread: FsKind | None = None) -> None:
+    def _walk_tree(self, top: str, visit: _Visit, tally: _Tally, *, spread: _Kinds | None = None) -> None:
         """Visit ``top`` and everything below it; publish deletions for what vanished.
 
         Iterative, never follows symlinks, skips excluded paths and does not
@@ -787,7 +787,7 @@ class FsCollector:
         if previous is not None and previous.is_dir and not state.is_dir:
             self._delete_subtree(top, tally, include_self=False)
         pending = [top] if state.is_dir else []
-        # A first scan of a scan (``spread``: the kind it publishes) may go to worker processes once the
+        # A first scan of a scan (``spread``: the kinds it publishes) may go to worker processes once the
         # top's listing shows enough folders to share; what they find is published here, in their order.
         spread_after_top = (
             spread is not None and first_time and self._scan_workers > 0 and self._emit_encoded is not None
@@ -834,19 +834,19 @@ class FsCollector:
                     self._publish_spread(pending, spread, tally)
                     pending = []
 
-    def _publish_spread(self, units: list[str], kind: FsKind, tally: _Tally) -> None:
+    def _publish_spread(self, units: list[str], kinds: _Kinds, tally: _Tally) -> None:
         """Walk below ``units`` (already published themselves) in worker processes; publish what they find."""
         emit = self._emit_encoded
         assert emit is not None  # only an emitter that takes encoded events gets the workers' bytes
         found = walk_units(
-            units, workers=self._scan_workers, excludes=self._config.excludes, source=self._source, kind=kind
+            units, workers=self._scan_workers, excludes=self._config.excludes, source=self._source, kind=kinds.new
         )
         try:
             self._publish_found(found, emit, tally)
         except WorkerFailed as exc:
             log.warning("scan workers failed, walking in the collector's thread instead: %s", str(exc).strip())
             for unit in units:  # what the workers found is recorded: these walks compare, they do not republish
-                self._walk_tree(unit, self._settler(_Kinds(kind, kind), tally), tally)
+                self._walk_tree(unit, self._settler(kinds, tally), tally)
         finally:
             found.close()
 
@@ -893,18 +893,9 @@ class FsCollector:
         # Store first: emitting may complete a batch, and the commit after its
         # flush must include the record of the event that completed it.
         self._store.put(path, object_type=state.object_type, fingerprint=state.fingerprint)
-        if self._wire is not None and self._emit_encoded is not None and old_path is None:
-            value = self._wire.encode(
-                path,
-                kind,
-                state.object_type,
-                (state.uid, self._names.user(state.uid)),
-                (state.gid, self._names.group(state.gid)),
-                state.mode,
-                state.acl,
-                state.default_acl,
-                self._wire.now() if self._observed_at is None else time_text(self._observed_at),
-            )
+        if self._emit_encoded is not None and old_path is None:
+            observed = None if self._observed_at is None else time_text(self._observed_at)
+            value = self._wire.encode_state(path, kind, state, self._names, observed)
             self._emit_wire(self._emit_encoded, path, value)
             return
         self._emit(
@@ -955,16 +946,16 @@ class FsCollector:
             self._emitter.emit(event)
         except RecordDropped:
             self._dropped_since_confirm = True  # the spool logs and counts it; _confirm keeps the batch out
-        self.stats.events_emitted += 1
-        self._unconfirmed += 1
-        if self._unconfirmed >= self._batch_size:
-            self._confirm()
+        self._emitted()
 
     def _emit_wire(self, emit: Callable[[str, bytes, str], None], path: str, value: bytes) -> None:
         try:
             emit(path, value, self._source)
         except RecordDropped:
             self._dropped_since_confirm = True
+        self._emitted()
+
+    def _emitted(self) -> None:
         self.stats.events_emitted += 1
         self._unconfirmed += 1
         if self._unconfirmed >= self._batch_size:

@@ -136,18 +136,7 @@ class _UnitWalker:
                     continue
                 if state is None:
                     continue
-                names = self._names
-                value = self._wire.encode(
-                    path,
-                    self._kind,
-                    state.object_type,
-                    (state.uid, names.user(state.uid)),
-                    (state.gid, names.group(state.gid)),
-                    state.mode,
-                    state.acl,
-                    state.default_acl,
-                    self._wire.now(),
-                )
+                value = self._wire.encode_state(path, self._kind, state, self._names)
                 found.append((path, state.object_type.value, state.fingerprint, value, None))
                 if state.is_dir:
                     pending.append(path)

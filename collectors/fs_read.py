@@ -13,13 +13,33 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, TypeVar
 
 from collectors.acl import DEFAULT_NAMES, NameCache, read_acl, read_default_acl
 from permwatch.events import AclEntry, ObjectType
 
 MAX_PATH_CHARS = 4096
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def memo_by_identity(compute: Callable[[K], V], limit: int = 4096) -> Callable[[K], V]:
+    """``compute`` remembered by its argument's identity, for objects handed out again and again (the
+    reader gives every path with the same ACL xattr the same tuple). The memo holds each argument, so
+    an id is never reused while remembered; past ``limit`` entries it starts again."""
+    memo: dict[int, tuple[K, V]] = {}
+
+    def lookup(argument: K) -> V:
+        found = memo.get(id(argument))
+        if found is None or found[0] is not argument:
+            if len(memo) >= limit:
+                memo.clear()
+            found = memo[id(argument)] = (argument, compute(argument))
+        return found[1]
+
+    return lookup
 
 
 class PathState(NamedTuple):
@@ -57,19 +77,14 @@ class PathState(NamedTuple):
 
 _FINGERPRINTS: dict[tuple[ObjectType, int, int, int, int, int], tuple[object, object, bytes]] = {}
 """Digests of recurring states, by the identity of their ACL tuples (held, so an id is not reused)."""
-_SIGNATURES: dict[int, tuple[tuple[AclEntry, ...], str]] = {}
 
 
-def _entries_signature(entries: tuple[AclEntry, ...]) -> str:
-    """Few distinct ACLs recur across a tree, and the reader hands out one tuple for each (see
-    :meth:`NameCache.decoded_acl`): their text is remembered by identity, the memo holding the tuple."""
-    found = _SIGNATURES.get(id(entries))
-    if found is None or found[0] is not entries:
-        if len(_SIGNATURES) >= 4096:
-            _SIGNATURES.clear()
-        text = ",".join(f"{entry.tag.value}:{entry.qualifier}:{entry.perms}" for entry in entries)
-        found = _SIGNATURES[id(entries)] = (entries, text)
-    return found[1]
+def _signature(entries: tuple[AclEntry, ...]) -> str:
+    return ",".join(f"{entry.tag.value}:{entry.qualifier}:{entry.perms}" for entry in entries)
+
+
+_entries_signature = memo_by_identity(_signature)
+"""Few distinct ACLs recur across a tree (see :meth:`NameCache.decoded_acl`): their text is remembered."""
 
 
 def object_type_of(mode: int) -> ObjectType:

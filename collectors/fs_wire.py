@@ -24,6 +24,8 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+from collectors.acl import NameCache
+from collectors.fs_read import PathState, memo_by_identity
 from permwatch.events import AclEntry, FsKind, ObjectType
 
 MAX_FRAGMENTS = 4096
@@ -44,7 +46,7 @@ class FsWireEncoder:
         self._prefix = uuid.uuid4().hex[:20] + "-"
         self._counter = itertools.count()
         self._identities: dict[tuple[int, str | None], str] = {}
-        self._acls: dict[int, tuple[tuple[AclEntry, ...], str]] = {}
+        self._acl = memo_by_identity(_entries_json, MAX_FRAGMENTS)
         self._clock_read = 0.0
         self._clock_text = ""
 
@@ -68,6 +70,22 @@ class FsWireEncoder:
             f'"mode":{mode},"acl":{self._acl(acl)},"default_acl":{self._acl(default_acl)}}}'
         ).encode()
 
+    def encode_state(
+        self, path: str, kind: FsKind, state: PathState, names: NameCache, observed_at: str | None = None
+    ) -> bytes:
+        """:meth:`encode` for a state as read, its owner and group named by ``names``; observed now unless given."""
+        return self.encode(
+            path,
+            kind,
+            state.object_type,
+            (state.uid, names.user(state.uid)),
+            (state.gid, names.group(state.gid)),
+            state.mode,
+            state.acl,
+            state.default_acl,
+            self.now() if observed_at is None else observed_at,
+        )
+
     def now(self) -> str:
         """The wall clock as :func:`time_text` writes it, written anew at most once a millisecond."""
         now = time.time()
@@ -85,20 +103,13 @@ class FsWireEncoder:
             found = self._identities[ident] = json.dumps(named, ensure_ascii=False, separators=(",", ":"))
         return found
 
-    def _acl(self, entries: tuple[AclEntry, ...]) -> str:
-        # keyed by identity: the reader hands out the same tuple for the same xattr, and the memo holds
-        # the tuple, so an id is never reused while it is remembered
-        found = self._acls.get(id(entries))
-        if found is None or found[0] is not entries:
-            if len(self._acls) >= MAX_FRAGMENTS:
-                self._acls.clear()
-            text = json.dumps(
-                [entry.model_dump(mode="json", exclude_none=True) for entry in entries],
-                ensure_ascii=False,
-                separators=(",", ":"),
-            )
-            found = self._acls[id(entries)] = (entries, text)
-        return found[1]
+
+def _entries_json(entries: tuple[AclEntry, ...]) -> str:
+    return json.dumps(
+        [entry.model_dump(mode="json", exclude_none=True) for entry in entries],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
 
 
 def _string(text: str) -> str:

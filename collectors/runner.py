@@ -150,7 +150,7 @@ class BusEmitter:
             value = json.dumps(head)[:-1].encode() + b', "events": [' + b",".join(e for _, e in events) + b"]}"
         self.bus.publish(TOPIC_FS, unit, value)
         for source, _ in events:
-            self._count(source, TOPIC_FS, "fs.permission")
+            self._count_wire(source)
 
     def _count_wire(self, source: str) -> None:
         self._count(source, TOPIC_FS, "fs.permission")
