@@ -8,15 +8,28 @@ file contents.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from permwatch.events import ExposureStatus, Grant, Label
+from permwatch.events import TOPIC_EXPOSURES, DecodeError, ExposureEvent, ExposureStatus, Grant, Label, decode
+from permwatch.transport.base import Bus
 from processor.engine import Engine
 from processor.exposures import audience
 from processor.state import parent_of
+
+
+def recorded_exposures(bus: Bus) -> Iterator[ExposureEvent]:
+    """The exposure events on the ``exposures`` topic, in order (one folder's on one partition); what does
+    not decode was never published by a processor and is skipped (the alerts stage dead-letters it)."""
+    for record in bus.history([TOPIC_EXPOSURES]):
+        try:
+            event = decode(record.value)
+        except DecodeError:
+            continue
+        if isinstance(event, ExposureEvent):
+            yield event
 
 
 class ExposureLike(Protocol):

@@ -31,13 +31,12 @@ from permwatch.events import (
     TOPIC_EXPOSURES,
     TOPIC_FS,
     TOPIC_LABELS,
-    DecodeError,
     ExposureEvent,
-    decode,
     encode,
 )
 from permwatch.transport.base import Record
 from permwatch.transport.kafka import KafkaTopicConsumer
+from processor.forensics import recorded_exposures
 from processor.runner import ProcessorRunner
 
 log = logging.getLogger("permwatch.processor")
@@ -134,12 +133,8 @@ class PartitionedProcessor(ProcessorRunner):
         """The last exposure event published per folder (the record)."""
         last: dict[str, ExposureEvent] = {}
         newest: dict[str, int] = {}
-        for record in self.bus.history([TOPIC_EXPOSURES]):  # one folder's events are on one partition, in order
-            try:
-                event = decode(record.value)
-            except DecodeError:
-                continue  # never published by a processor; the alerts stage dead-letters it
-            if not isinstance(event, ExposureEvent) or event.sequence < newest.get(event.exposure_id, -1):
+        for event in recorded_exposures(self.bus):
+            if event.sequence < newest.get(event.exposure_id, -1):
                 continue  # a late repeat (at-least-once) of an event already superseded
             newest[event.exposure_id] = event.sequence
             last[event.folder] = event

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from permwatch.config import Config, ConfigError, LabelsConfig, load_config
-from permwatch.events import INPUT_TOPICS, TOPIC_EXPOSURES, AnyEvent, DecodeError, ExposureEvent, Label, decode
+from permwatch.events import INPUT_TOPICS, TOPIC_EXPOSURES, AnyEvent, ExposureEvent, Label
 from permwatch.transport import open_bus
 
 if TYPE_CHECKING:
@@ -180,19 +180,13 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
 
 
 def _recorded_exposures(config: Config) -> list[ExposureEvent]:
+    from processor.forensics import recorded_exposures
+
     bus = open_bus(config.transport)
-    found = []
     try:
-        for record in bus.history([TOPIC_EXPOSURES]):
-            try:
-                event = decode(record.value)
-            except DecodeError:
-                continue
-            if isinstance(event, ExposureEvent):
-                found.append(event)
+        return list(recorded_exposures(bus))
     finally:
         bus.close()
-    return found
 
 
 def _exposures(args: argparse.Namespace, config: Config) -> int:
