@@ -94,6 +94,9 @@ class ReaderEvaluator:
         """People who can reach inside ``directory_path``: ``x`` on it and on every ancestor."""
         if self._version != self.directory.version:
             self.reset()
+        found = self._traverse.get(directory_path)
+        if found is not None:  # a wide fan-out asks this for every folder: answer cached ones first
+            return found
         if len(self._traverse) >= MAX_CACHED * 16:
             self._traverse.clear()
         pending: list[str] = []

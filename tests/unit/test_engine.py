@@ -258,3 +258,26 @@ def test_a_local_owner_the_label_allows_is_allowed_whatever_came_first() -> None
     for path in ("/", "/srv", "/srv/share"):
         assert engine.step(fs(path, mode=0o755, group=ROOT)) == []
     assert engine.step(fs("/srv/share/ledning", mode=0o750)) == []  # owned by root, who may read it
+
+
+def test_a_wide_directory_change_judges_every_folder_in_path_order_with_the_new_audience() -> None:
+    engine = setup()
+    cases = [f"/srv/share/case{i:02d}" for i in range(12)]
+    for i, path in enumerate(cases):
+        engine.step(fs(path, mode=0o750, group=ALLA if i % 2 == 0 else MGMT))
+        # equal labels made apart, as every policy reload or marker file makes them
+        engine.step(
+            LabelAssigned(
+                path=path, label=Label(name="ledning", allowed_groups=("ledningsgrupp",), allowed_users=("root",))
+            )
+        )
+    assert len({id(engine.tracker.folders[path].label) for path in cases}) == 1  # one object per distinct label
+    assert [p for p in cases if engine.tracker.folders[p].open is not None] == cases[::2]
+    # enhet leaves alla: dan no longer reads the alla folders
+    changed = engine.step(DirectoryGroup(name="alla", gid=ALLA, member_users=("bo", "cia", "eva")))
+    assert [v.folder for v in changed] == cases[::2]
+    assert {(v.status, v.users) for v in changed} == {(ExposureStatus.CHANGED, ("bo", "cia", "eva"))}
+    # bo joins the allowed group directly: the label's audience grows, every alla folder is judged again
+    changed = engine.step(DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=("anna", "bo")))
+    assert [v.folder for v in changed] == cases[::2]
+    assert {(v.status, v.users, v.people) for v in changed} == {(ExposureStatus.CHANGED, ("cia", "eva"), 2)}
