@@ -34,6 +34,7 @@ from collectors.directory_diff import diff
 from permwatch.config import DirectoryFileConfig
 from permwatch.events import DirectoryGroup, DirectoryUser
 from permwatch.metrics import Metrics
+from permwatch.transport.spool import RecordDropped
 
 log = logging.getLogger("permwatch.collectors.directory")
 POLL_SECONDS = 0.2
@@ -101,6 +102,7 @@ class DirectoryFileCollector:
         self.metrics = metrics
         self.current: dict[str, DirectoryUser | DirectoryGroup] = {}
         self._identity: tuple[int, int, int] | None = None
+        self._dropping = False
 
     def _file_identity(self) -> tuple[int, int, int] | None:
         try:
@@ -125,13 +127,28 @@ class DirectoryFileCollector:
             log.info("directory %s: published %d change(s)", self.config.path, len(events))
         return len(events)
 
+    def _load_or_retry(self) -> None:
+        """:meth:`load`; when the bus drops an event (a full spool) the published copy is left as it was
+        and the file is read again at the next poll, so the changes go out once the spool takes them."""
+        try:
+            self.load()
+        except RecordDropped:
+            if not self._dropping:
+                log.warning("directory %s: the collector's spool is full; publishing again later", self.config.path)
+            self._dropping = True
+            self._identity = None
+        else:
+            if self._dropping:
+                log.info("directory %s: published again after the spool was full", self.config.path)
+            self._dropping = False
+
     def run(self, stop: threading.Event) -> None:
-        self.load()
+        self._load_or_retry()
         while self.config.watch and not stop.wait(POLL_SECONDS):
             if self._file_identity() == self._identity:
                 continue
             try:
-                self.load()
+                self._load_or_retry()
             except DirectoryFileError as exc:
                 log.error("%s; keeping the last good directory", exc)
                 if self.metrics is not None:

@@ -40,6 +40,7 @@ from collectors.ldap_state import LdapStateFile, fingerprint
 from permwatch.config import ConfigError, LdapCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, Event, utcnow
 from permwatch.metrics import Metrics
+from permwatch.transport.spool import RecordDropped
 
 log = logging.getLogger("permwatch.collectors.ldap")
 
@@ -130,22 +131,27 @@ class LdapCollector:
             raise ConfigError(f"ldap collector {config.collector_id!r}: key 'mode': unknown {config.mode!r} ({known})")
         self.schema = EntrySchema.from_config(config)
         self.mode: ChangeMode = CHANGE_MODES[config.mode](config, self.schema)
+        self._clock = clock
+        self.state = LdapStateFile(state_path, fingerprint(config))
+        self._load_saved()
+        self._unsaved = False
+        self.published = 0
+
+    def _load_saved(self) -> None:
+        """Start from what the last commit accounts for: the saved copy and cursor, or nothing."""
         self.mirror = DirectoryMirror(
             self.schema,
-            source=config.collector_id,
-            referential_integrity=config.referential_integrity,
-            today=days_of(clock),
+            source=self.config.collector_id,
+            referential_integrity=self.config.referential_integrity,
+            today=days_of(self._clock),
         )
-        self.state = LdapStateFile(state_path, fingerprint(config))
         saved = self.state.load()
         self._resuming = saved is not None
         if saved is not None:
             self.mirror.load(saved.entries)
             self.mode.cursor = saved.cursor
-            log.info("ldap %s: resuming with %d saved entries", config.collector_id, len(self.mirror))
+            log.info("ldap %s: resuming with %d saved entries", self.config.collector_id, len(self.mirror))
         self._verified = False
-        self._unsaved = False
-        self.published = 0
 
     # ------------------------------------------------------------- running
 
@@ -155,6 +161,17 @@ class LdapCollector:
             while not stop.is_set():
                 try:
                     self.catch_up()
+                except RecordDropped:
+                    delay = backoff.failed()
+                    if backoff.failures == 1:
+                        log.warning(
+                            "ldap %s: the collector's spool is full; publishing again from the last committed "
+                            "state once it takes records (next try in %.1f s)",
+                            self.config.collector_id,
+                            delay,
+                        )
+                    stop.wait(delay)
+                    continue
                 except RECOVERABLE as exc:
                     self.session.close()
                     if self.metrics is not None:
@@ -181,7 +198,12 @@ class LdapCollector:
             self.close()
 
     def catch_up(self) -> int:
-        """Connect when needed, publish what changed since the last call; return how many events that was."""
+        """Connect when needed, publish what changed since the last call; return how many events that was.
+
+        When the bus drops an event (the spool is full: :class:`RecordDropped`), nothing of this call is
+        committed and the collector goes back to the last committed copy and cursor, so the next call
+        publishes those changes again instead of losing them; the exception is raised on.
+        """
         before = self.published
         if not self.session.is_open:
             self.session.open()
@@ -199,6 +221,10 @@ class LdapCollector:
             if expired:
                 self._unsaved = True
                 self._emit(expired)
+        except RecordDropped:
+            self._unsaved = False
+            self._load_saved()
+            raise
         finally:
             self._commit()
         return self.published - before

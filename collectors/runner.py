@@ -32,9 +32,9 @@ class BusEmitter:
 
     Shared by every collector of a process; each event is counted under its own
     ``source`` (the collector's id), topic and type. When the bus is the spool and
-    it is full, ``emit`` raises :class:`RecordDropped` (the filesystem collector then
-    keeps the batch out of its published state); with ``tolerate_drops`` the drop is
-    only logged, for collectors that cannot take that into account.
+    it is full, ``emit`` raises :class:`RecordDropped`: the filesystem collector then
+    keeps the batch out of its published state, the directory collectors go back to
+    what they last published, so nothing dropped stays unpublished.
 
     With ``batch``, a unit's permission events wait for :meth:`flush` and go out as
     one ``fs.batch`` message (a lone event still goes out as itself): a burst over
@@ -49,7 +49,6 @@ class BusEmitter:
         metrics: Metrics | None = None,
         *,
         router: FsRouter | None = None,
-        tolerate_drops: bool = False,
         batch: bool = False,
     ) -> None:
         self.bus = bus
@@ -58,8 +57,6 @@ class BusEmitter:
         """unit → (source, encoded permission event), oldest first"""
         self._pending_bytes: dict[str, int] = {}
         self.published = 0
-        self.dropped = 0
-        self._tolerate_drops = tolerate_drops
         self._metrics = metrics
         self._router = router or FsRouter(())
         self._counters: dict[tuple[str, str, str], Counter] = {}
@@ -72,23 +69,20 @@ class BusEmitter:
             except RecordDropped as exc:
                 dropped = exc
         if dropped is not None:
-            self._dropped(dropped, event.source)
+            raise dropped
 
     def emit_wire(self, path: str, value: bytes, source: str) -> None:
         """A permission event the filesystem collector encoded itself (:mod:`collectors.fs_wire`)."""
         unit = self._router.unit_of(path)
-        try:
-            if unit is None:
-                self._flush_pending()
-                self.bus.broadcast(TOPIC_FS, None, value)
-                self._count_wire(source)
-            elif self._batch:
-                self._add_pending(unit, value, source)
-            else:
-                self.bus.publish(TOPIC_FS, unit, value)
-                self._count_wire(source)
-        except RecordDropped as exc:
-            self._dropped(exc, source)
+        if unit is None:
+            self._flush_pending()
+            self.bus.broadcast(TOPIC_FS, None, value)
+            self._count_wire(source)
+        elif self._batch:
+            self._add_pending(unit, value, source)
+        else:
+            self.bus.publish(TOPIC_FS, unit, value)
+            self._count_wire(source)
 
     def flush(self) -> None:
         dropped: RecordDropped | None = None
@@ -99,7 +93,7 @@ class BusEmitter:
                 dropped = exc
         self.bus.flush()
         if dropped is not None:
-            self._dropped(dropped, "fs")
+            raise dropped
 
     def _send(self, routed: Routed) -> None:
         one = routed.event
@@ -159,13 +153,6 @@ class BusEmitter:
         self.published += 1
         if self._metrics is not None:
             self._counter(self._metrics, source, topic, event_type).inc()
-
-    def _dropped(self, dropped: RecordDropped, source: str) -> None:
-        if not self._tolerate_drops:
-            raise dropped
-        if not self.dropped:
-            log.warning("%s: events dropped by the full spool are published again only with later changes", source)
-        self.dropped += 1
 
     def _counter(self, metrics: Metrics, source: str, topic: str, event_type: str) -> Counter:
         key = (source, topic, event_type)

@@ -145,8 +145,9 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
             if spool is not None:
                 running.closers.append(spool.close)
                 collector_bus = spool
-        # Directory collectors cannot publish a dropped event again: a full spool only logs their drops.
-        emitter = BusEmitter(collector_bus, metrics, router=router, tolerate_drops=True)
+        # A full spool raises RecordDropped: the directory collectors then publish again from what they last
+        # published (see LdapCollector.catch_up, DirectoryFileCollector.run).
+        emitter = BusEmitter(collector_bus, metrics, router=router)
         if config.directory is not None:
             directory = DirectoryFileCollector(config.directory, emitter, metrics=metrics)
             try:

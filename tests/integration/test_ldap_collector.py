@@ -23,6 +23,7 @@ from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, Connection
 from collectors.ldap import RECOVERABLE, LdapCollector
 from permwatch.config import LdapCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
+from permwatch.transport.spool import RecordDropped
 from tests.integration.pipeline import wait_until
 from tests.integration.servers.slapd import IT_ADMIN_DN, READER_DN, LdapSite, Slapd
 
@@ -245,6 +246,49 @@ def test_group_created_renamed_and_deleted(
     admin.delete(new_group)
     [deleted] = step(collector, recorder)
     assert (deleted.name, deleted.deleted, deleted.change, deleted.actor) == ("projekt", True, "deleted", IT_ADMIN_DN)
+
+
+class FullSpool(Recorder):
+    """A recorder whose spool is full after ``room`` more events, until it is emptied."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.room: int | None = None
+
+    def emit(self, event: Event) -> None:
+        if self.room is not None:
+            if self.room == 0:
+                raise RecordDropped("spool full")
+            self.room -= 1
+        super().emit(event)
+
+
+def test_changes_a_full_spool_drops_are_published_once_it_takes_records_again(
+    slapd: Slapd, site: LdapSite, state_path: Path, admin: Connection
+) -> None:
+    spool = FullSpool()
+    collector = LdapCollector(config_for(slapd, site), spool, state_path=state_path)
+    collector.catch_up()
+    admin.modify(site.group("ledningsgrupp"), {"member": [(MODIFY_ADD, [site.group("alla")])]})
+    add_user(admin, site, "karin", 31031, 30001)
+    mark = len(spool.events)
+    spool.room = 1  # the first change gets in, the second meets a full spool
+    with pytest.raises(RecordDropped):
+        collector.catch_up()
+    assert [e.name for e in principals(spool.since(mark))] == ["ledningsgrupp"]
+    with pytest.raises(RecordDropped):
+        collector.catch_up()  # still full: nothing more, nothing lost
+    spool.room = None
+    collector.catch_up()
+    again = principals(spool.since(mark + 1))
+    # from the last commit on: the change that got in comes again (at least once), then the dropped one
+    assert [(e.name, e.change) for e in again] == [("ledningsgrupp", "members"), ("karin", "created")]
+    assert step(collector, spool) == []
+    collector.close()
+    # and what was committed accounts for both: a restart publishes nothing
+    restarted = LdapCollector(config_for(slapd, site), spool, state_path=state_path)
+    assert restarted.catch_up() == 0
+    restarted.close()
 
 
 def test_restart_mid_stream_misses_nothing_and_repeats_nothing(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from collectors.directory_file import DirectoryFileError, diff, load_directory
-from permwatch.events import DirectoryGroup, DirectoryUser
+from collectors.directory_file import DirectoryFileCollector, DirectoryFileError, diff, load_directory
+from permwatch.config import DirectoryFileConfig
+from permwatch.events import DirectoryGroup, DirectoryUser, Event
+from permwatch.transport.spool import RecordDropped
 
 BASE = """
 users:
@@ -65,3 +69,47 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> N
     with pytest.raises(DirectoryFileError) as err:
         load_directory(path)
     assert str(path) in str(err.value) and expected in str(err.value)
+
+
+class FullSpoolFor:
+    """An emitter whose spool is full until ``open`` is set: each event then raises RecordDropped."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.open = threading.Event()
+
+    def emit(self, event: Event) -> None:
+        if not self.open.is_set():
+            raise RecordDropped("spool full")
+        self.events.append(event)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_an_edit_dropped_by_a_full_spool_is_published_once_the_spool_takes_records(tmp_path: Path) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text(BASE)
+    emitter = FullSpoolFor()
+    emitter.open.set()
+    collector = DirectoryFileCollector(DirectoryFileConfig(path=path), emitter)
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(emitter.events) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(emitter.events) == 4  # the snapshot
+        emitter.open.clear()
+        path.write_text(BASE.replace("members: [anna]}", "members: [anna], groups: [alla]}"))
+        time.sleep(1)  # several polls meet the full spool
+        assert thread.is_alive() and len(emitter.events) == 4
+        emitter.open.set()
+        while len(emitter.events) < 5 and time.monotonic() < deadline + 30:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(10)
+    (ledning,) = emitter.events[4:]
+    assert isinstance(ledning, DirectoryGroup) and ledning.added == ("alla",)
