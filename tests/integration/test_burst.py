@@ -1,6 +1,7 @@
-"""Issue 9's acceptance: a recursive setfacl over a share of 20,000 folders overflows inotify on purpose,
-and every labelled folder the kernel says outsiders can now read has an open exposure, none other;
-the revert closes them all."""
+"""Issues 9 and 7: a recursive setfacl over a share overflows inotify on purpose (``max_queued_events``
+lowered), and every labelled folder the kernel says outsiders can now read has an open exposure, none
+other; the revert closes them all. The burst changes 50,040 folders (issue 7 asks for 50,000 changes;
+issue 9 for a share of about 20,000 folders, this one has 62,550)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tests.integration.servers.kafka import KafkaBroker
 
 pytestmark = pytest.mark.integration
 
-LABELLED, UNTOUCHED, SUBFOLDERS = 40, 10, 400  # 20,000 sub-folders in all
+LABELLED, UNTOUCHED, SUBFOLDERS = 40, 10, 1250  # the burst: 40 labelled folders and their 50,000 sub-folders
 
 
 @pytest.fixture(scope="module")
