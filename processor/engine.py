@@ -109,9 +109,13 @@ class Engine:
         self._closing = []
         touched, self._touched = self._touched, {}
         records = self.tracker.folders
-        out += self.tracker.transitions(
-            (records[folder], touched[folder]) for folder in self._in_path_order(touched) if folder in records
-        )
+        transition = self.tracker.transition
+        for folder in self._in_path_order(touched):
+            record = records.get(folder)
+            if record is not None:
+                event = transition(record, touched[folder])
+                if event is not None:
+                    out.append(event)
         self.folders_judged += len(touched)
         return out
 

@@ -144,8 +144,6 @@ class Judged:
     reach: int
     grant_masks: tuple[tuple[GrantKey, int], ...]
     grants: tuple[Grant, ...]
-    groups: tuple[str, ...]
-    """the groups named in ``grants``, sorted"""
 
 
 def _grant_models(items: Iterable[tuple[GrantKey, int]]) -> tuple[Grant, ...]:
@@ -333,52 +331,11 @@ class ExposureTracker:
                     grants.append(((via.entry, nested, self.directory.chain(via.group, nested), None), direct))
                     hit &= ~direct
         masks = tuple(grants)
-        models = _grant_models(masks)
-        return Judged(reach, masks, models, self.group_names(models))
-
-    def transitions(self, pending: Iterable[tuple[FolderExposure, Cause]]) -> list[Verdict]:
-        """:meth:`transition` for many folders (a wide fan-out): what every folder shares is looked up
-        once, and a folder with one signature whose judgement is known is judged inline."""
-        self._memos()
-        version = self._memo_version
-        judged = self._judged
-        traverse_of = self.evaluator.traverse
-        decide = self._decide
-        out = []
-        for record, cause in pending:
-            verdict = None
-            if len(record.groups) == 1:
-                if record.allowed_version != version:
-                    record.allowed = self.allowed(record.label)
-                    record.allowed_version = version
-                for signature in record.groups:
-                    one = judged.get((signature[0], traverse_of(signature[1]), record.allowed))
-                    if one is not None:
-                        exposing = [signature] if one.reach else []
-                        verdict = decide(record, one.reach, one.grants, exposing, cause, one.groups)
-                        break
-                else:
-                    verdict = self.transition(record, cause)
-            else:
-                verdict = self.transition(record, cause)
-            if verdict is not None:
-                out.append(verdict)
-        return out
+        return Judged(reach, masks, _grant_models(masks))
 
     def transition(self, record: FolderExposure, cause: Cause) -> Verdict | None:
         """Compare the folder's exposure with what was last emitted; return the event, if any."""
         (outsiders, grants), exposing = self.shape(record)
-        return self._decide(record, outsiders, grants, exposing, cause)
-
-    def _decide(
-        self,
-        record: FolderExposure,
-        outsiders: int,
-        grants: tuple[Grant, ...],
-        exposing: list[Signature],
-        cause: Cause,
-        groups: tuple[str, ...] | None = None,
-    ) -> Verdict | None:
         current = record.open
         if not outsiders:
             if current is None:
@@ -392,12 +349,12 @@ class ExposureTracker:
         if current is None:
             exposure_id = exposure_id_for(record.folder, record.label.name, cause.event_ids[0])
             current = record.open = OpenExposure(exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor)
-            return self._event(record, current, ExposureStatus.OPENED, outsiders, grants, exposing, cause, groups)
+            return self._event(record, current, ExposureStatus.OPENED, outsiders, grants, exposing, cause)
         if current.shape == (outsiders, grants):
             return None
         current.sequence += 1
         current.shape = (outsiders, grants)
-        return self._event(record, current, ExposureStatus.CHANGED, outsiders, grants, exposing, cause, groups)
+        return self._event(record, current, ExposureStatus.CHANGED, outsiders, grants, exposing, cause)
 
     def group_names(self, grants: tuple[Grant, ...]) -> tuple[str, ...]:
         found = self._groups_of.get(id(grants))
@@ -420,7 +377,6 @@ class ExposureTracker:
         grants: tuple[Grant, ...],
         exposing: list[Signature],
         cause: Cause,
-        groups: tuple[str, ...] | None = None,
         *,
         closed_at: datetime | None = None,
         duration: float | None = None,
@@ -446,7 +402,7 @@ class ExposureTracker:
             record.folder,
             record.label,
             outsiders.bit_count(),
-            self.group_names(grants) if groups is None else groups,
+            self.group_names(grants),
             self._names_of(outsiders),
             grants,
             count,
