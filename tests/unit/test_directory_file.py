@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -71,15 +72,24 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> N
     assert str(path) in str(err.value) and expected in str(err.value)
 
 
+def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 class FullSpoolFor:
     """An emitter whose spool is full until ``open`` is set: each event then raises RecordDropped."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self.refused = 0
         self.open = threading.Event()
 
     def emit(self, event: Event) -> None:
         if not self.open.is_set():
+            self.refused += 1
             raise RecordDropped("spool full")
         self.events.append(event)
 
@@ -97,17 +107,14 @@ def test_an_edit_dropped_by_a_full_spool_is_published_once_the_spool_takes_recor
     thread = threading.Thread(target=collector.run, args=(stop,))
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while len(emitter.events) < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: len(emitter.events) >= 4)
         assert len(emitter.events) == 4  # the snapshot
         emitter.open.clear()
         path.write_text(BASE.replace("members: [anna]}", "members: [anna], groups: [alla]}"))
-        time.sleep(1)  # several polls meet the full spool
+        wait_for(lambda: emitter.refused >= 3)  # several polls met the full spool
         assert thread.is_alive() and len(emitter.events) == 4
         emitter.open.set()
-        while len(emitter.events) < 5 and time.monotonic() < deadline + 30:
-            time.sleep(0.05)
+        wait_for(lambda: len(emitter.events) >= 5)
     finally:
         stop.set()
         thread.join(10)
