@@ -33,7 +33,11 @@ class Consumer(Protocol):
         ...
 
     def commit(self) -> None:
-        """Mark every record returned so far as handled, durably."""
+        """Mark every record returned so far as handled, durably.
+
+        A commit never moves a group's position back: while a ``replay_history`` consumer re-reads records
+        the group had committed, committing leaves that earlier position as it is, so a stage killed
+        mid-replay starts over with the same records marked replayed, not with some of them live again."""
         ...
 
     def close(self) -> None: ...

@@ -243,6 +243,8 @@ class ConfluentConsumer:
         self._replay_from = dict(replay_from or {})
         self._next: dict[tuple[str, int], int] = {}
         # the offset after the last record returned, per partition with records to replay
+        self._uncommitted: dict[tuple[str, int], int] = {}
+        # the offset after the last record returned since the last commit, per partition
         self._assigned = False
         if replay_history:
             self._consumer.subscribe(names, on_assign=self._rewind, on_revoke=self._revoked)
@@ -270,6 +272,7 @@ class ConfluentConsumer:
         for tp in partitions:
             self._replay_until.pop((tp.topic, tp.partition), None)
             self._next.pop((tp.topic, tp.partition), None)
+            self._uncommitted.pop((tp.topic, tp.partition), None)
 
     def replay_pending(self) -> bool:
         if not self._assigned:
@@ -286,16 +289,24 @@ class ConfluentConsumer:
             key = (m.topic() or "", record.partition)
             until = self._replay_until.get(key, 0)
             records.append(replace(record, replayed=True) if record.offset < until else record)
+            self._uncommitted[key] = record.offset + 1
             if key in self._next:
                 self._next[key] = record.offset + 1
         return records
 
     def commit(self) -> None:
-        try:
-            self._consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            if "NO_OFFSET" not in str(exc):  # nothing consumed since the last commit
-                raise
+        # What was returned, except where a replay has not yet reached the group's commit (see Consumer.commit).
+        returned = list(self._uncommitted.items())
+        offsets = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in returned
+            if offset >= self._replay_until.get((topic, partition), 0)
+        ]
+        if offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        for key, offset in returned:
+            if self._uncommitted.get(key) == offset:
+                del self._uncommitted[key]
 
     def close(self) -> None:
         self._consumer.close()

@@ -30,6 +30,7 @@ from kafka.errors import (
     TopicAlreadyExistsError,
 )
 from kafka.producer.future import FutureRecordMetadata
+from kafka.structs import OffsetAndMetadata
 
 from permwatch.config import KafkaConfig
 from permwatch.events import (
@@ -333,6 +334,8 @@ class KafkaTopicConsumer:
         self._replay_from = dict(replay_from or {})
         self._next: dict[TopicPartition, int] = {}
         """The offset after the last record returned, per partition with records to replay."""
+        self._uncommitted: dict[TopicPartition, int] = {}
+        """The offset after the last record returned since the last commit, per partition."""
         self.generation = 0
         """Counts assignment changes seen by :meth:`poll`: a stage keeping per-partition state rebuilds on a change."""
         self.revoked = False
@@ -386,7 +389,7 @@ class KafkaTopicConsumer:
                 key = None if m.key is None else m.key.decode("utf-8", "replace")
                 records.append(Record(topic, tp.partition, m.offset, key, m.value, m.timestamp, m.offset < until))
             if messages:
-                self._next[tp] = messages[-1].offset + 1
+                self._next[tp] = self._uncommitted[tp] = messages[-1].offset + 1
         return records
 
     def replay_pending(self) -> bool:
@@ -409,8 +412,18 @@ class KafkaTopicConsumer:
         return True
 
     def commit(self) -> None:
+        # What was returned, except where a replay has not yet reached the group's commit (see Consumer.commit).
+        # (A copy: the rebalance listener drops revoked partitions from the IO thread.)
+        returned = list(self._uncommitted.items())
+        offsets = {
+            tp: OffsetAndMetadata(offset, "", -1) for tp, offset in returned if offset >= self.replay_until.get(tp, 0)
+        }
         try:
-            self._consumer.commit()
+            if offsets:
+                self._consumer.commit(offsets)
+            for tp, offset in returned:
+                if self._uncommitted.get(tp) == offset:
+                    del self._uncommitted[tp]
         except KafkaError as exc:
             if not isinstance(exc, CommitFailedError | RebalanceInProgressError) and not _passing(exc):
                 raise
@@ -476,6 +489,7 @@ class _RewindOnAssign(ConsumerRebalanceListener):
             self._wrapped.revoked = True
         for tp in revoked:
             self._wrapped.replay_until.pop(tp, None)
+            self._wrapped._uncommitted.pop(tp, None)
             self._wrapped.to_rewind.discard(tp)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:

@@ -47,6 +47,28 @@ def test_replay_history_marks_committed_records(tmp_path: Path) -> None:
     assert [(r.value, r.replayed) for r in records] == [(b"0", True), (b"1", True), (b"2", True), (b"3", False)]
 
 
+def test_a_commit_part_way_through_a_replay_leaves_the_group_position(tmp_path: Path) -> None:
+    bus = EmbeddedBus(tmp_path / "log.db")
+    for i in range(4):
+        bus.publish("fs", "/a", str(i).encode())
+    bus.flush()
+    first = bus.consumer(["fs"], "g")
+    first.poll(1.0)
+    first.commit()
+    first.close()
+    partway = bus.consumer(["fs"], "g", replay_history=True)
+    assert [(r.value, r.replayed) for r in partway.poll(1.0, max_records=2)] == [(b"0", True), (b"1", True)]
+    partway.commit()
+    partway.close()
+    # killed there: the next replay marks all four replayed, and a plain consumer resumes after them
+    again = bus.consumer(["fs"], "g", replay_history=True)
+    assert [r.replayed for r in again.poll(1.0)] == [True] * 4
+    again.close()
+    bus.publish("fs", "/a", b"4")
+    bus.flush()
+    assert [r.value for r in bus.consumer(["fs"], "g").poll(1.0)] == [b"4"]
+
+
 def test_unflushed_records_are_invisible_and_other_topics_ignored(tmp_path: Path) -> None:
     bus = EmbeddedBus(tmp_path / "log.db")
     consumer = bus.consumer(["exposures"], "g")
