@@ -9,8 +9,10 @@ stage deduplicates. On start the consumer replays history to rebuild the
 in-memory state; exposures that history already emitted are not re-emitted.
 With checkpoints (:mod:`processor.checkpoint`) the state is loaded from the
 last one and only the records after it are replayed; a checkpoint is taken
-after a commit at most every ``checkpoint_interval_seconds``, and once more
-on a clean stop. How long the restart took (process start to state rebuilt)
+as soon as the state is rebuilt (when records were replayed, so a process
+that dies soon after does not make the next one replay them too), after a
+commit at most every ``checkpoint_interval_seconds``, and once more on a
+clean stop. How long the restart took (process start to state rebuilt)
 is logged once, with the records replayed and whether a checkpoint was used.
 
 Metrics (:class:`permwatch.metrics.Metrics`): events handled by topic and
@@ -107,6 +109,9 @@ class ProcessorRunner:
                     self.replayed += sum(1 for r in records if r.replayed)
                     if not (consumer.replay_pending() if isinstance(consumer, ReplayProgress) else records):
                         self._rebuilt(time.monotonic() - origin, first_records_at)
+                        if self.checkpoints is not None and self.replayed:
+                            # what was just replayed is not replayed again if this process dies soon
+                            self.checkpoints.save(self.engine, self.covered, records=self.records_covered)
                 if not records and self.restart_seconds is not None:
                     self.caught_up.set()
                 if self.checkpoints is not None and self.checkpoints.due(self.covered):  # also once idle

@@ -416,6 +416,32 @@ def test_the_checkpoint_is_written_after_a_commit_at_most_every_interval(tmp_pat
     bus.close()
 
 
+def test_a_restart_that_replayed_records_checkpoints_as_soon_as_it_is_rebuilt(tmp_path: Path) -> None:
+    events = small_stream().events
+    bus = EmbeddedBus(tmp_path / "log.db")
+    config = ProcessorConfig(group="g", batch_max=50)
+    path = tmp_path / "p.checkpoint"
+    publish(bus, events[:600])
+    run_until_idle(ProcessorRunner(bus, config, clock=clock, checkpoints=Checkpoints(path, IDENTITY)))
+    publish(bus, events[600:])
+    run_until_idle(ProcessorRunner(bus, config, clock=clock))  # handles the rest and commits; no checkpoint
+    store = Checkpoints(path, IDENTITY, interval_seconds=3600)  # none due by the interval
+    restarted = ProcessorRunner(bus, config, clock=clock, checkpoints=store)
+    stop = threading.Event()
+    thread = threading.Thread(target=restarted.run, args=(stop,))
+    thread.start()
+    try:
+        assert restarted.caught_up.wait(30)
+        assert restarted.replayed == len(events) - 600
+        store.wait()  # written while running, not at the stop
+        header, _ = split(path.read_bytes())
+        assert header["records"] == len(events)
+    finally:
+        stop.set()
+        thread.join(30)
+    bus.close()
+
+
 class _Handing:
     """A bus that hands out one prepared consumer (and passes everything else on)."""
 
