@@ -36,7 +36,10 @@ if [[ $with_test -eq 1 ]]; then
     [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
     command -v promtool >/dev/null || missing+=(prometheus)
     [ -x /usr/sbin/ns-slapd ] || missing+=(389-ds-base)
-    [[ $(dpkg-query -W -f='${Status}' samba-ad-dc 2>/dev/null) == *"ok installed" ]] || missing+=(samba samba-ad-dc)
+    # samba-ad-provision holds the provisioning templates; samba-ad-dc only recommends it (since deb12u4)
+    for package in samba samba-ad-dc samba-ad-provision; do
+        [[ $(dpkg-query -W -f='${Status}' "$package" 2>/dev/null) == *"ok installed" ]] || missing+=("$package")
+    done
     if [[ ${#missing[@]} -gt 0 ]]; then
         echo "installing Debian packages: ${missing[*]}"
         apt_install "${missing[@]}"
