@@ -54,6 +54,12 @@ class KafkaConfig(_Section):
         le=1800,
         description="a group member silent this long is dropped and its partitions move on (broker limits apply)",
     )
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="how long the topics permwatch creates keep records; unset: for good (the history is what "
+        "processors rebuild from and workshops replay)",
+    )
     delivery_timeout_seconds: float = Field(
         default=120.0,
         ge=1,

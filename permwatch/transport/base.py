@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 
+class PublishError(Exception):
+    """Records the bus refused for good (too large, not authorised): retrying will not store them."""
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     topic: str
@@ -68,7 +72,9 @@ class Bus(Protocol):
         """
         ...
 
-    def flush(self) -> None: ...
+    def flush(self) -> None:
+        """Until every record queued since the last flush is durable; :class:`PublishError` if one is refused."""
+        ...
 
     def consumer(
         self,

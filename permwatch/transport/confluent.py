@@ -28,13 +28,12 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from permwatch.config import KafkaConfig
-from permwatch.events import MAX_MESSAGE_BYTES
-from permwatch.transport.base import Record
-from permwatch.transport.kafka import ALL_TOPICS
+from permwatch.transport.base import PublishError, Record
 from permwatch.transport.kafka_security import librdkafka_options, unreachable_message
+from permwatch.transport.topics import ALL_TOPICS, DEADLETTER_MAX_BYTES, differences, topic_configs
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class ConfluentBus:
         self._security = librdkafka_options(config)  # holds the SASL password: never log it
         self._producer: Producer | None = None
         self._topics_ready = False
-        self._failed: list[str] = []
+        self._failed: list[tuple[KafkaError, Message]] = []
         self._partitions: dict[str, list[int]] = {}
 
     def name(self, topic: str) -> str:
@@ -70,7 +69,12 @@ class ConfluentBus:
         except KafkaException as exc:  # the first contact: say what was tried (librdkafka says "transport failure")
             raise KafkaException(unreachable_message(self.config, exc)) from None
         missing = [
-            NewTopic(self.name(t), self.config.partitions, self.config.replication_factor)
+            NewTopic(
+                self.name(t),
+                self.config.partitions,
+                self.config.replication_factor,
+                config=topic_configs(t, self.config),
+            )
             for t in topics
             if self.name(t) not in existing
         ]
@@ -81,7 +85,24 @@ class ConfluentBus:
             except KafkaException as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise
+        self._check_existing(admin, [t for t in topics if self.name(t) in existing])
         self._topics_ready = True
+
+    def _check_existing(self, admin: AdminClient, topics: Sequence[str]) -> None:
+        """Warn (once a start) about a topic made elsewhere whose settings lose records; change nothing."""
+        if not topics:
+            return
+        resources = [ConfigResource(ResourceType.TOPIC, self.name(t)) for t in topics]
+        for resource, future in admin.describe_configs(resources).items():
+            try:
+                entries = future.result(timeout=30)
+            except KafkaException as exc:  # e.g. no DescribeConfigs permission: advice, not a condition
+                log.info("topic settings of %s not checked (%s)", resource.name, exc)
+                continue
+            found = {key: entry.value for key, entry in entries.items() if entry.value is not None}
+            lacking = differences(topic_configs(self.logical(resource.name), self.config), found)
+            if lacking:
+                log.warning("topic %s exists with %s", resource.name, "; ".join(lacking))
 
     def _get_producer(self) -> Producer:
         if self._producer is None:
@@ -92,25 +113,19 @@ class ConfluentBus:
                     "acks": "all",
                     "enable.idempotence": True,
                     "linger.ms": 2,
-                    "message.max.bytes": MAX_MESSAGE_BYTES + 64 * 1024,
+                    "message.max.bytes": DEADLETTER_MAX_BYTES,
                     "delivery.timeout.ms": int(self.config.delivery_timeout_seconds * 1000),
                 }
             )
         return self._producer
 
-    def _delivered(self, err: Any, msg: Any) -> None:
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
-            self._failed.append(str(err))
+            self._failed.append((err, msg))
 
     def publish(self, topic: str, key: str | None, value: bytes) -> None:
-        producer = self._get_producer()
-        while True:
-            try:
-                producer.produce(self.name(topic), value=value, key=key, on_delivery=self._delivered)
-                break
-            except BufferError:
-                producer.poll(0.1)  # the local queue is full: let deliveries drain, then try again
-        producer.poll(0)
+        self._produce(self.name(topic), key, value, None)
+        self._get_producer().poll(0)
 
     def broadcast(self, topic: str, key: str | None, value: bytes) -> None:
         producer = self._get_producer()
@@ -120,13 +135,20 @@ class ConfluentBus:
             found = producer.list_topics(name, timeout=30).topics[name].partitions
             partitions = self._partitions[name] = sorted(found)
         for partition in partitions:
-            while True:
-                try:
-                    producer.produce(name, value=value, key=key, partition=partition, on_delivery=self._delivered)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
+            self._produce(name, key, value, partition)
         producer.poll(0)
+
+    def _produce(self, name: str, key: str | bytes | None, value: bytes, partition: int | None) -> None:
+        producer = self._get_producer()
+        while True:
+            try:
+                if partition is None:
+                    producer.produce(name, value=value, key=key, on_delivery=self._delivered)
+                else:
+                    producer.produce(name, value=value, key=key, partition=partition, on_delivery=self._delivered)
+                return
+            except BufferError:
+                producer.poll(0.1)  # the local queue is full: let deliveries drain, then try again
 
     def send_tracked(self, topic: str, key: str | None, value: bytes, *, broadcast: bool = False) -> ConfluentDelivery:
         """:meth:`publish` (or :meth:`broadcast`) returning a handle on the outcome, for the collectors' spool.
@@ -153,12 +175,29 @@ class ConfluentBus:
             return ConfluentDelivery(None, 0, exc)
 
     def flush(self) -> None:
+        """Until every record since the last flush is stored; as :meth:`KafkaBus.flush`, an outage is waited
+        out (what timed out is produced again) and a refusal raises :class:`PublishError`."""
         if self._producer is None:
             return
-        left = self._producer.flush(60)
-        if left or self._failed:
+        while True:
+            while left := self._producer.flush(60) or 0:  # each one is delivered or fails within delivery.timeout.ms
+                log.info("%d record(s) still on their way to Kafka", left)
             failed, self._failed = self._failed, []
-            raise KafkaException(f"{left} record(s) not delivered; {failed[:3]}")
+            if not failed:
+                return
+            refused = [(err, msg) for err, msg in failed if not _passing(err)]
+            if refused:
+                err, msg = refused[0]
+                raise PublishError(f"Kafka refused {len(refused)} record(s), the first on {msg.topic()} ({err.str()})")
+            log.warning("%d record(s) not delivered (%s); sending them again", len(failed), failed[0][0].name())
+            for _, msg in failed:
+                partition = msg.partition()
+                self._produce(
+                    msg.topic() or "",
+                    msg.key(),
+                    msg.value() or b"",
+                    None if partition is None or partition < 0 else partition,
+                )
 
     def consumer(
         self,
@@ -235,7 +274,7 @@ class ConfluentConsumer:
                 "group.id": group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
-                "fetch.max.bytes": MAX_MESSAGE_BYTES * 4,
+                "fetch.max.bytes": DEADLETTER_MAX_BYTES * 2,
                 "session.timeout.ms": int(bus.config.session_timeout_seconds * 1000),
             }
         )
@@ -312,7 +351,11 @@ class ConfluentConsumer:
         self._consumer.close()
 
 
-# Errors that end when the broker is back (librdkafka does not call a message timeout retriable).
+def _passing(err: KafkaError) -> bool:
+    """An error that ends when the broker is back (librdkafka does not call a message timeout retriable)."""
+    return bool(err.retriable()) or err.code() in _PASSING
+
+
 _PASSING = {
     KafkaError._MSG_TIMED_OUT,
     KafkaError._TIMED_OUT,
@@ -357,7 +400,7 @@ class ConfluentDelivery:
     def permanent(self) -> bool:
         if self._error is not None:
             return False  # could not even queue it: the broker (or the local queue) is the trouble
-        return any(not err.retriable() and err.code() not in _PASSING for err in self._failures)
+        return any(not _passing(err) for err in self._failures)
 
 
 def _record(bus: ConfluentBus, m: Message) -> Record:

@@ -1,9 +1,13 @@
 """The Kafka transport, on kafka-python.
 
-Topics are created if missing (``topic_prefix`` + logical name). The producer
-waits for all in-sync replicas (``acks=all``) and keeps one request in flight
-per connection so retries cannot reorder one key's records; records are keyed
-so one path's events land on one partition in order. Consumers belong to a
+Topics are created if missing (``topic_prefix`` + logical name), with the
+settings of :mod:`permwatch.transport.topics`. The producer waits for all
+in-sync replicas (``acks=all``) and keeps one request in flight per connection
+so retries cannot reorder one key's records; records are keyed so one path's
+events land on one partition in order. :meth:`KafkaBus.flush` returns once
+every record since the last flush is stored: it sends again what an outage
+timed out, and raises :class:`~permwatch.transport.base.PublishError` for a
+record the cluster refuses. Consumers belong to a
 consumer group, never auto-commit, and commit only when the stage says its
 effects are durable. Scale-out is Kafka's own: more consumers in the group.
 A group's lag is read by :class:`KafkaLagProbe`, a client of its own that never
@@ -17,10 +21,10 @@ import heapq
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import (
     CommitFailedError,
     KafkaConnectionError,
@@ -33,20 +37,11 @@ from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 from permwatch.config import KafkaConfig
-from permwatch.events import (
-    MAX_MESSAGE_BYTES,
-    TOPIC_DEADLETTER,
-    TOPIC_DIRECTORY,
-    TOPIC_EXPOSURES,
-    TOPIC_FS,
-    TOPIC_LABELS,
-)
-from permwatch.transport.base import Record
+from permwatch.transport.base import PublishError, Record
 from permwatch.transport.kafka_security import kafka_python_options, unreachable_message
+from permwatch.transport.topics import ALL_TOPICS, DEADLETTER_MAX_BYTES, differences, topic_configs
 
 log = logging.getLogger(__name__)
-
-ALL_TOPICS = (TOPIC_FS, TOPIC_DIRECTORY, TOPIC_LABELS, TOPIC_EXPOSURES, TOPIC_DEADLETTER)
 
 
 class KafkaBus:
@@ -58,6 +53,8 @@ class KafkaBus:
         self._producer: KafkaProducer | None = None
         self._tracked_producer: KafkaProducer | None = None
         self._topics_ready = False
+        self._sent: list[_Sent] = []
+        """What :meth:`publish` and :meth:`broadcast` sent since the last flush."""
 
     def name(self, topic: str) -> str:
         return f"{self.config.topic_prefix}{topic}"
@@ -77,7 +74,12 @@ class KafkaBus:
         try:
             existing = set(admin.list_topics())
             missing = [
-                NewTopic(self.name(t), self.config.partitions, self.config.replication_factor)
+                NewTopic(
+                    self.name(t),
+                    self.config.partitions,
+                    self.config.replication_factor,
+                    topic_configs=topic_configs(t, self.config),
+                )
                 for t in topics
                 if self.name(t) not in existing
             ]
@@ -87,9 +89,28 @@ class KafkaBus:
                     log.info("created topics %s", ", ".join(t.name for t in missing))
                 except TopicAlreadyExistsError:
                     log.debug("topics created concurrently by another process")
+            self._check_existing(admin, [t for t in topics if self.name(t) in existing])
         finally:
             admin.close()
         self._topics_ready = True
+
+    def _check_existing(self, admin: KafkaAdminClient, topics: Sequence[str]) -> None:
+        """Warn (once a start) about a topic made elsewhere whose settings lose records; change nothing."""
+        if not topics:
+            return
+        keys = {"retention.ms": None, "max.message.bytes": None}
+        resources = [ConfigResource(ConfigResourceType.TOPIC, self.name(t), keys) for t in topics]
+        try:  # defaults included: a topic on the broker's default size is one that lacks room
+            described = admin.describe_configs(resources, config_filter="all").get("topic", {})
+        except KafkaError as exc:  # e.g. no DescribeConfigs permission: the check is advice, not a condition
+            log.info("topic settings not checked (%s)", type(exc).__name__)
+            return
+        for topic in topics:
+            entries = described.get(self.name(topic), {})
+            found = {key: entry["value"] for key, entry in entries.items() if entry.get("value") is not None}
+            lacking = differences(topic_configs(topic, self.config), found)
+            if lacking:
+                log.warning("topic %s exists with %s", self.name(topic), "; ".join(lacking))
 
     def _get_producer(self) -> KafkaProducer:
         if self._producer is None:
@@ -111,25 +132,54 @@ class KafkaBus:
             acks="all",
             linger_ms=2,
             max_in_flight_requests_per_connection=1,
-            max_request_size=MAX_MESSAGE_BYTES + 64 * 1024,
+            max_request_size=DEADLETTER_MAX_BYTES,
             delivery_timeout_ms=delivery_ms,
             request_timeout_ms=min(30_000, delivery_ms - 2),  # kafka-python wants delivery >= linger + request
             **options,
         )
 
     def publish(self, topic: str, key: str | None, value: bytes) -> None:
-        self._get_producer().send(self.name(topic), key=None if key is None else key.encode(), value=value)
+        self._send(self.name(topic), None if key is None else key.encode(), value, None)
 
     def broadcast(self, topic: str, key: str | None, value: bytes) -> None:
-        producer = self._get_producer()
         name = self.name(topic)
         encoded = None if key is None else key.encode()
-        for partition in sorted(producer.partitions_for(name)):
-            producer.send(name, key=encoded, value=value, partition=partition)
+        for partition in sorted(self._get_producer().partitions_for(name)):
+            self._send(name, encoded, value, partition)
+
+    def _send(self, name: str, key: bytes | None, value: bytes, partition: int | None) -> None:
+        future = self._get_producer().send(name, key=key, value=value, partition=partition)
+        self._sent.append(_Sent(future, name, key, value, partition))
 
     def flush(self) -> None:
-        if self._producer is not None:
+        """Until every record since the last flush is stored; an outage is waited out, not a loss.
+
+        kafka-python's own flush returns once each record is delivered *or failed*. A record that
+        failed for a passing reason (the broker away past the delivery timeout) is sent again, after
+        those that failed with it, as often as it takes; a refusal (too large, not authorised) raises.
+        """
+        if self._producer is None:
+            return
+        while True:
             self._producer.flush()
+            sent, self._sent = self._sent, []
+            failed = [s for s in sent if s.future.failed()]
+            if not failed:
+                return
+            refused = [s for s in failed if not _passing(s.future.exception)]
+            if refused:
+                first = refused[0]
+                raise PublishError(
+                    f"Kafka refused {len(refused)} record(s), the first on {first.name} "
+                    f"({type(first.future.exception).__name__}: {first.future.exception})"
+                )
+            log.warning(
+                "%d record(s) not delivered (%s); sending them again",
+                len(failed),
+                type(failed[0].future.exception).__name__,
+            )
+            for s in failed:
+                self._send(s.name, s.key, s.value, s.partition)
 
     def send_tracked(self, topic: str, key: str | None, value: bytes, *, broadcast: bool = False) -> KafkaDelivery:
         """:meth:`publish` (or :meth:`broadcast`) on a producer of its own, returning a handle on the outcome,
@@ -171,7 +221,7 @@ class KafkaBus:
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 64 * 1024,
+            max_partition_fetch_bytes=DEADLETTER_MAX_BYTES,
             session_timeout_ms=int(self.config.session_timeout_seconds * 1000),
             heartbeat_interval_ms=min(3000, int(self.config.session_timeout_seconds * 1000) // 3),
         )
@@ -201,7 +251,7 @@ class KafkaBus:
             **self._security,
             group_id=None,
             enable_auto_commit=False,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES + 64 * 1024,
+            max_partition_fetch_bytes=DEADLETTER_MAX_BYTES,
         )
         try:
             partitions = [
@@ -434,6 +484,14 @@ class KafkaTopicConsumer:
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
+
+
+class _Sent(NamedTuple):
+    future: FutureRecordMetadata
+    name: str
+    key: bytes | None
+    value: bytes
+    partition: int | None
 
 
 class KafkaDelivery:

@@ -2,22 +2,49 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from typing import Any
 
 import pytest
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 
 from permwatch.config import KafkaConfig, TransportConfig
+from permwatch.events import MAX_MESSAGE_BYTES
 from permwatch.transport import open_bus
-from permwatch.transport.base import Bus, Consumer, Record
+from permwatch.transport.base import Bus, Consumer, PublishError, Record
+from permwatch.transport.topics import ALL_TOPICS, DEADLETTER_MAX_BYTES, RECORD_MAX_BYTES
 from tests.integration.pipeline import wait_until
 from tests.integration.servers.kafka import KafkaBroker
 
 pytestmark = pytest.mark.integration
 
+KINDS = ["kafka", "confluent"]
 
-def bus_for(kind: str, broker: KafkaBroker, prefix: str) -> Bus:
-    config = KafkaConfig(bootstrap_servers=broker.bootstrap, topic_prefix=prefix, partitions=3)
+
+def bus_for(kind: str, broker: KafkaBroker, prefix: str, **settings: Any) -> Bus:
+    config = KafkaConfig(bootstrap_servers=broker.bootstrap, topic_prefix=prefix, partitions=3, **settings)
     return open_bus(TransportConfig(kind=kind, kafka=config))  # type: ignore[arg-type]
+
+
+def topic_settings(broker: KafkaBroker, names: list[str]) -> dict[str, dict[str, str]]:
+    """Each topic's retention and size, once the broker describes them all (a new topic takes a moment)."""
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    keys = {"retention.ms": None, "max.message.bytes": None}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name, keys) for name in names]
+    found: dict[str, dict[str, str]] = {}
+
+    def described() -> bool:
+        entries = admin.describe_configs(resources, config_filter="all")["topic"]
+        found.update({name: {key: e["value"] for key, e in each.items()} for name, each in entries.items()})
+        return all(len(found.get(name, {})) == len(keys) for name in names)
+
+    try:
+        wait_until(described, f"the settings of {', '.join(names)}")
+    finally:
+        admin.close()
+    return found
 
 
 def drain(consumer: Consumer, count: int) -> list[Record]:
@@ -26,7 +53,7 @@ def drain(consumer: Consumer, count: int) -> list[Record]:
     return got
 
 
-@pytest.mark.parametrize("kind", ["kafka", "confluent"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_bus_contract(kind: str, kafka_broker: KafkaBroker, kafka_topic_prefix: str) -> None:
     bus = bus_for(kind, kafka_broker, kafka_topic_prefix)
     for i in range(60):
@@ -76,4 +103,84 @@ def test_bus_contract(kind: str, kafka_broker: KafkaBroker, kafka_topic_prefix: 
     assert len(history) == 63 and history[-1].value == b"late"
     assert [r.timestamp_ms for r in history] == sorted(r.timestamp_ms for r in history)
     assert len(list(bus.history(["fs"], until_ms=cut))) == 62
+    bus.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_topics_keep_history_and_have_room_for_dead_letters(
+    kind: str, kafka_broker: KafkaBroker, kafka_topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # one topic made beforehand by someone else, on the broker's defaults but for a week's retention
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    admin.create_topics([NewTopic(f"{kafka_topic_prefix}labels", 3, 1, topic_configs={"retention.ms": "604800000"})])
+    admin.close()
+    caplog.set_level(logging.WARNING, logger="permwatch.transport")
+    bus = bus_for(kind, kafka_broker, kafka_topic_prefix)
+    bus.ensure_topics()  # type: ignore[attr-defined]
+    names = [f"{kafka_topic_prefix}{t}" for t in ALL_TOPICS]
+    settings = topic_settings(kafka_broker, names)
+    for topic in ("fs", "directory", "exposures"):
+        assert settings[f"{kafka_topic_prefix}{topic}"] == {
+            "retention.ms": "-1",
+            "max.message.bytes": str(RECORD_MAX_BYTES),
+        }
+    assert settings[f"{kafka_topic_prefix}deadletter"]["max.message.bytes"] == str(DEADLETTER_MAX_BYTES)
+    # what exists is left as it is, with one warning saying what it lacks
+    assert settings[f"{kafka_topic_prefix}labels"]["retention.ms"] == "604800000"
+    warnings = [r.getMessage() for r in caplog.records if "exists with" in r.getMessage()]
+    assert warnings == [
+        f"topic {kafka_topic_prefix}labels exists with max.message.bytes=1048588 (want at least {RECORD_MAX_BYTES}); "
+        "retention.ms=604800000 (want -1, for good)"
+    ]
+
+    # the largest record an input topic takes, refused by a stage, fits the dead-letter topic whole
+    largest = b"x" * (MAX_MESSAGE_BYTES + 1)
+    bus.publish("fs", "/big", largest)
+    bus.publish("deadletter", "/big", b"{" + b"y" * (len(largest) * 4 // 3 + 4096) + b"}")
+    bus.flush()
+    with pytest.raises(PublishError, match=f"the first on {kafka_topic_prefix}fs"):
+        bus.publish("fs", "/bigger", b"x" * (RECORD_MAX_BYTES + 1024))
+        bus.flush()
+    assert [r.key for r in bus.history(["fs", "deadletter"])] == ["/big", "/big"]
+    bus.close()
+
+    retained = bus_for(kind, kafka_broker, f"{kafka_topic_prefix}r.", retention_days=30)
+    retained.ensure_topics()  # type: ignore[attr-defined]
+    assert topic_settings(kafka_broker, [f"{kafka_topic_prefix}r.fs"])[f"{kafka_topic_prefix}r.fs"][
+        "retention.ms"
+    ] == str(30 * 86_400_000)
+    retained.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_flush_waits_out_an_outage_longer_than_the_delivery_timeout(
+    kind: str, kafka_broker: KafkaBroker, kafka_topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="permwatch.transport")
+    bus = bus_for(kind, kafka_broker, kafka_topic_prefix, delivery_timeout_seconds=2)
+    bus.publish("fs", "/a", b"before")
+    bus.flush()
+    flushed = threading.Event()
+    failed: list[BaseException] = []
+
+    def flush() -> None:
+        try:
+            bus.flush()
+        except BaseException as exc:  # handed to the test's thread
+            failed.append(exc)
+        flushed.set()
+
+    kafka_broker.stop()
+    try:
+        bus.publish("fs", "/a", b"during")
+        flusher = threading.Thread(target=flush, name="flush")
+        flusher.start()
+        # the record timed out at least once: kafka-python's own flush would have returned without it
+        wait_until(lambda: "sending them again" in caplog.text, "a delivery timed out and sent again", timeout=120)
+        assert not flushed.is_set()
+    finally:
+        kafka_broker.start()
+    flusher.join(180)
+    assert flushed.is_set() and not failed, failed
+    assert [r.value for r in bus.history(["fs"])] == [b"before", b"during"]
     bus.close()
