@@ -121,7 +121,7 @@ class KafkaConfig(_Section):
 
 
 class EmbeddedConfig(_Section):
-    path: Path = Path("permwatch-events.db")
+    path: Path = Field(default=Path("events.db"), description="the event log; default: events.db under state_dir")
 
 
 class TransportConfig(_Section):
@@ -361,6 +361,14 @@ class Config(_Section):
     alerts: AlertsConfig = AlertsConfig()
     metrics: MetricsConfig = MetricsConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _event_log_with_the_state(self) -> Config:
+        # like every other state path: not wherever the process happened to start (for systemd, /)
+        if "path" not in self.transport.embedded.model_fields_set:
+            embedded = EmbeddedConfig(path=self.state_dir / "events.db")
+            self.transport = self.transport.model_copy(update={"embedded": embedded})
+        return self
 
 
 class ConfigError(Exception):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from permwatch.cli import main
-from permwatch.config import ConfigError, load_config
+from permwatch.config import ConfigError, TransportConfig, load_config
 
 GOOD = """
 state_dir = "state"
@@ -35,6 +35,15 @@ def test_good_config_and_relative_paths(tmp_path: Path) -> None:
     assert config.transport.embedded.path == tmp_path / "events.db"
     assert config.state_dir == tmp_path / "state"
     assert config.alerts.sinks[0].model_extra == {"path": str(tmp_path / "alerts.jsonl")}
+
+
+def test_the_event_log_lives_under_the_state_dir_by_default(tmp_path: Path) -> None:
+    path = tmp_path / "permwatch.toml"
+    path.write_text('state_dir = "state"\n')
+    assert load_config(path, environ={}).transport.embedded.path == tmp_path / "state" / "events.db"
+    path.write_text('state_dir = "state"\n[transport]\nkind = "embedded"\n')
+    assert load_config(path, environ={}).transport.embedded.path == tmp_path / "state" / "events.db"
+    assert TransportConfig().embedded.path == Path("events.db")  # the shared default is left as it was
 
 
 def test_env_overrides(tmp_path: Path) -> None:
