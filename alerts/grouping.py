@@ -225,9 +225,9 @@ class BurstGrouper:
         horizon = timedelta(seconds=max(policy.window_seconds, policy.actor_window_seconds))
         by_window: _OpenGroup | None = None
         for group in reversed(self._groups.values()):
-            if group.last_at + horizon < at:
-                break  # groups are ordered by when they last grew; older ones are further out still
-            if not group.is_open():
+            # Joined last is not opened last: partitions read unevenly (a backlog) join an older burst after a
+            # newer one, so a group out of reach says nothing about those joined before it. Skip, never stop.
+            if group.last_at + horizon < at or not group.is_open():
                 continue
             if event.actor is not None and group.actor == event.actor:
                 reach = max(policy.actor_window_seconds, policy.window_seconds)
@@ -238,6 +238,8 @@ class BurstGrouper:
                 and (event.actor is None or group.actor is None)
                 and _within(group, at, policy.window_seconds, policy.max_span_seconds)
             ):
+                if event.actor is None:
+                    return group  # no actor to match: the most recent window is the answer, the scan stays short
                 by_window = group
         return by_window
 

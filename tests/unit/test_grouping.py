@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from alerts.grouping import BurstGrouper, GroupingPolicy, group_id_for
@@ -49,6 +50,29 @@ def test_different_known_actors_are_different_bursts_even_at_the_same_moment() -
     unknown = grouper.assign(opened("c", at=clock.advance(1), causes=("c3",), actor=None))[0]
     assert anna != bo
     assert unknown == bo  # the most recent compatible burst
+
+
+def test_a_backlog_read_partition_by_partition_groups_as_it_would_live() -> None:
+    """Two real bursts (no actor, a cause per folder) an hour apart, read one partition after the other: each
+    partition holds a folder of each, so the older burst is joined again after the newer one started."""
+    clock = Clock()
+    early, late = clock(), clock.advance(3600)
+    partition_0 = [
+        opened("x1", at=early, causes=("c1",), actor=None),
+        opened("y1", at=late, causes=("c2",), actor=None),
+    ]
+    partition_1 = [
+        opened("x2", at=early, causes=("c3",), actor=None),
+        opened("y2", at=late, causes=("c4",), actor=None),
+    ]
+    x1, y1, x2, y2 = ids(BurstGrouper(POLICY), partition_0 + partition_1)
+    assert x1 == x2 != y1 == y2
+
+    # the same with an actor: the actor's burst is found behind a burst joined since
+    grouper = BurstGrouper(POLICY)
+    anna = grouper.assign(opened("a1", at=late, causes=("c1",), actor="anna"))[0]
+    grouper.assign(opened("u1", at=early, causes=("c2",), actor=None))
+    assert grouper.assign(opened("a2", at=late + timedelta(seconds=30), causes=("c3",), actor="anna"))[0] == anna
 
 
 def test_a_shared_cause_groups_whatever_the_time() -> None:
