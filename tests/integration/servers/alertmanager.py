@@ -1,11 +1,13 @@
 """Run the real Prometheus Alertmanager (Debian's ``prometheus-alertmanager``) for tests.
 
-`AlertmanagerServer` writes the given routing config into a caller-supplied
-work dir, starts ``/usr/bin/prometheus-alertmanager`` on a free loopback port
-with clustering off, and waits for ``/-/ready``. The process runs in its own
-process group, dies with the thread that started it (parent-death signal
-where ``setpriv`` exists) and is killed at interpreter exit, so a failed or
-aborted test leaves nothing behind. Small helpers read ``/api/v2`` back.
+`AlertmanagerServer` writes the given routing config (`BURST_ROUTING`, or
+`burst_webhook_routing` to send the notifications to a test's webhook
+receiver) into a caller-supplied work dir, starts
+``/usr/bin/prometheus-alertmanager`` on a free loopback port with clustering
+off, and waits for ``/-/ready``. The process runs in its own process group,
+dies with the thread that started it (parent-death signal where ``setpriv``
+exists) and is killed at interpreter exit, so a failed or aborted test leaves
+nothing behind. Small helpers read ``/api/v2`` back.
 """
 
 from __future__ import annotations
@@ -33,6 +35,29 @@ route:
   repeat_interval: 1h
 receivers:
   - name: "null"
+"""
+
+
+def burst_webhook_routing(url: str, *, group_wait: str = "1s", group_interval: str = "1s") -> str:
+    """Group every alert by burst and send each group's notifications (resolved ones too) to the webhook ``url``.
+
+    ``max_alerts: 0`` sends every alert of a group, so a test sees them all; the
+    short waits keep a test fast, and the long repeat interval means a group is
+    notified again only when it changed.
+    """
+    return f"""\
+route:
+  receiver: burst-webhook
+  group_by: ["burst"]
+  group_wait: {group_wait}
+  group_interval: {group_interval}
+  repeat_interval: 1h
+receivers:
+  - name: burst-webhook
+    webhook_configs:
+      - url: {json.dumps(url)}
+        send_resolved: true
+        max_alerts: 0
 """
 
 

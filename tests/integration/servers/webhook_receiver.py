@@ -1,0 +1,104 @@
+"""A webhook receiver for tests: records every POST it gets, so a test can see what a real server sent out.
+
+Alertmanager's ``webhook_configs`` (or any other notifier) points at
+``receiver.url(path)``; `WebhookReceiver` answers ``200`` with an empty JSON
+object and keeps each request's path, headers, raw body and decoded JSON
+body, in arrival order. It is stdlib ``http.server`` in a daemon thread on a
+free loopback port, stopped (and its port released) by :meth:`stop` or the
+context manager, however the test ends.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+_HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ReceivedPost:
+    path: str
+    headers: dict[str, str]
+    raw: bytes
+    body: Any
+    """The JSON body decoded, or None when it was not JSON."""
+    at: float = field(default_factory=time.monotonic)
+
+
+class WebhookReceiver:
+    def __init__(self) -> None:
+        self._posts: list[ReceivedPost] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(_Handler):
+            owner = receiver
+
+        self._server = ThreadingHTTPServer((_HOST, 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._server = self._thread = None
+
+    def __enter__(self) -> WebhookReceiver:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def url(self, path: str = "/") -> str:
+        if self._server is None:
+            raise RuntimeError("the webhook receiver is not running")
+        return f"http://{_HOST}:{self._server.server_address[1]}{path}"
+
+    def posts(self, path: str | None = None) -> list[ReceivedPost]:
+        """What arrived so far (at ``path`` only, if given), oldest first."""
+        with self._lock:
+            return [p for p in self._posts if path is None or p.path == path]
+
+    def _record(self, post: ReceivedPost) -> None:
+        with self._lock:
+            self._posts.append(post)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: WebhookReceiver
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        self.owner._record(ReceivedPost(self.path, dict(self.headers.items()), raw, body))
+        data = b"{}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # the test output stays quiet
+        return
