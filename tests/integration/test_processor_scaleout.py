@@ -1,5 +1,5 @@
-"""Issue 7: three processors in one consumer group, one killed with SIGKILL mid-run, give the same
-exposures as one processor.
+"""Issue 7: three processors in one consumer group, one killed with SIGKILL mid-run and a fourth added
+later, give the same exposures as one processor.
 
 The same recorded input (the very same events, ids included) goes onto two sets of topics on the
 real broker: one is handled by a single processor, the other by three ``processor.partitioned``
@@ -7,7 +7,8 @@ processors sharing the ``fs`` partitions. Input comes in rounds (each round chan
 most once, and the next round waits until the processors have committed the last), so both runs
 judge at the same points and their exposures can be compared one for one. A directory change in
 the middle (the broad group nested into the allowed group and taken out again) reaches every
-folder through the directory topic, which each processor reads whole.
+folder through the directory topic, which each processor reads whole. Each rebalance (the kill, the
+addition) makes the processors rebuild what they now own and reconcile with the exposures on record.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ from tests.integration.servers.kafka import KafkaBroker
 pytestmark = pytest.mark.integration
 
 ROOT = "/srv/share"
-FOLDERS = 36
-ROUNDS = 12
+FOLDERS = 120
+ROUNDS = 18
 MGMT, ALLA = 38001, 38002
 LABEL = Label(name="ledning", allowed_groups=("ledningsgrupp",), allowed_users=("root",))
 
@@ -158,6 +159,17 @@ allowed_groups = ["ledningsgrupp"]
                 start_new_session=True,
             )
 
+    def log(self, instance: str) -> str:
+        return (self.workdir / f"{instance}.log").read_text(errors="replace")
+
+    def reconciled(self, instances: list[str]) -> bool:
+        """Each of these processors has reconciled since its last rebuild (a reconciliation publishes without a
+        commit to wait for; a rebalance before it ends starts another rebuild)."""
+        return all(
+            self.log(i).rfind("reconciled with") > self.log(i).rfind("rebuilding the paths this processor owns")
+            for i in instances
+        )
+
     def kill(self, instance: str) -> None:
         proc = self.procs.pop(instance)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -247,20 +259,27 @@ def test_three_processors_one_killed_give_the_same_exposures_as_one(kafka_broker
                 time.sleep(0.05)
                 shared.kill("p2")
                 alive.remove("p2")
+            elif n == len(rounds) * 3 // 4:
+                # later, while a round is being handled, a processor joins and takes over a share
+                shared.start("p4")
+                alive.append("p4")
             wait_until(lambda: single.caught_up(single_groups), f"the single processor to handle round {n}", 120)
             wait_until(
                 lambda: shared.caught_up(shared_groups(alive)),
                 f"the shared processors to handle round {n}",
                 120,  # a killed member's partitions move on once the broker gives up on it (session timeout)
             )
-        time.sleep(2)  # a reconciliation after the last rebalance publishes without a commit to wait for
+        wait_until(lambda: shared.reconciled(alive), "the last rebalance's reconciliations", 120)
         one, three = windows(single.exposures()), windows(shared.exposures())
         assert one, "the drill opened no exposure"
-        assert sum(1 for w in one.values() if w[-1][0] == "closed") >= 10
+        assert sum(1 for w in one.values() if w[-1][0] == "closed") >= 30
         assert three == one
-        logs = "".join((shared.workdir / f"{i}.log").read_text() for i in ("p1", "p3"))
-        assert "rebuilding the paths this processor owns" in logs
-        assert "Traceback" not in logs
+        for instance in alive:
+            log = shared.log(instance)
+            assert "Traceback" not in log
+            assert "rebuilding the paths this processor owns" in log
+        # the newcomer took over a share of the partitions and published the exposures it moved
+        assert "p4" in alive and shared.log("p4").count("rebuilding the paths this processor owns") >= 1
     finally:
         single.stop()
         shared.stop()
