@@ -385,12 +385,12 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    _apply_env(raw, os.environ if environ is None else environ)
+    overridden = _apply_env(raw, os.environ if environ is None else environ)
     _resolve_relative(raw, path.parent)
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(path, exc))) from None
+        raise ConfigError("\n".join(_describe(path, exc, overridden))) from None
     problems = [
         f"{path}: key 'labels.rules.{i}.label': label {rule.label!r} is not defined in [labels.definitions]"
         for i, rule in enumerate(config.labels.rules)
@@ -416,18 +416,23 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
     return config
 
 
-def _describe(path: Path, exc: ValidationError) -> list[str]:
+def _describe(path: Path, exc: ValidationError, overridden: dict[str, str]) -> list[str]:
+    """One line per problem, naming the file and the key, and the variable where the value came from one."""
     lines = []
     for err in exc.errors(include_url=False, include_input=False):
         key = ".".join(str(part) for part in err["loc"]) or "<top>"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"{path}: key '{key}': {msg}")
+        variable = next((name for k, name in overridden.items() if key == k or key.startswith(f"{k}.")), None)
+        where = f" (set by environment variable {variable})" if variable else ""
+        lines.append(f"{path}: key '{key}'{where}: {' '.join(msg.split())}")
     return lines
 
 
-def _apply_env(raw: dict[str, Any], environ: Any) -> None:
+def _apply_env(raw: dict[str, Any], environ: Any) -> dict[str, str]:
+    """Override ``raw`` from PERMWATCH__SECTION__KEY variables; return dotted key → the variable that set it."""
+    overridden: dict[str, str] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
@@ -440,6 +445,8 @@ def _apply_env(raw: dict[str, Any], environ: Any) -> None:
             if not isinstance(node, dict):
                 raise ConfigError(f"environment {name}: '{part}' is not a table in the config")
         node[parts[-1]] = _parse_scalar(value)
+        overridden[".".join(parts)] = name
+    return overridden
 
 
 def _parse_scalar(value: str) -> Any:

@@ -78,6 +78,18 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> N
         load_config(path, environ={})
     assert str(path) in str(err.value)
     assert expected in str(err.value)
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_a_bad_value_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    path = tmp_path / "permwatch.toml"
+    path.write_text("[processor]\nbatch_max = 100\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={"PERMWATCH__PROCESSOR__BATCH_MAX": "many"})
+    assert str(err.value).startswith(
+        f"{path}: key 'processor.batch_max' (set by environment variable PERMWATCH__PROCESSOR__BATCH_MAX): "
+    )
+    assert len(str(err.value).splitlines()) == 1
 
 
 def test_check_config_cli_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
