@@ -476,11 +476,17 @@ def decode(raw: bytes | None) -> AnyEvent:
         raise DecodeError(_one_line(exc)) from None
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
 def _one_line(exc: ValidationError) -> str:
     errors = exc.errors(include_url=False, include_input=False)
     first = errors[0]
-    loc = ".".join(str(part) for part in first["loc"]) or "<message>"
-    if first["type"] == "literal_error" and loc.endswith("schema_version"):
+    parts = [str(part) for part in first["loc"]]
+    if first["type"] == "extra_forbidden" and parts and not _PLAIN_NAME.fullmatch(parts[-1]):
+        parts[-1] = "<unknown field>"  # the message chose that name: markup or an escape must not reach a log
+    loc = ".".join(parts) or "<message>"
+    if parts[-1:] == ["schema_version"] and first["type"] != "extra_forbidden":  # 2, "1", 2**64: not version 1
         return "unsupported schema_version (this build reads version 1)"
     if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
         return "unknown or missing event type"  # the message's own 'type' value is not echoed
