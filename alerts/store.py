@@ -7,7 +7,11 @@
 - ``slack_posts``: every Slack message posted, with its channel id and ``ts``,
   and posts sent but not yet confirmed (:class:`SlackPosts`), so updates after
   a restart go to the same message and thread, and an unconfirmed post can be
-  found instead of posted twice.
+  found instead of posted twice;
+- ``file_appends``: where in its file a file sink's latest append went, recorded
+  before the bytes are written (:class:`FileAppends`), so after a crash between
+  the append and the delivery log's mark the sink knows which few bytes to
+  look at instead of appending the same lines again.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ CREATE TABLE IF NOT EXISTS slack_posts (
     PRIMARY KEY (sink, post_key)
 );
 CREATE INDEX IF NOT EXISTS slack_posts_group ON slack_posts (group_id);
+CREATE TABLE IF NOT EXISTS file_appends (
+    sink TEXT, path TEXT, start INTEGER, length INTEGER NOT NULL, PRIMARY KEY (sink, path, start)
+);
 """
 
 _IN_CHUNK = 500  # SQLite's bound-parameter limit is far above this; keeps statements small
@@ -75,15 +82,7 @@ class DeliveryLog:
         return row.fetchone() is not None
 
     def delivered_among(self, sink: str, event_ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(event_ids), _IN_CHUNK):
-            chunk = list(event_ids[start : start + _IN_CHUNK])
-            marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(
-                f"SELECT event_id FROM delivered WHERE sink = ? AND event_id IN ({marks})", [sink, *chunk]
-            )
-            found.update(row[0] for row in rows)
-        return found
+        return _delivered_among(self._conn, sink, event_ids)
 
     def mark(self, sink: str, event_id: str) -> None:
         self._conn.execute("INSERT OR IGNORE INTO delivered VALUES (?, ?)", (sink, event_id))
@@ -199,6 +198,71 @@ class SlackPosts:
 
     def forget(self, sink: str, post_key: str) -> None:
         self._conn.execute("DELETE FROM slack_posts WHERE sink = ? AND post_key = ?", (sink, post_key))
+
+
+@dataclass(frozen=True)
+class FileAppend:
+    """One append's place in its file: ``length`` bytes from offset ``start``."""
+
+    start: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+class FileAppends:
+    """The appends of one file sink that are not known to be in the delivery log yet.
+
+    A sink records an append here before writing it and forgets it once the
+    dispatcher has marked its events; what is left after a crash is the few
+    places in the file where lines the delivery log does not know can be.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, sink: str, path: Path) -> None:
+        self._conn = conn
+        self._sink = sink
+        self._path = str(path)
+
+    def unconfirmed(self) -> list[FileAppend]:
+        rows = self._conn.execute(
+            "SELECT start, length FROM file_appends WHERE sink = ? AND path = ? ORDER BY start",
+            (self._sink, self._path),
+        ).fetchall()
+        return [FileAppend(start, length) for start, length in rows]
+
+    def begin(self, append: FileAppend, *, replacing: FileAppend | None = None) -> None:
+        """Record ``append`` (and forget ``replacing``, now confirmed) in one transaction."""
+        with _transaction(self._conn):
+            if replacing is not None:
+                self._delete(replacing)
+            self._conn.execute(
+                "INSERT OR REPLACE INTO file_appends VALUES (?, ?, ?, ?)",
+                (self._sink, self._path, append.start, append.length),
+            )
+
+    def forget(self, append: FileAppend) -> None:
+        self._delete(append)
+
+    def delivered_among(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` the delivery log has marked delivered for this sink."""
+        return _delivered_among(self._conn, self._sink, event_ids)
+
+    def _delete(self, append: FileAppend) -> None:
+        self._conn.execute(
+            "DELETE FROM file_appends WHERE sink = ? AND path = ? AND start = ?", (self._sink, self._path, append.start)
+        )
+
+
+def _delivered_among(conn: sqlite3.Connection, sink: str, event_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(event_ids), _IN_CHUNK):
+        chunk = list(event_ids[start : start + _IN_CHUNK])
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(f"SELECT event_id FROM delivered WHERE sink = ? AND event_id IN ({marks})", [sink, *chunk])
+        found.update(row[0] for row in rows)
+    return found
 
 
 class _transaction:
