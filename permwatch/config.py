@@ -339,7 +339,11 @@ class SpoolConfig(_Section):
     path: Path | None = Field(default=None, description="a directory; default: spool/ under state_dir")
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=4096, description="bound on the spool's files")
     flush_timeout_seconds: float = Field(
-        default=10.0, gt=0, le=3600, description="how long a flush waits for Kafka before spooling"
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="how long a flush waits for Kafka before spooling; the collector reads no change meanwhile, "
+        "so two changes of one path in that time show only as the later one",
     )
 
 

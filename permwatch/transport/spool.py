@@ -462,7 +462,7 @@ class SpoolingBus:
         inner: TrackingBus,
         queue: SpoolQueue,
         *,
-        flush_timeout: float = 10.0,
+        flush_timeout: float = 2.0,
         metrics: Metrics | None = None,
         window_records: int = 5000,
         window_bytes: int = 4 * 1024 * 1024,
