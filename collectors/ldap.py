@@ -6,14 +6,17 @@ gid numbers, disabled accounts) and publishes it, users first. From then on
 a change mode (see :data:`CHANGE_MODES` and ``collectors/ldap_modes.py``)
 reports each write, and the collector publishes the principals it changed,
 with the change's author (``actor``) and time. The mode's cursor and the
-collector's copy of the directory are saved after every published batch, so
+collector's copy of the directory are saved with every published batch, so
 a restart resumes the stream without re-publishing the snapshot; it then
 reads the directory once more and publishes anything the stream did not
-account for, so nothing is missed. A gap the stream cannot bridge (the
-accesslog purged past the cursor) is handled the same way: resnapshot,
-publish only the differences. A lost connection is retried with capped
-exponential backoff. The bind password is read from a file or the
-environment and never logged.
+account for, so nothing is missed (writes made while it reads are followed
+one by one, like any other). A gap the stream cannot bridge (the accesslog
+purged past the cursor) is handled the same way: resnapshot, publish only
+the differences. A batch that was on its way to the bus when the process
+died is published again as the last state of each principal it changed,
+never as the older states before them (see ``_commit``). A lost connection
+is retried with capped exponential backoff. The bind password is read from
+a file or the environment and never logged.
 """
 
 from __future__ import annotations
@@ -134,7 +137,6 @@ class LdapCollector:
         self._clock = clock
         self.state = LdapStateFile(state_path, fingerprint(config))
         self._load_saved()
-        self._unsaved = False
         self.published = 0
 
     def _load_saved(self) -> None:
@@ -147,10 +149,18 @@ class LdapCollector:
         )
         saved = self.state.load()
         self._resuming = saved is not None
+        self._pending: list[Event] = []
         if saved is not None:
             self.mirror.load(saved.entries)
             self.mode.cursor = saved.cursor
-            log.info("ldap %s: resuming with %d saved entries", self.config.collector_id, len(self.mirror))
+            self._pending = list(saved.unconfirmed)
+            log.info(
+                "ldap %s: resuming with %d saved entries%s",
+                self.config.collector_id,
+                len(self.mirror),
+                f", publishing the last {len(self._pending)} again" if self._pending else "",
+            )
+        self._unsaved = bool(self._pending)
         self._verified = False
 
     # ------------------------------------------------------------- running
@@ -165,8 +175,8 @@ class LdapCollector:
                     delay = backoff.failed()
                     if backoff.failures == 1:
                         log.warning(
-                            "ldap %s: the collector's spool is full; publishing again from the last committed "
-                            "state once it takes records (next try in %.1f s)",
+                            "ldap %s: the collector's spool is full; publishing the last state of what changed "
+                            "again once it takes records (next try in %.1f s)",
                             self.config.collector_id,
                             delay,
                         )
@@ -200,9 +210,9 @@ class LdapCollector:
     def catch_up(self) -> int:
         """Connect when needed, publish what changed since the last call; return how many events that was.
 
-        When the bus drops an event (the spool is full: :class:`RecordDropped`), nothing of this call is
-        committed and the collector goes back to the last committed copy and cursor, so the next call
-        publishes those changes again instead of losing them; the exception is raised on.
+        When the bus drops an event (the spool is full: :class:`RecordDropped`), the exception is raised on
+        and the next call publishes the last state of every principal the batch changed again, so nothing
+        is lost (see :meth:`_commit`).
         """
         before = self.published
         if not self.session.is_open:
@@ -221,10 +231,6 @@ class LdapCollector:
             if expired:
                 self._unsaved = True
                 self._emit(expired)
-        except RecordDropped:
-            self._unsaved = False
-            self._load_saved()
-            raise
         finally:
             self._commit()
         return self.published - before
@@ -260,10 +266,27 @@ class LdapCollector:
                 resume = False
         if not resume:
             self.mode.mark(self.session)
+        snapshot = read_directory(self.session, self.schema)
         staging = self.mirror.copy_empty()
-        staging.load(read_directory(self.session, self.schema).values())
-        for change in self.mode.poll(self.session, staging):  # writes made while the snapshot was read
-            staging.apply(change)
+        if resume:
+            # Writes made while the snapshot was read are in the stream too: follow them, each with its
+            # author, and let the snapshot speak only for the entries they left alone. (Folded into the
+            # snapshot, as on a first start, they would come out as one difference per principal, with
+            # whoever touched the entry last as the author, and a member added and removed meanwhile not
+            # at all.)
+            followed = dict(self.mirror.entries)
+            self._follow()
+            for key in followed.keys() | self.mirror.entries.keys():
+                entry = self.mirror.entries.get(key)
+                if entry is not followed.get(key):
+                    snapshot.pop(key, None)
+                    if entry is not None:
+                        snapshot[key] = entry
+            staging.load(snapshot.values())
+        else:
+            staging.load(snapshot.values())
+            for change in self.mode.poll(self.session, staging):  # writes made while the snapshot was read
+                staging.apply(change)
         first = not self.mirror.states
         events = self.mirror.replace_all(staging)
         self._unsaved = True
@@ -281,16 +304,37 @@ class LdapCollector:
         )
 
     def _emit(self, events: list[Event]) -> None:
-        for event in events:
-            self.emitter.emit(event)
-        self.published += len(events)
+        self._pending.extend(events)  # handed to the bus by _commit
 
     def _commit(self) -> None:
-        """Flush the bus, then save the cursor and copy that the flushed events account for."""
+        """Publish the batch and save the cursor and copy it accounts for, so that no crash loses or rewinds.
+
+        First the copy and cursor after the batch are saved, with the last event of every principal the
+        batch changed marked unconfirmed; then the batch goes to the bus and is flushed; then the copy is
+        saved again, confirmed. A process that dies in between cannot know how much of the batch got out,
+        so the next start publishes the unconfirmed events again: to a consumer that had them, the same
+        state once more. Following the stream again from the cursor before the batch instead would take
+        such a consumer back through the batch's older states (a group nested again after it was taken
+        out: an exposure opened a second time). So the older states of a batch a crash interrupts are
+        published at most once, and the last state of each principal at least once.
+        """
         if not self._unsaved:
             return
-        self.emitter.flush()
-        self.state.save(self.mode.cursor, list(self.mirror.entries.values()))
+        entries = list(self.mirror.entries.values())
+        if self._pending:
+            last = {event.key: i for i, event in enumerate(self._pending)}
+            unconfirmed = [self._pending[i] for i in sorted(last.values())]
+            self.state.save(self.mode.cursor, entries, unconfirmed)
+            try:
+                for event in self._pending:
+                    self.emitter.emit(event)
+                self.emitter.flush()
+            except BaseException:
+                self._pending = list(unconfirmed)  # what the saved copy still owes the bus
+                raise
+            self.published += len(self._pending)
+            self._pending = []
+        self.state.save(self.mode.cursor, entries)
         self._unsaved = False
 
     def _describe(self, exc: BaseException) -> str:

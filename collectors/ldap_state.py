@@ -4,9 +4,12 @@ The file holds the change mode's cursor (the last accesslog ``reqStart``, a
 DirSync cookie, …) and the collector's copy of the in-scope entries — the
 state it last published — so a restart resumes the stream and publishes only
 what changed, instead of a whole new snapshot. It is replaced atomically
-(write, fsync, rename) and only after the bus confirmed the events it
-accounts for. A file written for another server, base or mode (its
-``fingerprint`` differs) or in another format is ignored, with a warning.
+(write, fsync, rename). While a batch is on its way to the bus, the file
+also lists ``unconfirmed`` events: the last one of every principal the batch
+changed, which a restart publishes again because it cannot know how much of
+the batch got out (see ``LdapCollector._commit``). A file written for
+another server, base or mode (its ``fingerprint`` differs) or in another
+format is ignored, with a warning.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from collectors.ldap_entries import RawEntry
 from collectors.ldap_modes import Cursor
 from permwatch.config import LdapCollectorConfig
+from permwatch.events import DecodeError, DirectoryGroup, DirectoryUser, Event, decode, encode
 
 log = logging.getLogger("permwatch.collectors.ldap")
 
@@ -32,6 +37,7 @@ FORMAT_VERSION = 1
 class SavedDirectory:
     cursor: Cursor
     entries: list[RawEntry]
+    unconfirmed: list[DirectoryUser | DirectoryGroup] = field(default_factory=list)
 
 
 def fingerprint(config: LdapCollectorConfig) -> str:
@@ -75,18 +81,21 @@ class LdapStateFile:
             return None
         try:
             entries = [RawEntry(item["dn"], {k: tuple(v) for k, v in item["attrs"].items()}) for item in raw["entries"]]
-            return SavedDirectory(dict(raw["cursor"]), entries)
-        except (KeyError, TypeError, AttributeError) as exc:
+            unconfirmed = [_principal(json.dumps(item).encode()) for item in raw.get("unconfirmed", ())]
+            return SavedDirectory(dict(raw["cursor"]), entries, unconfirmed)
+        except (KeyError, TypeError, AttributeError, DecodeError) as exc:
             log.warning("ldap state %s is damaged (%r); starting from a new snapshot", self.path, exc)
             return None
 
-    def save(self, cursor: Cursor, entries: list[RawEntry]) -> None:
-        document = {
+    def save(self, cursor: Cursor, entries: list[RawEntry], unconfirmed: Sequence[Event] = ()) -> None:
+        document: dict[str, Any] = {
             "version": FORMAT_VERSION,
             "fingerprint": self.fingerprint,
             "cursor": cursor,
             "entries": [{"dn": e.dn, "attrs": {k: list(v) for k, v in e.attrs.items()}} for e in entries],
         }
+        if unconfirmed:
+            document["unconfirmed"] = [json.loads(encode(event)) for event in unconfirmed]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", encoding="utf-8") as out:
@@ -94,3 +103,10 @@ class LdapStateFile:
             out.flush()
             os.fsync(out.fileno())
         tmp.replace(self.path)
+
+
+def _principal(raw: bytes) -> DirectoryUser | DirectoryGroup:
+    event = decode(raw)
+    if not isinstance(event, DirectoryUser | DirectoryGroup):
+        raise DecodeError(f"a {event.type} event is not a directory principal")
+    return event
