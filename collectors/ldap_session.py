@@ -24,12 +24,13 @@ from ldap3.core.exceptions import (
     LDAPNoSuchObjectResult,
     LDAPOperationResult,
     LDAPResponseTimeoutError,
+    LDAPSSLConfigurationError,
     LDAPStartTLSError,
 )
 from ldap3.utils.conv import escape_filter_chars
 
 from collectors.ldap_entries import EntrySchema, RawEntry, normalize_dn
-from permwatch.config import LdapCollectorConfig
+from permwatch.config import ConfigError, LdapCollectorConfig
 
 RETRYABLE: tuple[type[Exception], ...] = (
     LDAPCommunicationError,
@@ -57,6 +58,7 @@ class LdapSession:
         self.host = parts.hostname
         self.port = parts.port or (636 if self.use_ssl else 389)
         self.where = f"{parts.scheme}://{self.host}:{self.port}"
+        self.tls = tls_for(config, use_ssl=self.use_ssl)
         self._connection: Any = None
 
     @property
@@ -65,13 +67,9 @@ class LdapSession:
 
     def open(self) -> None:
         """Connect, StartTLS when configured, bind; on failure leave nothing open and raise."""
-        tls = None
-        if self.use_ssl or self.config.start_tls:
-            ca_file = str(self.config.ca_file) if self.config.ca_file else None
-            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
         timeout = self.config.timeout_seconds
         server = Server(
-            self.host, port=self.port, use_ssl=self.use_ssl, tls=tls, get_info=NONE, connect_timeout=timeout
+            self.host, port=self.port, use_ssl=self.use_ssl, tls=self.tls, get_info=NONE, connect_timeout=timeout
         )
         connection = Connection(
             server,
@@ -125,6 +123,23 @@ class LdapSession:
         except LDAPNoSuchObjectResult:
             return None
         return RawEntry(found[0][0], found[0][1]) if found else None
+
+
+def tls_for(config: LdapCollectorConfig, *, use_ssl: bool) -> Tls | None:
+    """The TLS settings for ldaps:// or StartTLS (the server certificate is always verified), else None.
+
+    A ``ca_file`` that is not there is a typo to fix, not an outage to retry:
+    :class:`ConfigError` at start, rather than a collector that dies on its
+    first connection.
+    """
+    if not (use_ssl or config.start_tls):
+        return None
+    try:
+        return Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(config.ca_file) if config.ca_file else None)
+    except LDAPSSLConfigurationError:
+        raise ConfigError(
+            f"ldap collector {config.collector_id!r}: key 'ca_file': {config.ca_file} does not exist"
+        ) from None
 
 
 def _text_attributes(raw: dict[str, list[bytes]]) -> dict[str, tuple[str, ...]]:

@@ -4,12 +4,19 @@ Each test loads its own site (users, groups, nested units, a posixGroup, a
 disabled account) under its own base, then changes it through ldap3 bound
 as the non-root ``it-admin`` and checks exactly which directory events the
 collector publishes, with which author. Most tests step the collector with
-``catch_up()``; the outage test runs it as the real loop in a thread.
+``catch_up()``; the outage test runs it as the real loop in a thread, and the
+LDAPS refusal test runs ``permwatch run --role collector`` (on the embedded
+log), to read what an operator would.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +27,7 @@ from uuid import uuid4
 import pytest
 from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, Connection
 
+import collectors.ldap
 from collectors.ldap import RECOVERABLE, LdapCollector
 from permwatch.config import LdapCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
@@ -332,6 +340,125 @@ def test_restart_mid_stream_misses_nothing_and_repeats_nothing(
     assert len(recorder.events) == snapshot_size + 1 + 4
 
 
+def test_writes_made_while_a_restart_reads_the_directory_are_published_one_by_one_with_their_author(
+    slapd: Slapd,
+    site: LdapSite,
+    recorder: Recorder,
+    state_path: Path,
+    admin: Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = config_for(slapd, site)
+    first = LdapCollector(config, recorder, state_path=state_path)
+    first.catch_up()
+    first.close()
+
+    read_directory = collectors.ldap.read_directory
+    raced: list[str] = []
+
+    def read_while_written(session: Any, schema: Any) -> Any:
+        if not raced:  # the restart's look at the whole directory, while an admin nests and un-nests
+            for op, group, member in (
+                (MODIFY_ADD, "ledningsgrupp", site.group("alla")),
+                (MODIFY_ADD, "alla", site.user("hugo")),
+                (MODIFY_DELETE, "ledningsgrupp", site.group("alla")),
+            ):
+                admin.modify(site.group(group), {"member": [(op, [member])]})
+                raced.append(group)
+        return read_directory(session, schema)
+
+    monkeypatch.setattr(collectors.ldap, "read_directory", read_while_written)
+    mark = len(recorder.events)
+    second = LdapCollector(config, recorder, state_path=state_path)
+    second.catch_up()
+    resumed = principals(recorder.since(mark))
+    assert [(e.name, e.added, e.removed) for e in resumed if isinstance(e, DirectoryGroup)] == [
+        ("ledningsgrupp", ("alla",), ()),
+        ("alla", ("hugo",), ()),
+        ("ledningsgrupp", (), ("alla",)),
+    ], "each write once, in order: the nesting is not lost in the snapshot, which no longer shows it"
+    assert len(resumed) == 3
+    assert all(e.actor == IT_ADMIN_DN and e.changed_at is not None for e in resumed), "the writer, not a guess"
+    assert step(second, recorder) == []
+    second.close()
+    third = LdapCollector(config, recorder, state_path=state_path)
+    assert third.catch_up() == 0
+    third.close()
+
+
+class ProcessDied(BaseException):
+    """Stands for SIGKILL: nothing after it runs, and the collector object is thrown away."""
+
+
+class Dies(Recorder):
+    """A bus the process dies on: after ``room`` more events got out, or right after a flush."""
+
+    def __init__(self, *, room: int | None = None, at_flush: bool = False) -> None:
+        super().__init__()
+        self.room, self.at_flush = room, at_flush
+
+    def emit(self, event: Event) -> None:
+        if self.room is not None:
+            if self.room == 0:
+                raise ProcessDied
+            self.room -= 1
+        super().emit(event)
+
+    def flush(self) -> None:
+        super().flush()
+        if self.at_flush:
+            raise ProcessDied
+
+
+@pytest.mark.parametrize("dies", ["after the first event", "after the flush, before the save"])
+def test_a_batch_cut_off_on_its_way_to_the_bus_is_published_again_as_its_last_states_only(
+    dies: str, slapd: Slapd, site: LdapSite, state_path: Path, admin: Connection
+) -> None:
+    """Replaying the batch from the cursor before it would take a consumer that had it back through its older
+    states: here alla nested into ledningsgrupp again after it was taken out, an exposure opened twice."""
+    config = config_for(slapd, site)
+    baseline = LdapCollector(config, Recorder(), state_path=state_path)
+    baseline.catch_up()
+    baseline.close()
+    for op, group, member in (
+        (MODIFY_ADD, "ledningsgrupp", site.group("alla")),
+        (MODIFY_ADD, "alla", site.user("hugo")),
+        (MODIFY_DELETE, "ledningsgrupp", site.group("alla")),
+    ):
+        admin.modify(site.group(group), {"member": [(op, [member])]})
+    bus = Dies(room=1) if dies == "after the first event" else Dies(at_flush=True)
+    dying = LdapCollector(config, bus, state_path=state_path)
+    with pytest.raises(ProcessDied):
+        dying.catch_up()
+    dying.close()
+    got_out = principals(bus.events)
+    assert [e.name for e in got_out] == (
+        ["ledningsgrupp"] if dies == "after the first event" else ["ledningsgrupp", "alla", "ledningsgrupp"]
+    )
+
+    after = Recorder()
+    restarted = LdapCollector(config, after, state_path=state_path)
+    restarted.catch_up()
+    again = principals(after.events)
+    alla, management = again
+    assert isinstance(alla, DirectoryGroup) and isinstance(management, DirectoryGroup)
+    assert (alla.name, alla.member_users) == ("alla", ("cecilia", "david", "hugo"))
+    assert (management.name, management.member_groups) == ("ledningsgrupp", ())
+    assert all(e.actor == IT_ADMIN_DN for e in again)
+    if dies == "after the flush, before the save":
+        assert again == got_out[1:], "the very events that got out, ids and all: nothing a consumer has not seen"
+    # on the bus, ledningsgrupp only ever moves forward: nested, then not, and not nested again
+    nested = [
+        e.member_groups for e in [*got_out, *again] if isinstance(e, DirectoryGroup) and e.name == "ledningsgrupp"
+    ]
+    assert nested == [("alla",)] + [()] * (len(nested) - 1)
+    assert step(restarted, after) == []
+    restarted.close()
+    third = LdapCollector(config, after, state_path=state_path)
+    assert third.catch_up() == 0
+    third.close()
+
+
 def test_accesslog_purged_past_the_cursor_resnapshots_only_differences(
     slapd: Slapd, site: LdapSite, recorder: Recorder, collector: LdapCollector, admin: Connection, state_path: Path
 ) -> None:
@@ -523,3 +650,107 @@ def test_start_tls_verifies_the_server_certificate(
     untrusted.close()
     assert "certificate" in str(refused.value).lower()
     assert not (tmp_path / "no.json").exists()
+
+
+def test_ldaps_with_the_ca_takes_the_snapshot_and_follows_changes_with_their_author(
+    slapd: Slapd, site: LdapSite, recorder: Recorder, tmp_path: Path, admin: Connection
+) -> None:
+    if slapd.ldaps_uri is None or slapd.ca_file is None:
+        pytest.skip("no openssl to make a certificate")
+    config = config_for(slapd, site, uri=slapd.ldaps_uri, ca_file=slapd.ca_file)
+    collector = LdapCollector(config, recorder, state_path=tmp_path / "ldaps.json")
+    try:
+        collector.catch_up()
+        assert collector.session.use_ssl and collector.session.where == slapd.ldaps_uri
+        snapshot = principals(recorder.events)
+        assert len(snapshot) == 14 and all(e.change == "snapshot" for e in snapshot)
+
+        admin.modify(site.group("ledningsgrupp"), {"member": [(MODIFY_ADD, [site.group("alla")])]})
+        [nested] = step(collector, recorder)
+        assert isinstance(nested, DirectoryGroup)
+        assert (nested.name, nested.added, nested.actor) == ("ledningsgrupp", ("alla",), IT_ADMIN_DN)
+        assert nested.changed_at is not None
+    finally:
+        collector.close()
+
+
+def _run_collector_role(slapd: Slapd, site: LdapSite, workdir: Path, ca_file: Path) -> subprocess.Popen[bytes]:
+    """``permwatch run --role collector`` on the embedded log, following slapd's LDAPS port with ``ca_file``."""
+    config = workdir / "permwatch.toml"
+    config.write_text(
+        f"""
+log_level = "debug"
+state_dir = "{workdir / "state"}"
+[transport.embedded]
+path = "{workdir / "events.db"}"
+[[ldap]]
+collector_id = "it-ldaps"
+uri = "{slapd.ldaps_uri}"
+bind_dn = "{READER_DN}"
+password_file = "{slapd.reader_password_file}"
+ca_file = "{ca_file}"
+user_base = "{site.people}"
+group_base = "{site.groups}"
+backoff_max_seconds = 0.5
+""",
+        encoding="utf-8",
+    )
+    exe = shutil.which("permwatch", path=str(Path(sys.executable).parent)) or "permwatch"
+    with (workdir / "collector.log").open("ab") as log:
+        return subprocess.Popen(
+            [exe, "run", "--config", str(config), "--role", "collector"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait(30)
+
+
+def test_ldaps_refuses_a_ca_that_did_not_sign_the_server_certificate_with_a_clear_error(
+    slapd: Slapd, site: LdapSite, tmp_path: Path
+) -> None:
+    if slapd.ldaps_uri is None or slapd.ca_file is None:
+        pytest.skip("no openssl to make a certificate")
+    system_cas = Path("/etc/ssl/certs/ca-certificates.crt")
+    if not system_cas.exists():
+        pytest.skip("no system CA bundle to stand for the wrong CA")
+    log_path = tmp_path / "collector.log"
+
+    def log() -> str:
+        return log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
+
+    proc = _run_collector_role(slapd, site, tmp_path, system_cas)
+    try:
+        # refused, said so, and retried (the server may be given a certificate the CA did sign)
+        wait_until(lambda: log().count("retrying in") >= 2 or proc.poll() is not None, "two refused connections")
+        assert proc.poll() is None, f"the collector role stopped:\n{log()[-3000:]}"
+    finally:
+        code = _stop(proc)
+    assert code == 0
+    refused = [line for line in log().splitlines() if "retrying in" in line]
+    assert all(slapd.ldaps_uri in line and "certificate verify failed" in line for line in refused), refused
+    assert all(" WARNING " in line for line in refused), "a warning, not an error with a traceback"
+    assert "Traceback" not in log()
+    for secret in (slapd.reader_password, slapd.it_admin_password, slapd.root_password):
+        assert secret not in log()
+    assert not list((tmp_path / "state").glob("ldap-*.json")), "nothing was committed"
+
+    # a CA file that is not there is a mistake in the config: said so at start, no retries, no traceback
+    missing = tmp_path / "no-such-ca.pem"
+    proc = _run_collector_role(slapd, site, tmp_path, missing)
+    try:
+        code = proc.wait(60)
+    finally:
+        _stop(proc, signal.SIGKILL)
+    assert code == 2
+    assert f"config error: ldap collector 'it-ldaps': key 'ca_file': {missing} does not exist" in log()
+    assert "Traceback" not in log()

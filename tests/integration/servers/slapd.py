@@ -6,12 +6,15 @@ refint, ppolicy and accesslog overlays (``logops writes``, ``logsuccess
 TRUE``, ``logoldattr member``), a second mdb database for ``cn=accesslog``,
 and ACLs that let a non-root ``it-admin`` write users and groups under
 ``ou=sites`` and the ``permwatch`` service account read everything — and runs
-``slapd -d 0`` in the foreground on a free loopback port, in its own process
-group, dying with the test process (parent-death signal) and killed at
-interpreter exit. Passwords are random per instance. Each test loads its own
-site (``add_site``) from ``tests/integration/fixtures/ldap/site.ldif`` under
+``slapd -d 0`` in the foreground, in its own process group, dying with the
+test process (parent-death signal) and killed at interpreter exit. It
+listens on a free loopback port for plain LDAP and StartTLS and, when
+openssl could make a throwaway CA and certificate, on a second one for
+LDAPS (``ldaps_uri``), with the same certificate. Passwords are random per
+instance. Each test loads its own site (``add_site``) from
+``tests/integration/fixtures/ldap/site.ldif`` under
 ``ou=<name>,ou=sites,dc=example,dc=org``, so tests share one server without
-seeing each other's entries. ``stop()`` + ``start()`` keeps port and data,
+seeing each other's entries. ``stop()`` + ``start()`` keeps ports and data,
 for outage tests.
 """
 
@@ -95,6 +98,7 @@ class Slapd:
         self.it_admin_password = secrets.token_urlsafe(16)
         self.reader_password = secrets.token_urlsafe(16)
         self._port: int | None = None
+        self._ldaps_port: int | None = None
         self._server = ServerProcess("slapd", self.log_path, SlapdError)
         self._loaded = False
         self.started_in: float | None = None
@@ -112,6 +116,13 @@ class Slapd:
         return f"ldap://{_HOST}:{self.port}"
 
     @property
+    def ldaps_uri(self) -> str | None:
+        """The LDAPS (TLS from the first byte) listener, with the StartTLS certificate; None without openssl."""
+        if self._ldaps_port is None:
+            return None
+        return f"ldaps://{_HOST}:{self._ldaps_port}"
+
+    @property
     def running(self) -> bool:
         return self._server.running
 
@@ -121,7 +132,7 @@ class Slapd:
 
     @property
     def ca_file(self) -> Path | None:
-        """The CA that signed the server's StartTLS certificate (for 127.0.0.1), or None without openssl."""
+        """The CA that signed the server's certificate (for 127.0.0.1, StartTLS and LDAPS), or None without openssl."""
         ca = self.workdir / "tls" / "ca.pem"
         return ca if ca.exists() else None
 
@@ -141,10 +152,13 @@ class Slapd:
         self.workdir.mkdir(parents=True, exist_ok=True)
         for sub in ("data", "accesslog", "run"):
             (self.workdir / sub).mkdir(exist_ok=True)
-        if self._port is None:
-            self._port = free_loopback_ports(1, SlapdError)[0]
         if not (self.workdir / "tls").exists():
             self._make_certificates()
+        if self._port is None:
+            # both at once, so the second cannot be the port just handed out for the first
+            ports = free_loopback_ports(2 if self.ca_file is not None else 1, SlapdError)
+            self._port = ports[0]
+            self._ldaps_port = ports[1] if len(ports) > 1 else None
         self._write_config()
         self._spawn(binary)
         try:
@@ -245,7 +259,7 @@ class Slapd:
     # -- internals --------------------------------------------------------------
 
     def _make_certificates(self) -> None:
-        """A throwaway CA and a server certificate for 127.0.0.1, for StartTLS; skipped without openssl."""
+        """A throwaway CA and a server certificate for 127.0.0.1, for StartTLS and LDAPS; skipped without openssl."""
         openssl = shutil.which("openssl")
         if openssl is None:
             return
@@ -334,7 +348,8 @@ logoldattr member
         (self.workdir / "slapd.conf").write_text(conf, encoding="utf-8")
 
     def _spawn(self, binary: str) -> None:
-        command = [binary, "-f", str(self.workdir / "slapd.conf"), "-h", f"{self.uri}/", "-d", "0"]
+        listeners = " ".join(f"{uri}/" for uri in (self.uri, self.ldaps_uri) if uri is not None)
+        command = [binary, "-f", str(self.workdir / "slapd.conf"), "-h", listeners, "-d", "0"]
         self._server.spawn(command, cwd=self.workdir)
 
     def _wait_ready(self) -> None:
@@ -349,6 +364,8 @@ logoldattr member
 
     def _root_can_bind(self) -> bool:
         if not port_accepts(_HOST, self.port):
+            return False
+        if self._ldaps_port is not None and not port_accepts(_HOST, self._ldaps_port):
             return False
         self.connect("root").unbind()
         return True
