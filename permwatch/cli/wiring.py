@@ -69,6 +69,8 @@ class Running:
     metrics_server: MetricsServer | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
     """Run after the stages' threads stopped, before the bus closes (the collectors' spool)."""
+    failed: list[str] = field(default_factory=list)
+    """The stages that stopped by an error (each stops the others)."""
 
     def start(self, name: str, stage: Any) -> None:
         self.stages[name] = stage
@@ -78,6 +80,7 @@ class Running:
                 stage.run(self.stop)
             except Exception:
                 log.exception("%s stopped by an error", name)
+                self.failed.append(name)
                 self.stop.set()
 
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -218,8 +221,9 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
 
 def run_roles(config: Config, role: str, *, until: Callable[[], bool] | None = None) -> int:
     running = start_roles(config, role)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: running.stop.set())
+    previous = {
+        signum: signal.signal(signum, lambda *_: running.stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     log.info("permwatch running (role %s, transport %s)", role, config.transport.kind)
     try:
         while not running.stop.wait(0.5):
@@ -227,8 +231,12 @@ def run_roles(config: Config, role: str, *, until: Callable[[], bool] | None = N
                 break
             if not all(t.is_alive() for t in running.threads):
                 log.error("a stage stopped; shutting down")
-                running.shutdown()
                 return 1
     finally:
         running.shutdown()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if running.failed:  # the failing stage set the stop flag: a failure, not a requested stop
+        log.error("stopped because %s failed", ", ".join(running.failed))
+        return 1
     return 0
