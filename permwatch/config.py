@@ -283,13 +283,16 @@ class ProcessorConfig(_Section):
         default="",
         max_length=128,
         pattern=r"^[A-Za-z0-9._-]*$",
-        description="stable per processor when partitioned (default: the host name); names its directory group",
+        description="stable and unique per processor when partitioned (default: the host name): names its "
+        "directory group, its checkpoint and its member of the shared group (two with one name fence each other)",
     )
     checkpoint: bool = Field(
         default=True, description="snapshot the state now and then, so a restart replays only what came after it"
     )
     checkpoint_path: Path | None = Field(
-        default=None, description="the snapshot file; default <state_dir>/processor-<group>.checkpoint"
+        default=None,
+        description="the snapshot file; default <state_dir>/processor-<group>.checkpoint "
+        "(partitioned: processor-<group>-<instance_id>.checkpoint)",
     )
     checkpoint_interval_seconds: float = Field(
         default=30.0, gt=0, le=86_400, description="at most this often, after a commit (a snapshot pauses the batch)"

@@ -17,6 +17,16 @@ was emitted, and only the difference is published. That closes the gap of a
 processor killed after taking a directory change and before publishing its
 effect on the folders it owned. Exposure ids and sequences continue the
 published ones, and the alerts stage drops repeats.
+
+Each processor joins the shared group under its ``instance_id`` (Kafka's
+static membership), so one restarted within the session timeout gets its
+partitions back without a rebalance. It checkpoints as the single processor
+does (:mod:`processor.checkpoint`), only while it is not rebuilding or
+reconciling: the snapshot covers the directory, the labels and the paths of
+the partitions it owned, with their offsets. A restart that gets exactly
+those partitions back starts there and replays only what came after; one
+that gets others drops the saved paths and rebuilds them from history (the
+directory and labels still start at the checkpoint).
 """
 
 from __future__ import annotations
@@ -24,8 +34,10 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 import uuid
 
+from permwatch.config import ProcessorConfig
 from permwatch.events import (
     TOPIC_DIRECTORY,
     TOPIC_EXPOSURES,
@@ -34,12 +46,18 @@ from permwatch.events import (
     ExposureEvent,
     encode,
 )
-from permwatch.transport.base import Record
+from permwatch.transport.base import Consumer, Record
 from permwatch.transport.kafka import KafkaTopicConsumer
+from processor.checkpoint import Offsets, process_age
 from processor.forensics import recorded_exposures
 from processor.runner import ProcessorRunner
 
 log = logging.getLogger("permwatch.processor")
+
+
+def instance_of(config: ProcessorConfig) -> str:
+    """This processor's stable name among those sharing the work (its ``instance_id``, else the host name)."""
+    return config.instance_id or socket.gethostname()
 
 
 class PartitionedProcessor(ProcessorRunner):
@@ -49,11 +67,24 @@ class PartitionedProcessor(ProcessorRunner):
     """How many reconciliations ran (one after each rebuild)."""
 
     def run(self, stop: threading.Event) -> None:
-        instance = self.config.instance_id or socket.gethostname()
+        age = process_age()
+        origin = time.monotonic() - (age or 0.0)
+        instance = instance_of(self.config)
+        member = f"{self.config.group}.{instance}"
+        saved = self._restore() or {}
         shared = self.bus.consumer(
-            [TOPIC_DIRECTORY, TOPIC_LABELS], f"{self.config.group}.{instance}", replay_history=True
+            [TOPIC_DIRECTORY, TOPIC_LABELS],
+            member,
+            replay_history=True,
+            replay_from={tp: offset for tp, offset in saved.items() if tp[0] != TOPIC_FS} or None,
         )
-        owned = self.bus.consumer([TOPIC_FS], self.config.group, replay_history=True)
+        owned = self.bus.consumer(
+            [TOPIC_FS],
+            self.config.group,
+            replay_history=True,
+            replay_from={tp: offset for tp, offset in saved.items() if tp[0] == TOPIC_FS} or None,
+            member=member,
+        )
         if not isinstance(owned, KafkaTopicConsumer):  # guarded by the config check
             raise TypeError("processor.partitioned needs the kafka transport")
         log.info("processor %s started (fs partitions shared in group %s)", instance, self.config.group)
@@ -61,21 +92,29 @@ class PartitionedProcessor(ProcessorRunner):
         rebuilding = pending = False
         held: list[Record] = []
         reconcile_at: dict[tuple[str, int], int] | None = None
+        partitions: set[tuple[str, int]] = set()
+        save_now = stopped = False
         try:
             # The directory first: a rebuild judges against the directory as it is now.
             while not stop.is_set():
                 records = shared.poll(0.5, max_records=self.config.batch_max)
                 if not records:
                     break
-                self.handle(records, shared)
+                self._handled(records, shared)
             while not stop.is_set():
                 records = owned.poll(0.2, max_records=self.config.batch_max)
                 if owned.generation != generation:
+                    kept = generation == -1 and owned.resumed  # the partitions the checkpoint's paths came from
                     generation = owned.generation
-                    self.engine.forget_paths()
+                    partitions = owned.partitions()
+                    if kept:
+                        log.info("fs partitions as at the checkpoint: replaying what came after it")
+                    else:
+                        self.engine.forget_paths()
+                        self.covered = {tp: offset for tp, offset in self.covered.items() if tp[0] != TOPIC_FS}
+                        log.info("fs partitions reassigned: rebuilding the paths this processor owns")
                     held, reconcile_at = [], None
                     rebuilding = pending = True
-                    log.info("fs partitions reassigned: rebuilding the paths this processor owns")
                 if rebuilding:
                     # History first, all of it; live records wait until the record's exposures are adopted,
                     # so they move the exposures that were published, under their ids. Nothing is committed
@@ -83,14 +122,17 @@ class PartitionedProcessor(ProcessorRunner):
                     replayed = [r for r in records if r.replayed]
                     held += [r for r in records if not r.replayed]
                     if replayed:
-                        self.handle(replayed, _NO_COMMIT)
+                        self._handled(replayed, _NO_COMMIT)
                     if owned.replay_pending():
                         continue  # the directory waits too, as it waited during the rebuild
                     rebuilding = False
                     self._adopt()
+                    if self.restart_seconds is None:
+                        self._rebuilt(time.monotonic() - origin, None)
+                        save_now = bool(self.replayed)  # what was just replayed is not replayed again soon
                     records, held = held, []
                 if records:
-                    self.handle(records, owned)
+                    self._handled(records, owned)
                 if pending:
                     if reconcile_at is None:
                         reconcile_at = owned.end_offsets()
@@ -99,12 +141,37 @@ class PartitionedProcessor(ProcessorRunner):
                         pending = False
                 news = shared.poll(0.0 if records else 0.05, max_records=self.config.batch_max)
                 if news:
-                    self.handle(news, shared)
+                    self._handled(news, shared)
                 if not records and not news and not pending:
                     self.caught_up.set()
+                if self.checkpoints is not None and not rebuilding and not pending:
+                    offsets = self._saved_offsets(partitions)
+                    if (save_now and not self.checkpoints.covers(offsets)) or self.checkpoints.due(offsets):
+                        self.checkpoints.save(self.engine, offsets, records=self.records_covered)
+                        save_now = False
+            stopped = True
         finally:
             owned.close()
             shared.close()
+            if self.checkpoints is not None:
+                offsets = self._saved_offsets(partitions)
+                if stopped and not rebuilding and not pending and not self.checkpoints.covers(offsets):
+                    self.checkpoints.save(self.engine, offsets, records=self.records_covered, wait=True)
+                self.checkpoints.wait()
+
+    def _handled(self, records: list[Record], consumer: Consumer) -> None:
+        """Handle a batch and note what the state now covers (what a checkpoint would say)."""
+        self.handle(records, consumer)
+        self.covered.update({(r.topic, r.partition): r.offset + 1 for r in records})
+        self.records_covered += len(records)
+        if self.restart_seconds is None:
+            self.replayed += sum(1 for r in records if r.replayed)
+
+    def _saved_offsets(self, partitions: set[tuple[str, int]]) -> Offsets:
+        """What a checkpoint covers: the directory and labels as read, and every fs partition owned (one with
+        nothing handled yet from its first record), so a restart knows which partitions the paths came from."""
+        shared = {tp: offset for tp, offset in self.covered.items() if tp[0] != TOPIC_FS}
+        return {**shared, **{tp: self.covered.get(tp, 0) for tp in partitions}}
 
     def _adopt(self) -> None:
         """Take the exposures last published for the folders now owned as what was emitted (no events)."""

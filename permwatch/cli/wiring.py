@@ -108,9 +108,11 @@ def processor_checkpoints(config: Config, metrics: Metrics | None = None) -> Che
     """The processor's checkpoint store, unless ``processor.checkpoint`` is off.
 
     Its identity is what the checkpoint's offsets mean: the consumer group and
-    the topics (Kafka's topic prefix, whichever client, or the embedded log's file).
+    the topics (Kafka's topic prefix, whichever client, or the embedded log's file),
+    and for processors sharing the work, which one: each keeps its own.
     """
     from processor.checkpoint import Checkpoints
+    from processor.partitioned import instance_of
 
     settings = config.processor
     if not settings.checkpoint:
@@ -120,9 +122,13 @@ def processor_checkpoints(config: Config, metrics: Metrics | None = None) -> Che
         topics = f"kafka {transport.kafka.topic_prefix}"
     else:
         topics = f"embedded {transport.embedded.path.resolve()}"
-    safe_group = re.sub(r"[^A-Za-z0-9._-]", "_", settings.group)
-    path = settings.checkpoint_path or config.state_dir / f"processor-{safe_group}.checkpoint"
     identity = {"group": settings.group, "topics": topics}
+    name = settings.group
+    if settings.partitioned:
+        identity["instance"] = instance_of(settings)
+        name = f"{settings.group}-{identity['instance']}"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    path = settings.checkpoint_path or config.state_dir / f"processor-{safe}.checkpoint"
     return Checkpoints(path, identity, interval_seconds=settings.checkpoint_interval_seconds, metrics=metrics)
 
 
@@ -180,14 +186,13 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
         severities = {name: label.severity.value for name, label in config.labels.definitions.items()}
         metrics.open_exposures.know_labels(severities)
         running.watch_lag(INPUT_TOPICS, config.processor.group)
-        if config.processor.partitioned:
+        kind: type[ProcessorRunner] = ProcessorRunner
+        if config.processor.partitioned:  # one of several sharing the fs partitions
             from processor.partitioned import PartitionedProcessor
 
-            runner: ProcessorRunner = PartitionedProcessor(running.bus, config.processor, metrics=metrics)
-        else:
-            runner = ProcessorRunner(
-                running.bus, config.processor, metrics=metrics, checkpoints=processor_checkpoints(config, metrics)
-            )
+            kind = PartitionedProcessor
+        checkpoints = processor_checkpoints(config, metrics)
+        runner = kind(running.bus, config.processor, metrics=metrics, checkpoints=checkpoints)
         running.start("processor", runner)
     if role in ("all", "alerts"):
         from alerts.base import SinkContext

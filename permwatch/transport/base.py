@@ -57,6 +57,21 @@ class ReplayProgress(Protocol):
         ...
 
 
+def checkpoint_starts(
+    replay_from: Mapping[tuple[str, int], int], assigned: set[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """Where a first assignment ``assigned`` starts (see :meth:`Bus.consumer`): at ``replay_from``'s offsets for a
+    topic all of whose named partitions are assigned; every other partition at the beginning. A state saved
+    with a partition this consumer does not own now holds records that are not its own: that topic starts
+    over."""
+    starts = {}
+    for topic in {topic for topic, _ in replay_from}:
+        named = {(t, p) for t, p in replay_from if t == topic}
+        if named <= assigned:
+            starts.update({tp: replay_from[tp] for tp in named})
+    return starts
+
+
 class Bus(Protocol):
     def publish(self, topic: str, key: str | None, value: bytes) -> None:
         """Queue a record; it is durable once :meth:`flush` returns."""
@@ -83,15 +98,21 @@ class Bus(Protocol):
         *,
         replay_history: bool = False,
         replay_from: Mapping[tuple[str, int], int] | None = None,
+        member: str | None = None,
     ) -> Consumer:
         """A consumer in ``group``; a new group starts at the beginning of each topic.
 
         With ``replay_history`` it starts at the beginning even when the group has
         committed, marking the records up to the commit ``replayed`` so a stage
         that keeps state in memory can rebuild it without repeating its effects.
-        ``replay_from`` (topic, partition) → offset moves that start, for the
-        partitions it names, to the offset of the first record the stage's saved
-        state does not cover (a checkpoint); the others start at the beginning.
+        ``replay_from`` (topic, partition) → offset moves that start to the offset
+        of the first record the stage's saved state (a checkpoint) does not
+        cover: at the first assignment, for each topic all of whose named
+        partitions are assigned (a state saved with a partition not owned now
+        does not fit); every other partition, and every later assignment,
+        starts at the beginning. ``member`` is a stable name for this consumer across
+        restarts (Kafka's static membership): started again within the session
+        timeout it gets the same partitions back, without a rebalance.
         """
         ...
 

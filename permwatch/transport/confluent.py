@@ -31,7 +31,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from permwatch.config import KafkaConfig
-from permwatch.transport.base import PublishError, Record
+from permwatch.transport.base import PublishError, Record, checkpoint_starts
 from permwatch.transport.kafka_security import librdkafka_options, unreachable_message
 from permwatch.transport.topics import ALL_TOPICS, DEADLETTER_MAX_BYTES, differences, topic_configs
 
@@ -206,9 +206,10 @@ class ConfluentBus:
         *,
         replay_history: bool = False,
         replay_from: Mapping[tuple[str, int], int] | None = None,
+        member: str | None = None,
     ) -> ConfluentConsumer:
         self.ensure_topics()
-        return ConfluentConsumer(self, [self.name(t) for t in topics], group, replay_history, replay_from)
+        return ConfluentConsumer(self, [self.name(t) for t in topics], group, replay_history, replay_from, member)
 
     def history(self, topics: Sequence[str], *, until_ms: int | None = None) -> Iterator[Record]:
         self.ensure_topics()
@@ -266,12 +267,14 @@ class ConfluentConsumer:
         group: str,
         replay_history: bool,
         replay_from: Mapping[tuple[str, int], int] | None = None,
+        member: str | None = None,
     ) -> None:
         self._bus = bus
         self._consumer = Consumer(
             {
                 **bus._common(),
                 "group.id": group,
+                **({"group.instance.id": member} if member else {}),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "fetch.max.bytes": DEADLETTER_MAX_BYTES * 2,
@@ -280,6 +283,8 @@ class ConfluentConsumer:
         )
         self._replay_until: dict[tuple[str, int], int] = {}
         self._replay_from = dict(replay_from or {})
+        self.resumed = False
+        """Whether the first assignment started where ``replay_from`` said (see Bus.consumer)."""
         self._next: dict[tuple[str, int], int] = {}
         # the offset after the last record returned, per partition with records to replay
         self._uncommitted: dict[tuple[str, int], int] = {}
@@ -292,11 +297,13 @@ class ConfluentConsumer:
 
     def _rewind(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         committed = consumer.committed(partitions, timeout=30)
+        saved = checkpoint_starts(self._replay_from, {(self._bus.logical(tp.topic), tp.partition) for tp in partitions})
+        self.resumed, self._replay_from = bool(saved), {}  # a saved state stands where it stood at the start
         starts = []
         for tp in committed:
             key = (tp.topic, tp.partition)
             until = self._replay_until[key] = max(tp.offset, 0)
-            start = self._replay_from.get((self._bus.logical(tp.topic), tp.partition))
+            start = saved.get((self._bus.logical(tp.topic), tp.partition))
             if start is not None:  # a checkpoint covers what comes before
                 starts.append(TopicPartition(tp.topic, tp.partition, start))
                 self._next[key] = start

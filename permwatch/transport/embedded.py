@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from permwatch.transport.base import Record
+from permwatch.transport.base import Record, checkpoint_starts
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
@@ -98,7 +98,9 @@ class EmbeddedBus:
         *,
         replay_history: bool = False,
         replay_from: Mapping[tuple[str, int], int] | None = None,
+        member: str | None = None,
     ) -> EmbeddedConsumer:
+        """(One process holds a group's position here: ``member`` has nothing to keep.)"""
         consumer = EmbeddedConsumer(self.path, list(topics), group, self._wakeup)
         if replay_history:
             consumer.rewind(replay_from)
@@ -199,6 +201,8 @@ class EmbeddedConsumer:
             self._position = row[0] or 0
         self._committed = self._position
         self._replay_until = 0
+        self.resumed = False
+        """Whether the rewind started where ``replay_from`` said (see Bus.consumer)."""
         self._replay_done = True
         self._floors: dict[str, int] = {}
         """topic → the first seq to return of it, while a replay starts from a checkpoint"""
@@ -208,7 +212,9 @@ class EmbeddedConsumer:
         partition 0); those up to the committed position come marked replayed."""
         self._replay_until = self._committed
         self._replay_done = False
-        floors = {topic: (replay_from or {}).get((topic, 0), 0) for topic in self._topics}
+        starts = checkpoint_starts(replay_from or {}, {(topic, 0) for topic in self._topics})
+        self.resumed = bool(starts)
+        floors = {topic: starts.get((topic, 0), 0) for topic in self._topics}
         self._position = max(0, min(floors.values()) - 1)
         # One seq runs across topics: a topic that went quiet before the others starts earlier, and
         # the others' records below their own start are skipped until every start is passed.

@@ -37,7 +37,7 @@ from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 from permwatch.config import KafkaConfig
-from permwatch.transport.base import PublishError, Record
+from permwatch.transport.base import PublishError, Record, checkpoint_starts
 from permwatch.transport.kafka_security import kafka_python_options, unreachable_message
 from permwatch.transport.topics import ALL_TOPICS, DEADLETTER_MAX_BYTES, differences, topic_configs
 
@@ -212,6 +212,7 @@ class KafkaBus:
         *,
         replay_history: bool = False,
         replay_from: Mapping[tuple[str, int], int] | None = None,
+        member: str | None = None,
     ) -> KafkaTopicConsumer:
         self.ensure_topics()
         consumer = KafkaConsumer(
@@ -219,6 +220,7 @@ class KafkaBus:
             client_id=self.config.client_id,
             **self._security,
             group_id=group,
+            group_instance_id=member,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=DEADLETTER_MAX_BYTES,
@@ -382,6 +384,8 @@ class KafkaTopicConsumer:
         self.assigned = False
         """Set by the rewind listener at the first assignment."""
         self._replay_from = dict(replay_from or {})
+        self.resumed = False
+        """Whether the first assignment started where ``replay_from`` said (see Bus.consumer)."""
         self._next: dict[TopicPartition, int] = {}
         """The offset after the last record returned, per partition with records to replay."""
         self._uncommitted: dict[TopicPartition, int] = {}
@@ -416,11 +420,15 @@ class KafkaTopicConsumer:
             # Newly assigned partitions start over from the beginning (or the checkpoint); what this poll already
             # fetched from them comes again after the seek, so drop it here.
             rewind, self.to_rewind = self.to_rewind, set()
+            starts = checkpoint_starts(
+                self._replay_from, {(self._bus.logical(tp.topic), tp.partition) for tp in rewind}
+            )
+            self.resumed, self._replay_from = bool(starts), {}  # a saved state stands where it stood at the start
             from_start = []
             for tp in rewind:
                 self.replay_until[tp] = self._consumer.committed(tp) or 0
                 batches.pop(tp, None)
-                start = self._replay_from.get((self._bus.logical(tp.topic), tp.partition))
+                start = starts.get((self._bus.logical(tp.topic), tp.partition))
                 if start is None:
                     from_start.append(tp)
                 else:  # a checkpoint covers what comes before
@@ -446,6 +454,10 @@ class KafkaTopicConsumer:
         if not self.assigned or self.to_rewind:
             return True
         return any(self._next.get(tp, until) < until for tp, until in self.replay_until.items())
+
+    def partitions(self) -> set[tuple[str, int]]:
+        """The (topic, partition)s this consumer owns now."""
+        return {(self._bus.logical(tp.topic), tp.partition) for tp in self._consumer.assignment()}
 
     def end_offsets(self) -> dict[tuple[str, int], int]:
         """The log end of every partition assigned now."""

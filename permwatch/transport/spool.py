@@ -756,8 +756,11 @@ class SpoolingBus:
         *,
         replay_history: bool = False,
         replay_from: Mapping[tuple[str, int], int] | None = None,
+        member: str | None = None,
     ) -> Consumer:
-        return self._inner.consumer(topics, group, replay_history=replay_history, replay_from=replay_from)
+        return self._inner.consumer(
+            topics, group, replay_history=replay_history, replay_from=replay_from, member=member
+        )
 
     def history(self, topics: Sequence[str], *, until_ms: int | None = None) -> Iterator[Record]:
         return self._inner.history(topics, until_ms=until_ms)

@@ -1,5 +1,6 @@
 """Issue 7: three processors in one consumer group, one killed with SIGKILL mid-run and a fourth added
-later, give the same exposures as one processor.
+later, then one stopped and one killed and each started again at once, give the same exposures as one
+processor.
 
 The same recorded input (the very same events, ids included) goes onto two sets of topics on the
 real broker: one is handled by a single processor, the other by three ``processor.partitioned``
@@ -9,12 +10,15 @@ judge at the same points and their exposures can be compared one for one. A dire
 the middle (the broad group nested into the allowed group and taken out again) reaches every
 folder through the directory topic, which each processor reads whole. Each rebalance (the kill, the
 addition) makes the processors rebuild what they now own and reconcile with the exposures on record.
+A processor started again within the session timeout keeps its partitions (static membership) and
+resumes from its checkpoint, replaying only what came after it.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -149,7 +153,11 @@ allowed_groups = ["ledningsgrupp"]
 
     def start(self, instance: str) -> None:
         exe = shutil.which("permwatch", path=str(Path(sys.executable).parent)) or "permwatch"
-        env = {**os.environ, "PERMWATCH__PROCESSOR__INSTANCE_ID": instance}
+        env = {
+            **os.environ,
+            "PERMWATCH__PROCESSOR__INSTANCE_ID": instance,
+            "PERMWATCH__PROCESSOR__CHECKPOINT_INTERVAL_SECONDS": "1",
+        }
         with (self.workdir / f"{instance}.log").open("ab") as log:
             self.procs[instance] = subprocess.Popen(
                 [exe, "run", "--config", str(self.config), "--role", "processor"],
@@ -170,10 +178,14 @@ allowed_groups = ["ledningsgrupp"]
             for i in instances
         )
 
-    def kill(self, instance: str) -> None:
+    def kill(self, instance: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(instance)
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, sig)
         proc.wait(30)
+
+    def starts(self, instance: str) -> list[str]:
+        """The log of each start of ``instance``, in order."""
+        return self.log(instance).split("permwatch running (role processor")[1:]
 
     def publish(self, events: list[Event]) -> None:
         for event in events:
@@ -263,6 +275,16 @@ def test_three_processors_one_killed_give_the_same_exposures_as_one(kafka_broker
                 # later, while a round is being handled, a processor joins and takes over a share
                 shared.start("p4")
                 alive.append("p4")
+            elif n == len(rounds) - 4:
+                # a processor stopped and started again at once (an upgrade): its partitions and its checkpoint
+                wait_until(lambda: shared.reconciled(alive), "the rebalance's reconciliations", 120)
+                shared.kill("p1", signal.SIGTERM)
+                shared.start("p1")
+            elif n == len(rounds) - 2:
+                # and one killed mid-round and started again at once: the same, from its last checkpoint
+                time.sleep(0.05)
+                shared.kill("p3")
+                shared.start("p3")
             wait_until(lambda: single.caught_up(single_groups), f"the single processor to handle round {n}", 120)
             wait_until(
                 lambda: shared.caught_up(shared_groups(alive)),
@@ -280,6 +302,15 @@ def test_three_processors_one_killed_give_the_same_exposures_as_one(kafka_broker
             assert "rebuilding the paths this processor owns" in log
         # the newcomer took over a share of the partitions and published the exposures it moved
         assert "p4" in alive and shared.log("p4").count("rebuilding the paths this processor owns") >= 1
+        # the processors started again got their partitions back and started from their checkpoints
+        for instance in ("p1", "p3"):
+            again = shared.starts(instance)[-1]
+            assert " loaded in " in again, again[-3000:]
+            assert "fs partitions as at the checkpoint" in again, again[-3000:]
+            rebuilt = re.search(r"state rebuilt [\d.]+ s after the process started, ([\d,]+) records replayed", again)
+            assert rebuilt is not None and "on top of the checkpoint" in again, again[-3000:]
+            replayed = int(rebuilt[1].replace(",", ""))
+            assert replayed < sum(len(r) for r in rounds) // 2, f"{instance} replayed {replayed} records"
     finally:
         single.stop()
         shared.stop()

@@ -36,7 +36,7 @@ from permwatch.events import (
     encode,
 )
 from permwatch.metrics import Metrics
-from permwatch.transport.base import Record
+from permwatch.transport.base import Record, checkpoint_starts
 from permwatch.transport.embedded import EmbeddedBus
 from processor import checkpoint
 from processor import state as state_module
@@ -440,6 +440,16 @@ def test_a_restart_that_replayed_records_checkpoints_as_soon_as_it_is_rebuilt(tm
         stop.set()
         thread.join(30)
     bus.close()
+
+
+def test_a_checkpoint_fits_a_first_assignment_holding_all_its_partitions() -> None:
+    saved = {("fs", 0): 10, ("fs", 3): 4, ("directory", 0): 7}
+    assert checkpoint_starts(saved, {("fs", 0), ("fs", 3), ("directory", 0)}) == saved
+    # more partitions than were saved: those start at the beginning, the saved ones where they were
+    assert checkpoint_starts(saved, {("fs", 0), ("fs", 1), ("fs", 3), ("directory", 0)}) == saved
+    # fs 3's saved paths are another processor's now: fs starts over; the directory still fits
+    assert checkpoint_starts(saved, {("fs", 0), ("fs", 1), ("directory", 0)}) == {("directory", 0): 7}
+    assert checkpoint_starts({}, {("fs", 0)}) == {}
 
 
 class _Handing:
