@@ -1,9 +1,10 @@
 """Directory fan-out: one group change reaching 100,000 labelled folders, judged by the processor engine.
 
 100,000 labelled folders (one path each, plus their parents) whose ACLs name
-1,000 groups (folder i's owning group is g<i % 1000>, its label allows that
-group). The all-staff group ``alla`` is nested into every one of the 1,000
-groups, as an over-eager IT admin might. The measured change adds 50 people
+1,000 groups: folder i is root's, its POSIX ACL has a named entry
+``group:g<i % 1000>:r-x`` and its label allows that group. The all-staff
+group ``alla`` is nested into every one of the 1,000 groups, as an
+over-eager IT admin might. The measured change adds 50 people
 to ``alla``: every folder is now readable by people outside its label. The
 figure is the time from applying that directory event to the last verdict
 (exposure event built). For contrast, a change that only one folder depends
@@ -23,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from permwatch.events import (
+    AclEntry,
+    AclTag,
     DirectoryGroup,
     DirectoryUser,
     FsKind,
@@ -34,6 +37,16 @@ from permwatch.events import (
 from processor.engine import Engine
 
 BASE_GID = 50_000
+
+
+def named_group_acl(gid: int) -> tuple[AclEntry, ...]:
+    return (
+        AclEntry(tag=AclTag.USER_OBJ, perms=7),
+        AclEntry(tag=AclTag.GROUP_OBJ, perms=5),
+        AclEntry(tag=AclTag.GROUP, qualifier=gid, perms=5),
+        AclEntry(tag=AclTag.MASK, perms=5),
+        AclEntry(tag=AclTag.OTHER, perms=0),
+    )
 
 
 def build(folders: int, groups: int) -> Engine:
@@ -64,7 +77,14 @@ def build(folders: int, groups: int) -> Engine:
                 )
             )
         engine.apply(
-            FsPermissionEvent(kind=FsKind.BASELINE, path=path, owner=Identity(id=0), group=Identity(id=gid), mode=0o750)
+            FsPermissionEvent(
+                kind=FsKind.BASELINE,
+                path=path,
+                owner=Identity(id=0),
+                group=Identity(id=0),
+                mode=0o750,
+                acl=named_group_acl(gid),
+            )
         )
         group = "lonely" if i == 0 else f"g{i % groups}"
         engine.apply(
