@@ -47,6 +47,8 @@ if [[ $with_test -eq 1 ]]; then
 fi
 
 if [[ ! -x .venv/bin/python ]]; then
+    # Debian's own python3 ships venv's pip bootstrap (ensurepip) in a package of its own
+    python3 -c "import ensurepip" 2>/dev/null || apt_install python3-venv
     python3 -m venv .venv
 fi
 extra=""
