@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,20 @@ from permwatch.transport.kafka_security import kafka_python_options
 
 TIMEOUT = 90.0
 ROLES = ("collector", "processor", "alerts")
+SERVING = re.compile(r"metrics: serving http://127\.0\.0\.1:(\d+)/metrics")
+"""The line a role logs once it serves /metrics (``[metrics] listen`` with port 0 picks a free one)."""
+
+
+@contextmanager
+def traversable_tempdir(prefix: str) -> Iterator[Path]:
+    """A temporary directory anyone may traverse, removed afterwards. pytest's own are 0700: a share under one
+    would be closed to outsiders by its ancestors, whatever its own permissions say."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(base, 0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
@@ -177,6 +195,29 @@ path = "{self.alerts_path}"
             self.kill(role, signal.SIGTERM)
         for reader in self._readers.values():
             reader.close()
+
+    def metrics_port(self, role: str) -> int:
+        """The port ``role`` serves /metrics on, once it has said so in its log."""
+        found = wait_until(lambda: SERVING.search(self.log(role)), f"the {role}'s metrics address")
+        return int(found.group(1))
+
+    def metrics_text(self, role: str) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port(role)}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+
+    def samples(self, role: str, prefix: str) -> dict[str, float]:
+        """``role``'s metric samples whose names start with ``prefix``: the sample (name and labels) → value."""
+        found = {}
+        for line in self.metrics_text(role).splitlines():
+            if line.startswith(prefix):
+                name, value = line.rsplit(" ", 1)
+                found[name] = float(value)
+        return found
+
+    def spool_metrics(self) -> dict[str, float]:
+        """The collector's ``permwatch_spool_*`` samples."""
+        return self.samples("collector", "permwatch_spool_")
 
     def log(self, role: str) -> str:
         path = self.workdir / f"{role}.log"

@@ -16,10 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +34,7 @@ from alerts.slack_render import SlackPost
 from permwatch.config import AlertsConfig
 from permwatch.events import ExposureEvent, decode
 from permwatch.transport.topics import ALL_TOPICS
-from tests.integration.pipeline import ROLES, Pipeline, wait_until
+from tests.integration.pipeline import ROLES, Pipeline, traversable_tempdir, wait_until
 from tests.integration.servers.alertmanager import AlertmanagerServer, burst_webhook_routing
 from tests.integration.servers.fake_slack import FakeSlack
 from tests.integration.servers.kafka import KafkaBroker
@@ -99,13 +97,8 @@ def sink_toml(settings: dict[str, Any]) -> str:
 
 @pytest.fixture
 def share() -> Iterator[Path]:
-    # Not under pytest's tmp dir: that one is 0700, and outsiders must be able to traverse the ancestors.
-    base = Path(tempfile.mkdtemp(prefix="permwatch-alerts-burst-"))
-    os.chmod(base, 0o755)
-    try:
+    with traversable_tempdir("permwatch-alerts-burst-") as base:
         yield base / "share"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -132,12 +125,8 @@ def alertmanager(tmp_path: Path, notifications: WebhookReceiver) -> Iterator[Ale
 def fake_slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
     # the roles inherit the environment; the test's own render() needs the token to build a sink too
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    server = FakeSlack(TOKEN, channels=(CHANNEL,))
-    server.start()
-    try:
+    with FakeSlack(TOKEN, channels=(CHANNEL,)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

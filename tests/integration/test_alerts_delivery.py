@@ -78,12 +78,8 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmana
 def fake_slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     monkeypatch.setenv(SECRET_ENV, WEBHOOK_SECRET)
-    server = FakeSlack(TOKEN, channels=(CHANNEL,))
-    try:
-        server.start()
+    with FakeSlack(TOKEN, channels=(CHANNEL,)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 class RunningDispatcher:

@@ -78,12 +78,8 @@ DeliveryLog.mark_many = _mark_many_held
 @pytest.fixture
 def fake_slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    server = FakeSlack(TOKEN, channels=(CHANNEL,))
-    try:
-        server.start()
+    with FakeSlack(TOKEN, channels=(CHANNEL,)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 class Rig:

@@ -28,10 +28,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import shutil
-import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.pipeline import Pipeline, wait_until
+from tests.integration.pipeline import Pipeline, traversable_tempdir, wait_until
 from tests.integration.servers.kafka import KafkaBroker
 
 pytestmark = pytest.mark.integration
@@ -80,7 +77,6 @@ FINALLY_EXPOSED_TO = [
     ("ekonomi",),
     *[("alla", "ekonomi")] * 2,
 ]
-SERVING = re.compile(r"metrics: serving http://127\.0\.0\.1:(\d+)/metrics")
 LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ +[A-Z]+ +(\S+):", re.MULTILINE)
 
 
@@ -125,24 +121,8 @@ def rounds(files: list[File]) -> list[list[tuple[Path, int]]]:
 
 @pytest.fixture
 def share() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="permwatch-outage-"))  # traversable by others, unlike pytest's tmp
-    os.chmod(base, 0o755)
-    try:
+    with traversable_tempdir("permwatch-outage-") as base:
         yield base / "share"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def collector_metrics(pipe: Pipeline) -> dict[str, float]:
-    port = int(wait_until(lambda: SERVING.search(pipe.log("collector")), "the collector's metrics address").group(1))
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    found = {}
-    for line in text.splitlines():
-        if line.startswith("permwatch_spool_"):
-            name, value = line.rsplit(" ", 1)
-            found[name] = float(value)
-    return found
 
 
 def tracebacks(log: str) -> list[str]:
@@ -208,13 +188,14 @@ def test_broker_outage_loses_and_reorders_nothing(kafka_broker: KafkaBroker, sha
             time.sleep(max(0.0, down_at + r * CHANGING / ROUNDS - time.monotonic()))  # the planned pace
             for path, mode in changes:
                 os.chmod(path, mode)
-            if spooling_from is None and collector_metrics(pipe).get("permwatch_spool_spooling") == 1:
+            if spooling_from is None and pipe.spool_metrics().get("permwatch_spool_spooling") == 1:
                 spooling_from = r
         spooling = wait_until(
-            lambda: (m := collector_metrics(pipe)).get("permwatch_spool_spooling") == 1 and m, "the collector to spool"
+            lambda: (m := pipe.spool_metrics()).get("permwatch_spool_spooling") == 1 and m,
+            "the collector to spool",
         )
         time.sleep(max(0.0, OUTAGE - (time.monotonic() - down_at)))  # the outage lasts 30 s, as the issue asks
-        spooled = collector_metrics(pipe)["permwatch_spool_records"]
+        spooled = pipe.spool_metrics()["permwatch_spool_records"]
         kafka_broker.start()
 
         # (1) every file's final mode reaches the bus
@@ -271,7 +252,7 @@ def test_broker_outage_loses_and_reorders_nothing(kafka_broker: KafkaBroker, sha
 
         # (4) it spooled and drained, and says so
         assert spooling["permwatch_spool_records"] > 0 and spooled > 0
-        after = collector_metrics(pipe)
+        after = pipe.spool_metrics()
         assert after["permwatch_spool_spooling"] == 0 and after["permwatch_spool_records"] == 0
         assert after["permwatch_spool_drained_total"] >= spooled
         assert after['permwatch_spool_dropped_total{reason="full"}'] == 0

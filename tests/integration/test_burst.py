@@ -6,16 +6,14 @@ issue 9 for a share of about 20,000 folders, this one has 62,550)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.burst_share import DIRECTORY, STAFF, build, inotify_limit, outsider_can_read
-from tests.integration.pipeline import Pipeline, wait_until
+from tests.integration.pipeline import Pipeline, traversable_tempdir, wait_until
 from tests.integration.servers.kafka import KafkaBroker
 
 pytestmark = pytest.mark.integration
@@ -25,12 +23,8 @@ LABELLED, UNTOUCHED, SUBFOLDERS = 40, 10, 1250  # the burst: 40 labelled folders
 
 @pytest.fixture(scope="module")
 def share() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="permwatch-burst-"))
-    os.chmod(base, 0o755)
-    try:
+    with traversable_tempdir("permwatch-burst-") as base:
         yield base / "share"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_recursive_setfacl_burst_with_overflow(kafka_broker: KafkaBroker, share: Path, tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import yaml
 
 from permwatch.events import FsPermissionEvent, decode, unbatched
 from permwatch.transport.embedded import EmbeddedBus
-from tests.integration.pipeline import wait_until
+from tests.integration.pipeline import traversable_tempdir, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,12 +47,8 @@ def unprivileged(role: str) -> list[str]:
 def base() -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("needs root to make root-only files and to start processes as another user")
-    path = Path(tempfile.mkdtemp(prefix="permwatch-ro-"))
-    os.chmod(path, 0o755)
-    try:
+    with traversable_tempdir("permwatch-ro-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def test_the_collector_reads_a_root_only_share_with_one_read_capability(base: Path) -> None:

@@ -15,33 +15,25 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import shutil
-import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.pipeline import Pipeline, wait_until
+from tests.integration.pipeline import Pipeline, traversable_tempdir, wait_until
 from tests.integration.servers.kafka import KafkaBroker
 
 pytestmark = pytest.mark.integration
 
 DELIVERY_TIMEOUT = 8
-SERVING = re.compile(r"metrics: serving http://127\.0\.0\.1:(\d+)/metrics")
 MODES = [0o600, 0o640, 0o644, 0o604, 0o660]  # one per round, all distinct
 
 
 @pytest.fixture
 def share() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="permwatch-spool-"))  # traversable by others, unlike pytest's tmp
-    os.chmod(base, 0o755)
-    try:
+    with traversable_tempdir("permwatch-spool-") as base:
         yield base / "share"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def make_files(share: Path, count: int) -> tuple[Path, list[Path]]:
@@ -66,18 +58,6 @@ def pipeline(kafka_broker: KafkaBroker, share: Path, tmp_path: Path, folder: Pat
     pipe.directory_path.write_text("users: []\ngroups: [{name: ledningsgrupp, gid: 38001}]\n")
     pipe.label_one_folder(folder, "ledningsgrupp")
     return pipe
-
-
-def collector_metrics(pipe: Pipeline) -> dict[str, float]:
-    port = int(wait_until(lambda: SERVING.search(pipe.log("collector")), "the collector's metrics address").group(1))
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    found = {}
-    for line in text.splitlines():
-        if line.startswith("permwatch_spool_"):
-            name, value = line.rsplit(" ", 1)
-            found[name] = float(value)
-    return found
 
 
 def fs_changes(pipe: Pipeline, since: set[str], paths: set[str]) -> dict[str, list[int]]:
@@ -127,12 +107,13 @@ def test_a_long_outage_is_spooled_and_drained_in_order(
             time.sleep(0.5)
         wait_until(lambda: "kafka unreachable" in pipe.log("collector"), "the collector to start spooling", 30)
         spooling = wait_until(
-            lambda: (m := collector_metrics(pipe)) and m.get("permwatch_spool_records", 0) > 0 and m, "spooled records"
+            lambda: (m := pipe.spool_metrics()) and m.get("permwatch_spool_records", 0) > 0 and m,
+            "spooled records",
         )
         assert spooling["permwatch_spool_spooling"] == 1 and spooling["permwatch_spool_bytes"] > 0
         # Past the producer's delivery timeout, twice over: what it held has failed and waits in the spool.
         time.sleep(max(0.0, 3 * DELIVERY_TIMEOUT - (time.monotonic() - down_at)))
-        spooled = collector_metrics(pipe)["permwatch_spool_records"]
+        spooled = pipe.spool_metrics()["permwatch_spool_records"]
         up_at = time.monotonic()
         kafka_broker.start()
 
@@ -148,7 +129,7 @@ def test_a_long_outage_is_spooled_and_drained_in_order(
         )
         pipe.wait_quiet()
         check_healthy(pipe)
-        after = collector_metrics(pipe)
+        after = pipe.spool_metrics()
         assert after["permwatch_spool_spooling"] == 0 and after["permwatch_spool_records"] == 0
         assert after["permwatch_spool_drained_total"] >= spooled
         assert after.get('permwatch_spool_dropped_total{reason="full"}', 0) == 0
@@ -189,7 +170,8 @@ def test_a_full_spool_drops_and_the_collector_rescans_after_recovery(
         os.chmod(born, 0o640)
         wait_until(lambda: "spool full (max_bytes=16384): dropping" in pipe.log("collector"), "the spool to fill", 60)
         dropped = wait_until(
-            lambda: collector_metrics(pipe).get('permwatch_spool_dropped_total{reason="full"}', 0), "drops counted"
+            lambda: pipe.spool_metrics().get('permwatch_spool_dropped_total{reason="full"}', 0),
+            "drops counted",
         )
         time.sleep(2)
         kafka_broker.start()

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import tempfile
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,13 +22,12 @@ from kafka import KafkaProducer
 from permwatch.deadletter import reason_class
 from permwatch.transport.topics import RECORD_MAX_BYTES
 from tests.fuzz_messages import HOSTILE, INPUT_TOPICS, Fuzzed, assert_letter_for, fuzzed_messages
-from tests.integration.pipeline import Pipeline, wait_until
+from tests.integration.pipeline import Pipeline, traversable_tempdir, wait_until
 from tests.integration.servers.kafka import KafkaBroker
 
 pytestmark = pytest.mark.integration
 
 COUNT = 10_000
-SERVING = re.compile(r"metrics: serving http://127\.0\.0\.1:(\d+)/metrics")
 DIRECTORY = """users:
   - {name: anna, uid: 35001, gid: 34001}
   - {name: bo, uid: 35002, gid: 34002}
@@ -46,29 +42,27 @@ groups:
 
 @pytest.fixture(scope="module")
 def pipeline(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pipeline, Path]]:
-    base = Path(tempfile.mkdtemp(prefix="permwatch-fuzz-"))
-    os.chmod(base, 0o755)
-    share = base / "share"
-    folder = share / "ledning"
-    folder.mkdir(parents=True)
-    os.chmod(share, 0o755)
-    os.chown(folder, 0, 34001)
-    os.chmod(folder, 0o750)
-    pipe = Pipeline(
-        tmp_path_factory.mktemp("fuzz"),
-        kafka_broker.bootstrap,
-        f"fuzz{os.getpid()}.",
-        share=share,
-        config_extra='[metrics]\nlisten = "127.0.0.1:0"\n',
-    )
-    pipe.directory_path.write_text(DIRECTORY % "")
-    pipe.label_one_folder(folder, "ledningsgrupp")
-    try:
-        pipe.start_and_settle()
-        yield pipe, folder
-    finally:
-        pipe.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    with traversable_tempdir("permwatch-fuzz-") as base:
+        share = base / "share"
+        folder = share / "ledning"
+        folder.mkdir(parents=True)
+        os.chmod(share, 0o755)
+        os.chown(folder, 0, 34001)
+        os.chmod(folder, 0o750)
+        pipe = Pipeline(
+            tmp_path_factory.mktemp("fuzz"),
+            kafka_broker.bootstrap,
+            f"fuzz{os.getpid()}.",
+            share=share,
+            config_extra='[metrics]\nlisten = "127.0.0.1:0"\n',
+        )
+        pipe.directory_path.write_text(DIRECTORY % "")
+        pipe.label_one_folder(folder, "ledningsgrupp")
+        try:
+            pipe.start_and_settle()
+            yield pipe, folder
+        finally:
+            pipe.stop()
 
 
 def send(bootstrap: str, prefix: str, messages: list[Fuzzed]) -> dict[tuple[str, int, int], Fuzzed]:
@@ -89,9 +83,7 @@ def send(bootstrap: str, prefix: str, messages: list[Fuzzed]) -> dict[tuple[str,
 
 def dead_letter_counts(pipe: Pipeline) -> dict[str, float]:
     """The processor's permwatch_dead_letters_total by reason class."""
-    port = int(wait_until(lambda: SERVING.search(pipe.log("processor")), "the processor's metrics address").group(1))
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
+    text = pipe.metrics_text("processor")
     found = {}
     for match in re.finditer(r"^permwatch_dead_letters_total\{([^}]*)\} (\S+)$", text, re.MULTILINE):
         labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))

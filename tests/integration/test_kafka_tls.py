@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from kafka.errors import KafkaTimeoutError
 from permwatch.config import KafkaConfig
 from permwatch.transport.base import Bus
 from permwatch.transport.kafka import KafkaBus
-from tests.integration.pipeline import ROLES, Pipeline, wait_until
+from tests.integration.pipeline import ROLES, Pipeline, traversable_tempdir, wait_until
 from tests.integration.servers.kafka import KafkaBroker
 from tests.integration.servers.slapd import READER_DN, Slapd
 
@@ -65,16 +63,11 @@ def kafka_config(bootstrap: str, prefix: str, security: dict[str, str | bool]) -
 
 @pytest.fixture
 def share() -> Iterator[Path]:
-    # Not under pytest's tmp dir: that one is 0700, and others must be able to traverse the ancestors.
-    base = Path(tempfile.mkdtemp(prefix="permwatch-tls-it-"))
-    os.chmod(base, 0o755)
-    share = base / "share"
-    share.mkdir()
-    os.chmod(share, 0o755)
-    try:
+    with traversable_tempdir("permwatch-tls-it-") as base:
+        share = base / "share"
+        share.mkdir()
+        os.chmod(share, 0o755)
         yield share
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.parametrize("listener", ["SSL", "SASL_SSL"])

@@ -22,10 +22,8 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -37,7 +35,7 @@ import pytest
 from ldap3 import LEVEL, MODIFY_ADD, MODIFY_DELETE, Connection
 
 from processor.exposures import MAX_CAUSES
-from tests.integration.pipeline import Pipeline, TopicReader, wait_until
+from tests.integration.pipeline import Pipeline, TopicReader, traversable_tempdir, wait_until
 from tests.integration.servers.kafka import KafkaBroker
 from tests.integration.servers.slapd import ACCESSLOG, IT_ADMIN_DN, READER_DN, LdapSite, Slapd
 
@@ -51,13 +49,8 @@ ACL_FOLDER = "ledning-acl"
 
 @pytest.fixture(scope="module")
 def share() -> Iterator[Path]:
-    # Not under pytest's tmp dir: that one is 0700, and others must be able to traverse the ancestors.
-    base = Path(tempfile.mkdtemp(prefix="permwatch-ldap-it-"))
-    os.chmod(base, 0o755)
-    try:
+    with traversable_tempdir("permwatch-ldap-it-") as base:
         yield base / "share"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def make_folder(path: Path, gid: int) -> None:
@@ -430,45 +423,43 @@ def stream_pipeline(
 ) -> Iterator[tuple[Pipeline, LdapSite, Path]]:
     """Collector and processor on Kafka, the directory from a site of its own, two folders of ledningsgrupp."""
     site = slapd.add_site(f"r{uuid4().hex[:8]}")
-    base = Path(tempfile.mkdtemp(prefix="permwatch-ldap-restart-"))  # traversable by others, unlike tmp_path
-    os.chmod(base, 0o755)
-    share = base / "share"
-    share.mkdir()
-    os.chmod(share, 0o755)
-    for name in STREAM_FOLDERS:
-        make_folder(share / name, MGMT)
-    workdir = tmp_path_factory.mktemp("ldap-restart")
-    ldap_section = f"""[[ldap]]
-collector_id = "it-ldap"
-uri = "{slapd.uri}"
-bind_dn = "{READER_DN}"
-password_file = "{slapd.reader_password_file}"
-user_base = "{site.people}"
-group_base = "{site.groups}"
-mode = "accesslog"
-poll_seconds = 0.1
-"""
-    pipe = Pipeline(
-        workdir, kafka_broker.bootstrap, f"r{uuid4().hex[:8]}.", share=share, directory_section=ldap_section
-    )
-    pipe.label_one_folder(share / "ledning-*", "ledningsgrupp")
-    try:
-        pipe.start_and_settle(labels=len(STREAM_FOLDERS))
-        wait_until(lambda: len(pipe.reader("directory").read()) >= 14, "the directory snapshot from slapd")
-        pipe.wait_quiet()
-        assert pipe.exposures() == [], "the baseline must not be exposed"
-        yield pipe, site, workdir / "state" / "ldap-it-ldap.json"
-    finally:
-        for proc in pipe.procs.values():  # a collector a failed test left frozen would not stop
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGCONT)
-        pipe.stop()
-        shutil.rmtree(base, ignore_errors=True)
-        for role in ("collector", "processor"):
-            log = pipe.log(role)
-            assert "Traceback" not in log, f"{role} log:\n{log[-3000:]}"
-            for secret in (slapd.reader_password, slapd.it_admin_password, slapd.root_password):
-                assert secret not in log, f"a password in the {role} log"
+    with traversable_tempdir("permwatch-ldap-restart-") as base:
+        share = base / "share"
+        share.mkdir()
+        os.chmod(share, 0o755)
+        for name in STREAM_FOLDERS:
+            make_folder(share / name, MGMT)
+        workdir = tmp_path_factory.mktemp("ldap-restart")
+        ldap_section = f"""[[ldap]]
+    collector_id = "it-ldap"
+    uri = "{slapd.uri}"
+    bind_dn = "{READER_DN}"
+    password_file = "{slapd.reader_password_file}"
+    user_base = "{site.people}"
+    group_base = "{site.groups}"
+    mode = "accesslog"
+    poll_seconds = 0.1
+    """
+        pipe = Pipeline(
+            workdir, kafka_broker.bootstrap, f"r{uuid4().hex[:8]}.", share=share, directory_section=ldap_section
+        )
+        pipe.label_one_folder(share / "ledning-*", "ledningsgrupp")
+        try:
+            pipe.start_and_settle(labels=len(STREAM_FOLDERS))
+            wait_until(lambda: len(pipe.reader("directory").read()) >= 14, "the directory snapshot from slapd")
+            pipe.wait_quiet()
+            assert pipe.exposures() == [], "the baseline must not be exposed"
+            yield pipe, site, workdir / "state" / "ldap-it-ldap.json"
+        finally:
+            for proc in pipe.procs.values():  # a collector a failed test left frozen would not stop
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)
+            pipe.stop()
+            for role in ("collector", "processor"):
+                log = pipe.log(role)
+                assert "Traceback" not in log, f"{role} log:\n{log[-3000:]}"
+                for secret in (slapd.reader_password, slapd.it_admin_password, slapd.root_password):
+                    assert secret not in log, f"a password in the {role} log"
 
 
 def test_collector_sigkilled_mid_stream_misses_no_change_and_duplicates_no_exposure(

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -28,7 +25,7 @@ import yaml
 from kafka import KafkaProducer
 
 from tests.deploy_exprs import RULES, dashboard_queries, inner_expression, rules, with_variables
-from tests.integration.pipeline import ROLES, Pipeline, wait_until
+from tests.integration.pipeline import ROLES, Pipeline, traversable_tempdir, wait_until
 from tests.integration.servers.kafka import KafkaBroker
 from tests.integration.servers.prometheus import PrometheusServer
 
@@ -46,12 +43,6 @@ DIRECTORY = {
         {"name": "alla", "gid": STAFF, "members": ["bo", "cia"]},
     ],
 }
-SERVING = re.compile(r"metrics: serving http://127\.0\.0\.1:(\d+)/metrics")
-
-
-def metrics_port(pipe: Pipeline, role: str) -> int:
-    found = wait_until(lambda: SERVING.search(pipe.log(role)), f"the {role} to log its metrics address")
-    return int(found.group(1))
 
 
 def values(result: list[dict[str, Any]]) -> list[float]:
@@ -60,12 +51,8 @@ def values(result: list[dict[str, Any]]) -> list[float]:
 
 @pytest.fixture(scope="module")
 def share() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="permwatch-metrics-"))  # traversable by others, unlike pytest's tmp
-    os.chmod(base, 0o755)
-    try:
+    with traversable_tempdir("permwatch-metrics-") as base:
         yield base / "share"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +93,7 @@ def pipeline(kafka_broker: KafkaBroker, share: Path, tmp_path_factory: pytest.Te
 @pytest.fixture(scope="module")
 def prometheus(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     server = PrometheusServer(tmp_path_factory.mktemp("prometheus"))
-    jobs = {f"permwatch-{role}": [f"127.0.0.1:{metrics_port(pipeline, role)}"] for role in ROLES}
+    jobs = {f"permwatch-{role}": [f"127.0.0.1:{pipeline.metrics_port(role)}"] for role in ROLES}
     server.start(jobs, rule_files=[RULES])
     try:
         wait_until(

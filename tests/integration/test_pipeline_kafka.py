@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import pytest
 import yaml
 from kafka import KafkaProducer
 
-from tests.integration.pipeline import Pipeline, wait_until
+from tests.integration.pipeline import Pipeline, traversable_tempdir, wait_until
 from tests.integration.servers.kafka import KafkaBroker
 
 pytestmark = pytest.mark.integration
@@ -55,13 +53,8 @@ def sh(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def share() -> Iterator[Path]:
-    # Not under pytest's tmp dir: that one is 0700, and others must be able to traverse the ancestors.
-    base = Path(tempfile.mkdtemp(prefix="permwatch-it-"))
-    os.chmod(base, 0o755)
-    try:
+    with traversable_tempdir("permwatch-it-") as base:
         yield base / "share"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.pipeline import wait_until
+from tests.integration.pipeline import traversable_tempdir, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,13 +48,8 @@ def test_the_demo_runs_the_incident_to_its_close() -> None:
 
 @pytest.fixture
 def share() -> Iterator[Path]:
-    # Not under pytest's tmp dir: that one is 0700, and others must be able to traverse the ancestors.
-    base = Path(tempfile.mkdtemp(prefix="permwatch-qs-"))
-    os.chmod(base, 0o755)
-    try:
+    with traversable_tempdir("permwatch-qs-") as base:
         yield base / "share"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_the_all_in_one_process_on_the_embedded_log(share: Path, tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ from permwatch.transport import open_bus
 from permwatch.transport.embedded import EmbeddedBus
 from processor.forensics import exposure_windows
 from processor.replay import replay
-from tests.integration.pipeline import Pipeline, wait_until
+from tests.integration.pipeline import Pipeline, traversable_tempdir, wait_until
 from tests.integration.servers.kafka import KafkaBroker
 
 pytestmark = pytest.mark.integration
@@ -54,33 +53,31 @@ def directory(staff: list[str]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def drill(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pipeline, Path]]:
-    base = Path(tempfile.mkdtemp(prefix="permwatch-drill-"))
-    os.chmod(base, 0o755)
-    share = base / "share"
-    folder = share / "ledning"
-    folder.mkdir(parents=True)
-    os.chmod(share, 0o755)
-    os.chown(folder, 0, MGMT)
-    os.chmod(folder, 0o750)
-    workdir = tmp_path_factory.mktemp("drill")
-    pipe = Pipeline(workdir, kafka_broker.bootstrap, f"drill{os.getpid()}.", share=share)
-    pipe.directory_path.write_text(yaml.safe_dump(directory(["bo", "cia"])))
-    pipe.label_one_folder(folder, "ledningsgrupp")
-    try:
-        pipe.start_and_settle()
-        subprocess.run(["setfacl", "-m", f"g:{STAFF}:rx", str(folder)], check=True)
-        wait_until(lambda: any(e["status"] == "opened" for e in pipe.exposures()), "the opening")
-        tmp = pipe.directory_path.with_suffix(".tmp")
-        tmp.write_text(yaml.safe_dump(directory(["bo", "cia", "dan"])))
-        tmp.replace(pipe.directory_path)
-        wait_until(lambda: any(e["status"] == "changed" for e in pipe.exposures()), "the widening")
-        subprocess.run(["setfacl", "-x", f"g:{STAFF}", str(folder)], check=True)
-        wait_until(lambda: any(e["status"] == "closed" for e in pipe.exposures()), "the close")
-        pipe.wait_quiet()
-        yield pipe, folder
-    finally:
-        pipe.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    with traversable_tempdir("permwatch-drill-") as base:
+        share = base / "share"
+        folder = share / "ledning"
+        folder.mkdir(parents=True)
+        os.chmod(share, 0o755)
+        os.chown(folder, 0, MGMT)
+        os.chmod(folder, 0o750)
+        workdir = tmp_path_factory.mktemp("drill")
+        pipe = Pipeline(workdir, kafka_broker.bootstrap, f"drill{os.getpid()}.", share=share)
+        pipe.directory_path.write_text(yaml.safe_dump(directory(["bo", "cia"])))
+        pipe.label_one_folder(folder, "ledningsgrupp")
+        try:
+            pipe.start_and_settle()
+            subprocess.run(["setfacl", "-m", f"g:{STAFF}:rx", str(folder)], check=True)
+            wait_until(lambda: any(e["status"] == "opened" for e in pipe.exposures()), "the opening")
+            tmp = pipe.directory_path.with_suffix(".tmp")
+            tmp.write_text(yaml.safe_dump(directory(["bo", "cia", "dan"])))
+            tmp.replace(pipe.directory_path)
+            wait_until(lambda: any(e["status"] == "changed" for e in pipe.exposures()), "the widening")
+            subprocess.run(["setfacl", "-x", f"g:{STAFF}", str(folder)], check=True)
+            wait_until(lambda: any(e["status"] == "closed" for e in pipe.exposures()), "the close")
+            pipe.wait_quiet()
+            yield pipe, folder
+        finally:
+            pipe.stop()
 
 
 def test_replays_from_kafka_and_embedded_log_equal_the_live_windows(

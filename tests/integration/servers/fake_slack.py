@@ -20,12 +20,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-_HOST = "127.0.0.1"
+from tests.integration.servers.http_server import LoopbackHTTPServer
 
 
 @dataclass
@@ -64,8 +64,7 @@ class FakeSlack:
         self._lock = threading.Lock()
         self._received = threading.Condition(self._lock)
         self._ts = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackHTTPServer("fake-slack")
 
     # -- control ------------------------------------------------------------------
 
@@ -75,19 +74,11 @@ class FakeSlack:
         class Handler(_Handler):
             server_fake = fake
 
-        self._server = ThreadingHTTPServer((_HOST, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-slack", daemon=True)
-        self._thread.start()
+        self._http.start(Handler)
 
     def stop(self) -> None:
         self._release.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(10)
-        self._server = self._thread = None
+        self._http.stop()
 
     def __enter__(self) -> FakeSlack:
         self.start()
@@ -100,13 +91,11 @@ class FakeSlack:
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("fake Slack is not running")
-        return int(self._server.server_address[1])
+        return self._http.port
 
     @property
     def base_url(self) -> str:
-        return f"http://{_HOST}:{self.port}/api/"
+        return self._http.url("/api/")
 
     def fail(self, method: str, status: int, times: int = 1, *, retry_after: int | None = None) -> None:
         """Answer the next ``times`` calls of ``method`` with HTTP ``status`` (and do nothing)."""

@@ -14,11 +14,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 
-_HOST = "127.0.0.1"
+from tests.integration.servers.http_server import LoopbackHTTPServer
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,7 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self._posts: list[ReceivedPost] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackHTTPServer("webhook-receiver")
 
     def start(self) -> None:
         receiver = self
@@ -44,18 +43,10 @@ class WebhookReceiver:
         class Handler(_Handler):
             owner = receiver
 
-        self._server = ThreadingHTTPServer((_HOST, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
-        self._thread.start()
+        self._http.start(Handler)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(10)
-        self._server = self._thread = None
+        self._http.stop()
 
     def __enter__(self) -> WebhookReceiver:
         self.start()
@@ -67,9 +58,7 @@ class WebhookReceiver:
         self.stop()
 
     def url(self, path: str = "/") -> str:
-        if self._server is None:
-            raise RuntimeError("the webhook receiver is not running")
-        return f"http://{_HOST}:{self._server.server_address[1]}{path}"
+        return self._http.url(path)
 
     def posts(self, path: str | None = None) -> list[ReceivedPost]:
         """What arrived so far (at ``path`` only, if given), oldest first."""
