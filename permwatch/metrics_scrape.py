@@ -61,6 +61,15 @@ class OpenExposures:
             else:
                 self._open[exposure_id] = _OpenExposure(label, severity, opened_at.timestamp())
 
+    def replace(self, entries: Iterable[tuple[str, str, str, datetime]]) -> None:
+        """Make the book exactly ``entries`` (exposure id, label, severity, opened at): what a processor's state
+        holds open after it was loaded or rebuilt, or after it handed folders to another processor."""
+        with self._lock:
+            self._open = {
+                exposure_id: _OpenExposure(label, severity, opened_at.timestamp())
+                for exposure_id, label, severity, opened_at in entries
+            }
+
     def describe(self) -> Iterable[Metric]:
         return self._families()
 

@@ -111,6 +111,7 @@ class PartitionedProcessor(ProcessorRunner):
                         log.info("fs partitions as at the checkpoint: replaying what came after it")
                     else:
                         self.engine.forget_paths()
+                        self._book_from_engine()  # the folders given up are another processor's to count now
                         self.covered = {tp: offset for tp, offset in self.covered.items() if tp[0] != TOPIC_FS}
                         log.info("fs partitions reassigned: rebuilding the paths this processor owns")
                     held, reconcile_at = [], None
@@ -176,6 +177,7 @@ class PartitionedProcessor(ProcessorRunner):
     def _adopt(self) -> None:
         """Take the exposures last published for the folders now owned as what was emitted (no events)."""
         adopted = self.engine.adopt(self._published())
+        self._book_from_engine()
         log.info("rebuilt; took over the published state of %d folder(s)", adopted)
 
     def _reconcile(self, instance: str) -> None:

@@ -133,18 +133,18 @@ class ProcessorRunner:
             return None
         self.engine, self.restored = restored.engine, restored
         self.covered, self.records_covered = dict(restored.offsets), restored.records
-        if self.metrics is not None:  # the open-exposure book, as replaying would have built it
-            for record in self.engine.tracker.folders.values():
-                if record.open is not None:
-                    label = record.label
-                    self.metrics.open_exposures.record(
-                        record.open.exposure_id,
-                        ExposureStatus.OPENED,
-                        label.name,
-                        label.severity.value,
-                        record.open.opened_at,
-                    )
+        self._book_from_engine()  # as replaying would have built it
         return restored.offsets
+
+    def _book_from_engine(self) -> None:
+        """Set the open-exposure book (a metric) to what the engine holds open now."""
+        if self.metrics is None:
+            return
+        self.metrics.open_exposures.replace(
+            (record.open.exposure_id, record.label.name, record.label.severity.value, record.open.opened_at)
+            for record in self.engine.tracker.folders.values()
+            if record.open is not None
+        )
 
     def _rebuilt(self, seconds: float, first_records_at: float | None) -> None:
         self.restart_seconds = seconds

@@ -104,6 +104,11 @@ def test_open_exposures_count_and_age_at_scrape_time() -> None:
     now[0] += 10
     assert value(metrics, "permwatch_exposures_open", label="ledning", severity="critical") == 1
     assert value(metrics, "permwatch_exposure_oldest_age_seconds", label="ledning", severity="critical") == 80
+    # a processor handing folders to another (or loading a checkpoint) sets the book to what it holds open now
+    book.replace([("e3", "hr", "high", T0 + timedelta(seconds=60))])
+    assert value(metrics, "permwatch_exposures_open", label="ledning", severity="critical") == 0
+    assert value(metrics, "permwatch_exposures_open", label="hr", severity="high") == 1
+    assert value(metrics, "permwatch_exposure_oldest_age_seconds", label="hr", severity="high") == 50
 
 
 @pytest.mark.parametrize(
