@@ -22,14 +22,16 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    kafka = logging.getLogger("kafka")
-    kafka.setLevel(logging.WARNING)
-    kafka.addFilter(_one_line)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    # On the handlers: a logger's own filters do not see what its children (kafka.net.transport…) log.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_one_line)
 
 
 def _one_line(record: logging.LogRecord) -> bool:
-    """The Kafka client logs a traceback for a connection reset while a broker restarts: keep its one line."""
-    if record.exc_info and record.exc_info[1] is not None:
+    """The Kafka client logs a traceback for what it recovers from (a connection reset while a broker restarts, a
+    bootstrap connection closed while a read was due): keep its one line, naming the exception."""
+    if record.name.partition(".")[0] == "kafka" and record.exc_info and record.exc_info[1] is not None:
         record.msg = f"{record.getMessage()} ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
         record.args = None
         record.exc_info = None
