@@ -168,7 +168,11 @@ def test_dashboard_and_rule_expressions_return_data(
     assert {r["name"]: r["health"] for g in groups for r in g["rules"]} == {
         r.get("alert") or r["record"]: "ok" for r in rules()
     }
-    assert prometheus.api("alerts")["alerts"] == []
+    alerts = prometheus.api("alerts")["alerts"]
+    assert [a for a in alerts if a["state"] == "firing"] == []
+    # The test's own records moved the lag a moment ago (a grant, a dead letter): the lag-growth rule may have
+    # begun its 15 minutes pending on that; it cannot fire here, and no other rule may be pending at all.
+    assert [a for a in alerts if a["labels"]["alertname"] != "PermwatchConsumerLagGrowing"] == []
 
     subprocess.run(["setfacl", "-x", f"g:{STAFF}", str(folder)], check=True)
     wait_until(
