@@ -47,6 +47,20 @@ MANAGEMENT_FOLDERS = ("ledning-protokoll", "ledning-personal", "ledning-budget")
 ACL_FOLDER = "ledning-acl"
 
 
+def accesslog_collector(slapd: Slapd, site: LdapSite) -> str:
+    """The [[ldap]] section of a collector that follows ``site`` on slapd through the accesslog overlay."""
+    return f"""[[ldap]]
+collector_id = "it-ldap"
+uri = "{slapd.uri}"
+bind_dn = "{READER_DN}"
+password_file = "{slapd.reader_password_file}"
+user_base = "{site.people}"
+group_base = "{site.groups}"
+mode = "accesslog"
+poll_seconds = 0.1
+"""
+
+
 @pytest.fixture(scope="module")
 def share() -> Iterator[Path]:
     with traversable_tempdir("permwatch-ldap-it-") as base:
@@ -79,16 +93,7 @@ def pipeline(
     make_folder(share / "ekonomi", ECONOMY)
 
     workdir = tmp_path_factory.mktemp("ldap-pipeline")
-    ldap_section = f"""[[ldap]]
-collector_id = "it-ldap"
-uri = "{slapd.uri}"
-bind_dn = "{READER_DN}"
-password_file = "{slapd.reader_password_file}"
-user_base = "{site.people}"
-group_base = "{site.groups}"
-mode = "accesslog"
-poll_seconds = 0.1
-"""
+    ldap_section = accesslog_collector(slapd, site)
     pipe = Pipeline(workdir, kafka_broker.bootstrap, f"l{os.getpid()}.", share=share, directory_section=ldap_section)
     pipe.write_config(
         f"""
@@ -430,16 +435,7 @@ def stream_pipeline(
         for name in STREAM_FOLDERS:
             make_folder(share / name, MGMT)
         workdir = tmp_path_factory.mktemp("ldap-restart")
-        ldap_section = f"""[[ldap]]
-    collector_id = "it-ldap"
-    uri = "{slapd.uri}"
-    bind_dn = "{READER_DN}"
-    password_file = "{slapd.reader_password_file}"
-    user_base = "{site.people}"
-    group_base = "{site.groups}"
-    mode = "accesslog"
-    poll_seconds = 0.1
-    """
+        ldap_section = accesslog_collector(slapd, site)
         pipe = Pipeline(
             workdir, kafka_broker.bootstrap, f"r{uuid4().hex[:8]}.", share=share, directory_section=ldap_section
         )
