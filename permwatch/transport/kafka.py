@@ -410,35 +410,14 @@ class KafkaTopicConsumer:
             self._outage_warning(exc)
             time.sleep(timeout)
             return []
-        if self._down_since is not None:
+        changed, self.revoked = self.revoked, False
+        if self.to_rewind:
+            changed = self._rewind(batches) or changed
+        if changed:
+            self.generation += 1
+        if self._down_since is not None and not self.to_rewind:
             log.info("kafka reachable again after %.0f s", time.monotonic() - self._down_since)
             self._down_since = None
-        if self.revoked or self.to_rewind:
-            self.generation += 1
-            self.revoked = False
-        if self.to_rewind:
-            # Newly assigned partitions start over from the beginning (or the checkpoint); what this poll already
-            # fetched from them comes again after the seek, so drop it here.
-            rewind, self.to_rewind = self.to_rewind, set()
-            starts = checkpoint_starts(
-                self._replay_from, {(self._bus.logical(tp.topic), tp.partition) for tp in rewind}
-            )
-            self.resumed, self._replay_from = bool(starts), {}  # a saved state stands where it stood at the start
-            from_start = []
-            for tp in rewind:
-                self.replay_until[tp] = self._consumer.committed(tp) or 0
-                batches.pop(tp, None)
-                start = starts.get((self._bus.logical(tp.topic), tp.partition))
-                if start is None:
-                    from_start.append(tp)
-                else:  # a checkpoint covers what comes before
-                    self._consumer.seek(tp, start)
-                    self._next[tp] = start
-            if from_start:  # (given no partitions, seek_to_beginning would rewind every one)
-                self._consumer.seek_to_beginning(*from_start)
-                replaying = [tp for tp in from_start if self.replay_until[tp] > 0]
-                if replaying:
-                    self._next.update(self._consumer.beginning_offsets(replaying))
         records = []
         for tp, messages in sorted(batches.items(), key=lambda item: (item[0].topic, item[0].partition)):
             topic = self._bus.logical(tp.topic)
@@ -449,6 +428,41 @@ class KafkaTopicConsumer:
             if messages:
                 self._next[tp] = self._uncommitted[tp] = messages[-1].offset + 1
         return records
+
+    def _rewind(self, batches: dict[TopicPartition, list[Any]]) -> bool:
+        """Start newly assigned partitions over from the beginning (or the checkpoint); True once done.
+
+        What this poll already fetched from them comes again after the seek, so it is dropped. The offsets
+        it needs are asked of Kafka before anything changes: when the broker is away (or still finding its
+        feet after coming back) the partitions stay to be rewound at the next poll, rather than the stage
+        stopping, and their records keep being dropped until then.
+        """
+        rewind = set(self.to_rewind)  # (the rebalance listener adds to it from the IO thread)
+        for tp in rewind:
+            batches.pop(tp, None)
+        starts = checkpoint_starts(self._replay_from, {(self._bus.logical(tp.topic), tp.partition) for tp in rewind})
+        try:
+            committed = {tp: self._consumer.committed(tp) or 0 for tp in rewind}
+            from_start = [tp for tp in rewind if (self._bus.logical(tp.topic), tp.partition) not in starts]
+            replaying = [tp for tp in from_start if committed[tp] > 0]
+            beginnings = self._consumer.beginning_offsets(replaying) if replaying else {}
+        except KafkaError as exc:
+            if not _passing(exc):
+                raise
+            self._outage_warning(exc)
+            return False
+        self.to_rewind -= rewind
+        self.resumed, self._replay_from = bool(starts), {}  # a saved state stands where it stood at the start
+        self.replay_until.update(committed)
+        for tp in rewind:
+            start = starts.get((self._bus.logical(tp.topic), tp.partition))
+            if start is not None:  # a checkpoint covers what comes before
+                self._consumer.seek(tp, start)
+                self._next[tp] = start
+        if from_start:  # (given no partitions, seek_to_beginning would rewind every one)
+            self._consumer.seek_to_beginning(*from_start)
+            self._next.update(beginnings)
+        return True
 
     def replay_pending(self) -> bool:
         if not self.assigned or self.to_rewind:
