@@ -6,7 +6,8 @@ in-sync replicas (``acks=all``) and keeps one request in flight per connection
 so retries cannot reorder one key's records; records are keyed so one path's
 events land on one partition in order. :meth:`KafkaBus.flush` returns once
 every record since the last flush is stored: it sends again what an outage
-timed out, and raises :class:`~permwatch.transport.base.PublishError` for a
+timed out (one the broker stored but answered too late is then stored twice:
+at least once, in order), and raises :class:`~permwatch.transport.base.PublishError` for a
 record the cluster refuses. Consumers belong to a
 consumer group, never auto-commit, and commit only when the stage says its
 effects are durable. Scale-out is Kafka's own: more consumers in the group.

@@ -182,5 +182,12 @@ def test_flush_waits_out_an_outage_longer_than_the_delivery_timeout(
         kafka_broker.start()
     flusher.join(180)
     assert flushed.is_set() and not failed, failed
-    assert [r.value for r in bus.history(["fs"])] == [b"before", b"during"]
+    values = [r.value for r in bus.history(["fs"])]
+    if kind == "confluent":  # librdkafka's idempotent producer: each record stored once
+        assert values == [b"before", b"during"]
+    else:
+        # kafka-python is not idempotent here (see KafkaBus._new_producer): a send the broker stored but
+        # answered after the delivery timeout (it was still starting) is sent again. At least once, in order:
+        # the record after "before", and nothing but that record repeated.
+        assert values[:2] == [b"before", b"during"] and set(values[2:]) <= {b"during"}, values
     bus.close()
