@@ -225,6 +225,8 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
 
 
 def run_roles(config: Config, role: str, *, until: Callable[[], bool] | None = None) -> int:
+    # the first line of every start, before any stage logs (a log read start by start splits here)
+    log.info("permwatch starting (role %s, transport %s)", role, config.transport.kind)
     running = start_roles(config, role)
     previous = {
         signum: signal.signal(signum, lambda *_: running.stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)

@@ -185,7 +185,7 @@ allowed_groups = ["ledningsgrupp"]
 
     def starts(self, instance: str) -> list[str]:
         """The log of each start of ``instance``, in order."""
-        return self.log(instance).split("permwatch running (role processor")[1:]
+        return self.log(instance).split("permwatch starting (role processor")[1:]
 
     def publish(self, events: list[Event]) -> None:
         for event in events:

@@ -182,7 +182,7 @@ class Rig:
     def restarts(self) -> list[dict[str, Any]]:
         """Each start of the processor: whether it loaded a checkpoint, and (unless it was killed before)
         how long it took to rebuild its state and how many records it replayed."""
-        starts = self.pipeline.log("processor").split("permwatch running (role processor")[1:]
+        starts = self.pipeline.log("processor").split("permwatch starting (role processor")[1:]
         out = []
         for log in starts:
             rebuilt = RESTART.search(log)
