@@ -10,6 +10,7 @@ end of every input topic.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -34,6 +35,8 @@ TIMEOUT = 90.0
 ROLES = ("collector", "processor", "alerts")
 SERVING = re.compile(r"metrics: serving http://127\.0\.0\.1:(\d+)/metrics")
 """The line a role logs once it serves /metrics (``[metrics] listen`` with port 0 picks a free one)."""
+LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ +[A-Z]+ +(\S+):", re.MULTILINE)
+"""A log line's start: its time, level and logger (the roles' log format)."""
 
 
 @contextmanager
@@ -58,6 +61,16 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.05)
+
+
+def tracebacks(log: str) -> list[str]:
+    """Log records with a traceback, but for kafka-python's own (it logs a connection reset with one)."""
+    starts = [(m.start(), m.group(1)) for m in LOG_RECORD.finditer(log)] + [(len(log), "")]
+    return [
+        log[at:end]
+        for (at, logger), (end, _) in itertools.pairwise(starts)
+        if "Traceback" in log[at:end] and not logger.startswith("kafka.")
+    ]
 
 
 class TopicReader:

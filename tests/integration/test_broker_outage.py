@@ -25,9 +25,7 @@ Outages longer than the producer's delivery timeout and a spool that fills up ar
 
 from __future__ import annotations
 
-import itertools
 import os
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.pipeline import Pipeline, traversable_tempdir, wait_until
+from tests.integration.pipeline import Pipeline, tracebacks, traversable_tempdir, wait_until
 from tests.integration.servers.kafka import KafkaBroker
 
 pytestmark = pytest.mark.integration
@@ -77,7 +75,6 @@ FINALLY_EXPOSED_TO = [
     ("ekonomi",),
     *[("alla", "ekonomi")] * 2,
 ]
-LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ +[A-Z]+ +(\S+):", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -123,16 +120,6 @@ def rounds(files: list[File]) -> list[list[tuple[Path, int]]]:
 def share() -> Iterator[Path]:
     with traversable_tempdir("permwatch-outage-") as base:
         yield base / "share"
-
-
-def tracebacks(log: str) -> list[str]:
-    """Log records with a traceback, but for kafka-python's own (it logs a connection reset with one)."""
-    starts = [(m.start(), m.group(1)) for m in LOG_RECORD.finditer(log)] + [(len(log), "")]
-    return [
-        log[at:end]
-        for (at, logger), (end, _) in itertools.pairwise(starts)
-        if "Traceback" in log[at:end] and not logger.startswith("kafka.")
-    ]
 
 
 def published(pipe: Pipeline, before: set[str], paths: set[str]) -> dict[str, list[tuple[str, int]]]:

@@ -12,7 +12,6 @@ the bus.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.pipeline import Pipeline, traversable_tempdir, wait_until
+from tests.integration.pipeline import Pipeline, tracebacks, traversable_tempdir, wait_until
 from tests.integration.servers.kafka import KafkaBroker
 
 pytestmark = pytest.mark.integration
@@ -68,19 +67,6 @@ def fs_changes(pipe: Pipeline, since: set[str], paths: set[str]) -> dict[str, li
             continue
         by_path.setdefault(event["path"], []).append(-1 if event["kind"] == "deleted" else event["mode"])
     return by_path
-
-
-LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ +[A-Z]+ +(\S+):", re.MULTILINE)
-
-
-def tracebacks(log: str) -> list[str]:
-    """Log records with a traceback, but for kafka-python's own (it logs a connection reset with one)."""
-    starts = [(m.start(), m.group(1)) for m in LOG_RECORD.finditer(log)] + [(len(log), "")]
-    return [
-        log[at:end]
-        for (at, logger), (end, _) in itertools.pairwise(starts)
-        if "Traceback" in log[at:end] and not logger.startswith("kafka.")
-    ]
 
 
 def check_healthy(pipe: Pipeline) -> None:
