@@ -1,4 +1,4 @@
-"""Shared set-up for the benchmarks: a real Kafka broker and a labelled share on real files.
+"""Shared set-up for the benchmarks: a real Kafka broker, and a temporary share others may traverse.
 
 Benchmarks reuse the integration-test rig (``tests/integration``) so the
 figures come from the same real components the tests use.
@@ -6,7 +6,6 @@ figures come from the same real components the tests use.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -16,7 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.integration.pipeline import traversable_tempdir
 from tests.integration.servers.kafka import KafkaBroker
+
+__all__ = ["kafka_broker", "traversable_tempdir"]
 
 
 @contextmanager
@@ -29,14 +31,3 @@ def kafka_broker() -> Iterator[KafkaBroker]:
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-@contextmanager
-def traversable_tmpdir(prefix: str) -> Iterator[Path]:
-    """A temporary directory that others may traverse, like a real share's parents."""
-    base = Path(tempfile.mkdtemp(prefix=prefix))
-    os.chmod(base, 0o755)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)

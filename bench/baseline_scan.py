@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from _rig import traversable_tmpdir  # also puts the repository on sys.path
+from _rig import traversable_tempdir  # also puts the repository on sys.path
 from prometheus_client import CollectorRegistry
 
 from collectors.fs import FsCollector
@@ -303,7 +303,7 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupted)
 
-    with traversable_tmpdir("permwatch-bench-scan-") as base:
+    with traversable_tempdir("permwatch-bench-scan-") as base:
         check_space(base, args.folders)
         started = time.perf_counter()
         share = build(base / "share", args.folders, args.per_top)

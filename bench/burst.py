@@ -18,7 +18,7 @@ import json
 import subprocess
 import time
 
-from _rig import kafka_broker, traversable_tmpdir  # also puts the repository on sys.path
+from _rig import kafka_broker, traversable_tempdir  # also puts the repository on sys.path
 
 from tests.integration.burst_share import DIRECTORY, STAFF, build
 from tests.integration.pipeline import Pipeline, wait_until
@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     per_folder = args.folders // args.labelled
 
-    with kafka_broker() as broker, traversable_tmpdir("permwatch-bench-burst-") as base:
+    with kafka_broker() as broker, traversable_tempdir("permwatch-bench-burst-") as base:
         share = base / "share"
         started = time.perf_counter()
         cases, _ = build(share, labelled=args.labelled, untouched=0, subfolders=per_folder)

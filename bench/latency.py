@@ -32,7 +32,7 @@ import urllib.request
 from bisect import bisect_left
 from datetime import datetime
 
-from _rig import kafka_broker, traversable_tmpdir
+from _rig import kafka_broker, traversable_tempdir
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.pipeline import Pipeline, wait_until
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=1000)
     args = parser.parse_args()
 
-    with kafka_broker() as broker, traversable_tmpdir("permwatch-bench-") as base:
+    with kafka_broker() as broker, traversable_tempdir("permwatch-bench-") as base:
         share = base / "share"
         folder = share / "ledning"
         folder.mkdir(parents=True)
