@@ -51,6 +51,11 @@ def traversable_tempdir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def permwatch_exe() -> str:
+    """The ``permwatch`` console script of the interpreter running the tests (its venv's), as a role is run."""
+    return shutil.which("permwatch", path=str(Path(sys.executable).parent)) or "permwatch"
+
+
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
     """Poll ``condition`` until it returns something truthy; fail naming ``what`` after a generous timeout."""
     deadline = time.monotonic() + timeout
@@ -168,7 +173,7 @@ path = "{self.alerts_path}"
         return f'[directory]\npath = "{self.directory_path}"'
 
     def start(self, role: str) -> subprocess.Popen[bytes]:
-        exe = shutil.which("permwatch", path=str(Path(sys.executable).parent)) or "permwatch"
+        exe = permwatch_exe()
         with (self.workdir / f"{role}.log").open("ab") as log:
             proc = subprocess.Popen(
                 [exe, "run", "--config", str(self.config_path), "--role", role],

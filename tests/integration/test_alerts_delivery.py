@@ -19,10 +19,8 @@ import hmac
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +36,7 @@ from alerts.grouping import GroupingPolicy, group_id_for
 from alerts.registry import build_sink
 from permwatch.events import ExposureEvent, Label, Severity, encode
 from permwatch.transport.embedded import EmbeddedBus
+from tests.integration.pipeline import permwatch_exe
 from tests.integration.servers.alertmanager import AlertmanagerServer
 from tests.integration.servers.fake_slack import FakeSlack
 from tests.unit.alert_samples import closed, opened
@@ -291,7 +290,7 @@ path = "{self.jsonl}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        exe = shutil.which("permwatch", path=str(Path(sys.executable).parent)) or "permwatch"
+        exe = permwatch_exe()
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [exe, "run", "--config", str(self.config), "--role", "alerts"],

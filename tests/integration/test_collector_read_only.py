@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ import yaml
 
 from permwatch.events import FsPermissionEvent, decode, unbatched
 from permwatch.transport.embedded import EmbeddedBus
-from tests.integration.pipeline import traversable_tempdir, wait_until
+from tests.integration.pipeline import permwatch_exe, traversable_tempdir, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +103,7 @@ path = "{alerts}"
     )
     for made in (directory_file, config):
         os.chmod(made, 0o644)
-    exe = shutil.which("permwatch", path=str(Path(sys.executable).parent)) or "permwatch"
+    exe = permwatch_exe()
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def log(role: str) -> str:

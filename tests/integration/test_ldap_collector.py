@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -32,7 +30,7 @@ from collectors.ldap import RECOVERABLE, LdapCollector
 from permwatch.config import LdapCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
 from permwatch.transport.spool import RecordDropped
-from tests.integration.pipeline import wait_until
+from tests.integration.pipeline import permwatch_exe, wait_until
 from tests.integration.servers.slapd import IT_ADMIN_DN, READER_DN, LdapSite, Slapd
 
 pytestmark = [pytest.mark.integration, pytest.mark.ldap]
@@ -695,7 +693,7 @@ backoff_max_seconds = 0.5
 """,
         encoding="utf-8",
     )
-    exe = shutil.which("permwatch", path=str(Path(sys.executable).parent)) or "permwatch"
+    exe = permwatch_exe()
     with (workdir / "collector.log").open("ab") as log:
         return subprocess.Popen(
             [exe, "run", "--config", str(config), "--role", "collector"],

@@ -19,10 +19,8 @@ from __future__ import annotations
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +45,7 @@ from permwatch.events import (
     ObjectType,
 )
 from permwatch.transport.kafka import KafkaBus
-from tests.integration.pipeline import TopicReader, wait_until
+from tests.integration.pipeline import TopicReader, permwatch_exe, wait_until
 from tests.integration.servers.kafka import KafkaBroker
 
 pytestmark = pytest.mark.integration
@@ -152,7 +150,7 @@ allowed_groups = ["ledningsgrupp"]
         self.groups = [f"{prefix}processor"]
 
     def start(self, instance: str) -> None:
-        exe = shutil.which("permwatch", path=str(Path(sys.executable).parent)) or "permwatch"
+        exe = permwatch_exe()
         env = {
             **os.environ,
             "PERMWATCH__PROCESSOR__INSTANCE_ID": instance,

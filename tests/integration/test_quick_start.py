@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.pipeline import traversable_tempdir, wait_until
+from tests.integration.pipeline import permwatch_exe, traversable_tempdir, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,12 +28,8 @@ CONTENT = "Protokoll: klient 19121212-1212 Tolvan Tolvansson"
 """A file's contents, standing for personal data: never in an alert, a log line or the event log."""
 
 
-def permwatch() -> str:
-    return shutil.which("permwatch", path=str(Path(sys.executable).parent)) or "permwatch"
-
-
 def test_the_demo_runs_the_incident_to_its_close() -> None:
-    done = subprocess.run([permwatch(), "demo"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([permwatch_exe(), "demo"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     opened, closed = out.index("EXPOSURE OPENED"), out.index("EXPOSURE CLOSED")
@@ -103,7 +97,7 @@ path = "{alerts}"
         return [json.loads(line) for line in alerts.read_text().splitlines()] if alerts.exists() else []
 
     with log.open("wb") as out:
-        proc = subprocess.Popen([permwatch(), "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([permwatch_exe(), "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT)
     try:
         # the baseline is judged (no exposure), then the "IT update" grants the all-staff group read
         wait_until(lambda: "processor restart: state rebuilt" in log.read_text(), "the processor to start")
