@@ -103,22 +103,16 @@ def share() -> Iterator[Path]:
 
 @pytest.fixture
 def notifications() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    receiver.start()
-    try:
+    with WebhookReceiver() as receiver:
         yield receiver
-    finally:
-        receiver.stop()
 
 
 @pytest.fixture
 def alertmanager(tmp_path: Path, notifications: WebhookReceiver) -> Iterator[AlertmanagerServer]:
-    server = AlertmanagerServer(tmp_path / "alertmanager", config=burst_webhook_routing(notifications.url(HOOK_PATH)))
-    try:
-        server.start()
+    with AlertmanagerServer(
+        tmp_path / "alertmanager", config=burst_webhook_routing(notifications.url(HOOK_PATH))
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -65,12 +65,8 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT
 
 @pytest.fixture(scope="module")
 def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertmanagerServer]:
-    server = AlertmanagerServer(tmp_path_factory.mktemp("alertmanager"))
-    try:
-        server.start()
+    with AlertmanagerServer(tmp_path_factory.mktemp("alertmanager")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.error import URLError
 from urllib.parse import urlencode
 
 from tests.integration.servers.process import ServerProcess, free_loopback_ports, log_tail
+from tests.integration.servers.started import StartedInWith
 
 BINARY = Path("/usr/bin/prometheus-alertmanager")
 _HOST = "127.0.0.1"
@@ -65,7 +65,7 @@ class AlertmanagerError(RuntimeError):
     """Alertmanager is missing, would not start, or answered badly."""
 
 
-class AlertmanagerServer:
+class AlertmanagerServer(StartedInWith):
     def __init__(self, workdir: Path, *, config: str = BURST_ROUTING, start_timeout: float = 30.0) -> None:
         self.workdir = Path(workdir).resolve()
         self.config = config
@@ -108,15 +108,6 @@ class AlertmanagerServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._server.stop(timeout)
-
-    def __enter__(self) -> AlertmanagerServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- reading it back ----------------------------------------------------------
 

@@ -21,11 +21,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.integration.servers.http_server import LoopbackHTTPServer
+from tests.integration.servers.started import StartedInWith
 
 
 @dataclass
@@ -52,7 +52,7 @@ class _Failure:
     retry_after: int | None
 
 
-class FakeSlack:
+class FakeSlack(StartedInWith):
     def __init__(self, token: str, channels: tuple[str, ...] = ("C0SOC",)) -> None:
         self.token = token
         self.channels = set(channels)
@@ -79,15 +79,6 @@ class FakeSlack:
     def stop(self) -> None:
         self._release.set()
         self._http.stop()
-
-    def __enter__(self) -> FakeSlack:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

@@ -25,12 +25,12 @@ import subprocess
 import uuid
 import zipfile
 from pathlib import Path
-from types import TracebackType
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from tests.integration.servers.process import ServerProcess, free_loopback_ports, log_tail, port_accepts
+from tests.integration.servers.started import StartedInWith
 
 DEFAULT_KAFKA_VERSION = "4.4.0"
 
@@ -61,7 +61,7 @@ def _new_cluster_id() -> str:
             return cluster_id
 
 
-class KafkaBroker:
+class KafkaBroker(StartedInWith):
     """One single-node KRaft Kafka broker (broker + controller in one JVM) on loopback.
 
     Ports are picked on the first ``start()`` and reused by every later start, as
@@ -206,18 +206,6 @@ class KafkaBroker:
         """``stop()`` then ``start()`` on the same ports and data dir."""
         self.stop()
         self.start()
-
-    def __enter__(self) -> KafkaBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         where = self.bootstrap if self._port is not None else "unstarted"

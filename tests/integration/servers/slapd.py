@@ -28,12 +28,12 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from ldap3 import LEVEL, SIMPLE, Connection, Server
 from ldap3.core.exceptions import LDAPException
 
 from tests.integration.servers.process import ServerProcess, free_loopback_ports, log_tail, port_accepts
+from tests.integration.servers.started import StartedInWith
 
 SUFFIX = "dc=example,dc=org"
 ROOT_DN = f"cn=admin,{SUFFIX}"
@@ -88,7 +88,7 @@ class LdapSite:
         return f"cn={cn},{self.groups}"
 
 
-class Slapd:
+class Slapd(StartedInWith):
     """One slapd on 127.0.0.1; port, data and passwords are kept across ``stop()``/``start()``."""
 
     def __init__(self, workdir: Path, *, start_timeout: float = 15.0) -> None:
@@ -183,15 +183,6 @@ class Slapd:
 
     def kill(self) -> None:
         self._server.kill()
-
-    def __enter__(self) -> Slapd:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         where = self.uri if self._port is not None else "unstarted"

@@ -15,10 +15,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
 from typing import Any
 
 from tests.integration.servers.http_server import LoopbackHTTPServer
+from tests.integration.servers.started import StartedInWith
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class ReceivedPost:
     at: float = field(default_factory=time.monotonic)
 
 
-class WebhookReceiver:
+class WebhookReceiver(StartedInWith):
     def __init__(self) -> None:
         self._posts: list[ReceivedPost] = []
         self._lock = threading.Lock()
@@ -47,15 +47,6 @@ class WebhookReceiver:
 
     def stop(self) -> None:
         self._http.stop()
-
-    def __enter__(self) -> WebhookReceiver:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def url(self, path: str = "/") -> str:
         return self._http.url(path)
