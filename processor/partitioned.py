@@ -131,6 +131,8 @@ class PartitionedProcessor(ProcessorRunner):
                     if self.restart_seconds is None:
                         self._rebuilt(time.monotonic() - origin, None)
                         save_now = bool(self.replayed)  # what was just replayed is not replayed again soon
+                    else:  # partitions moved: the last checkpoint names the old ones, a restart would rebuild
+                        save_now = True
                     records, held = held, []
                 if records:
                     self._handled(records, owned)
