@@ -126,8 +126,9 @@ class PartitionedProcessor(ProcessorRunner):
                     else:  # partitions moved: the last checkpoint names the old ones, a restart would rebuild
                         save_now = True
                     records, held = held, []
-                if records:
-                    self._handled(records, owned)
+                for start in range(0, len(records), self.config.batch_max):  # held ones in batches of the usual size
+                    last = start + self.config.batch_max >= len(records)  # the consumer commits all it returned
+                    self._handled(records[start : start + self.config.batch_max], owned if last else _NO_COMMIT)
                 if pending:
                     if reconcile_at is None:
                         reconcile_at = owned.end_offsets()

@@ -135,8 +135,10 @@ class ProcessorRunner:
                     # a crash may come from records after the commit, which come again as live ones.
                     reconcile_at = consumer.end_offsets() if isinstance(consumer, EndOffsets) else {}
                     records, held = held, []
-                if records:
-                    self._handled(records, consumer)
+                # (held records come in batches of the usual size: one batch judges a folder's changes as one)
+                for start in range(0, len(records), self.config.batch_max):
+                    last = start + self.config.batch_max >= len(records)  # the consumer commits all it returned
+                    self._handled(records[start : start + self.config.batch_max], consumer if last else _NO_COMMIT)
                 if record is not None and reconcile_at is not None:
                     done = consumer.reached(reconcile_at) if isinstance(consumer, EndOffsets) else not records
                     if done:
