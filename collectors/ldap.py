@@ -15,8 +15,11 @@ purged past the cursor) is handled the same way: resnapshot, publish only
 the differences. A batch that was on its way to the bus when the process
 died is published again as the last state of each principal it changed,
 never as the older states before them (see ``_commit``). A lost connection
-is retried with capped exponential backoff. The bind password is read from
-a file or the environment and never logged.
+is retried with capped exponential backoff. A search the server cut short
+at a limit (:class:`~collectors.ldap_session.DirectoryLimitExceeded`)
+publishes nothing and is logged as an error naming the account and the
+limit. The bind password is read from a file or the environment and never
+logged.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from collectors.ldap_entries import EntrySchema
 from collectors.ldap_mirror import DirectoryMirror, days_of
 from collectors.ldap_modes import ChangeGap, ChangeMode, ModeFactory
 from collectors.ldap_psearch import PersistentSearchMode
-from collectors.ldap_session import RETRYABLE, LdapSession, read_directory
+from collectors.ldap_session import RETRYABLE, DirectoryLimitExceeded, LdapSession, read_directory
 from collectors.ldap_snapshot import SnapshotMode
 from collectors.ldap_state import LdapStateFile, fingerprint
 from permwatch.config import ConfigError, LdapCollectorConfig
@@ -56,8 +59,9 @@ CHANGE_MODES: dict[str, ModeFactory] = {
 """How changes are learnt, by the config's ``mode`` name."""
 
 
-RECOVERABLE: tuple[type[Exception], ...] = (*RETRYABLE, ChangeGap)
-"""What ``run`` survives: the server or network failing, or a stream gap found mid-resync; retried with backoff."""
+RECOVERABLE: tuple[type[Exception], ...] = (*RETRYABLE, ChangeGap, DirectoryLimitExceeded)
+"""What ``run`` survives, retried with backoff: the server or network failing, a stream gap found mid-resync,
+or a search cut short at a limit (the server's limits may be lifted while it waits)."""
 
 
 @runtime_checkable
@@ -187,13 +191,16 @@ class LdapCollector:
                     if self.metrics is not None:
                         self.metrics.directory_sync_failed(self.config.collector_id)
                     delay = backoff.failed()
-                    log.warning(
-                        "ldap %s: %s unavailable (%s); retrying in %.1f s",
-                        self.config.collector_id,
-                        self.session.where,
-                        self._describe(exc),
-                        delay,
-                    )
+                    if isinstance(exc, DirectoryLimitExceeded):
+                        log.error("ldap %s: %s; retrying in %.1f s", self.config.collector_id, exc, delay)
+                    else:
+                        log.warning(
+                            "ldap %s: %s unavailable (%s); retrying in %.1f s",
+                            self.config.collector_id,
+                            self.session.where,
+                            self._describe(exc),
+                            delay,
+                        )
                     stop.wait(delay)
                     continue
                 if backoff.failures:
