@@ -12,14 +12,17 @@ reads the directory once more and publishes anything the stream did not
 account for, so nothing is missed (writes made while it reads are followed
 one by one, like any other). A gap the stream cannot bridge (the accesslog
 purged past the cursor) is handled the same way: resnapshot, publish only
-the differences. A batch that was on its way to the bus when the process
+the differences. Changes no stream reports (an offline ``slapmodify``, a
+restored backup, a write made while the server was cut off) are found the
+same way: every reconnect, and every ``reconcile_seconds``, the collector
+reads the whole directory again and publishes only how it differs from what
+was published. A batch that was on its way to the bus when the process
 died is published again as the last state of each principal it changed,
 never as the older states before them (see ``_commit``). A lost connection
-is retried with capped exponential backoff. A search the server cut short
-at a limit (:class:`~collectors.ldap_session.DirectoryLimitExceeded`)
-publishes nothing and is logged as an error naming the account and the
-limit. The bind password is read from a file or the environment and never
-logged.
+is retried with capped exponential backoff. A search the server cut short at a limit
+(:class:`~collectors.ldap_session.DirectoryLimitExceeded`) publishes nothing
+and is logged as an error naming the account and the limit. The bind
+password is read from a file or the environment and never logged.
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ class LdapCollector:
         clock: Callable[[], datetime] = utcnow,
         environ: Mapping[str, str] | None = None,
         metrics: Metrics | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.emitter = emitter
@@ -139,6 +143,8 @@ class LdapCollector:
         self.schema = EntrySchema.from_config(config)
         self.mode: ChangeMode = CHANGE_MODES[config.mode](config, self.schema)
         self._clock = clock
+        self._monotonic = monotonic
+        self._reconciled_at = monotonic()
         self.state = LdapStateFile(state_path, fingerprint(config))
         self._load_saved()
         self.published = 0
@@ -217,17 +223,26 @@ class LdapCollector:
     def catch_up(self) -> int:
         """Connect when needed, publish what changed since the last call; return how many events that was.
 
+        The first call after a start or a reconnect, and the first after each ``reconcile_seconds``, also
+        reads the whole directory and publishes how it differs from what was published: what no change
+        stream reported (an offline edit, a restored backup, a write made during an outage) is found there.
+
         When the bus drops an event (the spool is full: :class:`RecordDropped`), the exception is raised on
         and the next call publishes the last state of every principal the batch changed again, so nothing
         is lost (see :meth:`_commit`).
         """
         before = self.published
         if not self.session.is_open:
+            self._verified = False  # whatever happened while it was closed, read the whole directory again
             self.session.open()
+        if self._verified and self._monotonic() - self._reconciled_at >= self.config.reconcile_seconds:
+            self._verified = False
         try:
             if not self._verified:
                 self._resync(resume=self._resuming)
                 self._verified = True
+                self._resuming = True
+                self._reconciled_at = self._monotonic()
             else:
                 try:
                     self._follow()
@@ -295,14 +310,17 @@ class LdapCollector:
             for change in self.mode.poll(self.session, staging):  # writes made while the snapshot was read
                 staging.apply(change)
         first = not self.mirror.states
+        held = self.mirror.entries
         events = self.mirror.replace_all(staging)
-        self._unsaved = True
+        # A reconcile that finds nothing new costs one read: no event, and the saved copy is not rewritten.
+        self._unsaved = self._unsaved or not resume or bool(events) or held != self.mirror.entries
         self._emit(events)
         groups = sum(1 for s in self.mirror.states.values() if isinstance(s, DirectoryGroup))
-        log.info(
+        log.log(
+            logging.INFO if events or first or not resume else logging.DEBUG,
             "ldap %s: %s of %d users and %d groups from %s in %.2f s: %d event(s)",
             self.config.collector_id,
-            "snapshot" if first else "resnapshot",
+            "snapshot" if first else "reconcile" if resume else "resnapshot",
             len(self.mirror.states) - groups,
             groups,
             self.session.where,

@@ -216,6 +216,13 @@ class LdapCollectorConfig(_Section):
     )
     timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     page_size: int = Field(default=500, ge=1, le=100_000)
+    reconcile_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        le=7 * 86_400,
+        description="also read the whole directory this often (and on every reconnect) and publish only how it "
+        "differs: finds what no change stream reports (slapadd/slapmodify, a restored backup)",
+    )
     backoff_max_seconds: float = Field(default=60.0, ge=0.1)
     state_path: Path | None = Field(default=None, description="cursor and directory copy; default under state_dir")
 
