@@ -19,7 +19,9 @@ reads the whole directory again and publishes only how it differs from what
 was published. A batch that was on its way to the bus when the process
 died is published again as the last state of each principal it changed,
 never as the older states before them (see ``_commit``). A lost connection
-is retried with capped exponential backoff. A search the server cut short at a limit
+is retried with exponential backoff, capped low (``backoff_max_seconds``)
+and jittered, so a directory that comes back is followed again within
+seconds. A search the server cut short at a limit
 (:class:`~collectors.ldap_session.DirectoryLimitExceeded`) publishes nothing
 and is logged as an error naming the account and the limit. The bind
 password is read from a file or the environment and never logged.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -99,17 +102,23 @@ def read_password(config: LdapCollectorConfig, environ: Mapping[str, str] | None
 
 
 class Backoff:
-    """Capped exponential delays: first, 2×first, 4×first, … up to ``cap`` seconds."""
+    """Exponential delays with jitter: about first, 2×first, 4×first, … up to ``cap`` seconds.
 
-    def __init__(self, first: float = 0.5, cap: float = 60.0) -> None:
+    Each delay is drawn between half and all of its step ("equal jitter"), so
+    collectors that lost the same server do not all come back at the same
+    instant, and the cap keeps the wait after a server returns short.
+    """
+
+    def __init__(self, first: float = 0.5, cap: float = 5.0, jitter: Callable[[], float] = random.random) -> None:
         self.first = first
         self.cap = cap
         self.failures = 0
+        self._jitter = jitter
 
     def failed(self) -> float:
-        delay = min(self.cap, self.first * (2**self.failures))
+        step = min(self.cap, self.first * 2.0 ** min(self.failures, 32))  # a bounded exponent: no float overflow
         self.failures += 1
-        return delay
+        return step * (0.5 + 0.5 * self._jitter())
 
     def reset(self) -> None:
         self.failures = 0

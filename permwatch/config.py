@@ -223,7 +223,11 @@ class LdapCollectorConfig(_Section):
         description="also read the whole directory this often (and on every reconnect) and publish only how it "
         "differs: finds what no change stream reports (slapadd/slapmodify, a restored backup)",
     )
-    backoff_max_seconds: float = Field(default=60.0, ge=0.1)
+    backoff_max_seconds: float = Field(
+        default=5.0,
+        ge=0.1,
+        description="longest wait between reconnects (jittered): how soon a returning server is seen",
+    )
     state_path: Path | None = Field(default=None, description="cursor and directory copy; default under state_dir")
 
     @field_validator("password_file", "ca_file", "state_path")

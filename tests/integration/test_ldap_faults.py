@@ -13,6 +13,7 @@ overlay; and after an outage a change is judged within seconds.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -23,7 +24,8 @@ from ldap3 import LEVEL, MODIFY_ADD, Connection
 
 from collectors.ldap import LdapCollector
 from collectors.ldap_session import DirectoryLimitExceeded
-from permwatch.events import DirectoryUser, Event
+from permwatch.config import LdapCollectorConfig
+from permwatch.events import DirectoryGroup, DirectoryUser, Event
 from tests.integration.pipeline import wait_until
 from tests.integration.servers.slapd import ACCESSLOG, IT_ADMIN_DN, READER_DN, LdapSite, Slapd
 from tests.integration.test_ldap_collector import Recorder, config_for, principals
@@ -172,3 +174,47 @@ def test_a_write_the_accesslog_lost_is_found_by_the_periodic_reconcile(slapd: Sl
 def _log_entries(root: Connection) -> set[str]:
     root.search(ACCESSLOG, "(objectClass=auditWriteObject)", LEVEL, attributes=["1.1"], paged_size=1000)
     return {entry["dn"] for entry in root.response if entry.get("type") == "searchResEntry"}
+
+
+def test_after_an_outage_long_enough_to_reach_the_backoff_cap_a_change_is_judged_within_seconds(
+    slapd: Slapd, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    site = slapd.add_site(f"b{uuid4().hex[:8]}")
+    recorder = Recorder()
+    default_cap = LdapCollectorConfig.model_fields["backoff_max_seconds"].default
+    config = config_for(slapd, site, backoff_max_seconds=default_cap)
+    collector = LdapCollector(config, recorder, state_path=tmp_path / "s.json")
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, args=(stop,), name="ldap-backoff")
+    thread.start()
+    try:
+        wait_until(lambda: len(recorder.events) >= 14, "the snapshot", timeout=30)
+        snapshot = len(recorder.events)
+        slapd.stop()
+        # down long enough for the delays to reach the cap (0.5, 1, 2, 4, then the cap: ~10 s)
+        wait_until(lambda: caplog.text.count("retrying in") >= 6, "six failed reconnects", timeout=90)
+        slapd.start()
+        admin = slapd.connect("it-admin")
+        try:
+            admin.modify(site.group("ledningsgrupp"), {"member": [(MODIFY_ADD, [site.user("hugo")])]})
+        finally:
+            admin.unbind()
+        changed = time.monotonic()
+        change = wait_until(
+            lambda: next((e for e in principals(recorder.since(snapshot)) if e.name == "ledningsgrupp"), None),
+            "the change made right after the outage",
+            timeout=60,
+        )
+        took = time.monotonic() - changed
+    finally:
+        stop.set()
+        thread.join(10)
+        if not slapd.running:
+            slapd.start()
+    assert not thread.is_alive()
+    print(f"change after the outage published in {took:.2f} s (backoff cap {default_cap} s)")
+    assert isinstance(change, DirectoryGroup) and change.added == ("hugo",) and change.actor == IT_ADMIN_DN
+    assert took < default_cap + 10, f"{took:.1f} s: the cap should bound the wait"
+    delays = [float(m) for m in re.findall(r"retrying in ([0-9.]+) s", caplog.text)]
+    assert max(delays) <= default_cap, delays

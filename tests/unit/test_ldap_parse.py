@@ -323,10 +323,21 @@ def test_every_configurable_mode_is_registered() -> None:
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
-    backoff = Backoff(first=0.5, cap=3)
+    backoff = Backoff(first=0.5, cap=3, jitter=lambda: 1.0)  # the top of each jitter range
     assert [backoff.failed() for _ in range(5)] == [0.5, 1.0, 2.0, 3, 3]
     backoff.reset()
     assert backoff.failed() == 0.5
+    low = Backoff(first=0.5, cap=3, jitter=lambda: 0.0)  # the bottom: half of each step
+    assert [low.failed() for _ in range(4)] == [0.25, 0.5, 1.0, 1.5]
+
+
+def test_backoff_defaults_to_a_low_cap_and_survives_a_long_outage() -> None:
+    backoff = Backoff()
+    delays = [backoff.failed() for _ in range(5000)]  # hours of outage: the exponent must not overflow
+    assert max(delays) <= 5.0
+    assert all(2.5 <= d <= 5.0 for d in delays[10:])
+    assert len({round(d, 6) for d in delays[10:]}) > 1, "jittered"
+    assert config().backoff_max_seconds == 5.0
 
 
 def test_password_sources_and_errors_never_show_it(tmp_path: Path) -> None:
