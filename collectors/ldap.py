@@ -42,7 +42,7 @@ from typing import Protocol, runtime_checkable
 
 from collectors.ldap_accesslog import AccesslogMode
 from collectors.ldap_dirsync import DirSyncMode
-from collectors.ldap_entries import EntrySchema
+from collectors.ldap_entries import EntrySchema, RawEntry
 from collectors.ldap_mirror import DirectoryMirror, days_of
 from collectors.ldap_modes import ChangeGap, ChangeMode, ModeFactory
 from collectors.ldap_psearch import PersistentSearchMode
@@ -281,7 +281,7 @@ class LdapCollector:
                     kind = "entry_deleted" if change.entry is None else "entry_changed"
                     self.metrics.collector_events_read.labels(collector=self.config.collector_id, type=kind).inc()
                 self._unsaved = True
-                self._emit(self.mirror.apply(change))
+                self._emit(self.mirror.apply(change, self._read))
         finally:
             # the cursor may also have moved past writes outside the bases
             self._unsaved = self._unsaved or self.mode.cursor != cursor
@@ -317,7 +317,7 @@ class LdapCollector:
         else:
             staging.load(snapshot.values())
             for change in self.mode.poll(self.session, staging):  # writes made while the snapshot was read
-                staging.apply(change)
+                staging.apply(change, self._read)
         first = not self.mirror.states
         held = self.mirror.entries
         events = self.mirror.replace_all(staging)
@@ -336,6 +336,10 @@ class LdapCollector:
             time.monotonic() - started,
             len(events),
         )
+
+    def _read(self, dn: str) -> RawEntry | None:
+        """The entry at ``dn`` on the server now: how the mirror learns what a rename left in the groups."""
+        return self.session.read(dn, self.schema.wanted())
 
     def _emit(self, events: list[Event]) -> None:
         self._pending.extend(events)  # handed to the bus by _commit

@@ -5,9 +5,12 @@ principal state derived from each (the ``DirectoryUser``/``DirectoryGroup``
 last published for it). Applying an :class:`EntryChange` re-derives only what
 it touches: the entry itself and, when a principal appears, disappears or is
 renamed, the groups that name it as a member. What differs is published with
-the change's actor and time. When the server keeps referential integrity (as
-OpenLDAP's refint, 389's referint and AD do, without logging it), the mirror
-rewrites member DNs on renames and deletions the same way.
+the change's actor and time. Whether the server rewrites member DNs on a
+rename or deletion (OpenLDAP's refint, 389's referint and AD do, without
+logging it; Debian's default slapd does not) is not assumed: given a
+``read`` function, ``apply`` re-reads every group that named the old DN and
+takes what the server holds. Without one (tests, tools) it rewrites them
+when told the server keeps ``referential_integrity``.
 """
 
 from __future__ import annotations
@@ -72,8 +75,13 @@ class DirectoryMirror:
                 self._put(normalize_dn(entry.dn), entry)
         self.states = {key: self._derive(key) for key in self.entries}
 
-    def apply(self, change: EntryChange) -> list[Event]:
-        """Apply one change and return the events it publishes (none when nothing a consumer sees changed)."""
+    def apply(self, change: EntryChange, read: Callable[[str], RawEntry | None] | None = None) -> list[Event]:
+        """Apply one change and return the events it publishes (none when nothing a consumer sees changed).
+
+        ``read`` (a DN -> the entry on the server now, or None) is asked for every group that named the
+        entry when it is renamed or deleted, so members are what the server holds: rewritten by refint,
+        or left pointing at the old DN (naming nobody) without it.
+        """
         old_key = normalize_dn(change.dn)
         old = self.entries.get(old_key)
         new = change.entry if change.entry is not None and self.schema.kind_of(change.entry) else None
@@ -84,14 +92,22 @@ class DirectoryMirror:
         affected = {old_key} | ({new_key} if new_key else set())
         if old is None or new is None or renamed or self._identity(old_key, old) != self._identity(new_key, new):
             affected |= self._groups_naming(old_key, old) | self._groups_naming(new_key, new)
+        moved = old is not None and (new is None or renamed)
+        referrers = sorted(self._referrers.get(old_key, set()) - {old_key}) if moved else []
+        # read before changing anything, so a failed read leaves the mirror as it was
+        reread = {group: read(self.entries[group].dn) for group in referrers} if read is not None else None
         if old is not None:
             self._remove(old_key)
         if new is not None and new_key is not None:
             if new_key in self.entries:  # renamed onto a DN we still hold: the server says it is free now
                 self._remove(new_key)
             self._put(new_key, new)
-        if self.referential_integrity and old is not None and (new is None or renamed):
-            for group in sorted(self._referrers.get(old_key, ())):
+        if reread is not None:
+            for group, fresh in reread.items():
+                self._replace_group(group, fresh)
+                affected.add(group)
+        elif self.referential_integrity and moved:
+            for group in referrers:
                 self._rewrite_member(group, old_key, new.dn if new is not None else None)
                 affected.add(group)
         events = self._rederive(affected)
@@ -241,6 +257,13 @@ class DirectoryMirror:
 
     def _member_keys(self, entry: RawEntry) -> set[str]:
         return {normalize_dn(v) for attr in self.schema.member for v in entry.values(attr)}
+
+    def _replace_group(self, group_key: str, fresh: RawEntry | None) -> None:
+        """Hold the group as the server has it now (gone, or out of scope: dropped)."""
+        if group_key in self.entries:
+            self._remove(group_key)
+        if fresh is not None and normalize_dn(fresh.dn) == group_key and self.schema.kind_of(fresh) == "group":
+            self._put(group_key, fresh)
 
     def _rewrite_member(self, group_key: str, old_member: str, new_member_dn: str | None) -> None:
         group = self.entries[group_key]

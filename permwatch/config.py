@@ -209,7 +209,9 @@ class LdapCollectorConfig(_Section):
     )
     accesslog_base: str = "cn=accesslog"
     referential_integrity: bool = Field(
-        default=True, description="the server rewrites member DNs on rename/delete (refint, memberof-refint, AD)"
+        default=True,
+        description="no longer needed: after a rename or deletion the collector re-reads the groups that named the "
+        "entry and takes what the server holds, with or without refint; accepted so existing configs still load",
     )
     poll_seconds: float = Field(
         default=1.0, gt=0, le=86_400, description="accesslog polls are cheap; a snapshot poll lists every entry"

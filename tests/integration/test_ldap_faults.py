@@ -16,11 +16,12 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
-from ldap3 import LEVEL, MODIFY_ADD, Connection
+from ldap3 import LEVEL, MODIFY_ADD, MODIFY_DELETE, Connection
 
 from collectors.ldap import LdapCollector
 from collectors.ldap_session import DirectoryLimitExceeded
@@ -28,7 +29,7 @@ from permwatch.config import LdapCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
 from tests.integration.pipeline import wait_until
 from tests.integration.servers.slapd import ACCESSLOG, IT_ADMIN_DN, READER_DN, LdapSite, Slapd
-from tests.integration.test_ldap_collector import Recorder, config_for, principals
+from tests.integration.test_ldap_collector import Recorder, by_name, config_for, principals, step
 
 pytestmark = [pytest.mark.integration, pytest.mark.ldap]
 
@@ -218,3 +219,52 @@ def test_after_an_outage_long_enough_to_reach_the_backoff_cap_a_change_is_judged
     assert took < default_cap + 10, f"{took:.1f} s: the cap should bound the wait"
     delays = [float(m) for m in re.findall(r"retrying in ([0-9.]+) s", caplog.text)]
     assert max(delays) <= default_cap, delays
+
+
+@pytest.fixture(scope="module")
+def slapd_without_refint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """A slapd like Debian's default: no refint overlay, so a rename leaves member DNs as they were."""
+    with Slapd(tmp_path_factory.mktemp("slapd-no-refint"), refint=False) as server:
+        yield server
+
+
+@pytest.mark.parametrize("refint", [True, False], ids=["refint", "no-refint"])
+def test_a_renamed_member_is_what_the_server_holds_with_and_without_refint(
+    refint: bool, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    server: Slapd = request.getfixturevalue("slapd" if refint else "slapd_without_refint")
+    site = server.add_site(f"n{uuid4().hex[:8]}")
+    recorder = Recorder()
+    collector = LdapCollector(config_for(server, site), recorder, state_path=tmp_path / "s.json")
+    collector.catch_up()
+    admin = server.connect("it-admin")
+    try:
+        admin.modify_dn(site.user("gunilla"), "uid=gun")
+        renamed = by_name(step(collector, recorder))
+        unit = renamed["enhet-vard"]
+        assert isinstance(unit, DirectoryGroup) and unit.actor == IT_ADMIN_DN
+        if refint:  # the server rewrote the member DN: the same person under the new name
+            assert (unit.added, unit.removed, unit.member_users) == (("gun",), ("gunilla",), ("gun", "ivar"))
+        else:  # the member DN names nobody now: gun is not a member, whatever the old name was
+            assert (unit.added, unit.removed, unit.member_users) == ((), ("gunilla",), ("ivar",))
+            # taking the left-over DN out changes nobody's access
+            admin.modify(site.group("enhet-vard"), {"member": [(MODIFY_DELETE, [site.user("gunilla")])]})
+            assert step(collector, recorder) == []
+        # adding and removing the person under the new name is followed exactly
+        if not refint:
+            admin.modify(site.group("enhet-vard"), {"member": [(MODIFY_ADD, [site.user("gun")])]})
+            [added] = step(collector, recorder)
+            assert isinstance(added, DirectoryGroup) and added.added == ("gun",)
+        admin.modify(site.group("enhet-vard"), {"member": [(MODIFY_DELETE, [site.user("gun")])]})
+        [removed] = step(collector, recorder)
+        assert isinstance(removed, DirectoryGroup) and removed.removed == ("gun",)
+        assert removed.member_users == ("ivar",), "a removed member is no longer a reader"
+    finally:
+        admin.unbind()
+        collector.close()
+    # a fresh read of the whole directory agrees with what was followed
+    fresh = Recorder()
+    reader = LdapCollector(config_for(server, site), fresh, state_path=tmp_path / "fresh.json")
+    reader.catch_up()
+    reader.close()
+    assert by_name(fresh.events)["enhet-vard"].member_users == ("ivar",)  # type: ignore[union-attr]

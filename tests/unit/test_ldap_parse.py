@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import get_args
@@ -282,6 +283,38 @@ def test_without_referential_integrity_a_renamed_member_dangles() -> None:
     events = held.apply(EntryChange(f"cn=enhet,{GROUPS}", renamed))
     alla = next(e for e in events if isinstance(e, DirectoryGroup) and e.name == "alla")
     assert (alla.removed, alla.added) == (("enhet",), ())
+
+
+def test_a_rename_takes_the_groups_naming_it_as_the_server_holds_them() -> None:
+    renamed = RawEntry(f"cn=unit,{GROUPS}", {**group("enhet").attrs, "cn": ("unit",)})
+    asked: list[str] = []
+
+    def server(members: str) -> Callable[[str], RawEntry | None]:
+        def read(dn: str) -> RawEntry | None:
+            asked.append(dn)
+            return group("alla", members)
+
+        return read
+
+    # no refint on the server: the member DN still names the old entry, which is nobody now
+    held = mirror(group("enhet"), group("alla", f"cn=enhet,{GROUPS}"), referential_integrity=True)
+    events = held.apply(EntryChange(f"cn=enhet,{GROUPS}", renamed), server(f"cn=enhet,{GROUPS}"))
+    alla = next(e for e in events if isinstance(e, DirectoryGroup) and e.name == "alla")
+    assert (alla.removed, alla.added) == (("enhet",), ())
+    assert held.get(f"cn=alla,{GROUPS}") == group("alla", f"cn=enhet,{GROUPS}"), "not rewritten as if refint ran"
+    assert asked == [f"cn=alla,{GROUPS}"]
+    # refint on the server: it rewrote the member; one event, the old name out and the new one in
+    held = mirror(group("enhet"), group("alla", f"cn=enhet,{GROUPS}"), referential_integrity=False)
+    events = held.apply(EntryChange(f"cn=enhet,{GROUPS}", renamed), server(f"cn=unit,{GROUPS}"))
+    [alla] = [e for e in events if isinstance(e, DirectoryGroup) and e.name == "alla"]
+    assert (alla.removed, alla.added) == (("enhet",), ("unit",))
+
+
+def test_a_deletion_rereads_the_groups_and_a_group_gone_meanwhile_is_dropped() -> None:
+    held = mirror(user("anna", 1), group("alla", f"uid=anna,{PEOPLE}"))
+    events = held.apply(EntryChange(f"uid=anna,{PEOPLE}", None), lambda dn: None)
+    assert sorted((e.name, e.deleted) for e in events) == [("alla", True), ("anna", True)]
+    assert len(held) == 0
 
 
 def test_disabling_is_named_and_out_of_scope_changes_publish_nothing() -> None:
