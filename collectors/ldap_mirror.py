@@ -9,8 +9,10 @@ the change's actor and time. Whether the server rewrites member DNs on a
 rename or deletion (OpenLDAP's refint, 389's referint and AD do, without
 logging it; Debian's default slapd does not) is not assumed: given a
 ``read`` function, ``apply`` re-reads every group that named the old DN and
-takes what the server holds. Without one (tests, tools) it rewrites them
-when told the server keeps ``referential_integrity``.
+takes from it what the server holds for that member — the old DN kept or
+gone, the new one there or not — and nothing else, so the group's other
+changes still arrive with their own authors. Without one (tests, tools) it
+rewrites them when told the server keeps ``referential_integrity``.
 """
 
 from __future__ import annotations
@@ -79,8 +81,8 @@ class DirectoryMirror:
         """Apply one change and return the events it publishes (none when nothing a consumer sees changed).
 
         ``read`` (a DN -> the entry on the server now, or None) is asked for every group that named the
-        entry when it is renamed or deleted, so members are what the server holds: rewritten by refint,
-        or left pointing at the old DN (naming nobody) without it.
+        entry when it is renamed or deleted, so that member is what the server holds: rewritten by
+        refint, or left pointing at the old DN (naming nobody) without it.
         """
         old_key = normalize_dn(change.dn)
         old = self.entries.get(old_key)
@@ -104,8 +106,9 @@ class DirectoryMirror:
             self._put(new_key, new)
         if reread is not None:
             for group, fresh in reread.items():
-                self._replace_group(group, fresh)
-                affected.add(group)
+                if fresh is not None:  # a group gone meanwhile: its own change will say so
+                    self._follow_member(group, old_key, new_key, fresh)
+                    affected.add(group)
         elif self.referential_integrity and moved:
             for group in referrers:
                 self._rewrite_member(group, old_key, new.dn if new is not None else None)
@@ -258,12 +261,26 @@ class DirectoryMirror:
     def _member_keys(self, entry: RawEntry) -> set[str]:
         return {normalize_dn(v) for attr in self.schema.member for v in entry.values(attr)}
 
-    def _replace_group(self, group_key: str, fresh: RawEntry | None) -> None:
-        """Hold the group as the server has it now (gone, or out of scope: dropped)."""
-        if group_key in self.entries:
-            self._remove(group_key)
-        if fresh is not None and normalize_dn(fresh.dn) == group_key and self.schema.kind_of(fresh) == "group":
-            self._put(group_key, fresh)
+    def _follow_member(self, group_key: str, old_member: str, new_member: str | None, fresh: RawEntry) -> None:
+        """Take from the server's copy of a group only what it holds for one renamed or deleted member.
+
+        The old DN stays where the server still lists it (no refint: it names nobody now) and goes where
+        it does not; the new DN comes in where the server lists it. The group's other values and change
+        stamp stay as held, so later writes to it are still followed one by one, with their authors.
+        """
+        group = self.entries[group_key]
+        attrs = dict(group.attrs)
+        for attr in self.schema.member:
+            served = {normalize_dn(v): v for v in fresh.values(attr)}
+            kept = tuple(v for v in attrs.get(attr, ()) if normalize_dn(v) != old_member or old_member in served)
+            if new_member is not None and new_member in served and all(normalize_dn(v) != new_member for v in kept):
+                kept += (served[new_member],)
+            if kept:
+                attrs[attr] = kept
+            else:
+                attrs.pop(attr, None)
+        self._remove(group_key)
+        self._put(group_key, RawEntry(group.dn, attrs))
 
     def _rewrite_member(self, group_key: str, old_member: str, new_member_dn: str | None) -> None:
         group = self.entries[group_key]
