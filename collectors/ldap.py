@@ -65,6 +65,11 @@ CHANGE_MODES: dict[str, ModeFactory] = {
 """How changes are learnt, by the config's ``mode`` name."""
 
 
+LOGGED_RETRIES = 6
+"""Failed reconnects in a row that are each logged (the delays grow to their cap meanwhile)..."""
+RETRY_LOG_SECONDS = 60.0
+"""...after which one line this often says the server is still unreachable, with the attempt count."""
+
 RECOVERABLE: tuple[type[Exception], ...] = (*RETRYABLE, ChangeGap, DirectoryLimitExceeded)
 """What ``run`` survives, retried with backoff: the server or network failing, a stream gap found mid-resync,
 or a search cut short at a limit (the server's limits may be lifted while it waits)."""
@@ -154,6 +159,7 @@ class LdapCollector:
         self._clock = clock
         self._monotonic = monotonic
         self._reconciled_at = monotonic()
+        self._retry_logged_at = -RETRY_LOG_SECONDS
         self.state = LdapStateFile(state_path, fingerprint(config))
         self._load_saved()
         self.published = 0
@@ -206,16 +212,7 @@ class LdapCollector:
                     if self.metrics is not None:
                         self.metrics.directory_sync_failed(self.config.collector_id)
                     delay = backoff.failed()
-                    if isinstance(exc, DirectoryLimitExceeded):
-                        log.error("ldap %s: %s; retrying in %.1f s", self.config.collector_id, exc, delay)
-                    else:
-                        log.warning(
-                            "ldap %s: %s unavailable (%s); retrying in %.1f s",
-                            self.config.collector_id,
-                            self.session.where,
-                            self._describe(exc),
-                            delay,
-                        )
+                    self._log_retry(exc, delay, backoff.failures)
                     stop.wait(delay)
                     continue
                 if backoff.failures:
@@ -228,6 +225,25 @@ class LdapCollector:
                 stop.wait(self.config.poll_seconds)
         finally:
             self.close()
+
+    def _log_retry(self, exc: Exception, delay: float, failures: int) -> None:
+        """Each of the first failures in a row, then one line a minute: a long outage at a 5 s cap stays readable."""
+        now = self._monotonic()
+        if failures > LOGGED_RETRIES and now - self._retry_logged_at < RETRY_LOG_SECONDS:
+            return
+        self._retry_logged_at = now
+        attempts = f", attempt {failures}" if failures > LOGGED_RETRIES else ""
+        if isinstance(exc, DirectoryLimitExceeded):
+            log.error("ldap %s: %s; retrying in %.1f s%s", self.config.collector_id, exc, delay, attempts)
+            return
+        log.warning(
+            "ldap %s: %s unavailable (%s); retrying in %.1f s%s",
+            self.config.collector_id,
+            self.session.where,
+            self._describe(exc),
+            delay,
+            attempts,
+        )
 
     def catch_up(self) -> int:
         """Connect when needed, publish what changed since the last call; return how many events that was.

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import get_args
 
 import pytest
+from ldap3.core.exceptions import LDAPSocketOpenError
 
-from collectors.ldap import CHANGE_MODES, Backoff, read_password
+from collectors.ldap import CHANGE_MODES, Backoff, LdapCollector, read_password
 from collectors.ldap_accesslog import (
     Modification,
     actor_of,
@@ -29,8 +31,9 @@ from collectors.ldap_entries import (
 )
 from collectors.ldap_mirror import DirectoryMirror
 from collectors.ldap_modes import EntryChange
+from collectors.ldap_session import DirectoryLimitExceeded
 from permwatch.config import ConfigError, LdapCollectorConfig
-from permwatch.events import DirectoryGroup, DirectoryUser
+from permwatch.events import DirectoryGroup, DirectoryUser, Event
 
 PEOPLE = "ou=people,dc=example,dc=org"
 GROUPS = "ou=groups,dc=example,dc=org"
@@ -403,3 +406,34 @@ def test_config_rejects_a_bind_without_a_password_source_and_relative_files() ->
         config(bind_dn="cn=r", password_file="pw.txt")
     with pytest.raises(ValueError, match="mode"):
         config(mode="dirsync-someday")
+
+
+def test_a_long_outage_logs_each_early_retry_then_one_line_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0.0]
+    collector = LdapCollector(config(), Recorder(), state_path=tmp_path / "s.json", monotonic=lambda: now[0])
+    caplog.set_level(logging.DEBUG, logger="permwatch.collectors.ldap")
+    down = LDAPSocketOpenError("connection refused")
+    for failures in range(1, 40):  # about three minutes at the 5 s cap
+        collector._log_retry(down, 5.0, failures)
+        now[0] += 5.0 if failures > 6 else 1.0
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 6 + 2, lines
+    assert all("unavailable" in line and "retrying in 5.0 s" in line for line in lines)
+    assert [line.rsplit(", ", 1)[-1] for line in lines[6:]] == ["attempt 19", "attempt 31"]  # a minute apart
+    limit = DirectoryLimitExceeded(where="ldap://x:389", account="cn=r", limit="size limit", base="ou=p", returned=500)
+    now[0] += 60
+    collector._log_retry(limit, 5.0, 40)
+    assert caplog.records[-1].levelno == logging.ERROR and "size limit for cn=r" in caplog.records[-1].getMessage()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def flush(self) -> None:
+        pass
