@@ -209,14 +209,27 @@ class LdapCollectorConfig(_Section):
     )
     accesslog_base: str = "cn=accesslog"
     referential_integrity: bool = Field(
-        default=True, description="the server rewrites member DNs on rename/delete (refint, memberof-refint, AD)"
+        default=True,
+        description="no longer needed: after a rename or deletion the collector re-reads the groups that named the "
+        "entry and takes what the server holds, with or without refint; accepted so existing configs still load",
     )
     poll_seconds: float = Field(
         default=1.0, gt=0, le=86_400, description="accesslog polls are cheap; a snapshot poll lists every entry"
     )
     timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     page_size: int = Field(default=500, ge=1, le=100_000)
-    backoff_max_seconds: float = Field(default=60.0, ge=0.1)
+    reconcile_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        le=7 * 86_400,
+        description="also read the whole directory this often (and on every reconnect) and publish only how it "
+        "differs: finds what no change stream reports (slapadd/slapmodify, a restored backup)",
+    )
+    backoff_max_seconds: float = Field(
+        default=5.0,
+        ge=0.1,
+        description="longest wait between reconnects (jittered): how soon a returning server is seen",
+    )
     state_path: Path | None = Field(default=None, description="cursor and directory copy; default under state_dir")
 
     @field_validator("password_file", "ca_file", "state_path")

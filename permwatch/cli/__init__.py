@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", type=Path)
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also bind to each [[ldap]] source and search it once; one line each; non-zero exit on a failure",
+    )
 
     demo = sub.add_parser("demo", help="replay the motivating incident in a temporary tree")
     demo.add_argument("--keep", action="store_true", help="keep the temporary tree and event log")
@@ -72,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(args.config)
             validate_stages(config, args.config)
             print(f"{args.config}: ok")
+            if args.connect:
+                from permwatch.cli.wiring import check_sources
+
+                return check_sources(config)
             return 0
         if args.command == "run":
             from permwatch.cli.wiring import run_roles, validate_stages
