@@ -1,0 +1,177 @@
+"""``permwatch check-config``: what ``run`` would trip on later is found now, one line each; ``--scan`` counts
+the folders each label labels; ``--show-defaults`` prints every default as TOML that loads back to them."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from permwatch.cli import main
+from permwatch.config import Config
+
+DIRECTORY = """\
+users:
+  - {name: anna, uid: 1001, gid: ledningsgrupp}
+  - {name: bo, uid: 1002, gid: 2002}
+groups:
+  - {name: ledningsgrupp, gid: 2001, members: [anna]}
+  - {name: alla, gid: 2002, members: [bo]}
+"""
+
+
+def write(tmp_path: Path, extra: str = "", *, allowed: str = "ledningsgrupp") -> tuple[Path, Path]:
+    share = tmp_path / "share"
+    share.mkdir(exist_ok=True)
+    (tmp_path / "directory.yaml").write_text(DIRECTORY)
+    config = tmp_path / "permwatch.toml"
+    config.write_text(
+        f"""
+state_dir = "state"
+[[fs]]
+roots = ["{share}"]
+excludes = ["*/.snapshot"]
+[directory]
+path = "directory.yaml"
+[labels.definitions.ledning]
+allowed_groups = ["{allowed}"]
+[labels.definitions.personal]
+allowed_groups = ["alla"]
+[[labels.rules]]
+glob = "{share}/ledning"
+label = "ledning"
+[[labels.rules]]
+glob = "{share}/hr/cases/*"
+label = "personal"
+[[labels.rules]]
+glob = "{share}/**/archive"
+label = "personal"
+{extra}
+"""
+    )
+    return config, share
+
+
+def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(["check-config", *args])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return status, out, err
+
+
+def test_a_good_config_and_world_is_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, _share = write(tmp_path)
+    assert check(capsys, str(config)) == (0, f"{config}: ok\n", "")
+
+
+def test_a_missing_directory_file_is_an_error_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _share = write(tmp_path)
+    (tmp_path / "directory.yaml").unlink()
+    status, _out, err = check(capsys, str(config))
+    assert status == 2
+    expected = f"permwatch: config error: {config}: key 'directory.path': {tmp_path / 'directory.yaml'} does not exist"
+    assert err.strip() == expected
+
+
+def test_a_wrong_directory_file_is_an_error_naming_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, _share = write(tmp_path)
+    directory = tmp_path / "directory.yaml"
+    directory.write_text(DIRECTORY.replace("members: [bo]}", "members: [bo], groups: [anna]}"))
+    status, _out, err = check(capsys, str(config))
+    assert status == 2
+    assert err.strip() == (
+        f"permwatch: config error: {directory}:6: key 'groups.1.groups.0': 'anna' is a user, not a group:"
+        " list users under `members`"
+    )
+
+
+def test_a_group_under_members_is_a_warning_with_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, _share = write(tmp_path)
+    directory = tmp_path / "directory.yaml"
+    directory.write_text(DIRECTORY.replace("members: [anna]}", "members: [anna, alla]}"))
+    status, out, err = check(capsys, str(config))
+    assert (status, out) == (0, f"{config}: ok (1 warning)\n")
+    assert err == (
+        f"permwatch: warning: {directory}:5: key 'groups.0.members.1': 'alla' is a group: nested into"
+        " 'ledningsgrupp' as if listed under its `groups`\n"
+    )
+
+
+def test_roots_must_exist_and_be_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, share = write(tmp_path)
+    text = config.read_text()
+    config.write_text(text.replace(f'roots = ["{share}"]', f'roots = ["{share}", "{tmp_path}/gone", "{config}"]'))
+    status, _out, err = check(capsys, str(config))
+    assert status == 2
+    assert err.splitlines() == [
+        f"permwatch: config error: {config}: key 'fs.0.roots.1': {tmp_path}/gone does not exist",
+        f"{config}: key 'fs.0.roots.2': {config} is not a directory",
+    ]
+
+
+def test_names_a_label_allows_that_the_directory_lacks_are_warnings_with_the_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _share = write(tmp_path, "[labels]\nalways_allowed_users = ['root', 'backup']\n", allowed="ledningsgrup")
+    status, out, err = check(capsys, str(config))
+    assert (status, out) == (0, f"{config}: ok (3 warnings)\n")
+    directory = tmp_path / "directory.yaml"
+    assert err.splitlines() == [
+        f"permwatch: warning: {config}: key 'labels.definitions.ledning.allowed_groups': group 'ledningsgrup'"
+        f" is not in the directory file {directory}, so it allows nobody",
+        f"permwatch: warning: {config}: key 'labels.always_allowed_users': user 'root'"
+        f" is not in the directory file {directory}, so it allows nobody",
+        f"permwatch: warning: {config}: key 'labels.always_allowed_users': user 'backup'"
+        f" is not in the directory file {directory}, so it allows nobody",
+    ]
+
+
+def test_an_unreadable_ldap_password_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ldap = f"""
+[[ldap]]
+uri = "ldap://127.0.0.1:1"
+bind_dn = "cn=permwatch"
+password_file = "{tmp_path}/ldap.password"
+user_base = "ou=people"
+group_base = "ou=groups"
+"""
+    config, _share = write(tmp_path, ldap)
+    status, _out, err = check(capsys, str(config))
+    assert status == 2
+    assert err.strip() == (
+        f"permwatch: config error: {config}: key 'ldap.0.password_file': cannot read {tmp_path}/ldap.password:"
+        " No such file or directory"
+    )
+
+
+def test_scan_counts_the_folders_each_label_and_rule_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, share = write(tmp_path)
+    for folder in ("ledning/2025", "hr/cases/a/deeper", "hr/cases/b", "hr/.snapshot/archive", "misc/marked"):
+        (share / folder).mkdir(parents=True)
+    (share / "misc" / "marked" / ".sensitivity").write_text("ledning\n")
+    status, out, err = check(capsys, "--scan", str(config))
+    assert (status, err) == (0, "")
+    assert out.splitlines() == [
+        "label 'ledning': 2 folders",  # the rule's folder and the marked one; 2025 is covered, not labelled
+        "label 'personal': 2 folders",  # cases/a and cases/b, not cases/a/deeper: * stays in one component
+        f"rule labels.rules.2 (glob '{share}/**/archive', label 'personal') matches no folder",  # excluded
+        f"{config}: ok",
+    ]
+
+
+def test_show_defaults_prints_toml_that_loads_back_to_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = check(capsys, "--show-defaults")
+    assert (status, err) == (0, "")
+    assert Config.model_validate(tomllib.loads(out)) == Config()
+    assert 'always_allowed_users = ["root"]' in out
+    assert "Setting the key replaces the default: list root to keep it; [] allows nobody extra" in out
+    for table in ("[transport.kafka]", "[[fs]]", "[directory]", "[[ldap]]", "[[labels.rules]]"):
+        assert f"# {table}\n" in out  # optional sections, shown commented out
+    assert '# kind = "slack"' in out and "# roots = <required>" in out
+
+
+def test_check_config_needs_a_file_unless_showing_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert check(capsys)[0] == 2
