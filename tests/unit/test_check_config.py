@@ -175,3 +175,13 @@ def test_show_defaults_prints_toml_that_loads_back_to_the_defaults(capsys: pytes
 
 def test_check_config_needs_a_file_unless_showing_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert check(capsys)[0] == 2
+
+
+def test_a_missing_kafka_certificate_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kafka = '[transport]\nkind = "kafka"\n[transport.kafka]\nbootstrap_servers = "127.0.0.1:9093"\n'
+    config, _share = write(tmp_path, kafka + 'security_protocol = "SSL"\nssl_ca_file = "ca.pem"\n')
+    status, _out, err = check(capsys, str(config))
+    assert status == 2
+    assert err.strip() == (
+        f"permwatch: config error: {config}: key 'transport.kafka.ssl_ca_file': {tmp_path / 'ca.pem'} does not exist"
+    )
