@@ -185,3 +185,33 @@ def test_a_missing_kafka_certificate_is_an_error(tmp_path: Path, capsys: pytest.
     assert err.strip() == (
         f"permwatch: config error: {config}: key 'transport.kafka.ssl_ca_file': {tmp_path / 'ca.pem'} does not exist"
     )
+
+
+def test_what_the_example_config_calls_a_default_is_the_default() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "permwatch.example.toml"
+    defaults = tomllib.loads(main_defaults())
+    table: list[str] = []
+    claimed = 0
+    for line in example.read_text().splitlines():
+        if line.startswith("["):
+            table = line.strip("[] ").split(".")
+            continue
+        key, eq, rest = line.partition(" = ")
+        value, _hash, comment = rest.partition("#")
+        says_default = "(default)" in comment or comment.strip().startswith("default;")  # not "default: <other>"
+        if not eq or line.startswith("#") or not says_default:
+            continue
+        node: object = defaults
+        for part in table:
+            assert isinstance(node, dict)
+            node = node[part][0] if isinstance(node[part], list) else node[part]
+        assert isinstance(node, dict)
+        assert tomllib.loads(f"v = {value}")["v"] == node[key.strip()], line
+        claimed += 1
+    assert claimed >= 6
+
+
+def main_defaults() -> str:
+    from permwatch.cli.defaults import render_defaults
+
+    return render_defaults()
