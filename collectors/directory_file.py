@@ -90,15 +90,22 @@ class _Lines:
     def __init__(self, path: Path, root: yaml.Node | None) -> None:
         self.path = path
         self.lines: dict[Location, int] = {}
+        self.repeated: list[Location] = []
+        """Keys given twice in one mapping: YAML keeps the last silently, so they are refused."""
         if root is not None:
             self._walk(root, ())
 
     def _walk(self, node: yaml.Node, loc: Location) -> None:
         self.lines[loc] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
             for key, value in node.value:
-                self._walk(value, (*loc, str(key.value)))
-                self.lines[(*loc, str(key.value))] = key.start_mark.line + 1
+                name = str(key.value)
+                if name in seen:
+                    self.repeated.append((*loc, name))
+                seen.add(name)
+                self._walk(value, (*loc, name))
+                self.lines[(*loc, name)] = key.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 self._walk(item, (*loc, i))
@@ -109,7 +116,7 @@ class _Lines:
             line = self.lines.get(loc[:end])
             if line is not None:
                 break
-        key = ".".join(str(part) for part in loc)
+        key = ".".join(str(part) for part in loc) or "<top>"
         return f"{self.path}:{line}: key '{key}'" if line is not None else f"{self.path}: key '{key}'"
 
     def error(self, loc: Location, message: str) -> DirectoryFileError:
@@ -121,6 +128,8 @@ def _compose(path: Path) -> tuple[Any, yaml.Node | None]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise DirectoryFileError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise DirectoryFileError(f"{path}: not UTF-8 (byte {exc.start})") from None
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -135,6 +144,8 @@ def parse_directory(path: Path) -> ParsedDirectory:
     """Parse and check the file; raise :class:`DirectoryFileError` on the first mistake."""
     raw, root = _compose(path)
     lines = _Lines(path, root)
+    if lines.repeated:
+        raise lines.error(lines.repeated[0], "given twice; only one can count")
     try:
         parsed = _DirectoryFile.model_validate(raw or {})
     except ValidationError as exc:

@@ -70,11 +70,13 @@ def test_diff_reports_only_changes_and_deletions(tmp_path: Path) -> None:
         ("users: [{name: a, primary_group: nope}]", "primary group 'nope' names no group"),
         ("users: [", "not valid YAML"),
         ("groups: [{name: g, colour: red}]", "key 'groups.0.colour'"),
+        ("- just a list", "key '<top>': Input should be a valid dictionary"),
+        ("users: [{name: s\xf6ren}]", "not UTF-8 (byte 16)"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "d.yaml"
-    path.write_text(text)
+    path.write_bytes(text.encode("latin-1"))
     with pytest.raises(DirectoryFileError) as err:
         load_directory(path)
     assert str(path) in str(err.value) and expected in str(err.value)
@@ -171,6 +173,8 @@ def test_a_group_written_under_members_is_nested_and_noted_with_its_line(tmp_pat
         (("gid: ledningsgrupp}", "gid: 20002, primary_group: ledningsgrupp}"), ":2: key 'users.0.gid': gid 20002"),
         (("uid: 21003", "uid: many"), ":3: key 'users.1.uid': Input should be a valid integer"),
         (("members: [cecilia]", "member: [cecilia]"), ":6: key 'groups.1.member': unknown key"),
+        (("uid: 21003", "uid: 21003, uid: 21004"), ":3: key 'users.1.uid': given twice; only one can count"),
+        (("users:\n", "users: []\nusers:\n"), ":2: key 'users': given twice; only one can count"),
     ],
 )
 def test_mistakes_name_file_line_and_entry(tmp_path: Path, edit: tuple[str, str], expected: str) -> None:
