@@ -116,7 +116,10 @@ def _check_config(path: Path | None, *, scan: bool, show_defaults: bool) -> int:
         raise ConfigError("\n".join(found.errors))
     if scan:
         logging.basicConfig(level=logging.WARNING, format="permwatch: warning: %(message)s", stream=sys.stderr)
-        for line in describe_counts(config, scan_labels(config)):
+        counts = scan_labels(config)
+        for unread in counts.unread:
+            print(f"permwatch: warning: {unread}", file=sys.stderr)
+        for line in describe_counts(config, counts):
             print(line)
     warned = f" ({len(found.warnings)} warning{'' if len(found.warnings) == 1 else 's'})" if found.warnings else ""
     print(f"{path}: ok{warned}")

@@ -98,6 +98,8 @@ class LabelCounts:
     by_label: Counter[str] = field(default_factory=Counter)
     by_rule: Counter[int] = field(default_factory=Counter)
     """Rule index → folders its glob matches (a folder an earlier rule, an xattr or a marker labels included)."""
+    unread: list[str] = field(default_factory=list)
+    """Folders the scan could not list, one line each: what is below them is not counted."""
 
 
 def scan_labels(config: Config) -> LabelCounts:
@@ -107,10 +109,14 @@ def scan_labels(config: Config) -> LabelCounts:
 
     policy = LabelPolicy(config.labels)
     counts = LabelCounts()
+
+    def unreadable(exc: OSError) -> None:
+        counts.unread.append(f"cannot list {exc.filename}: {exc.strerror}; the folders below it are not counted")
+
     for fs in config.fs:
         excluder = PathExcluder(fs.excludes)
         for root in fs.roots:
-            for current, dirs, _files in os.walk(root):
+            for current, dirs, _files in os.walk(root, onerror=unreadable):
                 dirs[:] = [d for d in dirs if not excluder.excludes(os.path.join(current, d), d)]
                 label, _origin = policy.label_for(current)
                 if label is not None:

@@ -215,3 +215,15 @@ def main_defaults() -> str:
     from permwatch.cli.defaults import render_defaults
 
     return render_defaults()
+
+
+def test_a_folder_the_scan_cannot_list_is_said_not_skipped(tmp_path: Path) -> None:
+    from permwatch.cli.checks import scan_labels
+    from permwatch.config import load_config
+
+    config_path, share = write(tmp_path)
+    config = load_config(config_path, environ={})
+    share.rmdir()  # gone between the check and the scan: os.walk would pass over it without a word
+    assert scan_labels(config).unread == [
+        f"cannot list {share}: No such file or directory; the folders below it are not counted"
+    ]
