@@ -1,11 +1,11 @@
 """What ``permwatch check-config`` checks beyond the config's own validation: the world the config points at.
 
-``run`` would trip later on a directory file that is missing or wrong, a watched root that is not there, an
-LDAP password or a Kafka certificate that cannot be read; :func:`check_world` finds these first, each as one
-line naming the config file and the key (or the directory file and its line). Names a label allows that the
-directory file lacks are warnings naming the name: a typo there silently allows nobody. :func:`scan_labels`
-(``--scan``) walks the watched trees as the filesystem collector would and counts the folders each label and
-each rule gives a label to, so a glob that matches nothing is seen before it is relied on.
+``run`` would trip later on a directory file that is missing or wrong, a watched root that is not there, a state
+directory it cannot write, an LDAP password or a Kafka certificate that cannot be read; :func:`check_world` finds
+these first, each as one line naming the config file and the key (or the directory file and its line). Names a
+label allows that the directory file lacks are warnings naming the name: a typo there silently allows nobody.
+:func:`scan_labels` (``--scan``) walks the watched trees as the filesystem collector would and counts the folders
+each label and each rule gives a label to, so a glob that matches nothing is seen before it is relied on.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ def check_world(config: Config, path: Path, environ: dict[str, str] | None = Non
     from collectors.directory_file import DirectoryFileError, parse_directory
 
     found = Findings()
+    found.errors += _writable_dir(path, "state_dir", config.state_dir)
+    if config.transport.kind == "embedded":
+        found.errors += _writable_dir(path, "transport.embedded.path", config.transport.embedded.path.parent)
     for i, fs in enumerate(config.fs):
         for j, root in enumerate(fs.roots):
             if not root.exists():
@@ -70,6 +73,19 @@ def check_world(config: Config, path: Path, environ: dict[str, str] | None = Non
     if users is not None and groups is not None and not config.ldap:  # LDAP may know names the file does not
         found.warnings.extend(_unknown_principals(config, path, users, groups))
     return found
+
+
+def _writable_dir(path: Path, key: str, folder: Path) -> list[str]:
+    """``run`` creates ``folder`` and writes in it: it must be a writable folder, or one it can create."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [f"{path}: key '{key}': {existing} is not a directory"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        made = "" if existing == folder else f" (to create {folder})"
+        return [f"{path}: key '{key}': {existing} is not writable by this user{made}"]
+    return []
 
 
 def _unknown_principals(config: Config, path: Path, users: set[str], groups: set[str]) -> list[str]:

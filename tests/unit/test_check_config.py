@@ -227,3 +227,16 @@ def test_a_folder_the_scan_cannot_list_is_said_not_skipped(tmp_path: Path) -> No
     assert scan_labels(config).unread == [
         f"cannot list {share}: No such file or directory; the folders below it are not counted"
     ]
+
+
+def test_a_state_dir_run_cannot_create_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, _share = write(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config.write_text(config.read_text().replace('state_dir = "state"', f'state_dir = "{blocker}/state"'))
+    status, _out, err = check(capsys, str(config))
+    assert status == 2
+    assert err.splitlines() == [
+        f"permwatch: config error: {config}: key 'state_dir': {blocker} is not a directory",
+        f"{config}: key 'transport.embedded.path': {blocker} is not a directory",
+    ]
