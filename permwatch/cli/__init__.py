@@ -74,10 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             return _check_config(args.config, scan=args.scan, show_defaults=args.show_defaults)
         if args.command == "run":
+            from permwatch.cli.checks import state_problems
             from permwatch.cli.wiring import run_roles, validate_stages
 
             config = load_config(args.config)
             validate_stages(config, args.config)
+            if problems := state_problems(config, args.config):  # else a traceback from the first mkdir
+                raise ConfigError("\n".join(problems))
             _setup_logging(config.log_level)
             return run_roles(config, args.role)
         if args.command == "demo":

@@ -31,10 +31,7 @@ class Findings:
 def check_world(config: Config, path: Path, environ: dict[str, str] | None = None) -> Findings:
     from collectors.directory_file import DirectoryFileError, parse_directory
 
-    found = Findings()
-    found.errors += _writable_dir(path, "state_dir", config.state_dir)
-    if config.transport.kind == "embedded":
-        found.errors += _writable_dir(path, "transport.embedded.path", config.transport.embedded.path.parent)
+    found = Findings(errors=state_problems(config, path))
     for i, fs in enumerate(config.fs):
         for j, root in enumerate(fs.roots):
             if not root.exists():
@@ -73,6 +70,14 @@ def check_world(config: Config, path: Path, environ: dict[str, str] | None = Non
     if users is not None and groups is not None and not config.ldap:  # LDAP may know names the file does not
         found.warnings.extend(_unknown_principals(config, path, users, groups))
     return found
+
+
+def state_problems(config: Config, path: Path) -> list[str]:
+    """Where ``run`` writes its state and (embedded) event log: checked by ``run`` itself too, before it starts."""
+    problems = _writable_dir(path, "state_dir", config.state_dir)
+    if config.transport.kind == "embedded":
+        problems += _writable_dir(path, "transport.embedded.path", config.transport.embedded.path.parent)
+    return problems
 
 
 def _writable_dir(path: Path, key: str, folder: Path) -> list[str]:

@@ -240,3 +240,5 @@ def test_a_state_dir_run_cannot_create_is_an_error(tmp_path: Path, capsys: pytes
         f"permwatch: config error: {config}: key 'state_dir': {blocker} is not a directory",
         f"{config}: key 'transport.embedded.path': {blocker} is not a directory",
     ]
+    status = main(["run", "--config", str(config)])
+    assert status == 2 and "Traceback" not in capsys.readouterr().err  # run refuses the same way
