@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             return _check_config(args.config, scan=args.scan, show_defaults=args.show_defaults)
         if args.command == "run":
-            from permwatch.cli.checks import state_problems
+            from permwatch.cli.checks import run_warnings, state_problems
             from permwatch.cli.wiring import run_roles, validate_stages
 
             config = load_config(args.config)
@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             if problems := state_problems(config, args.config):  # else a traceback from the first mkdir
                 raise ConfigError("\n".join(problems))
             _setup_logging(config.log_level)
+            for warning in run_warnings(config, args.config):
+                log.warning("%s", warning)
             return run_roles(config, args.role)
         if args.command == "demo":
             from permwatch.cli.demo import run_demo

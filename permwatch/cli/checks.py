@@ -14,10 +14,14 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from permwatch.config import Config
-from permwatch.events import DirectoryUser
+from permwatch.events import DirectoryGroup, DirectoryUser
 from permwatch.secret import SecretUnavailable, read_secret
+
+if TYPE_CHECKING:
+    from collectors.directory_diff import PrincipalStates
 
 
 @dataclass
@@ -38,8 +42,6 @@ def check_world(config: Config, path: Path, environ: dict[str, str] | None = Non
                 found.errors.append(f"{path}: key 'fs.{i}.roots.{j}': {root} does not exist")
             elif not root.is_dir():
                 found.errors.append(f"{path}: key 'fs.{i}.roots.{j}': {root} is not a directory")
-    users: set[str] | None = None
-    groups: set[str] | None = None
     if config.directory is not None:
         directory = config.directory.path
         if not directory.exists():
@@ -51,8 +53,7 @@ def check_world(config: Config, path: Path, environ: dict[str, str] | None = Non
                 found.errors.append(str(exc))
             else:
                 found.warnings.extend(parsed.notes)
-                users = {s.name for s in parsed.states.values() if isinstance(s, DirectoryUser)}
-                groups = {s.name for s in parsed.states.values()} - users
+                found.warnings.extend(unknown_principals(config, path, parsed.states))
     for i, ldap in enumerate(config.ldap):
         if ldap.bind_dn is not None:
             try:
@@ -67,9 +68,20 @@ def check_world(config: Config, path: Path, environ: dict[str, str] | None = Non
             file = getattr(kafka, key)
             if file is not None and not file.is_file():
                 found.errors.append(f"{path}: key 'transport.kafka.{key}': {file} does not exist")
-    if users is not None and groups is not None and not config.ldap:  # LDAP may know names the file does not
-        found.warnings.extend(_unknown_principals(config, path, users, groups))
     return found
+
+
+def run_warnings(config: Config, path: Path) -> list[str]:
+    """What ``run`` logs at start of what check-config warns about: label names the directory file lacks."""
+    from collectors.directory_file import DirectoryFileError, parse_directory
+
+    if config.directory is None:
+        return []
+    try:
+        parsed = parse_directory(config.directory.path)
+    except DirectoryFileError:
+        return []  # the directory collector refuses it, with its line, when it starts
+    return unknown_principals(config, path, parsed.states)
 
 
 def state_problems(config: Config, path: Path) -> list[str]:
@@ -93,8 +105,13 @@ def _writable_dir(path: Path, key: str, folder: Path) -> list[str]:
     return []
 
 
-def _unknown_principals(config: Config, path: Path, users: set[str], groups: set[str]) -> list[str]:
-    assert config.directory is not None
+def unknown_principals(config: Config, path: Path, states: PrincipalStates) -> list[str]:
+    """One warning per group or user a label allows that the directory file lacks (none with LDAP beside it,
+    which may know them): such a name allows nobody, and a typo in it goes unnoticed otherwise."""
+    if config.directory is None or config.ldap:
+        return []
+    users = {s.name for s in states.values() if isinstance(s, DirectoryUser)}
+    groups = {s.name for s in states.values() if isinstance(s, DirectoryGroup)}
     where = f"is not in the directory file {config.directory.path}"
     labels = config.labels
     named: list[tuple[str, str, list[str], set[str]]] = []

@@ -100,6 +100,8 @@ roots = ["{share}"]
 path = "{directory_file}"
 [labels.definitions.ledning]
 allowed_groups = ["ledningsgrupp"]
+[labels.definitions.personal]
+allowed_groups = ["hr"]
 [[labels.rules]]
 glob = "{folder}"
 label = "ledning"
@@ -162,6 +164,10 @@ def test_nesting_all_staff_via_members_opens_an_exposure_for_whom_the_kernel_let
     line = line_of(directory_file, "- alla")
     assert f"{directory_file}:{line}: key 'groups.0.members.1': 'alla' is a group: nested into 'ledningsgrupp'" in text
     # said, with the line, so the file can be written the plain way
+    assert (
+        f"{config}: key 'labels.definitions.personal.allowed_groups': group 'hr' is not in the directory file"
+        f" {directory_file}, so it allows nobody" in text
+    )  # run says it too, not only check-config
     assert "Traceback" not in text
 
 

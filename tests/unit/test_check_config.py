@@ -242,3 +242,17 @@ def test_a_state_dir_run_cannot_create_is_an_error(tmp_path: Path, capsys: pytes
     ]
     status = main(["run", "--config", str(config)])
     assert status == 2 and "Traceback" not in capsys.readouterr().err  # run refuses the same way
+
+
+def test_a_group_named_like_a_user_is_still_a_group(tmp_path: Path) -> None:
+    from permwatch.cli.checks import run_warnings
+    from permwatch.config import load_config
+
+    config_path, _share = write(tmp_path, allowed="anna")  # a user private group of the same name
+    config = load_config(config_path, environ={})
+    assert run_warnings(config, config_path) == [
+        f"{config_path}: key 'labels.definitions.ledning.allowed_groups': group 'anna' is not in the directory"
+        f" file {tmp_path / 'directory.yaml'}, so it allows nobody"
+    ]
+    (tmp_path / "directory.yaml").write_text(DIRECTORY + "  - {name: anna, gid: 2100}\n")
+    assert run_warnings(config, config_path) == []
