@@ -66,8 +66,8 @@ def _scalar_lines(model: type[BaseModel], values: dict[str, Any], *, commented: 
         if info.exclude:
             continue  # refused keys (a literal password): never a setting
         value = values.get(name, _MISSING)
-        if _holds_models(info.annotation) and not isinstance(value, dict):
-            continue  # a table of its own, below (or a commented one, when optional)
+        if _holds_models(info.annotation):
+            continue  # tables of their own, below (commented out when optional)
         note = _note(info)
         if value is _MISSING:
             lines.append(f"# {name} = <required>{note}")
