@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -82,13 +80,6 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> N
     assert str(path) in str(err.value) and expected in str(err.value)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 class FullSpoolFor:
     """An emitter whose spool is full until ``open`` is set: each event then raises RecordDropped."""
 
@@ -113,23 +104,28 @@ def test_an_edit_dropped_by_a_full_spool_is_published_once_the_spool_takes_recor
     emitter = FullSpoolFor()
     emitter.open.set()
     collector = DirectoryFileCollector(DirectoryFileConfig(path=path), emitter)
-    stop = threading.Event()
-    thread = threading.Thread(target=collector.run, args=(stop,))
-    thread.start()
-    try:
-        wait_for(lambda: len(emitter.events) >= 5)
-        assert len(emitter.events) == 5  # the snapshot
-        emitter.open.clear()
-        path.write_text(BASE.replace("members: [anna]}", "members: [anna], groups: [alla]}"))
-        wait_for(lambda: emitter.refused >= 3)  # several polls met the full spool
-        assert thread.is_alive() and len(emitter.events) == 5
-        emitter.open.set()
-        wait_for(lambda: len(emitter.events) >= 6)
-    finally:
-        stop.set()
-        thread.join(10)
+    collector.load()
+    assert len(emitter.events) == 5  # the snapshot
+    emitter.open.clear()
+    path.write_text(BASE.replace("members: [anna]}", "members: [anna], groups: [alla]}"))
+    for _ in range(3):  # several polls meet the full spool, each tries again
+        collector.poll()
+    assert emitter.refused == 3 and len(emitter.events) == 5
+    emitter.open.set()
+    collector.poll()
     (ledning,) = emitter.events[5:]
     assert isinstance(ledning, DirectoryGroup) and ledning.added == ("alla",)
+
+
+def test_run_publishes_the_directory_and_returns_when_stopped(tmp_path: Path) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text(BASE)
+    emitter = FullSpoolFor()
+    emitter.open.set()
+    stop = threading.Event()
+    stop.set()  # the first wait returns at once: run loads, then stops
+    DirectoryFileCollector(DirectoryFileConfig(path=path), emitter).run(stop)
+    assert len(emitter.events) == 5
 
 
 INCIDENT = """\
