@@ -11,14 +11,14 @@ The file looks like (``deploy/directory.example.yaml`` is a commented one)::
       - {name: enhet, gid: 20003}
 
 A user's primary group (``gid``) is a group's name or a number; ``primary_group`` is an older spelling of the
-name. A group's ``members`` are users and its ``groups`` the groups nested into it. A name in ``members`` that
-is no user but a group is nested too, the way an LDAP group's ``member`` may name a group, and logged, so
-nesting written there is never lost; a name in ``groups`` that is a user, a name that is neither, a name or a
-numeric id used twice are errors naming the file, the line and the entry. On start the whole directory is
-published; afterwards each edit (noticed by polling the file's identity, which also catches editors that
-replace the file) publishes only the users and groups that changed, and deletions. A broken edit is logged
-once with the file, line and reason and ignored: the last good directory stays in force. Its sync state (ok or
-failed, when it last succeeded, how many users and groups) is exported through
+name. A group's ``members`` are users and its ``groups`` the groups nested into it. A name in ``members`` that is
+no user but a group is nested too, the way an LDAP group's ``member`` may name a group, and logged, so nesting
+written there is never lost; a name in ``groups`` that is a user, a name that is neither, a name or a numeric id
+used twice, and a key given twice in one entry are errors naming the file, the line and the entry. On start the
+whole directory is published; afterwards each edit (noticed by polling the file's identity, which also catches
+editors that replace the file) publishes only the users and groups that changed, and deletions. A broken edit is
+logged once with the file, line and reason and ignored: the last good directory stays in force. Its sync state (ok
+or failed, when it last succeeded, how many users and groups) is exported through
 :meth:`permwatch.metrics.Metrics.directory_synced`.
 """
 
