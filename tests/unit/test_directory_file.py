@@ -155,6 +155,15 @@ def test_a_group_written_under_members_is_nested_and_noted_with_its_line(tmp_pat
     assert diff(parsed.states, spelled_out.states, source="s") == []  # both spellings mean one thing
 
 
+def test_a_name_that_is_a_user_and_a_group_means_the_user_under_members(tmp_path: Path) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text(INCIDENT + "  - {name: cecilia, gid: 20099, members: [cecilia]}\n")  # a user private group
+    parsed = parse_directory(path)
+    alla = parsed.states["group:alla"]
+    assert isinstance(alla, DirectoryGroup) and (alla.member_users, alla.member_groups) == (("cecilia",), ())
+    assert len(parsed.notes) == 1  # only 'alla' under ledningsgrupp's members is read as a group
+
+
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
