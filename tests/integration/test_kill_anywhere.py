@@ -47,6 +47,7 @@ USERS = {  # name → (uid, primary gid, groups it is a direct member of)
     "dan": (35004, UNIT, ("enhet",)),
     "ext": (35005, EXTERN, ("extern",)),
 }
+BULK = 300
 SEED = int(os.environ.get("PERMWATCH_KILL_SEED", "20261207"))
 
 SITECUSTOMIZE = '''
@@ -165,6 +166,15 @@ def make_share(base: Path) -> Share:
             path.write_text("Protokoll\n")
             os.chown(path, 0, MGMT)
             os.chmod(path, 0o640)
+    bulk = root / "klienter" / "arkiv" / "akter"  # enough paths that a recursive change takes a while to publish
+    bulk.mkdir()
+    os.chown(bulk, 0, MGMT)
+    os.chmod(bulk, 0o750)
+    for i in range(BULK):
+        path = bulk / f"akt-{i:03}.txt"
+        path.write_text("Akt\n")
+        os.chown(path, 0, MGMT)
+        os.chmod(path, 0o640)
     share.write_directory()
     return share
 
@@ -322,7 +332,7 @@ def kill_rounds(rig: AllInOne, share: Share, rounds: int, rng: random.Random) ->
     """The rounds; returns what each did, for a failure message."""
     history: list[str] = []
     for n in range(rounds):
-        moment = rng.choice(["at-start", "mid-changes", "after-publishing", "mid-changes"])
+        moment = rng.choice(["at-start", "mid-changes", "after-publishing", "mid-recursive"])
         did = [moment]
         if moment == "after-publishing":
             rig.start(kill_after_publishing=rng.randint(1, 2))
@@ -331,6 +341,18 @@ def kill_rounds(rig: AllInOne, share: Share, rounds: int, rng: random.Random) ->
         if moment == "at-start":  # before the first checkpoint, mid-baseline or mid-replay
             time.sleep(rng.uniform(0.0, 1.5))
             did += [change(share, rng)]
+        elif moment == "mid-recursive":  # while a recursive change over hundreds of paths is read and published
+            time.sleep(rng.uniform(0.8, 2.0))
+            klienter = str(share.folder("klienter"))
+            if klienter in share.exposed_by_the_kernel():
+                recursive = ["setfacl", "-R", "-b", klienter]
+            else:
+                recursive = ["setfacl", "-R", "-m", f"g:{STAFF}:rX", klienter]
+            setfacl = subprocess.Popen(recursive)
+            time.sleep(rng.uniform(0.0, 0.3))
+            rig.kill()
+            assert setfacl.wait(60) == 0
+            did.append(" ".join(recursive[:3]) + " klienter")
         else:
             time.sleep(rng.uniform(0.8, 2.0))
             for _ in range(rng.randint(1, 4)):  # several exposure-moving changes in one process lifetime
@@ -344,7 +366,8 @@ def kill_rounds(rig: AllInOne, share: Share, rounds: int, rng: random.Random) ->
             else:
                 raise AssertionError("the processor published nothing to die after: " + ", ".join(did))
             did.append("died after publishing")
-        rig.kill()
+        if rig.proc is not None:
+            rig.kill()
         for _ in range(rng.randint(0, 2)):  # changes while down
             did.append("down: " + change(share, rng))
         history.append(f"round {n}: " + ", ".join(did))
