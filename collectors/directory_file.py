@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,28 +153,8 @@ def parse_directory(path: Path) -> ParsedDirectory:
         err = exc.errors(include_url=False, include_input=False)[0]
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         raise lines.error(tuple(err["loc"]), " ".join(msg.split())) from None
-    users: dict[str, int] = {}
-    uids: dict[int, int] = {}
-    for i, u in enumerate(parsed.users):
-        if u.name in users:
-            raise lines.error(("users", i, "name"), f"user {u.name!r} is listed twice (also entry {users[u.name]})")
-        users[u.name] = i
-        if u.uid is not None and u.uid in uids:
-            other = parsed.users[uids[u.uid]].name
-            raise lines.error(("users", i, "uid"), f"uid {u.uid} of {u.name!r} is also the uid of {other!r}")
-        if u.uid is not None:
-            uids[u.uid] = i
-    groups: dict[str, int] = {}
-    gids: dict[int, int] = {}
-    for i, g in enumerate(parsed.groups):
-        if g.name in groups:
-            raise lines.error(("groups", i, "name"), f"group {g.name!r} is listed twice (also entry {groups[g.name]})")
-        groups[g.name] = i
-        if g.gid is not None and g.gid in gids:
-            other = parsed.groups[gids[g.gid]].name
-            raise lines.error(("groups", i, "gid"), f"gid {g.gid} of {g.name!r} is also the gid of {other!r}")
-        if g.gid is not None:
-            gids[g.gid] = i
+    users = _unique_names_and_ids(parsed.users, "users", "user", "uid", lines)
+    groups = _unique_names_and_ids(parsed.groups, "groups", "group", "gid", lines)
 
     states: dict[str, DirectoryUser | DirectoryGroup] = {}
     for i, u in enumerate(parsed.users):
@@ -212,6 +193,29 @@ def parse_directory(path: Path) -> ParsedDirectory:
         )
         states[group.key] = group
     return ParsedDirectory(states, tuple(notes))
+
+
+def _unique_names_and_ids(
+    entries: Sequence[Any], section: str, what: str, id_key: str, lines: _Lines
+) -> dict[str, int]:
+    """Refuse a name or a numeric id given twice in ``section``; the entries' index by name."""
+    names: dict[str, int] = {}
+    ids: dict[int, int] = {}
+    for i, entry in enumerate(entries):
+        if entry.name in names:
+            raise lines.error(
+                (section, i, "name"), f"{what} {entry.name!r} is listed twice (also entry {names[entry.name]})"
+            )
+        names[entry.name] = i
+        number = getattr(entry, id_key)
+        if number is not None and number in ids:
+            other = entries[ids[number]].name
+            raise lines.error(
+                (section, i, id_key), f"{id_key} {number} of {entry.name!r} is also the {id_key} of {other!r}"
+            )
+        if number is not None:
+            ids[number] = i
+    return names
 
 
 def _primary_gid(user: _UserEntry, i: int, parsed: _DirectoryFile, groups: dict[str, int], lines: _Lines) -> int | None:
