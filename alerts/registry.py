@@ -12,6 +12,7 @@ from alerts.base import Sink, SinkContext
 from alerts.console import ConsoleConfig, ConsoleSink
 from alerts.jsonl import JsonlConfig, JsonlSink
 from alerts.slack import SlackConfig, SlackSink
+from alerts.syslog import SyslogConfig, SyslogSink
 from alerts.webhook import WebhookConfig, WebhookSink
 
 SINKS: dict[str, tuple[type[BaseModel], Callable[[Any, SinkContext], Sink]]] = {
@@ -19,6 +20,7 @@ SINKS: dict[str, tuple[type[BaseModel], Callable[[Any, SinkContext], Sink]]] = {
     "console": (ConsoleConfig, ConsoleSink),
     "jsonl": (JsonlConfig, JsonlSink),
     "slack": (SlackConfig, SlackSink),
+    "syslog": (SyslogConfig, SyslogSink),
     "webhook": (WebhookConfig, WebhookSink),
 }
 
