@@ -75,21 +75,21 @@ def render_mail(update: GroupUpdate, options: MailOptions) -> Mail:
     else:
         tag = hashlib.sha256("\n".join(e.event_id for e in update.events).encode()).hexdigest()[:16]
         kind, message_id, in_reply_to = "update", f"<{group.group_id}.{tag}@{options.domain}>", root
-    headline = _headline(d)
-    subject = f"{options.subject_prefix} {headline}".strip()
+    title = headline(d)
+    subject = f"{options.subject_prefix} {title}".strip()
     if kind != "opened":
         subject = "Re: " + subject
-    news = [] if kind == "opened" else _news(group, update.events)
-    facts = _facts(d)
-    folders = _folders(d, options)
+    news = [] if kind == "opened" else news_lines(group, update.events)
+    fact_rows = facts(d)
+    folders = folder_lines(d, hide_below_label=options.hide_below_label)
     footer = _footer(d, options)
     text = "\n".join(
-        [headline, ""]
+        [title, ""]
         + ([*news, ""] if news else [])
-        + [f"{name}: {value}" for name, value in facts]
+        + [f"{name}: {value}" for name, value in fact_rows]
         + ["", *folders, "", *footer]
     )
-    html_body = _html(headline, news, facts, folders, footer)
+    html_body = _html(title, news, fact_rows, folders, footer)
     when = max(e.observed_at for e in update.events) if update.events else d.opened_at
     return Mail(kind, group.group_id, message_id, in_reply_to, subject, when, text + "\n", html_body, d.labels[0])
 
@@ -138,7 +138,8 @@ def digest_mail(mails: list[Mail], key: str, options: MailOptions) -> Mail:
 # ---------------------------------------------------------------- pieces
 
 
-def _headline(d: GroupDigest) -> str:
+def headline(d: GroupDigest) -> str:
+    """One line: how bad, how many folders, readable by whom, which label; or resolved after how long."""
     what = plural(d.folders, "folder")
     readers = first_names(d.readers) or "people outside the label"
     labels = first_names(d.labels)
@@ -148,7 +149,8 @@ def _headline(d: GroupDigest) -> str:
     return f"Resolved after {lasted}: {what} no longer readable by {readers} (label {labels})"
 
 
-def _facts(d: GroupDigest) -> list[tuple[str, str]]:
+def facts(d: GroupDigest) -> list[tuple[str, str]]:
+    """Name and value of what a reader checks first: status, severity, label, readers, people, actor, when."""
     if d.is_open:
         status = "Open" if d.open_folders == d.folders else f"Open: {d.open_folders:,} of {d.folders:,} folders"
     else:
@@ -165,13 +167,14 @@ def _facts(d: GroupDigest) -> list[tuple[str, str]]:
     ]
 
 
-def _folders(d: GroupDigest, options: MailOptions) -> list[str]:
+def folder_lines(d: GroupDigest, *, hide_below_label: bool) -> list[str]:
+    """The folder (with a few paths) or the top folders of a burst, indented lines under a heading."""
     if d.folders == 1:
         member = d.top[0]
         event = member.latest
         lines = [f"Folder: {event.folder}"]
         if member.is_open:
-            paths = shown_paths(event.folder, event.sample_paths, hide=options.hide_below_label)
+            paths = shown_paths(event.folder, event.sample_paths, hide=hide_below_label)
             lines.append(f"{plural(event.paths_affected, 'path')} affected" + (", e.g." if paths else ""))
             lines += [f"  {path}" for path in paths[:3]]
         return lines
@@ -190,7 +193,8 @@ def _folders(d: GroupDigest, options: MailOptions) -> list[str]:
     return lines
 
 
-def _news(group: GroupSnapshot, events: tuple[ExposureEvent, ...]) -> list[str]:
+def news_lines(group: GroupSnapshot, events: tuple[ExposureEvent, ...]) -> list[str]:
+    """What ``events`` changed in the burst: widened, changed, closed (shared with the Teams cards)."""
     latest: dict[str, ExposureEvent] = {}
     for event in events:
         latest[event.exposure_id] = event

@@ -14,6 +14,7 @@ from alerts.jsonl import JsonlConfig, JsonlSink
 from alerts.mail import EmailConfig, EmailSink
 from alerts.slack import SlackConfig, SlackSink
 from alerts.syslog import SyslogConfig, SyslogSink
+from alerts.teams import TeamsConfig, TeamsSink
 from alerts.webhook import WebhookConfig, WebhookSink
 
 SINKS: dict[str, tuple[type[BaseModel], Callable[[Any, SinkContext], Sink]]] = {
@@ -23,6 +24,7 @@ SINKS: dict[str, tuple[type[BaseModel], Callable[[Any, SinkContext], Sink]]] = {
     "jsonl": (JsonlConfig, JsonlSink),
     "slack": (SlackConfig, SlackSink),
     "syslog": (SyslogConfig, SyslogSink),
+    "teams": (TeamsConfig, TeamsSink),
     "webhook": (WebhookConfig, WebhookSink),
 }
 
