@@ -179,6 +179,10 @@ class FakeTeamsWorkflow(StartedInWith):
         with self._lock:
             self._failures += [(status, retry_after)] * times
 
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._failures.clear()
+
     def cards(self) -> list[dict[str, Any]]:
         """The Adaptive Cards accepted, in order."""
         with self._lock:
