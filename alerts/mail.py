@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS mail_digest_sent (sink TEXT, digest_key TEXT, sent_at
     PRIMARY KEY (sink, digest_key));
 """
 _FAILED_FLUSH_BACKOFF = timedelta(seconds=60)
+_KEEP_SENT = timedelta(days=30)  # as long as the delivery log keeps closed bursts (the dispatcher's retention)
 
 
 class EmailConfig(SinkSettings):
@@ -127,6 +128,10 @@ class MailState:
     def sent(self, message_id: str, at: datetime) -> None:
         self._conn.execute("INSERT OR IGNORE INTO mail_sent VALUES (?, ?, ?)", [self._sink, message_id, at.isoformat()])
 
+    def prune(self, before: datetime) -> None:
+        """Forget the ids of mails sent before ``before`` (a burst that old is not re-delivered)."""
+        self._conn.execute("DELETE FROM mail_sent WHERE sink = ? AND sent_at < ?", [self._sink, before.isoformat()])
+
     def hold(self, mail: Mail) -> None:
         row = self._conn.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM mail_held WHERE sink = ?", [self._sink])
         position = row.fetchone()[0]
@@ -186,6 +191,7 @@ class EmailSink:
         self._state = MailState(database or open_state_db(":memory:"), self.name)
         self._clock: Callable[[], datetime] = context.clock if context is not None else utcnow
         self._next_flush_try: datetime | None = None
+        self._prune_at = self._clock()
 
     def __repr__(self) -> str:
         return f"EmailSink(name={self.name!r})"
@@ -267,7 +273,11 @@ class EmailSink:
             log.warning(
                 "sink %s: %d of %d recipients refused %s", self.name, len(refused), len(self.config.to), mail.kind
             )
-        self._state.sent(mail.message_id, self._clock())
+        now = self._clock()
+        self._state.sent(mail.message_id, now)
+        if now >= self._prune_at:
+            self._state.prune(now - _KEEP_SENT)
+            self._prune_at = now + timedelta(days=1)
 
     def _connect(self) -> smtplib.SMTP:
         config = self.config

@@ -274,19 +274,25 @@ class SyslogSink:
 
 
 def _peer_gone(sock: socket.socket) -> bool:
-    """Whether the receiver closed (or reset) the connection: it never sends, so readable means EOF or an error."""
+    """Whether the receiver closed (or reset) the connection. It never sends data, so a readable socket means EOF,
+    an error, or TLS housekeeping (a TLS 1.3 session ticket), which a non-blocking read absorbs."""
     try:
         readable, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):
         return True
     if not readable:
         return False
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
     try:
-        if isinstance(sock, ssl.SSLSocket):
-            return not sock.recv(1)  # may raise for a TLS close_notify or a reset
-        return not sock.recv(1, socket.MSG_PEEK)
+        data = sock.recv(1) if isinstance(sock, ssl.SSLSocket) else sock.recv(1, socket.MSG_PEEK)
+        return not data
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+        return False  # nothing for the application: the connection is alive
     except (OSError, ssl.SSLError):
         return True
+    finally:
+        sock.settimeout(timeout)
 
 
 def _summary(event: ExposureEvent) -> str:

@@ -27,7 +27,7 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +40,13 @@ from alerts.http import post
 from alerts.mail_render import facts, folder_lines, headline, news_lines
 from alerts.secrets import check_env_source, check_file_source, read_secret
 from alerts.store import open_state_db
+from permwatch.events import utcnow
 
 CARD_VERSION = "1.4"
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 
+_KEEP_CARDS = timedelta(days=90)  # a burst open longer than this gets its update numbers restarted; none lasts so long
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS teams_cards (
     sink TEXT, group_id TEXT, update_key TEXT, number INTEGER NOT NULL, posted_at TEXT NOT NULL,
@@ -114,6 +116,14 @@ class TeamsCards:
             [self._sink, card.group_id, card.update_key, card.number, at.isoformat()],
         )
 
+    def prune(self, before: datetime) -> None:
+        """Forget the cards of bursts whose first card is older than ``before``."""
+        self._conn.execute(
+            "DELETE FROM teams_cards WHERE sink = ? AND group_id IN "
+            "(SELECT group_id FROM teams_cards WHERE sink = ? AND number = 0 AND posted_at < ?)",
+            [self._sink, self._sink, before.isoformat()],
+        )
+
     def was_posted(self, card: TeamsCard) -> bool:
         return self.number(card.group_id, card.update_key)[2]
 
@@ -129,7 +139,8 @@ class TeamsSink:
             raise ValueError(f"sink {self.name}: the webhook URL must start with https://")  # the URL is not shown
         database = context.database if context is not None else None
         self._cards = TeamsCards(database or open_state_db(":memory:"), self.name)
-        self._clock = context.clock if context is not None else (lambda: datetime.now(UTC))
+        self._clock = context.clock if context is not None else utcnow
+        self._prune_at = self._clock()
 
     def __repr__(self) -> str:
         return f"TeamsSink(name={self.name!r})"
@@ -149,7 +160,11 @@ class TeamsSink:
             data = json.dumps(card.body, separators=(",", ":"), ensure_ascii=False).encode()
             headers = {"Content-Type": "application/json", "User-Agent": "permwatch"}
             post(self._url, data, headers, timeout=self.config.timeout_seconds)
-            self._cards.posted(card, self._clock())
+            now = self._clock()
+            self._cards.posted(card, now)
+            if now >= self._prune_at:
+                self._cards.prune(now - _KEEP_CARDS)
+                self._prune_at = now + timedelta(days=1)
 
 
 def adaptive_card(update: GroupUpdate, number: int, first_at: datetime | None, config: TeamsConfig) -> dict[str, Any]:
