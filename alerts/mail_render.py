@@ -76,7 +76,7 @@ def render_mail(update: GroupUpdate, options: MailOptions) -> Mail:
         tag = hashlib.sha256("\n".join(e.event_id for e in update.events).encode()).hexdigest()[:16]
         kind, message_id, in_reply_to = "update", f"<{group.group_id}.{tag}@{options.domain}>", root
     title = headline(d)
-    subject = f"{options.subject_prefix} {title}".strip()
+    subject = " ".join(f"{options.subject_prefix} {title}".split())  # no line break from a name may split a header
     if kind != "opened":
         subject = "Re: " + subject
     news = [] if kind == "opened" else news_lines(group, update.events)
@@ -117,7 +117,7 @@ def digest_mail(mails: list[Mail], key: str, options: MailOptions) -> Mail:
     """Several held mails of one label as one: their texts in order, threaded on nothing (it spans bursts)."""
     ids = "\n".join(m.message_id for m in mails)
     tag = hashlib.sha256(ids.encode()).hexdigest()[:16]
-    subject = f"{options.subject_prefix} Digest: {plural(len(mails), 'alert')} for label {key}".strip()
+    subject = " ".join(f"{options.subject_prefix} Digest: {plural(len(mails), 'alert')} for label {key}".split())
     separator = "\n" + "-" * 72 + "\n\n"
     text = separator.join(m.text for m in mails)
     parts = "<hr>".join(_html_inner(m.html) for m in mails)

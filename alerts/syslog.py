@@ -17,7 +17,7 @@ Only what the other sinks show leaves the host: the folder, the label, the
 reading groups, counts, the actor, sample paths (hidden below the labelled
 folder with ``hide_below_label``); never the list of people who can read.
 
-``send`` keeps one connection and writes the frames of an update in order.
+``send`` keeps one connection and writes the frames of an update in order, in one write.
 TCP syslog has no acknowledgement: a write the kernel took can still be lost
 if the receiver dies right then. The sink looks for a connection the receiver
 closed before each write (a peer that went away answers EOF), reconnects, and
@@ -226,10 +226,12 @@ class SyslogSink:
     # ------------------------------------------------------------ sending
 
     def send(self, payload: list[str]) -> None:
+        frames = []
         for text in payload:
             data = text.encode("utf-8")
-            frame = str(len(data)).encode("ascii") + b" " + data
-            self._write(frame)
+            frames.append(str(len(data)).encode("ascii") + b" " + data)
+        if frames:
+            self._write(b"".join(frames))  # one write for a burst of thousands, not one per message
 
     def close(self) -> None:
         if self._socket is not None:

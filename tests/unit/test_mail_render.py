@@ -162,3 +162,12 @@ def test_the_password_comes_from_env_or_file_and_is_never_shown(
     with pytest.raises(ValidationError, match="not an e-mail address"):
         sink(to=["soc"])
     assert sink(security="tls").config.effective_port == 465
+
+
+def test_a_line_break_in_a_name_cannot_break_the_headers() -> None:
+    label = opened().label.model_copy(update={"name": "ledning\r\nBcc: everyone@example.org"})
+    email = sink()
+    [mail] = email.render(GroupUpdate.single(opened(label=label)))
+    assert "\n" not in mail.subject and "\r" not in mail.subject
+    message = to_mime(mail, email.options)
+    assert message["Bcc"] is None and message["Subject"].endswith("(label ledning Bcc: everyone@example.org)")
