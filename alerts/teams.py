@@ -188,11 +188,11 @@ def adaptive_card(update: GroupUpdate, number: int, first_at: datetime | None, c
         news = news_lines(update.group, update.events)
         if news:
             body.append({"type": "TextBlock", "text": _lines(news), "wrap": True})
-    body.append({"type": "FactSet", "facts": [{"title": name, "value": value} for name, value in facts(d)]})
+    body.append({"type": "FactSet", "facts": [{"title": name, "value": _md(value)} for name, value in facts(d)]})
     folders = folder_lines(d, hide_below_label=config.hide_below_label)
     body.append({"type": "TextBlock", "text": _lines(folders), "wrap": True})
     first = f" (first of {d.folders:,})" if d.folders > 1 else ""
-    body.append(_subtle(f"Replay: permwatch timeline {d.first_exposure_id}{first}"))
+    body.append(_subtle(_md(f"Replay: permwatch timeline {d.first_exposure_id}{first}")))
     card: dict[str, Any] = {
         "type": "AdaptiveCard",
         "$schema": CARD_SCHEMA,
@@ -207,7 +207,7 @@ def adaptive_card(update: GroupUpdate, number: int, first_at: datetime | None, c
 
 
 def _title(d: GroupDigest) -> str:
-    return ("🚨 " if d.is_open else "✅ ") + headline(d)
+    return ("🚨 " if d.is_open else "✅ ") + _md(headline(d))
 
 
 def _subtle(text: str) -> dict[str, Any]:
@@ -216,4 +216,13 @@ def _subtle(text: str) -> dict[str, Any]:
 
 def _lines(lines: list[str]) -> str:
     """Teams renders a TextBlock's text as Markdown: a blank line breaks a line, and leading spaces are lost."""
-    return "\n\n".join(("- " + line.strip()) if line.startswith("  ") else line for line in lines)
+    return "\n\n".join(("- " + _md(line.strip())) if line.startswith("  ") else _md(line) for line in lines)
+
+
+_MARKDOWN = str.maketrans({c: "\\" + c for c in "\\*_[]`<>"})
+
+
+def _md(text: str) -> str:
+    """Names as text, not Markdown: a folder called ``[open](https://…)`` must not become a link in the SOC's
+    channel, nor ``_x_`` italics. Teams honours the backslash escapes (some older mobile clients show them)."""
+    return text.translate(_MARKDOWN)

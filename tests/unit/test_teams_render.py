@@ -147,3 +147,11 @@ def test_the_webhook_url_is_a_secret(teams_url: str, tmp_path: Path, monkeypatch
     with pytest.raises(ValueError, match="must start with https://") as bad:
         TeamsSink(TeamsConfig(url_env="PW_TEAMS_BAD"))
     assert "UNIT-SECRET-SIG" not in str(bad.value)
+
+
+def test_names_are_escaped_so_they_cannot_become_links_or_formatting(teams_url: str) -> None:
+    event = opened(folder="/srv/[open](evil.example)", sample_paths=(), actor="*it_update*")
+    [card] = TeamsSink(TeamsConfig(url_env=teams_url)).render(GroupUpdate.single(event))
+    body = content(card.body)["body"]
+    assert body[3]["text"] == "Folder: /srv/\\[open\\](evil.example)\n\n0 paths affected"
+    assert body[2]["facts"][5] == {"title": "Changed by", "value": "\\*it\\_update\\*"}
