@@ -6,6 +6,8 @@
   the labelled folder are hidden and no file content or reader name is sent.
 - Started again with its consumer position lost (a crash before the commit),
   the alerts stage sends nothing twice: the delivery log dedupes by event id.
+- A receiver whose certificate the configured CA does not sign is a permanent
+  error: dead-lettered, not retried, nothing sent in clear.
 - Over plain TCP with CEF: a receiver that is down is retried until it is up,
   and a receiver killed between two alerts is noticed and reconnected to;
   every alert arrives exactly once.
@@ -27,6 +29,7 @@ from alerts.dispatch import DeliveryLog, Dispatcher
 from alerts.grouping import group_id_for
 from alerts.registry import build_sink
 from permwatch.transport.embedded import EmbeddedBus
+from tests.integration.servers.certs import self_signed
 from tests.integration.servers.rsyslog import RsyslogServer
 from tests.integration.test_alerts_delivery import RunningDispatcher, publish, wait_until
 from tests.unit.alert_samples import case_burst, closed, opened
@@ -160,3 +163,22 @@ def test_plain_tcp_cef_retries_a_receiver_that_is_down_or_was_killed(
     assert "filePath=/srv/share/ledning " in received[0].msg
     assert "filePath=/srv/share/hr/lön " in received[1].msg and "suser=bo " in received[1].msg
     assert "retrying exp-down.0" in caplog.text and "retrying exp-killed.0" in caplog.text
+
+
+def test_a_receiver_certificate_the_ca_does_not_sign_is_permanent(
+    tmp_path: Path, rsyslog: RsyslogServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = self_signed(tmp_path / "other-ca")
+    settings = {"kind": "syslog", "host": "127.0.0.1", "port": rsyslog.tls_port, "ca_file": str(other.cert)}
+    bus = EmbeddedBus(tmp_path / "events.db")
+    delivery_log = DeliveryLog(tmp_path / "alerts.db")
+    try:
+        sink = build_sink(settings, SinkContext(database=delivery_log.database))
+        dispatcher = Dispatcher(bus, [sink], delivery_log, group="syslog-3", backoff_initial=0.1)
+        with RunningDispatcher(dispatcher):
+            publish(bus, [opened("exp-cert", at=datetime.now(UTC))])
+            wait_until(lambda: dispatcher.failed == 1, "the refused certificate dead-lettered")
+        assert dispatcher.retries == 0 and rsyslog.received() == []
+    finally:
+        bus.close()
+    assert "TLS certificate refused" in caplog.text
