@@ -21,7 +21,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -83,3 +83,11 @@ class Sink(Protocol):
     def render(self, update: GroupUpdate) -> Any: ...
 
     def send(self, payload: Any) -> None: ...
+
+
+@runtime_checkable
+class FlushingSink(Protocol):
+    """A sink that holds alerts back (the e-mail digest) and mails them when due: the dispatcher's maintenance
+    calls ``flush_due`` often; it raises a :class:`SinkError` when sending failed (what it holds stays held)."""
+
+    def flush_due(self) -> None: ...

@@ -16,7 +16,8 @@ batch, so a crash loses nothing and the delivery log keeps it from repeating.
 
 Sinks that re-send (Alertmanager forgets alerts that are not repeated) get
 the open bursts again every ``resend_seconds``, also while another sink is
-being retried.
+being retried; sinks that hold alerts back (the e-mail digest) are asked to
+send what is due at the same moments.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from alerts.base import PermanentSinkError, RetryableSinkError, Sink, SinkError
+from alerts.base import FlushingSink, PermanentSinkError, RetryableSinkError, Sink, SinkError
 from alerts.grouping import BurstGrouper, GroupingPolicy, GroupUpdate, Member
 from alerts.store import DeliveryLog, GroupStore
 from permwatch.deadletter import dead_letter, export_dead_letters
@@ -146,6 +147,11 @@ class Dispatcher:
         """Re-send open bursts to the sinks that want it (not ``busy``, which is being retried); prune old state."""
         now = self._clock()
         for sink in self.sinks:
+            if isinstance(sink, FlushingSink) and sink is not busy:
+                try:
+                    sink.flush_due()
+                except SinkError as exc:
+                    log.warning("sink %s: sending what it held back failed: %s; trying again later", sink.name, exc)
             if sink.resend_seconds is None or sink is busy:
                 continue
             due = self._resend_at.setdefault(sink.name, now + timedelta(seconds=sink.resend_seconds))

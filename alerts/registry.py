@@ -11,14 +11,20 @@ from alerts.alertmanager import AlertmanagerConfig, AlertmanagerSink
 from alerts.base import Sink, SinkContext
 from alerts.console import ConsoleConfig, ConsoleSink
 from alerts.jsonl import JsonlConfig, JsonlSink
+from alerts.mail import EmailConfig, EmailSink
 from alerts.slack import SlackConfig, SlackSink
+from alerts.syslog import SyslogConfig, SyslogSink
+from alerts.teams import TeamsConfig, TeamsSink
 from alerts.webhook import WebhookConfig, WebhookSink
 
 SINKS: dict[str, tuple[type[BaseModel], Callable[[Any, SinkContext], Sink]]] = {
     "alertmanager": (AlertmanagerConfig, AlertmanagerSink),
     "console": (ConsoleConfig, ConsoleSink),
+    "email": (EmailConfig, EmailSink),
     "jsonl": (JsonlConfig, JsonlSink),
     "slack": (SlackConfig, SlackSink),
+    "syslog": (SyslogConfig, SyslogSink),
+    "teams": (TeamsConfig, TeamsSink),
     "webhook": (WebhookConfig, WebhookSink),
 }
 

@@ -529,5 +529,5 @@ def _resolve_relative(raw: dict[str, Any], base: Path) -> None:
     sinks = raw.get("alerts", {}).get("sinks", []) if isinstance(raw.get("alerts"), dict) else []
     for sink in sinks if isinstance(sinks, list) else []:
         if isinstance(sink, dict):
-            for key in ("path", "token_file", "secret_file"):
+            for key in ("path", "token_file", "secret_file", "ca_file", "url_file", "password_file"):
                 fix(sink, key)

@@ -13,7 +13,7 @@ apt_install() {
     if [[ ! -f /tmp/.permwatch-apt-updated ]]; then
         $sudo apt-get update -qq && touch /tmp/.permwatch-apt-updated
     fi
-    # Server packages (slapd, samba, 389-ds, alertmanager) must not start their system services:
+    # Server packages (slapd, samba, 389-ds, alertmanager, rsyslog) must not start their system services:
     # the tests start their own instances on loopback ports, and a Debian slapd on :389 would
     # take the port Samba's AD DC needs. policy-rc.d exit 101 = "do not start".
     local policy=/usr/sbin/policy-rc.d added_policy=0
@@ -36,6 +36,11 @@ if [[ $with_test -eq 1 ]]; then
     [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
     command -v promtool >/dev/null || missing+=(prometheus)
     [ -x /usr/sbin/ns-slapd ] || missing+=(389-ds-base)
+    # the syslog sink's tests run Debian's rsyslog as a receiver (imtcp, TLS via the gtls driver); its system
+    # service stays off (policy-rc.d below), the tests start their own instance on a loopback port
+    [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
+    [[ $(dpkg-query -W -f='${Status}' rsyslog-gnutls 2>/dev/null) == *"ok installed" ]] || missing+=(rsyslog-gnutls)
+    command -v openssl >/dev/null || missing+=(openssl)
     # samba-ad-provision holds the provisioning templates; samba-ad-dc only recommends it (since deb12u4)
     for package in samba samba-ad-dc samba-ad-provision; do
         [[ $(dpkg-query -W -f='${Status}' "$package" 2>/dev/null) == *"ok installed" ]] || missing+=("$package")

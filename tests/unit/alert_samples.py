@@ -35,6 +35,7 @@ def opened(
     groups: tuple[str, ...] = ("alla",),
     people: int = 5,
     sample_paths: tuple[str, ...] | None = None,
+    users: tuple[str, ...] = ("anna", "bo"),
 ) -> ExposureEvent:
     paths = sample_paths if sample_paths is not None else (folder, f"{folder}/protokoll 2026-11-20.txt")
     return ExposureEvent(
@@ -46,7 +47,7 @@ def opened(
         label=label,
         people=people,
         groups=groups,
-        users=("anna", "bo"),
+        users=users,
         grants=tuple(Grant(entry=f"group:{g}:r-x", group=g, chain=(g,), people=people) for g in groups),
         paths_affected=len(paths),
         sample_paths=paths,

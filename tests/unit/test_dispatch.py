@@ -111,3 +111,30 @@ def test_console_render_names_who_what_and_never_contents() -> None:
     assert "5 via group:alla:r-x (alla)" in text
     closed = exposure(1, ExposureStatus.CLOSED).model_copy(update={"closed_at": T0, "duration_seconds": 3725.0})
     assert "after 1 h 2 min" in ConsoleSink(ConsoleConfig()).render(GroupUpdate.single(closed))
+
+
+class HoldingSink(FlakySink):
+    """A sink that holds alerts back (like the e-mail digest): maintenance asks it to send what is due."""
+
+    def __init__(self, flush_failures: list[Exception]) -> None:
+        super().__init__([])
+        self.flush_failures = flush_failures
+        self.flushes = 0
+
+    def flush_due(self) -> None:
+        self.flushes += 1
+        if self.flush_failures:
+            raise self.flush_failures.pop(0)
+
+
+def test_maintenance_asks_holding_sinks_to_flush_and_a_failure_does_not_stop_it(tmp_path: Path, caplog: Any) -> None:
+    bus = EmbeddedBus(tmp_path / "log.db")
+    holding = HoldingSink([RetryableSinkError("smtp 127.0.0.1:587: 421 try later")])
+    plain = FlakySink([])
+    dispatcher = Dispatcher(bus, [holding, plain], DeliveryLog(tmp_path / "delivered.db"), sleep=no_sleep)
+    dispatcher.maintain()
+    dispatcher.maintain()
+    assert holding.flushes == 2
+    assert "sink flaky: sending what it held back failed: smtp 127.0.0.1:587: 421 try later" in caplog.text
+    dispatcher.maintain(busy=holding)  # a sink being retried is left alone
+    assert holding.flushes == 2

@@ -22,8 +22,9 @@ class LoopbackHTTPServer:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self._server = ThreadingHTTPServer((HOST, 0), handler)
+    def start(self, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
+        """Serve on ``port`` (0: a free one; a test restarting a receiver passes the port it had)."""
+        self._server = ThreadingHTTPServer((HOST, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name=self.name, daemon=True)
         self._thread.start()

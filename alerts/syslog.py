@@ -1,0 +1,336 @@
+"""The syslog sink: one RFC 5424 message per exposure event over TCP (RFC 6587 octet counting), optionally TLS.
+
+A SIEM reads syslog; so that it parses permwatch without custom rules, the
+message (MSG) is either CEF (``format = "cef"``: ArcSight's Common Event
+Format, standard extension keys such as ``filePath``, ``suser``, ``act`` and
+labelled custom strings) or one JSON object with Elastic Common Schema field
+names (``format = "ecs"``: ``event.kind``, ``event.action``, ``file.path``,
+``group.name``, ``user.name``…). Each event of a burst is its own message and
+carries the burst id (CEF ``cs3``, ECS ``permwatch.burst.id``, and the
+structured data element ``permwatch@32473``), so the SIEM correlates a burst
+itself. The header's PRI says the label's severity (critical → crit, high →
+err, medium → warning, low → notice; a close is info), the timestamp is when
+the event was observed, MSGID says opened / changed / closed. MSG is plain
+UTF-8 without a BOM (RFC 5424's MSG-ANY): CEF and JSON parsers expect none.
+
+Only what the other sinks show leaves the host: the folder, the label, the
+reading groups, counts, the actor, sample paths (hidden below the labelled
+folder with ``hide_below_label``); never the list of people who can read.
+
+``send`` keeps one connection and writes the frames of an update in order, in one write.
+TCP syslog has no acknowledgement: a write the kernel took can still be lost
+if the receiver dies right then. The sink looks for a connection the receiver
+closed before each write (a peer that went away answers EOF), reconnects, and
+raises :class:`RetryableSinkError` for refused connections, timeouts and
+resets; a certificate the TLS check refuses is a :class:`PermanentSinkError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import socket
+import ssl
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from alerts.base import PermanentSinkError, RetryableSinkError, SinkContext, SinkSettings
+from alerts.digest import format_duration
+from alerts.grouping import GroupUpdate
+from alerts.redaction import shown_paths
+from permwatch.events import ExposureEvent, ExposureStatus, Severity
+
+log = logging.getLogger("permwatch.alerts.syslog")
+
+VENDOR = "permwatch"
+PRODUCT = "permwatch"
+PRODUCT_VERSION = "0.1.0"
+SD_ID = "permwatch@32473"  # 32473: the enterprise number RFC 5612 reserves for examples; no PEN is registered
+ECS_VERSION = "8.11.0"
+
+FACILITIES = {
+    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
+    "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
+    "local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20, "local5": 21, "local6": 22, "local7": 23,
+}  # fmt: skip
+# RFC 5424 severities: 2 crit, 3 err, 4 warning, 5 notice, 6 informational
+_SYSLOG_SEVERITY = {Severity.CRITICAL: 2, Severity.HIGH: 3, Severity.MEDIUM: 4, Severity.LOW: 5}
+_CLOSED_SEVERITY = 6
+# CEF severity 0-10 (Low 0-3, Medium 4-6, High 7-8, Very-High 9-10)
+_CEF_SEVERITY = {Severity.CRITICAL: 10, Severity.HIGH: 8, Severity.MEDIUM: 5, Severity.LOW: 3}
+_ECS_SEVERITY = {Severity.CRITICAL: 99, Severity.HIGH: 73, Severity.MEDIUM: 47, Severity.LOW: 21}
+_MSGID = {
+    ExposureStatus.OPENED: "EXPOSURE_OPENED",
+    ExposureStatus.CHANGED: "EXPOSURE_CHANGED",
+    ExposureStatus.CLOSED: "EXPOSURE_CLOSED",
+}
+_ACTION = {
+    ExposureStatus.OPENED: "exposure-opened",
+    ExposureStatus.CHANGED: "exposure-changed",
+    ExposureStatus.CLOSED: "exposure-closed",
+}
+SAMPLE_PATHS = 3
+MAX_GROUPS = 20
+
+
+class SyslogConfig(SinkSettings):
+    kind: str = "syslog"
+    host: str = Field(min_length=1)
+    port: int = Field(default=6514, ge=1, le=65535, description="6514 is syslog over TLS (RFC 5425); 601 plain TCP")
+    tls: bool = True
+    ca_file: Path | None = Field(default=None, description="CA bundle for the receiver's certificate; default: system")
+    check_hostname: bool = True
+    format: Literal["cef", "ecs"] = "ecs"
+    facility: str = Field(default="authpriv", description="syslog facility name: authpriv, local0…local7, …")
+    hostname: str | None = Field(default=None, description="HOSTNAME in the header; default: this host's name")
+    app_name: str = Field(default="permwatch", min_length=1, max_length=48)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("facility")
+    @classmethod
+    def _known_facility(cls, name: str) -> str:
+        if name not in FACILITIES:
+            raise ValueError(f"unknown facility {name!r}; one of {', '.join(FACILITIES)}")
+        return name
+
+
+class SyslogSink:
+    def __init__(self, config: SyslogConfig, context: SinkContext | None = None) -> None:
+        self.name = config.name or "syslog"
+        self.settings: SinkSettings = config
+        self.resend_seconds: float | None = None
+        self.config = config
+        self.hostname = _header_token(config.hostname or socket.gethostname(), 255)
+        self._socket: socket.socket | None = None
+
+    def __repr__(self) -> str:
+        return f"SyslogSink(name={self.name!r})"
+
+    def render(self, update: GroupUpdate) -> list[str]:
+        """One RFC 5424 message (without its octet-count frame) per new event of the update."""
+        readers = {m.exposure_id: m.open_groups for m in update.group.members}
+        return [
+            self.message(event, update.group.group_id, readers.get(event.exposure_id, event.groups))
+            for event in update.events
+        ]
+
+    def message(self, event: ExposureEvent, burst_id: str, groups: tuple[str, ...]) -> str:
+        """``groups``: who can read, or for a close who could (a close event itself names nobody)."""
+        closed = event.status is ExposureStatus.CLOSED
+        severity = _CLOSED_SEVERITY if closed else _SYSLOG_SEVERITY[event.label.severity]
+        pri = FACILITIES[self.config.facility] * 8 + severity
+        structured = (
+            f'[{SD_ID} burst="{_sd_value(burst_id)}" exposure="{_sd_value(event.exposure_id)}" '
+            f'event="{_sd_value(event.event_id)}" label="{_sd_value(event.label.name)}"]'
+        )
+        groups = event.groups or groups
+        render_body = self._cef if self.config.format == "cef" else self._ecs
+        body = render_body(event, burst_id, groups)
+        header = f"<{pri}>1 {_timestamp(event.observed_at)} {self.hostname} {_header_token(self.config.app_name, 48)}"
+        return f"{header} - {_MSGID[event.status]} {structured} {body}"
+
+    def _paths(self, event: ExposureEvent) -> list[str]:
+        return list(shown_paths(event.folder, event.sample_paths, hide=self.config.hide_below_label))[:SAMPLE_PATHS]
+
+    def _cef(self, event: ExposureEvent, burst_id: str, groups: tuple[str, ...]) -> str:
+        name = {
+            ExposureStatus.OPENED: "Restricted folder readable outside its label",
+            ExposureStatus.CHANGED: "Exposed folder readers changed",
+            ExposureStatus.CLOSED: "Exposure closed",
+        }[event.status]
+        header = "|".join(
+            _cef_header(part)
+            for part in (
+                "CEF:0",
+                VENDOR,
+                PRODUCT,
+                PRODUCT_VERSION,
+                _ACTION[event.status],
+                name,
+                str(_CEF_SEVERITY[event.label.severity]),
+            )
+        )
+        extension: list[tuple[str, str]] = [
+            ("rt", str(_millis(event.observed_at))),
+            ("act", _ACTION[event.status]),
+            ("externalId", event.exposure_id),
+            ("filePath", event.folder),
+            ("fileType", "directory"),
+            ("cs1Label", "label"),
+            ("cs1", event.label.name),
+            ("cs2Label", "readableByGroups" if event.status is not ExposureStatus.CLOSED else "wasReadableByGroups"),
+            ("cs2", ",".join(groups[:MAX_GROUPS])),
+            ("cs3Label", "burstId"),
+            ("cs3", burst_id),
+            ("cs4Label", "samplePaths"),
+            ("cs4", ",".join(self._paths(event))),
+            ("cn1Label", "peopleOutsideLabel"),
+            ("cn1", str(event.people)),
+            ("cn2Label", "pathsAffected"),
+            ("cn2", str(event.paths_affected)),
+            ("start", str(_millis(event.opened_at))),
+        ]
+        if event.closed_at is not None:
+            extension.append(("end", str(_millis(event.closed_at))))
+        if event.actor:
+            extension.append(("suser", event.actor))
+        extension.append(("msg", _summary(event)))
+        return header + "|" + " ".join(f"{key}={_cef_value(value)}" for key, value in extension)
+
+    def _ecs(self, event: ExposureEvent, burst_id: str, groups: tuple[str, ...]) -> str:
+        document: dict[str, Any] = {
+            "@timestamp": _timestamp(event.observed_at),
+            "ecs": {"version": ECS_VERSION},
+            "message": _summary(event),
+            "event": {
+                "kind": "alert",
+                "category": ["file"],
+                "type": ["change"],  # a folder's permissions changed (or changed back, for a close)
+                "action": _ACTION[event.status],
+                "id": event.event_id,
+                "dataset": "permwatch.exposure",
+                "module": "permwatch",
+                "provider": "permwatch",
+                "severity": _ECS_SEVERITY[event.label.severity],
+                "start": _timestamp(event.opened_at),
+                "reason": f"label {event.label.name} does not allow the groups that can read it",
+            },
+            "file": {"path": event.folder, "type": "dir"},
+            "group": {"name": list(groups[:MAX_GROUPS])},
+            "rule": {"name": f"label {event.label.name}"},
+            "observer": {"vendor": VENDOR, "product": PRODUCT, "version": PRODUCT_VERSION, "type": "monitor"},
+            "permwatch": {
+                "exposure": {
+                    "id": event.exposure_id,
+                    "status": event.status.value,
+                    "people": event.people,
+                    "paths_affected": event.paths_affected,
+                    "sample_paths": self._paths(event),
+                },
+                "label": {"name": event.label.name, "severity": event.label.severity.value},
+                "burst": {"id": burst_id},
+            },
+        }
+        if event.closed_at is not None:
+            document["event"]["end"] = _timestamp(event.closed_at)
+        if event.duration_seconds is not None:
+            document["event"]["duration"] = round(event.duration_seconds * 1e9)  # ECS: nanoseconds
+        if event.actor:
+            document["user"] = {"name": event.actor}
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+    # ------------------------------------------------------------ sending
+
+    def send(self, payload: list[str]) -> None:
+        frames = []
+        for text in payload:
+            data = text.encode("utf-8")
+            frames.append(str(len(data)).encode("ascii") + b" " + data)
+        if frames:
+            self._write(b"".join(frames))  # one write for a burst of thousands, not one per message
+
+    def close(self) -> None:
+        if self._socket is not None:
+            try:
+                self._socket.close()
+            finally:
+                self._socket = None
+
+    def _write(self, frame: bytes) -> None:
+        where = f"{self.config.host}:{self.config.port}"
+        try:
+            sock = self._connected()
+            sock.sendall(frame)
+        except ssl.SSLCertVerificationError as exc:
+            self.close()
+            raise PermanentSinkError(f"syslog {where}: TLS certificate refused: {exc.verify_message}") from None
+        except (OSError, ssl.SSLError) as exc:  # refused, reset, timed out, TLS alert: the receiver may be back
+            self.close()
+            raise RetryableSinkError(f"syslog {where}: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+    def _connected(self) -> socket.socket:
+        sock = self._socket
+        if sock is not None and _peer_gone(sock):
+            log.info("sink %s: the receiver closed the connection; reconnecting", self.name)
+            self.close()
+            sock = None
+        if sock is None:
+            config = self.config
+            raw = socket.create_connection((config.host, config.port), timeout=config.timeout_seconds)
+            if config.tls:
+                context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+                context.check_hostname = config.check_hostname
+                try:
+                    sock = context.wrap_socket(raw, server_hostname=config.host)
+                except BaseException:
+                    raw.close()
+                    raise
+            else:
+                sock = raw
+            self._socket = sock
+        return sock
+
+
+def _peer_gone(sock: socket.socket) -> bool:
+    """Whether the receiver closed (or reset) the connection. It never sends data, so a readable socket means EOF,
+    an error, or TLS housekeeping (a TLS 1.3 session ticket), which a non-blocking read absorbs."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    if not readable:
+        return False
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        data = sock.recv(1) if isinstance(sock, ssl.SSLSocket) else sock.recv(1, socket.MSG_PEEK)
+        return not data
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+        return False  # nothing for the application: the connection is alive
+    except (OSError, ssl.SSLError):
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
+def _summary(event: ExposureEvent) -> str:
+    if event.status is ExposureStatus.CLOSED:
+        return f"{event.folder} (label {event.label.name}) is restricted again after {_seconds(event)}"
+    readers = ", ".join(event.groups[:MAX_GROUPS]) or "users named in the ACL"
+    verb = "readable" if event.status is ExposureStatus.OPENED else "now readable"
+    return f"{event.folder} (label {event.label.name}) {verb} by {event.people} people outside the label via {readers}"
+
+
+def _seconds(event: ExposureEvent) -> str:
+    return format_duration(event.duration_seconds or 0.0)
+
+
+def _timestamp(at: datetime) -> str:
+    """RFC 5424 / RFC 3339 in UTC with milliseconds: ``2026-11-23T08:00:00.000Z``."""
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _millis(at: datetime) -> int:
+    return round(at.timestamp() * 1000)
+
+
+def _header_token(text: str, limit: int) -> str:
+    """A header field: printable US-ASCII without spaces (RFC 5424 PRINTUSASCII), ``-`` when empty."""
+    cleaned = "".join(c if 33 <= ord(c) <= 126 else "_" for c in text)[:limit]
+    return cleaned or "-"
+
+
+def _sd_value(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+
+
+def _cef_header(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _cef_value(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("=", "\\=").replace("\r", "\\r").replace("\n", "\\n")

@@ -1,0 +1,184 @@
+"""The syslog sink against Debian's real rsyslogd: RFC 5424 over TLS and plain TCP, parsed by rsyslog itself.
+
+- Over TLS (gtls, a certificate made for the test) a burst of three folders and
+  its closes arrive as six messages that rsyslog parses as RFC 5424 (app-name,
+  msgid, structured data with the burst id) whose MSG is ECS JSON; paths below
+  the labelled folder are hidden and no file content or reader name is sent.
+- Started again with its consumer position lost (a crash before the commit),
+  the alerts stage sends nothing twice: the delivery log dedupes by event id.
+- A receiver whose certificate the configured CA does not sign is a permanent
+  error: dead-lettered, not retried, nothing sent in clear.
+- Over plain TCP with CEF: a receiver that is down is retried until it is up,
+  and a receiver killed between two alerts is noticed and reconnected to;
+  every alert arrives exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from alerts.base import SinkContext
+from alerts.dispatch import DeliveryLog, Dispatcher
+from alerts.grouping import group_id_for
+from alerts.registry import build_sink
+from permwatch.transport.embedded import EmbeddedBus
+from tests.integration.servers.certs import self_signed
+from tests.integration.servers.rsyslog import RsyslogServer
+from tests.integration.test_alerts_delivery import RunningDispatcher, publish, wait_until
+from tests.unit.alert_samples import case_burst, closed, opened
+
+pytestmark = pytest.mark.integration
+
+SECRET_CONTENT = "CONFIDENTIAL-CASE-NOTES-7f3a"
+
+
+@pytest.fixture
+def rsyslog(tmp_path: Path) -> Iterator[RsyslogServer]:
+    with RsyslogServer(tmp_path / "rsyslog") as server:
+        yield server
+
+
+def test_a_burst_over_tls_is_parsed_as_rfc5424_with_ecs_json_and_never_repeated(
+    tmp_path: Path, rsyslog: RsyslogServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    assert rsyslog.certificate is not None
+    settings = {
+        "kind": "syslog",
+        "host": "127.0.0.1",
+        "port": rsyslog.tls_port,
+        "tls": True,
+        "ca_file": str(rsyslog.certificate.cert),
+        "format": "ecs",
+        "hostname": "fs01",
+        "hide_below_label": True,
+    }
+    now = datetime.now(UTC).replace(microsecond=0)
+    burst = case_burst(3, at=now)
+    burst[0] = opened(
+        burst[0].exposure_id,
+        folder=burst[0].folder,
+        label=burst[0].label,
+        at=now,
+        causes=("fs-burst",),
+        people=40,
+        sample_paths=(burst[0].folder, burst[0].folder + "/Klient Karlsson.docx"),
+        users=("anna.svensson",),
+    )
+    bus = EmbeddedBus(tmp_path / "events.db")
+    delivery_log = DeliveryLog(tmp_path / "alerts.db")
+    try:
+        sink = build_sink(settings, SinkContext(database=delivery_log.database))
+        dispatcher = Dispatcher(bus, [sink], delivery_log, group="syslog-1", backoff_initial=0.1)
+        with RunningDispatcher(dispatcher):
+            publish(bus, burst)
+            rsyslog.wait_for(3)
+            publish(bus, [closed(e, after=65.0) for e in burst])
+            received = rsyslog.wait_for(6)
+            wait_until(lambda: dispatcher.delivered == 6, "six deliveries recorded")
+        sink.close()  # type: ignore[attr-defined]
+        # the alerts stage again, its consumer position lost: every record comes again, none is sent again
+        sink = build_sink(settings, SinkContext(database=delivery_log.database))
+        again = Dispatcher(bus, [sink], delivery_log, group="syslog-restarted", backoff_initial=0.1)
+        with RunningDispatcher(again):
+            wait_until(lambda: caught_up(bus, "syslog-restarted"), "the restarted stage reading every record again")
+            time.sleep(0.5)
+        assert again.delivered == 0
+        sink.close()  # type: ignore[attr-defined]
+    finally:
+        bus.close()
+    received = rsyslog.received()
+    assert len(received) == 6
+    burst_id = group_id_for(burst[0].exposure_id)
+    assert [r.msgid for r in received] == ["EXPOSURE_OPENED"] * 3 + ["EXPOSURE_CLOSED"] * 3
+    assert {(r.hostname, r.app_name) for r in received} == {("fs01", "permwatch")}
+    assert [r.pri for r in received] == [83] * 3 + [86] * 3  # authpriv.err, then authpriv.info
+    assert all(f'burst="{burst_id}"' in r.structured_data for r in received)
+    documents = [json.loads(r.msg) for r in received]
+    assert [d["event"]["action"] for d in documents] == ["exposure-opened"] * 3 + ["exposure-closed"] * 3
+    assert [d["file"]["path"] for d in documents[:3]] == [e.folder for e in burst]
+    assert documents[0]["permwatch"]["exposure"]["sample_paths"] == [burst[0].folder, burst[0].folder + "/…"]
+    assert {d["permwatch"]["burst"]["id"] for d in documents} == {burst_id}
+    assert all(d["group"]["name"] == ["alla"] and d["user"]["name"] == "it-update" for d in documents)
+    assert received[0].timestamp.startswith(now.strftime("%Y-%m-%dT%H:%M:%S"))
+    everything = rsyslog.received_path.read_text(encoding="utf-8") + caplog.text
+    assert "Karlsson" not in everything and "svensson" not in everything and SECRET_CONTENT not in everything
+
+
+def caught_up(bus: EmbeddedBus, group: str) -> bool:
+    """The consumer group has handled and committed every exposure record."""
+    probe = bus.lag_probe(["exposures"], group)
+    try:
+        lag = probe.lag()
+    finally:
+        probe.close()
+    return lag is not None and not any(lag.values())
+
+
+def test_plain_tcp_cef_retries_a_receiver_that_is_down_or_was_killed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    rsyslog = RsyslogServer(tmp_path / "rsyslog")
+    rsyslog.start()
+    rsyslog.stop()  # its ports are known and free: the receiver is down when the first alert comes
+    settings = {"kind": "syslog", "host": "127.0.0.1", "port": rsyslog.plain_port, "tls": False, "format": "cef"}
+    bus = EmbeddedBus(tmp_path / "events.db")
+    delivery_log = DeliveryLog(tmp_path / "alerts.db")
+    now = datetime.now(UTC)
+    first = opened("exp-down", at=now)
+    second = opened("exp-killed", folder="/srv/share/hr/lön", at=now, actor="bo", causes=("fs-2",))
+    try:
+        sink = build_sink(settings, SinkContext(database=delivery_log.database))
+        dispatcher = Dispatcher(bus, [sink], delivery_log, group="syslog-2", backoff_initial=0.1, backoff_max=0.5)
+        with RunningDispatcher(dispatcher):
+            publish(bus, [first])
+            wait_until(lambda: dispatcher.retries >= 2, "retries while the receiver is down")
+            assert dispatcher.delivered == 0
+            rsyslog.start()
+            wait_until(lambda: dispatcher.delivered == 1, "delivery once the receiver is up")
+            rsyslog.wait_for(1)
+            rsyslog.kill()  # the sink's connection is now dead; the next alert must notice and reconnect
+            retries = dispatcher.retries
+            publish(bus, [second])
+            wait_until(lambda: dispatcher.retries > retries, "a retry while the receiver is gone")
+            rsyslog.start()
+            wait_until(lambda: dispatcher.delivered == 2, "the second delivery after the restart")
+            received = rsyslog.wait_for(2)
+            time.sleep(0.5)
+        sink.close()  # type: ignore[attr-defined]
+    finally:
+        rsyslog.stop()
+        bus.close()
+    received = rsyslog.received()
+    assert len(received) == 2
+    assert [r.msg.split("|")[4] for r in received] == ["exposure-opened", "exposure-opened"]
+    assert "filePath=/srv/share/ledning " in received[0].msg
+    assert "filePath=/srv/share/hr/lön " in received[1].msg and "suser=bo " in received[1].msg
+    assert "retrying exp-down.0" in caplog.text and "retrying exp-killed.0" in caplog.text
+
+
+def test_a_receiver_certificate_the_ca_does_not_sign_is_permanent(
+    tmp_path: Path, rsyslog: RsyslogServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = self_signed(tmp_path / "other-ca")
+    settings = {"kind": "syslog", "host": "127.0.0.1", "port": rsyslog.tls_port, "ca_file": str(other.cert)}
+    bus = EmbeddedBus(tmp_path / "events.db")
+    delivery_log = DeliveryLog(tmp_path / "alerts.db")
+    try:
+        sink = build_sink(settings, SinkContext(database=delivery_log.database))
+        dispatcher = Dispatcher(bus, [sink], delivery_log, group="syslog-3", backoff_initial=0.1)
+        with RunningDispatcher(dispatcher):
+            publish(bus, [opened("exp-cert", at=datetime.now(UTC))])
+            wait_until(lambda: dispatcher.failed == 1, "the refused certificate dead-lettered")
+        assert dispatcher.retries == 0 and rsyslog.received() == []
+    finally:
+        bus.close()
+    assert "TLS certificate refused" in caplog.text
