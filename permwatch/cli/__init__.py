@@ -1,7 +1,11 @@
 """The ``permwatch`` command: argument parsing and the one place that wires stages together.
 
 User mistakes (bad config, missing files) end with one clear line on stderr
-and exit status 2, never a traceback.
+and exit status 2, never a traceback; an event log that cannot be used
+(damaged, its disk full) ends with one line and exit status 1. ``run`` takes
+SIGINT and SIGTERM as a request to stop from its first moment
+(:mod:`permwatch.cli.stopping`): this module imports nothing heavy before
+the handlers are in place.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from permwatch.config import ConfigError, load_config
+from permwatch.cli.stopping import StopRequest
 
 log = logging.getLogger("permwatch")
 
@@ -40,6 +44,9 @@ def _one_line(record: logging.LogRecord) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop = StopRequest()
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["run"]:
+        stop.install()  # before the config and the stages are even imported
     parser = argparse.ArgumentParser(
         prog="permwatch", description="Notice when a restricted folder becomes readable by others."
     )
@@ -60,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
 
     add_commands(sub)
     args = parser.parse_args(argv)
+    from permwatch.config import ConfigError, load_config
+    from permwatch.transport.base import EventLogError
+
     try:
         if args.command in FORENSICS:
             from permwatch.cli import forensics
@@ -79,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(args.config)
             validate_stages(config, args.config)
             _setup_logging(config.log_level)
-            return run_roles(config, args.role)
+            return run_roles(config, args.role, stop=stop)
         if args.command == "demo":
             from permwatch.cli.demo import run_demo
 
@@ -88,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"permwatch: config error: {exc}", file=sys.stderr)
         return 2
+    except EventLogError as exc:
+        print(f"permwatch: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 1  # pragma: no cover - argparse enforces a command

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from permwatch.cli.stopping import StopRequest
 from permwatch.config import Config, ConfigError
 from permwatch.events import INPUT_TOPICS, TOPIC_EXPOSURES
 from permwatch.metrics import Metrics
 from permwatch.metrics_http import MetricsServer, serve_metrics
 from permwatch.metrics_scrape import LagProbing
 from permwatch.transport import open_bus
-from permwatch.transport.base import Bus
+from permwatch.transport.base import Bus, EventLogError, LogExtent
 
 if TYPE_CHECKING:
     from processor.checkpoint import Checkpoints
@@ -78,6 +78,10 @@ class Running:
         def target() -> None:
             try:
                 stage.run(self.stop)
+            except EventLogError as exc:  # says all there is to say: the file, the cause, the way out
+                log.error("%s stopped: %s", name, exc)
+                self.failed.append(name)
+                self.stop.set()
             except Exception:
                 log.exception("%s stopped by an error", name)
                 self.failed.append(name)
@@ -96,7 +100,10 @@ class Running:
         if self.metrics_server is not None:
             self.metrics_server.close()
         self.metrics.close()
-        self.bus.close()
+        try:
+            self.bus.close()
+        except EventLogError as exc:  # (a full disk: what was queued at the stop is not stored)
+            log.error("event log not closed cleanly: %s", exc)
 
     def watch_lag(self, topics: Sequence[str], group: str) -> None:
         """Export ``group``'s consumer lag, when the bus can tell it."""
@@ -104,12 +111,14 @@ class Running:
             self.metrics.consumer_lag.watch(self.bus.lag_probe(topics, group))
 
 
-def processor_checkpoints(config: Config, metrics: Metrics | None = None) -> Checkpoints | None:
+def processor_checkpoints(config: Config, metrics: Metrics | None = None, bus: Bus | None = None) -> Checkpoints | None:
     """The processor's checkpoint store, unless ``processor.checkpoint`` is off.
 
     Its identity is what the checkpoint's offsets mean: the consumer group and
     the topics (Kafka's topic prefix, whichever client, or the embedded log's file),
-    and for processors sharing the work, which one: each keeps its own.
+    and for processors sharing the work, which one: each keeps its own. With
+    ``bus``, a checkpoint must also fit its log as it is now (emptied, replaced,
+    older: see :mod:`processor.log_fit`).
     """
     from processor.checkpoint import Checkpoints
     from processor.partitioned import instance_of
@@ -129,11 +138,17 @@ def processor_checkpoints(config: Config, metrics: Metrics | None = None) -> Che
         name = f"{settings.group}-{identity['instance']}"
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
     path = settings.checkpoint_path or config.state_dir / f"processor-{safe}.checkpoint"
-    return Checkpoints(path, identity, interval_seconds=settings.checkpoint_interval_seconds, metrics=metrics)
+    log_extent = bus if isinstance(bus, LogExtent) else None
+    return Checkpoints(
+        path, identity, interval_seconds=settings.checkpoint_interval_seconds, metrics=metrics, log=log_extent
+    )
 
 
-def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) -> Running:
-    running = Running(bus or open_bus(config.transport))
+def start_roles(
+    config: Config, role: str = "all", *, bus: Bus | None = None, stop: threading.Event | None = None
+) -> Running:
+    """Open the bus and start ``role``'s stages; once ``stop`` is set (a signal during start-up), no more."""
+    running = Running(bus or open_bus(config.transport), stop=stop or threading.Event())
     metrics = running.metrics
     state_dir = config.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +195,7 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
             running.start(f"fs:{fs_config.collector_id}", collector)
         if spool is not None:
             spool.start()
-    if role in ("all", "processor"):
+    if role in ("all", "processor") and not running.stop.is_set():
         from processor.runner import ProcessorRunner
 
         severities = {name: label.severity.value for name, label in config.labels.definitions.items()}
@@ -191,10 +206,10 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
             from processor.partitioned import PartitionedProcessor
 
             kind = PartitionedProcessor
-        checkpoints = processor_checkpoints(config, metrics)
+        checkpoints = processor_checkpoints(config, metrics, running.bus)
         runner = kind(running.bus, config.processor, metrics=metrics, checkpoints=checkpoints)
         running.start("processor", runner)
-    if role in ("all", "alerts"):
+    if role in ("all", "alerts") and not running.stop.is_set():
         from alerts.base import SinkContext
         from alerts.dispatch import DeliveryLog, Dispatcher
         from alerts.grouping import GroupingPolicy
@@ -224,26 +239,42 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
     return running
 
 
-def run_roles(config: Config, role: str, *, until: Callable[[], bool] | None = None) -> int:
+def run_roles(
+    config: Config, role: str, *, until: Callable[[], bool] | None = None, stop: StopRequest | None = None
+) -> int:
+    """Run ``role`` until ``stop`` (installed by the CLI before anything else) or a stage's failure."""
+    own = stop is None
+    request = stop or StopRequest()
+    if own:
+        request.install()
     # the first line of every start, before any stage logs (a log read start by start splits here)
     log.info("permwatch starting (role %s, transport %s)", role, config.transport.kind)
-    running = start_roles(config, role)
-    previous = {
-        signum: signal.signal(signum, lambda *_: running.stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
-    log.info("permwatch running (role %s, transport %s)", role, config.transport.kind)
     try:
-        while not running.stop.wait(0.5):
-            if until is not None and until():
-                break
-            if not all(t.is_alive() for t in running.threads):
-                log.error("a stage stopped; shutting down")
-                return 1
+        if request.event.is_set():
+            log.info("stopping (%s) before the stages started", request.signal_name)
+            return 0
+        running = start_roles(config, role, stop=request.event)
+        if request.event.is_set():
+            log.info("stopping (%s) during start-up", request.signal_name)
+        else:
+            log.info("permwatch running (role %s, transport %s)", role, config.transport.kind)
+        try:
+            while not running.stop.wait(0.5):
+                if until is not None and until():
+                    break
+                if not all(t.is_alive() for t in running.threads):
+                    log.error("a stage stopped; shutting down")
+                    return 1
+            if request.signal_name is not None and not running.failed:
+                log.info("stopping (%s)", request.signal_name)
+        finally:
+            running.shutdown()
     finally:
-        running.shutdown()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        if own:
+            request.restore()
     if running.failed:  # the failing stage set the stop flag: a failure, not a requested stop
         log.error("stopped because %s failed", ", ".join(running.failed))
         return 1
+    if request.signal_name is not None:
+        log.info("stopped (%s)", request.signal_name)
     return 0
