@@ -4,18 +4,24 @@ User mistakes (bad config, missing files) end with one clear line on stderr
 and exit status 2, never a traceback; an event log that cannot be used
 (damaged, its disk full) ends with one line and exit status 1. ``run`` takes
 SIGINT and SIGTERM as a request to stop from its first moment
-(:mod:`permwatch.cli.stopping`): this module imports nothing heavy before
-the handlers are in place.
+(:mod:`permwatch.cli.stopping`): the console script imports this module
+first thing, and it installs the handlers before importing anything else.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
-from pathlib import Path
 
 from permwatch.cli.stopping import StopRequest
+
+STOP = StopRequest()
+"""The stop request of ``permwatch run``, installed as this module is imported by it."""
+if sys.argv[1:2] == ["run"]:
+    STOP.install()
+
+import argparse  # noqa: E402 - after the signal handlers, on purpose
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 log = logging.getLogger("permwatch")
 
@@ -44,9 +50,9 @@ def _one_line(record: logging.LogRecord) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    stop = StopRequest()
-    if (sys.argv[1:] if argv is None else argv)[:1] == ["run"]:
-        stop.install()  # before the config and the stages are even imported
+    stop = STOP
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["run"] and not stop.installed:
+        stop.install()  # (called with its own argv) before the config and the stages are even imported
     parser = argparse.ArgumentParser(
         prog="permwatch", description="Notice when a restricted folder becomes readable by others."
     )

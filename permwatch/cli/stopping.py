@@ -30,6 +30,10 @@ class StopRequest:
         self.signal_name: str | None = None
         self._previous: dict[int, Any] = {}
 
+    @property
+    def installed(self) -> bool:
+        return bool(self._previous)
+
     def install(self) -> None:
         for signum in SIGNALS:
             self._previous[signum] = signal.signal(signum, self._on_signal)
