@@ -91,6 +91,22 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _check(path: Path) -> None:
+    """Raise :class:`EventLogDamaged` if SQLite's ``quick_check`` finds the file corrupt. Read-only: the last
+    connection to close would otherwise checkpoint the WAL into the damaged file and remove it."""
+    if not path.exists():
+        return
+    with _errors(path):
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+        finally:
+            conn.close()
+    if problems != ["ok"]:
+        lines = [line for problem in problems for line in problem.splitlines() if not line.startswith("***")]
+        raise damaged(path, "; ".join(lines[:2]))
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     """Roll back what is left of a failed write. SQLite has already rolled back after some errors (a full disk,
     an I/O error); a ROLLBACK then would fail with "no transaction is active" and hide the real error."""
@@ -106,12 +122,9 @@ class EmbeddedBus:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _check(self.path)
         self._conn = _connect(self.path)
         with _errors(self.path):
-            problems = [row[0] for row in self._conn.execute("PRAGMA quick_check(3)")]
-            if problems != ["ok"]:
-                self._conn.close()
-                raise damaged(self.path, "; ".join(line for p in problems for line in p.splitlines()[:2]))
             self._conn.executescript(_SCHEMA)
             self._conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('log_id', ?)", [uuid.uuid4().hex])
             self._log_id: str = self._conn.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()[0]
