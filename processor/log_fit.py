@@ -6,7 +6,9 @@ differs, or a Kafka topic lost partitions) or put back to an older copy (its
 end lies before the checkpoint's offsets) would have the processor skip
 records it never judged, or judge new records as old ones: :func:`check_fits`
 raises :class:`LogMismatch` naming the log and what is wrong, and the
-processor rebuilds from the log's history instead. Records deleted below the
+processor rebuilds from the log's history instead. Kafka has no log id here
+(the partitions' offset ranges are checked only): topics deleted and made
+again are found once they hold fewer records than the checkpoint covers. Records deleted below the
 checkpoint's offsets (a finite retention) are no reason to rebuild: the
 checkpoint holds what they said, which history no longer can.
 """
@@ -35,7 +37,8 @@ def check_fits(
     ranges = log.offset_ranges(sorted({topic for topic, _ in offsets}))
     if ranges is None:
         return
-    if all(first >= end for first, end in ranges.values()):
+    behind = {tp: offset for tp, offset in offsets.items() if tp in ranges and offset > ranges[tp][1]}
+    if behind and all(first >= end for first, end in ranges.values()):
         raise LogMismatch(f"{where} holds no records, the checkpoint covers {_covered(offsets)}: it was emptied")
     current = log.log_id
     if current is not None and saved_log_id != current:
@@ -46,7 +49,6 @@ def check_fits(
     missing = sorted(tp for tp in offsets if tp not in ranges)
     if missing:
         raise LogMismatch(f"{where} has no partition {_names(missing)}: it was replaced")
-    behind = {tp: offset for tp, offset in offsets.items() if offset > ranges[tp][1]}
     if behind:
         ends = ", ".join(
             f"{t}/{p} ends at {ranges[t, p][1]}, checkpoint at {o}" for (t, p), o in sorted(behind.items())

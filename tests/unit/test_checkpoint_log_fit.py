@@ -57,6 +57,7 @@ def test_what_fits_and_what_does_not() -> None:
     check_fits(saved, None, _Log(None, "a"))  # a log that cannot say now is taken at the checkpoint's word
     check_fits(saved, None, _Log({("fs", 0): (1, 90), ("labels", 0): (1, 90)}))  # Kafka: no id, offsets fit
     check_fits({}, None, _Log({("fs", 0): (1, 1)}, "b"))  # nothing saved, nothing to fit
+    check_fits(saved, None, _Log({("fs", 0): (40, 40), ("labels", 0): (12, 12)}))  # a retention took it all
     with pytest.raises(LogMismatch, match=r"^the log holds no records, the checkpoint covers fs/0 up to 40, "):
         check_fits(saved, "a", _Log({("fs", 0): (7, 7), ("labels", 0): (7, 7)}, "b"))
     with pytest.raises(LogMismatch, match=r"\(log id a, this one b\): it was replaced$"):
