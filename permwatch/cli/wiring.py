@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ from permwatch.config import Config, ConfigError
 from permwatch.events import INPUT_TOPICS, TOPIC_EXPOSURES
 from permwatch.metrics import Metrics
 from permwatch.metrics_http import MetricsServer, serve_metrics
-from permwatch.metrics_scrape import LagProbing
+from permwatch.metrics_scrape import LagProbe, LagProbing
 from permwatch.transport import open_bus
 from permwatch.transport.base import Bus, EventLogError, LogExtent
 
@@ -78,10 +78,8 @@ class Running:
         def target() -> None:
             try:
                 stage.run(self.stop)
-            except EventLogError as exc:  # says all there is to say: the file, the cause, the way out
-                log.error("%s stopped: %s", name, exc)
-                self.failed.append(name)
-                self.stop.set()
+            except EventLogError as exc:
+                self.fail(name, exc)
             except Exception:
                 log.exception("%s stopped by an error", name)
                 self.failed.append(name)
@@ -90,6 +88,13 @@ class Running:
         thread = threading.Thread(target=target, name=name, daemon=True)
         self.threads.append(thread)
         thread.start()
+
+    def fail(self, name: str, exc: EventLogError) -> None:
+        """``name`` met an event log it cannot use: one line (the file, the cause, the way out) and everything stops."""
+        if name not in self.failed:  # (the metrics scrape meets it again until the process is down)
+            log.error("%s stopped: %s", name, exc)
+            self.failed.append(name)
+        self.stop.set()
 
     def shutdown(self, timeout: float = 10.0) -> None:
         self.stop.set()
@@ -108,7 +113,30 @@ class Running:
     def watch_lag(self, topics: Sequence[str], group: str) -> None:
         """Export ``group``'s consumer lag, when the bus can tell it."""
         if isinstance(self.bus, LagProbing):
-            self.metrics.consumer_lag.watch(self.bus.lag_probe(topics, group))
+            self.metrics.consumer_lag.watch(_StoppingProbe(self.bus.lag_probe(topics, group), self))
+
+
+class _StoppingProbe:
+    """A lag probe that stops the process when it finds the event log unusable (damaged since the start), rather
+    than have ``/metrics`` answer 500 while the stages run on."""
+
+    def __init__(self, probe: LagProbe, running: Running) -> None:
+        self._probe = probe
+        self._running = running
+
+    @property
+    def group(self) -> str:
+        return self._probe.group
+
+    def lag(self) -> Mapping[tuple[str, int], int] | None:
+        try:
+            return self._probe.lag()
+        except EventLogError as exc:
+            self._running.fail("metrics", exc)
+            return None
+
+    def close(self) -> None:
+        self._probe.close()
 
 
 def processor_checkpoints(config: Config, metrics: Metrics | None = None, bus: Bus | None = None) -> Checkpoints | None:

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from permwatch.cli.stopping import StopRequest
-from permwatch.cli.wiring import run_roles
+from permwatch.cli.wiring import run_roles, start_roles
 from permwatch.config import Config, EmbeddedConfig, TransportConfig
 from permwatch.transport.base import EventLogError
 from processor.runner import ProcessorRunner
@@ -89,3 +90,24 @@ def _signal_then(request: StopRequest, init: Any) -> Any:
         init(self, *args, **kwargs)
 
     return wrapped
+
+
+def test_an_event_log_found_damaged_by_a_metrics_scrape_stops_the_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log_path = tmp_path / "l"
+    running = start_roles(config(tmp_path), "processor")
+    try:
+        garbage = tmp_path / "garbage"
+        garbage.write_bytes(b"\x5a" * 65536)
+        os.replace(garbage, log_path)  # the running stages keep the old file open; a new connection meets this
+        for suffix in ("-wal", "-shm"):  # (whose pages the WAL would otherwise still supply)
+            Path(f"{log_path}{suffix}").unlink()
+        generate_latest(running.metrics.registry)  # a scrape answers (without the lag), never a 500
+        assert running.stop.wait(5) and running.failed == ["metrics"]
+        generate_latest(running.metrics.registry)
+    finally:
+        running.shutdown()
+    lines = [r for r in caplog.records if r.getMessage().startswith("metrics stopped: ")]
+    assert len(lines) == 1 and lines[0].exc_info is None
+    assert lines[0].getMessage().startswith(f"metrics stopped: event log {log_path} is damaged (")
