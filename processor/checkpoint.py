@@ -34,6 +34,7 @@ already numbered other ACLs renumbers the restored state.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -305,6 +306,10 @@ class Checkpoints:
         self.identity = dict(identity)
         self.log = log
         self.log_id = None if log is None else log.log_id
+        self.superseded: Restored | None = None
+        """After :meth:`load` turned down a checkpoint that does not fit the log (emptied, replaced, older): its
+        state, if it loads. It holds the exposures open when it was written, which were published then; a
+        runner rebuilding from the log may reconcile with them (issue 13). None otherwise."""
         self.interval_seconds = interval_seconds
         self.metrics = metrics
         self._monotonic = monotonic
@@ -335,6 +340,8 @@ class Checkpoints:
             restored = decode(data, self.identity, source=source, clock=clock)
         except LogMismatch as exc:
             log.warning("checkpoint %s not used: %s; rebuilding from the log's history", self.path, exc)
+            with contextlib.suppress(CheckpointError):  # (another release's, say: nothing to keep then)
+                self.superseded = decode(data, self.identity, source=source, clock=clock)
             return None
         except CheckpointError as exc:
             log.warning("checkpoint %s not used (%s): replaying all history", self.path, exc)

@@ -16,6 +16,7 @@ from permwatch.config import ProcessorConfig
 from permwatch.events import AnyEvent
 from permwatch.transport.embedded import EmbeddedBus
 from processor.checkpoint import Checkpoints
+from processor.engine import Engine
 from processor.log_fit import LogMismatch, check_fits
 from processor.runner import ProcessorRunner
 from tests.unit.test_checkpoint import (
@@ -85,6 +86,10 @@ def test_the_embedded_log_has_an_identity_of_its_own(tmp_path: Path) -> None:
     again.close()
 
 
+def open_ids(engine: Engine) -> dict[str, str]:
+    return {folder: r.open.exposure_id for folder, r in engine.tracker.folders.items() if r.open is not None}
+
+
 def _backup(source: Path, target: Path) -> None:
     """A consistent copy of a live SQLite file (what an operator's backup would hold)."""
     with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
@@ -118,7 +123,8 @@ def test_a_checkpoint_that_no_longer_fits_is_not_used_and_the_state_is_rebuilt_f
     run_until_idle(ProcessorRunner(bus, CONFIG, clock=clock, checkpoints=checkpoints(bus)))
     _backup(log_path, tmp_path / "backup.db")
     publish(bus, tail)
-    run_until_idle(ProcessorRunner(bus, CONFIG, clock=clock, checkpoints=checkpoints(bus)))  # covers both parts
+    before = ProcessorRunner(bus, CONFIG, clock=clock, checkpoints=checkpoints(bus))
+    run_until_idle(before)  # its checkpoint covers both parts
 
     later: list[
         AnyEvent
@@ -185,6 +191,14 @@ def test_a_checkpoint_that_no_longer_fits_is_not_used_and_the_state_is_rebuilt_f
         assert len(got) > 10 and len({e.event_id for e in got}) == len(got)
         assert as_events(got) == as_events(published(fresh))
         fresh.close()
+    # the checkpoint turned down for its log still tells what was open (and published) before
+    store = restarted.checkpoints
+    assert store is not None
+    if case.endswith("-log"):
+        assert store.superseded is not None and open_ids(store.superseded.engine) == open_ids(before.engine)
+        assert open_ids(before.engine)  # (something was open to tell)
+    else:
+        assert store.superseded is None
     # the state is what a processor that never had a checkpoint rebuilds from this log
     reference = ProcessorRunner(bus, ProcessorConfig(group="reference", batch_max=20), clock=clock)
     run_until_idle(reference)
