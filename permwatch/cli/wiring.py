@@ -216,6 +216,16 @@ def start_roles(
         for fs_config in config.fs:
             labeller = LabelPolicy(config.labels, source=fs_config.collector_id)
             state_path = fs_config.state_path or state_dir / f"fs-{fs_config.collector_id}.db"
+            if isinstance(running.bus, LogExtent) and running.bus.log_id is not None:
+                from collectors.fs_state import bind_to_log
+
+                if bind_to_log(state_path, running.bus.log_id):
+                    log.warning(
+                        "fs collector %s: what it published went to another event log than %s; "
+                        "publishing everything again",
+                        fs_config.collector_id,
+                        running.bus.describe(),
+                    )
             fs_emitter = BusEmitter(collector_bus, metrics, router=router, batch=True)  # one per collector
             collector = FsCollector(fs_config, fs_emitter, labeller=labeller, state_path=state_path, metrics=metrics)
             if spool is not None:

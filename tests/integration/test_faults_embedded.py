@@ -338,3 +338,40 @@ def test_a_full_disk_under_the_event_log_stops_the_process_with_one_line(small_f
             if deployment.proc is not None and deployment.proc.poll() is None:
                 deployment.proc.kill()
                 deployment.proc.wait(30)
+
+
+# ------------------------------------------------------------------ an event log replaced under a checkpoint
+
+
+@pytest.mark.parametrize("fault", ["removed", "emptied"])
+def test_an_event_log_replaced_under_the_checkpoint_is_named_and_judged_from_its_start(
+    deployment: Deployment, fault: str
+) -> None:
+    deployment.start()
+    deployment.wait_running()
+    wait_until(lambda: f"scanned {deployment.share}" in deployment.log(), "the scan")
+    deployment.grant_staff()
+    wait_until(lambda: deployment.statuses() == ["opened"], "the exposure to open")
+    assert deployment.stop() == 0  # a clean stop writes the checkpoint
+    assert list(deployment.state.glob("processor-*.checkpoint"))
+    log = deployment.event_log
+    if fault == "removed":
+        log.unlink()
+    else:
+        log.write_bytes(b"")  # (no -wal left after a clean stop)
+    deployment.revoke_staff()  # while it is down
+
+    deployment.start()
+    deployment.wait_running()
+    output = deployment.log()
+    assert re.search(
+        rf"checkpoint \S+ not used: event log {re.escape(str(log))} "
+        r"(holds no records|is not the log the checkpoint was written for)",
+        output,
+    ), output
+    assert "fs collector faults: what it published went to another event log" in output
+    # the new log is judged from its first record (a checkpoint from the old one skipped them all)
+    deployment.grant_staff()
+    wait_until(lambda: deployment.statuses()[1:] == ["opened"], "the new grant's exposure to open")
+    assert deployment.stop() == 0
+    assert not tracebacks(deployment.log())
