@@ -230,8 +230,13 @@ class EmbeddedBus:
             end = self._conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM log").fetchone()[0]
             ranges = {}
             for topic in topics:
-                first = self._conn.execute("SELECT MIN(seq) FROM log WHERE topic = ?", [topic]).fetchone()[0]
-                ranges[topic, 0] = (end if first is None else first, end)
+                # (MIN(seq) would read the topic's whole index; its first record is near the start, rowids are not)
+                held = self._conn.execute("SELECT EXISTS(SELECT 1 FROM log WHERE topic = ?)", [topic]).fetchone()[0]
+                first = end
+                if held:
+                    row = self._conn.execute("SELECT seq FROM log WHERE +topic = ? ORDER BY seq LIMIT 1", [topic])
+                    first = row.fetchone()[0]
+                ranges[topic, 0] = (first, end)
         return ranges
 
     def close(self) -> None:
