@@ -18,6 +18,7 @@ a full disk with the real error.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -49,6 +50,8 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 _DAMAGED = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
+
+log = logging.getLogger(__name__)
 
 _CROSS_PROCESS_POLL = 0.05
 _wakeups: dict[str, threading.Condition] = {}
@@ -96,12 +99,16 @@ def _check(path: Path) -> None:
     connection to close would otherwise checkpoint the WAL into the damaged file and remove it."""
     if not path.exists():
         return
+    started = time.perf_counter()
     with _errors(path):
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
         try:
             problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
         finally:
             conn.close()
+    took = time.perf_counter() - started
+    if took > 1.0:  # it reads every page: say what a large log costs at each start
+        log.info("event log %s checked for damage in %.1f s", path, took)
     if problems != ["ok"]:
         lines = [line for problem in problems for line in problem.splitlines() if not line.startswith("***")]
         raise damaged(path, "; ".join(lines[:2]))
