@@ -10,8 +10,10 @@ roles run one stage each, for deployments over Kafka. Each process has one
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +59,13 @@ def validate_stages(config: Config, path: Path) -> None:
         raise ConfigError("\n".join(problems))
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """A write that found its filesystem full, as SQLite or the OS says it."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+
 @dataclass
 class Running:
     """The stages of one process, their threads and the shared stop flag."""
@@ -71,6 +80,8 @@ class Running:
     """Run after the stages' threads stopped, before the bus closes (the collectors' spool)."""
     failed: list[str] = field(default_factory=list)
     """The stages that stopped by an error (each stops the others)."""
+    state_dir: Path | None = None
+    """Where the stages keep their state, named when a full disk stops one."""
 
     def start(self, name: str, stage: Any) -> None:
         self.stages[name] = stage
@@ -79,20 +90,24 @@ class Running:
             try:
                 stage.run(self.stop)
             except EventLogError as exc:
-                self.fail(name, exc)
-            except Exception:
-                log.exception("%s stopped by an error", name)
-                self.failed.append(name)
-                self.stop.set()
+                self.fail(name, str(exc))
+            except Exception as exc:
+                if not _disk_full(exc):
+                    log.exception("%s stopped by an error", name)
+                    self.failed.append(name)
+                    self.stop.set()
+                else:  # its own state (the fs collector's, the alerts' delivery log) ran out of room
+                    self.fail(name, f"no room to write its state under {self.state_dir}: {exc}")
 
         thread = threading.Thread(target=target, name=name, daemon=True)
         self.threads.append(thread)
         thread.start()
 
-    def fail(self, name: str, exc: EventLogError) -> None:
-        """``name`` met an event log it cannot use: one line (the file, the cause, the way out) and everything stops."""
+    def fail(self, name: str, why: str) -> None:
+        """``name`` met an event log (or state) it cannot use: one line (the file, the cause, the way out) and
+        everything stops."""
         if name not in self.failed:  # (the metrics scrape meets it again until the process is down)
-            log.error("%s stopped: %s", name, exc)
+            log.error("%s stopped: %s", name, why)
             self.failed.append(name)
         self.stop.set()
 
@@ -132,7 +147,7 @@ class _StoppingProbe:
         try:
             return self._probe.lag()
         except EventLogError as exc:
-            self._running.fail("metrics", exc)
+            self._running.fail("metrics", str(exc))
             return None
 
     def close(self) -> None:
@@ -176,7 +191,7 @@ def start_roles(
     config: Config, role: str = "all", *, bus: Bus | None = None, stop: threading.Event | None = None
 ) -> Running:
     """Open the bus and start ``role``'s stages; once ``stop`` is set (a signal during start-up), no more."""
-    running = Running(bus or open_bus(config.transport), stop=stop or threading.Event())
+    running = Running(bus or open_bus(config.transport), stop=stop or threading.Event(), state_dir=config.state_dir)
     metrics = running.metrics
     state_dir = config.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)

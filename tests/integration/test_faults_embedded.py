@@ -36,11 +36,11 @@ PROJECT_FRAME = re.compile(r'File "[^"]*/(permwatch|collectors|processor|alerts)
 class Deployment:
     """One labelled folder on a real share, a directory file, and ``permwatch run`` with the default transport."""
 
-    def __init__(self, base: Path, *, event_log: Path | None = None) -> None:
+    def __init__(self, base: Path, *, event_log: Path | None = None, state: Path | None = None) -> None:
         self.base = base
         self.share = base / "share"
         self.folder = self.share / "ledning"
-        self.state = base / "state"
+        self.state = state or base / "state"
         self.alerts = base / "alerts.jsonl"
         self.config = base / "permwatch.toml"
         self.event_log = event_log or self.state / "events.db"
@@ -334,6 +334,49 @@ def test_a_full_disk_under_the_event_log_stops_the_process_with_one_line(small_f
             wait_until(lambda: "opened" in deployment.statuses(), "the exposure to be reported")
             assert deployment.stop() == 0
             assert not tracebacks(deployment.log())
+        finally:
+            if deployment.proc is not None and deployment.proc.poll() is None:
+                deployment.proc.kill()
+                deployment.proc.wait(30)
+
+
+def test_a_full_disk_under_the_state_dir_stops_the_process_with_one_line(small_filesystem: Path) -> None:
+    """The event log has room, the stages' own state (the fs collector's store, the alerts' delivery log, the
+    checkpoint) does not."""
+    with traversable_tempdir("permwatch-faults-") as base:
+        deployment = Deployment(base, event_log=base / "events.db", state=small_filesystem / "state")
+        deployment.start()
+        try:
+            deployment.wait_running()
+            wait_until(lambda: f"scanned {deployment.share}" in deployment.log(), "the scan")
+            filler = fill(small_filesystem)
+            changes = 0
+
+            def stopped() -> bool:
+                nonlocal changes
+                if deployment.proc is not None and deployment.proc.poll() is not None:
+                    return True
+                (deployment.revoke_staff if changes % 2 else deployment.grant_staff)()
+                changes += 1
+                return False
+
+            wait_until(stopped, "the process to stop on the full disk")
+            assert deployment.proc is not None and deployment.proc.wait(60) == 1
+            log = deployment.log()
+            assert re.search(
+                rf"stopped: no room to write its state under {re.escape(str(deployment.state))}: "
+                "database or disk is full$",
+                log,
+                re.MULTILINE,
+            ), log
+            assert not tracebacks(log) and "Traceback" not in log, log
+            filler.unlink()
+            deployment.start()  # room again: it starts and judges
+            deployment.wait_running()
+            if changes % 2 == 0:
+                deployment.grant_staff()
+            wait_until(lambda: "opened" in deployment.statuses(), "the exposure to be reported")
+            assert deployment.stop() == 0
         finally:
             if deployment.proc is not None and deployment.proc.poll() is None:
                 deployment.proc.kill()

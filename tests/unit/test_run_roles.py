@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,21 @@ def test_an_event_log_found_damaged_by_a_metrics_scrape_stops_the_process(
     lines = [r for r in caplog.records if r.getMessage().startswith("metrics stopped: ")]
     assert len(lines) == 1 and lines[0].exc_info is None
     assert lines[0].getMessage().startswith(f"metrics stopped: event log {log_path} is damaged (")
+
+
+def test_a_stage_whose_own_state_finds_the_disk_full_stops_the_process_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def full(self: ProcessorRunner, stop: threading.Event) -> None:
+        store = sqlite3.connect(tmp_path / "store.db")  # a stage's own SQLite store, on a disk that is full
+        store.execute("CREATE TABLE t (v BLOB)")
+        store.execute("PRAGMA max_page_count = 3")
+        store.execute("INSERT INTO t VALUES (?)", [bytes(100_000)])
+
+    monkeypatch.setattr(ProcessorRunner, "run", full)
+    assert run_roles(config(tmp_path), "processor") == 1
+    stopped = [r for r in caplog.records if r.getMessage().startswith("processor stopped")]
+    assert [r.getMessage() for r in stopped] == [
+        f"processor stopped: no room to write its state under {tmp_path / 'state'}: database or disk is full"
+    ]
+    assert stopped[0].exc_info is None
