@@ -12,11 +12,19 @@ reads the directory once more and publishes anything the stream did not
 account for, so nothing is missed (writes made while it reads are followed
 one by one, like any other). A gap the stream cannot bridge (the accesslog
 purged past the cursor) is handled the same way: resnapshot, publish only
-the differences. A batch that was on its way to the bus when the process
+the differences. Changes no stream reports (an offline ``slapmodify``, a
+restored backup, a write made while the server was cut off) are found the
+same way: every reconnect, and every ``reconcile_seconds``, the collector
+reads the whole directory again and publishes only how it differs from what
+was published. A batch that was on its way to the bus when the process
 died is published again as the last state of each principal it changed,
 never as the older states before them (see ``_commit``). A lost connection
-is retried with capped exponential backoff. The bind password is read from
-a file or the environment and never logged.
+is retried with exponential backoff, capped low (``backoff_max_seconds``)
+and jittered, so a directory that comes back is followed again within
+seconds. A search the server cut short at a limit
+(:class:`~collectors.ldap_session.DirectoryLimitExceeded`) publishes nothing
+and is logged as an error naming the account and the limit. The bind
+password is read from a file or the environment and never logged.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,11 +42,11 @@ from typing import Protocol, runtime_checkable
 
 from collectors.ldap_accesslog import AccesslogMode
 from collectors.ldap_dirsync import DirSyncMode
-from collectors.ldap_entries import EntrySchema
+from collectors.ldap_entries import EntrySchema, RawEntry
 from collectors.ldap_mirror import DirectoryMirror, days_of
 from collectors.ldap_modes import ChangeGap, ChangeMode, ModeFactory
 from collectors.ldap_psearch import PersistentSearchMode
-from collectors.ldap_session import RETRYABLE, LdapSession, read_directory
+from collectors.ldap_session import RETRYABLE, DirectoryLimitExceeded, LdapSession, read_directory
 from collectors.ldap_snapshot import SnapshotMode
 from collectors.ldap_state import LdapStateFile, fingerprint
 from permwatch.config import ConfigError, LdapCollectorConfig
@@ -56,8 +65,14 @@ CHANGE_MODES: dict[str, ModeFactory] = {
 """How changes are learnt, by the config's ``mode`` name."""
 
 
-RECOVERABLE: tuple[type[Exception], ...] = (*RETRYABLE, ChangeGap)
-"""What ``run`` survives: the server or network failing, or a stream gap found mid-resync; retried with backoff."""
+LOGGED_RETRIES = 6
+"""Failed reconnects in a row that are each logged (the delays grow to their cap meanwhile)..."""
+RETRY_LOG_SECONDS = 60.0
+"""...after which one line this often says the server is still unreachable, with the attempt count."""
+
+RECOVERABLE: tuple[type[Exception], ...] = (*RETRYABLE, ChangeGap, DirectoryLimitExceeded)
+"""What ``run`` survives, retried with backoff: the server or network failing, a stream gap found mid-resync,
+or a search cut short at a limit (the server's limits may be lifted while it waits)."""
 
 
 @runtime_checkable
@@ -92,17 +107,23 @@ def read_password(config: LdapCollectorConfig, environ: Mapping[str, str] | None
 
 
 class Backoff:
-    """Capped exponential delays: first, 2×first, 4×first, … up to ``cap`` seconds."""
+    """Exponential delays with jitter: about first, 2×first, 4×first, … up to ``cap`` seconds.
 
-    def __init__(self, first: float = 0.5, cap: float = 60.0) -> None:
+    Each delay is drawn between half and all of its step ("equal jitter"), so
+    collectors that lost the same server do not all come back at the same
+    instant, and the cap keeps the wait after a server returns short.
+    """
+
+    def __init__(self, first: float = 0.5, cap: float = 5.0, jitter: Callable[[], float] = random.random) -> None:
         self.first = first
         self.cap = cap
         self.failures = 0
+        self._jitter = jitter
 
     def failed(self) -> float:
-        delay = min(self.cap, self.first * (2**self.failures))
+        step = min(self.cap, self.first * 2.0 ** min(self.failures, 32))  # a bounded exponent: no float overflow
         self.failures += 1
-        return delay
+        return step * (0.5 + 0.5 * self._jitter())
 
     def reset(self) -> None:
         self.failures = 0
@@ -120,6 +141,7 @@ class LdapCollector:
         clock: Callable[[], datetime] = utcnow,
         environ: Mapping[str, str] | None = None,
         metrics: Metrics | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.emitter = emitter
@@ -135,6 +157,9 @@ class LdapCollector:
         self.schema = EntrySchema.from_config(config)
         self.mode: ChangeMode = CHANGE_MODES[config.mode](config, self.schema)
         self._clock = clock
+        self._monotonic = monotonic
+        self._reconciled_at = monotonic()
+        self._retry_logged_at = -RETRY_LOG_SECONDS
         self.state = LdapStateFile(state_path, fingerprint(config))
         self._load_saved()
         self.published = 0
@@ -187,13 +212,7 @@ class LdapCollector:
                     if self.metrics is not None:
                         self.metrics.directory_sync_failed(self.config.collector_id)
                     delay = backoff.failed()
-                    log.warning(
-                        "ldap %s: %s unavailable (%s); retrying in %.1f s",
-                        self.config.collector_id,
-                        self.session.where,
-                        self._describe(exc),
-                        delay,
-                    )
+                    self._log_retry(exc, delay, backoff.failures)
                     stop.wait(delay)
                     continue
                 if backoff.failures:
@@ -207,8 +226,31 @@ class LdapCollector:
         finally:
             self.close()
 
+    def _log_retry(self, exc: Exception, delay: float, failures: int) -> None:
+        """Each of the first failures in a row, then one line a minute: a long outage at a 5 s cap stays readable."""
+        now = self._monotonic()
+        if failures > LOGGED_RETRIES and now - self._retry_logged_at < RETRY_LOG_SECONDS:
+            return
+        self._retry_logged_at = now
+        attempts = f", attempt {failures}" if failures > LOGGED_RETRIES else ""
+        if isinstance(exc, DirectoryLimitExceeded):
+            log.error("ldap %s: %s; retrying in %.1f s%s", self.config.collector_id, exc, delay, attempts)
+            return
+        log.warning(
+            "ldap %s: %s unavailable (%s); retrying in %.1f s%s",
+            self.config.collector_id,
+            self.session.where,
+            self._describe(exc),
+            delay,
+            attempts,
+        )
+
     def catch_up(self) -> int:
         """Connect when needed, publish what changed since the last call; return how many events that was.
+
+        The first call after a start or a reconnect, and the first after each ``reconcile_seconds``, also
+        reads the whole directory and publishes how it differs from what was published: what no change
+        stream reported (an offline edit, a restored backup, a write made during an outage) is found there.
 
         When the bus drops an event (the spool is full: :class:`RecordDropped`), the exception is raised on
         and the next call publishes the last state of every principal the batch changed again, so nothing
@@ -216,11 +258,16 @@ class LdapCollector:
         """
         before = self.published
         if not self.session.is_open:
+            self._verified = False  # whatever happened while it was closed, read the whole directory again
             self.session.open()
+        if self._verified and self._monotonic() - self._reconciled_at >= self.config.reconcile_seconds:
+            self._verified = False
         try:
             if not self._verified:
                 self._resync(resume=self._resuming)
                 self._verified = True
+                self._resuming = True
+                self._reconciled_at = self._monotonic()
             else:
                 try:
                     self._follow()
@@ -250,7 +297,7 @@ class LdapCollector:
                     kind = "entry_deleted" if change.entry is None else "entry_changed"
                     self.metrics.collector_events_read.labels(collector=self.config.collector_id, type=kind).inc()
                 self._unsaved = True
-                self._emit(self.mirror.apply(change))
+                self._emit(self.mirror.apply(change, self._read))
         finally:
             # the cursor may also have moved past writes outside the bases
             self._unsaved = self._unsaved or self.mode.cursor != cursor
@@ -286,22 +333,29 @@ class LdapCollector:
         else:
             staging.load(snapshot.values())
             for change in self.mode.poll(self.session, staging):  # writes made while the snapshot was read
-                staging.apply(change)
+                staging.apply(change, self._read)
         first = not self.mirror.states
+        held = self.mirror.entries
         events = self.mirror.replace_all(staging)
-        self._unsaved = True
+        # A reconcile that finds nothing new costs one read: no event, and the saved copy is not rewritten.
+        self._unsaved = self._unsaved or not resume or bool(events) or held != self.mirror.entries
         self._emit(events)
         groups = sum(1 for s in self.mirror.states.values() if isinstance(s, DirectoryGroup))
-        log.info(
+        log.log(
+            logging.INFO if events or first or not resume else logging.DEBUG,
             "ldap %s: %s of %d users and %d groups from %s in %.2f s: %d event(s)",
             self.config.collector_id,
-            "snapshot" if first else "resnapshot",
+            "snapshot" if first else "reconcile" if resume else "resnapshot",
             len(self.mirror.states) - groups,
             groups,
             self.session.where,
             time.monotonic() - started,
             len(events),
         )
+
+    def _read(self, dn: str) -> RawEntry | None:
+        """The entry at ``dn`` on the server now: how the mirror learns what a rename left in the groups."""
+        return self.session.read(dn, self.schema.wanted())
 
     def _emit(self, events: list[Event]) -> None:
         self._pending.extend(events)  # handed to the bus by _commit

@@ -5,9 +5,14 @@ principal state derived from each (the ``DirectoryUser``/``DirectoryGroup``
 last published for it). Applying an :class:`EntryChange` re-derives only what
 it touches: the entry itself and, when a principal appears, disappears or is
 renamed, the groups that name it as a member. What differs is published with
-the change's actor and time. When the server keeps referential integrity (as
-OpenLDAP's refint, 389's referint and AD do, without logging it), the mirror
-rewrites member DNs on renames and deletions the same way.
+the change's actor and time. Whether the server rewrites member DNs on a
+rename or deletion (OpenLDAP's refint, 389's referint and AD do, without
+logging it; Debian's default slapd does not) is not assumed: given a
+``read`` function, ``apply`` re-reads every group that named the old DN and
+takes from it what the server holds for that member — the old DN kept or
+gone, the new one there or not — and nothing else, so the group's other
+changes still arrive with their own authors. Without one (tests, tools) it
+rewrites them when told the server keeps ``referential_integrity``.
 """
 
 from __future__ import annotations
@@ -72,8 +77,13 @@ class DirectoryMirror:
                 self._put(normalize_dn(entry.dn), entry)
         self.states = {key: self._derive(key) for key in self.entries}
 
-    def apply(self, change: EntryChange) -> list[Event]:
-        """Apply one change and return the events it publishes (none when nothing a consumer sees changed)."""
+    def apply(self, change: EntryChange, read: Callable[[str], RawEntry | None] | None = None) -> list[Event]:
+        """Apply one change and return the events it publishes (none when nothing a consumer sees changed).
+
+        ``read`` (a DN -> the entry on the server now, or None) is asked for every group that named the
+        entry when it is renamed or deleted, so that member is what the server holds: rewritten by
+        refint, or left pointing at the old DN (naming nobody) without it.
+        """
         old_key = normalize_dn(change.dn)
         old = self.entries.get(old_key)
         new = change.entry if change.entry is not None and self.schema.kind_of(change.entry) else None
@@ -84,14 +94,23 @@ class DirectoryMirror:
         affected = {old_key} | ({new_key} if new_key else set())
         if old is None or new is None or renamed or self._identity(old_key, old) != self._identity(new_key, new):
             affected |= self._groups_naming(old_key, old) | self._groups_naming(new_key, new)
+        moved = old is not None and (new is None or renamed)
+        referrers = sorted(self._referrers.get(old_key, set()) - {old_key}) if moved else []
+        # read before changing anything, so a failed read leaves the mirror as it was
+        reread = {group: read(self.entries[group].dn) for group in referrers} if read is not None else None
         if old is not None:
             self._remove(old_key)
         if new is not None and new_key is not None:
             if new_key in self.entries:  # renamed onto a DN we still hold: the server says it is free now
                 self._remove(new_key)
             self._put(new_key, new)
-        if self.referential_integrity and old is not None and (new is None or renamed):
-            for group in sorted(self._referrers.get(old_key, ())):
+        if reread is not None:
+            for group, fresh in reread.items():
+                if fresh is not None:  # a group gone meanwhile: its own change will say so
+                    self._follow_member(group, old_key, new_key, fresh)
+                    affected.add(group)
+        elif self.referential_integrity and moved:
+            for group in referrers:
                 self._rewrite_member(group, old_key, new.dn if new is not None else None)
                 affected.add(group)
         events = self._rederive(affected)
@@ -241,6 +260,27 @@ class DirectoryMirror:
 
     def _member_keys(self, entry: RawEntry) -> set[str]:
         return {normalize_dn(v) for attr in self.schema.member for v in entry.values(attr)}
+
+    def _follow_member(self, group_key: str, old_member: str, new_member: str | None, fresh: RawEntry) -> None:
+        """Take from the server's copy of a group only what it holds for one renamed or deleted member.
+
+        The old DN stays where the server still lists it (no refint: it names nobody now) and goes where
+        it does not; the new DN comes in where the server lists it. The group's other values and change
+        stamp stay as held, so later writes to it are still followed one by one, with their authors.
+        """
+        group = self.entries[group_key]
+        attrs = dict(group.attrs)
+        for attr in self.schema.member:
+            served = {normalize_dn(v): v for v in fresh.values(attr)}
+            kept = tuple(v for v in attrs.get(attr, ()) if normalize_dn(v) != old_member or old_member in served)
+            if new_member is not None and new_member in served and all(normalize_dn(v) != new_member for v in kept):
+                kept += (served[new_member],)
+            if kept:
+                attrs[attr] = kept
+            else:
+                attrs.pop(attr, None)
+        self._remove(group_key)
+        self._put(group_key, RawEntry(group.dn, attrs))
 
     def _rewrite_member(self, group_key: str, old_member: str, new_member_dn: str | None) -> None:
         group = self.entries[group_key]

@@ -27,8 +27,9 @@ made the change, so it cannot order them.)
 
 On 389 set ``[ldap.attributes] unique_id = "nsUniqueId"`` (every version has
 it; ``entryUUID`` needs the entryuuid plugin of 389 ≥ 2.0, and entries older
-than the plugin lack it) and ``referential_integrity = false`` unless the
-server's referint plugin is enabled (it is off by default).
+than the plugin lack it). Whether the referint plugin is enabled (it is off
+by default) does not matter: after a rename or deletion the collector
+re-reads the groups that named the entry.
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ Wraps ldap3 so the rest of the collector sees plain values: entries as a DN
 plus a dict of lower-cased attribute names to text values, every search paged
 (servers cap unpaged result sets). The password is held here and nowhere else;
 nothing in this module logs or formats the ldap3 connection object, whose
-``repr`` would show it. :data:`RETRYABLE` lists the errors after which the
+``repr`` would show it. Every search's final result code is checked: a size,
+time or administrative limit the server applied to the bind account is
+:class:`DirectoryLimitExceeded` (naming the account and the limit), never a
+silently shorter answer. :data:`RETRYABLE` lists the errors after which the
 collector reconnects rather than stops.
 """
 
@@ -18,15 +21,19 @@ from urllib.parse import urlsplit
 
 from ldap3 import ANONYMOUS, BASE, NONE, SIMPLE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import (
+    LDAPAdminLimitExceededResult,
     LDAPBindError,
     LDAPCommunicationError,
     LDAPMaximumRetriesError,
     LDAPNoSuchObjectResult,
     LDAPOperationResult,
     LDAPResponseTimeoutError,
+    LDAPSizeLimitExceededResult,
     LDAPSSLConfigurationError,
     LDAPStartTLSError,
+    LDAPTimeLimitExceededResult,
 )
+from ldap3.core.results import RESULT_ADMIN_LIMIT_EXCEEDED, RESULT_SIZE_LIMIT_EXCEEDED, RESULT_TIME_LIMIT_EXCEEDED
 from ldap3.utils.conv import escape_filter_chars
 
 from collectors.ldap_entries import EntrySchema, RawEntry, normalize_dn
@@ -43,6 +50,35 @@ RETRYABLE: tuple[type[Exception], ...] = (
 """Errors of the server or the network: reconnect with backoff."""
 
 SearchResult = tuple[str, dict[str, tuple[str, ...]]]
+
+LIMIT_NAMES = {
+    RESULT_SIZE_LIMIT_EXCEEDED: "size limit",
+    RESULT_TIME_LIMIT_EXCEEDED: "time limit",
+    RESULT_ADMIN_LIMIT_EXCEEDED: "administrative limit",
+}
+"""Result codes that mean the server cut the answer short for this account, by what the limit is called."""
+
+_LIMIT_ERRORS = (LDAPSizeLimitExceededResult, LDAPTimeLimitExceededResult, LDAPAdminLimitExceededResult)
+
+
+class DirectoryLimitExceeded(Exception):
+    """The server stopped a search at a limit it applies to the bind account: the answer is incomplete.
+
+    Not a network failure but the server's configuration: the message names
+    the account, the limit, the search base and how many entries came back,
+    and says how to lift it. Whatever was read is discarded.
+    """
+
+    def __init__(self, *, where: str, account: str | None, limit: str, base: str, returned: int) -> None:
+        self.limit = limit
+        self.account = account
+        self.returned = returned
+        who = account or "the anonymous bind"
+        super().__init__(
+            f"{where} stopped a search of {base} at its {limit} for {who} after {returned} entries; "
+            f'exempt the account (slapd: limits dn.exact="{account or "anonymous"}" size=unlimited '
+            "time=unlimited; AD: MaxPageSize/MaxResultSetSize) — nothing from this search is used"
+        )
 
 
 class LdapSession:
@@ -103,7 +139,8 @@ class LdapSession:
         """Every matching entry as (dn, {lower-case attribute: values}), fetched page by page."""
         if self._connection is None:
             raise LDAPCommunicationError("not connected")
-        pages = self._connection.extend.standard.paged_search(
+        connection = self._connection
+        pages = connection.extend.standard.paged_search(
             base,
             search_filter,
             scope,
@@ -111,10 +148,25 @@ class LdapSession:
             paged_size=self.config.page_size,
             generator=True,
         )
-        for item in pages:
-            if item.get("type") != "searchResEntry":
-                continue  # referrals: not followed
-            yield item["dn"], _text_attributes(item.get("raw_attributes") or {})
+        returned = 0
+        try:
+            for item in pages:
+                if item.get("type") != "searchResEntry":
+                    continue  # referrals: not followed
+                returned += 1
+                yield item["dn"], _text_attributes(item.get("raw_attributes") or {})
+        except _LIMIT_ERRORS as exc:
+            raise self._limit_error(int(exc.result or 0), base, returned) from None
+        # ldap3 does not raise for a size or time limit: the last page's result code says it
+        code = (connection.result or {}).get("result")
+        if isinstance(code, int) and code in LIMIT_NAMES:
+            raise self._limit_error(code, base, returned)
+
+    def _limit_error(self, code: int, base: str, returned: int) -> DirectoryLimitExceeded:
+        limit = LIMIT_NAMES.get(code, f"limit (result {code})")
+        return DirectoryLimitExceeded(
+            where=self.where, account=self.config.bind_dn, limit=limit, base=base, returned=returned
+        )
 
     def read(self, dn: str, attributes: Iterable[str]) -> RawEntry | None:
         """The entry at ``dn`` now, or None when there is none."""

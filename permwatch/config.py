@@ -209,14 +209,27 @@ class LdapCollectorConfig(_Section):
     )
     accesslog_base: str = "cn=accesslog"
     referential_integrity: bool = Field(
-        default=True, description="the server rewrites member DNs on rename/delete (refint, memberof-refint, AD)"
+        default=True,
+        description="no longer needed: after a rename or deletion the collector re-reads the groups that named the "
+        "entry and takes what the server holds, with or without refint; accepted so existing configs still load",
     )
     poll_seconds: float = Field(
         default=1.0, gt=0, le=86_400, description="accesslog polls are cheap; a snapshot poll lists every entry"
     )
     timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     page_size: int = Field(default=500, ge=1, le=100_000)
-    backoff_max_seconds: float = Field(default=60.0, ge=0.1)
+    reconcile_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        le=7 * 86_400,
+        description="also read the whole directory this often (and on every reconnect) and publish only how it "
+        "differs: finds what no change stream reports (slapadd/slapmodify, a restored backup)",
+    )
+    backoff_max_seconds: float = Field(
+        default=5.0,
+        ge=0.1,
+        description="longest wait between reconnects (jittered): how soon a returning server is seen",
+    )
     state_path: Path | None = Field(default=None, description="cursor and directory copy; default under state_dir")
 
     @field_validator("password_file", "ca_file", "state_path")
@@ -242,16 +255,38 @@ class LabelDefinition(_Section):
 
 
 class LabelRule(_Section):
-    glob: str = Field(min_length=1, description="glob on the folder path: * within a component, ** across")
+    """A policy rule: folders whose absolute path matches ``glob`` get ``label``.
+
+    ``*`` and ``?`` match within one path component, ``**`` across components:
+    ``/srv/share/hr/cases/*`` labels each folder directly in ``cases``, not ``cases``
+    itself nor anything deeper (a label covers its folder's subtree anyway);
+    ``/srv/share/**/ledning`` labels a ``ledning`` folder at any depth. Folder paths
+    are absolute, so a relative glob would match nothing and is refused.
+    """
+
+    glob: str = Field(min_length=1, description="glob on the absolute folder path: * within a component, ** across")
     label: str = Field(min_length=1)
+
+    @field_validator("glob")
+    @classmethod
+    def _absolute_glob(cls, glob: str) -> str:
+        if not glob.startswith(("/", "**")):
+            raise ValueError(f"must be an absolute path glob (start with / or **), or it matches nothing: {glob!r}")
+        if len(glob) > 1 and glob.endswith("/"):
+            raise ValueError(f"folder paths have no trailing slash, so this matches nothing: {glob!r}")
+        return glob
 
 
 class LabelsConfig(_Section):
     definitions: dict[str, LabelDefinition] = Field(default_factory=dict)
     rules: list[LabelRule] = Field(default_factory=list)
-    always_allowed_groups: list[str] = Field(default_factory=list)
+    always_allowed_groups: list[str] = Field(
+        default_factory=list, description="added to every label's allowed groups (direct members, as there)"
+    )
     always_allowed_users: list[str] = Field(
-        default_factory=lambda: ["root"], description="root reads everything whatever the ACL says"
+        default_factory=lambda: ["root"],
+        description="added to every label's allowed users; root by default, as it reads everything whatever the "
+        "ACL says. Setting the key replaces the default: list root to keep it; [] allows nobody extra",
     )
     xattr: str = "user.sensitivity"
     marker_file: str = ".sensitivity"
@@ -264,7 +299,10 @@ class SinkConfig(_Section):
 
 
 class AlertsConfig(_Section):
-    sinks: list[SinkConfig] = Field(default_factory=lambda: [SinkConfig(kind="console")])
+    sinks: list[SinkConfig] = Field(
+        default_factory=lambda: [SinkConfig(kind="console")],
+        description="default: one console sink; any [[alerts.sinks]] table replaces it",
+    )
     group: str = "permwatch-alerts"
     group_window_seconds: float = Field(default=5.0, ge=0, description="exposures opened this close form one alert")
     group_actor_window_seconds: float = Field(default=300.0, ge=0, description="the same actor's changes this close")

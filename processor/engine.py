@@ -30,7 +30,6 @@ from permwatch.events import (
     AnyEvent,
     DirectoryGroup,
     DirectoryUser,
-    ExposureEvent,
     ExposureStatus,
     FsBatch,
     FsKind,
@@ -39,8 +38,9 @@ from permwatch.events import (
     ObjectType,
     utcnow,
 )
-from processor.exposures import Cause, ExposureTracker, FolderExposure, OpenExposure, Shape, Verdict
+from processor.exposures import Cause, ExposureTracker, FolderExposure, Verdict
 from processor.gcpause import gc_paused
+from processor.published import PublishedRecord
 from processor.readers import ReaderEvaluator
 from processor.state import Directory, PathTable, parent_of, path_state
 
@@ -142,66 +142,48 @@ class Engine:
         self._touched = {}
         self._closing = []
 
-    def adopt(self, published: Mapping[str, ExposureEvent]) -> int:
-        """Take what was last *published* for every folder this engine holds paths for as what it emitted.
+    def adopt(self, record: PublishedRecord, *, owned_only: bool = False) -> int:
+        """Take what was last *published* for each folder (the ``record``) as what this engine emitted.
 
-        After a rebuild the engine's idea of what it emitted comes from history replayed against the
-        directory as it is now; the record (``published``: the last exposure event per folder) is the
-        truth. Adopted before any live record is applied, so live changes continue the published
-        exposures under their ids and sequences. Returns how many open exposures were taken over.
+        After a rebuild the engine's idea of what it emitted comes from history replayed in other batches
+        than the live run judged, against the directory as it is now; the record is the truth. Adopted
+        before any live record is applied, so live changes continue the published exposures under their
+        ids and sequences, and a new episode never takes an id the record holds for its folder. With
+        ``owned_only`` (processors sharing the work) only folders this engine holds paths for are taken
+        over; otherwise folders labelled later take theirs over when their label arrives. Returns how
+        many open exposures were taken over.
         """
         adopted = 0
-        for folder, record in self.tracker.folders.items():
-            if folder not in self.paths.states:
+        self.tracker.unadopted = {}
+        for folder, found in self.tracker.folders.items():
+            if owned_only and folder not in self.paths.states:
                 continue  # not among the paths this processor owns
-            last = published.get(folder)
-            if last is None or last.status is ExposureStatus.CLOSED:
-                record.open = None  # closed on the record (or never opened): anything open now is new
-                continue
-            record.open = OpenExposure(
-                last.exposure_id, last.sequence, last.opened_at, self._published_shape(record, last), last.actor
-            )
-            adopted += 1
+            adopted += found.adopt(record.last.get(folder), record.ids.get(folder, ()))
+        if not owned_only:
+            self.tracker.unadopted = {
+                folder: (record.last.get(folder), ids)
+                for folder, ids in record.ids.items()
+                if folder not in self.tracker.folders
+            }
         return adopted
 
-    def _published_shape(self, record: FolderExposure, last: ExposureEvent) -> Shape:
-        """The shape (outsiders, grants) the record's event stands for, in this engine's terms.
+    def reconcile(self, record: PublishedRecord, reason_id: str, *, owned_only: bool = False) -> list[Verdict]:
+        """Judge every folder against what the record says of it: the transitions the record lacks.
 
-        The outsiders come back from the event's names when it lists them all; otherwise the shape the
-        rebuild found stands in if it matches the event in every published respect. A shape nothing can
-        equal makes the next judgement publish what is then true.
+        Run once a restart has read as far as the input reached when it began, so every record whose
+        effects may have been published has been applied. A processor that stopped between taking a
+        change and publishing its effect left a transition unpublished; it comes out here. Its cause is
+        the latest directory change when that is newer than what the record says (filesystem records
+        after the last commit came again as live records and were judged with their own causes), else
+        ``reason_id``, now. An exposure open on the record for a folder no longer labelled is closed.
         """
-        grants = tuple(last.grants)
-        if len(last.users) == last.people:
-            outsiders = 0
-            for name in last.users:
-                bit = self.directory.user_bit(name)
-                if not bit:
-                    return (-1, ())
-                outsiders |= bit
-            return (outsiders, grants)
-        (outsiders, found), _ = self.tracker.shape(record)
-        if outsiders.bit_count() == last.people and found == grants:
-            return (outsiders, found)
-        return (-1, ())
-
-    def reconcile(self, published: Mapping[str, ExposureEvent], reason_id: str) -> list[Verdict]:
-        """Adopt the record (:meth:`adopt`), then judge every owned folder: the transitions the record lacks.
-
-        The processor that owned these folders before may have stopped between taking a directory
-        change and publishing its effect; those effects come out here. Filesystem records after its
-        commit come again and those before it had their effects published before the commit, so a
-        missing transition comes from a directory event: the latest one is taken as its cause,
-        unless it is older than what the record says; then the cause is ``reason_id``, now.
-        """
-        self.adopt(published)
         self.tracker.now = now = self.tracker.clock()
         change = self.last_directory_change
         out = []
         for folder in sorted(self.tracker.folders):
-            if folder not in self.paths.states:
+            if owned_only and folder not in self.paths.states:
                 continue
-            last = published.get(folder)
+            last = record.last.get(folder)
             if change is not None and (last is None or change[1] >= last.observed_at):
                 cause = Cause([change[0]], change[1], change[1], change[2])
             else:
@@ -209,6 +191,16 @@ class Engine:
             verdict = self.tracker.transition(self.tracker.folders[folder], cause)
             if verdict is not None:
                 out.append(verdict)
+        if not owned_only:
+            for folder, (last, ids) in sorted(self.tracker.unadopted.items()):
+                if last is None or last.status is ExposureStatus.CLOSED:
+                    continue
+                gone = FolderExposure(folder, last.label)  # judged with no paths: it closes
+                gone.adopt(last, ids)
+                verdict = self.tracker.transition(gone, Cause([reason_id], now, now))
+                if verdict is not None:
+                    out.append(verdict)
+            self.tracker.unadopted = {}
         return out
 
     def step(self, event: AnyEvent) -> list[Verdict]:

@@ -163,8 +163,11 @@ class OpenExposure:
     exposure_id: str
     sequence: int
     opened_at: datetime
-    shape: Shape
+    shape: Shape | None
+    """the outsiders and grants last emitted; None while ``published`` stands for them (see :meth:`adopt`)"""
     actor: str | None
+    published: ExposureEvent | None = None
+    """the event a restart took over from the record, until a judgement has compared the folder with it"""
 
 
 @dataclass(slots=True)
@@ -179,6 +182,40 @@ class FolderExposure:
     open: OpenExposure | None = None
     allowed: int = 0
     allowed_version: int = -1
+    past_ids: set[str] | None = None
+    """every exposure id this folder has had (on the record or emitted): a new episode never reuses one"""
+
+    def adopt(self, last: ExposureEvent | None, ids: Iterable[str]) -> bool:
+        """Take the record's ``last`` event for this folder as what was emitted, and its ``ids`` as used.
+
+        The outsiders and grants the event stands for are compared with the folder at its next judgement
+        (the folder's paths may not all be known yet), which continues the exposure under its published id
+        and sequence: a change if they differ, a close if nobody outside reads any more. True if an
+        exposure is open on the record.
+        """
+        self.past_ids = set(ids)  # what a rebuild emitted was never published: the record's ids alone
+        if last is None or last.status is ExposureStatus.CLOSED:
+            self.open = None  # closed on the record (or never opened): anything open now is new
+            return False
+        self.open = OpenExposure(last.exposure_id, last.sequence, last.opened_at, None, last.actor, last)
+        self.past_ids.add(last.exposure_id)
+        return True
+
+    def new_exposure_id(self, cause: Cause) -> str:
+        """An id for an episode opening now: derived from its cause, never one this folder has had."""
+        used = self.past_ids
+        if used is None:
+            used = self.past_ids = set()
+        for event_id in cause.event_ids:
+            exposure_id = exposure_id_for(self.folder, self.label.name, event_id)
+            if exposure_id not in used:
+                break
+        else:  # every cause opened an earlier episode (a close and a reopening judged from the same events)
+            n = len(used)
+            while (exposure_id := exposure_id_for(self.folder, self.label.name, f"{cause.event_ids[0]}#{n}")) in used:
+                n += 1
+        used.add(exposure_id)
+        return exposure_id
 
     def set_path(self, path: str, state: PathState | None, parent: str, old: PathState | None) -> None:
         """Move ``path`` from the signature of its ``old`` state (the caller knows it: no reverse index,
@@ -233,6 +270,8 @@ class ExposureTracker:
         self._groups_of: dict[int, tuple[tuple[Grant, ...], tuple[str, ...]]] = {}
         self.now: datetime | None = None
         """The detection time of the batch being judged (one clock read per flush)."""
+        self.unadopted: dict[str, tuple[ExposureEvent | None, set[str]]] = {}
+        """folder → its record (last event, ids) from a restart, for folders not labelled yet when it was read"""
 
     def _memos(self) -> None:
         """Memos keyed on people are good until the directory changes."""
@@ -248,6 +287,9 @@ class ExposureTracker:
         record = self.folders.get(folder)
         if record is None:
             record = self.folders[folder] = FolderExposure(folder, label)
+            waiting = self.unadopted.pop(folder, None)
+            if waiting is not None:  # labelled after the restart that read the record: take it over now
+                record.adopt(*waiting)
         else:
             record.label = label
             record.allowed_version = -1
@@ -337,6 +379,10 @@ class ExposureTracker:
         """Compare the folder's exposure with what was last emitted; return the event, if any."""
         (outsiders, grants), exposing = self.shape(record)
         current = record.open
+        if current is not None and current.shape is None and current.published is not None:
+            if self._published_as(current.published, outsiders, grants):
+                current.shape = (outsiders, grants)
+            current.published = None
         if not outsiders:
             if current is None:
                 return None
@@ -347,7 +393,7 @@ class ExposureTracker:
                 record, current, ExposureStatus.CLOSED, 0, (), [], cause, closed_at=cause.last_at, duration=duration
             )
         if current is None:
-            exposure_id = exposure_id_for(record.folder, record.label.name, cause.event_ids[0])
+            exposure_id = record.new_exposure_id(cause)
             current = record.open = OpenExposure(exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor)
             return self._event(record, current, ExposureStatus.OPENED, outsiders, grants, exposing, cause)
         if current.shape == (outsiders, grants):
@@ -355,6 +401,14 @@ class ExposureTracker:
         current.sequence += 1
         current.shape = (outsiders, grants)
         return self._event(record, current, ExposureStatus.CHANGED, outsiders, grants, exposing, cause)
+
+    def _published_as(self, event: ExposureEvent, outsiders: int, grants: tuple[Grant, ...]) -> bool:
+        """Whether ``event`` says what (outsiders, grants) would say, in every respect it publishes."""
+        return (
+            event.people == outsiders.bit_count()
+            and event.grants == grants
+            and event.users == self._names_of(outsiders)
+        )
 
     def group_names(self, grants: tuple[Grant, ...]) -> tuple[str, ...]:
         found = self._groups_of.get(id(grants))
@@ -408,7 +462,7 @@ class ExposureTracker:
             count,
             sample,
             cause.ids,
-            cause.actor or current.actor,
+            cause.actor,  # who made this change; the opener stays on the opening event
             current.opened_at,
             closed_at,
             duration,

@@ -38,19 +38,11 @@ import time
 import uuid
 
 from permwatch.config import ProcessorConfig
-from permwatch.events import (
-    TOPIC_DIRECTORY,
-    TOPIC_EXPOSURES,
-    TOPIC_FS,
-    TOPIC_LABELS,
-    ExposureEvent,
-    encode,
-)
-from permwatch.transport.base import Consumer, Record
+from permwatch.events import TOPIC_DIRECTORY, TOPIC_FS, TOPIC_LABELS
+from permwatch.transport.base import Record
 from permwatch.transport.kafka import KafkaTopicConsumer
 from processor.checkpoint import Offsets, process_age
-from processor.forensics import recorded_exposures
-from processor.runner import ProcessorRunner
+from processor.runner import _NO_COMMIT, ProcessorRunner
 
 log = logging.getLogger("permwatch.processor")
 
@@ -134,8 +126,9 @@ class PartitionedProcessor(ProcessorRunner):
                     else:  # partitions moved: the last checkpoint names the old ones, a restart would rebuild
                         save_now = True
                     records, held = held, []
-                if records:
-                    self._handled(records, owned)
+                for start in range(0, len(records), self.config.batch_max):  # held ones in batches of the usual size
+                    last = start + self.config.batch_max >= len(records)  # the consumer commits all it returned
+                    self._handled(records[start : start + self.config.batch_max], owned if last else _NO_COMMIT)
                 if pending:
                     if reconcile_at is None:
                         reconcile_at = owned.end_offsets()
@@ -162,14 +155,6 @@ class PartitionedProcessor(ProcessorRunner):
                     self.checkpoints.save(self.engine, offsets, records=self.records_covered, wait=True)
                 self.checkpoints.wait()
 
-    def _handled(self, records: list[Record], consumer: Consumer) -> None:
-        """Handle a batch and note what the state now covers (what a checkpoint would say)."""
-        self.handle(records, consumer)
-        self.covered.update({(r.topic, r.partition): r.offset + 1 for r in records})
-        self.records_covered += len(records)
-        if self.restart_seconds is None:
-            self.replayed += sum(1 for r in records if r.replayed)
-
     def _saved_offsets(self, partitions: set[tuple[str, int]]) -> Offsets:
         """What a checkpoint covers: the directory and labels as read, and every fs partition owned (one with
         nothing handled yet from its first record), so a restart knows which partitions the paths came from."""
@@ -178,51 +163,12 @@ class PartitionedProcessor(ProcessorRunner):
 
     def _adopt(self) -> None:
         """Take the exposures last published for the folders now owned as what was emitted (no events)."""
-        adopted = self.engine.adopt(self._published())
+        adopted = self.engine.adopt(self._published(), owned_only=True)
         self._book_from_engine()
         log.info("rebuilt; took over the published state of %d folder(s)", adopted)
 
     def _reconcile(self, instance: str) -> None:
-        last = self._published()
-        verdicts = self.engine.reconcile(last, f"reconcile.{instance}.{uuid.uuid4().hex[:12]}")
-        self._track(verdicts)
-        for verdict in verdicts:
-            exposure = verdict.to_event()
-            self.bus.publish(TOPIC_EXPOSURES, exposure.key, encode(exposure))
-            log.info(
-                "exposure %s %s after reconciling with the record: %s",
-                exposure.status.value,
-                exposure.exposure_id,
-                exposure.folder,
-            )
-        self.bus.flush()
-        self.exposures_published += len(verdicts)
+        record = self._published()
+        reason = f"reconcile.{instance}.{uuid.uuid4().hex[:12]}"
+        self._publish_reconciled(self.engine.reconcile(record, reason, owned_only=True), record)
         self.reconciled += 1
-        log.info("reconciled with the exposure record (%d folder(s) on it): %d event(s)", len(last), len(verdicts))
-
-    def _published(self) -> dict[str, ExposureEvent]:
-        """The last exposure event published per folder (the record)."""
-        last: dict[str, ExposureEvent] = {}
-        newest: dict[str, int] = {}
-        for event in recorded_exposures(self.bus):
-            if event.sequence < newest.get(event.exposure_id, -1):
-                continue  # a late repeat (at-least-once) of an event already superseded
-            newest[event.exposure_id] = event.sequence
-            last[event.folder] = event
-        return last
-
-
-class _NoCommit:
-    """A consumer stand-in for :meth:`ProcessorRunner.handle` while rebuilding: nothing to commit."""
-
-    def poll(self, timeout: float, max_records: int = 500) -> list[Record]:
-        return []
-
-    def commit(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-_NO_COMMIT = _NoCommit()

@@ -164,7 +164,7 @@ def evaluate_acl(state: PathState, directory: Directory) -> AclVerdict:
         name = directory.group_for_gid(gid) if gid >= 0 else None
         hint = state.group_name if owning else state.name_of(3, gid)
         label = name or hint or f"gid:{gid}"
-        bits = (directory.effective_members(name) if name else 0) & ~decided
+        bits = (directory.gid_members(gid) if gid >= 0 else 0) & ~decided
         matched |= bits
         effective = perms & mask_perms
         grant(bits, effective, "group::" if owning else f"group:{label}", group=name)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -46,10 +47,12 @@ from permwatch.events import (
     utcnow,
 )
 from permwatch.metrics import Metrics
-from permwatch.transport.base import Bus, Consumer, Record, ReplayProgress
+from permwatch.transport.base import Bus, Consumer, EndOffsets, Record, ReplayProgress
 from processor.checkpoint import Checkpoints, Offsets, Restored, process_age
 from processor.engine import Engine
 from processor.exposures import Verdict
+from processor.forensics import recorded_exposures
+from processor.published import PublishedRecord
 
 log = logging.getLogger("permwatch.processor")
 
@@ -95,34 +98,99 @@ class ProcessorRunner:
         consumer = self.bus.consumer(INPUT_TOPICS, self.config.group, replay_history=True, replay_from=replay_from)
         log.info("processor started (group %s)", self.config.group)
         first_records_at: float | None = None
+        rebuilding, held = True, []
+        record: PublishedRecord | None = None
+        reconcile_at: Offsets | None = None
         stopped = False
         try:
             while not stop.is_set():
                 records = consumer.poll(0.2, max_records=self.config.batch_max)
-                if records:
-                    self.handle(records, consumer)
-                    self.covered.update({(r.topic, r.partition): r.offset + 1 for r in records})
-                    self.records_covered += len(records)
-                if self.restart_seconds is None:
-                    if records and first_records_at is None:
-                        first_records_at = time.monotonic() - origin
-                    self.replayed += sum(1 for r in records if r.replayed)
-                    if not (consumer.replay_pending() if isinstance(consumer, ReplayProgress) else records):
+                if records and first_records_at is None:
+                    first_records_at = time.monotonic() - origin
+                if rebuilding or _replay_pending(consumer):
+                    # History first, all of it; live records wait until the record's exposures are adopted,
+                    # so they move the exposures that were published, under their ids. Nothing is committed
+                    # meanwhile: replayed records have no effect to commit and the held ones are not handled.
+                    if not rebuilding:
+                        log.info("partitions reassigned: replaying their history before going on")
+                        rebuilding = True
+                    held += [r for r in records if not r.replayed]
+                    replayed = [r for r in records if r.replayed]
+                    if replayed:
+                        self._handled(replayed, _NO_COMMIT)
+                    if _replay_pending(consumer):
+                        continue
+                    rebuilding = False
+                    record = self._published()
+                    adopted = self.engine.adopt(record)
+                    self._book_from_engine()
+                    log.info(
+                        "took over the published state of %d open exposure(s) (%d folder(s) on the record)",
+                        adopted,
+                        len(record.last),
+                    )
+                    if self.restart_seconds is None:
                         self._rebuilt(time.monotonic() - origin, first_records_at)
+                    # Reconciled once everything the input held now is applied: an effect published before
+                    # a crash may come from records after the commit, which come again as live ones.
+                    reconcile_at = consumer.end_offsets() if isinstance(consumer, EndOffsets) else {}
+                    records, held = held, []
+                # (held records come in batches of the usual size: one batch judges a folder's changes as one)
+                for start in range(0, len(records), self.config.batch_max):
+                    last = start + self.config.batch_max >= len(records)  # the consumer commits all it returned
+                    self._handled(records[start : start + self.config.batch_max], consumer if last else _NO_COMMIT)
+                if record is not None and reconcile_at is not None:
+                    done = consumer.reached(reconcile_at) if isinstance(consumer, EndOffsets) else not records
+                    if done:
+                        self._reconcile_with(record)
+                        record = reconcile_at = None
                         if self.checkpoints is not None and self.replayed:
                             # what was just replayed is not replayed again if this process dies soon
                             self.checkpoints.save(self.engine, self.covered, records=self.records_covered)
-                if not records and self.restart_seconds is not None:
+                if not records and reconcile_at is None and not rebuilding:
                     self.caught_up.set()
-                if self.checkpoints is not None and self.checkpoints.due(self.covered):  # also once idle
-                    self.checkpoints.save(self.engine, self.covered, records=self.records_covered)
+                if self.checkpoints is not None and not rebuilding and self.checkpoints.due(self.covered):
+                    self.checkpoints.save(self.engine, self.covered, records=self.records_covered)  # also once idle
             stopped = True
         finally:
             consumer.close()
             if self.checkpoints is not None:
-                if stopped and not self.checkpoints.covers(self.covered):  # the next start replays nothing
+                if stopped and not rebuilding and not self.checkpoints.covers(self.covered):
                     self.checkpoints.save(self.engine, self.covered, records=self.records_covered, wait=True)
                 self.checkpoints.wait()
+
+    def _handled(self, records: list[Record], consumer: Consumer) -> None:
+        """Handle a batch and note what the state now covers (what a checkpoint would say)."""
+        self.handle(records, consumer)
+        self.covered.update({(r.topic, r.partition): r.offset + 1 for r in records})
+        self.records_covered += len(records)
+        if self.restart_seconds is None:
+            self.replayed += sum(1 for r in records if r.replayed)
+
+    def _published(self) -> PublishedRecord:
+        """The exposure record: the last event published per folder, and every id each folder has had."""
+        return PublishedRecord.of(recorded_exposures(self.bus))
+
+    def _reconcile_with(self, record: PublishedRecord) -> None:
+        reason = f"reconcile.{self.config.group}.{uuid.uuid4().hex[:12]}"
+        self._publish_reconciled(self.engine.reconcile(record, reason), record)
+
+    def _publish_reconciled(self, verdicts: list[Verdict], record: PublishedRecord) -> None:
+        self._track(verdicts)
+        for verdict in verdicts:
+            exposure = verdict.to_event()
+            self.bus.publish(TOPIC_EXPOSURES, exposure.key, encode(exposure))
+            log.info(
+                "exposure %s %s after reconciling with the record: %s",
+                exposure.status.value,
+                exposure.exposure_id,
+                exposure.folder,
+            )
+        self.bus.flush()
+        self.exposures_published += len(verdicts)
+        log.info(
+            "reconciled with the exposure record (%d folder(s) on it): %d event(s)", len(record.last), len(verdicts)
+        )
 
     def _restore(self) -> Offsets | None:
         """Load the checkpoint, if there is one that fits; the offsets the consumer starts from."""
@@ -242,3 +310,23 @@ class ProcessorRunner:
             dead_letter(self.bus, record, reason, stage="processor", metrics=self.metrics)
             self.dead_letters += 1
         return None
+
+
+def _replay_pending(consumer: Consumer) -> bool:
+    return consumer.replay_pending() if isinstance(consumer, ReplayProgress) else False
+
+
+class _NoCommit:
+    """A consumer stand-in for :meth:`ProcessorRunner.handle` while rebuilding: nothing to commit."""
+
+    def poll(self, timeout: float, max_records: int = 500) -> list[Record]:
+        return []
+
+    def commit(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_NO_COMMIT = _NoCommit()

@@ -175,6 +175,19 @@ class Directory:
         self._direct[group] = mask
         return mask
 
+    def gid_members(self, gid: int) -> int:
+        """Everyone an ACL entry for ``gid`` lets in, as the kernel decides it.
+
+        The kernel compares gids, not names: the group with that gid counts
+        with its nesting and primary members, and a gid no group entry has
+        still counts the users whose primary gid it is (a user's own group
+        that was never created in the directory, a gid of a deleted group).
+        """
+        name = self._by_gid.get(gid)
+        if name is not None:
+            return self.effective_members(name)
+        return self._primary_members().get(gid, 0)
+
     def _primary_members(self) -> dict[int, int]:
         if self._by_primary is None:
             index: dict[int, int] = {}

@@ -62,8 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config", "-c", type=Path, required=True, help="TOML config file")
     run.add_argument("--role", choices=["all", "collector", "processor", "alerts"], default="all")
 
-    check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("config", type=Path)
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file and what it points at (directory file, roots, secrets) and exit",
+    )
+    check.add_argument("config", type=Path, nargs="?")
+    check.add_argument("--scan", action="store_true", help="also count the folders each label labels on the tree")
+    check.add_argument("--show-defaults", action="store_true", help="print every setting's default as TOML")
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also bind to each [[ldap]] source and search it once; one line each; non-zero exit on a failure",
+    )
 
     demo = sub.add_parser("demo", help="replay the motivating incident in a temporary tree")
     demo.add_argument("--keep", action="store_true", help="keep the temporary tree and event log")
@@ -83,18 +93,18 @@ def main(argv: list[str] | None = None) -> int:
             _setup_logging("warning")
             return forensics.run(args)
         if args.command == "check-config":
-            from permwatch.cli.wiring import validate_stages
-
-            config = load_config(args.config)
-            validate_stages(config, args.config)
-            print(f"{args.config}: ok")
-            return 0
+            return _check_config(args.config, scan=args.scan, show_defaults=args.show_defaults, connect=args.connect)
         if args.command == "run":
+            from permwatch.cli.checks import run_warnings, state_problems
             from permwatch.cli.wiring import run_roles, validate_stages
 
             config = load_config(args.config)
             validate_stages(config, args.config)
+            if problems := state_problems(config, args.config):  # else a traceback from the first mkdir
+                raise ConfigError("\n".join(problems))
             _setup_logging(config.log_level)
+            for warning in run_warnings(config, args.config):
+                log.warning("%s", warning)
             return run_roles(config, args.role, stop=stop)
         if args.command == "demo":
             from permwatch.cli.demo import run_demo
@@ -110,6 +120,44 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 1  # pragma: no cover - argparse enforces a command
+
+
+def _check_config(path: Path | None, *, scan: bool, show_defaults: bool, connect: bool = False) -> int:
+    """Validate ``path`` as ``run`` would and check what it points at; warnings go to stderr, each one line."""
+    from permwatch.cli.checks import check_world, describe_counts, scan_labels
+    from permwatch.cli.wiring import validate_stages
+    from permwatch.config import ConfigError, load_config
+
+    if show_defaults:
+        from permwatch.cli.defaults import render_defaults
+
+        print(render_defaults(), end="")
+        if path is None:
+            return 0
+    if path is None:
+        print("permwatch: check-config needs a config file (or --show-defaults)", file=sys.stderr)
+        return 2
+    config = load_config(path)
+    validate_stages(config, path)
+    found = check_world(config, path)
+    for warning in found.warnings:
+        print(f"permwatch: warning: {warning}", file=sys.stderr)
+    if found.errors:
+        raise ConfigError("\n".join(found.errors))
+    if scan:
+        logging.basicConfig(level=logging.WARNING, format="permwatch: warning: %(message)s", stream=sys.stderr)
+        counts = scan_labels(config)
+        for unread in counts.unread:
+            print(f"permwatch: warning: {unread}", file=sys.stderr)
+        for line in describe_counts(config, counts):
+            print(line)
+    warned = f" ({len(found.warnings)} warning{'' if len(found.warnings) == 1 else 's'})" if found.warnings else ""
+    print(f"{path}: ok{warned}")
+    if connect:
+        from permwatch.cli.wiring import check_sources
+
+        return check_sources(config)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -59,6 +59,21 @@ def validate_stages(config: Config, path: Path) -> None:
         raise ConfigError("\n".join(problems))
 
 
+def check_sources(config: Config) -> int:
+    """``check-config --connect``: one line per ``[[ldap]]`` source on stdout; 1 when any failed, else 0."""
+    from collectors.ldap_check import check_source
+
+    if not config.ldap:
+        print("no [[ldap]] sources to connect to")
+        return 0
+    failed = False
+    for ldap_config in config.ldap:
+        result = check_source(ldap_config)
+        print(result.summary, flush=True)
+        failed = failed or not result.ok
+    return 1 if failed else 0
+
+
 def _disk_full(exc: BaseException) -> bool:
     """A write that found its filesystem full, as SQLite or the OS says it."""
     if isinstance(exc, sqlite3.OperationalError):

@@ -67,6 +67,19 @@ class ReplayProgress(Protocol):
 
 
 @runtime_checkable
+class EndOffsets(Protocol):
+    """A consumer that can tell where its partitions end now, and whether it has read that far."""
+
+    def end_offsets(self) -> dict[tuple[str, int], int]:
+        """The log end of every partition assigned now."""
+        ...
+
+    def reached(self, ends: Mapping[tuple[str, int], int]) -> bool:
+        """Whether this consumer has returned every record before ``ends`` on the partitions it still owns."""
+        ...
+
+
+@runtime_checkable
 class LogExtent(Protocol):
     """A bus that can say which log it is and what it holds, so a checkpoint can be checked against it."""
 

@@ -314,6 +314,8 @@ class ConfluentConsumer:
         self._uncommitted: dict[tuple[str, int], int] = {}
         # the offset after the last record returned since the last commit, per partition
         self._assigned = False
+        self._fetched: dict[tuple[str, int], int] = {}
+        # the offset after the last record returned (or where the partition started), per partition owned
         if replay_history:
             self._consumer.subscribe(names, on_assign=self._rewind, on_revoke=self._revoked)
         else:
@@ -330,11 +332,13 @@ class ConfluentConsumer:
             start = saved.get((self._bus.logical(tp.topic), tp.partition))
             if start is not None:  # a checkpoint covers what comes before
                 starts.append(TopicPartition(tp.topic, tp.partition, start))
-                self._next[key] = start
+                self._next[key] = self._fetched[key] = start
                 continue
             starts.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+            low = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30)[0]
+            self._fetched[key] = low
             if until > 0:
-                self._next[key] = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30)[0]
+                self._next[key] = low
         consumer.assign(starts)
         self._assigned = True
 
@@ -343,6 +347,7 @@ class ConfluentConsumer:
             self._replay_until.pop((tp.topic, tp.partition), None)
             self._next.pop((tp.topic, tp.partition), None)
             self._uncommitted.pop((tp.topic, tp.partition), None)
+            self._fetched.pop((tp.topic, tp.partition), None)
 
     def replay_pending(self) -> bool:
         if not self._assigned:
@@ -359,10 +364,24 @@ class ConfluentConsumer:
             key = (m.topic() or "", record.partition)
             until = self._replay_until.get(key, 0)
             records.append(replace(record, replayed=True) if record.offset < until else record)
-            self._uncommitted[key] = record.offset + 1
+            self._uncommitted[key] = self._fetched[key] = record.offset + 1
             if key in self._next:
                 self._next[key] = record.offset + 1
         return records
+
+    def end_offsets(self) -> dict[tuple[str, int], int]:
+        ends = {}
+        for tp in self._consumer.assignment():
+            high = self._consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30)[1]
+            ends[self._bus.logical(tp.topic), tp.partition] = high
+        return ends
+
+    def reached(self, ends: Mapping[tuple[str, int], int]) -> bool:
+        for tp in self._consumer.assignment():
+            end = ends.get((self._bus.logical(tp.topic), tp.partition))
+            if end is not None and self._fetched.get((tp.topic, tp.partition), 0) < end:
+                return False
+        return True
 
     def commit(self) -> None:
         # What was returned, except where a replay has not yet reached the group's commit (see Consumer.commit).

@@ -329,6 +329,15 @@ class EmbeddedConsumer:
     def replay_pending(self) -> bool:
         return not self._replay_done
 
+    def end_offsets(self) -> dict[tuple[str, int], int]:
+        row = self._conn.execute(f"SELECT COALESCE(MAX(seq), 0) FROM log WHERE topic IN ({self._marks})", self._topics)
+        end = row.fetchone()[0]
+        return {(topic, 0): end for topic in self._topics}
+
+    def reached(self, ends: Mapping[tuple[str, int], int]) -> bool:
+        # one seq runs across topics: the position is past every topic's last record or it is not
+        return all(self._position >= end for end in ends.values())
+
     def seek_to_time(self, since_ms: int) -> None:
         with _errors(self._path):
             self._seek_to_time(since_ms)

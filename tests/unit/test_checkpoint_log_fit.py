@@ -200,7 +200,7 @@ def test_a_checkpoint_that_no_longer_fits_is_not_used_and_the_state_is_rebuilt_f
     else:
         assert store.superseded is None
     # the state is what a processor that never had a checkpoint rebuilds from this log
-    reference = ProcessorRunner(bus, ProcessorConfig(group="reference", batch_max=20), clock=clock)
+    reference = ProcessorRunner(bus, CONFIG, clock=clock)  # the same group, all committed: a full replay
     run_until_idle(reference)
     assert fingerprint(restarted.engine) == fingerprint(reference.engine)
     bus.close()

@@ -100,10 +100,48 @@ def test_check_config_cli_one_clear_line(tmp_path: Path, capsys: pytest.CaptureF
     assert "Traceback" not in err
     assert f"{path}: key 'alerts.sinks.0.kind': unknown sink 'pager'" in err
     good = tmp_path / "good.toml"
-    good.write_text(GOOD)
+    (tmp_path / "share").mkdir()
+    good.write_text(GOOD.replace("/srv/share", str(tmp_path / "share")))
     assert main(["check-config", str(good)]) == 0
 
 
 def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["check-config", str(tmp_path / "nope.toml")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("glob", "expected"),
+    [
+        ("ledning", "must be an absolute path glob (start with / or **), or it matches nothing: 'ledning'"),
+        ("*/ledning", "must be an absolute path glob"),
+        ("/srv/share/ledning/", "folder paths have no trailing slash"),
+    ],
+)
+def test_a_glob_that_can_match_no_folder_is_refused(tmp_path: Path, glob: str, expected: str) -> None:
+    path = tmp_path / "permwatch.toml"
+    path.write_text(f"[labels.definitions.l]\n[[labels.rules]]\nglob = '{glob}'\nlabel = 'l'\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert str(err.value).startswith(f"{path}: key 'labels.rules.0.glob': ")
+    assert expected in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_the_glob_semantics_are_as_documented() -> None:
+    from collectors.labels import path_glob_matches
+
+    assert path_glob_matches("/srv/share/hr/cases/a", "/srv/share/hr/cases/*")
+    assert not path_glob_matches("/srv/share/hr/cases/a/b", "/srv/share/hr/cases/*")  # * stays in one component
+    assert not path_glob_matches("/srv/share/hr/cases", "/srv/share/hr/cases/*")
+    assert path_glob_matches("/srv/share/a/b/ledning", "/srv/share/**/ledning")  # ** crosses components
+    assert path_glob_matches("/srv/share/x/ledning", "**/ledning")
+
+
+def test_always_allowed_users_defaults_to_root_and_setting_it_replaces_that(tmp_path: Path) -> None:
+    path = tmp_path / "permwatch.toml"
+    path.write_text("")
+    assert load_config(path, environ={}).labels.always_allowed_users == ["root"]
+    path.write_text("[labels]\nalways_allowed_users = []\n")
+    assert load_config(path, environ={}).labels.always_allowed_users == []
+    path.write_text("[labels]\nalways_allowed_users = ['backup']\n")
+    assert load_config(path, environ={}).labels.always_allowed_users == ["backup"]

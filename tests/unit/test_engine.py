@@ -281,3 +281,27 @@ def test_a_wide_directory_change_judges_every_folder_in_path_order_with_the_new_
     changed = engine.step(DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=("anna", "bo")))
     assert [v.folder for v in changed] == cases[::2]
     assert {(v.status, v.users, v.people) for v in changed} == {(ExposureStatus.CHANGED, ("cia", "eva"), 2)}
+
+
+def test_a_primary_gid_no_group_entry_has_is_read_by_its_users_like_the_kernel_does() -> None:
+    engine = setup()
+    lonely = 20099  # ulf's own group: named by his primary gid and the ACL, never created in the directory
+    engine.apply(DirectoryUser(name="ulf", uid=1006, primary_gid=lonely))
+    engine.apply(DirectoryUser(name="vera", uid=1007, primary_gid=lonely, disabled=True))
+    assert engine.flush() == []
+    assert engine.directory.group_for_gid(lonely) is None
+    opened = engine.step(
+        fs(
+            "/srv/share/ledning",
+            entry("user_obj", "rwx"),
+            entry("group_obj", "rx"),
+            entry("group", "rx", lonely),
+            entry("mask", "rx"),
+            entry("other", ""),
+        )
+    )
+    assert [(e.status, e.people) for e in opened] == [(ExposureStatus.OPENED, 1)]  # ulf; vera is disabled
+    # and once ulf's primary gid moves elsewhere, the entry names nobody
+    engine.apply(DirectoryUser(name="ulf", uid=1006, primary_gid=ALLA))
+    closed = engine.flush()
+    assert [e.status for e in closed] == [ExposureStatus.CLOSED]

@@ -255,3 +255,22 @@ def test_topics_and_limits_are_named() -> None:
     text = DOC.read_text(encoding="utf-8")
     assert f"{MAX_MESSAGE_BYTES:,}" in text
     assert f"{MAX_BATCH} (`MAX_BATCH`)" in text
+
+
+def test_the_group_id_sinks_add_is_documented_as_it_is_made(tmp_path: Path) -> None:
+    import hashlib
+
+    from alerts.grouping import GroupUpdate
+    from alerts.jsonl import JsonlConfig, JsonlSink
+    from tests.unit.alert_samples import opened
+
+    (section,) = [s for s in SECTIONS if s.title == "What the alert sinks write: `group_id`"]
+    assert "| `group_id` | string |" in section.text
+    assert "`burst-` + the first 16 hex digits of SHA-256(the `exposure_id` of the burst's first exposure)" in (
+        section.text
+    )
+    event = opened()
+    sink = JsonlSink(JsonlConfig(kind="jsonl", path=tmp_path / "alerts.jsonl"))
+    (line,) = sink.render(GroupUpdate.single(event))
+    assert set(line) - set(event.model_dump(mode="json")) == {"group_id"}  # the one key the sinks add
+    assert line["group_id"] == "burst-" + hashlib.sha256(event.exposure_id.encode()).hexdigest()[:16]

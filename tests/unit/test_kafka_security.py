@@ -244,6 +244,8 @@ def test_check_config_says_which_key_lacks_its_password(
         "environment variable KP is not set or empty"
     )
     monkeypatch.setenv("KP", PASSWORD)
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")  # check-config: the file is there
     assert main(["check-config", str(path)]) == 0
     out, err = capsys.readouterr()
     assert PASSWORD not in out + err

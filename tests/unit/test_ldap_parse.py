@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import get_args
 
 import pytest
+from ldap3.core.exceptions import LDAPSocketOpenError
 
-from collectors.ldap import CHANGE_MODES, Backoff, read_password
+from collectors.ldap import CHANGE_MODES, Backoff, LdapCollector, read_password
 from collectors.ldap_accesslog import (
     Modification,
     actor_of,
@@ -28,8 +31,9 @@ from collectors.ldap_entries import (
 )
 from collectors.ldap_mirror import DirectoryMirror
 from collectors.ldap_modes import EntryChange
+from collectors.ldap_session import DirectoryLimitExceeded
 from permwatch.config import ConfigError, LdapCollectorConfig
-from permwatch.events import DirectoryGroup, DirectoryUser
+from permwatch.events import DirectoryGroup, DirectoryUser, Event
 
 PEOPLE = "ou=people,dc=example,dc=org"
 GROUPS = "ou=groups,dc=example,dc=org"
@@ -284,6 +288,47 @@ def test_without_referential_integrity_a_renamed_member_dangles() -> None:
     assert (alla.removed, alla.added) == (("enhet",), ())
 
 
+def test_a_rename_takes_the_groups_naming_it_as_the_server_holds_them() -> None:
+    renamed = RawEntry(f"cn=unit,{GROUPS}", {**group("enhet").attrs, "cn": ("unit",)})
+    asked: list[str] = []
+
+    def server(members: str) -> Callable[[str], RawEntry | None]:
+        def read(dn: str) -> RawEntry | None:
+            asked.append(dn)
+            return group("alla", members)
+
+        return read
+
+    # no refint on the server: the member DN still names the old entry, which is nobody now
+    held = mirror(group("enhet"), group("alla", f"cn=enhet,{GROUPS}"), referential_integrity=True)
+    events = held.apply(EntryChange(f"cn=enhet,{GROUPS}", renamed), server(f"cn=enhet,{GROUPS}"))
+    alla = next(e for e in events if isinstance(e, DirectoryGroup) and e.name == "alla")
+    assert (alla.removed, alla.added) == (("enhet",), ())
+    assert held.get(f"cn=alla,{GROUPS}") == group("alla", f"cn=enhet,{GROUPS}"), "not rewritten as if refint ran"
+    assert asked == [f"cn=alla,{GROUPS}"]
+    # refint on the server: it rewrote the member; one event, the old name out and the new one in
+    held = mirror(group("enhet"), group("alla", f"cn=enhet,{GROUPS}"), referential_integrity=False)
+    events = held.apply(EntryChange(f"cn=enhet,{GROUPS}", renamed), server(f"cn=unit,{GROUPS}"))
+    [alla] = [e for e in events if isinstance(e, DirectoryGroup) and e.name == "alla"]
+    assert (alla.removed, alla.added) == (("enhet",), ("unit",))
+
+
+def test_only_the_renamed_member_is_taken_from_the_server_the_groups_other_changes_wait_for_their_own() -> None:
+    held = mirror(user("anna", 1), user("bo", 2), group("alla", f"uid=anna,{PEOPLE}", f"uid=bo,{PEOPLE}"))
+    renamed = RawEntry(f"uid=ann,{PEOPLE}", {**user("anna", 1).attrs, "uid": ("ann",)})
+    # the server's copy already has a later write (bo taken out by someone else) besides refint's rewrite
+    events = held.apply(EntryChange(f"uid=anna,{PEOPLE}", renamed), lambda dn: group("alla", f"uid=ann,{PEOPLE}"))
+    [alla] = [e for e in events if isinstance(e, DirectoryGroup)]
+    assert (alla.added, alla.removed, alla.member_users) == (("ann",), ("anna",), ("ann", "bo"))
+
+
+def test_a_deletion_rereads_the_groups_and_a_group_gone_meanwhile_waits_for_its_own_change() -> None:
+    held = mirror(user("anna", 1), group("alla", f"uid=anna,{PEOPLE}"))
+    events = held.apply(EntryChange(f"uid=anna,{PEOPLE}", None), lambda dn: None)
+    assert sorted((e.name, e.deleted) for e in events) == [("alla", False), ("anna", True)]
+    assert held.get(f"cn=alla,{GROUPS}") == group("alla", f"uid=anna,{PEOPLE}")
+
+
 def test_disabling_is_named_and_out_of_scope_changes_publish_nothing() -> None:
     held = mirror(user("anna", 1))
     [event] = held.apply(EntryChange(f"uid=anna,{PEOPLE}", user("anna", 1, shadowexpire=("1",))))
@@ -323,10 +368,21 @@ def test_every_configurable_mode_is_registered() -> None:
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
-    backoff = Backoff(first=0.5, cap=3)
+    backoff = Backoff(first=0.5, cap=3, jitter=lambda: 1.0)  # the top of each jitter range
     assert [backoff.failed() for _ in range(5)] == [0.5, 1.0, 2.0, 3, 3]
     backoff.reset()
     assert backoff.failed() == 0.5
+    low = Backoff(first=0.5, cap=3, jitter=lambda: 0.0)  # the bottom: half of each step
+    assert [low.failed() for _ in range(4)] == [0.25, 0.5, 1.0, 1.5]
+
+
+def test_backoff_defaults_to_a_low_cap_and_survives_a_long_outage() -> None:
+    backoff = Backoff()
+    delays = [backoff.failed() for _ in range(5000)]  # hours of outage: the exponent must not overflow
+    assert max(delays) <= 5.0
+    assert all(2.5 <= d <= 5.0 for d in delays[10:])
+    assert len({round(d, 6) for d in delays[10:]}) > 1, "jittered"
+    assert config().backoff_max_seconds == 5.0
 
 
 def test_password_sources_and_errors_never_show_it(tmp_path: Path) -> None:
@@ -350,3 +406,34 @@ def test_config_rejects_a_bind_without_a_password_source_and_relative_files() ->
         config(bind_dn="cn=r", password_file="pw.txt")
     with pytest.raises(ValueError, match="mode"):
         config(mode="dirsync-someday")
+
+
+def test_a_long_outage_logs_each_early_retry_then_one_line_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0.0]
+    collector = LdapCollector(config(), Recorder(), state_path=tmp_path / "s.json", monotonic=lambda: now[0])
+    caplog.set_level(logging.DEBUG, logger="permwatch.collectors.ldap")
+    down = LDAPSocketOpenError("connection refused")
+    for failures in range(1, 40):  # about three minutes at the 5 s cap
+        collector._log_retry(down, 5.0, failures)
+        now[0] += 5.0 if failures > 6 else 1.0
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 6 + 2, lines
+    assert all("unavailable" in line and "retrying in 5.0 s" in line for line in lines)
+    assert [line.rsplit(", ", 1)[-1] for line in lines[6:]] == ["attempt 19", "attempt 31"]  # a minute apart
+    limit = DirectoryLimitExceeded(where="ldap://x:389", account="cn=r", limit="size limit", base="ou=p", returned=500)
+    now[0] += 60
+    collector._log_retry(limit, 5.0, 40)
+    assert caplog.records[-1].levelno == logging.ERROR and "size limit for cn=r" in caplog.records[-1].getMessage()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def flush(self) -> None:
+        pass

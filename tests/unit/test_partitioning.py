@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collectors.routing import FsRouter
 from permwatch.events import DirectoryGroup, ExposureStatus, FsKind, FsPermissionEvent, LabelAssigned, ObjectType
+from processor.published import PublishedRecord
 from tests.unit.test_engine import ALLA, LABEL, MGMT, entry, fs, setup
 
 OPEN_ACL = (entry("user_obj", "rwx"), entry("group_obj", "rx"), entry("group", "rx", ALLA), entry("mask", "rx"))
@@ -57,12 +58,14 @@ def test_forgetting_paths_keeps_directory_and_labels_and_says_nothing() -> None:
 def test_reconcile_publishes_only_what_the_record_lacks() -> None:
     engine = setup()
     [opened] = engine.step(fs("/srv/share/ledning", *OPEN_ACL))
-    record = {opened.folder: opened.to_event()}
+    record = PublishedRecord.of([opened.to_event()])
     # in step with the record: nothing to say
-    assert engine.reconcile(record, "reconcile.test") == []
+    engine.adopt(record, owned_only=True)
+    assert engine.reconcile(record, "reconcile.test", owned_only=True) == []
     # the record has it open, the rebuilt state says closed (its closing was never published)
-    engine.step(fs("/srv/share/ledning", mode=0o750))
-    [closed] = engine.reconcile(record, "reconcile.test")
+    engine.apply(fs("/srv/share/ledning", mode=0o750))
+    engine.adopt(record, owned_only=True)
+    [closed] = engine.reconcile(record, "reconcile.test", owned_only=True)
     assert (closed.status, closed.exposure_id, closed.sequence) == (ExposureStatus.CLOSED, opened.exposure_id, 1)
     # the rebuilt state has one open the record never saw: a directory change the previous owner
     # took and never published the effect of, so the exposure is that change's
@@ -70,7 +73,8 @@ def test_reconcile_publishes_only_what_the_record_lacks() -> None:
     engine.step(fs("/srv/share/ledning", mode=0o750))
     nesting = DirectoryGroup(name="ledningsgrupp", gid=MGMT, member_users=("anna",), member_groups=("alla",))
     [opened] = engine.step(nesting)
-    [announced] = engine.reconcile({}, "reconcile.test")
+    engine.adopt(PublishedRecord(), owned_only=True)
+    [announced] = engine.reconcile(PublishedRecord(), "reconcile.test", owned_only=True)
     assert (announced.status, announced.exposure_id, announced.sequence) == (
         ExposureStatus.OPENED,
         opened.exposure_id,
@@ -79,7 +83,8 @@ def test_reconcile_publishes_only_what_the_record_lacks() -> None:
     assert announced.opened_at == nesting.observed_at and announced.cause_event_ids == (nesting.event_id,)
     # folders whose paths this engine does not hold are not its to judge
     engine.forget_paths()
-    assert engine.reconcile(record, "reconcile.test") == []
+    engine.adopt(record, owned_only=True)
+    assert engine.reconcile(record, "reconcile.test", owned_only=True) == []
 
 
 def test_live_changes_after_a_rebuild_continue_the_published_exposure() -> None:
@@ -90,7 +95,7 @@ def test_live_changes_after_a_rebuild_continue_the_published_exposure() -> None:
     rebuilt = setup()
     [other] = rebuilt.step(fs("/srv/share/ledning", *OPEN_ACL))
     assert other.exposure_id != opened.exposure_id
-    assert rebuilt.adopt({opened.folder: opened.to_event()}) == 1
+    assert rebuilt.adopt(PublishedRecord.of([opened.to_event()]), owned_only=True) == 1
     [closed] = rebuilt.step(fs("/srv/share/ledning", mode=0o750))
     assert (closed.status, closed.exposure_id, closed.sequence) == (ExposureStatus.CLOSED, opened.exposure_id, 1)
 
@@ -111,7 +116,7 @@ def test_adopting_takes_the_published_grants_not_just_their_names() -> None:
     rebuilt = setup()
     rebuilt.step(fs(folder, mode=0o750))
     rebuilt.step(nesting)
-    assert rebuilt.adopt({folder: widened.to_event()}) == 1
+    assert rebuilt.adopt(PublishedRecord.of([opened.to_event(), widened.to_event()]), owned_only=True) == 1
     assert rebuilt.step(fs(folder, *OPEN_ACL)) == []
     [closed] = rebuilt.step(fs(folder, mode=0o700))
     assert (closed.status, closed.exposure_id, closed.sequence) == (ExposureStatus.CLOSED, opened.exposure_id, 2)

@@ -56,6 +56,7 @@ def test_an_event_log_error_stops_the_process_with_one_line(
 
 def test_a_signal_from_the_first_moment_is_a_clean_stop(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
+    before = signal.getsignal(signal.SIGTERM)
     request = StopRequest()
     request.install()
     try:
@@ -65,7 +66,7 @@ def test_a_signal_from_the_first_moment_is_a_clean_stop(tmp_path: Path, caplog: 
     finally:
         request.restore()
     assert "stopping (SIGTERM) before the stages started" in caplog.text
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_a_signal_during_start_up_starts_no_more_stages(
@@ -105,7 +106,7 @@ def test_an_event_log_found_damaged_by_a_metrics_scrape_stops_the_process(
         for suffix in ("-wal", "-shm"):  # (whose pages the WAL would otherwise still supply)
             Path(f"{log_path}{suffix}").unlink()
         generate_latest(running.metrics.registry)  # a scrape answers (without the lag), never a 500
-        assert running.stop.wait(5) and running.failed == ["metrics"]
+        assert running.stop.wait(5) and "metrics" in running.failed  # (the processor may meet it too)
         generate_latest(running.metrics.registry)
     finally:
         running.shutdown()

@@ -15,7 +15,14 @@ instance. Each test loads its own site (``add_site``) from
 ``tests/integration/fixtures/ldap/site.ldif`` under
 ``ou=<name>,ou=sites,dc=example,dc=org``, so tests share one server without
 seeing each other's entries. ``stop()`` + ``start()`` keeps ports and data,
-for outage tests.
+for outage tests. Two settings make the server of a plain install for the
+tests that need one: ``reader_limits`` (default ``size=unlimited
+time=unlimited``; ``None`` leaves the permwatch account at slapd's default
+500-entry size limit) and ``refint`` (False: no refint overlay, as in
+Debian's default slapd); both are written into slapd.conf on every start, so
+a test may change them between ``stop()`` and ``start()``. ``modify_offline``
+runs ``slapmodify`` against the stopped server's data, a change no
+accesslog records.
 """
 
 from __future__ import annotations
@@ -91,9 +98,18 @@ class LdapSite:
 class Slapd(StartedInWith):
     """One slapd on 127.0.0.1; port, data and passwords are kept across ``stop()``/``start()``."""
 
-    def __init__(self, workdir: Path, *, start_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        start_timeout: float = 15.0,
+        reader_limits: str | None = "size=unlimited time=unlimited",
+        refint: bool = True,
+    ) -> None:
         self.workdir = Path(workdir).resolve()
         self.start_timeout = start_timeout
+        self.reader_limits = reader_limits
+        self.refint = refint
         self.root_password = secrets.token_urlsafe(16)
         self.it_admin_password = secrets.token_urlsafe(16)
         self.reader_password = secrets.token_urlsafe(16)
@@ -235,6 +251,21 @@ class Slapd(StartedInWith):
         self.load_ldif((_FIXTURES / "site.ldif").read_text(encoding="utf-8"), SITE=site.base, NAME=name)
         return site
 
+    def modify_offline(self, ldif: str) -> None:
+        """Apply an LDIF of changes with ``slapmodify`` while slapd is stopped: a write the accesslog never sees."""
+        if self.running:
+            raise SlapdError("slapmodify needs slapd stopped")
+        slapmodify = shutil.which("slapmodify") or "/usr/sbin/slapmodify"
+        changes = self.workdir / "offline.ldif"
+        changes.write_text(ldif, encoding="utf-8")
+        result = subprocess.run(
+            [slapmodify, "-f", str(self.workdir / "slapd.conf"), "-b", SUFFIX, "-l", str(changes)],
+            capture_output=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise SlapdError(f"slapmodify failed ({result.returncode}): {result.stderr.decode(errors='replace')}")
+
     def purge_accesslog(self) -> int:
         """Delete every accesslog entry, as the overlay's ``logpurge`` would once they are old; return how many."""
         connection = self.connect("root")
@@ -280,6 +311,10 @@ class Slapd(StartedInWith):
             if self.ca_file is not None
             else ""
         )
+        limits = f'limits dn.exact="{READER_DN}" {self.reader_limits}\n' if self.reader_limits else ""
+        refint = (
+            f'overlay refint\nrefint_attributes member\nrefint_nothing "cn=nobody,{SUFFIX}"\n' if self.refint else ""
+        )
         conf = f"""# Written by tests/integration/servers/slapd.py
 include {schema}/core.schema
 include {schema}/cosine.schema
@@ -301,8 +336,7 @@ rootdn "{ROOT_DN}"
 directory {accesslog}
 maxsize 268435456
 index reqStart eq
-limits dn.exact="{READER_DN}" size=unlimited time=unlimited
-access to * by dn.exact="{READER_DN}" read by * none
+{limits}access to * by dn.exact="{READER_DN}" read by * none
 
 database mdb
 suffix "{SUFFIX}"
@@ -312,8 +346,7 @@ directory {data}
 maxsize 268435456
 index objectClass eq
 index uid,cn,member,memberUid eq
-limits dn.exact="{READER_DN}" size=unlimited time=unlimited
-access to attrs=userPassword
+{limits}access to attrs=userPassword
     by self write
     by anonymous auth
     by * none
@@ -326,10 +359,7 @@ access to *
     by * none
 
 overlay memberof
-overlay refint
-refint_attributes member
-refint_nothing "cn=nobody,{SUFFIX}"
-overlay ppolicy
+{refint}overlay ppolicy
 overlay accesslog
 logdb "{ACCESSLOG}"
 logops writes

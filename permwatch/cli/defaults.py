@@ -1,0 +1,142 @@
+"""``permwatch check-config --show-defaults``: every setting's default, as TOML a config file could hold.
+
+Written from the config models themselves (and each sink kind's), so it cannot drift from what ``run`` uses.
+Sections that are on by default are live TOML; optional ones (``[transport.kafka]``, ``[[fs]]``,
+``[directory]``, ``[[ldap]]``, each sink kind) are commented out, with required keys shown as
+``<required>``. Loading the live part gives exactly the defaults (a unit test holds it to that). A key set in
+a config replaces its default, lists included: a list is never merged with its default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import typing
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from permwatch.config import (
+    Config,
+    DirectoryFileConfig,
+    FsCollectorConfig,
+    KafkaConfig,
+    LabelDefinition,
+    LabelRule,
+    LabelsConfig,
+    LdapCollectorConfig,
+)
+
+HEADER = """\
+# permwatch: the default of every setting (permwatch check-config --show-defaults).
+# Setting a key replaces its default; a list replaces the default list whole (never merged with it), so
+# always_allowed_users = [] allows nobody beyond each label's own audience, and ["root", "backup"] keeps root.
+# Commented tables are optional sections, off unless a config has them; <required> marks keys they need.
+"""
+
+
+def _literal(value: Any) -> str:
+    """A TOML literal for a default value."""
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float) and not (isinstance(value, float) and math.isinf(value)):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_literal(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_literal(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no TOML literal for {value!r}")
+
+
+def _is_model(value: Any) -> bool:
+    return isinstance(value, BaseModel)
+
+
+def _scalar_lines(model: type[BaseModel], values: dict[str, Any], *, commented: bool) -> list[str]:
+    lines = []
+    hash_ = "# " if commented else ""
+    for name, info in model.model_fields.items():
+        if info.exclude:
+            continue  # refused keys (a literal password): never a setting
+        value = values.get(name, _MISSING)
+        if _holds_models(info.annotation):
+            continue  # tables of their own, below (commented out when optional)
+        note = _note(info)
+        if value is _MISSING:
+            lines.append(f"# {name} = <required>{note}")
+        elif value is None:
+            lines.append(f"# {name} = (unset){note}")
+        else:
+            lines.append(f"{hash_}{name} = {_literal(value)}{note}")
+    return lines
+
+
+def _holds_models(annotation: Any) -> bool:
+    """Whether a field is a table (a model, a list of models or an optional one), not a plain value."""
+    if isinstance(annotation, type):
+        return issubclass(annotation, BaseModel)
+    return any(_holds_models(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+
+
+def _is_model_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(_is_model(v) for v in value)
+
+
+_MISSING = object()
+
+
+def _note(info: FieldInfo) -> str:
+    return f"  # {' '.join(info.description.split())}" if info.description else ""
+
+
+def _defaults_of(model: type[BaseModel]) -> dict[str, Any]:
+    """Each field's default (``_MISSING`` left out: required)."""
+    values: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if info.is_required():
+            continue
+        values[name] = info.get_default(call_default_factory=True)
+    return values
+
+
+def _table(header: str, model: type[BaseModel], values: dict[str, Any], *, commented: bool) -> list[str]:
+    lines = ["", f"{'# ' if commented else ''}{header}", *_scalar_lines(model, values, commented=commented)]
+    prefix = header.strip("[]")
+    for name in model.model_fields:
+        value = values.get(name)
+        if isinstance(value, BaseModel):
+            lines += _table(f"[{prefix}.{name}]", type(value), dict(value), commented=commented)
+        elif isinstance(value, list) and _is_model_list(value):
+            for item in value:
+                lines += _table(f"[[{prefix}.{name}]]", type(item), dict(item), commented=commented)
+    return lines
+
+
+def render_defaults() -> str:
+    """The defaults of every section as TOML; see the module docstring."""
+    from alerts.registry import SINKS
+
+    config = Config()
+    values = dict(config)
+    out = [*HEADER.splitlines(), "", *_scalar_lines(Config, values, commented=False)]
+    for name in ("transport", "collector"):
+        out += _table(f"[{name}]", type(values[name]), dict(values[name]), commented=False)
+    out += _table("[transport.kafka]", KafkaConfig, _defaults_of(KafkaConfig), commented=True)
+    out += _table("[[fs]]", FsCollectorConfig, _defaults_of(FsCollectorConfig), commented=True)
+    out += _table("[directory]", DirectoryFileConfig, _defaults_of(DirectoryFileConfig), commented=True)
+    out += _table("[[ldap]]", LdapCollectorConfig, _defaults_of(LdapCollectorConfig), commented=True)
+    out += _table("[labels]", LabelsConfig, dict(config.labels), commented=False)
+    out += _table("[labels.definitions.<name>]", LabelDefinition, _defaults_of(LabelDefinition), commented=True)
+    out += _table("[[labels.rules]]", LabelRule, _defaults_of(LabelRule), commented=True)
+    for name in ("processor", "alerts", "metrics"):
+        out += _table(f"[{name}]", type(values[name]), dict(values[name]), commented=False)
+    for kind, (model, _factory) in SINKS.items():
+        out += _table("[[alerts.sinks]]", model, {**_defaults_of(model), "kind": kind}, commented=True)
+    return "\n".join(out) + "\n"
