@@ -7,7 +7,10 @@ that the collector commits only after the bus confirmed (``flush``) the events
 they describe: a crash loses the uncommitted part and the next run publishes
 it again rather than never. Paths are stored as raw bytes so any name the
 filesystem allows round-trips. One collector thread owns a store; it is not
-meant to be shared between threads.
+meant to be shared between threads. A store names the event log it published
+to (:func:`bind_to_log`): kept for another log (the log emptied, replaced or
+moved aside), it forgets what it published, so the next scan publishes
+everything into this one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ CREATE TABLE IF NOT EXISTS published (
     fingerprint BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS published_by_parent ON published(parent);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -151,6 +158,20 @@ class PublishedStateStore:
     def has_uncommitted(self) -> bool:
         return bool(self._puts) or self._db.in_transaction
 
+    def bind_to_log(self, log_id: str) -> bool:
+        """Name ``log_id`` as the log this store's records were published to. A store that named another (or
+        none, but holds records) forgets them all first; True when it did."""
+        self.rollback()
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
+        if row is not None and row[0] == log_id:
+            return False
+        forgot = len(self) > 0
+        self._db.execute("BEGIN")
+        self._db.execute("DELETE FROM published")
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('log_id', ?)", (log_id,))
+        self._db.execute("COMMIT")
+        return forgot
+
     def close(self) -> None:
         """Close without committing: what was not confirmed is published again next time."""
         self.rollback()
@@ -179,3 +200,12 @@ def _subtree_bounds(path: str, include_self: bool) -> tuple[bytes, int, bytes, b
     key = os.fsencode(path)
     prefix = key.rstrip(b"/")
     return key, int(include_self), prefix + b"/", prefix + b"0"
+
+
+def bind_to_log(path: Path, log_id: str) -> bool:
+    """:meth:`PublishedStateStore.bind_to_log` on the store at ``path`` (before its collector opens it)."""
+    store = PublishedStateStore(path)
+    try:
+        return store.bind_to_log(log_id)
+    finally:
+        store.close()

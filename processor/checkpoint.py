@@ -11,10 +11,13 @@ of what the offsets refer to, the offsets, a code fingerprint, the payload's
 size and SHA-256) and the payload: the engine's state pickled with protocol 5.
 A file whose format, identity, fingerprint or checksum does not match, or that
 does not unpickle, is ignored with one log line and the processor replays all
-history. The fingerprint hashes the modules whose classes are pickled, so a
-new release never loads an old layout. The file is written atomically (a
-temporary file, fsync, rename, fsync of the directory) with mode 0600: it is
-unpickled on start, so only the processor's own user may write it.
+history. So is one that does not fit the log as it is now
+(:mod:`processor.log_fit`: the log emptied, replaced or older than the
+checkpoint; the header carries the embedded log's ``log_id``). The
+fingerprint hashes the modules whose classes are pickled, so a new release
+never loads an old layout. The file is written atomically (a temporary file,
+fsync, rename, fsync of the directory) with mode 0600: it is unpickled on
+start, so only the processor's own user may write it.
 
 Taking the snapshot (pickling) holds up the processor's loop, because the
 state must not move while it is read; writing, checksumming and fsyncing run
@@ -31,6 +34,7 @@ already numbered other ACLs renumbers the restored state.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -50,6 +54,7 @@ from typing import Any
 import permwatch.events
 from permwatch.events import utcnow
 from permwatch.metrics import Metrics
+from permwatch.transport.base import LogExtent
 from processor import engine as engine_module
 from processor import exposures as exposures_module
 from processor import readers as readers_module
@@ -57,6 +62,7 @@ from processor import state as state_module
 from processor.engine import Engine
 from processor.exposures import ExposureTracker
 from processor.gcpause import gc_paused
+from processor.log_fit import LogMismatch, check_fits
 from processor.readers import ReaderEvaluator
 from processor.state import AclTuple, Directory, PathState, intern_acl
 
@@ -178,12 +184,18 @@ def snapshot(engine: Engine) -> bytes:
 
 
 def frame(
-    payload: bytes, offsets: Mapping[tuple[str, int], int], identity: Mapping[str, str], *, records: int
+    payload: bytes,
+    offsets: Mapping[tuple[str, int], int],
+    identity: Mapping[str, str],
+    *,
+    records: int,
+    log_id: str | None = None,
 ) -> tuple[bytes, bytes]:
     """The checkpoint file's head (magic, header length, header) to write before ``payload``."""
     header = {
         "format": FORMAT,
         "identity": dict(identity),
+        "log_id": log_id,
         "code": code_fingerprint(),
         "offsets": sorted([topic, partition, offset] for (topic, partition), offset in offsets.items()),
         "records": records,
@@ -202,17 +214,30 @@ def encode(
     return b"".join(frame(snapshot(engine), offsets, identity, records=records))
 
 
-def decode(
-    data: bytes, identity: Mapping[str, str], *, source: str, clock: Callable[[], datetime] = utcnow
-) -> Restored:
-    """The state and offsets in a checkpoint file's bytes; :class:`CheckpointError` if it cannot be used."""
+def read_header(data: bytes) -> tuple[dict[str, Any], Offsets]:
+    """A checkpoint file's header and offsets, read without the payload; :class:`CheckpointError` if unreadable."""
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _LENGTH.size:
         raise CheckpointError("not a checkpoint file")
     start = len(MAGIC) + _LENGTH.size
     (length,) = _LENGTH.unpack_from(data, len(MAGIC))
     try:
         header = json.loads(data[start : start + length])
-        payload = memoryview(data)[start + length :]
+        offsets = {(str(topic), int(partition)): int(offset) for topic, partition, offset in header["offsets"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"unreadable header ({type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError("unreadable header (not an object)")
+    return header, offsets
+
+
+def decode(
+    data: bytes, identity: Mapping[str, str], *, source: str, clock: Callable[[], datetime] = utcnow
+) -> Restored:
+    """The state and offsets in a checkpoint file's bytes; :class:`CheckpointError` if it cannot be used."""
+    header, offsets = read_header(data)
+    (length,) = _LENGTH.unpack_from(data, len(MAGIC))
+    payload = memoryview(data)[len(MAGIC) + _LENGTH.size + length :]
+    try:
         if header["format"] != FORMAT:
             raise CheckpointError(f"format {header['format']}, this release reads {FORMAT}")
         if header["identity"] != dict(identity):
@@ -221,7 +246,6 @@ def decode(
             raise CheckpointError("written by another release")
         if len(payload) != header["payload_bytes"] or hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
             raise CheckpointError("truncated or corrupt")
-        offsets = {(str(topic), int(partition)): int(offset) for topic, partition, offset in header["offsets"]}
         records, written_at = int(header["records"]), datetime.fromisoformat(header["written_at"])
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"unreadable header ({type(exc).__name__})") from None
@@ -264,7 +288,8 @@ class Checkpoints:
 
     ``identity`` names what the offsets refer to (the consumer group and the
     topics: a Kafka topic prefix or the embedded log's path); a checkpoint
-    written for anything else is ignored.
+    written for anything else is ignored. With ``log`` (the bus), a checkpoint
+    must also fit the log as it is now (:func:`processor.log_fit.check_fits`).
     """
 
     def __init__(
@@ -275,9 +300,16 @@ class Checkpoints:
         interval_seconds: float = 30.0,
         metrics: Metrics | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        log: LogExtent | None = None,
     ) -> None:
         self.path = Path(path)
         self.identity = dict(identity)
+        self.log = log
+        self.log_id = None if log is None else log.log_id
+        self.superseded: Restored | None = None
+        """After :meth:`load` turned down a checkpoint that does not fit the log (emptied, replaced, older): its
+        state, if it loads. It holds the exposures open when it was written, which were published then; a
+        runner rebuilding from the log may reconcile with them (issue 13). None otherwise."""
         self.interval_seconds = interval_seconds
         self.metrics = metrics
         self._monotonic = monotonic
@@ -302,7 +334,15 @@ class Checkpoints:
             log.warning("checkpoint %s not used (cannot read: %s): replaying all history", self.path, exc.strerror)
             return None
         try:
+            if self.log is not None:
+                header, offsets = read_header(data)
+                check_fits(offsets, header.get("log_id"), self.log)
             restored = decode(data, self.identity, source=source, clock=clock)
+        except LogMismatch as exc:
+            log.warning("checkpoint %s not used: %s; rebuilding from the log's history", self.path, exc)
+            with contextlib.suppress(CheckpointError):  # (another release's, say: nothing to keep then)
+                self.superseded = decode(data, self.identity, source=source, clock=clock)
+            return None
         except CheckpointError as exc:
             log.warning("checkpoint %s not used (%s): replaying all history", self.path, exc)
             return None
@@ -357,7 +397,7 @@ class Checkpoints:
 
     def _write(self, payload: bytes, offsets: Offsets, records: int, pause: float) -> None:
         started = time.perf_counter()
-        head, payload = frame(payload, offsets, self.identity, records=records)
+        head, payload = frame(payload, offsets, self.identity, records=records, log_id=self.log_id)
         try:
             write_atomically(self.path, (head, payload))
         except OSError as exc:

@@ -1,17 +1,27 @@
 """The ``permwatch`` command: argument parsing and the one place that wires stages together.
 
 User mistakes (bad config, missing files) end with one clear line on stderr
-and exit status 2, never a traceback.
+and exit status 2, never a traceback; an event log that cannot be used
+(damaged, its disk full) ends with one line and exit status 1. ``run`` takes
+SIGINT and SIGTERM as a request to stop from its first moment
+(:mod:`permwatch.cli.stopping`): the console script imports this module
+first thing, and it installs the handlers before importing anything else.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
-from pathlib import Path
 
-from permwatch.config import ConfigError, load_config
+from permwatch.cli.stopping import StopRequest
+
+STOP = StopRequest()
+"""The stop request of ``permwatch run``, installed as this module is imported by it."""
+if sys.argv[1:2] == ["run"]:
+    STOP.install()
+
+import argparse  # noqa: E402 - after the signal handlers, on purpose
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 log = logging.getLogger("permwatch")
 
@@ -40,6 +50,9 @@ def _one_line(record: logging.LogRecord) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop = STOP
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["run"] and not stop.installed:
+        stop.install()  # (called with its own argv) before the config and the stages are even imported
     parser = argparse.ArgumentParser(
         prog="permwatch", description="Notice when a restricted folder becomes readable by others."
     )
@@ -70,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
     add_commands(sub)
     args = parser.parse_args(argv)
+    from permwatch.config import ConfigError, load_config
+    from permwatch.transport.base import EventLogError
+
     try:
         if args.command in FORENSICS:
             from permwatch.cli import forensics
@@ -89,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             _setup_logging(config.log_level)
             for warning in run_warnings(config, args.config):
                 log.warning("%s", warning)
-            return run_roles(config, args.role)
+            return run_roles(config, args.role, stop=stop)
         if args.command == "demo":
             from permwatch.cli.demo import run_demo
 
@@ -98,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"permwatch: config error: {exc}", file=sys.stderr)
         return 2
+    except EventLogError as exc:
+        print(f"permwatch: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 1  # pragma: no cover - argparse enforces a command
@@ -107,6 +126,7 @@ def _check_config(path: Path | None, *, scan: bool, show_defaults: bool, connect
     """Validate ``path`` as ``run`` would and check what it points at; warnings go to stderr, each one line."""
     from permwatch.cli.checks import check_world, describe_counts, scan_labels
     from permwatch.cli.wiring import validate_stages
+    from permwatch.config import ConfigError, load_config
 
     if show_defaults:
         from permwatch.cli.defaults import render_defaults

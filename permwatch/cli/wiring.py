@@ -10,11 +10,12 @@ roles run one stage each, for deployments over Kafka. Each process has one
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
-import signal
+import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from permwatch.cli.stopping import StopRequest
 from permwatch.config import Config, ConfigError
 from permwatch.events import INPUT_TOPICS, TOPIC_EXPOSURES
 from permwatch.metrics import Metrics
 from permwatch.metrics_http import MetricsServer, serve_metrics
-from permwatch.metrics_scrape import LagProbing
+from permwatch.metrics_scrape import LagProbe, LagProbing
 from permwatch.transport import open_bus
-from permwatch.transport.base import Bus
+from permwatch.transport.base import Bus, EventLogError, LogExtent
 
 if TYPE_CHECKING:
     from processor.checkpoint import Checkpoints
@@ -72,6 +74,13 @@ def check_sources(config: Config) -> int:
     return 1 if failed else 0
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """A write that found its filesystem full, as SQLite or the OS says it."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+
 @dataclass
 class Running:
     """The stages of one process, their threads and the shared stop flag."""
@@ -86,6 +95,8 @@ class Running:
     """Run after the stages' threads stopped, before the bus closes (the collectors' spool)."""
     failed: list[str] = field(default_factory=list)
     """The stages that stopped by an error (each stops the others)."""
+    state_dir: Path | None = None
+    """Where the stages keep their state, named when a full disk stops one."""
 
     def start(self, name: str, stage: Any) -> None:
         self.stages[name] = stage
@@ -93,14 +104,27 @@ class Running:
         def target() -> None:
             try:
                 stage.run(self.stop)
-            except Exception:
-                log.exception("%s stopped by an error", name)
-                self.failed.append(name)
-                self.stop.set()
+            except EventLogError as exc:
+                self.fail(name, str(exc))
+            except Exception as exc:
+                if not _disk_full(exc):
+                    log.exception("%s stopped by an error", name)
+                    self.failed.append(name)
+                    self.stop.set()
+                else:  # its own state (the fs collector's, the alerts' delivery log) ran out of room
+                    self.fail(name, f"no room to write its state under {self.state_dir}: {exc}")
 
         thread = threading.Thread(target=target, name=name, daemon=True)
         self.threads.append(thread)
         thread.start()
+
+    def fail(self, name: str, why: str) -> None:
+        """``name`` met an event log (or state) it cannot use: one line (the file, the cause, the way out) and
+        everything stops."""
+        if name not in self.failed:  # (the metrics scrape meets it again until the process is down)
+            log.error("%s stopped: %s", name, why)
+            self.failed.append(name)
+        self.stop.set()
 
     def shutdown(self, timeout: float = 10.0) -> None:
         self.stop.set()
@@ -111,20 +135,48 @@ class Running:
         if self.metrics_server is not None:
             self.metrics_server.close()
         self.metrics.close()
-        self.bus.close()
+        try:
+            self.bus.close()
+        except EventLogError as exc:  # (a full disk: what was queued at the stop is not stored)
+            log.error("event log not closed cleanly: %s", exc)
 
     def watch_lag(self, topics: Sequence[str], group: str) -> None:
         """Export ``group``'s consumer lag, when the bus can tell it."""
         if isinstance(self.bus, LagProbing):
-            self.metrics.consumer_lag.watch(self.bus.lag_probe(topics, group))
+            self.metrics.consumer_lag.watch(_StoppingProbe(self.bus.lag_probe(topics, group), self))
 
 
-def processor_checkpoints(config: Config, metrics: Metrics | None = None) -> Checkpoints | None:
+class _StoppingProbe:
+    """A lag probe that stops the process when it finds the event log unusable (damaged since the start), rather
+    than have ``/metrics`` answer 500 while the stages run on."""
+
+    def __init__(self, probe: LagProbe, running: Running) -> None:
+        self._probe = probe
+        self._running = running
+
+    @property
+    def group(self) -> str:
+        return self._probe.group
+
+    def lag(self) -> Mapping[tuple[str, int], int] | None:
+        try:
+            return self._probe.lag()
+        except EventLogError as exc:
+            self._running.fail("metrics", str(exc))
+            return None
+
+    def close(self) -> None:
+        self._probe.close()
+
+
+def processor_checkpoints(config: Config, metrics: Metrics | None = None, bus: Bus | None = None) -> Checkpoints | None:
     """The processor's checkpoint store, unless ``processor.checkpoint`` is off.
 
     Its identity is what the checkpoint's offsets mean: the consumer group and
     the topics (Kafka's topic prefix, whichever client, or the embedded log's file),
-    and for processors sharing the work, which one: each keeps its own.
+    and for processors sharing the work, which one: each keeps its own. With
+    ``bus``, a checkpoint must also fit its log as it is now (emptied, replaced,
+    older: see :mod:`processor.log_fit`).
     """
     from processor.checkpoint import Checkpoints
     from processor.partitioned import instance_of
@@ -144,11 +196,17 @@ def processor_checkpoints(config: Config, metrics: Metrics | None = None) -> Che
         name = f"{settings.group}-{identity['instance']}"
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
     path = settings.checkpoint_path or config.state_dir / f"processor-{safe}.checkpoint"
-    return Checkpoints(path, identity, interval_seconds=settings.checkpoint_interval_seconds, metrics=metrics)
+    log_extent = bus if isinstance(bus, LogExtent) else None
+    return Checkpoints(
+        path, identity, interval_seconds=settings.checkpoint_interval_seconds, metrics=metrics, log=log_extent
+    )
 
 
-def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) -> Running:
-    running = Running(bus or open_bus(config.transport))
+def start_roles(
+    config: Config, role: str = "all", *, bus: Bus | None = None, stop: threading.Event | None = None
+) -> Running:
+    """Open the bus and start ``role``'s stages; once ``stop`` is set (a signal during start-up), no more."""
+    running = Running(bus or open_bus(config.transport), stop=stop or threading.Event(), state_dir=config.state_dir)
     metrics = running.metrics
     state_dir = config.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +246,16 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
         for fs_config in config.fs:
             labeller = LabelPolicy(config.labels, source=fs_config.collector_id)
             state_path = fs_config.state_path or state_dir / f"fs-{fs_config.collector_id}.db"
+            if isinstance(running.bus, LogExtent) and running.bus.log_id is not None:
+                from collectors.fs_state import bind_to_log
+
+                if bind_to_log(state_path, running.bus.log_id):
+                    log.warning(
+                        "fs collector %s: what it published went to another event log than %s; "
+                        "publishing everything again",
+                        fs_config.collector_id,
+                        running.bus.describe(),
+                    )
             fs_emitter = BusEmitter(collector_bus, metrics, router=router, batch=True)  # one per collector
             collector = FsCollector(fs_config, fs_emitter, labeller=labeller, state_path=state_path, metrics=metrics)
             if spool is not None:
@@ -195,7 +263,7 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
             running.start(f"fs:{fs_config.collector_id}", collector)
         if spool is not None:
             spool.start()
-    if role in ("all", "processor"):
+    if role in ("all", "processor") and not running.stop.is_set():
         from processor.runner import ProcessorRunner
 
         severities = {name: label.severity.value for name, label in config.labels.definitions.items()}
@@ -206,10 +274,10 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
             from processor.partitioned import PartitionedProcessor
 
             kind = PartitionedProcessor
-        checkpoints = processor_checkpoints(config, metrics)
+        checkpoints = processor_checkpoints(config, metrics, running.bus)
         runner = kind(running.bus, config.processor, metrics=metrics, checkpoints=checkpoints)
         running.start("processor", runner)
-    if role in ("all", "alerts"):
+    if role in ("all", "alerts") and not running.stop.is_set():
         from alerts.base import SinkContext
         from alerts.dispatch import DeliveryLog, Dispatcher
         from alerts.grouping import GroupingPolicy
@@ -239,26 +307,42 @@ def start_roles(config: Config, role: str = "all", *, bus: Bus | None = None) ->
     return running
 
 
-def run_roles(config: Config, role: str, *, until: Callable[[], bool] | None = None) -> int:
+def run_roles(
+    config: Config, role: str, *, until: Callable[[], bool] | None = None, stop: StopRequest | None = None
+) -> int:
+    """Run ``role`` until ``stop`` (installed by the CLI before anything else) or a stage's failure."""
+    own = stop is None
+    request = stop or StopRequest()
+    if own:
+        request.install()
     # the first line of every start, before any stage logs (a log read start by start splits here)
     log.info("permwatch starting (role %s, transport %s)", role, config.transport.kind)
-    running = start_roles(config, role)
-    previous = {
-        signum: signal.signal(signum, lambda *_: running.stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
-    log.info("permwatch running (role %s, transport %s)", role, config.transport.kind)
     try:
-        while not running.stop.wait(0.5):
-            if until is not None and until():
-                break
-            if not all(t.is_alive() for t in running.threads):
-                log.error("a stage stopped; shutting down")
-                return 1
+        if request.event.is_set():
+            log.info("stopping (%s) before the stages started", request.signal_name)
+            return 0
+        running = start_roles(config, role, stop=request.event)
+        if request.event.is_set():
+            log.info("stopping (%s) during start-up", request.signal_name)
+        else:
+            log.info("permwatch running (role %s, transport %s)", role, config.transport.kind)
+        try:
+            while not running.stop.wait(0.5):
+                if until is not None and until():
+                    break
+                if not all(t.is_alive() for t in running.threads):
+                    log.error("a stage stopped; shutting down")
+                    return 1
+            if request.signal_name is not None and not running.failed:
+                log.info("stopping (%s)", request.signal_name)
+        finally:
+            running.shutdown()
     finally:
-        running.shutdown()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        if own:
+            request.restore()
     if running.failed:  # the failing stage set the stop flag: a failure, not a requested stop
         log.error("stopped because %s failed", ", ".join(running.failed))
         return 1
+    if request.signal_name is not None:
+        log.info("stopped (%s)", request.signal_name)
     return 0

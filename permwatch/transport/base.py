@@ -19,6 +19,15 @@ class PublishError(Exception):
     """Records the bus refused for good (too large, not authorised): retrying will not store them."""
 
 
+class EventLogError(Exception):
+    """The event log cannot be used (damaged, its disk full, unreadable): one line naming the file, the cause and
+    the way out. A stage stops on it and ``permwatch run`` exits 1 without a traceback."""
+
+
+class EventLogDamaged(EventLogError):
+    """The event log's file is corrupt: only moving it aside and rescanning into a fresh log helps."""
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     topic: str
@@ -67,6 +76,25 @@ class EndOffsets(Protocol):
 
     def reached(self, ends: Mapping[tuple[str, int], int]) -> bool:
         """Whether this consumer has returned every record before ``ends`` on the partitions it still owns."""
+        ...
+
+
+@runtime_checkable
+class LogExtent(Protocol):
+    """A bus that can say which log it is and what it holds, so a checkpoint can be checked against it."""
+
+    @property
+    def log_id(self) -> str | None:
+        """What tells this log from another put in its place (the embedded log's random id), if anything."""
+        ...
+
+    def describe(self) -> str:
+        """The log in a few words, for a warning: "event log /x/events.db", "Kafka topics pw-* on host:9092"."""
+        ...
+
+    def offset_ranges(self, topics: Sequence[str]) -> dict[tuple[str, int], tuple[int, int]] | None:
+        """(topic, partition) → (the first offset it holds, the offset after its last), for every partition of
+        ``topics``; None when the log cannot say now (a broker out of reach)."""
         ...
 
 

@@ -250,6 +250,30 @@ class ConfluentBus:
             consumer.close()
         yield from heapq.merge(*per_partition.values(), key=lambda r: r.timestamp_ms)
 
+    @property
+    def log_id(self) -> str | None:
+        """None: a checkpoint is checked against the partitions' offset ranges only (see LogExtent)."""
+        return None
+
+    def describe(self) -> str:
+        return f"Kafka topics {self.config.topic_prefix}* on {self.config.bootstrap_servers}"
+
+    def offset_ranges(self, topics: Sequence[str]) -> dict[tuple[str, int], tuple[int, int]] | None:
+        consumer = Consumer({**self._common(), "group.id": "permwatch-offset-ranges", "enable.auto.commit": False})
+        try:
+            metadata = consumer.list_topics(timeout=30)
+            ranges = {}
+            for topic in topics:
+                found = metadata.topics.get(self.name(topic))
+                for partition in sorted(found.partitions if found is not None and found.error is None else ()):
+                    first, end = consumer.get_watermark_offsets(TopicPartition(self.name(topic), partition), timeout=30)
+                    ranges[topic, partition] = (first, end)
+        except KafkaException:
+            return None
+        finally:
+            consumer.close()
+        return ranges
+
     def close(self) -> None:
         if self._producer is not None:
             self._producer.flush(60)

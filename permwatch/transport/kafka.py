@@ -291,6 +291,39 @@ class KafkaBus:
     def lag_probe(self, topics: Sequence[str], group: str) -> KafkaLagProbe:
         return KafkaLagProbe(self, topics, group)
 
+    @property
+    def log_id(self) -> str | None:
+        """None: a checkpoint is checked against the partitions' offset ranges only (see LogExtent)."""
+        return None
+
+    def describe(self) -> str:
+        return f"Kafka topics {self.config.topic_prefix}* on {self.config.bootstrap_servers}"
+
+    def offset_ranges(self, topics: Sequence[str]) -> dict[tuple[str, int], tuple[int, int]] | None:
+        try:
+            consumer = KafkaConsumer(
+                bootstrap_servers=self.config.bootstrap_servers,
+                client_id=self.config.client_id,
+                **self._security,
+                group_id=None,
+                enable_auto_commit=False,
+            )
+        except KafkaError:
+            return None
+        try:
+            partitions = [
+                TopicPartition(self.name(t), p)
+                for t in topics
+                for p in sorted(consumer.partitions_for_topic(self.name(t)) or ())
+            ]
+            firsts = consumer.beginning_offsets(partitions) if partitions else {}
+            ends = consumer.end_offsets(partitions) if partitions else {}
+        except KafkaError:
+            return None
+        finally:
+            consumer.close()
+        return {(self.logical(tp.topic), tp.partition): (firsts[tp], ends[tp]) for tp in partitions}
+
     def close(self) -> None:
         if self._producer is not None:
             self._producer.flush()

@@ -1,4 +1,5 @@
-"""The embedded log: order, consumer groups, commit-after-handling, replay of history, time seek."""
+"""The embedded log: order, consumer groups, commit-after-handling, replay of history, time seek, and its faults (a
+full disk, a damaged file)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from permwatch.transport.base import EventLogDamaged, EventLogError
 from permwatch.transport.embedded import EmbeddedBus
 
 
@@ -106,3 +110,40 @@ def test_reader_seeks_by_time(tmp_path: Path) -> None:
     bus.flush()
     reader = bus.reader(["fs"], since_ms=cut)
     assert [r.value for r in reader.poll(1.0)] == [b"new"]
+
+
+def test_a_flush_that_finds_the_log_full_keeps_its_records_and_says_why(tmp_path: Path) -> None:
+    bus = EmbeddedBus(tmp_path / "log.db")
+    pages = bus._conn.execute("PRAGMA page_count").fetchone()[0]
+    bus._conn.execute(f"PRAGMA max_page_count = {pages + 2}")  # a full disk, as SQLite reports it
+    for i in range(200):
+        bus.publish("fs", f"/p{i}", bytes(2000))
+    with pytest.raises(EventLogError, match=rf"^event log {tmp_path / 'log.db'}: database or disk is full$"):
+        bus.flush()
+    assert len(bus._pending) == 200 and not bus._conn.in_transaction
+    with pytest.raises(EventLogError, match="database or disk is full"):  # again, and nothing else goes wrong
+        bus.flush()
+    bus._conn.execute("PRAGMA max_page_count = 1000000")  # room again: the same records go in, once each
+    bus.flush()
+    assert [r.key for r in bus.history(["fs"])] == [f"/p{i}" for i in range(200)]
+    bus.close()
+
+
+def test_a_damaged_log_is_named_with_the_way_out(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    bus = EmbeddedBus(path)
+    for i in range(3000):
+        bus.publish("fs", f"/p{i}", bytes(300))
+    bus.flush()
+    bus.close()
+    with path.open("r+b") as fh:  # garbage over the log's pages, past the header
+        fh.seek(path.stat().st_size // 2)
+        fh.write(b"\xa5" * 8192)
+    with pytest.raises(EventLogDamaged) as raised:
+        EmbeddedBus(path)
+    message = str(raised.value)
+    assert message.startswith(f"event log {path} is damaged (") and "\n" not in message
+    assert f"move it aside and rescan into a fresh log: stop permwatch, mv {path} {path}.damaged" in message
+    path.write_bytes(b"not a database at all, " * 400)
+    with pytest.raises(EventLogDamaged, match=r"is damaged \(file is not a database\); move it aside"):
+        EmbeddedBus(path)

@@ -1,4 +1,4 @@
-"""The published-state store: subtree bounds, children, durability only on commit."""
+"""The published-state store: subtree bounds, children, durability only on commit, bound to its event log."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.fs_state import PublishedStateStore, StateStoreError
+from collectors.fs_state import PublishedStateStore, StateStoreError, bind_to_log
 from permwatch.events import ObjectType
 
 DIR, FILE = ObjectType.DIRECTORY, ObjectType.FILE
@@ -95,3 +95,20 @@ def test_buffered_writes_keep_their_order_and_a_rollback_forgets_them() -> None:
         store.put(f"/srv/f{i:04d}", object_type=FILE, fingerprint=b"5")
     store.commit()
     assert len(store.children("/srv")) == 2500 and not store.has_uncommitted
+
+
+def test_a_store_kept_for_another_event_log_forgets_what_it_published(tmp_path: Path) -> None:
+    path = tmp_path / "fs.db"
+    filled(path, SIBLINGS).close()  # written before stores named their log
+    assert bind_to_log(path, "log-a")  # so it cannot tell: publish everything again, once
+    store = filled(path, {"/srv": DIR})
+    store.close()
+    assert not bind_to_log(path, "log-a")  # the same log: what it published stays
+    store = PublishedStateStore(path)
+    assert len(store) == 1
+    store.close()
+    assert bind_to_log(path, "log-b")  # another log (the old one emptied, replaced, moved aside)
+    store = PublishedStateStore(path)
+    assert len(store) == 0
+    store.close()
+    assert not bind_to_log(tmp_path / "new.db", "log-b")  # a new store has nothing to forget
