@@ -191,7 +191,10 @@ class Engine:
             verdict = self.tracker.transition(self.tracker.folders[folder], cause)
             if verdict is not None:
                 out.append(verdict)
-        if not owned_only:
+        if not owned_only and self.tracker.folders:
+            # Open on the record, and their folders no longer labelled: closed. (With no labelled folder at
+            # all the input says nothing yet, e.g. a fresh log the collector is still filling: they wait for
+            # their folders.) The ids stay known, so a later episode of the folder never takes one of them.
             for folder, (last, ids) in sorted(self.tracker.unadopted.items()):
                 if last is None or last.status is ExposureStatus.CLOSED:
                     continue
@@ -200,7 +203,7 @@ class Engine:
                 verdict = self.tracker.transition(gone, Cause([reason_id], now, now))
                 if verdict is not None:
                     out.append(verdict)
-            self.tracker.unadopted = {}
+                self.tracker.unadopted[folder] = (verdict.to_event() if verdict is not None else None, ids)
         return out
 
     def step(self, event: AnyEvent) -> list[Verdict]:

@@ -20,7 +20,7 @@ allowed. A group nested into an allowed group is *not* allowed unless listed.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -409,6 +409,43 @@ class ExposureTracker:
             and event.grants == grants
             and event.users == self._names_of(outsiders)
         )
+
+    def past_ids(self) -> dict[str, set[str]]:
+        """folder → the exposure ids it has had (on the record this tracker adopted, or emitted since)."""
+        found = {folder: set(ids) for folder, (_, ids) in self.unadopted.items()}
+        for record in self.folders.values():
+            if record.past_ids:
+                found.setdefault(record.folder, set()).update(record.past_ids)
+        return found
+
+    def open_events(self) -> Iterator[ExposureEvent]:
+        """The last event of every open exposure, as this tracker would have published it (for a record)."""
+        for record in self.folders.values():
+            current = record.open
+            if current is None:
+                continue
+            if current.shape is None:
+                if current.published is not None:
+                    yield current.published
+                continue
+            outsiders, grants = current.shape
+            yield ExposureEvent(
+                event_id=exposure_event_id(current.exposure_id, current.sequence),
+                source=self.source,
+                exposure_id=current.exposure_id,
+                sequence=current.sequence,
+                status=ExposureStatus.CHANGED if current.sequence else ExposureStatus.OPENED,
+                folder=record.folder,
+                label=record.label,
+                people=outsiders.bit_count(),
+                groups=self.group_names(grants),
+                users=self._names_of(outsiders),
+                grants=grants,
+                paths_affected=0,  # (not kept once published; a record's consumer compares people and grants)
+                actor=current.actor,
+                opened_at=current.opened_at,
+                observed_at=current.opened_at,
+            )
 
     def group_names(self, grants: tuple[Grant, ...]) -> tuple[str, ...]:
         found = self._groups_of.get(id(grants))
