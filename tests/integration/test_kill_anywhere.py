@@ -11,7 +11,9 @@ holds open are exactly those some user outside the label can read, as ``setpriv`
 ``test -r`` as that user (with the user's groups, nesting flattened as sssd/winbind give them to the
 kernel). The JSONL record must read as one story after every round (each exposure numbered from 0, opened
 first, closed at most once and last, episodes of a folder never overlapping, nothing closed that was not
-opened, every event delivered once), and Slack must carry each open and close once.
+opened, every event delivered once), and Slack must carry each burst once (one root, its changes and closes
+as replies, no message twice). 50 rounds on the embedded log and 25 on Kafka, two SIGKILLs a round (one at
+the awkward moment, one once converged); ``PERMWATCH_KILL_SEED`` picks another random sequence.
 """
 
 from __future__ import annotations
@@ -455,7 +457,7 @@ partitions = 3
 session_timeout_seconds = 6
 """
     with traversable_tempdir("permwatch-kill-kafka-") as base:
-        run_kill_test(base, transport, fake_slack, rounds=20, seed=SEED + 1)
+        run_kill_test(base, transport, fake_slack, rounds=25, seed=SEED + 1)
 
 
 if __name__ == "__main__":  # a longer run by hand: python -m tests.integration.test_kill_anywhere ROUNDS SEED
