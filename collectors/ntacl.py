@@ -176,6 +176,7 @@ class NtAcl:
     hash_type: int = HASH_TYPE_NONE
     hash: bytes = bytes(HASH_SIZE)
     description: str | None = None
+    time: int = 0  # v4's NTTIME: Samba 4.17 writes when it stored the blob, newer Samba 0
     sys_acl_hash: bytes = bytes(HASH_SIZE)
 
 
@@ -326,7 +327,9 @@ def decode_ntacl(blob: bytes) -> NtAcl:
         description = blob[position:end].decode("utf-8")
     except UnicodeDecodeError as exc:
         raise NtAclError(f"v4 description is not UTF-8 ({exc.reason})") from None
-    position = _align(end + 1, 4) + 8  # NTTIME, 4-aligned (NDR udlong); always 0 since Samba 4.x, not exposed
+    position = _align(end + 1, 4)  # NTTIME is an NDR udlong: 4-aligned
+    time = struct.unpack("<Q", reader.take(position, 8, "v4 time"))[0]
+    position += 8
     sys_acl_hash = reader.take(position, HASH_SIZE, "sys ACL hash")
     return NtAcl(
         version=4,
@@ -334,6 +337,7 @@ def decode_ntacl(blob: bytes) -> NtAcl:
         hash_type=hash_type,
         hash=stored_hash,
         description=description,
+        time=time,
         sys_acl_hash=sys_acl_hash,
     )
 
