@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import random
 import re
 import shutil
@@ -35,6 +36,7 @@ from collectors.ntacl import (
     posix_acl_hash,
     served_descriptor,
 )
+from processor.nt_access import nt_can_read, user_token
 from tests.integration.servers.samba_fs import ADMIN_USER, SambaFileServer
 
 pytestmark = [
@@ -327,3 +329,68 @@ for spec in json.load(sys.stdin):
         sys.exit("ndr_push_smb_acl_wrapper failed")
     print(hashlib.sha256(bytes(blob.data[: blob.length])).hexdigest())
 '''
+
+
+# -- the NT read check against the oracle --------------------------------------------------------------------------
+
+
+def smb_token(samba: SambaFileServer, user: str) -> frozenset[str]:
+    """The SIDs smbd puts in ``user``'s token on this standalone server: its passdb SID and primary group SID
+    (Domain Users), the well-known ones and its Unix-id SIDs."""
+    result = subprocess.run(
+        ["pdbedit", f"--configfile={samba.conf_path}", "-v", "-u", samba.account(user)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    fields = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
+    account = pwd.getpwnam(samba.account(user))
+    return user_token(
+        fields["User SID"].strip(),
+        [fields["Primary Group SID"].strip()],
+        uid=account.pw_uid,
+        gids=os.getgrouplist(account.pw_name, account.pw_gid),
+    )
+
+
+def kernel_can_list(samba: SambaFileServer, user: str, folder: Path) -> bool:
+    """The POSIX side, from the kernel itself: ``test -r -a -x`` run as the user (all its groups)."""
+    as_user = ["setpriv", f"--reuid={samba.uid(user)}", f"--regid={pwd.getpwnam(samba.account(user)).pw_gid}"]
+    result = subprocess.run(
+        [*as_user, "--init-groups", "--", "test", "-r", str(folder), "-a", "-x", str(folder)],
+        check=False,
+        timeout=30,
+    )
+    return result.returncode == 0
+
+
+def test_nt_read_check_and_kernel_together_predict_who_samba_lets_list(samba: SambaFileServer) -> None:
+    """On Samba a user lists a folder exactly when the NT check (on the blob Samba serves) and the kernel admit
+    them; checked for every user after each step: named users, Authenticated Users, a deny, then Everyone."""
+    folder = samba.share_path / "socialkontoret"
+    folder.mkdir()
+    folder.chmod(0o700)
+    alice, bob = (f"PWNTACL\\{samba.account(user)}" for user in ("alice", "bob"))
+    steps = [
+        f"ACL:{alice}:ALLOWED/OI|CI/READ",
+        "ACL:S-1-5-11:ALLOWED/OI|CI/READ",
+        f"ACL:{bob}:DENIED/OI|CI/READ",
+        "ACL:S-1-1-0:ALLOWED/OI|CI/READ",
+        # a deny of list-directory for the users' primary group (the server's "None", RID 513): it has no Unix
+        # gid, so Samba can write nothing of it into the POSIX ACL and only the NT check refuses
+        f"ACL:{next(sid for sid in smb_token(samba, 'alice') if sid.endswith('-513'))}:DENIED/0x0/0x00000001",
+    ]
+    seen = set()
+    for step in steps:
+        smbcacls(samba, "socialkontoret", "--add", step)
+        ntacl = decode_ntacl(os.getxattr(folder, XATTR_NAME))
+        assert not is_stale(ntacl, posix_state(folder))
+        for user in USERS:
+            nt = nt_can_read(ntacl.descriptor, smb_token(samba, user))
+            kernel = kernel_can_list(samba, user, folder)
+            admitted = can_list(samba, user, "socialkontoret")
+            assert admitted == (nt and kernel), (step, user, nt, kernel, admitted)
+            seen.add((nt, kernel))
+    # the scenario reaches each way of being admitted or refused: both allow, only NT, only the kernel
+    assert seen >= {(True, True), (True, False), (False, True)}, seen
