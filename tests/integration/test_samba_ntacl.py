@@ -37,7 +37,7 @@ from collectors.ntacl import (
     served_descriptor,
 )
 from processor.nt_access import nt_can_read, user_token
-from tests.integration.servers.samba_fs import ADMIN_USER, SambaFileServer
+from tests.integration.servers.samba_fs import ADMIN_USER, SambaFileServer, SambaFileServerError
 
 pytestmark = [
     pytest.mark.integration,
@@ -394,3 +394,14 @@ def test_nt_read_check_and_kernel_together_predict_who_samba_lets_list(samba: Sa
             seen.add((nt, kernel))
     # the scenario reaches each way of being admitted or refused: both allow, only NT, only the kernel
     assert seen >= {(True, True), (True, False), (False, True)}, seen
+
+
+def test_fixture_removes_its_users_and_share_when_start_fails(tmp_path: Path) -> None:
+    server = SambaFileServer(tmp_path, {"alice": "Alice-pw-16", "no such name!": "x"})
+    with pytest.raises(SambaFileServerError, match="useradd"):
+        server.start()
+    for account in (ADMIN_USER, server.account("alice")):
+        with pytest.raises(KeyError):
+            pwd.getpwnam(account)
+    with pytest.raises(SambaFileServerError):
+        _ = server.share_path

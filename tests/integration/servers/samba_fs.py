@@ -9,7 +9,7 @@ free port: Samba 4.17's ACL clients (``smbcacls``, the Python bindings) always c
 another. smbd maps every SMB user to a Unix account, so the users a test asks for are created with ``useradd
 --no-create-home`` (names prefixed ``pwnt``) and deleted again by `stop`, at interpreter exit or when the start
 fails; their SMB passwords go to ``pdbedit`` on stdin, never on a command line or in a log. Needs root (smbd
-switches to the users' uids; ``useradd``). Measured here (2 cores): start ~0.5 s.
+switches to the users' uids; ``useradd``). Measured here (2 cores): start ~0.9 s (with the users), stop under 0.1 s.
 """
 
 from __future__ import annotations
