@@ -3,7 +3,8 @@
 Fixed blobs come from a real Samba 4.17.12 (Debian): ``SMBD_V4_FOLDER`` is what smbd with ``vfs objects =
 acl_xattr`` wrote on a folder after ``smbcacls --add`` of an Authenticated Users READ ACE (OI|CI) and an Everyone
 deny ACE; versions 1–3, which 4.17 no longer writes, are Samba's own NDR (``ndr_pack(xattr.NTACL(...))`` from
-Debian's python3-samba) around that blob's descriptor. Hypothesis round-trips descriptors through an encoder kept
+Debian's python3-samba) around that blob's descriptor; ``SMBD_V4_FILE`` is a file smbd created on a ``put``
+into a folder with inheritable ACEs. Hypothesis round-trips descriptors through an encoder kept
 here, and 10,000 mutated blobs must each decode or raise `NtAclError`, nothing else.
 """
 
@@ -73,6 +74,22 @@ SMBD_V4_FOLDER = bytes.fromhex(
     "0b00000000001800ff011f000102000000000016010000000000000000001800a9001200010200000000001602000000"
     "00000000"
 )
+# A file put over SMB into a folder with Authenticated Users READ (OI|CI) and a deny of 0x1 (OI) for a user.
+SMBD_V4_FILE = bytes.fromhex(
+    "040004000000020004000200010091172e5c4f8e81e43003260a1120a060e23ecd689af8b52d0a0324d91050c0580000"
+    "000000000000000000000000000000000000000000000000000000000000706f7369785f61636c0002ffd753eb85dd01"
+    "5c91c6565fe405b35dcf3c9f79e0fad9a2c2fb54b6913843f4dfdfce7798f6d900000000000000000000000000000000"
+    "0000000000000000000000000000000001000480b4000000d000000000000000ec000000010500000000000515000000"
+    "a020d9711056ac07abf58379e8030000010500000000000515000000a020d9711056ac07abf583790102000002009c00"
+    "050000000100240001000000010500000000000515000000a020d9711056ac07abf58379e903000000001400a9001200"
+    "01010000000000010000000000002400ff011f00010500000000000515000000a020d9711056ac07abf58379e8030000"
+    "00002400a9001200010500000000000515000000a020d9711056ac07abf583790102000000001400a900120001010000"
+    "000000050b000000"
+)
+FILE_ACCESS_ACL = bytes.fromhex(
+    "0200000001000700ffffffff02000700e903000002000100ea03000004000500ffffffff08000500e903000010000700ffffffff"
+    "20000500ffffffff"
+)
 # The folder's POSIX side when smbd wrote SMBD_V4_FOLDER (root:root, drwxrwx--x plus ACLs Samba set).
 FOLDER_ACCESS_ACL = bytes.fromhex(
     "0200000001000700ffffffff020007000000000004000500ffffffff080005000000000010000700ffffffff20000100ffffffff"
@@ -83,6 +100,10 @@ FOLDER_DEFAULT_ACL = bytes.fromhex(
 # fmt: on
 FOLDER_POSIX = PosixState(
     access_acl=FOLDER_ACCESS_ACL, default_acl=FOLDER_DEFAULT_ACL, is_directory=True, uid=0, gid=0, mode=0o40771
+)
+
+FILE_POSIX = PosixState(
+    access_acl=FILE_ACCESS_ACL, default_acl=None, is_directory=False, uid=1001, gid=1001, mode=0o100775
 )
 
 READ = 0x001200A9  # what smbcacls calls READ: FILE_GENERIC_READ | FILE_EXECUTE
@@ -173,6 +194,22 @@ def test_smbd_v4_blob_decodes_to_what_smbcacls_reported() -> None:
     assert [ace.inherit_only for ace in FOLDER_DACL] == [False, False, True, True, True, False, False, False]
 
 
+def test_smbd_v4_file_blob_decodes_to_what_smbcacls_reported_and_is_served() -> None:
+    domain = "S-1-5-21-1910055072-128734736-2038691243"
+    ntacl = decode_ntacl(SMBD_V4_FILE)
+    assert (ntacl.descriptor.owner, ntacl.descriptor.group) == (f"{domain}-1000", f"{domain}-513")
+    assert ntacl.descriptor.dacl == (
+        Ace(AceType.ACCESS_DENIED, AceFlags(0), 0x00000001, f"{domain}-1001"),
+        Ace(AceType.ACCESS_ALLOWED, AceFlags(0), READ, "S-1-1-0"),
+        Ace(AceType.ACCESS_ALLOWED, AceFlags(0), FULL, f"{domain}-1000"),
+        Ace(AceType.ACCESS_ALLOWED, AceFlags(0), READ, f"{domain}-513"),
+        Ace(AceType.ACCESS_ALLOWED, AceFlags(0), READ, "S-1-5-11"),
+    )
+    # a file: Samba hashes a null default-ACL pointer
+    assert served_descriptor(ntacl, FILE_POSIX) is Served.STORED
+    assert is_stale(ntacl, PosixState(FILE_ACCESS_ACL, None, False, 1001, 1001, 0o100755))
+
+
 @pytest.mark.parametrize(("blob", "version"), [(SAMBA_V1, 1), (SAMBA_V2, 2), (SAMBA_V3, 3)])
 def test_samba_v1_to_v3_blobs_decode(blob: bytes, version: int) -> None:
     ntacl = decode_ntacl(blob)
@@ -184,7 +221,7 @@ def test_samba_v1_to_v3_blobs_decode(blob: bytes, version: int) -> None:
         assert (ntacl.hash_type, ntacl.hash) == (HASH_TYPE_SHA256, bytes(range(64)))
 
 
-@pytest.mark.parametrize("blob", [SAMBA_V1, SAMBA_V2, SAMBA_V3, SMBD_V4_FOLDER])
+@pytest.mark.parametrize("blob", [SAMBA_V1, SAMBA_V2, SAMBA_V3, SMBD_V4_FOLDER, SMBD_V4_FILE])
 def test_encoder_reproduces_samba_bytes(blob: bytes) -> None:
     """The test encoder is Samba's layout, byte for byte, so round trips below exercise the real format."""
     assert encode_ntacl(decode_ntacl(blob)) == blob
@@ -291,7 +328,7 @@ def test_ten_thousand_mutated_blobs_decode_or_raise_ntaclerror() -> None:
     """Byte flips, truncations, insertions, deletions and splices of real blobs, plus random bytes with a valid
     version: each decodes, or raises NtAclError; no other exception, ever."""
     rng = random.Random(16)
-    seeds = [SAMBA_V1, SAMBA_V2, SAMBA_V3, SMBD_V4_FOLDER]
+    seeds = [SAMBA_V1, SAMBA_V2, SAMBA_V3, SMBD_V4_FOLDER, SMBD_V4_FILE]
     outcomes = {"decoded": 0, "refused": 0}
     for _ in range(10_000):
         blob = bytearray(rng.choice(seeds))
