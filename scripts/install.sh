@@ -42,6 +42,8 @@ if [[ $with_test -eq 1 ]]; then
     [[ $(dpkg-query -W -f='${Status}' rsyslog-gnutls 2>/dev/null) == *"ok installed" ]] || missing+=(rsyslog-gnutls)
     command -v openssl >/dev/null || missing+=(openssl)
     # samba-ad-provision holds the provisioning templates; samba-ad-dc only recommends it (since deb12u4)
+    # smbclient brings smbclient and smbcacls, the SMB clients the NT-ACL tests use as Samba's own oracle
+    command -v smbcacls >/dev/null && command -v smbclient >/dev/null || missing+=(smbclient)
     for package in samba samba-ad-dc samba-ad-provision; do
         [[ $(dpkg-query -W -f='${Status}' "$package" 2>/dev/null) == *"ok installed" ]] || missing+=("$package")
     done
