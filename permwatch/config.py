@@ -335,6 +335,13 @@ class ProcessorConfig(_Section):
     checkpoint_interval_seconds: float = Field(
         default=30.0, gt=0, le=86_400, description="at most this often, after a commit (a snapshot pauses the batch)"
     )
+    max_users_listed: int = Field(
+        default=200,
+        ge=0,
+        le=10_000,
+        description="outsiders an exposure record names at most (users_truncated says when there are more); "
+        "the workshop commands (exposures --json, report) always list them all",
+    )
 
 
 class MetricsConfig(_Section):

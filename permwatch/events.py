@@ -390,7 +390,10 @@ class ExposureEvent(Event):
     label: Label
     people: Int = Field(ge=0, description="people outside the label who can read")
     groups: tuple[str, ...] = Field(default=(), description="groups whose members can now read")
-    users: tuple[str, ...] = Field(default=(), description="first outsiders by name (capped)")
+    users: tuple[str, ...] = Field(
+        default=(), description="outsiders by name, sorted, the first processor.max_users_listed of them"
+    )
+    users_truncated: Bool = Field(default=False, description="true when users is cut: more than it names can read")
     grants: tuple[Grant, ...] = ()
     paths_affected: Int = Field(ge=0)
     sample_paths: tuple[str, ...] = ()

@@ -38,7 +38,7 @@ from permwatch.events import (
     ObjectType,
     utcnow,
 )
-from processor.exposures import Cause, ExposureTracker, FolderExposure, Verdict
+from processor.exposures import MAX_USERS_LISTED, Cause, ExposureTracker, FolderExposure, Verdict
 from processor.gcpause import gc_paused
 from processor.published import PublishedRecord
 from processor.readers import ReaderEvaluator
@@ -46,11 +46,19 @@ from processor.state import Directory, PathTable, parent_of, path_state
 
 
 class Engine:
-    def __init__(self, *, source: str = "processor", clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        *,
+        source: str = "processor",
+        clock: Callable[[], datetime] = utcnow,
+        max_users_listed: int = MAX_USERS_LISTED,
+    ) -> None:
         self.directory = Directory()
         self.paths = PathTable()
         self.evaluator = ReaderEvaluator(self.directory, self.paths)
-        self.tracker = ExposureTracker(self.directory, self.evaluator, source=source, clock=clock)
+        self.tracker = ExposureTracker(
+            self.directory, self.evaluator, source=source, clock=clock, max_users_listed=max_users_listed
+        )
         self._source, self._clock = source, clock
         self.last_directory_change: tuple[str, datetime, str | None] | None = None
         """The id, time and actor of the latest directory event applied (a reconciliation's likely cause)."""
@@ -136,7 +144,13 @@ class Engine:
         labels = {folder: record.label for folder, record in self.tracker.folders.items()}
         self.paths = PathTable()
         self.evaluator = ReaderEvaluator(self.directory, self.paths)
-        self.tracker = ExposureTracker(self.directory, self.evaluator, source=self._source, clock=self._clock)
+        self.tracker = ExposureTracker(
+            self.directory,
+            self.evaluator,
+            source=self._source,
+            clock=self._clock,
+            max_users_listed=self.tracker.max_users_listed,
+        )
         for folder, label in labels.items():
             self.tracker.set_label(folder, label)
         self._touched = {}

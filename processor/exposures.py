@@ -36,7 +36,8 @@ from processor.readers import ReaderEvaluator
 from processor.state import AclKey, Directory, PathState, popcount
 
 MAX_SAMPLE_PATHS = 5
-MAX_USERS_LISTED = 20
+MAX_USERS_LISTED = 200
+"""Default bound on the names an exposure record lists (``processor.max_users_listed``); the workshop has them all."""
 MAX_CAUSES = 10
 MAX_JUDGED = 4096  # cached judgements hold people bitsets; past this the cache starts afresh
 
@@ -96,6 +97,7 @@ class Verdict:
     people: int
     groups: tuple[str, ...]
     users: tuple[str, ...]
+    users_truncated: bool
     grants: tuple[Grant, ...]
     paths_affected: int
     sample_paths: tuple[str, ...]
@@ -107,6 +109,8 @@ class Verdict:
     observed_at: datetime
     detected_at: datetime
     source: str
+    all_users: tuple[str, ...]
+    """every outsider by name, sorted: not on the wire (``users`` is cut), for the workshop commands"""
 
     @property
     def event_id(self) -> str:
@@ -124,6 +128,7 @@ class Verdict:
             people=self.people,
             groups=self.groups,
             users=self.users,
+            users_truncated=self.users_truncated,
             grants=self.grants,
             paths_affected=self.paths_affected,
             sample_paths=self.sample_paths,
@@ -253,9 +258,17 @@ class ExposureTracker:
     """Judges folders against their labels and emits exposure events on transitions."""
 
     def __init__(
-        self, directory: Directory, evaluator: ReaderEvaluator, *, source: str, clock: Callable[[], datetime]
+        self,
+        directory: Directory,
+        evaluator: ReaderEvaluator,
+        *,
+        source: str,
+        clock: Callable[[], datetime],
+        max_users_listed: int = MAX_USERS_LISTED,
     ) -> None:
         self.directory = directory
+        self.max_users_listed = max_users_listed
+        """how many outsiders a record names at most; every one of them is in the verdict's ``all_users``"""
         self.evaluator = evaluator
         self.source = source
         self.clock = clock
@@ -266,7 +279,8 @@ class ExposureTracker:
         self._allowed: dict[int, tuple[Label, int]] = {}
         """id of a label → (the label, its audience)"""
         self._judged: dict[tuple[AclKey, int, int], Judged] = {}
-        self._names: dict[int, tuple[str, ...]] = {}
+        self._names: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        """outsiders → (every name, the names a record lists)"""
         self._groups_of: dict[int, tuple[tuple[Grant, ...], tuple[str, ...]]] = {}
         self.now: datetime | None = None
         """The detection time of the batch being judged (one clock read per flush)."""
@@ -407,7 +421,7 @@ class ExposureTracker:
         return (
             event.people == outsiders.bit_count()
             and event.grants == grants
-            and event.users == self._names_of(outsiders)
+            and (event.users, event.users_truncated) == self._listed(outsiders)
         )
 
     def group_names(self, grants: tuple[Grant, ...]) -> tuple[str, ...]:
@@ -416,11 +430,19 @@ class ExposureTracker:
             found = self._groups_of[id(grants)] = (grants, tuple(sorted({g.group for g in grants if g.group})))
         return found[1]
 
-    def _names_of(self, outsiders: int) -> tuple[str, ...]:
+    def _names_of(self, outsiders: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Every outsider's name, sorted, and the first ``max_users_listed`` of them."""
         found = self._names.get(outsiders)
         if found is None:
-            found = self._names[outsiders] = tuple(sorted(self.directory.names(outsiders)))[:MAX_USERS_LISTED]
+            every = tuple(sorted(self.directory.names(outsiders)))
+            listed = every if len(every) <= self.max_users_listed else every[: self.max_users_listed]
+            found = self._names[outsiders] = (every, listed)
         return found
+
+    def _listed(self, outsiders: int) -> tuple[tuple[str, ...], bool]:
+        """The names a record lists, and whether that list is cut."""
+        every, listed = self._names_of(outsiders)
+        return listed, len(listed) < len(every)
 
     def _event(
         self,
@@ -448,6 +470,7 @@ class ExposureTracker:
             paths = [_members(record.groups[s]) for s in exposing]
             count = sum(len(p) for p in paths)
             sample = tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, (p for group in paths for p in group)))
+        every, listed = self._names_of(outsiders)
         # positional: this runs once per judged folder, and keyword passing costs a microsecond a call
         return Verdict(
             current.exposure_id,
@@ -457,7 +480,8 @@ class ExposureTracker:
             record.label,
             outsiders.bit_count(),
             self.group_names(grants),
-            self._names_of(outsiders),
+            listed,
+            len(listed) < len(every),
             grants,
             count,
             sample,
@@ -469,4 +493,5 @@ class ExposureTracker:
             cause.last_at,
             self.now or self.clock(),
             self.source,
+            every,
         )

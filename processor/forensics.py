@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from permwatch.events import TOPIC_EXPOSURES, DecodeError, ExposureEvent, ExposureStatus, Grant, Label, decode
 from permwatch.transport.base import Bus
 from processor.engine import Engine
-from processor.exposures import audience
+from processor.exposures import Verdict, audience
 from processor.state import parent_of
 
 
@@ -41,6 +41,8 @@ class ExposureLike(Protocol):
     label: Label
     people: int
     groups: tuple[str, ...]
+    users: tuple[str, ...]
+    users_truncated: bool
     grants: tuple[Grant, ...]
     paths_affected: int
     sample_paths: tuple[str, ...]
@@ -65,6 +67,10 @@ class ExposureWindow:
     detected_at: datetime
     max_people: int
     groups: list[str]
+    users: list[str]
+    """every outsider who could read at some point of the window, sorted"""
+    users_complete: bool
+    """False when the names come from records whose list was cut (``exposures --recorded``): a replay has them all"""
     actors: list[str]
     sample_paths: list[str]
     max_paths_affected: int
@@ -91,6 +97,8 @@ class ExposureWindow:
             "detected_at": self.detected_at.isoformat(),
             "max_people": self.max_people,
             "groups": self.groups,
+            "users": self.users,
+            "users_complete": self.users_complete,
             "actors": self.actors,
             "sample_paths": self.sample_paths,
             "max_paths_affected": self.max_paths_affected,
@@ -124,11 +132,14 @@ def exposure_windows(
                 detected_at=e.detected_at,
                 max_people=0,
                 groups=[],
+                users=[],
+                users_complete=True,
                 actors=[],
                 sample_paths=[],
                 max_paths_affected=0,
                 cause_event_ids=list(e.cause_event_ids),
             )
+        names, complete = outsiders_of(e)
         window.changes.append(
             {
                 "status": e.status.value,
@@ -144,6 +155,9 @@ def exposure_windows(
         window.max_people = max(window.max_people, e.people)
         window.max_paths_affected = max(window.max_paths_affected, e.paths_affected)
         window.groups = sorted(set(window.groups) | set(e.groups))
+        if not set(names).issubset(window.users):
+            window.users = sorted(set(window.users) | set(names))
+        window.users_complete = window.users_complete and complete
         if e.actor and e.actor not in window.actors:
             window.actors.append(e.actor)
         for path in e.sample_paths:
@@ -157,6 +171,14 @@ def exposure_windows(
         and (since is None or w.closed_at is None or w.closed_at >= since)
     ]
     return sorted(selected, key=lambda w: (w.opened_at, w.folder))
+
+
+def outsiders_of(exposure: ExposureLike) -> tuple[tuple[str, ...], bool]:
+    """The outsiders' names an exposure gives, and whether that is all of them: a verdict (a replay) names
+    every one; a recorded event names the first ``processor.max_users_listed`` and says if it cut the list."""
+    if isinstance(exposure, Verdict):
+        return exposure.all_users, True
+    return exposure.users, not exposure.users_truncated
 
 
 @dataclass(frozen=True)
@@ -231,6 +253,8 @@ def breach_report(window: ExposureWindow, *, detected_at: datetime | None = None
         "## Who could newly read it",
         f"- People outside the label who could read: {window.max_people} (at most, over the window)",
         f"- Through the groups: {', '.join(window.groups) if window.groups else 'none (individual entries or other)'}",
+        f"- Who: {', '.join(window.users) if window.users else 'nobody named'}"
+        + ("" if window.users_complete else " (the first names only: the record cut the list; replay for all)"),
         "",
         "## Who made the change",
         f"- {', '.join(window.actors) if window.actors else _NO_ACTOR}",

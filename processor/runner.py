@@ -76,7 +76,7 @@ class ProcessorRunner:
             export_dead_letters(metrics, "processor")
             for status in ExposureStatus:
                 metrics.processor_exposure_events.labels(status=status.value)
-        self.engine = Engine(source=config.source, clock=clock)
+        self.engine = Engine(source=config.source, clock=clock, max_users_listed=config.max_users_listed)
         self.handled = 0
         self.dead_letters = 0
         self.exposures_published = 0
@@ -200,6 +200,7 @@ class ProcessorRunner:
         if restored is None:
             return None
         self.engine, self.restored = restored.engine, restored
+        self.engine.tracker.max_users_listed = self.config.max_users_listed  # a setting, not state: not in the file
         self.covered, self.records_covered = dict(restored.offsets), restored.records
         self._book_from_engine()  # as replaying would have built it
         return restored.offsets

@@ -1,0 +1,103 @@
+"""What an exposure record says: every outsider reachable, paths always current, the kind of exposure.
+
+Judged by the engine on hand-made events (the same shapes as ``test_engine``); the workshop side
+(``exposure_windows``, ``breach_report``) is fed the engine's verdicts and the records they make.
+"""
+
+from __future__ import annotations
+
+from permwatch.config import ProcessorConfig
+from permwatch.events import AclEntry, DirectoryGroup, DirectoryUser, ExposureStatus, LabelAssigned, ObjectType
+from processor.engine import Engine
+from processor.exposures import Verdict
+from processor.forensics import breach_report, exposure_windows
+from processor.published import PublishedRecord
+from tests.unit.test_engine import ALLA, LABEL, Clock, entry, fs, users
+
+FOLDER = "/srv/share/ledning"
+STAFF = [f"staff{i:02}" for i in range(30)]
+
+
+def wide_engine(max_users_listed: int) -> Engine:
+    """``alla`` holds 30 more people; the folder is root's and labelled, not yet readable by them."""
+    engine = Engine(clock=Clock(), max_users_listed=max_users_listed)
+    users(engine)
+    for i, name in enumerate(STAFF):
+        engine.apply(DirectoryUser(name=name, uid=3000 + i, primary_gid=ALLA))
+    engine.apply(DirectoryGroup(name="alla", gid=ALLA, member_users=("bo", "cia", "eva", *STAFF)))
+    for path in ("/", "/srv", "/srv/share"):
+        engine.apply(fs(path, mode=0o755, group=0))
+    engine.apply(fs(FOLDER, mode=0o750))
+    engine.apply(fs(f"{FOLDER}/protokoll.txt", mode=0o640, obj=ObjectType.FILE))
+    engine.apply(LabelAssigned(path=FOLDER, label=LABEL))
+    assert engine.flush() == []
+    return engine
+
+
+def alla_acl(perms: str = "rx") -> tuple[AclEntry, ...]:
+    return (
+        entry("user_obj", "rwx"),
+        entry("group_obj", "rx"),
+        entry("group", perms, ALLA),
+        entry("mask", "rx"),
+        entry("other", ""),
+    )
+
+
+def open_to_alla(engine: Engine) -> list[Verdict]:
+    return engine.step(fs(FOLDER, *alla_acl()))
+
+
+# ------------------------------------------------------------ item 6: the full set of outsiders
+
+
+def test_the_record_lists_up_to_the_bound_and_says_when_it_cuts() -> None:
+    engine = wide_engine(max_users_listed=10)
+    (opened,) = open_to_alla(engine)
+    everyone = sorted(["bo", "cia", "eva", *STAFF])
+    assert opened.people == len(everyone) == 33
+    assert opened.users == tuple(everyone[:10])
+    assert opened.users_truncated is True
+    assert opened.all_users == tuple(everyone)  # the verdict has them all, for the workshop
+    wire = opened.to_event()
+    assert wire.users_truncated is True and len(wire.users) == 10
+
+
+def test_under_the_bound_the_record_names_everyone_and_is_not_cut() -> None:
+    engine = wide_engine(max_users_listed=ProcessorConfig().max_users_listed)
+    (opened,) = open_to_alla(engine)
+    assert ProcessorConfig().max_users_listed == 200
+    assert len(opened.users) == opened.people == 33
+    assert opened.users_truncated is False
+
+
+def test_the_workshop_names_every_outsider_and_the_recorded_view_says_it_is_cut() -> None:
+    engine = wide_engine(max_users_listed=5)
+    verdicts = open_to_alla(engine)
+    (replayed,) = exposure_windows(verdicts)
+    assert replayed.users == sorted(["bo", "cia", "eva", *STAFF])
+    assert replayed.users_complete is True
+    assert replayed.to_json()["users"] == replayed.users
+    report = breach_report(replayed)
+    assert all(name in report for name in STAFF)
+    (recorded,) = exposure_windows([v.to_event() for v in verdicts])
+    assert recorded.users == ["bo", "cia", "eva", "staff00", "staff01"]
+    assert recorded.users_complete is False
+    assert "the record cut the list" in breach_report(recorded)
+
+
+def test_a_restart_takes_over_a_cut_record_without_a_spurious_change() -> None:
+    live = wide_engine(max_users_listed=5)
+    published = [v.to_event() for v in open_to_alla(live)]
+    rebuilt = wide_engine(max_users_listed=5)
+    open_to_alla(rebuilt)
+    record = PublishedRecord.of(published)
+    assert rebuilt.adopt(record) == 1
+    assert rebuilt.reconcile(record, "reconcile.test") == []
+    # a bound changed across the restart: the record is brought up to what the setting says
+    wider = wide_engine(max_users_listed=50)
+    open_to_alla(wider)
+    wider.adopt(record)
+    (changed,) = wider.reconcile(record, "reconcile.test")
+    assert changed.status is ExposureStatus.CHANGED and changed.users_truncated is False
+    assert changed.exposure_id == published[0].exposure_id
