@@ -45,6 +45,8 @@ Signature = tuple[AclKey, str]
 """(permission state, parent directory): paths that share it have the same readers."""
 GrantKey = tuple[str, str | None, tuple[str, ...], str | None]
 Shape = tuple[int, tuple[Grant, ...]]
+Paths = tuple[int, tuple[str, ...]]
+"""(how many paths outsiders can read, the first few of them in sort order)"""
 
 
 def audience(label: Label, directory: Directory) -> int:
@@ -173,6 +175,8 @@ class OpenExposure:
     actor: str | None
     published: ExposureEvent | None = None
     """the event a restart took over from the record, until a judgement has compared the folder with it"""
+    paths: Paths = (0, ())
+    """the ``paths_affected`` and ``sample_paths`` last emitted"""
 
 
 @dataclass(slots=True)
@@ -248,6 +252,9 @@ class FolderExposure:
     def clear_paths(self) -> None:
         self.groups.clear()
         self.states.clear()
+
+
+_NO_PATHS: Paths = (0, ())
 
 
 def _members(found: str | set[str]) -> Collection[str]:
@@ -390,12 +397,17 @@ class ExposureTracker:
         return Judged(reach, masks, _grant_models(masks))
 
     def transition(self, record: FolderExposure, cause: Cause) -> Verdict | None:
-        """Compare the folder's exposure with what was last emitted; return the event, if any."""
+        """Compare the folder's exposure with what was last emitted; return the event, if any.
+
+        An open exposure is changed when who can read, through which grants, or which paths
+        (their count or the sample) differ from what it last said: a record always says what is true.
+        """
         (outsiders, grants), exposing = self.shape(record)
         current = record.open
+        paths = self.paths(record, exposing) if outsiders else _NO_PATHS
         if current is not None and current.shape is None and current.published is not None:
-            if self._published_as(current.published, outsiders, grants):
-                current.shape = (outsiders, grants)
+            if self._published_as(current.published, outsiders, grants, paths):
+                current.shape, current.paths = (outsiders, grants), paths
             current.published = None
         if not outsiders:
             if current is None:
@@ -404,25 +416,49 @@ class ExposureTracker:
             current.sequence += 1
             duration = max(0.0, (cause.last_at - current.opened_at).total_seconds())
             return self._event(
-                record, current, ExposureStatus.CLOSED, 0, (), [], cause, closed_at=cause.last_at, duration=duration
+                record,
+                current,
+                ExposureStatus.CLOSED,
+                0,
+                (),
+                _NO_PATHS,
+                cause,
+                closed_at=cause.last_at,
+                duration=duration,
             )
         if current is None:
             exposure_id = record.new_exposure_id(cause)
-            current = record.open = OpenExposure(exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor)
-            return self._event(record, current, ExposureStatus.OPENED, outsiders, grants, exposing, cause)
-        if current.shape == (outsiders, grants):
+            current = record.open = OpenExposure(
+                exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor, None, paths
+            )
+            return self._event(record, current, ExposureStatus.OPENED, outsiders, grants, paths, cause)
+        if current.shape == (outsiders, grants) and current.paths == paths:
             return None
         current.sequence += 1
-        current.shape = (outsiders, grants)
-        return self._event(record, current, ExposureStatus.CHANGED, outsiders, grants, exposing, cause)
+        current.shape, current.paths = (outsiders, grants), paths
+        return self._event(record, current, ExposureStatus.CHANGED, outsiders, grants, paths, cause)
 
-    def _published_as(self, event: ExposureEvent, outsiders: int, grants: tuple[Grant, ...]) -> bool:
-        """Whether ``event`` says what (outsiders, grants) would say, in every respect it publishes."""
+    def _published_as(self, event: ExposureEvent, outsiders: int, grants: tuple[Grant, ...], paths: Paths) -> bool:
+        """Whether ``event`` says what (outsiders, grants, paths) would say, in every respect it publishes."""
         return (
             event.people == outsiders.bit_count()
             and event.grants == grants
             and (event.users, event.users_truncated) == self._listed(outsiders)
+            and (event.paths_affected, event.sample_paths) == paths
         )
+
+    @staticmethod
+    def paths(record: FolderExposure, exposing: list[Signature]) -> Paths:
+        """How many of the folder's paths the ``exposing`` signatures hold, and the first few in sort order."""
+        if len(exposing) == 1:
+            only = record.groups[exposing[0]]
+            if isinstance(only, str):
+                return 1, (only,)
+            if len(only) <= MAX_SAMPLE_PATHS:
+                return len(only), tuple(sorted(only))
+            return len(only), tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, only))
+        groups = [_members(record.groups[s]) for s in exposing]
+        return sum(len(g) for g in groups), tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, (p for g in groups for p in g)))
 
     def group_names(self, grants: tuple[Grant, ...]) -> tuple[str, ...]:
         found = self._groups_of.get(id(grants))
@@ -451,25 +487,12 @@ class ExposureTracker:
         status: ExposureStatus,
         outsiders: int,
         grants: tuple[Grant, ...],
-        exposing: list[Signature],
+        paths: Paths,
         cause: Cause,
         *,
         closed_at: datetime | None = None,
         duration: float | None = None,
     ) -> Verdict:
-        sample: tuple[str, ...]
-        if len(exposing) == 1:
-            only = record.groups[exposing[0]]
-            if isinstance(only, str):
-                count, sample = 1, (only,)
-            elif (count := len(only)) <= MAX_SAMPLE_PATHS:
-                sample = tuple(sorted(only))
-            else:
-                sample = tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, only))
-        else:
-            paths = [_members(record.groups[s]) for s in exposing]
-            count = sum(len(p) for p in paths)
-            sample = tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, (p for group in paths for p in group)))
         every, listed = self._names_of(outsiders)
         # positional: this runs once per judged folder, and keyword passing costs a microsecond a call
         return Verdict(
@@ -483,8 +506,8 @@ class ExposureTracker:
             listed,
             len(listed) < len(every),
             grants,
-            count,
-            sample,
+            paths[0],
+            paths[1],
             cause.ids,
             cause.actor,  # who made this change; the opener stays on the opening event
             current.opened_at,

@@ -101,3 +101,59 @@ def test_a_restart_takes_over_a_cut_record_without_a_spurious_change() -> None:
     (changed,) = wider.reconcile(record, "reconcile.test")
     assert changed.status is ExposureStatus.CHANGED and changed.users_truncated is False
     assert changed.exposure_id == published[0].exposure_id
+
+
+# ------------------------------------------------------------ item 7: paths always current
+
+
+def test_paths_that_become_readable_later_change_the_open_exposure() -> None:
+    """A recursive setfacl reaches the folder first and its files after: the record follows each step."""
+    engine = wide_engine(max_users_listed=200)
+    (opened,) = open_to_alla(engine)
+    assert (opened.paths_affected, opened.sample_paths) == (1, (FOLDER,))
+    more = [f"{FOLDER}/a.txt", f"{FOLDER}/b.txt"]
+    for path in more:
+        engine.apply(fs(path, *alla_acl(), obj=ObjectType.FILE))
+    (changed,) = engine.flush()
+    assert changed.status is ExposureStatus.CHANGED
+    assert changed.people == opened.people and changed.grants == opened.grants  # only the paths moved
+    assert (changed.paths_affected, changed.sample_paths) == (3, (FOLDER, *more))
+    assert changed.exposure_id == opened.exposure_id and changed.sequence == 1
+    assert engine.step(fs(f"{FOLDER}/a.txt", *alla_acl(), obj=ObjectType.FILE)) == []  # nothing new: no event
+
+
+def test_a_swap_of_exposing_paths_with_the_same_count_changes_the_sample() -> None:
+    engine = wide_engine(max_users_listed=200)
+    open_to_alla(engine)
+    engine.step(fs(f"{FOLDER}/a.txt", *alla_acl(), obj=ObjectType.FILE))
+    engine.apply(fs(f"{FOLDER}/a.txt", mode=0o640, obj=ObjectType.FILE))
+    engine.apply(fs(f"{FOLDER}/b.txt", *alla_acl(), obj=ObjectType.FILE))
+    (changed,) = engine.flush()
+    assert changed.paths_affected == 2
+    assert changed.sample_paths == (FOLDER, f"{FOLDER}/b.txt")
+
+
+def test_paths_that_stop_being_readable_narrow_the_record() -> None:
+    engine = wide_engine(max_users_listed=200)
+    open_to_alla(engine)
+    names = [f"{FOLDER}/f{i}.txt" for i in range(8)]
+    for path in names:
+        engine.apply(fs(path, *alla_acl(), obj=ObjectType.FILE))
+    (wide,) = engine.flush()
+    assert wide.paths_affected == 9 and wide.sample_paths == (FOLDER, *names[:4])
+    engine.apply(fs(names[0], mode=0o640, obj=ObjectType.FILE))
+    (narrower,) = engine.flush()
+    assert narrower.paths_affected == 8 and narrower.sample_paths == (FOLDER, *names[1:5])
+
+
+def test_a_restart_corrects_a_record_whose_paths_are_stale() -> None:
+    live = wide_engine(max_users_listed=200)
+    published = [v.to_event() for v in open_to_alla(live)]  # says 1 path
+    rebuilt = wide_engine(max_users_listed=200)
+    open_to_alla(rebuilt)
+    rebuilt.step(fs(f"{FOLDER}/protokoll.txt", *alla_acl(), obj=ObjectType.FILE))
+    record = PublishedRecord.of(published)
+    rebuilt.adopt(record)
+    (changed,) = rebuilt.reconcile(record, "reconcile.test")
+    assert changed.status is ExposureStatus.CHANGED and changed.sequence == 1
+    assert (changed.paths_affected, changed.sample_paths) == (2, (FOLDER, f"{FOLDER}/protokoll.txt"))
