@@ -252,6 +252,11 @@ class LabelDefinition(_Section):
     severity: Severity = Severity.HIGH
     allowed_groups: list[str] = Field(default_factory=list)
     allowed_users: list[str] = Field(default_factory=list)
+    alert_on_names: bool = Field(
+        default=True,
+        description="false: an exposure of names only (outsiders can list a folder but read no file in it) is "
+        "recorded with kind 'names' but not alerted; one of contents always is",
+    )
 
 
 class LabelRule(_Section):

@@ -5,8 +5,8 @@ folder). For each such path the outsiders are its effective readers minus
 the label's audience, and the folder's exposure is the union over its paths.
 
 Paths are not judged one by one. A folder keeps its paths grouped by
-*signature*, the pair (permission state, parent directory): every path in a
-group has the same readers, because it has the same ACL and the same
+*signature*, (permission state, parent directory, file or not): every path
+in a group has the same readers, because it has the same ACL and the same
 ancestors. Judging a folder costs one evaluation per distinct signature, so a
 share of 20,000 folders reset to the same ACL is a few hundred signatures, and
 a directory change that moves traverse bits or group memberships needs no
@@ -15,6 +15,9 @@ walk over the paths at all, only a fresh look at the signatures.
 The audience rule lives here (:func:`audience`): a user may read when listed,
 when a direct member of an allowed group, or when its primary group is
 allowed. A group nested into an allowed group is *not* allowed unless listed.
+An exposure is of *contents* when an outsider can read a file, and of *names*
+when they can only list folders (``r`` on a directory they can reach): the
+names may identify clients, so it is an exposure too, of another kind.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from datetime import datetime
 
 from permwatch.events import (
     ExposureEvent,
+    ExposureKind,
     ExposureStatus,
     Grant,
     Label,
+    ObjectType,
     exposure_event_id,
     exposure_id_for,
 )
@@ -41,8 +46,11 @@ MAX_USERS_LISTED = 200
 MAX_CAUSES = 10
 MAX_JUDGED = 4096  # cached judgements hold people bitsets; past this the cache starts afresh
 
-Signature = tuple[AclKey, str]
-"""(permission state, parent directory): paths that share it have the same readers."""
+Signature = tuple[AclKey, str, bool]
+"""(permission state, parent directory, whether its paths hold contents): paths that share it have the same
+readers, and give the same kind of exposure: a file's contents, or a directory's names."""
+CONTENTS_TYPES = frozenset({ObjectType.FILE, ObjectType.OTHER})
+"""Reading these reads contents; reading a directory lists names, and a symlink's target is another path."""
 GrantKey = tuple[str, str | None, tuple[str, ...], str | None]
 Shape = tuple[int, tuple[Grant, ...]]
 Paths = tuple[int, tuple[str, ...]]
@@ -94,6 +102,7 @@ class Verdict:
     exposure_id: str
     sequence: int
     status: ExposureStatus
+    kind: ExposureKind
     folder: str
     label: Label
     people: int
@@ -125,6 +134,7 @@ class Verdict:
             exposure_id=self.exposure_id,
             sequence=self.sequence,
             status=self.status,
+            kind=self.kind,
             folder=self.folder,
             label=self.label,
             people=self.people,
@@ -177,6 +187,10 @@ class OpenExposure:
     """the event a restart took over from the record, until a judgement has compared the folder with it"""
     paths: Paths = (0, ())
     """the ``paths_affected`` and ``sample_paths`` last emitted"""
+    kind: ExposureKind = ExposureKind.CONTENTS
+    """the kind last emitted"""
+    contents_seen: bool = False
+    """whether any event of this exposure was of contents: its close says so"""
 
 
 @dataclass(slots=True)
@@ -197,7 +211,7 @@ class FolderExposure:
     def adopt(self, last: ExposureEvent | None, ids: Iterable[str]) -> bool:
         """Take the record's ``last`` event for this folder as what was emitted, and its ``ids`` as used.
 
-        The outsiders and grants the event stands for are compared with the folder at its next judgement
+        The outsiders, grants, paths and kind the event stands for are compared with the folder at its next judgement
         (the folder's paths may not all be known yet), which continues the exposure under its published id
         and sequence: a change if they differ, a close if nobody outside reads any more. True if an
         exposure is open on the record.
@@ -207,6 +221,8 @@ class FolderExposure:
             self.open = None  # closed on the record (or never opened): anything open now is new
             return False
         self.open = OpenExposure(last.exposure_id, last.sequence, last.opened_at, None, last.actor, last)
+        self.open.kind = last.kind
+        self.open.contents_seen = last.kind is ExposureKind.CONTENTS  # (an earlier widening is not on the last event)
         self.past_ids.add(last.exposure_id)
         return True
 
@@ -230,7 +246,7 @@ class FolderExposure:
         """Move ``path`` from the signature of its ``old`` state (the caller knows it: no reverse index,
         which would cost a dict entry per path) to that of ``state``; ``None`` for none."""
         if old is not None:
-            before = (old.acl, parent)
+            before = (old.acl, parent, old.object_type in CONTENTS_TYPES)
             members = self.groups.get(before)
             if members == path:
                 del self.groups[before]
@@ -239,7 +255,7 @@ class FolderExposure:
                 if len(members) == 1:
                     self.groups[before] = next(iter(members))
         if state is not None:
-            signature = (state.acl, parent)
+            signature = (state.acl, parent, state.object_type in CONTENTS_TYPES)
             found = self.groups.get(signature)
             if found is None:
                 self.groups[signature] = path
@@ -341,7 +357,7 @@ class ExposureTracker:
         judged = self._judged
         if len(record.groups) == 1:  # the common case, and the whole cost of a wide fan-out
             for signature in record.groups:
-                acl, parent = signature
+                acl, parent, _ = signature
                 key = (acl, traverse_of(parent), allowed)
                 one = judged.get(key)
                 if one is None:
@@ -355,7 +371,7 @@ class ExposureTracker:
         exposing: list[Signature] = []
         found: list[Judged] = []
         for signature in record.groups:
-            acl, parent = signature
+            acl, parent, _ = signature
             key = (acl, traverse_of(parent), allowed)
             hit = judged.get(key)
             if hit is None:
@@ -405,8 +421,9 @@ class ExposureTracker:
         (outsiders, grants), exposing = self.shape(record)
         current = record.open
         paths = self.paths(record, exposing) if outsiders else _NO_PATHS
+        kind = ExposureKind.CONTENTS if any(contents for _, _, contents in exposing) else ExposureKind.NAMES
         if current is not None and current.shape is None and current.published is not None:
-            if self._published_as(current.published, outsiders, grants, paths):
+            if self._published_as(current.published, outsiders, grants, paths, kind):
                 current.shape, current.paths = (outsiders, grants), paths
             current.published = None
         if not outsiders:
@@ -415,10 +432,12 @@ class ExposureTracker:
             record.open = None
             current.sequence += 1
             duration = max(0.0, (cause.last_at - current.opened_at).total_seconds())
+            widest = ExposureKind.CONTENTS if current.contents_seen else ExposureKind.NAMES
             return self._event(
                 record,
                 current,
                 ExposureStatus.CLOSED,
+                widest,
                 0,
                 (),
                 _NO_PATHS,
@@ -428,20 +447,25 @@ class ExposureTracker:
             )
         if current is None:
             exposure_id = record.new_exposure_id(cause)
+            contents = kind is ExposureKind.CONTENTS
             current = record.open = OpenExposure(
-                exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor, None, paths
+                exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor, None, paths, kind, contents
             )
-            return self._event(record, current, ExposureStatus.OPENED, outsiders, grants, paths, cause)
-        if current.shape == (outsiders, grants) and current.paths == paths:
+            return self._event(record, current, ExposureStatus.OPENED, kind, outsiders, grants, paths, cause)
+        if current.shape == (outsiders, grants) and current.paths == paths and current.kind is kind:
             return None
         current.sequence += 1
-        current.shape, current.paths = (outsiders, grants), paths
-        return self._event(record, current, ExposureStatus.CHANGED, outsiders, grants, paths, cause)
+        current.shape, current.paths, current.kind = (outsiders, grants), paths, kind
+        current.contents_seen = current.contents_seen or kind is ExposureKind.CONTENTS
+        return self._event(record, current, ExposureStatus.CHANGED, kind, outsiders, grants, paths, cause)
 
-    def _published_as(self, event: ExposureEvent, outsiders: int, grants: tuple[Grant, ...], paths: Paths) -> bool:
-        """Whether ``event`` says what (outsiders, grants, paths) would say, in every respect it publishes."""
+    def _published_as(
+        self, event: ExposureEvent, outsiders: int, grants: tuple[Grant, ...], paths: Paths, kind: ExposureKind
+    ) -> bool:
+        """Whether ``event`` says what (outsiders, grants, paths, kind) would say, in every respect it publishes."""
         return (
-            event.people == outsiders.bit_count()
+            event.kind is kind
+            and event.people == outsiders.bit_count()
             and event.grants == grants
             and (event.users, event.users_truncated) == self._listed(outsiders)
             and (event.paths_affected, event.sample_paths) == paths
@@ -485,6 +509,7 @@ class ExposureTracker:
         record: FolderExposure,
         current: OpenExposure,
         status: ExposureStatus,
+        kind: ExposureKind,
         outsiders: int,
         grants: tuple[Grant, ...],
         paths: Paths,
@@ -499,6 +524,7 @@ class ExposureTracker:
             current.exposure_id,
             current.sequence,
             status,
+            kind,
             record.folder,
             record.label,
             outsiders.bit_count(),

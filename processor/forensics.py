@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from permwatch.events import TOPIC_EXPOSURES, DecodeError, ExposureEvent, ExposureStatus, Grant, Label, decode
+from permwatch.events import (
+    TOPIC_EXPOSURES,
+    DecodeError,
+    ExposureEvent,
+    ExposureKind,
+    ExposureStatus,
+    Grant,
+    Label,
+    decode,
+)
 from permwatch.transport.base import Bus
 from processor.engine import Engine
 from processor.exposures import Verdict, audience
@@ -37,6 +46,7 @@ class ExposureLike(Protocol):
 
     exposure_id: str
     status: ExposureStatus
+    kind: ExposureKind
     folder: str
     label: Label
     people: int
@@ -75,6 +85,8 @@ class ExposureWindow:
     sample_paths: list[str]
     max_paths_affected: int
     cause_event_ids: list[str]
+    kind: ExposureKind = ExposureKind.NAMES
+    """``contents`` if an outsider could read a file at some point of the window, else ``names``"""
     changes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -91,6 +103,7 @@ class ExposureWindow:
             "folder": self.folder,
             "label": self.label,
             "severity": self.severity,
+            "kind": self.kind.value,
             "opened_at": self.opened_at.isoformat(),
             "closed_at": None if self.closed_at is None else self.closed_at.isoformat(),
             "duration_seconds": self.duration_seconds,
@@ -143,12 +156,15 @@ def exposure_windows(
         window.changes.append(
             {
                 "status": e.status.value,
+                "kind": e.kind.value,
                 "at": e.observed_at.isoformat(),
                 "people": e.people,
                 "groups": list(e.groups),
                 "actor": e.actor,
             }
         )
+        if e.kind is ExposureKind.CONTENTS:
+            window.kind = ExposureKind.CONTENTS  # (a close says contents if the exposure ever was)
         if e.status is ExposureStatus.CLOSED:
             window.closed_at = e.closed_at
             continue
@@ -240,6 +256,13 @@ def breach_report(window: ExposureWindow, *, detected_at: datetime | None = None
         f"- Sensitivity label: **{window.label}** (severity {window.severity})",
         f"- Paths affected (at most): {window.max_paths_affected}"
         + (f"; for example {', '.join(f'`{p}`' for p in window.sample_paths[:5])}" if window.sample_paths else ""),
+        "- Kind: "
+        + (
+            "contents: people outside the label could read files in it."
+            if window.kind is ExposureKind.CONTENTS
+            else "names only: people outside the label could list the folder's entries (file and folder names, "
+            "which may identify people) but read no file in it."
+        ),
         "- Contents: not recorded by permwatch (it never reads file contents).",
         "",
         "## When",
@@ -261,11 +284,14 @@ def breach_report(window: ExposureWindow, *, detected_at: datetime | None = None
         f"- Cause events: {', '.join(window.cause_event_ids)}",
         "",
         "## Timeline",
-        "| when | what | people | groups |",
-        "|---|---|---|---|",
+        "| when | what | kind | people | groups |",
+        "|---|---|---|---|---|",
     ]
     for change in window.changes:
-        lines.append(f"| {change['at']} | {change['status']} | {change['people']} | {', '.join(change['groups'])} |")
+        lines.append(
+            f"| {change['at']} | {change['status']} | {change['kind']} | {change['people']} "
+            f"| {', '.join(change['groups'])} |"
+        )
     lines += [
         "",
         "## To complete",

@@ -154,3 +154,71 @@ def test_a_recursive_setfacl_opens_an_exposure_counting_every_path_the_kernel_le
     assert as_user(CECILIA, "cat", str(personal / "lönelista.ods"))
     assert as_user(CECILIA, "ls", str(personal))
     assert as_user(ANNA, "cat", str(arkiv / "2025.txt"))  # the audience reads too, and is not on the record
+
+
+def kernel_view(folder: Path, file: Path) -> dict[str, tuple[bool, bool]]:
+    """Per outsider: (can ``ls`` the folder: its names, can ``cat`` the file: contents), by the kernel."""
+    return {u["name"]: (as_user(u, "ls", str(folder)), as_user(u, "cat", str(file))) for u in OUTSIDERS}
+
+
+def names_then_contents(share: Path) -> tuple[Path, Path]:
+    folder = make(share / "ledning", directory=True, mode=0o750)
+    notes = make(folder / "klient 4711 protokoll.txt", directory=False, mode=0o640)
+    return folder, notes
+
+
+def test_a_folder_listable_but_not_readable_is_an_exposure_of_names_until_a_file_is_readable(
+    share: Path, tmp_path: Path
+) -> None:
+    folder, notes = names_then_contents(share)
+    assert kernel_view(folder, notes) == {"cecilia": (False, False), "david": (False, False)}
+    with permwatch_run(tmp_path, share, folder) as alerts:
+        subprocess.run(["setfacl", "-m", f"g:{STAFF}:r--", str(folder)], check=True)  # r without x
+        assert kernel_view(folder, notes) == {"cecilia": (True, False), "david": (True, False)}
+        names = wait_until(lambda: latest_saying(alerts, status="opened"), "the exposure to open")
+        assert names["kind"] == "names"
+        assert names["users"] == ["cecilia", "david"]
+        assert names["paths_affected"] == len(readable_by(CECILIA, folder)) == 1
+
+        subprocess.run(["setfacl", "-m", f"g:{STAFF}:r-x", str(folder)], check=True)  # can enter now
+        assert kernel_view(folder, notes) == {"cecilia": (True, False), "david": (True, False)}  # still names
+        subprocess.run(["setfacl", "-m", f"g:{STAFF}:r--", str(notes)], check=True)
+        assert kernel_view(folder, notes) == {"cecilia": (True, True), "david": (True, True)}
+        contents = wait_until(lambda: latest_saying(alerts, kind="contents"), "the change to contents")
+    assert [(r["status"], r["kind"]) for r in records(alerts)] == [("opened", "names"), ("changed", "contents")]
+    assert contents["exposure_id"] == names["exposure_id"] and contents["sequence"] == 1
+    assert contents["paths_affected"] == len(readable_by(CECILIA, folder)) == 2
+    assert contents["sample_paths"] == readable_by(DAVID, folder)
+
+
+def test_a_label_without_alerts_on_names_records_them_and_alerts_the_contents(share: Path, tmp_path: Path) -> None:
+    folder, notes = names_then_contents(share)
+    with permwatch_run(tmp_path, share, folder, label_extra="alert_on_names = false") as alerts:
+        subprocess.run(["setfacl", "-m", f"g:{STAFF}:r-x", str(folder)], check=True)
+        assert kernel_view(folder, notes) == {"cecilia": (True, False), "david": (True, False)}
+        config = tmp_path / "permwatch.toml"
+
+        def recorded() -> list[dict[str, Any]]:
+            done = subprocess.run(
+                [permwatch_exe(), "exposures", "--config", str(config), "--recorded", "--json"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            return json.loads(done.stdout) or []
+
+        (window,) = wait_until(recorded, "the names exposure on the record")
+        assert window["kind"] == "names" and window["users"] == ["cecilia", "david"]
+        subprocess.run(["setfacl", "-m", f"g:{STAFF}:r--", str(notes)], check=True)
+        assert kernel_view(folder, notes) == {"cecilia": (True, True), "david": (True, True)}
+        wait_until(lambda: latest_saying(alerts, kind="contents"), "the contents alert")
+        subprocess.run(["setfacl", "-x", f"g:{STAFF}", str(folder)], check=True)
+        wait_until(lambda: latest_saying(alerts, status="closed"), "the close alert")
+    # the alerts: what was of contents, from the widening on, and its close; the record: every step
+    assert [(r["status"], r["kind"]) for r in records(alerts)] == [("changed", "contents"), ("closed", "contents")]
+    (window,) = recorded()
+    assert [(c["status"], c["kind"]) for c in window["changes"]] == [
+        ("opened", "names"),
+        ("changed", "contents"),
+        ("closed", "contents"),
+    ]

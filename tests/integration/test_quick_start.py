@@ -115,6 +115,7 @@ path = "{alerts}"
 
     opened, *changed, closed = lines()
     assert opened["status"] == "opened" and {c["status"] for c in changed} <= {"changed"}
+    assert opened["kind"] == "contents" or changed[-1]["kind"] == "contents"
     assert opened["folder"] == str(folder) and opened["label"]["name"] == "ledning"
     assert opened["groups"] == ["alla"] and opened["people"] == 4
     assert closed["exposure_id"] == opened["exposure_id"] and closed["duration_seconds"] > 0

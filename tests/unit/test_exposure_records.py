@@ -157,3 +157,95 @@ def test_a_restart_corrects_a_record_whose_paths_are_stale() -> None:
     (changed,) = rebuilt.reconcile(record, "reconcile.test")
     assert changed.status is ExposureStatus.CHANGED and changed.sequence == 1
     assert (changed.paths_affected, changed.sample_paths) == (2, (FOLDER, f"{FOLDER}/protokoll.txt"))
+
+
+# ------------------------------------------------------------ item 8: the kind of exposure
+
+
+def kinds(verdicts: list[Verdict]) -> list[tuple[str, str]]:
+    return [(v.status.value, v.kind.value) for v in verdicts]
+
+
+def test_a_folder_an_outsider_can_list_but_not_enter_is_an_exposure_of_names() -> None:
+    engine = wide_engine(max_users_listed=200)
+    verdicts = engine.step(fs(FOLDER, *alla_acl("r")))  # r without x: ls works, cat does not
+    assert kinds(verdicts) == [("opened", "names")]
+    assert (verdicts[0].paths_affected, verdicts[0].sample_paths) == (1, (FOLDER,))  # the file is not reachable
+
+
+def test_names_widen_to_contents_and_narrow_back_each_a_change_and_the_close_says_contents() -> None:
+    engine = wide_engine(max_users_listed=200)
+    (opened,) = engine.step(fs(FOLDER, *alla_acl("rx")))  # can enter, but protokoll.txt is 0640 to the label
+    assert (opened.status, opened.kind.value) == (ExposureStatus.OPENED, "names")
+    (widened,) = engine.step(fs(f"{FOLDER}/protokoll.txt", *alla_acl("r"), obj=ObjectType.FILE))
+    assert kinds([widened]) == [("changed", "contents")]
+    assert widened.people == opened.people and widened.paths_affected == 2
+    (narrowed,) = engine.step(fs(f"{FOLDER}/protokoll.txt", mode=0o640, obj=ObjectType.FILE))
+    assert kinds([narrowed]) == [("changed", "names")]
+    (closed,) = engine.step(fs(FOLDER, mode=0o750))
+    assert kinds([closed]) == [("closed", "contents")]  # it was of contents for a while: its alert must resolve
+    assert {v.exposure_id for v in (opened, widened, narrowed, closed)} == {opened.exposure_id}
+
+
+def test_an_exposure_of_names_only_closes_as_names() -> None:
+    engine = wide_engine(max_users_listed=200)
+    engine.step(fs(FOLDER, *alla_acl("rx")))
+    assert kinds(engine.step(fs(FOLDER, mode=0o750))) == [("closed", "names")]
+
+
+def test_a_directory_and_a_file_with_one_acl_keep_their_kinds_apart() -> None:
+    """Signatures carry the kind: a subfolder and a file sharing an ACL and a parent are judged apart."""
+    engine = wide_engine(max_users_listed=200)
+    engine.apply(fs(FOLDER, *alla_acl("rx")))
+    engine.apply(fs(f"{FOLDER}/arkiv", *alla_acl("rx")))
+    engine.apply(fs(f"{FOLDER}/brev.txt", *alla_acl("rx"), obj=ObjectType.FILE))
+    assert kinds(engine.flush()) == [("opened", "contents")]
+    assert kinds(engine.step(fs(f"{FOLDER}/brev.txt", mode=0o640, obj=ObjectType.FILE))) == [("changed", "names")]
+
+
+def test_a_label_without_alerts_on_names_records_them_and_the_sinks_skip_them() -> None:
+    from alerts.base import SinkSettings
+    from collectors.labels import LabelPolicy
+    from permwatch.config import LabelDefinition, LabelsConfig
+
+    policy = LabelPolicy(LabelsConfig(definitions={"ledning": LabelDefinition(alert_on_names=False)}))
+    quiet = policy.labels["ledning"]
+    assert quiet.alert_on_names is False and LabelPolicy(LabelsConfig()).labels == {}
+    engine = wide_engine(max_users_listed=200)
+    engine.step(LabelAssigned(path=FOLDER, label=quiet.model_copy(update={"allowed_groups": ("ledningsgrupp",)})))
+    (names,) = engine.step(fs(FOLDER, *alla_acl("rx")))
+    (contents,) = engine.step(fs(f"{FOLDER}/protokoll.txt", *alla_acl("r"), obj=ObjectType.FILE))
+    (closed,) = engine.step(fs(FOLDER, mode=0o750))
+    sink = SinkSettings(kind="console")
+    assert [sink.accepts(v.to_event()) for v in (names, contents, closed)] == [False, True, True]
+    loud = names.to_event().model_copy(update={"label": LABEL})
+    assert sink.accepts(loud)  # the default: names are alerted
+
+
+def test_a_restart_corrects_a_record_of_the_wrong_kind() -> None:
+    live = wide_engine(max_users_listed=200)
+    published = [v.to_event() for v in live.step(fs(FOLDER, *alla_acl("rx")))]  # names: the record
+    same = wide_engine(max_users_listed=200)
+    same.step(fs(FOLDER, *alla_acl("rx")))
+    record = PublishedRecord.of(published)
+    same.adopt(record)
+    assert same.reconcile(record, "reconcile.test") == []  # the record says what is true: nothing to add
+    rebuilt = wide_engine(max_users_listed=200)  # the file was made readable before the record took it
+    rebuilt.step(fs(FOLDER, *alla_acl("rx")))
+    rebuilt.step(fs(f"{FOLDER}/protokoll.txt", *alla_acl("r"), obj=ObjectType.FILE))
+    rebuilt.adopt(record)
+    (changed,) = rebuilt.reconcile(record, "reconcile.test")
+    assert kinds([changed]) == [("changed", "contents")] and changed.sequence == 1
+    assert changed.exposure_id == published[0].exposure_id
+
+
+def test_the_breach_report_and_the_windows_say_the_kind() -> None:
+    engine = wide_engine(max_users_listed=200)
+    verdicts = engine.step(fs(FOLDER, *alla_acl("rx")))
+    (window,) = exposure_windows(verdicts)
+    assert window.kind.value == "names" and window.to_json()["kind"] == "names"
+    assert "names only" in breach_report(window)
+    verdicts += engine.step(fs(f"{FOLDER}/protokoll.txt", *alla_acl("r"), obj=ObjectType.FILE))
+    (window,) = exposure_windows(verdicts)
+    assert window.kind.value == "contents"
+    assert "Kind: contents" in breach_report(window)
