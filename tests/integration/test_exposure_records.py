@@ -71,7 +71,9 @@ def make(path: Path, *, directory: bool, mode: int) -> Path:
 
 
 @contextmanager
-def permwatch_run(tmp_path: Path, share: Path, folder: Path, *, label_extra: str = "") -> Iterator[Path]:
+def permwatch_run(
+    tmp_path: Path, share: Path, folder: Path, *, label_extra: str = "", processor: str = ""
+) -> Iterator[Path]:
     """``permwatch run`` on the embedded log, until the block ends; yields the JSONL alerts file."""
     directory_file = tmp_path / "directory.yaml"
     directory_file.write_text(yaml.safe_dump(DIRECTORY))
@@ -94,6 +96,8 @@ label = "ledning"
 [[alerts.sinks]]
 kind = "jsonl"
 path = "{alerts}"
+[processor]
+{processor}
 """
     )
     log = tmp_path / "permwatch.log"
@@ -136,7 +140,7 @@ def test_a_recursive_setfacl_opens_an_exposure_counting_every_path_the_kernel_le
     make(personal / "lönelista.ods", directory=False, mode=0o640)
     assert all(readable_by(user, folder) == [] for user in OUTSIDERS)  # nothing exposed to begin with
 
-    with permwatch_run(tmp_path, share, folder) as alerts:
+    with permwatch_run(tmp_path, share, folder, processor="max_users_listed = 1") as alerts:
         subprocess.run(["setfacl", "-R", "-m", f"g:{STAFF}:rX", str(folder)], check=True)
         kernel = readable_by(CECILIA, folder)
         assert kernel == readable_by(DAVID, folder)
@@ -148,7 +152,22 @@ def test_a_recursive_setfacl_opens_an_exposure_counting_every_path_the_kernel_le
     assert statuses[0] == "opened" and set(statuses[1:]) <= {"changed"}, statuses
     assert latest["paths_affected"] == len(kernel)
     assert latest["sample_paths"] == kernel[:5]
-    assert latest["users"] == ["cecilia", "david"] and latest["people"] == 2
+    # the record names one outsider (max_users_listed = 1) and says it cut the list; the workshop names both
+    assert latest["users"] == ["cecilia"] and latest["users_truncated"] is True and latest["people"] == 2
+    config = tmp_path / "permwatch.toml"
+    for recorded in ([], ["--recorded"]):
+        done = subprocess.run(
+            [permwatch_exe(), "exposures", "--config", str(config), "--json", *recorded],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        (window,) = json.loads(done.stdout)
+        if recorded:
+            assert (window["users"], window["users_complete"]) == (["cecilia"], False)
+        else:
+            assert (window["users"], window["users_complete"]) == (["cecilia", "david"], True)
+            assert window["max_paths_affected"] == len(kernel)
     assert {r["exposure_id"] for r in records(alerts)} == {latest["exposure_id"]}
     # the kernel's verdict path by path, as the record names them: contents of the files, names of the folders
     assert as_user(CECILIA, "cat", str(personal / "lönelista.ods"))
