@@ -271,6 +271,7 @@ class FolderExposure:
 
 
 _NO_PATHS: Paths = (0, ())
+CONTENTS, NAMES = ExposureKind.CONTENTS, ExposureKind.NAMES
 
 
 def _members(found: str | set[str]) -> Collection[str]:
@@ -302,8 +303,8 @@ class ExposureTracker:
         self._allowed: dict[int, tuple[Label, int]] = {}
         """id of a label → (the label, its audience)"""
         self._judged: dict[tuple[AclKey, int, int], Judged] = {}
-        self._names: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        """outsiders → (every name, the names a record lists)"""
+        self._names: dict[int, tuple[tuple[str, ...], tuple[str, ...], bool]] = {}
+        """outsiders → (every name, the names a record lists, whether that list is cut)"""
         self._groups_of: dict[int, tuple[tuple[Grant, ...], tuple[str, ...]]] = {}
         self.now: datetime | None = None
         """The detection time of the batch being judged (one clock read per flush)."""
@@ -420,8 +421,19 @@ class ExposureTracker:
         """
         (outsiders, grants), exposing = self.shape(record)
         current = record.open
-        paths = self.paths(record, exposing) if outsiders else _NO_PATHS
-        kind = ExposureKind.CONTENTS if any(contents for _, _, contents in exposing) else ExposureKind.NAMES
+        paths: Paths
+        if outsiders:
+            # inline for the common case of one exposing path: this runs once per judged folder
+            if len(exposing) == 1 and isinstance(only := record.groups[exposing[0]], str):
+                paths, kind = (1, (only,)), CONTENTS if exposing[0][2] else NAMES
+            else:
+                paths, kind = self.paths(record, exposing), NAMES
+                for signature in exposing:
+                    if signature[2]:
+                        kind = CONTENTS
+                        break
+        else:
+            paths, kind = _NO_PATHS, NAMES
         if current is not None and current.shape is None and current.published is not None:
             if self._published_as(current.published, outsiders, grants, paths, kind):
                 current.shape, current.paths = (outsiders, grants), paths
@@ -432,7 +444,7 @@ class ExposureTracker:
             record.open = None
             current.sequence += 1
             duration = max(0.0, (cause.last_at - current.opened_at).total_seconds())
-            widest = ExposureKind.CONTENTS if current.contents_seen else ExposureKind.NAMES
+            widest = CONTENTS if current.contents_seen else NAMES
             return self._event(
                 record,
                 current,
@@ -447,16 +459,15 @@ class ExposureTracker:
             )
         if current is None:
             exposure_id = record.new_exposure_id(cause)
-            contents = kind is ExposureKind.CONTENTS
             current = record.open = OpenExposure(
-                exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor, None, paths, kind, contents
+                exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor, None, paths, kind, kind is CONTENTS
             )
             return self._event(record, current, ExposureStatus.OPENED, kind, outsiders, grants, paths, cause)
         if current.shape == (outsiders, grants) and current.paths == paths and current.kind is kind:
             return None
         current.sequence += 1
         current.shape, current.paths, current.kind = (outsiders, grants), paths, kind
-        current.contents_seen = current.contents_seen or kind is ExposureKind.CONTENTS
+        current.contents_seen = current.contents_seen or kind is CONTENTS
         return self._event(record, current, ExposureStatus.CHANGED, kind, outsiders, grants, paths, cause)
 
     def _published_as(
@@ -490,19 +501,19 @@ class ExposureTracker:
             found = self._groups_of[id(grants)] = (grants, tuple(sorted({g.group for g in grants if g.group})))
         return found[1]
 
-    def _names_of(self, outsiders: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Every outsider's name, sorted, and the first ``max_users_listed`` of them."""
+    def _names_of(self, outsiders: int) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+        """Every outsider's name, sorted, the first ``max_users_listed`` of them, and whether that cuts the list."""
         found = self._names.get(outsiders)
         if found is None:
             every = tuple(sorted(self.directory.names(outsiders)))
-            listed = every if len(every) <= self.max_users_listed else every[: self.max_users_listed]
-            found = self._names[outsiders] = (every, listed)
+            cut = len(every) > self.max_users_listed
+            found = self._names[outsiders] = (every, every[: self.max_users_listed] if cut else every, cut)
         return found
 
     def _listed(self, outsiders: int) -> tuple[tuple[str, ...], bool]:
         """The names a record lists, and whether that list is cut."""
-        every, listed = self._names_of(outsiders)
-        return listed, len(listed) < len(every)
+        _, listed, cut = self._names_of(outsiders)
+        return listed, cut
 
     def _event(
         self,
@@ -518,7 +529,7 @@ class ExposureTracker:
         closed_at: datetime | None = None,
         duration: float | None = None,
     ) -> Verdict:
-        every, listed = self._names_of(outsiders)
+        every, listed, cut = self._names_of(outsiders)
         # positional: this runs once per judged folder, and keyword passing costs a microsecond a call
         return Verdict(
             current.exposure_id,
@@ -530,7 +541,7 @@ class ExposureTracker:
             outsiders.bit_count(),
             self.group_names(grants),
             listed,
-            len(listed) < len(every),
+            cut,
             grants,
             paths[0],
             paths[1],
