@@ -169,10 +169,11 @@ class Engine:
         """
         adopted = 0
         self.tracker.unadopted = {}
+        self.tracker.contents_ids = record.contents
         for folder, found in self.tracker.folders.items():
             if owned_only and folder not in self.paths.states:
                 continue  # not among the paths this processor owns
-            adopted += found.adopt(record.last.get(folder), record.ids.get(folder, ()))
+            adopted += found.adopt(record.last.get(folder), record.ids.get(folder, ()), record.contents)
         if not owned_only:
             self.tracker.unadopted = {
                 folder: (record.last.get(folder), ids)
@@ -210,7 +211,7 @@ class Engine:
                 if last is None or last.status is ExposureStatus.CLOSED:
                     continue
                 gone = FolderExposure(folder, last.label)  # judged with no paths: it closes
-                gone.adopt(last, ids)
+                gone.adopt(last, ids, record.contents)
                 verdict = self.tracker.transition(gone, Cause([reason_id], now, now))
                 if verdict is not None:
                     out.append(verdict)

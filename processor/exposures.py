@@ -208,13 +208,13 @@ class FolderExposure:
     past_ids: set[str] | None = None
     """every exposure id this folder has had (on the record or emitted): a new episode never reuses one"""
 
-    def adopt(self, last: ExposureEvent | None, ids: Iterable[str]) -> bool:
+    def adopt(self, last: ExposureEvent | None, ids: Iterable[str], contents: Collection[str] = ()) -> bool:
         """Take the record's ``last`` event for this folder as what was emitted, and its ``ids`` as used.
 
         The outsiders, grants, paths and kind the event stands for are compared with the folder at its next judgement
         (the folder's paths may not all be known yet), which continues the exposure under its published id
         and sequence: a change if they differ, a close if nobody outside reads any more. True if an
-        exposure is open on the record.
+        exposure is open on the record. ``contents``: exposure ids the record shows were ever of contents.
         """
         self.past_ids = set(ids)  # what a rebuild emitted was never published: the record's ids alone
         if last is None or last.status is ExposureStatus.CLOSED:
@@ -222,7 +222,7 @@ class FolderExposure:
             return False
         self.open = OpenExposure(last.exposure_id, last.sequence, last.opened_at, None, last.actor, last)
         self.open.kind = last.kind
-        self.open.contents_seen = last.kind is ExposureKind.CONTENTS  # (an earlier widening is not on the last event)
+        self.open.contents_seen = last.kind is ExposureKind.CONTENTS or last.exposure_id in contents
         self.past_ids.add(last.exposure_id)
         return True
 
@@ -308,6 +308,8 @@ class ExposureTracker:
         self._groups_of: dict[int, tuple[tuple[Grant, ...], tuple[str, ...]]] = {}
         self.now: datetime | None = None
         """The detection time of the batch being judged (one clock read per flush)."""
+        self.contents_ids: set[str] = set()
+        """exposure ids the record a restart read shows were ever of contents"""
         self.unadopted: dict[str, tuple[ExposureEvent | None, set[str]]] = {}
         """folder → its record (last event, ids) from a restart, for folders not labelled yet when it was read"""
 
@@ -327,7 +329,7 @@ class ExposureTracker:
             record = self.folders[folder] = FolderExposure(folder, label)
             waiting = self.unadopted.pop(folder, None)
             if waiting is not None:  # labelled after the restart that read the record: take it over now
-                record.adopt(*waiting)
+                record.adopt(*waiting, self.contents_ids)
         else:
             record.label = label
             record.allowed_version = -1

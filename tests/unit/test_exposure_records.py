@@ -249,3 +249,21 @@ def test_the_breach_report_and_the_windows_say_the_kind() -> None:
     (window,) = exposure_windows(verdicts)
     assert window.kind.value == "contents"
     assert "Kind: contents" in breach_report(window)
+
+
+def test_after_a_restart_an_exposure_that_narrowed_to_names_still_closes_as_contents() -> None:
+    """The last event on the record says names, but an earlier one said contents: the close must say contents,
+    or a label with alert_on_names = false would never see the alert it was sent resolved."""
+    live = wide_engine(max_users_listed=200)
+    published = [v.to_event() for v in live.step(fs(FOLDER, *alla_acl("rx")))]
+    published += [v.to_event() for v in live.step(fs(f"{FOLDER}/protokoll.txt", *alla_acl("r"), obj=ObjectType.FILE))]
+    published += [v.to_event() for v in live.step(fs(f"{FOLDER}/protokoll.txt", mode=0o640, obj=ObjectType.FILE))]
+    assert [e.kind.value for e in published] == ["names", "contents", "names"]
+    rebuilt = wide_engine(max_users_listed=200)
+    rebuilt.step(fs(FOLDER, *alla_acl("rx")))
+    record = PublishedRecord.of(published)
+    assert record.contents == {published[0].exposure_id}
+    rebuilt.adopt(record)
+    assert rebuilt.reconcile(record, "reconcile.test") == []
+    (closed,) = rebuilt.step(fs(FOLDER, mode=0o750))
+    assert kinds([closed]) == [("closed", "contents")] and closed.sequence == 3
