@@ -5,7 +5,8 @@ and where (``label``, ``severity``, ``folder``, the reading ``groups`` joined
 by commas, the ``exposure_id``) and which burst it belongs to (``burst``), so
 an Alertmanager route with ``group_by: [burst]`` turns a 5,000-folder burst
 into one notification. Annotations carry the summary, people, actor, (maybe
-hidden) paths and the replay command. ``startsAt`` is when the exposure
+hidden) paths, the exposure's kind (``contents`` or ``names``) and the replay
+command. ``startsAt`` is when the exposure
 opened; ``endsAt`` is set when it closes, which resolves the alert.
 
 Alertmanager forgets an alert without ``endsAt`` after its
@@ -28,6 +29,7 @@ from alerts.digest import plural
 from alerts.grouping import GroupUpdate, Member
 from alerts.http import post
 from alerts.redaction import shown_paths
+from permwatch.events import ExposureKind
 
 ALERT_NAME = "PermwatchExposure"
 
@@ -77,6 +79,7 @@ class AlertmanagerSink:
         event = member.latest
         paths = shown_paths(event.folder, event.sample_paths, hide=self.config.hide_below_label)
         readers = ", ".join(groups) or "users named in the ACL"
+        what = "readable" if event.kind is ExposureKind.CONTENTS else "listable (names only, no file readable)"
         alert: dict[str, Any] = {
             "labels": {
                 **self.config.extra_labels,
@@ -90,9 +93,10 @@ class AlertmanagerSink:
             },
             "annotations": {
                 "summary": (
-                    f"{event.folder} (label {event.label.name}) readable by "
+                    f"{event.folder} (label {event.label.name}) {what} by "
                     f"{plural(member.open_people, 'person', 'people')} outside the label via {readers}"
                 ),
+                "kind": event.kind.value,
                 "people": str(member.open_people),
                 "actor": event.actor or "unknown",
                 "paths": "\n".join(paths),

@@ -10,8 +10,9 @@ second. Payloads carry paths, group names and counts, never file contents or
 secrets, and error messages never carry a token or a secret URL.
 
 :class:`SinkSettings` is the part of every sink's typed config the dispatcher
-reads: which exposures the sink wants (``min_severity``, ``labels``) and
-whether paths below the labelled folder are hidden (``hide_below_label``).
+reads: which exposures the sink wants (``min_severity``, ``labels``; never one
+of names only whose label sets ``alert_on_names = false``) and whether paths
+below the labelled folder are hidden (``hide_below_label``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from alerts.grouping import GroupUpdate
-from permwatch.events import ExposureEvent, Severity, utcnow
+from permwatch.events import ExposureEvent, ExposureKind, Severity, utcnow
 
 SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
 
@@ -56,6 +57,8 @@ class SinkSettings(BaseModel):
     hide_below_label: bool = Field(default=False, description="show paths below the labelled folder as '…'")
 
     def accepts(self, exposure: ExposureEvent) -> bool:
+        if exposure.kind is ExposureKind.NAMES and not exposure.label.alert_on_names:
+            return False  # recorded on the topic, not alerted: the label said names alone are not worth an alert
         if SEVERITY_RANK[exposure.label.severity] < SEVERITY_RANK[self.min_severity]:
             return False
         return not self.labels or any(fnmatch.fnmatchcase(exposure.label.name, glob) for glob in self.labels)

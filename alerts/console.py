@@ -15,7 +15,7 @@ from alerts.base import SinkContext, SinkSettings
 from alerts.digest import digest, first_names, format_duration, plural
 from alerts.grouping import GroupUpdate
 from alerts.redaction import shown_paths
-from permwatch.events import ExposureEvent, ExposureStatus
+from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus
 
 MAX_BLOCKS = 3
 
@@ -51,9 +51,8 @@ class ConsoleSink:
                 f"  closed at {e.closed_at:%Y-%m-%d %H:%M:%S %Z} after {format_duration(e.duration_seconds or 0)}"
             )
         else:
-            lines.append(
-                f"  {e.people} people outside the label can read it; opened {e.opened_at:%Y-%m-%d %H:%M:%S %Z}"
-            )
+            can = "can read it" if e.kind is ExposureKind.CONTENTS else "can list its names (no file in it readable)"
+            lines.append(f"  {e.people} people outside the label {can}; opened {e.opened_at:%Y-%m-%d %H:%M:%S %Z}")
             for grant in e.grants[:5]:
                 via = " -> ".join(grant.chain) if grant.chain else (grant.user or "everyone")
                 lines.append(f"  - {grant.people} via {grant.entry} ({via})")

@@ -20,7 +20,7 @@ from typing import Any
 from alerts.digest import GroupDigest, digest, first_names, format_duration, plural
 from alerts.grouping import GroupSnapshot, Member
 from alerts.redaction import shown_paths
-from permwatch.events import ExposureEvent, ExposureStatus
+from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus
 
 METADATA_EVENT_TYPE = "permwatch_alert"
 HEADER_MAX = 150
@@ -121,7 +121,7 @@ def reply_message(
     if changed:
         lines.append(f":pencil2: *Changed*: {plural(len(changed), 'folder')}")
         lines += [
-            f"• {_code(e.folder)} now readable by {_esc(first_names(e.groups)) or 'named users'} "
+            f"• {_code(e.folder)} now {_readable(e)} by {_esc(first_names(e.groups)) or 'named users'} "
             f"({plural(e.people, 'person', 'people')})"
             for e in changed[:3]
         ]
@@ -158,6 +158,8 @@ def _folders_text(d: GroupDigest, options: RenderOptions) -> str:
             paths = shown_paths(event.folder, event.sample_paths, hide=options.hide_below_label)
             lines.append(f"{plural(event.paths_affected, 'path')} affected" + (", e.g." if paths else ""))
             lines += [_code(path) for path in paths[:3]]
+            if event.kind is ExposureKind.NAMES:
+                lines.append("_Names only: outsiders can list it, but read no file in it_")
         return "\n".join(lines)
     lines = [f"*Folders* ({d.folders:,}, {d.paths_affected:,} paths open)"]
     lines += [_folder_line(member) for member in d.top]
@@ -171,7 +173,12 @@ def _folder_line(member: Member) -> str:
     return (
         f"• {_code(event.folder)}: {plural(event.paths_affected, 'path')}, "
         f"{plural(member.open_people, 'person', 'people')}"
+        + (", names only" if event.kind is ExposureKind.NAMES else "")
     )
+
+
+def _readable(event: ExposureEvent) -> str:
+    return "readable" if event.kind is ExposureKind.CONTENTS else "listable (names only)"
 
 
 def _replay_text(d: GroupDigest, options: RenderOptions) -> str:

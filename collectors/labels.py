@@ -70,6 +70,7 @@ class LabelPolicy:
             severity=definition.severity if definition else Severity.CRITICAL,
             allowed_groups=tuple(dict.fromkeys(groups + self.config.always_allowed_groups)),
             allowed_users=tuple(dict.fromkeys(users + self.config.always_allowed_users)),
+            alert_on_names=definition.alert_on_names if definition else True,
         )
 
     def label_for(self, path: str) -> tuple[Label | None, str]:

@@ -252,6 +252,11 @@ class LabelDefinition(_Section):
     severity: Severity = Severity.HIGH
     allowed_groups: list[str] = Field(default_factory=list)
     allowed_users: list[str] = Field(default_factory=list)
+    alert_on_names: bool = Field(
+        default=True,
+        description="false: an exposure of names only (outsiders can list a folder but read no file in it) is "
+        "recorded with kind 'names' but not alerted; one of contents always is",
+    )
 
 
 class LabelRule(_Section):
@@ -334,6 +339,13 @@ class ProcessorConfig(_Section):
     )
     checkpoint_interval_seconds: float = Field(
         default=30.0, gt=0, le=86_400, description="at most this often, after a commit (a snapshot pauses the batch)"
+    )
+    max_users_listed: int = Field(
+        default=200,
+        ge=0,
+        le=10_000,
+        description="outsiders an exposure record names at most (users_truncated says when there are more); "
+        "the workshop commands (exposures --json, report) always list them all",
     )
 
 

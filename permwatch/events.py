@@ -334,6 +334,9 @@ class Label(_Frozen):
     severity: Severity = Severity.HIGH
     allowed_groups: tuple[str, ...] = ()
     allowed_users: tuple[str, ...] = ()
+    alert_on_names: Bool = Field(
+        default=True, description="false: exposures of names only are recorded, but the alerts stage skips them"
+    )
 
 
 class LabelAssigned(Event):
@@ -364,6 +367,13 @@ class ExposureStatus(StrEnum):
     CLOSED = "closed"
 
 
+class ExposureKind(StrEnum):
+    """What outsiders can read: files' contents, or only names (a folder they can list, no file they can read)."""
+
+    CONTENTS = "contents"
+    NAMES = "names"
+
+
 class Grant(_Frozen):
     """How a set of outsiders can read: through which ACL entry and group chain.
 
@@ -386,11 +396,18 @@ class ExposureEvent(Event):
     exposure_id: str = Field(min_length=1, max_length=128, pattern=_EVENT_ID)
     sequence: Int = Field(ge=0, description="0 for opened, +1 for every later event")
     status: ExposureStatus
+    kind: ExposureKind = Field(
+        default=ExposureKind.CONTENTS,
+        description="contents: an outsider can read a file; names: only list folders (closed: the widest it was)",
+    )
     folder: str = Field(min_length=1, max_length=4096)
     label: Label
     people: Int = Field(ge=0, description="people outside the label who can read")
     groups: tuple[str, ...] = Field(default=(), description="groups whose members can now read")
-    users: tuple[str, ...] = Field(default=(), description="first outsiders by name (capped)")
+    users: tuple[str, ...] = Field(
+        default=(), description="outsiders by name, sorted, the first processor.max_users_listed of them"
+    )
+    users_truncated: Bool = Field(default=False, description="true when users is cut: more than it names can read")
     grants: tuple[Grant, ...] = ()
     paths_affected: Int = Field(ge=0)
     sample_paths: tuple[str, ...] = ()

@@ -190,8 +190,9 @@ class Metrics:
             ),
             processor_exposure_events=counter(
                 "permwatch_processor_exposure_events_total",
-                "Exposure events the processor published, by status.",
-                ["status"],
+                "Exposure events the processor published, by status and kind (contents: a file readable; "
+                "names: a folder listable, no file readable).",
+                ["status", "kind"],
             ),
             processor_restart_seconds=gauge(
                 "permwatch_processor_restart_seconds",

@@ -160,7 +160,9 @@ def _renumber(engine: Engine, keys: dict[int, int]) -> None:
     paths = engine.paths
     paths.states = {path: renew(state) for path, state in paths.states.items()}
     for record in engine.tracker.folders.values():
-        record.groups = {(keys[acl], parent): members for (acl, parent), members in record.groups.items()}
+        record.groups = {
+            (keys[acl], parent, contents): members for (acl, parent, contents), members in record.groups.items()
+        }
         record.states = {keys[acl]: renew(state) for acl, state in record.states.items()}
 
 

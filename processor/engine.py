@@ -38,7 +38,7 @@ from permwatch.events import (
     ObjectType,
     utcnow,
 )
-from processor.exposures import Cause, ExposureTracker, FolderExposure, Verdict
+from processor.exposures import MAX_USERS_LISTED, Cause, ExposureTracker, FolderExposure, Verdict
 from processor.gcpause import gc_paused
 from processor.published import PublishedRecord
 from processor.readers import ReaderEvaluator
@@ -46,11 +46,19 @@ from processor.state import Directory, PathTable, parent_of, path_state
 
 
 class Engine:
-    def __init__(self, *, source: str = "processor", clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        *,
+        source: str = "processor",
+        clock: Callable[[], datetime] = utcnow,
+        max_users_listed: int = MAX_USERS_LISTED,
+    ) -> None:
         self.directory = Directory()
         self.paths = PathTable()
         self.evaluator = ReaderEvaluator(self.directory, self.paths)
-        self.tracker = ExposureTracker(self.directory, self.evaluator, source=source, clock=clock)
+        self.tracker = ExposureTracker(
+            self.directory, self.evaluator, source=source, clock=clock, max_users_listed=max_users_listed
+        )
         self._source, self._clock = source, clock
         self.last_directory_change: tuple[str, datetime, str | None] | None = None
         """The id, time and actor of the latest directory event applied (a reconciliation's likely cause)."""
@@ -136,7 +144,13 @@ class Engine:
         labels = {folder: record.label for folder, record in self.tracker.folders.items()}
         self.paths = PathTable()
         self.evaluator = ReaderEvaluator(self.directory, self.paths)
-        self.tracker = ExposureTracker(self.directory, self.evaluator, source=self._source, clock=self._clock)
+        self.tracker = ExposureTracker(
+            self.directory,
+            self.evaluator,
+            source=self._source,
+            clock=self._clock,
+            max_users_listed=self.tracker.max_users_listed,
+        )
         for folder, label in labels.items():
             self.tracker.set_label(folder, label)
         self._touched = {}
@@ -155,10 +169,11 @@ class Engine:
         """
         adopted = 0
         self.tracker.unadopted = {}
+        self.tracker.contents_ids = record.contents
         for folder, found in self.tracker.folders.items():
             if owned_only and folder not in self.paths.states:
                 continue  # not among the paths this processor owns
-            adopted += found.adopt(record.last.get(folder), record.ids.get(folder, ()))
+            adopted += found.adopt(record.last.get(folder), record.ids.get(folder, ()), record.contents)
         if not owned_only:
             self.tracker.unadopted = {
                 folder: (record.last.get(folder), ids)
@@ -199,7 +214,7 @@ class Engine:
                 if last is None or last.status is ExposureStatus.CLOSED:
                     continue
                 gone = FolderExposure(folder, last.label)  # judged with no paths: it closes
-                gone.adopt(last, ids)
+                gone.adopt(last, ids, record.contents)
                 verdict = self.tracker.transition(gone, Cause([reason_id], now, now))
                 if verdict is not None:
                     out.append(verdict)

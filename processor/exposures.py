@@ -5,8 +5,8 @@ folder). For each such path the outsiders are its effective readers minus
 the label's audience, and the folder's exposure is the union over its paths.
 
 Paths are not judged one by one. A folder keeps its paths grouped by
-*signature*, the pair (permission state, parent directory): every path in a
-group has the same readers, because it has the same ACL and the same
+*signature*, (permission state, parent directory, file or not): every path
+in a group has the same readers, because it has the same ACL and the same
 ancestors. Judging a folder costs one evaluation per distinct signature, so a
 share of 20,000 folders reset to the same ACL is a few hundred signatures, and
 a directory change that moves traverse bits or group memberships needs no
@@ -15,6 +15,9 @@ walk over the paths at all, only a fresh look at the signatures.
 The audience rule lives here (:func:`audience`): a user may read when listed,
 when a direct member of an allowed group, or when its primary group is
 allowed. A group nested into an allowed group is *not* allowed unless listed.
+An exposure is of *contents* when an outsider can read a file, and of *names*
+when they can only list folders (``r`` on a directory they can reach): the
+names may identify clients, so it is an exposure too, of another kind.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from datetime import datetime
 
 from permwatch.events import (
     ExposureEvent,
+    ExposureKind,
     ExposureStatus,
     Grant,
     Label,
+    ObjectType,
     exposure_event_id,
     exposure_id_for,
 )
@@ -36,14 +41,20 @@ from processor.readers import ReaderEvaluator
 from processor.state import AclKey, Directory, PathState, popcount
 
 MAX_SAMPLE_PATHS = 5
-MAX_USERS_LISTED = 20
+MAX_USERS_LISTED = 200
+"""Default bound on the names an exposure record lists (``processor.max_users_listed``); the workshop has them all."""
 MAX_CAUSES = 10
 MAX_JUDGED = 4096  # cached judgements hold people bitsets; past this the cache starts afresh
 
-Signature = tuple[AclKey, str]
-"""(permission state, parent directory): paths that share it have the same readers."""
+Signature = tuple[AclKey, str, bool]
+"""(permission state, parent directory, whether its paths hold contents): paths that share it have the same
+readers, and give the same kind of exposure: a file's contents, or a directory's names."""
+CONTENTS_TYPES = frozenset({ObjectType.FILE, ObjectType.OTHER})
+"""Reading these reads contents; reading a directory lists names, and a symlink's target is another path."""
 GrantKey = tuple[str, str | None, tuple[str, ...], str | None]
 Shape = tuple[int, tuple[Grant, ...]]
+Paths = tuple[int, tuple[str, ...]]
+"""(how many paths outsiders can read, the first few of them in sort order)"""
 
 
 def audience(label: Label, directory: Directory) -> int:
@@ -91,11 +102,13 @@ class Verdict:
     exposure_id: str
     sequence: int
     status: ExposureStatus
+    kind: ExposureKind
     folder: str
     label: Label
     people: int
     groups: tuple[str, ...]
     users: tuple[str, ...]
+    users_truncated: bool
     grants: tuple[Grant, ...]
     paths_affected: int
     sample_paths: tuple[str, ...]
@@ -107,6 +120,8 @@ class Verdict:
     observed_at: datetime
     detected_at: datetime
     source: str
+    all_users: tuple[str, ...]
+    """every outsider by name, sorted: not on the wire (``users`` is cut), for the workshop commands"""
 
     @property
     def event_id(self) -> str:
@@ -119,11 +134,13 @@ class Verdict:
             exposure_id=self.exposure_id,
             sequence=self.sequence,
             status=self.status,
+            kind=self.kind,
             folder=self.folder,
             label=self.label,
             people=self.people,
             groups=self.groups,
             users=self.users,
+            users_truncated=self.users_truncated,
             grants=self.grants,
             paths_affected=self.paths_affected,
             sample_paths=self.sample_paths,
@@ -168,6 +185,12 @@ class OpenExposure:
     actor: str | None
     published: ExposureEvent | None = None
     """the event a restart took over from the record, until a judgement has compared the folder with it"""
+    paths: Paths = (0, ())
+    """the ``paths_affected`` and ``sample_paths`` last emitted"""
+    kind: ExposureKind = ExposureKind.CONTENTS
+    """the kind last emitted"""
+    contents_seen: bool = False
+    """whether any event of this exposure was of contents: its close says so"""
 
 
 @dataclass(slots=True)
@@ -185,19 +208,21 @@ class FolderExposure:
     past_ids: set[str] | None = None
     """every exposure id this folder has had (on the record or emitted): a new episode never reuses one"""
 
-    def adopt(self, last: ExposureEvent | None, ids: Iterable[str]) -> bool:
+    def adopt(self, last: ExposureEvent | None, ids: Iterable[str], contents: Collection[str] = ()) -> bool:
         """Take the record's ``last`` event for this folder as what was emitted, and its ``ids`` as used.
 
-        The outsiders and grants the event stands for are compared with the folder at its next judgement
+        The outsiders, grants, paths and kind the event stands for are compared with the folder at its next judgement
         (the folder's paths may not all be known yet), which continues the exposure under its published id
         and sequence: a change if they differ, a close if nobody outside reads any more. True if an
-        exposure is open on the record.
+        exposure is open on the record. ``contents``: exposure ids the record shows were ever of contents.
         """
         self.past_ids = set(ids)  # what a rebuild emitted was never published: the record's ids alone
         if last is None or last.status is ExposureStatus.CLOSED:
             self.open = None  # closed on the record (or never opened): anything open now is new
             return False
         self.open = OpenExposure(last.exposure_id, last.sequence, last.opened_at, None, last.actor, last)
+        self.open.kind = last.kind
+        self.open.contents_seen = last.kind is ExposureKind.CONTENTS or last.exposure_id in contents
         self.past_ids.add(last.exposure_id)
         return True
 
@@ -221,7 +246,7 @@ class FolderExposure:
         """Move ``path`` from the signature of its ``old`` state (the caller knows it: no reverse index,
         which would cost a dict entry per path) to that of ``state``; ``None`` for none."""
         if old is not None:
-            before = (old.acl, parent)
+            before = (old.acl, parent, old.object_type in CONTENTS_TYPES)
             members = self.groups.get(before)
             if members == path:
                 del self.groups[before]
@@ -230,7 +255,7 @@ class FolderExposure:
                 if len(members) == 1:
                     self.groups[before] = next(iter(members))
         if state is not None:
-            signature = (state.acl, parent)
+            signature = (state.acl, parent, state.object_type in CONTENTS_TYPES)
             found = self.groups.get(signature)
             if found is None:
                 self.groups[signature] = path
@@ -245,6 +270,10 @@ class FolderExposure:
         self.states.clear()
 
 
+_NO_PATHS: Paths = (0, ())
+CONTENTS, NAMES = ExposureKind.CONTENTS, ExposureKind.NAMES
+
+
 def _members(found: str | set[str]) -> Collection[str]:
     return (found,) if isinstance(found, str) else found
 
@@ -253,9 +282,17 @@ class ExposureTracker:
     """Judges folders against their labels and emits exposure events on transitions."""
 
     def __init__(
-        self, directory: Directory, evaluator: ReaderEvaluator, *, source: str, clock: Callable[[], datetime]
+        self,
+        directory: Directory,
+        evaluator: ReaderEvaluator,
+        *,
+        source: str,
+        clock: Callable[[], datetime],
+        max_users_listed: int = MAX_USERS_LISTED,
     ) -> None:
         self.directory = directory
+        self.max_users_listed = max_users_listed
+        """how many outsiders a record names at most; every one of them is in the verdict's ``all_users``"""
         self.evaluator = evaluator
         self.source = source
         self.clock = clock
@@ -266,10 +303,13 @@ class ExposureTracker:
         self._allowed: dict[int, tuple[Label, int]] = {}
         """id of a label → (the label, its audience)"""
         self._judged: dict[tuple[AclKey, int, int], Judged] = {}
-        self._names: dict[int, tuple[str, ...]] = {}
+        self._names: dict[int, tuple[tuple[str, ...], tuple[str, ...], bool]] = {}
+        """outsiders → (every name, the names a record lists, whether that list is cut)"""
         self._groups_of: dict[int, tuple[tuple[Grant, ...], tuple[str, ...]]] = {}
         self.now: datetime | None = None
         """The detection time of the batch being judged (one clock read per flush)."""
+        self.contents_ids: set[str] = set()
+        """exposure ids the record a restart read shows were ever of contents"""
         self.unadopted: dict[str, tuple[ExposureEvent | None, set[str]]] = {}
         """folder → its record (last event, ids) from a restart, for folders not labelled yet when it was read"""
 
@@ -289,7 +329,7 @@ class ExposureTracker:
             record = self.folders[folder] = FolderExposure(folder, label)
             waiting = self.unadopted.pop(folder, None)
             if waiting is not None:  # labelled after the restart that read the record: take it over now
-                record.adopt(*waiting)
+                record.adopt(*waiting, self.contents_ids)
         else:
             record.label = label
             record.allowed_version = -1
@@ -320,7 +360,7 @@ class ExposureTracker:
         judged = self._judged
         if len(record.groups) == 1:  # the common case, and the whole cost of a wide fan-out
             for signature in record.groups:
-                acl, parent = signature
+                acl, parent, _ = signature
                 key = (acl, traverse_of(parent), allowed)
                 one = judged.get(key)
                 if one is None:
@@ -334,7 +374,7 @@ class ExposureTracker:
         exposing: list[Signature] = []
         found: list[Judged] = []
         for signature in record.groups:
-            acl, parent = signature
+            acl, parent, _ = signature
             key = (acl, traverse_of(parent), allowed)
             hit = judged.get(key)
             if hit is None:
@@ -376,12 +416,29 @@ class ExposureTracker:
         return Judged(reach, masks, _grant_models(masks))
 
     def transition(self, record: FolderExposure, cause: Cause) -> Verdict | None:
-        """Compare the folder's exposure with what was last emitted; return the event, if any."""
+        """Compare the folder's exposure with what was last emitted; return the event, if any.
+
+        An open exposure is changed when who can read, through which grants, or which paths
+        (their count or the sample) differ from what it last said: a record always says what is true.
+        """
         (outsiders, grants), exposing = self.shape(record)
         current = record.open
+        paths: Paths
+        if outsiders:
+            # inline for the common case of one exposing path: this runs once per judged folder
+            if len(exposing) == 1 and isinstance(only := record.groups[exposing[0]], str):
+                paths, kind = (1, (only,)), CONTENTS if exposing[0][2] else NAMES
+            else:
+                paths, kind = self.paths(record, exposing), NAMES
+                for signature in exposing:
+                    if signature[2]:
+                        kind = CONTENTS
+                        break
+        else:
+            paths, kind = _NO_PATHS, NAMES
         if current is not None and current.shape is None and current.published is not None:
-            if self._published_as(current.published, outsiders, grants):
-                current.shape = (outsiders, grants)
+            if self._published_as(current.published, outsiders, grants, paths, kind):
+                current.shape, current.paths = (outsiders, grants), paths
             current.published = None
         if not outsiders:
             if current is None:
@@ -389,25 +446,42 @@ class ExposureTracker:
             record.open = None
             current.sequence += 1
             duration = max(0.0, (cause.last_at - current.opened_at).total_seconds())
+            widest = CONTENTS if current.contents_seen else NAMES
             return self._event(
-                record, current, ExposureStatus.CLOSED, 0, (), [], cause, closed_at=cause.last_at, duration=duration
+                record,
+                current,
+                ExposureStatus.CLOSED,
+                widest,
+                0,
+                (),
+                _NO_PATHS,
+                cause,
+                closed_at=cause.last_at,
+                duration=duration,
             )
         if current is None:
             exposure_id = record.new_exposure_id(cause)
-            current = record.open = OpenExposure(exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor)
-            return self._event(record, current, ExposureStatus.OPENED, outsiders, grants, exposing, cause)
-        if current.shape == (outsiders, grants):
+            current = record.open = OpenExposure(
+                exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor, None, paths, kind, kind is CONTENTS
+            )
+            return self._event(record, current, ExposureStatus.OPENED, kind, outsiders, grants, paths, cause)
+        if current.shape == (outsiders, grants) and current.paths == paths and current.kind is kind:
             return None
         current.sequence += 1
-        current.shape = (outsiders, grants)
-        return self._event(record, current, ExposureStatus.CHANGED, outsiders, grants, exposing, cause)
+        current.shape, current.paths, current.kind = (outsiders, grants), paths, kind
+        current.contents_seen = current.contents_seen or kind is CONTENTS
+        return self._event(record, current, ExposureStatus.CHANGED, kind, outsiders, grants, paths, cause)
 
-    def _published_as(self, event: ExposureEvent, outsiders: int, grants: tuple[Grant, ...]) -> bool:
-        """Whether ``event`` says what (outsiders, grants) would say, in every respect it publishes."""
+    def _published_as(
+        self, event: ExposureEvent, outsiders: int, grants: tuple[Grant, ...], paths: Paths, kind: ExposureKind
+    ) -> bool:
+        """Whether ``event`` says what (outsiders, grants, paths, kind) would say, in every respect it publishes."""
         return (
-            event.people == outsiders.bit_count()
+            event.kind is kind
+            and event.people == outsiders.bit_count()
             and event.grants == grants
-            and event.users == self._names_of(outsiders)
+            and (event.users, event.users_truncated) == self._listed(outsiders)
+            and (event.paths_affected, event.sample_paths) == paths
         )
 
     def past_ids(self) -> dict[str, set[str]]:
@@ -429,6 +503,7 @@ class ExposureTracker:
                     yield current.published
                 continue
             outsiders, grants = current.shape
+            users, truncated = self._listed(outsiders)
             yield ExposureEvent(
                 event_id=exposure_event_id(current.exposure_id, current.sequence),
                 source=self.source,
@@ -439,13 +514,29 @@ class ExposureTracker:
                 label=record.label,
                 people=outsiders.bit_count(),
                 groups=self.group_names(grants),
-                users=self._names_of(outsiders),
+                users=users,
+                users_truncated=truncated,
                 grants=grants,
-                paths_affected=0,  # (not kept once published; a record's consumer compares people and grants)
+                paths_affected=current.paths[0],
+                sample_paths=current.paths[1],
+                kind=current.kind,
                 actor=current.actor,
                 opened_at=current.opened_at,
                 observed_at=current.opened_at,
             )
+
+    @staticmethod
+    def paths(record: FolderExposure, exposing: list[Signature]) -> Paths:
+        """How many of the folder's paths the ``exposing`` signatures hold, and the first few in sort order."""
+        if len(exposing) == 1:
+            only = record.groups[exposing[0]]
+            if isinstance(only, str):
+                return 1, (only,)
+            if len(only) <= MAX_SAMPLE_PATHS:
+                return len(only), tuple(sorted(only))
+            return len(only), tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, only))
+        groups = [_members(record.groups[s]) for s in exposing]
+        return sum(len(g) for g in groups), tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, (p for g in groups for p in g)))
 
     def group_names(self, grants: tuple[Grant, ...]) -> tuple[str, ...]:
         found = self._groups_of.get(id(grants))
@@ -453,51 +544,50 @@ class ExposureTracker:
             found = self._groups_of[id(grants)] = (grants, tuple(sorted({g.group for g in grants if g.group})))
         return found[1]
 
-    def _names_of(self, outsiders: int) -> tuple[str, ...]:
+    def _names_of(self, outsiders: int) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+        """Every outsider's name, sorted, the first ``max_users_listed`` of them, and whether that cuts the list."""
         found = self._names.get(outsiders)
         if found is None:
-            found = self._names[outsiders] = tuple(sorted(self.directory.names(outsiders)))[:MAX_USERS_LISTED]
+            every = tuple(sorted(self.directory.names(outsiders)))
+            cut = len(every) > self.max_users_listed
+            found = self._names[outsiders] = (every, every[: self.max_users_listed] if cut else every, cut)
         return found
+
+    def _listed(self, outsiders: int) -> tuple[tuple[str, ...], bool]:
+        """The names a record lists, and whether that list is cut."""
+        _, listed, cut = self._names_of(outsiders)
+        return listed, cut
 
     def _event(
         self,
         record: FolderExposure,
         current: OpenExposure,
         status: ExposureStatus,
+        kind: ExposureKind,
         outsiders: int,
         grants: tuple[Grant, ...],
-        exposing: list[Signature],
+        paths: Paths,
         cause: Cause,
         *,
         closed_at: datetime | None = None,
         duration: float | None = None,
     ) -> Verdict:
-        sample: tuple[str, ...]
-        if len(exposing) == 1:
-            only = record.groups[exposing[0]]
-            if isinstance(only, str):
-                count, sample = 1, (only,)
-            elif (count := len(only)) <= MAX_SAMPLE_PATHS:
-                sample = tuple(sorted(only))
-            else:
-                sample = tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, only))
-        else:
-            paths = [_members(record.groups[s]) for s in exposing]
-            count = sum(len(p) for p in paths)
-            sample = tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, (p for group in paths for p in group)))
+        every, listed, cut = self._names_of(outsiders)
         # positional: this runs once per judged folder, and keyword passing costs a microsecond a call
         return Verdict(
             current.exposure_id,
             current.sequence,
             status,
+            kind,
             record.folder,
             record.label,
             outsiders.bit_count(),
             self.group_names(grants),
-            self._names_of(outsiders),
+            listed,
+            cut,
             grants,
-            count,
-            sample,
+            paths[0],
+            paths[1],
             cause.ids,
             cause.actor,  # who made this change; the opener stays on the opening event
             current.opened_at,
@@ -506,4 +596,5 @@ class ExposureTracker:
             cause.last_at,
             self.now or self.clock(),
             self.source,
+            every,
         )

@@ -13,10 +13,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from permwatch.events import TOPIC_EXPOSURES, DecodeError, ExposureEvent, ExposureStatus, Grant, Label, decode
+from permwatch.events import (
+    TOPIC_EXPOSURES,
+    DecodeError,
+    ExposureEvent,
+    ExposureKind,
+    ExposureStatus,
+    Grant,
+    Label,
+    decode,
+)
 from permwatch.transport.base import Bus
 from processor.engine import Engine
-from processor.exposures import audience
+from processor.exposures import Verdict, audience
 from processor.state import parent_of
 
 
@@ -37,10 +46,13 @@ class ExposureLike(Protocol):
 
     exposure_id: str
     status: ExposureStatus
+    kind: ExposureKind
     folder: str
     label: Label
     people: int
     groups: tuple[str, ...]
+    users: tuple[str, ...]
+    users_truncated: bool
     grants: tuple[Grant, ...]
     paths_affected: int
     sample_paths: tuple[str, ...]
@@ -65,10 +77,16 @@ class ExposureWindow:
     detected_at: datetime
     max_people: int
     groups: list[str]
+    users: list[str]
+    """every outsider who could read at some point of the window, sorted"""
+    users_complete: bool
+    """False when the names come from records whose list was cut (``exposures --recorded``): a replay has them all"""
     actors: list[str]
     sample_paths: list[str]
     max_paths_affected: int
     cause_event_ids: list[str]
+    kind: ExposureKind = ExposureKind.NAMES
+    """``contents`` if an outsider could read a file at some point of the window, else ``names``"""
     changes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -85,12 +103,15 @@ class ExposureWindow:
             "folder": self.folder,
             "label": self.label,
             "severity": self.severity,
+            "kind": self.kind.value,
             "opened_at": self.opened_at.isoformat(),
             "closed_at": None if self.closed_at is None else self.closed_at.isoformat(),
             "duration_seconds": self.duration_seconds,
             "detected_at": self.detected_at.isoformat(),
             "max_people": self.max_people,
             "groups": self.groups,
+            "users": self.users,
+            "users_complete": self.users_complete,
             "actors": self.actors,
             "sample_paths": self.sample_paths,
             "max_paths_affected": self.max_paths_affected,
@@ -124,26 +145,35 @@ def exposure_windows(
                 detected_at=e.detected_at,
                 max_people=0,
                 groups=[],
+                users=[],
+                users_complete=True,
                 actors=[],
                 sample_paths=[],
                 max_paths_affected=0,
                 cause_event_ids=list(e.cause_event_ids),
             )
+        names, complete = outsiders_of(e)
         window.changes.append(
             {
                 "status": e.status.value,
+                "kind": e.kind.value,
                 "at": e.observed_at.isoformat(),
                 "people": e.people,
                 "groups": list(e.groups),
                 "actor": e.actor,
             }
         )
+        if e.kind is ExposureKind.CONTENTS:
+            window.kind = ExposureKind.CONTENTS  # (a close says contents if the exposure ever was)
         if e.status is ExposureStatus.CLOSED:
             window.closed_at = e.closed_at
             continue
         window.max_people = max(window.max_people, e.people)
         window.max_paths_affected = max(window.max_paths_affected, e.paths_affected)
         window.groups = sorted(set(window.groups) | set(e.groups))
+        if not set(names).issubset(window.users):
+            window.users = sorted(set(window.users) | set(names))
+        window.users_complete = window.users_complete and complete
         if e.actor and e.actor not in window.actors:
             window.actors.append(e.actor)
         for path in e.sample_paths:
@@ -157,6 +187,14 @@ def exposure_windows(
         and (since is None or w.closed_at is None or w.closed_at >= since)
     ]
     return sorted(selected, key=lambda w: (w.opened_at, w.folder))
+
+
+def outsiders_of(exposure: ExposureLike) -> tuple[tuple[str, ...], bool]:
+    """The outsiders' names an exposure gives, and whether that is all of them: a verdict (a replay) names
+    every one; a recorded event names the first ``processor.max_users_listed`` and says if it cut the list."""
+    if isinstance(exposure, Verdict):
+        return exposure.all_users, True
+    return exposure.users, not exposure.users_truncated
 
 
 @dataclass(frozen=True)
@@ -218,6 +256,13 @@ def breach_report(window: ExposureWindow, *, detected_at: datetime | None = None
         f"- Sensitivity label: **{window.label}** (severity {window.severity})",
         f"- Paths affected (at most): {window.max_paths_affected}"
         + (f"; for example {', '.join(f'`{p}`' for p in window.sample_paths[:5])}" if window.sample_paths else ""),
+        "- Kind: "
+        + (
+            "contents: people outside the label could read files in it."
+            if window.kind is ExposureKind.CONTENTS
+            else "names only: people outside the label could list the folder's entries (file and folder names, "
+            "which may identify people) but read no file in it."
+        ),
         "- Contents: not recorded by permwatch (it never reads file contents).",
         "",
         "## When",
@@ -231,17 +276,22 @@ def breach_report(window: ExposureWindow, *, detected_at: datetime | None = None
         "## Who could newly read it",
         f"- People outside the label who could read: {window.max_people} (at most, over the window)",
         f"- Through the groups: {', '.join(window.groups) if window.groups else 'none (individual entries or other)'}",
+        f"- Who: {', '.join(window.users) if window.users else 'nobody named'}"
+        + ("" if window.users_complete else " (the first names only: the record cut the list; replay for all)"),
         "",
         "## Who made the change",
         f"- {', '.join(window.actors) if window.actors else _NO_ACTOR}",
         f"- Cause events: {', '.join(window.cause_event_ids)}",
         "",
         "## Timeline",
-        "| when | what | people | groups |",
-        "|---|---|---|---|",
+        "| when | what | kind | people | groups |",
+        "|---|---|---|---|---|",
     ]
     for change in window.changes:
-        lines.append(f"| {change['at']} | {change['status']} | {change['people']} | {', '.join(change['groups'])} |")
+        lines.append(
+            f"| {change['at']} | {change['status']} | {change['kind']} | {change['people']} "
+            f"| {', '.join(change['groups'])} |"
+        )
     lines += [
         "",
         "## To complete",

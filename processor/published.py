@@ -6,8 +6,9 @@ batches than the live run judged it, so it can differ from what reached the
 ``exposures`` topic. The topic is the truth the alerts stage and the
 workshop see; :class:`PublishedRecord` reads it once at start: the last
 event per folder (a late at-least-once repeat of an event already taken
-does not count) and every exposure id a folder has had, so a new episode
-never takes an id an earlier one used.
+does not count), every exposure id a folder has had, so a new episode
+never takes an id an earlier one used, and which exposures were ever of
+contents, so one that narrowed to names still closes as contents.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from permwatch.events import ExposureEvent, ExposureStatus
+from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus
 
 
 @dataclass
@@ -24,6 +25,8 @@ class PublishedRecord:
     """folder → the last exposure event published for it"""
     ids: dict[str, set[str]] = field(default_factory=dict)
     """folder → every exposure id published for it"""
+    contents: set[str] = field(default_factory=set)
+    """exposure ids with an event of kind ``contents``: its close must say so, whatever its last event says"""
 
     @classmethod
     def of(cls, events: Iterable[ExposureEvent]) -> PublishedRecord:
@@ -32,6 +35,8 @@ class PublishedRecord:
         newest: dict[str, int] = {}
         for event in events:
             record.ids.setdefault(event.folder, set()).add(event.exposure_id)
+            if event.kind is ExposureKind.CONTENTS:
+                record.contents.add(event.exposure_id)
             if event.event_id in seen or event.sequence < newest.get(event.exposure_id, -1):
                 continue  # a repeat (at-least-once) of an event already taken, perhaps after a later one
             seen.add(event.event_id)

@@ -16,7 +16,7 @@ clean stop. How long the restart took (process start to state rebuilt)
 is logged once, with the records replayed and whether a checkpoint was used.
 
 Metrics (:class:`permwatch.metrics.Metrics`): events handled by topic and
-type, exposure events published by status, the detection latency of each
+type, exposure events published by status and kind, the detection latency of each
 (``detected_at - observed_at``), dead letters, the book of open exposures,
 which follows every verdict, replayed ones included, so a restarted processor
 reports what is open, the restart time and records replayed, and the last
@@ -41,6 +41,7 @@ from permwatch.events import (
     AnyEvent,
     DecodeError,
     ExposureEvent,
+    ExposureKind,
     ExposureStatus,
     decode,
     encode,
@@ -75,8 +76,9 @@ class ProcessorRunner:
         if metrics is not None:  # series at 0 from the start, so rate() sees the first increment
             export_dead_letters(metrics, "processor")
             for status in ExposureStatus:
-                metrics.processor_exposure_events.labels(status=status.value)
-        self.engine = Engine(source=config.source, clock=clock)
+                for kind in ExposureKind:
+                    metrics.processor_exposure_events.labels(status=status.value, kind=kind.value)
+        self.engine = Engine(source=config.source, clock=clock, max_users_listed=config.max_users_listed)
         self.handled = 0
         self.dead_letters = 0
         self.exposures_published = 0
@@ -204,6 +206,7 @@ class ProcessorRunner:
         if restored is None:
             return None
         self.engine, self.restored = restored.engine, restored
+        self.engine.tracker.max_users_listed = self.config.max_users_listed  # a setting, not state: not in the file
         self.covered, self.records_covered = dict(restored.offsets), restored.records
         self._book_from_engine()  # as replaying would have built it
         return restored.offsets
@@ -296,7 +299,7 @@ class ProcessorRunner:
         for (topic, event_type), count in handled.items():
             self.metrics.processor_events_handled.labels(topic=topic, type=event_type).inc(count)
         for exposure in published:
-            self.metrics.processor_exposure_events.labels(status=exposure.status.value).inc()
+            self.metrics.processor_exposure_events.labels(status=exposure.status.value, kind=exposure.kind.value).inc()
             latency = (exposure.detected_at - exposure.observed_at).total_seconds()
             self.metrics.detection_latency.observe(max(0.0, latency))
 

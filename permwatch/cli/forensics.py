@@ -209,8 +209,9 @@ def _print_windows(windows: list[ExposureWindow]) -> None:
         end = w.closed_at.isoformat(timespec="seconds") if w.closed_at else "still open"
         duration = f"{w.duration_seconds:.0f} s" if w.duration_seconds is not None else "-"
         print(
-            f"{w.exposure_id}  {w.folder}  label={w.label}  {w.opened_at.isoformat(timespec='seconds')} → {end} "
-            f"({duration})  people={w.max_people}  groups={','.join(w.groups) or '-'}  "
+            f"{w.exposure_id}  {w.folder}  label={w.label}  kind={w.kind.value}  "
+            f"{w.opened_at.isoformat(timespec='seconds')} → {end} ({duration})  "
+            f"people={w.max_people}  groups={','.join(w.groups) or '-'}  "
             f"actor={','.join(w.actors) or '-'}  causes={','.join(w.cause_event_ids[:3])}"
         )
 

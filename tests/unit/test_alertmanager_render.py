@@ -42,6 +42,7 @@ def test_opened_exposure_is_one_firing_alert() -> None:
                 "actor": "it-update",
                 "paths": "/srv/share/ledning\n/srv/share/ledning/protokoll 2026-11-20.txt",
                 "paths_affected": "2",
+                "kind": "contents",
                 "replay": "permwatch timeline exp-1",
             },
             "startsAt": "2026-11-23T08:00:00Z",

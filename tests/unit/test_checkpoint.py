@@ -84,11 +84,21 @@ def fingerprint(engine: Engine) -> dict[str, Any]:
         folders[folder] = (
             record.label,
             {
-                (acl_tuple(acl), parent): sorted(members) if isinstance(members, set) else [members]
-                for (acl, parent), members in record.groups.items()
+                (acl_tuple(acl), parent, contents): sorted(members) if isinstance(members, set) else [members]
+                for (acl, parent, contents), members in record.groups.items()
             },
             {acl_tuple(acl): state(s) for acl, s in record.states.items()},
-            None if opened is None else (opened.exposure_id, opened.sequence, opened.opened_at, opened.shape),
+            None
+            if opened is None
+            else (
+                opened.exposure_id,
+                opened.sequence,
+                opened.opened_at,
+                opened.shape,
+                opened.paths,
+                opened.kind,
+                opened.contents_seen,
+            ),
         )
     directory = engine.directory
     return {
