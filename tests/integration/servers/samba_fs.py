@@ -18,6 +18,7 @@ import os
 import pwd
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -162,6 +163,7 @@ class SambaFileServer(StartedInWith):
         try:
             self._server.stop(timeout)
         finally:
+            _kill_helpers_of(self.conf_path)
             self._delete_accounts()
             self._delete_share()
 
@@ -234,3 +236,17 @@ class SambaFileServer(StartedInWith):
             account = self._created_accounts.pop()
             if _unix_user_exists(account):
                 subprocess.run(["userdel", account], capture_output=True, check=False)
+
+
+def _kill_helpers_of(conf_path: Path) -> None:
+    """SIGKILL the RPC helpers (samba-dcerpcd, rpcd_*) smbd started on demand for this server: they leave
+    smbd's process group, so stopping smbd does not stop them. Found by the config file on their command line."""
+    wanted = f"--configfile={conf_path}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if wanted in (entry / "cmdline").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # gone meanwhile
