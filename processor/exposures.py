@@ -23,7 +23,7 @@ names may identify clients, so it is an exposure too, of another kind.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -483,47 +483,6 @@ class ExposureTracker:
             and (event.users, event.users_truncated) == self._listed(outsiders)
             and (event.paths_affected, event.sample_paths) == paths
         )
-
-    def past_ids(self) -> dict[str, set[str]]:
-        """folder → the exposure ids it has had (on the record this tracker adopted, or emitted since)."""
-        found = {folder: set(ids) for folder, (_, ids) in self.unadopted.items()}
-        for record in self.folders.values():
-            if record.past_ids:
-                found.setdefault(record.folder, set()).update(record.past_ids)
-        return found
-
-    def open_events(self) -> Iterator[ExposureEvent]:
-        """The last event of every open exposure, as this tracker would have published it (for a record)."""
-        for record in self.folders.values():
-            current = record.open
-            if current is None:
-                continue
-            if current.shape is None:
-                if current.published is not None:
-                    yield current.published
-                continue
-            outsiders, grants = current.shape
-            users, truncated = self._listed(outsiders)
-            yield ExposureEvent(
-                event_id=exposure_event_id(current.exposure_id, current.sequence),
-                source=self.source,
-                exposure_id=current.exposure_id,
-                sequence=current.sequence,
-                status=ExposureStatus.CHANGED if current.sequence else ExposureStatus.OPENED,
-                folder=record.folder,
-                label=record.label,
-                people=outsiders.bit_count(),
-                groups=self.group_names(grants),
-                users=users,
-                users_truncated=truncated,
-                grants=grants,
-                paths_affected=current.paths[0],
-                sample_paths=current.paths[1],
-                kind=current.kind,
-                actor=current.actor,
-                opened_at=current.opened_at,
-                observed_at=current.opened_at,
-            )
 
     @staticmethod
     def paths(record: FolderExposure, exposing: list[Signature]) -> Paths:

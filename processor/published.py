@@ -13,7 +13,7 @@ contents, so one that narrowed to names still closes as contents.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus
@@ -43,25 +43,6 @@ class PublishedRecord:
             newest[event.exposure_id] = event.sequence
             record.last[event.folder] = event
         return record
-
-    def remember(self, events: Iterable[ExposureEvent], ids: Mapping[str, set[str]]) -> int:
-        """Add what an earlier log's state held open (``events``) and the ids its folders had (``ids``), for
-        folders this record knows nothing of; how many open exposures were added.
-
-        A log emptied or replaced under a processor takes its record with it, while the SOC still holds
-        those exposures open and has seen those ids: taking them over lets the rebuild continue the open ones
-        under their ids (or close them), and never reuse an id for another episode.
-        """
-        added = 0
-        for folder, known in ids.items():
-            if folder not in self.ids:
-                self.ids[folder] = set(known)
-        for event in events:
-            if event.folder not in self.last:
-                self.last[event.folder] = event
-                self.ids.setdefault(event.folder, set()).add(event.exposure_id)
-                added += 1
-        return added
 
     def open_folders(self) -> list[str]:
         return sorted(folder for folder, event in self.last.items() if event.status is not ExposureStatus.CLOSED)

@@ -124,10 +124,6 @@ class ProcessorRunner:
                         continue
                     rebuilding = False
                     record = self._published()
-                    if self.checkpoints is not None and self.checkpoints.superseded is not None:
-                        earlier = self.checkpoints.superseded.engine.tracker
-                        remembered = record.remember(earlier.open_events(), earlier.past_ids())
-                        log.info("took %d open exposure(s) from the checkpoint of the earlier log", remembered)
                     adopted = self.engine.adopt(record)
                     self._book_from_engine()
                     log.info(

@@ -120,11 +120,14 @@ listen = "127.0.0.1:0"
         return self.proc.wait(60)
 
     def statuses(self) -> list[str]:
-        lines = self.alerts.read_text().splitlines() if self.alerts.exists() else []
-        return [json.loads(line)["status"] for line in lines]
+        """The opens and closes delivered (a recursive change may also bring ``changed`` lines as its paths
+        are read: those say how many paths, not whether the folder is exposed)."""
+        return [alert["status"] for alert in self.alerts_of()]
 
     def alerts_of(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.alerts.read_text().splitlines()] if self.alerts.exists() else []
+        """The JSONL lines of opens and closes."""
+        lines = self.alerts.read_text().splitlines() if self.alerts.exists() else []
+        return [alert for alert in map(json.loads, lines) if alert["status"] != "changed"]
 
     def grant_staff(self) -> None:
         subprocess.run(["setfacl", "-R", "-m", f"g:{STAFF}:rX", str(self.folder)], check=True)
