@@ -142,7 +142,7 @@ class LabelCounts:
 
 def scan_labels(config: Config) -> LabelCounts:
     """Walk every watched root (excludes applied) and label each folder as the filesystem collector would."""
-    from collectors.fs_read import PathExcluder
+    from collectors.fs.read import PathExcluder
     from collectors.labels import LabelPolicy, path_glob_matches
 
     policy = LabelPolicy(config.labels)

@@ -1,4 +1,4 @@
-"""The filesystem collector's own encoding of permission events (collectors/fs_wire.py) decodes to
+"""The filesystem collector's own encoding of permission events (collectors/fs/wire.py) decodes to
 exactly the event the model gives for the same state."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.fs_wire import FsWireEncoder, time_text
+from collectors.fs.wire import FsWireEncoder, time_text
 from permwatch.events import AclEntry, AclTag, FsKind, FsPermissionEvent, Identity, ObjectType, decode, encode
 
 names = st.none() | st.text(min_size=1, max_size=12)

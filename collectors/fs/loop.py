@@ -3,7 +3,7 @@
 On start it watches the roots (inotify through watchdog), then runs a baseline
 scan: the root's ancestor directories first (the processor needs their
 traverse bits), then every path below the root. Each state is compared with
-the fingerprint of what was last published (``fs_state``) so only
+the fingerprint of what was last published (``fs.state``) so only
 differences reach the bus, and paths that vanished are published as deleted.
 Afterwards it turns inotify events into events of its own: attribute changes
 are coalesced per path for ``coalesce_ms`` and read once; created and
@@ -18,7 +18,7 @@ event the full spool dropped is not committed at all, and the rescan the
 spool asks for once it has drained (reason ``spool_overflow``) publishes
 what differs from what did reach the bus. Metrics (inotify
 events read, watch trouble, scans by reason and their progress) go through
-:class:`collectors.fs_metrics.FsCollectorMetrics`.
+:class:`collectors.fs.metrics.FsCollectorMetrics`.
 """
 
 from __future__ import annotations
@@ -63,11 +63,11 @@ from watchdog.observers.inotify_c import (
 )
 
 from collectors.acl import DEFAULT_NAMES, MalformedAclError, NameCache
-from collectors.fs_metrics import FsCollectorMetrics
-from collectors.fs_parallel import Finding, WorkerFailed, walk_units
-from collectors.fs_read import PathExcluder, PathState, publishable, read_path_state
-from collectors.fs_state import PublishedRecord, PublishedStateStore
-from collectors.fs_wire import FsWireEncoder, time_text
+from collectors.fs.metrics import FsCollectorMetrics
+from collectors.fs.parallel import Finding, WorkerFailed, walk_units
+from collectors.fs.read import PathExcluder, PathState, publishable, read_path_state
+from collectors.fs.state import PublishedRecord, PublishedStateStore
+from collectors.fs.wire import FsWireEncoder, time_text
 from permwatch.config import FsCollectorConfig
 from permwatch.events import (
     Event,
@@ -112,7 +112,7 @@ class Emitter(Protocol):
 
 @runtime_checkable
 class WireEmitter(Emitter, Protocol):
-    """An emitter that also takes permission events already encoded (see :mod:`collectors.fs_wire`)."""
+    """An emitter that also takes permission events already encoded (see :mod:`collectors.fs.wire`)."""
 
     def emit_wire(self, path: str, value: bytes, source: str) -> None: ...
 

@@ -1,7 +1,7 @@
 """Reading one path's permission state: mode, owner, group and its ACLs, without following a final symlink.
 
 Shared by the collector's own walk and the workers of a parallel first scan
-(:mod:`collectors.fs_parallel`). ACLs come from :meth:`NameCache.decoded_acl`,
+(:mod:`collectors.fs.parallel`). ACLs come from :meth:`NameCache.decoded_acl`,
 one tuple per distinct xattr, so fingerprints and wire fragments are
 remembered by the tuple's identity.
 """

@@ -25,8 +25,8 @@ from multiprocessing.queues import Queue
 from typing import Any
 
 from collectors.acl import MalformedAclError, NameCache
-from collectors.fs_read import PathExcluder, publishable, read_path_state
-from collectors.fs_wire import FsWireEncoder
+from collectors.fs.read import PathExcluder, publishable, read_path_state
+from collectors.fs.wire import FsWireEncoder
 from permwatch.events import FsKind
 
 Finding = tuple[str, str, bytes, bytes | None, str | None]

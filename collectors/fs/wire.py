@@ -25,7 +25,7 @@ import uuid
 from datetime import UTC, datetime
 
 from collectors.acl import NameCache
-from collectors.fs_read import PathState, memo_by_identity
+from collectors.fs.read import PathState, memo_by_identity
 from permwatch.events import AclEntry, FsKind, ObjectType
 
 MAX_FRAGMENTS = 4096
