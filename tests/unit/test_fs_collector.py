@@ -26,7 +26,7 @@ import pytest
 
 from collectors.acl import read_acl
 from collectors.fs import FsCollector, ancestors_of
-from collectors.fs.read import read_path_state
+from collectors.fs.readers.posix import read_path_state
 from collectors.labels import LabelPolicy
 from permwatch.config import FsCollectorConfig, LabelDefinition, LabelsConfig
 from permwatch.events import (
