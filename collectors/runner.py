@@ -72,7 +72,7 @@ class BusEmitter:
             raise dropped
 
     def emit_wire(self, path: str, value: bytes, source: str) -> None:
-        """A permission event the filesystem collector encoded itself (:mod:`collectors.fs_wire`)."""
+        """A permission event the filesystem collector encoded itself (:mod:`collectors.fs.wire`)."""
         unit = self._router.unit_of(path)
         if unit is None:
             self._flush_pending()

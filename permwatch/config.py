@@ -144,6 +144,12 @@ class FsCollectorConfig(_Section):
         description="processes that read the tree in a first scan beside the collector (0: none, the collector's"
         " own thread walks); one per core makes a first scan of a large share about twice as fast",
     )
+    acl_reader: str = Field(
+        default="posix",
+        min_length=1,
+        description="how each path's owner, group, mode and ACL are read: a name in collectors.fs.readers"
+        ".ACL_READERS (posix: mode bits and POSIX ACLs from the system.posix_acl_* xattrs)",
+    )
 
     @field_validator("roots")
     @classmethod

@@ -25,10 +25,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     Strict,
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -170,13 +172,19 @@ class FsKind(StrEnum):
     DELETED = "deleted"
 
 
+AclKind = Literal["posix"]
+"""The kinds of ACL a permission event can carry; a new kind (the NT ACL) is added here, additively."""
+
+
 class FsPermissionEvent(Event):
     """The permission state of one path as the collector read it.
 
     ``acl`` holds the full access ACL (the minimal ACL derived from the mode when
     the path has no extended ACL), ``default_acl`` the default ACL of a
     directory (empty when none). For ``deleted`` the permission fields are
-    absent; for ``moved`` ``old_path`` names where it was.
+    absent; for ``moved`` ``old_path`` names where it was. ``acl_kind`` says
+    which kind of ACL the two hold; ``"posix"`` is left off the wire, so a
+    POSIX event is byte for byte what version 1 always was.
     """
 
     type: Literal["fs.permission"] = "fs.permission"
@@ -189,8 +197,16 @@ class FsPermissionEvent(Event):
     mode: Int | None = Field(default=None, ge=0, le=0o7777)
     acl: tuple[AclEntry, ...] = ()
     default_acl: tuple[AclEntry, ...] = ()
+    acl_kind: AclKind = "posix"
 
     _paths = field_validator("path", "old_path")(_check_path)
+
+    @model_serializer(mode="wrap")
+    def _posix_kind_implied(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        fields: dict[str, object] = handler(self)
+        if self.acl_kind == "posix":
+            fields.pop("acl_kind", None)
+        return fields
 
     @model_validator(mode="after")
     def _state_unless_deleted(self) -> FsPermissionEvent:

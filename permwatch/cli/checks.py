@@ -34,6 +34,7 @@ class Findings:
 
 def check_world(config: Config, path: Path, environ: dict[str, str] | None = None) -> Findings:
     from collectors.directory_file import DirectoryFileError, parse_directory
+    from collectors.fs.readers import ACL_READERS
 
     found = Findings(errors=state_problems(config, path))
     for i, fs in enumerate(config.fs):
@@ -42,6 +43,11 @@ def check_world(config: Config, path: Path, environ: dict[str, str] | None = Non
                 found.errors.append(f"{path}: key 'fs.{i}.roots.{j}': {root} does not exist")
             elif not root.is_dir():
                 found.errors.append(f"{path}: key 'fs.{i}.roots.{j}': {root} is not a directory")
+        if fs.acl_reader not in ACL_READERS:
+            known = ", ".join(sorted(ACL_READERS))
+            found.errors.append(
+                f"{path}: key 'fs.{i}.acl_reader': {fs.acl_reader!r} names no ACL reader (known: {known})"
+            )
     if config.directory is not None:
         directory = config.directory.path
         if not directory.exists():
@@ -142,7 +148,7 @@ class LabelCounts:
 
 def scan_labels(config: Config) -> LabelCounts:
     """Walk every watched root (excludes applied) and label each folder as the filesystem collector would."""
-    from collectors.fs_read import PathExcluder
+    from collectors.fs.read import PathExcluder
     from collectors.labels import LabelPolicy, path_glob_matches
 
     policy = LabelPolicy(config.labels)

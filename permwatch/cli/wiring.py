@@ -247,7 +247,7 @@ def start_roles(
             labeller = LabelPolicy(config.labels, source=fs_config.collector_id)
             state_path = fs_config.state_path or state_dir / f"fs-{fs_config.collector_id}.db"
             if isinstance(running.bus, LogExtent) and running.bus.log_id is not None:
-                from collectors.fs_state import bind_to_log
+                from collectors.fs.state import bind_to_log
 
                 if bind_to_log(state_path, running.bus.log_id):
                     log.warning(

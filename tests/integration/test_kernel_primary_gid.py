@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.fs_read import read_path_state
+from collectors.fs.readers.posix import read_path_state
 from permwatch.events import (
     DirectoryGroup,
     DirectoryUser,

@@ -112,6 +112,17 @@ def test_roots_must_exist_and_be_folders(tmp_path: Path, capsys: pytest.CaptureF
     ]
 
 
+def test_an_unknown_acl_reader_is_named_with_its_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, share = write(tmp_path)
+    text = config.read_text()
+    config.write_text(text.replace(f'roots = ["{share}"]', f'roots = ["{share}"]\nacl_reader = "nfs4"'))
+    status, _out, err = check(capsys, str(config))
+    assert status == 2
+    assert err.splitlines() == [
+        f"permwatch: config error: {config}: key 'fs.0.acl_reader': 'nfs4' names no ACL reader (known: posix)"
+    ]
+
+
 def test_names_a_label_allows_that_the_directory_lacks_are_warnings_with_the_name(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

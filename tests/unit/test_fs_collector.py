@@ -25,7 +25,8 @@ from typing import TypeVar
 import pytest
 
 from collectors.acl import read_acl
-from collectors.fs import FsCollector, ancestors_of, read_path_state
+from collectors.fs import FsCollector, ancestors_of
+from collectors.fs.readers.posix import read_path_state
 from collectors.labels import LabelPolicy
 from permwatch.config import FsCollectorConfig, LabelDefinition, LabelsConfig
 from permwatch.events import (

@@ -1,4 +1,4 @@
-"""A first scan spread over worker processes (collectors/fs_parallel.py) publishes and records exactly what
+"""A first scan spread over worker processes (collectors/fs/parallel.py) publishes and records exactly what
 the collector's own walk does, keeps each unit's order, and falls back to that walk when workers fail."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-import collectors.fs
-from collectors.fs import FsCollector
-from collectors.fs_parallel import WorkerFailed, walk_units
+import collectors.fs.walk
+from collectors.fs import FsCollector, ancestors_of
+from collectors.fs.parallel import WorkerFailed, walk_units
 from collectors.labels import LabelPolicy
 from collectors.routing import FsRouter
 from collectors.runner import BusEmitter
@@ -75,7 +75,7 @@ def test_workers_publish_and_record_what_the_collectors_own_walk_does(
         spread_units.extend(units)
         return walk_units(units, **kwargs)
 
-    monkeypatch.setattr(collectors.fs, "walk_units", spy)
+    monkeypatch.setattr(collectors.fs.walk, "walk_units", spy)
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     alone, alone_recorded = first_scan(share, tmp_path / "one", workers=0)
@@ -83,7 +83,7 @@ def test_workers_publish_and_record_what_the_collectors_own_walk_does(
     spread, spread_recorded = first_scan(share, tmp_path / "two", workers=2)
     assert sorted(spread_units) == [str(share / f"unit{u}") for u in range(10)]
     assert spread_recorded == alone_recorded
-    assert len(alone_recorded) == 1 + 10 * (1 + 6 * 3 + 1) + 1 + len(collectors.fs.ancestors_of(str(share)))
+    assert len(alone_recorded) == 1 + 10 * (1 + 6 * 3 + 1) + 1 + len(ancestors_of(str(share)))
     assert not any("cache.tmp" in path for path, _ in spread_recorded)
 
     def key(e: Any) -> Any:
@@ -107,7 +107,7 @@ def test_failing_workers_leave_the_walk_to_the_collector(
         yield from ()
         raise WorkerFailed("Traceback: a worker could not start")
 
-    monkeypatch.setattr(collectors.fs, "walk_units", broken)
+    monkeypatch.setattr(collectors.fs.walk, "walk_units", broken)
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     _, alone_recorded = first_scan(share, tmp_path / "one", workers=0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.fs_state import PublishedStateStore, StateStoreError, bind_to_log
+from collectors.fs.state import PublishedStateStore, StateStoreError, bind_to_log
 from permwatch.events import ObjectType
 
 DIR, FILE = ObjectType.DIRECTORY, ObjectType.FILE

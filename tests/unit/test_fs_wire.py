@@ -1,4 +1,4 @@
-"""The filesystem collector's own encoding of permission events (collectors/fs_wire.py) decodes to
+"""The filesystem collector's own encoding of permission events (collectors/fs/wire.py) decodes to
 exactly the event the model gives for the same state."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.fs_wire import FsWireEncoder, time_text
-from permwatch.events import AclEntry, AclTag, FsKind, FsPermissionEvent, Identity, ObjectType, decode, encode
+from collectors.fs.wire import FsWireEncoder, time_text
+from permwatch.events import AclEntry, AclTag, FsBatch, FsKind, FsPermissionEvent, Identity, ObjectType, decode, encode
 
 names = st.none() | st.text(min_size=1, max_size=12)
 components = st.text(min_size=1, max_size=12).filter(lambda c: c not in (".", "..") and "/" not in c and "\0" not in c)
@@ -84,3 +84,30 @@ def test_event_ids_are_distinct_and_times_keep_their_microseconds() -> None:
     assert {e.observed_at for e in events} == {when}
     assert time_text(when) == "2026-11-23T11:13:54.353511Z"
     assert time_text(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00Z"
+
+
+VERSION_1_EVENT = (
+    b'{"schema_version":1,"event_id":"e1","observed_at":"2026-11-16T09:30:00Z","source":"fs","type":"fs.permission",'
+    b'"kind":"changed","path":"/srv/share/ledning","old_path":null,"object_type":"directory",'
+    b'"owner":{"id":0,"name":"root"},"group":{"id":20001,"name":"ledningsgrupp"},"mode":504,'
+    b'"acl":[{"tag":"user_obj","qualifier":null,"name":null,"perms":7},'
+    b'{"tag":"group","qualifier":20002,"name":"alla","perms":5}],"default_acl":[]}'
+)
+"""A POSIX permission event exactly as the model encoded it before events carried an ``acl_kind``."""
+
+
+def test_a_version_1_posix_event_decodes_and_encodes_to_the_same_bytes() -> None:
+    event = decode(VERSION_1_EVENT)
+    assert isinstance(event, FsPermissionEvent)
+    assert event.acl_kind == "posix"
+    assert encode(event) == VERSION_1_EVENT
+    batch = FsBatch(event_id="b1", observed_at=event.observed_at, source="fs", unit=event.path, events=(event,))
+    assert VERSION_1_EVENT in encode(batch)
+
+
+def test_the_fast_encoder_leaves_a_posix_acl_kind_off_as_the_model_does() -> None:
+    wire = FsWireEncoder("fs")
+    value = wire.encode(
+        "/srv/x", FsKind.CHANGED, ObjectType.DIRECTORY, (0, None), (0, None), 0o755, (), (), "2026-11-16T09:30:00Z"
+    )
+    assert b"acl_kind" not in value

@@ -8,9 +8,22 @@ its own (tests, one-off scans).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import Counter, Gauge
 
 from permwatch.metrics import Metrics
+
+
+@dataclass(slots=True)
+class FsCollectorStats:
+    """Counters a runner can export as metrics, kept whether or not a metrics registry is given."""
+
+    events_emitted: int = 0
+    scans: int = 0
+    overflows: int = 0
+    watch_limit_hits: int = 0
+    unreadable_paths: int = 0
 
 
 class FsCollectorMetrics:

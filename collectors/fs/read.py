@@ -1,23 +1,24 @@
-"""Reading one path's permission state: mode, owner, group and its ACLs, without following a final symlink.
+"""One path's permission state as an ACL reader hands it over, and the path rules every reader shares.
 
-Shared by the collector's own walk and the workers of a parallel first scan
-(:mod:`collectors.fs_parallel`). ACLs come from :meth:`NameCache.decoded_acl`,
-one tuple per distinct xattr, so fingerprints and wire fragments are
-remembered by the tuple's identity.
+A :class:`PathState` is what a reader (:mod:`collectors.fs.readers`) read
+of one path: type, owner, group, mode and its ACL of one kind (``acl_kind``,
+``"posix"`` for now). Its fingerprint is what the collector compares with what
+it published. Readers return the same ACL tuple for every path with the same
+ACL, so fingerprints and wire fragments are remembered by the tuple's
+identity. :class:`PathExcluder` and :func:`publishable` decide which paths are
+published at all.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
-import os
 import re
 import stat
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, TypeVar
 
-from collectors.acl import DEFAULT_NAMES, NameCache, read_acl, read_default_acl
-from permwatch.events import AclEntry, ObjectType
+from permwatch.events import AclEntry, AclKind, ObjectType
 
 MAX_PATH_CHARS = 4096
 
@@ -51,6 +52,8 @@ class PathState(NamedTuple):
     mode: int
     acl: tuple[AclEntry, ...]
     default_acl: tuple[AclEntry, ...]
+    acl_kind: AclKind = "posix"
+    """Which kind of ACL ``acl`` and ``default_acl`` hold (the contract's ``FsPermissionEvent.acl_kind``)."""
 
     @property
     def is_dir(self) -> bool:
@@ -60,7 +63,7 @@ class PathState(NamedTuple):
     def fingerprint(self) -> bytes:
         """A digest of everything published except resolved names, which may come and go."""
         acl, default_acl = self.acl, self.default_acl
-        key = (self.object_type, self.uid, self.gid, self.mode, id(acl), id(default_acl))
+        key = (self.object_type, self.uid, self.gid, self.mode, id(acl), id(default_acl), self.acl_kind)
         found = _FINGERPRINTS.get(key)
         if found is not None and found[0] is acl and found[1] is default_acl:
             return found[2]
@@ -68,6 +71,8 @@ class PathState(NamedTuple):
             f"{self.object_type.value}|{self.uid}|{self.gid}|{self.mode}"
             f"|{_entries_signature(acl)}|{_entries_signature(default_acl)}"
         )
+        if self.acl_kind != "posix":  # POSIX states keep the fingerprints stores already hold
+            text += f"|{self.acl_kind}"
         digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
         if len(_FINGERPRINTS) >= 4096:
             _FINGERPRINTS.clear()
@@ -75,7 +80,7 @@ class PathState(NamedTuple):
         return digest
 
 
-_FINGERPRINTS: dict[tuple[ObjectType, int, int, int, int, int], tuple[object, object, bytes]] = {}
+_FINGERPRINTS: dict[tuple[ObjectType, int, int, int, int, int, str], tuple[object, object, bytes]] = {}
 """Digests of recurring states, by the identity of their ACL tuples (held, so an id is not reused)."""
 
 
@@ -95,26 +100,6 @@ def object_type_of(mode: int) -> ObjectType:
     if stat.S_ISLNK(mode):
         return ObjectType.SYMLINK
     return ObjectType.OTHER
-
-
-def read_path_state(path: str, *, names: NameCache = DEFAULT_NAMES) -> PathState | None:
-    """Read ``path`` without following a final symlink; ``None`` when it does not exist.
-
-    Symlinks have no permissions of their own on Linux, so they carry empty
-    ACLs. Other OS errors and :class:`MalformedAclError` propagate.
-    """
-    try:
-        st = os.lstat(path)
-        object_type = object_type_of(st.st_mode)
-        if object_type is ObjectType.SYMLINK:
-            acl: tuple[AclEntry, ...] = ()
-            default_acl: tuple[AclEntry, ...] = ()
-        else:
-            acl = read_acl(path, mode=st.st_mode, names=names)
-            default_acl = read_default_acl(path, names=names) if object_type is ObjectType.DIRECTORY else ()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return PathState(object_type, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), acl, default_acl)
 
 
 class PathExcluder:

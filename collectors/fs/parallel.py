@@ -6,8 +6,9 @@ run in other processes while the collector stores and publishes what they
 found. Each unit is walked by one worker, parent before children, and its
 findings come back in that order, so one unit's events keep their order on the
 bus. Workers are spawned (the collector runs beside threads it must not fork)
-and read only; the collector's own thread keeps the state store, the labels
-and the bus.
+and read only, each through the ACL reader the collector names (built afresh
+in the worker from :data:`collectors.fs.readers.ACL_READERS`); the
+collector's own thread keeps the state store, the labels and the bus.
 
 A finding is ``(path, object_type, fingerprint, event bytes, error)``: an
 unreadable path has ``error`` set and nothing else.
@@ -25,8 +26,9 @@ from multiprocessing.queues import Queue
 from typing import Any
 
 from collectors.acl import MalformedAclError, NameCache
-from collectors.fs_read import PathExcluder, publishable, read_path_state
-from collectors.fs_wire import FsWireEncoder
+from collectors.fs.read import PathExcluder, publishable
+from collectors.fs.readers import AclReader, acl_reader_named
+from collectors.fs.wire import FsWireEncoder
 from permwatch.events import FsKind
 
 Finding = tuple[str, str, bytes, bytes | None, str | None]
@@ -42,11 +44,18 @@ class WorkerFailed(RuntimeError):
 
 
 def walk_units(
-    units: Sequence[str], *, workers: int, excludes: Sequence[str], source: str, kind: FsKind
+    units: Sequence[str],
+    *,
+    workers: int,
+    excludes: Sequence[str],
+    source: str,
+    kind: FsKind,
+    acl_reader: str = "posix",
 ) -> Generator[list[Finding], None, None]:
     """Chunks of findings below ``units`` (each unit itself is the caller's), from ``workers`` processes.
 
-    Closing the iterator early (the scan was stopped) stops the workers.
+    Each worker reads with the reader ``acl_reader`` names. Closing the iterator early (the scan was
+    stopped) stops the workers.
     """
     context = multiprocessing.get_context("spawn")
     tasks: Queue[str | None] = context.Queue()
@@ -57,7 +66,10 @@ def walk_units(
         tasks.put(None)
     processes: list[BaseProcess] = [
         context.Process(
-            target=_work, args=(tasks, results, list(excludes), source, kind.value), daemon=True, name="scan-worker"
+            target=_work,
+            args=(tasks, results, list(excludes), source, kind.value, acl_reader),
+            daemon=True,
+            name="scan-worker",
         )
         for _ in range(workers)
     ]
@@ -88,9 +100,13 @@ def walk_units(
         results.close()
 
 
-def _work(tasks: Queue[str | None], results: Queue[Any], excludes: list[str], source: str, kind: str) -> None:
+def _work(
+    tasks: Queue[str | None], results: Queue[Any], excludes: list[str], source: str, kind: str, acl_reader: str
+) -> None:
     try:
-        walker = _UnitWalker(results, PathExcluder(excludes), FsWireEncoder(source), FsKind(kind))
+        names = NameCache()
+        reader = acl_reader_named(acl_reader, names)
+        walker = _UnitWalker(results, PathExcluder(excludes), FsWireEncoder(source), FsKind(kind), reader, names)
         while (unit := tasks.get()) is not None:
             walker.walk(unit)
         walker.send()
@@ -102,12 +118,21 @@ def _work(tasks: Queue[str | None], results: Queue[Any], excludes: list[str], so
 class _UnitWalker:
     """Walks units in a worker, sending findings by the thousand."""
 
-    def __init__(self, results: Queue[Any], excluder: PathExcluder, wire: FsWireEncoder, kind: FsKind) -> None:
+    def __init__(
+        self,
+        results: Queue[Any],
+        excluder: PathExcluder,
+        wire: FsWireEncoder,
+        kind: FsKind,
+        reader: AclReader,
+        names: NameCache,
+    ) -> None:
         self._results = results
         self._excluder = excluder
         self._wire = wire
         self._kind = kind
-        self._names = NameCache()
+        self._reader = reader
+        self._names = names
         self._chunk: list[Finding] = []
 
     def walk(self, unit: str) -> None:
@@ -130,7 +155,7 @@ class _UnitWalker:
                     found.append((path, "", b"", None, "the event schema cannot carry this path"))
                     continue
                 try:
-                    state = read_path_state(path, names=self._names)
+                    state = self._reader.read(path)
                 except (OSError, MalformedAclError) as exc:
                     found.append((path, "", b"", None, f"cannot read its permissions ({exc})"))
                     continue

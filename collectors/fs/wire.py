@@ -25,8 +25,8 @@ import uuid
 from datetime import UTC, datetime
 
 from collectors.acl import NameCache
-from collectors.fs_read import PathState, memo_by_identity
-from permwatch.events import AclEntry, FsKind, ObjectType
+from collectors.fs.read import PathState, memo_by_identity
+from permwatch.events import AclEntry, AclKind, FsKind, ObjectType
 
 MAX_FRAGMENTS = 4096
 """Remembered owner/group/ACL fragments before the memo starts again (a tree has few distinct ones)."""
@@ -61,13 +61,16 @@ class FsWireEncoder:
         acl: tuple[AclEntry, ...],
         default_acl: tuple[AclEntry, ...],
         observed_at: str,
+        acl_kind: AclKind = "posix",
     ) -> bytes:
-        """The event's bytes; ``observed_at`` as :func:`time_text` writes it."""
+        """The event's bytes; ``observed_at`` as :func:`time_text` writes it. A POSIX ACL's kind is left
+        off, as the model leaves it off, so these are version 1's bytes."""
+        kind_field = "" if acl_kind == "posix" else f',"acl_kind":"{acl_kind}"'
         return (
             f'{self._head}{self._prefix}{next(self._counter):x}","observed_at":"{observed_at}",'
             f'"kind":"{kind.value}","path":{_string(path)},'
             f'"object_type":"{object_type.value}","owner":{self._identity(owner)},"group":{self._identity(group)},'
-            f'"mode":{mode},"acl":{self._acl(acl)},"default_acl":{self._acl(default_acl)}}}'
+            f'"mode":{mode},"acl":{self._acl(acl)},"default_acl":{self._acl(default_acl)}{kind_field}}}'
         ).encode()
 
     def encode_state(
@@ -84,6 +87,7 @@ class FsWireEncoder:
             state.acl,
             state.default_acl,
             self.now() if observed_at is None else observed_at,
+            state.acl_kind,
         )
 
     def now(self) -> str:
