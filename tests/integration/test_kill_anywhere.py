@@ -384,9 +384,11 @@ def kill_rounds(rig: AllInOne, share: Share, rounds: int, rng: random.Random) ->
         try:
             wait_until(agrees, "the open exposures to equal the kernel's verdict", timeout=90)
         except AssertionError:
+            told = [line for line in rig.log().splitlines() if "permwatch.processor" in line or "starting" in line]
             raise AssertionError(
                 f"after {history[-1]}: open on the record {sorted(one_story(rig.lines()))}, "
-                f"the kernel lets outsiders read {sorted(expected)}\n" + "\n".join(history)
+                f"the kernel lets outsiders read {sorted(expected)}\n" + "\n".join(history) + "\n"
+                "the processor's last lines:\n" + "\n".join(told[-60:])
             ) from None
         rig.kill()  # the next round starts it again, as a kill here is one more restart
     return history
