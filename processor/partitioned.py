@@ -126,9 +126,7 @@ class PartitionedProcessor(ProcessorRunner):
                     else:  # partitions moved: the last checkpoint names the old ones, a restart would rebuild
                         save_now = True
                     records, held = held, []
-                for start in range(0, len(records), self.config.batch_max):  # held ones in batches of the usual size
-                    last = start + self.config.batch_max >= len(records)  # the consumer commits all it returned
-                    self._handled(records[start : start + self.config.batch_max], owned if last else _NO_COMMIT)
+                self._handled_in_batches(records, owned)
                 if pending:
                     if reconcile_at is None:
                         reconcile_at = owned.end_offsets()

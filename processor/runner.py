@@ -137,10 +137,7 @@ class ProcessorRunner:
                     # a crash may come from records after the commit, which come again as live ones.
                     reconcile_at = consumer.end_offsets() if isinstance(consumer, EndOffsets) else {}
                     records, held = held, []
-                # (held records come in batches of the usual size: one batch judges a folder's changes as one)
-                for start in range(0, len(records), self.config.batch_max):
-                    last = start + self.config.batch_max >= len(records)  # the consumer commits all it returned
-                    self._handled(records[start : start + self.config.batch_max], consumer if last else _NO_COMMIT)
+                self._handled_in_batches(records, consumer)
                 if record is not None and reconcile_at is not None:
                     done = consumer.reached(reconcile_at) if isinstance(consumer, EndOffsets) else not records
                     if done:
@@ -168,6 +165,13 @@ class ProcessorRunner:
         self.records_covered += len(records)
         if self.restart_seconds is None:
             self.replayed += sum(1 for r in records if r.replayed)
+
+    def _handled_in_batches(self, records: list[Record], consumer: Consumer) -> None:
+        """:meth:`_handled` in batches of the usual size (held records can be many: one batch judges a folder's
+        changes as one), committing after the last only: the consumer commits everything it has returned."""
+        size = self.config.batch_max
+        for start in range(0, len(records), size):
+            self._handled(records[start : start + size], consumer if start + size >= len(records) else _NO_COMMIT)
 
     def _published(self) -> PublishedRecord:
         """The exposure record: the last event published per folder, and every id each folder has had."""
