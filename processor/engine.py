@@ -218,7 +218,7 @@ class Engine:
                 verdict = self.tracker.transition(gone, Cause([reason_id], now, now))
                 if verdict is not None:
                     out.append(verdict)
-                self.tracker.unadopted[folder] = (verdict.to_event() if verdict is not None else None, ids)
+                self.tracker.unadopted[folder] = (None, ids)  # closed now; its ids (the record's) stay known
         return out
 
     def step(self, event: AnyEvent) -> list[Verdict]:
