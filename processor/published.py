@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus
+from permwatch.events import ExposureEvent, ExposureKind
 
 
 @dataclass
@@ -43,6 +43,3 @@ class PublishedRecord:
             newest[event.exposure_id] = event.sequence
             record.last[event.folder] = event
         return record
-
-    def open_folders(self) -> list[str]:
-        return sorted(folder for folder, event in self.last.items() if event.status is not ExposureStatus.CLOSED)
