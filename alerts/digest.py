@@ -15,7 +15,7 @@ from datetime import datetime
 
 from alerts.base import SEVERITY_RANK
 from alerts.grouping import GroupSnapshot, Member
-from permwatch.events import Severity
+from permwatch.events import ExposureEvent, ExposureStatus, Severity
 
 
 @dataclass(frozen=True)
@@ -104,3 +104,17 @@ def first_names(names: tuple[str, ...], *, limit: int = 3) -> str:
     """``alla, it, hr +2 more`` (empty string for no names)."""
     shown = ", ".join(names[:limit])
     return shown + (f" +{len(names) - limit:,} more" if len(names) > limit else "")
+
+
+def news_by_status(
+    events: tuple[ExposureEvent, ...],
+) -> tuple[list[ExposureEvent], list[ExposureEvent], list[ExposureEvent]]:
+    """What ``events`` say of each exposure (its latest event), split into opened, changed and closed: what a
+    sink's update of a burst reports."""
+    latest: dict[str, ExposureEvent] = {}
+    for event in events:
+        latest[event.exposure_id] = event
+    by_status: dict[ExposureStatus, list[ExposureEvent]] = {status: [] for status in ExposureStatus}
+    for event in latest.values():
+        by_status[event.status].append(event)
+    return by_status[ExposureStatus.OPENED], by_status[ExposureStatus.CHANGED], by_status[ExposureStatus.CLOSED]

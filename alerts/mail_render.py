@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from alerts.digest import GroupDigest, digest, first_names, format_duration, plural
+from alerts.digest import GroupDigest, digest, first_names, format_duration, news_by_status, plural
 from alerts.grouping import GroupSnapshot, GroupUpdate
 from alerts.redaction import shown_paths
 from permwatch.events import ExposureEvent, ExposureStatus
@@ -195,12 +195,7 @@ def folder_lines(d: GroupDigest, *, hide_below_label: bool) -> list[str]:
 
 def news_lines(group: GroupSnapshot, events: tuple[ExposureEvent, ...]) -> list[str]:
     """What ``events`` changed in the burst: widened, changed, closed (shared with the Teams cards)."""
-    latest: dict[str, ExposureEvent] = {}
-    for event in events:
-        latest[event.exposure_id] = event
-    opened = [e for e in latest.values() if e.status is ExposureStatus.OPENED]
-    changed = [e for e in latest.values() if e.status is ExposureStatus.CHANGED]
-    closed = [e for e in latest.values() if e.status is ExposureStatus.CLOSED]
+    opened, changed, closed = news_by_status(events)
     lines: list[str] = []
     if opened:
         lines.append(f"Widened: {plural(len(opened), 'more folder')} now readable, {len(group.members):,} in all")

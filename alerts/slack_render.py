@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from alerts.digest import GroupDigest, digest, first_names, format_duration, plural
+from alerts.digest import GroupDigest, digest, first_names, format_duration, news_by_status, plural
 from alerts.grouping import GroupSnapshot, Member
 from alerts.redaction import shown_paths
-from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus
+from permwatch.events import ExposureEvent, ExposureKind
 
 METADATA_EVENT_TYPE = "permwatch_alert"
 HEADER_MAX = 150
@@ -104,12 +104,7 @@ def reply_message(
     group: GroupSnapshot, events: tuple[ExposureEvent, ...], options: RenderOptions, *, post_key: str
 ) -> SlackPost | None:
     """The thread reply for ``events`` (new to this channel), or None when they only opened the group."""
-    latest: dict[str, ExposureEvent] = {}
-    for event in events:
-        latest[event.exposure_id] = event
-    opened = [e for e in latest.values() if e.status is ExposureStatus.OPENED]
-    changed = [e for e in latest.values() if e.status is ExposureStatus.CHANGED]
-    closed = [e for e in latest.values() if e.status is ExposureStatus.CLOSED]
+    opened, changed, closed = news_by_status(events)
     lines: list[str] = []
     if opened and len(group.members) > len(opened):
         lines.append(
