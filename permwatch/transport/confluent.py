@@ -85,6 +85,7 @@ class ConfluentBus:
             except KafkaException as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise
+                existing.add(name)  # made by someone else since the listing (metadata lags): check it too
         self._check_existing(admin, [t for t in topics if self.name(t) in existing])
         self._topics_ready = True
 

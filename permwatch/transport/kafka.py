@@ -88,8 +88,9 @@ class KafkaBus:
                 try:
                     admin.create_topics(missing)
                     log.info("created topics %s", ", ".join(t.name for t in missing))
-                except TopicAlreadyExistsError:
+                except TopicAlreadyExistsError:  # made elsewhere since the listing (metadata lags): check them too
                     log.debug("topics created concurrently by another process")
+                    existing.update(t.name for t in missing)
             self._check_existing(admin, [t for t in topics if self.name(t) in existing])
         finally:
             admin.close()

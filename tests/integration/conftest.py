@@ -7,10 +7,30 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from kafka.net.inet import KafkaNetSocket
 
 from tests.integration.servers.fixtures_directory import dirsrv, samba_ad  # noqa: F401 - session fixtures
 from tests.integration.servers.kafka import KafkaBroker
 from tests.integration.servers.slapd import Slapd
+
+
+def _closing_on_failure(sock_connect):  # type: ignore[no-untyped-def]
+    """kafka-python 3.0's ``KafkaNetSocket.sock_connect`` leaves the socket it was given open when the connect is
+    refused or its task is cancelled by a client's ``close()`` (the coroutine is closed mid-await). The garbage
+    collector closes it, with a ResourceWarning that ``filterwarnings = error`` turns into a failure of whichever
+    test is running then. Wrapping it so the socket is closed on the way out keeps our own leaks failing."""
+
+    async def wrapped(self, net, sock, sockaddr, timeout_at=None):  # type: ignore[no-untyped-def]
+        try:
+            return await sock_connect(self, net, sock, sockaddr, timeout_at=timeout_at)
+        except BaseException:
+            sock.close()
+            raise
+
+    return wrapped
+
+
+KafkaNetSocket.sock_connect = _closing_on_failure(KafkaNetSocket.sock_connect)  # type: ignore[method-assign]
 
 
 def pytest_configure(config: pytest.Config) -> None:
