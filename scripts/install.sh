@@ -10,6 +10,9 @@ with_test=0
 apt_install() {
     local sudo=""
     [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    # two installs at once (several checkouts on one machine) would fight over dpkg's lock: take turns
+    exec {apt_lock}>/tmp/.permwatch-apt.lock
+    flock "$apt_lock"
     if [[ ! -f /tmp/.permwatch-apt-updated ]]; then
         $sudo apt-get update -qq && touch /tmp/.permwatch-apt-updated
     fi
