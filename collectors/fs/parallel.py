@@ -51,6 +51,7 @@ def walk_units(
     source: str,
     kind: FsKind,
     acl_reader: str = "posix",
+    acl_reader_options: dict[str, str] | None = None,
 ) -> Generator[list[Finding], None, None]:
     """Chunks of findings below ``units`` (each unit itself is the caller's), from ``workers`` processes.
 
@@ -67,7 +68,7 @@ def walk_units(
     processes: list[BaseProcess] = [
         context.Process(
             target=_work,
-            args=(tasks, results, list(excludes), source, kind.value, acl_reader),
+            args=(tasks, results, list(excludes), source, kind.value, acl_reader, acl_reader_options),
             daemon=True,
             name="scan-worker",
         )
@@ -101,11 +102,17 @@ def walk_units(
 
 
 def _work(
-    tasks: Queue[str | None], results: Queue[Any], excludes: list[str], source: str, kind: str, acl_reader: str
+    tasks: Queue[str | None],
+    results: Queue[Any],
+    excludes: list[str],
+    source: str,
+    kind: str,
+    acl_reader: str,
+    acl_reader_options: dict[str, str] | None = None,
 ) -> None:
     try:
         names = NameCache()
-        reader = acl_reader_named(acl_reader, names)
+        reader = acl_reader_named(acl_reader, names, acl_reader_options)
         walker = _UnitWalker(results, PathExcluder(excludes), FsWireEncoder(source), FsKind(kind), reader, names)
         while (unit := tasks.get()) is not None:
             walker.walk(unit)
