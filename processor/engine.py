@@ -240,10 +240,12 @@ class Engine:
         if isinstance(event, DirectoryUser):
             self.directory.apply_user(event)
             self._judge_all = True  # owners, named users, 'other' and primary groups may all move
-        elif self.directory.apply_group(event):
+        elif self.directory.apply_group(event) and event.sid is None:
             self._changed_groups.add(event.name)
         else:
-            self._judge_all = True  # created, deleted or renumbered: ids now map to other people
+            # created, deleted or renumbered: ids now map to other people; or a group with a SID, which NT ACLs
+            # name by SID, which the path table's gid index does not follow
+            self._judge_all = True
         at = event.changed_at or event.observed_at
         if self.last_directory_change is None or at >= self.last_directory_change[1]:
             self.last_directory_change = (event.event_id, at, event.actor)

@@ -8,6 +8,13 @@ grants; everyone else by ``other``. Group entries match through nesting and
 primary groups, as the operating system resolves them. A principal can read a
 path only if it can also traverse (``x``) every ancestor directory.
 
+On a Samba share a path may also hold a Windows (NT) ACL (:func:`processor.state.nt_part`): Samba lets a
+user read only when both the NT check (:func:`processor.nt_access.nt_readers`) and the POSIX check admit them,
+so its readers are the intersection, explained by the NT ACE that admits them ("Authenticated Users
+(S-1-5-11) ALLOW read, inherited"). Traverse stays the POSIX ``x`` on ancestors: Samba, like Windows with its
+default bypass-traverse privilege, checks no NT traverse right, while the kernel checks ``x``. A path whose NT
+ACL could not be read is judged by POSIX alone and every grant says so.
+
 Verdicts are cached per distinct permission state (:data:`AclKey`), so a tree
 of 100,000 folders sharing a handful of ACLs costs a handful of evaluations;
 the cache is dropped whenever the directory changes.
@@ -17,7 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from processor.state import TAG_NAMES, AclKey, Directory, PathState, PathTable, acl_tuple, parent_of
+from permwatch.events import NtAceFlag, NtAcl
+from processor.nt_access import nt_readers
+from processor.state import TAG_NAMES, AclKey, Directory, PathState, PathTable, acl_tuple, nt_part, parent_of
 
 READ = 4
 TRAVERSE = 1
@@ -125,8 +134,45 @@ class ReaderEvaluator:
 
 
 def evaluate_acl(state: PathState, directory: Directory) -> AclVerdict:
-    """Read and traverse bitsets of one permission state, with the entry that grants each."""
-    owner_uid, owning_gid, entries = acl_tuple(state.acl)
+    """Read and traverse bitsets of one permission state, with the entry that grants each: POSIX, and on a
+    Samba share with an NT ACL of its own, only those the NT check admits too."""
+    posix = evaluate_posix_acl(state, directory)
+    nt = nt_part(state.acl)
+    if nt is None:
+        return posix
+    if nt.source != "stored":
+        note = f" [NT ACL unreadable: {nt.error}; judged by POSIX alone]"
+        return AclVerdict(
+            posix.read, posix.traverse, tuple(Via(v.entry + note, v.group, v.user, v.people) for v in posix.via)
+        )
+    return _with_nt(posix, nt, directory)
+
+
+def _with_nt(posix: AclVerdict, nt: NtAcl, directory: Directory) -> AclVerdict:
+    admitted, grants = nt_readers(nt, directory.sid_members)
+    read = posix.read & admitted
+    if nt.dacl is None:  # a null DACL: every reader is one through POSIX, and says so
+        vias = tuple(Via(f"{v.entry} [NT: no DACL, everyone]", v.group, v.user, v.people) for v in posix.via)
+        return AclVerdict(read, posix.traverse, vias)
+    via = []
+    for grant in grants:
+        people = grant.people & posix.read
+        if not people:
+            continue
+        ace = nt.dacl[grant.index]
+        name = directory.name_of_sid(ace.trustee)
+        who = f"{name} ({ace.trustee})" if name else ace.trustee
+        how = ", inherited" if NtAceFlag.INHERITED in ace.flags else ""
+        condition = ", conditional (not evaluated)" if ace.conditional else ""
+        group = directory.group_of_sid(ace.trustee)
+        user = name if group is None and name is not None and name in directory.users else None
+        via.append(Via(f"{who} ALLOW read{how}{condition}", group, user, people))
+    return AclVerdict(read, posix.traverse, tuple(via))
+
+
+def evaluate_posix_acl(state: PathState, directory: Directory) -> AclVerdict:
+    """Read and traverse bitsets of the POSIX part of a permission state, with the entry that grants each."""
+    owner_uid, owning_gid, entries = acl_tuple(state.acl)[:3]
     mask_perms = next((perms for tag, _, perms in entries if TAG_NAMES[tag] == "mask"), 7)
     decided = read = traverse = 0
     via: list[Via] = []
