@@ -45,6 +45,9 @@ class NtAclReader:
     def __init__(self, names: NameCache = DEFAULT_NAMES, *, xattr_name: str = XATTR_NAME) -> None:
         if not xattr_name or "\0" in xattr_name or "." not in xattr_name:
             raise ValueError(f"xattr_name {xattr_name!r} is not an xattr name like security.NTACL")
+        if xattr_name.startswith("trusted.") and not has_cap_sys_admin():
+            # the kernel answers "no such attribute" instead of refusing: every path would look blob-less
+            raise ValueError(f"xattr_name {xattr_name!r}: reading trusted.* xattrs needs CAP_SYS_ADMIN")
         self._names = names
         self._xattr = xattr_name
         self._stored: dict[bytes, NtAcl] = {}
@@ -104,6 +107,18 @@ def nt_acl_of(descriptor: SecurityDescriptor) -> NtAcl:
         dacl_present=descriptor.dacl_present,
         dacl=dacl if descriptor.dacl_present else None,
     )
+
+
+def has_cap_sys_admin() -> bool:
+    """Whether this process holds CAP_SYS_ADMIN (bit 21 of CapEff in /proc/self/status)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 21))
+    except OSError:
+        return False  # no /proc: assume the capability is missing, the safe side for trusted.*
+    return False
 
 
 def _posix_state(path: str) -> PosixState | None:
