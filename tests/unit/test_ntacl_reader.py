@@ -194,6 +194,6 @@ def test_ten_thousand_mutated_blobs_convert_to_the_contract_or_raise_ntaclerror(
 def test_a_trusted_xattr_without_cap_sys_admin_is_refused_not_read_as_absent(monkeypatch: pytest.MonkeyPatch) -> None:
     """The kernel answers ENODATA, not EPERM, to an unprivileged read of trusted.*: every blob would vanish."""
     monkeypatch.setattr("collectors.fs.readers.ntacl.has_cap_sys_admin", lambda: False)
-    with pytest.raises(UnknownAclReaderError, match="trusted.NTACL.*CAP_SYS_ADMIN"):
+    with pytest.raises(UnknownAclReaderError, match=r"trusted\.NTACL.*CAP_SYS_ADMIN"):
         acl_reader_named("ntacl", NameCache(), {"xattr_name": "trusted.NTACL"})
     assert isinstance(acl_reader_named("ntacl", NameCache(), {"xattr_name": "security.NTACL"}), NtAclReader)
