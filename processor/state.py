@@ -43,6 +43,8 @@ WELL_KNOWN_SIDS = {
 """SIDs every Windows system knows by name. Everyone, Authenticated Users and BUILTIN\\Users are in every
 logged-on user's token on Samba; CREATOR OWNER/GROUP only matter in inheritable ACEs and match nobody."""
 _EVERY_LOGON = frozenset({EVERYONE, AUTHENTICATED_USERS, BUILTIN_USERS})
+_DOMAIN_RIDS = {"512": "Domain Admins", "513": "Domain Users", "514": "Domain Guests"}
+"""Well-known relative ids of a domain's groups, to name a SID the directory does not list."""
 
 
 @dataclass(slots=True)
@@ -219,6 +221,8 @@ class Directory:
                 mask |= self._primary_members().get(g.gid, 0)
             if g.sid is not None:
                 mask |= self._primary_sid_members().get(g.sid, 0)
+        elif group.startswith("S-1-"):  # a primary group the directory does not list (AD's Domain Users)
+            mask = self._primary_sid_members().get(group, 0)
         self._direct[group] = mask
         return mask
 
@@ -239,7 +243,10 @@ class Directory:
             return self._by_uid.get(int(sid[len(UNIX_USER_PREFIX) :]))
         if sid.startswith(UNIX_GROUP_PREFIX) and sid[len(UNIX_GROUP_PREFIX) :].isdigit():
             return self._by_gid.get(int(sid[len(UNIX_GROUP_PREFIX) :]))
-        return self._by_sid.get(sid)
+        name = self._by_sid.get(sid)
+        if name is None and sid.startswith("S-1-5-21-"):
+            return _DOMAIN_RIDS.get(sid.rsplit("-", 1)[1])
+        return name
 
     def group_of_sid(self, sid: str) -> str | None:
         """The directory group ``sid`` names (its own SID, or Samba's S-1-22-2-gid), if any."""
@@ -262,7 +269,7 @@ class Directory:
             return self.gid_members(int(sid[len(UNIX_GROUP_PREFIX) :]))
         name = self._by_sid.get(sid)
         if name is None:
-            return 0
+            return self._primary_sid_members().get(sid, 0)  # AD's Domain Users: nobody's member, everybody's primary
         if name in self.groups:
             return self.effective_members(name)
         return self.user_bit(name)
@@ -460,10 +467,12 @@ def parent_of(path: str) -> str:
 
 
 _GROUP_IDS: dict[AclKey, tuple[int, ...]] = {}
+_TRUSTEES: dict[AclKey, tuple[str, ...]] = {}
 
 
 def group_ids(key: AclKey) -> tuple[int, ...]:
-    """The gids an ACL's group entries name: the owning group and every named group."""
+    """The gids an ACL's group entries name: the owning group and every named group, and the Unix groups its NT
+    ACL names as Samba's S-1-22-2-<gid>."""
     found = _GROUP_IDS.get(key)
     if found is None:
         acl = acl_tuple(key)
@@ -473,18 +482,34 @@ def group_ids(key: AclKey) -> tuple[int, ...]:
                 gids.add(acl[1])
             elif tag == 3:
                 gids.add(qualifier)
+        for sid in trustees(key):
+            if sid.startswith(UNIX_GROUP_PREFIX) and sid[len(UNIX_GROUP_PREFIX) :].isdigit():
+                gids.add(int(sid[len(UNIX_GROUP_PREFIX) :]))
         found = _GROUP_IDS[key] = tuple(sorted(gids))  # a tuple: a frozenset of two costs 216 bytes
+    return found
+
+
+def trustees(key: AclKey) -> tuple[str, ...]:
+    """The SIDs an NT ACL's entries name (none for a POSIX-only state): a group's membership change reaches the
+    paths that name it through these."""
+    found = _TRUSTEES.get(key)
+    if found is None:
+        nt = nt_part(key)
+        sids = {ace.trustee for ace in nt.dacl} if nt is not None and nt.dacl is not None else set()
+        found = _TRUSTEES[key] = tuple(sorted(sids))
     return found
 
 
 class PathTable:
     """Every known path's :class:`PathState`, with a child index for subtree walks
-    and a group index (gid → paths whose ACL names it) for directory fan-out."""
+    and group indexes (gid → paths whose ACL names it; SID → paths whose NT ACL names it) for directory
+    fan-out."""
 
     def __init__(self) -> None:
         self.states: dict[str, PathState] = {}
         self.children: dict[str, set[str]] = {}
         self.by_gid: dict[int, set[str]] = {}
+        self.by_sid: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
         return len(self.states)
@@ -515,6 +540,15 @@ class PathTable:
                         del self.by_gid[gid]
             else:
                 self.by_gid.setdefault(gid, set()).add(path)
+        for sid in trustees(state.acl):
+            if drop:
+                named = self.by_sid.get(sid)
+                if named is not None:
+                    named.discard(path)
+                    if not named:
+                        del self.by_sid[sid]
+            else:
+                self.by_sid.setdefault(sid, set()).add(path)
 
     def remove_subtree(self, path: str) -> list[tuple[str, PathState | None]]:
         """Forget ``path`` and everything known beneath it; return what was removed, with its last state."""

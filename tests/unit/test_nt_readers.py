@@ -272,3 +272,47 @@ def test_samba_unix_id_sids_map_to_posix_ids() -> None:
     )
     users, entries = _open(engine, _fs(FOLDER, nt), label)
     assert users == ("cecilia",) and entries == ["cecilia (S-1-22-1-1003) ALLOW read"]
+
+
+def test_a_member_added_to_a_group_an_nt_ace_names_by_sid_opens_an_exposure() -> None:
+    """The membership change reaches the path through the path table's SID index, not a judge-everything pass."""
+    engine = _engine()
+    engine.apply(DirectoryGroup(name="ekonomi", gid=3001, sid=f"{DOMAIN}-3001", member_users=("anna",)))
+    label = Label(name="klienter", allowed_groups=("socialsekreterare",))
+    nt = _stored(NtAce(type="allow", mask=READ, trustee=f"{DOMAIN}-3001"))
+    assert _open(engine, _fs(FOLDER, nt), label) == ((), [])
+    assert engine.folders_depending_on({"ekonomi"}) == {FOLDER}
+    engine.apply(DirectoryGroup(name="ekonomi", gid=3001, sid=f"{DOMAIN}-3001", member_users=("anna", "bo")))
+    [verdict] = engine.flush()
+    assert verdict.all_users == ("bo",) and [g.entry for g in verdict.grants] == [f"ekonomi ({DOMAIN}-3001) ALLOW read"]
+    assert [g.group for g in verdict.grants] == ["ekonomi"]
+
+
+def test_an_engine_with_nt_acls_survives_a_checkpoint() -> None:
+    from processor.checkpoint import decode as decode_checkpoint
+    from processor.checkpoint import encode as encode_checkpoint
+
+    engine = _engine()
+    label = Label(name="klienter", allowed_groups=("socialsekreterare",))
+    nt = _stored(NtAce(type="allow", mask=READ, trustee="S-1-5-11"))
+    before = _open(engine, _fs(FOLDER, nt), label)
+    identity = {"group": "g", "topics": "fs"}
+    restored = decode_checkpoint(encode_checkpoint(engine, {}, identity, records=1), identity, source="p").engine
+    state = restored.paths.get(FOLDER)
+    assert state is not None
+    grants = restored.evaluator.verdict(state).via
+    assert [v.entry for v in grants] == ["Authenticated Users (S-1-5-11) ALLOW read"] and before[0] == ("bo", "cecilia")
+
+
+def test_domain_users_without_a_group_entry_are_the_users_whose_primary_group_it_is() -> None:
+    """AD's Domain Users is outside most group bases: the primary group SID alone must still resolve."""
+    engine = Engine()
+    for i, name in enumerate(("anna", "bo")):
+        engine.apply(DirectoryUser(name=name, uid=1001 + i, sid=f"{DOMAIN}-{1101 + i}", primary_group_sid=DOMAIN_USERS))
+    engine.apply(DirectoryUser(name="gast", uid=1009, sid=f"{DOMAIN}-1109", primary_group_sid=f"{DOMAIN}-514"))
+    nt = _stored(NtAce(type="allow", mask=READ, trustee=DOMAIN_USERS))
+    users, entries = _open(engine, _fs(FOLDER, nt), Label(name="anna", allowed_users=("anna",)))
+    assert users == ("bo",) and entries == [f"Domain Users ({DOMAIN_USERS}) ALLOW read"]
+    assert engine.directory.direct_members(DOMAIN_USERS) == engine.directory.user_bit(
+        "anna"
+    ) | engine.directory.user_bit("bo")
