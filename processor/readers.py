@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from permwatch.events import NtAceFlag, NtAcl
-from processor.nt_access import nt_readers
+from permwatch.events import NtAce, NtAceFlag, NtAcl
+from processor.nt_access import map_generic, nt_readers
 from processor.state import TAG_NAMES, AclKey, Directory, PathState, PathTable, acl_tuple, nt_part, parent_of
 
 READ = 4
@@ -48,6 +48,8 @@ class Via:
     group: str | None
     user: str | None
     people: int
+    ace: NtAce | None = None
+    """the NT ACE that admits them, on a Samba share (see :func:`inherited_from`)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,7 @@ class ReaderEvaluator:
     def _share(self, verdict: AclVerdict) -> AclVerdict:
         """Sets of people are large ints (one bit a person): keep one object per distinct set."""
         canonical = self._canonical
-        via = tuple(Via(v.entry, v.group, v.user, canonical.setdefault(v.people, v.people)) for v in verdict.via)
+        via = tuple(Via(v.entry, v.group, v.user, canonical.setdefault(v.people, v.people), v.ace) for v in verdict.via)
         return AclVerdict(
             read=canonical.setdefault(verdict.read, verdict.read),
             traverse=canonical.setdefault(verdict.traverse, verdict.traverse),
@@ -166,8 +168,36 @@ def _with_nt(posix: AclVerdict, nt: NtAcl, directory: Directory) -> AclVerdict:
         condition = ", conditional (not evaluated)" if ace.conditional else ""
         group = directory.group_of_sid(ace.trustee)
         user = name if group is None and name is not None and name in directory.users else None
-        via.append(Via(f"{who} ALLOW read{how}{condition}", group, user, people))
+        via.append(Via(f"{who} ALLOW read{how}{condition}", group, user, people, ace))
     return AclVerdict(read, posix.traverse, tuple(via))
+
+
+def inherited_from(paths: PathTable, path: str, ace: NtAce) -> str | None:
+    """The folder an inherited ACE of ``path`` came from: the nearest ancestor holding it (same kind, trustee
+    and rights) as an inheritable ACE not itself inherited. None when the chain breaks: an ancestor unknown, or
+    without that ACE (it was since removed there, or the copy was made by hand)."""
+    want = (ace.type, ace.trustee, map_generic(ace.mask))
+    current = path
+    while current != "/":
+        current = parent_of(current)
+        state = paths.get(current)
+        nt = nt_part(state.acl) if state is not None else None
+        if nt is None or nt.dacl is None:
+            return None
+        source = next(
+            (
+                a
+                for a in nt.dacl
+                if (a.type, a.trustee, map_generic(a.mask)) == want
+                and (NtAceFlag.OBJECT_INHERIT in a.flags or NtAceFlag.CONTAINER_INHERIT in a.flags)
+            ),
+            None,
+        )
+        if source is None:
+            return None
+        if NtAceFlag.INHERITED not in source.flags:
+            return current
+    return None
 
 
 def evaluate_posix_acl(state: PathState, directory: Directory) -> AclVerdict:

@@ -316,3 +316,29 @@ def test_domain_users_without_a_group_entry_are_the_users_whose_primary_group_it
     assert engine.directory.direct_members(DOMAIN_USERS) == engine.directory.user_bit(
         "anna"
     ) | engine.directory.user_bit("bo")
+
+
+def test_who_can_read_says_from_which_folder_an_inherited_ace_came() -> None:
+    from processor.forensics import who_can_read
+
+    engine = _engine()
+    oi_ci = (NtAceFlag.OBJECT_INHERIT, NtAceFlag.CONTAINER_INHERIT)
+    # GENERIC_READ | GENERIC_EXECUTE: Windows maps them to the child copy's 0x1200A9
+    explicit = NtAce(type="allow", flags=oi_ci, mask=0xA0000000, trustee="S-1-5-11")
+    copied = NtAce(type="allow", flags=(*oi_ci, NtAceFlag.INHERITED), mask=READ, trustee="S-1-5-11")
+    on_file = NtAce(type="allow", flags=(NtAceFlag.INHERITED,), mask=READ, trustee="S-1-5-11")
+    engine.apply(_fs(FOLDER, _stored(explicit)))
+    engine.apply(_fs(f"{FOLDER}/arkiv", _stored(copied)))
+    file = _fs(f"{FOLDER}/arkiv/2019.txt", _stored(on_file)).model_copy(update={"object_type": ObjectType.FILE})
+    engine.apply(file)
+    engine.apply(LabelAssigned(path=FOLDER, label=Label(name="klienter", allowed_groups=("socialsekreterare",))))
+    engine.flush()
+    _label, grants = who_can_read(engine, file.path)
+    assert {(g.user, g.entry) for g in grants} >= {
+        ("bo", f"Authenticated Users (S-1-5-11) ALLOW read, inherited from {FOLDER}"),
+    }
+    # the chain broken (the folder's ACE removed): the grant still says inherited, but names no folder
+    engine.apply(_fs(FOLDER, _stored(NtAce(type="allow", mask=READ, trustee="S-1-5-11"))))
+    engine.flush()
+    _label, grants = who_can_read(engine, file.path)
+    assert ("bo", "Authenticated Users (S-1-5-11) ALLOW read, inherited") in {(g.user, g.entry) for g in grants}
