@@ -11,7 +11,8 @@ in the worker from :data:`collectors.fs.readers.ACL_READERS`); the
 collector's own thread keeps the state store, the labels and the bus.
 
 A finding is ``(path, object_type, fingerprint, event bytes, error)``: an
-unreadable path has ``error`` set and nothing else.
+unreadable path has ``error`` set and nothing else; a path published as "ACL
+unreadable" (its NT ACL did not decode) has both, so the collector counts it.
 """
 
 from __future__ import annotations
@@ -169,7 +170,9 @@ class _UnitWalker:
                 if state is None:
                     continue
                 value = self._wire.encode_state(path, self._kind, state, self._names)
-                found.append((path, state.object_type.value, state.fingerprint, value, None))
+                unreadable = state.nt_acl is not None and state.nt_acl.source == "unreadable"
+                note = state.nt_acl.error if unreadable and state.nt_acl is not None else None
+                found.append((path, state.object_type.value, state.fingerprint, value, note))
                 if state.is_dir:
                     pending.append(path)
                 if len(found) >= CHUNK:

@@ -251,6 +251,8 @@ class TreeWalker:
                 tally.seen += 1
                 tally.changed += 1
                 self._publisher.publish_encoded(path, ObjectType(object_type), fingerprint, value)
+                if error is not None:  # published as "ACL unreadable" (the worker warned)
+                    self._metrics.acl_unreadable()
             tally.report()
 
     def _read_state(self, path: str) -> PathState | Literal[_Unreadable.TOKEN] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sqlite3
 import struct
 import threading
 from pathlib import Path
@@ -25,9 +26,12 @@ from collectors.fs import FsCollector
 from collectors.fs.readers import UnknownAclReaderError, acl_reader_named
 from collectors.fs.readers.ntacl import FROM_POSIX, NtAclReader, nt_acl_of
 from collectors.ntacl import HASH_SIZE, HASH_TYPE_SHA256, NtAcl, NtAclError, PosixState, decode_ntacl, posix_acl_hash
+from collectors.routing import FsRouter
+from collectors.runner import BusEmitter
 from permwatch.config import FsCollectorConfig
-from permwatch.events import FsPermissionEvent, NtAce, NtAceFlag, decode, encode
+from permwatch.events import FsPermissionEvent, NtAce, NtAceFlag, decode, encode, unbatched
 from permwatch.metrics import Metrics
+from permwatch.transport.embedded import EmbeddedBus
 from tests.unit.test_fs_collector import ListEmitter
 from tests.unit.test_ntacl import (
     FOLDER_SD,
@@ -197,3 +201,34 @@ def test_a_trusted_xattr_without_cap_sys_admin_is_refused_not_read_as_absent(mon
     with pytest.raises(UnknownAclReaderError, match=r"trusted\.NTACL.*CAP_SYS_ADMIN"):
         acl_reader_named("ntacl", NameCache(), {"xattr_name": "trusted.NTACL"})
     assert isinstance(acl_reader_named("ntacl", NameCache(), {"xattr_name": "security.NTACL"}), NtAclReader)
+
+
+def test_scan_workers_publish_an_unreadable_blob_too_and_the_collector_counts_it(tmp_path: Path) -> None:
+    """A first scan spread over a worker process: the worker reads and encodes the path, the collector counts it."""
+    share = tmp_path / "share"
+    for unit in ("ledning", "ekonomi", "vard"):
+        (share / unit / "arkiv").mkdir(parents=True)
+    broken = share / "ledning" / "arkiv"
+    os.setxattr(broken, NAME, SMBD_V4_FOLDER[:60])
+    config = FsCollectorConfig(
+        roots=[share],
+        watch=False,
+        scan_workers=1,
+        acl_reader="ntacl",
+        acl_reader_options={"xattr_name": NAME},
+    )
+    bus = EmbeddedBus(tmp_path / "bus.db")
+    registry = CollectorRegistry()
+    metrics = Metrics.create(registry)
+    emitter = BusEmitter(bus, metrics, router=FsRouter([share]), batch=True)
+    with FsCollector(config, emitter, metrics=metrics, state_path=tmp_path / "state.db") as collector:
+        collector.run(threading.Event())
+    bus.close()
+    with sqlite3.connect(tmp_path / "bus.db") as log:
+        events = [e for (value,) in log.execute("SELECT value FROM log ORDER BY seq") for e in unbatched(decode(value))]
+    by_path = {e.path: e for e in events if isinstance(e, FsPermissionEvent) and e.path.startswith(str(share))}
+    assert len(by_path) == 7
+    published = by_path[str(broken)]
+    assert published.nt_acl is not None and published.nt_acl.source == "unreadable"
+    assert {e.nt_acl.source for p, e in by_path.items() if p != str(broken) and e.nt_acl} == {"posix"}
+    assert registry.get_sample_value("permwatch_fs_acl_unreadable_total", {"collector": "fs"}) == 1

@@ -9,7 +9,7 @@ and checks both it and the kernel's POSIX permissions, so this reader publishes 
 published as ``source="posix"``, since Samba then serves the ACL it maps from POSIX. A blob that does not decode
 is logged once per read with the path and the reason, and published as ``source="unreadable"``: the processor
 judges such a path by its POSIX side and says it could not read the NT ACL. The walk counts those reads in
-``permwatch_fs_acl_unreadable_total``.
+``permwatch_fs_acl_unreadable_total`` (those of first-scan worker processes too, which report them back).
 """
 
 from __future__ import annotations
