@@ -20,6 +20,7 @@ import pwd
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -231,3 +232,38 @@ def test_permwatch_readers_equal_whom_samba_admits_after_every_step(samba: Samba
     # the scenario moved the readers: from nobody through one user to several, and narrowed again by a raw blob
     distinct = {frozenset(users) for step in seen for users in step.values()}
     assert len(distinct) >= 3 and any(0 < len(users) < len(USERS) for users in distinct), seen
+
+
+def test_an_smb_acl_change_reaches_the_readers_through_the_watch(samba: SambaFileServer, tmp_path: Path) -> None:
+    """The collector watching (inotify: smbd's writes of the POSIX ACL and of ``security.NTACL`` each fire
+    IN_ATTRIB) publishes the new state by itself; the readers then equal whom Samba admits again."""
+    folder = "ekonomi"
+    (samba.share_path / folder).mkdir()
+    (samba.share_path / folder).chmod(0o700)
+    permwatch = Permwatch(samba, tmp_path)
+    config = permwatch.config.model_copy(update={"watch": True})
+    emitter = ListEmitter()
+    stop = threading.Event()
+    with FsCollector(config, emitter) as collector:
+        runner = threading.Thread(target=collector.run, args=(stop,), name="fs-collector")
+        runner.start()
+        applied = 0
+        try:
+            for step in ("ACL:S-1-1-0:ALLOWED/0x0/READ", f"ACL:PWNTACL\\{samba.account('carol')}:DENIED/0x0/READ"):
+                smbcacls(samba, folder, "--add", step)
+                expected = {samba.account(u) for u in USERS if samba_admits(samba, u, folder, True)}
+                deadline = time.monotonic() + 30
+                while True:
+                    events = emitter.events
+                    for event in events[applied:]:
+                        permwatch.engine.apply(decode(encode(event)))
+                    applied = len(events)
+                    permwatch.engine.flush()
+                    if permwatch.readers(folder)[0] == expected or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                assert permwatch.readers(folder)[0] == expected, (step, expected)
+        finally:
+            stop.set()
+            runner.join(timeout=30)
+    assert expected and len(expected) < len(USERS)  # Everyone, then carol denied: the deny was seen too
