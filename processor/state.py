@@ -40,9 +40,10 @@ WELL_KNOWN_SIDS = {
     "S-1-5-18": "SYSTEM",
     "S-1-5-32-544": "BUILTIN\\Administrators",
 }
-"""SIDs every Windows system knows by name. Everyone, Authenticated Users and BUILTIN\\Users are in every
-logged-on user's token on Samba; CREATOR OWNER/GROUP only matter in inheritable ACEs and match nobody."""
-_EVERY_LOGON = frozenset({EVERYONE, AUTHENTICATED_USERS, BUILTIN_USERS})
+"""SIDs every Windows system knows by name. Everyone and Authenticated Users are in every logged-on user's token
+on Samba; BUILTIN\\Users holds whom the server makes its members (see `Directory.sid_members`); CREATOR
+OWNER/GROUP only matter in inheritable ACEs and match nobody."""
+_EVERY_LOGON = frozenset({EVERYONE, AUTHENTICATED_USERS})
 _DOMAIN_RIDS = {"512": "Domain Admins", "513": "Domain Users", "514": "Domain Guests"}
 """Well-known relative ids of a domain's groups, to name a SID the directory does not list."""
 
@@ -257,9 +258,10 @@ class Directory:
 
     def sid_members(self, sid: str) -> int:
         """The people whose SMB logon token holds ``sid``, as Samba builds it: every logged-on user holds
-        Everyone, Authenticated Users and BUILTIN\\Users; a user its own SID and S-1-22-1-<uid>; the SIDs of
-        its groups, nested and primary (AD puts the whole nesting in the token), and S-1-22-2-<gid> of its
-        Unix groups. CREATOR OWNER/GROUP and unknown SIDs match nobody."""
+        Everyone and Authenticated Users; a user its own SID and S-1-22-1-<uid>; the SIDs of its groups, nested
+        and primary (AD puts the whole nesting in the token), and S-1-22-2-<gid> of its Unix groups.
+        BUILTIN\\Users is the group the directory publishes under that SID, else everybody. CREATOR
+        OWNER/GROUP and unknown SIDs match nobody."""
         if sid in _EVERY_LOGON:
             return self.everyone()
         if sid.startswith(UNIX_USER_PREFIX) and sid[len(UNIX_USER_PREFIX) :].isdigit():
@@ -268,6 +270,10 @@ class Directory:
         if sid.startswith(UNIX_GROUP_PREFIX) and sid[len(UNIX_GROUP_PREFIX) :].isdigit():
             return self.gid_members(int(sid[len(UNIX_GROUP_PREFIX) :]))
         name = self._by_sid.get(sid)
+        if name is None and sid == BUILTIN_USERS:
+            # the directory does not say who the server's BUILTIN\Users are (an AD domain makes Domain Users a
+            # member; a standalone Samba without a group mapping nobody): assume everybody, the side of exposure
+            return self.everyone()
         if name is None:
             return self._primary_sid_members().get(sid, 0)  # AD's Domain Users: nobody's member, everybody's primary
         if name in self.groups:

@@ -91,7 +91,7 @@ def samba_admits(samba: SambaFileServer, user: str, path: str, folder: bool) -> 
 
 def directory_events(samba: SambaFileServer) -> list[DirectoryUser | DirectoryGroup]:
     """The test users as a directory publishes them: name, uid, primary gid, SID and primary group SID (from
-    the passdb, as ``pdbedit -v`` shows), and each user's own Unix group."""
+    the passdb, as ``pdbedit -v`` shows), each user's own Unix group, and the server's BUILTIN\\Users."""
     events: list[DirectoryUser | DirectoryGroup] = []
     primary_sids = set()
     for user in USERS:
@@ -117,7 +117,26 @@ def directory_events(samba: SambaFileServer) -> list[DirectoryUser | DirectoryGr
         events.append(DirectoryGroup(name=f"{account.pw_name}-group", gid=account.pw_gid))
     for sid in sorted(primary_sids):  # the server's "None" (RID 513): everybody's primary group, nobody's member
         events.append(DirectoryGroup(name="None", sid=sid))
+    events.append(DirectoryGroup(name="BUILTIN\\Users", sid="S-1-5-32-545", member_users=builtin_users(samba)))
     return events
+
+
+def builtin_users(samba: SambaFileServer) -> tuple[str, ...]:
+    """Whom this server counts in BUILTIN\\Users, as ``net sam listmem`` says (no group mapping: nobody)."""
+    listed = subprocess.run(
+        ["net", f"--configfile={samba.conf_path}", "sam", "listmem", "BUILTIN\\Users"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if "NT_STATUS_NO_SUCH_ALIAS" in listed.stderr:
+        return ()
+    assert listed.returncode == 0, listed.stderr
+    accounts = {samba.account(u) for u in USERS}
+    return tuple(
+        sorted(a for line in listed.stdout.splitlines() if (a := line.rsplit("\\", 1)[-1].strip()) in accounts)
+    )
 
 
 class Permwatch:
@@ -267,3 +286,36 @@ def test_an_smb_acl_change_reaches_the_readers_through_the_watch(samba: SambaFil
             stop.set()
             runner.join(timeout=30)
     assert expected and len(expected) < len(USERS)  # Everyone, then carol denied: the deny was seen too
+
+
+def test_well_known_and_unix_id_sids_admit_whom_samba_puts_them_in_the_token_of(
+    samba: SambaFileServer, tmp_path: Path
+) -> None:
+    """A version-1 blob (served unchecked) on a folder the POSIX side opens to all: the NT ACE alone decides, so
+    each trustee's members as permwatch resolves them must be exactly whom smbd admits."""
+    folder = samba.share_path / "sids"
+    folder.mkdir()
+    folder.chmod(0o755)
+    permwatch = Permwatch(samba, tmp_path)
+    users = {e.name: e for e in directory_events(samba) if isinstance(e, DirectoryUser)}
+    alice, bob = users[samba.account("alice")], users[samba.account("bob")]
+    assert alice.primary_group_sid is not None and alice.sid is not None
+    trustees = [
+        "S-1-1-0",  # Everyone
+        "S-1-5-11",  # Authenticated Users
+        "S-1-5-32-545",  # BUILTIN\Users
+        "S-1-3-0",  # CREATOR OWNER: matches nobody on the object itself
+        alice.primary_group_sid,  # the server's "None", everybody's primary group (RID 513)
+        alice.sid,
+        f"S-1-22-1-{alice.uid}",
+        f"S-1-22-2-{bob.primary_gid}",
+    ]
+    outcomes = []
+    for trustee in trustees:
+        os.setxattr(folder, "security.NTACL", _v1_blob_admitting(trustee))
+        permwatch.scan()
+        by_samba = {samba.account(u) for u in USERS if samba_admits(samba, u, "sids", True)}
+        by_permwatch, entries = permwatch.readers("sids")
+        assert by_permwatch == by_samba, (trustee, by_permwatch, by_samba, entries)
+        outcomes.append(len(by_samba))
+    assert outcomes[0] == len(USERS) and 0 in outcomes and 1 in outcomes, outcomes

@@ -342,3 +342,15 @@ def test_who_can_read_says_from_which_folder_an_inherited_ace_came() -> None:
     engine.flush()
     _label, grants = who_can_read(engine, file.path)
     assert ("bo", "Authenticated Users (S-1-5-11) ALLOW read, inherited") in {(g.user, g.entry) for g in grants}
+
+
+def test_builtin_users_are_whom_the_directory_says_else_everybody() -> None:
+    """A standalone Samba without a group mapping puts nobody's token in BUILTIN\\Users (checked against smbd in
+    tests/integration/test_samba_oracle.py); unless the directory says so, permwatch assumes everybody."""
+    nt = _stored(NtAce(type="allow", mask=READ, trustee="S-1-5-32-545"))
+    label = Label(name="anna", allowed_users=("anna",))
+    users, entries = _open(_engine(), _fs(FOLDER, nt), label)
+    assert users == ("bo", "cecilia") and entries == ["BUILTIN\\Users (S-1-5-32-545) ALLOW read"]
+    engine = _engine()
+    engine.apply(DirectoryGroup(name="BUILTIN\\Users", sid="S-1-5-32-545", member_users=("bo",)))
+    assert _open(engine, _fs(FOLDER, nt), label)[0] == ("bo",)
