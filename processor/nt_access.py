@@ -103,8 +103,9 @@ def user_token(
     builtin_users: bool = True,
 ) -> frozenset[str]:
     """The SIDs in a logged-on user's token: the user's and groups' SIDs, Everyone, Authenticated Users (unless
-    a guest), BUILTIN\\Users (a domain or local user is a member by default) and Samba's Unix-id SIDs
-    S-1-22-1-uid / S-1-22-2-gid, which Samba adds for the user's Unix ids."""
+    a guest), BUILTIN\\Users (unless ``builtin_users`` is false: a standalone smbd without a group mapping
+    leaves it out) and Samba's Unix-id SIDs S-1-22-1-uid / S-1-22-2-gid, which Samba adds for the user's Unix
+    ids."""
     sids = {user_sid, *group_sids, EVERYONE}
     if authenticated:
         sids.add(AUTHENTICATED_USERS)
