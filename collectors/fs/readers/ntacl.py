@@ -23,6 +23,7 @@ from collectors.acl import DEFAULT_NAMES, NameCache
 from collectors.fs.read import PathState
 from collectors.fs.readers.posix import read_path_state
 from collectors.ntacl import XATTR_NAME, AceFlags, NtAclError, PosixState, SecurityDescriptor, decode_ntacl, is_stale
+from collectors.ntacl import NtAcl as DecodedNtAcl
 from permwatch.events import NtAce, NtAceFlag, NtAcl, ObjectType
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class NtAclReader:
         self._names = names
         self._xattr = xattr_name
         self._stored: dict[bytes, NtAcl] = {}
+        self._decoded: dict[bytes, DecodedNtAcl | str] = {}
+        """blobs decoded before (a tree repeats few): the NtAcl, or why it does not decode"""
 
     def read(self, path: str) -> PathState | None:
         state = read_path_state(path, names=self._names)
@@ -66,11 +69,23 @@ class NtAclReader:
             return state._replace(acl_kind="nt", nt_acl=FROM_POSIX)  # Samba maps one from POSIX
         return state._replace(acl_kind="nt", nt_acl=self._served(path, blob))
 
+    def _decode(self, blob: bytes) -> DecodedNtAcl | str:
+        """The decoded blob, or why it does not decode (kept as text: an exception would keep its frames)."""
+        found = self._decoded.get(blob)
+        if found is None:
+            if len(self._decoded) >= MAX_REMEMBERED:
+                self._decoded.clear()
+            try:
+                found = decode_ntacl(blob)
+            except NtAclError as exc:
+                found = str(exc)
+            self._decoded[blob] = found
+        return found
+
     def _served(self, path: str, blob: bytes) -> NtAcl:
-        try:
-            decoded = decode_ntacl(blob)
-        except NtAclError as exc:
-            reason = f"{self._xattr} does not decode: {exc}"
+        decoded = self._decode(blob)
+        if isinstance(decoded, str):
+            reason = f"{self._xattr} does not decode: {decoded}"
             log.warning("ACL unreadable: %s: %s; readers are judged by its POSIX permissions", path, reason)
             return NtAcl(source="unreadable", error=reason[:300])
         posix = _posix_state(path)
