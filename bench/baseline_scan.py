@@ -54,9 +54,9 @@ from _rig import traversable_tempdir  # also puts the repository on sys.path
 from prometheus_client import CollectorRegistry
 
 from collectors.fs import FsCollector
+from collectors.fs.settings import FsCollectorConfig
 from collectors.routing import FsRouter
 from collectors.runner import BusEmitter
-from permwatch.config import FsCollectorConfig
 from permwatch.events import Event, ScanCompleted, decode, encode, unbatched
 from permwatch.metrics import Metrics
 from permwatch.transport.embedded import EmbeddedBus

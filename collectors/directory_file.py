@@ -37,10 +37,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from collectors.directory_diff import diff
-from permwatch.config import DirectoryFileConfig
+from collectors.directory_settings import DirectoryFileConfig
+from collectors.spool import RecordDropped
 from permwatch.events import DirectoryGroup, DirectoryUser
 from permwatch.metrics import Metrics
-from permwatch.transport.spool import RecordDropped
 
 log = logging.getLogger("permwatch.collectors.directory")
 POLL_SECONDS = 0.2

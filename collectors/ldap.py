@@ -47,12 +47,13 @@ from collectors.ldap_mirror import DirectoryMirror, days_of
 from collectors.ldap_modes import ChangeGap, ChangeMode, ModeFactory
 from collectors.ldap_psearch import PersistentSearchMode
 from collectors.ldap_session import RETRYABLE, DirectoryLimitExceeded, LdapSession, read_directory
+from collectors.ldap_settings import LdapCollectorConfig
 from collectors.ldap_snapshot import SnapshotMode
 from collectors.ldap_state import LdapStateFile, fingerprint
-from permwatch.config import ConfigError, LdapCollectorConfig
+from collectors.spool import RecordDropped
+from permwatch.config import ConfigError
 from permwatch.events import DirectoryGroup, DirectoryUser, Event, utcnow
 from permwatch.metrics import Metrics
-from permwatch.transport.spool import RecordDropped
 
 log = logging.getLogger("permwatch.collectors.ldap")
 

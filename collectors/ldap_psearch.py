@@ -48,7 +48,7 @@ from ldap3.core.exceptions import LDAPCommunicationError
 from collectors.ldap_entries import EntrySchema, RawEntry, is_within, parent_dn, parse_generalized_time
 from collectors.ldap_modes import ChangeGap, Cursor, EntryChange, EntryLookup
 from collectors.ldap_session import LdapSession
-from permwatch.config import LdapCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
 
 log = logging.getLogger("permwatch.collectors.ldap")
 

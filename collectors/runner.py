@@ -8,6 +8,7 @@ import logging
 from prometheus_client import Counter
 
 from collectors.routing import FsRouter, Routed
+from collectors.spool import RecordDropped
 from permwatch.events import (
     MAX_BATCH,
     MAX_MESSAGE_BYTES,
@@ -20,7 +21,6 @@ from permwatch.events import (
 )
 from permwatch.metrics import Metrics
 from permwatch.transport.base import Bus
-from permwatch.transport.spool import RecordDropped
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from collectors.directory_settings import DirectoryFileConfig
+from collectors.fs.settings import FsCollectorConfig
+from permwatch.cli.settings import config_model
 from permwatch.config import (
     AlertsConfig,
-    Config,
-    DirectoryFileConfig,
     EmbeddedConfig,
-    FsCollectorConfig,
     LabelDefinition,
     LabelRule,
     LabelsConfig,
@@ -104,11 +105,14 @@ def run_demo(*, keep: bool = False) -> int:
         os.chmod(minutes, 0o600)
 
     alerts = base / "alerts.jsonl"
-    config = Config(
+    collectors: dict[str, Any] = {
+        "fs": [FsCollectorConfig(collector_id="demo-fs", roots=[share])],
+        "directory": DirectoryFileConfig(path=base / "directory.yaml"),
+    }
+    config = config_model()(
+        **collectors,
         transport=TransportConfig(embedded=EmbeddedConfig(path=base / "events.db")),
         state_dir=base / "state",
-        fs=[FsCollectorConfig(collector_id="demo-fs", roots=[share])],
-        directory=DirectoryFileConfig(path=base / "directory.yaml"),
         labels=LabelsConfig(
             definitions={"ledning": LabelDefinition(severity="critical", allowed_groups=["ledningsgrupp"])},  # type: ignore[arg-type]
             rules=[LabelRule(glob=str(notes), label="ledning")],

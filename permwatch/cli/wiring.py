@@ -63,11 +63,12 @@ def check_sources(config: Config) -> int:
     """``check-config --connect``: one line per ``[[ldap]]`` source on stdout; 1 when any failed, else 0."""
     from collectors.ldap_check import check_source
 
-    if not config.ldap:
+    sources = config.stage_settings("ldap")
+    if not sources:
         print("no [[ldap]] sources to connect to")
         return 0
     failed = False
-    for ldap_config in config.ldap:
+    for ldap_config in sources:
         result = check_source(ldap_config)
         print(result.summary, flush=True)
         failed = failed or not result.ok
@@ -211,58 +212,9 @@ def start_roles(
     state_dir = config.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     if role in ("all", "collector"):
-        from collectors.directory_file import DirectoryFileCollector, DirectoryFileError
-        from collectors.fs import FsCollector
-        from collectors.labels import LabelPolicy
-        from collectors.routing import FsRouter
-        from collectors.runner import BusEmitter
+        from collectors.registry import start_collectors
 
-        router = FsRouter(root for fs_config in config.fs for root in fs_config.roots)
-        collector_bus = running.bus
-        spool = None
-        if config.transport.kind in ("kafka", "confluent"):
-            from permwatch.transport.spool import open_spooling_bus
-
-            spool = open_spooling_bus(running.bus, config.collector.spool, state_dir=state_dir, metrics=metrics)
-            if spool is not None:
-                running.closers.append(spool.close)
-                collector_bus = spool
-        # A full spool raises RecordDropped: the directory collectors then publish again from what they last
-        # published (see LdapCollector.catch_up, DirectoryFileCollector.run).
-        emitter = BusEmitter(collector_bus, metrics, router=router)
-        if config.directory is not None:
-            directory = DirectoryFileCollector(config.directory, emitter, metrics=metrics)
-            try:
-                directory.load()
-            except DirectoryFileError as exc:
-                raise ConfigError(str(exc)) from None
-            running.start("directory", directory)
-        for ldap_config in config.ldap:
-            from collectors.ldap import LdapCollector
-
-            ldap_state = ldap_config.state_path or state_dir / f"ldap-{ldap_config.collector_id}.json"
-            ldap_collector = LdapCollector(ldap_config, emitter, state_path=ldap_state, metrics=metrics)
-            running.start(f"ldap:{ldap_config.collector_id}", ldap_collector)
-        for fs_config in config.fs:
-            labeller = LabelPolicy(config.labels, source=fs_config.collector_id)
-            state_path = fs_config.state_path or state_dir / f"fs-{fs_config.collector_id}.db"
-            if isinstance(running.bus, LogExtent) and running.bus.log_id is not None:
-                from collectors.fs.state import bind_to_log
-
-                if bind_to_log(state_path, running.bus.log_id):
-                    log.warning(
-                        "fs collector %s: what it published went to another event log than %s; "
-                        "publishing everything again",
-                        fs_config.collector_id,
-                        running.bus.describe(),
-                    )
-            fs_emitter = BusEmitter(collector_bus, metrics, router=router, batch=True)  # one per collector
-            collector = FsCollector(fs_config, fs_emitter, labeller=labeller, state_path=state_path, metrics=metrics)
-            if spool is not None:
-                spool.on_recovered(collector.request_spool_rescan)
-            running.start(f"fs:{fs_config.collector_id}", collector)
-        if spool is not None:
-            spool.start()
+        start_collectors(config, running.bus, metrics, running.start, running.closers)
     if role in ("all", "processor") and not running.stop.is_set():
         from processor.runner import ProcessorRunner
 

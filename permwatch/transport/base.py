@@ -165,3 +165,31 @@ class Bus(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Delivery(Protocol):
+    """The outcome of one record handed to a :class:`TrackingBus`."""
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True once the record is delivered or failed."""
+        ...
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why delivery failed; None while pending or once delivered."""
+        ...
+
+    @property
+    def permanent(self) -> bool:
+        """Failed in a way retrying will not mend (the record refused, not the broker away)."""
+        ...
+
+
+@runtime_checkable
+class TrackingBus(Bus, Protocol):
+    """A bus that reports each record's delivery (the Kafka buses): what the collectors' spool
+    (:mod:`collectors.spool`) needs to know when to keep a record itself."""
+
+    def send_tracked(self, topic: str, key: str | None, value: bytes, *, broadcast: bool = False) -> Delivery:
+        """Publish (or broadcast) and return the record's delivery; an unreachable broker is a failed delivery."""
+        ...

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from permwatch.cli import main
-from permwatch.config import ConfigError, TransportConfig, load_config
+from permwatch.cli.settings import load_config
+from permwatch.config import ConfigError, TransportConfig
 
 GOOD = """
 state_dir = "state"

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from permwatch.config import load_config
+from permwatch.cli.settings import load_config
 from permwatch.metrics import Metrics
 from tests.deploy_exprs import (
     DASHBOARD,

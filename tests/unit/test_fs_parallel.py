@@ -16,10 +16,11 @@ from prometheus_client import CollectorRegistry
 import collectors.fs.walk
 from collectors.fs import FsCollector, ancestors_of
 from collectors.fs.parallel import WorkerFailed, walk_units
+from collectors.fs.settings import FsCollectorConfig
 from collectors.labels import LabelPolicy
 from collectors.routing import FsRouter
 from collectors.runner import BusEmitter
-from permwatch.config import FsCollectorConfig, LabelDefinition, LabelsConfig
+from permwatch.config import LabelDefinition, LabelsConfig
 from permwatch.events import FsPermissionEvent, LabelAssigned, ScanCompleted, decode, unbatched
 from permwatch.metrics import Metrics
 from permwatch.transport.embedded import EmbeddedBus

@@ -13,15 +13,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from collectors.directory_file import DirectoryFileCollector
+from collectors.directory_settings import DirectoryFileConfig
 from collectors.fs import FsCollector
+from collectors.fs.settings import FsCollectorConfig
 from collectors.runner import BusEmitter
 from permwatch.cli.wiring import start_roles
 from permwatch.config import (
     Config,
     ConfigError,
-    DirectoryFileConfig,
     EmbeddedConfig,
-    FsCollectorConfig,
     LabelDefinition,
     LabelsConfig,
     MetricsConfig,

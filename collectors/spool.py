@@ -39,11 +39,12 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO
 
-from permwatch.config import ConfigError, SpoolConfig
+from collectors.settings import SpoolConfig
+from permwatch.config import ConfigError
 from permwatch.metrics import Metrics
-from permwatch.transport.base import Bus, Consumer, Record
+from permwatch.transport.base import Bus, Consumer, Delivery, Record, TrackingBus
 
 log = logging.getLogger(__name__)
 
@@ -378,33 +379,6 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 # ------------------------------------------------------------------ the bus
-
-
-class Delivery(Protocol):
-    """The outcome of one record handed to a :class:`TrackingBus`."""
-
-    def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds; True once the record is delivered or failed."""
-        ...
-
-    @property
-    def error(self) -> BaseException | None:
-        """Why delivery failed; None while pending or once delivered."""
-        ...
-
-    @property
-    def permanent(self) -> bool:
-        """Failed in a way retrying will not mend (the record refused, not the broker away)."""
-        ...
-
-
-@runtime_checkable
-class TrackingBus(Bus, Protocol):
-    """A bus that reports each record's delivery (the Kafka buses)."""
-
-    def send_tracked(self, topic: str, key: str | None, value: bytes, *, broadcast: bool = False) -> Delivery:
-        """Publish (or broadcast) and return the record's delivery; an unreachable broker is a failed delivery."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
