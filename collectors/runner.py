@@ -7,6 +7,7 @@ import logging
 
 from prometheus_client import Counter
 
+from collectors.metrics import CollectorMetrics
 from collectors.routing import FsRouter, Routed
 from collectors.spool import RecordDropped
 from permwatch.events import (
@@ -158,7 +159,7 @@ class BusEmitter:
         key = (source, topic, event_type)
         counter = self._counters.get(key)
         if counter is None:
-            counter = self._counters[key] = metrics.collector_events_published.labels(
+            counter = self._counters[key] = metrics.part(CollectorMetrics).collector_events_published.labels(
                 collector=source, topic=topic, type=event_type
             )
         return counter

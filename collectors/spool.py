@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from collectors.metrics import CollectorMetrics
 from collectors.settings import SpoolConfig
 from permwatch.config import ConfigError
 from permwatch.metrics import Metrics
@@ -446,7 +447,7 @@ class SpoolingBus:
         self._inner = inner
         self._queue = queue
         self._flush_timeout = flush_timeout
-        self._metrics = metrics
+        self._metrics = None if metrics is None else metrics.part(CollectorMetrics)
         self._window_records = window_records
         self._window_bytes = window_bytes
         self._retry_seconds = retry_seconds
@@ -468,14 +469,15 @@ class SpoolingBus:
             log.warning(
                 "spool %s holds %d records from before; sending them before anything new", queue.path, queue.records
             )
-        if metrics is not None:
-            metrics.spool_records.set_function(lambda: self._queue.records)
-            metrics.spool_bytes.set_function(lambda: self._queue.bytes)
-            metrics.spool_spooling.set_function(lambda: 1 if self._spooling else 0)
+        own = self._metrics
+        if own is not None:
+            own.spool_records.set_function(lambda: self._queue.records)
+            own.spool_bytes.set_function(lambda: self._queue.bytes)
+            own.spool_spooling.set_function(lambda: 1 if self._spooling else 0)
             for reason in ("full", "rejected", "corrupt"):
-                metrics.spool_dropped.labels(reason=reason)
+                own.spool_dropped.labels(reason=reason)
             if queue.damaged:
-                metrics.spool_dropped.labels(reason="corrupt").inc(queue.damaged)
+                own.spool_dropped.labels(reason="corrupt").inc(queue.damaged)
 
     @property
     def spooling(self) -> bool:

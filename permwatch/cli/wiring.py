@@ -15,6 +15,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,16 @@ def _disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
+def process_metrics(registry: CollectorRegistry, *, clock: Callable[[], float] = time.time) -> Metrics:
+    """A process's metrics: the core's and every stage's, whichever roles it runs (a stage it does not run
+    exports its labelled series empty and the others at zero, so dashboards and rules find every name)."""
+    from alerts.metrics import AlertMetrics
+    from collectors.metrics import CollectorMetrics
+    from processor.metrics import ProcessorMetrics
+
+    return Metrics.create(registry, clock=clock, parts=(CollectorMetrics, ProcessorMetrics, AlertMetrics))
+
+
 @dataclass
 class Running:
     """The stages of one process, their threads and the shared stop flag."""
@@ -90,7 +101,7 @@ class Running:
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     stages: dict[str, Any] = field(default_factory=dict)
-    metrics: Metrics = field(default_factory=lambda: Metrics.create(CollectorRegistry()))
+    metrics: Metrics = field(default_factory=lambda: process_metrics(CollectorRegistry()))
     metrics_server: MetricsServer | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
     """Run after the stages' threads stopped, before the bus closes (the collectors' spool)."""
@@ -233,6 +244,7 @@ def start_roles(
         from alerts.base import SinkContext
         from alerts.dispatch import DeliveryLog, Dispatcher
         from alerts.grouping import GroupingPolicy
+        from alerts.metrics import AlertMetrics
         from alerts.registry import build_sink
 
         alerts = config.alerts
@@ -246,7 +258,7 @@ def start_roles(
         dispatcher = Dispatcher(
             running.bus, sinks, delivery_log, group=alerts.group, grouping=grouping, metrics=metrics
         )
-        metrics.known_sinks(sink.name for sink in sinks)
+        metrics.part(AlertMetrics).known_sinks(sink.name for sink in sinks)
         running.watch_lag([TOPIC_EXPOSURES], alerts.group)
         running.start("alerts", dispatcher)
     for each in ("collector", "processor", "alerts") if role == "all" else (role,):
