@@ -20,11 +20,11 @@ from typing import Any
 from collectors.directory_settings import DirectoryFileConfig
 from collectors.fs.settings import FsCollectorConfig
 from collectors.ldap_settings import LdapCollectorConfig
-from collectors.routing import FsRouter
 from collectors.runner import BusEmitter
 from collectors.settings import CollectorConfig
 from collectors.spool import SpoolingBus, open_spooling_bus
 from permwatch.config import Config, ConfigError, StageSection
+from permwatch.keys import FsKeys
 from permwatch.metrics import Metrics
 from permwatch.transport.base import Bus, LogExtent
 
@@ -42,7 +42,7 @@ class CollectorContext:
     """Shared by the directory collectors; a batching collector makes its own over ``bus``."""
     bus: Bus
     """Where collectors publish: the spool over Kafka, else the event log."""
-    router: FsRouter
+    router: FsKeys
     metrics: Metrics
     spool: SpoolingBus | None
     run: Callable[[str, Any], None]
@@ -121,7 +121,7 @@ def start_collectors(
     """Start every collector ``config`` names, publishing to ``bus`` (through the spool over Kafka); the spool's
     ``close`` is added to ``closers``, to run once the collectors stopped."""
     roots = (root for fs in config.stage_settings("fs") for root in fs.roots)
-    router = FsRouter(roots)
+    router = FsKeys(roots)
     spool = None
     if config.transport.kind in ("kafka", "confluent"):
         shared = config.stage_settings("collector")[0]

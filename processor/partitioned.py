@@ -3,7 +3,7 @@
 Every processor reads the whole ``directory`` and ``labels`` topics (in a
 group of its own, ``<group>.<instance_id>``, so its position survives a
 restart) and the ``fs`` partitions the shared group ``<group>`` gives it.
-Filesystem events are keyed by unit (see :mod:`collectors.routing`), so one
+Filesystem events are keyed by unit (see :mod:`permwatch.keys`), so one
 labelled folder's paths arrive at one processor, and the watched roots (whose
 traverse bits gate everything) are on every partition.
 

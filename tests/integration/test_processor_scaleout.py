@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from collectors.routing import FsRouter
 from collectors.runner import BusEmitter
 from permwatch.config import KafkaConfig
 from permwatch.events import (
@@ -44,6 +43,7 @@ from permwatch.events import (
     LabelAssigned,
     ObjectType,
 )
+from permwatch.keys import FsKeys
 from permwatch.transport.kafka import KafkaBus
 from tests.integration.pipeline import TopicReader, permwatch_exe, wait_until
 from tests.integration.servers.kafka import KafkaBroker
@@ -145,7 +145,7 @@ allowed_groups = ["ledningsgrupp"]
         )
         self.bus = KafkaBus(KafkaConfig(bootstrap_servers=broker.bootstrap, topic_prefix=prefix, partitions=6))
         self.bus.ensure_topics()
-        self.emitter = BusEmitter(self.bus, router=FsRouter([ROOT]))
+        self.emitter = BusEmitter(self.bus, router=FsKeys([ROOT]))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.groups = [f"{prefix}processor"]
 
