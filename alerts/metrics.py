@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
+
+from permwatch.metrics import counter as new_counter
 
 
 @dataclass(frozen=True)
@@ -22,12 +25,7 @@ class AlertMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> AlertMetrics:
-        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
-            return Counter(name, doc, list(labels), registry=registry)
-
-        def gauge(name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
-            return Gauge(name, doc, list(labels), registry=registry)
-
+        counter = partial(new_counter, registry)
         return cls(
             alerts_delivered=counter("permwatch_alerts_delivered_total", "Exposure events a sink accepted.", ["sink"]),
             alerts_failed=counter(

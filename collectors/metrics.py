@@ -6,19 +6,13 @@ as a part of its :class:`permwatch.metrics.Metrics` (``metrics.part(CollectorMet
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-
-def _counter(registry: CollectorRegistry, name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
-    return Counter(name, doc, list(labels), registry=registry)
-
-
-def _gauge(registry: CollectorRegistry, name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
-    return Gauge(name, doc, list(labels), registry=registry)
+from permwatch.metrics import counter as new_counter
+from permwatch.metrics import gauge as new_gauge
 
 
 @dataclass(frozen=True)
@@ -46,7 +40,7 @@ class CollectorMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> CollectorMetrics:
-        counter, gauge = partial(_counter, registry), partial(_gauge, registry)
+        counter, gauge = partial(new_counter, registry), partial(new_gauge, registry)
         return cls(
             collector_events_read=counter(
                 "permwatch_collector_events_read_total",

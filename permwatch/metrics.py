@@ -27,6 +27,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from permwatch.metrics_scrape import ConsumerLag, OpenExposures
 
 
+def counter(registry: CollectorRegistry, name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+    """A counter registered on ``registry`` (for the stages' parts: ``partial(counter, registry)``)."""
+    return Counter(name, doc, list(labels), registry=registry)
+
+
+def gauge(registry: CollectorRegistry, name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
+    """A gauge registered on ``registry``."""
+    return Gauge(name, doc, list(labels), registry=registry)
+
+
 class MetricsPart(Protocol):
     """A stage's metrics: built and registered on ``registry`` by ``create``."""
 

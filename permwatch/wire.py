@@ -26,7 +26,9 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from permwatch.events import SCHEMA_VERSION, AclEntry, AclKind, FsBatch, FsKind, ObjectType, new_event_id, utcnow
 
@@ -143,3 +145,28 @@ def encode_batch(unit: str, source: str, events: Sequence[bytes]) -> bytes:
         "unit": unit,
     }
     return json.dumps(head)[:-1].encode() + b', "events": [' + b",".join(events) + b"]}"
+
+
+M = TypeVar("M", bound=BaseModel)
+_DEFAULTS: dict[type[BaseModel], tuple[dict[str, Any], frozenset[str]]] = {}
+
+
+def unchecked(model: type[M], **values: Any) -> M:
+    """``model`` built from values valid by construction, without validating them: what ``model_construct``
+    does at a tenth of its cost (the processor builds one exposure per judged folder). Every field without a
+    plain default must be given; the object is the model's own, so its serialisation is the contract's."""
+    known = _DEFAULTS.get(model)
+    if known is None:
+        defaults = {
+            n: f.default for n, f in model.model_fields.items() if not f.is_required() and f.default_factory is None
+        }
+        known = _DEFAULTS[model] = (defaults, frozenset(model.model_fields) - defaults.keys())
+    defaults, needed = known
+    if not needed <= values.keys():
+        raise TypeError(f"{model.__name__} needs {', '.join(sorted(needed - values.keys()))}")
+    built = model.__new__(model)
+    object.__setattr__(built, "__dict__", {**defaults, **values})
+    object.__setattr__(built, "__pydantic_fields_set__", set(values))
+    object.__setattr__(built, "__pydantic_extra__", None)
+    object.__setattr__(built, "__pydantic_private__", None)
+    return built

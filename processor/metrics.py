@@ -7,10 +7,13 @@ Open exposures are counted at scrape time by the core (:mod:`permwatch.metrics_s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from permwatch.metrics import counter as new_counter
+from permwatch.metrics import gauge as new_gauge
 
 # Change observed → exposure emitted. The target is well under a second, so the
 # buckets are fine between 5 and 500 ms (steps of 25-50 %) and coarse beyond.
@@ -61,11 +64,7 @@ class ProcessorMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ProcessorMetrics:
-        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
-            return Counter(name, doc, list(labels), registry=registry)
-
-        def gauge(name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
-            return Gauge(name, doc, list(labels), registry=registry)
+        counter, gauge = partial(new_counter, registry), partial(new_gauge, registry)
 
         return cls(
             processor_events_handled=counter(
