@@ -214,7 +214,8 @@ class ProcessorConfig(_Section):
     batch_max: int = Field(default=5000, ge=1)
     partitioned: bool = Field(
         default=False,
-        description="several processors share the fs topic's partitions (Kafka only); see processor/partitioned.py",
+        description="several processors share the fs topic's partitions (Kafka, either client); "
+        "see processor/partitioned.py",
     )
     instance_id: str = Field(
         default="",
@@ -380,8 +381,10 @@ def load_config(
             )
         except SecretUnavailable as exc:
             problems.append(f"{path}: {exc}")
-    if config.processor.partitioned and config.transport.kind != "kafka":
-        problems.append(f"{path}: key 'processor.partitioned': needs transport.kind = 'kafka' (consumer groups)")
+    if config.processor.partitioned and config.transport.kind not in ("kafka", "confluent"):
+        problems.append(
+            f"{path}: key 'processor.partitioned': needs transport.kind = 'kafka' or 'confluent' (consumer groups)"
+        )
     if problems:
         raise ConfigError("\n".join(problems))
     return config

@@ -1,5 +1,8 @@
 """The processor role when several processors share the work: Kafka consumer groups, nothing home-made.
 
+It runs on either Kafka client: all it asks of the ``fs`` consumer is
+:class:`permwatch.transport.base.SharedPartitions`.
+
 Every processor reads the whole ``directory`` and ``labels`` topics (in a
 group of its own, ``<group>.<instance_id>``, so its position survives a
 restart) and the ``fs`` partitions the shared group ``<group>`` gives it.
@@ -39,8 +42,7 @@ import uuid
 
 from permwatch.config import ProcessorConfig
 from permwatch.events import TOPIC_DIRECTORY, TOPIC_FS, TOPIC_LABELS
-from permwatch.transport.base import Record
-from permwatch.transport.kafka import KafkaTopicConsumer
+from permwatch.transport.base import Record, SharedPartitions
 from processor.checkpoint import Offsets, process_age
 from processor.runner import _NO_COMMIT, ProcessorRunner
 
@@ -77,8 +79,8 @@ class PartitionedProcessor(ProcessorRunner):
             replay_from={tp: offset for tp, offset in saved.items() if tp[0] == TOPIC_FS} or None,
             member=member,
         )
-        if not isinstance(owned, KafkaTopicConsumer):  # guarded by the config check
-            raise TypeError("processor.partitioned needs the kafka transport")
+        if not isinstance(owned, SharedPartitions):  # guarded by the config check
+            raise TypeError("processor.partitioned needs a Kafka transport (kafka or confluent)")
         log.info("processor %s started (fs partitions shared in group %s)", instance, self.config.group)
         generation = -1
         rebuilding = pending = False

@@ -80,6 +80,27 @@ class EndOffsets(Protocol):
 
 
 @runtime_checkable
+class SharedPartitions(EndOffsets, ReplayProgress, Protocol):
+    """A ``replay_history`` group consumer whose topic the group shares out among its members (both Kafka
+    clients'): which partitions it owns now, and a count of the changes, so a stage keeping state per partition
+    (the partitioned processor) rebuilds when its share moves."""
+
+    @property
+    def generation(self) -> int:
+        """Counts the changes of this consumer's assignment seen by :meth:`Consumer.poll` so far."""
+        ...
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the first assignment started where ``replay_from`` said (see :meth:`Bus.consumer`)."""
+        ...
+
+    def partitions(self) -> set[tuple[str, int]]:
+        """The (topic, partition)s this consumer owns now."""
+        ...
+
+
+@runtime_checkable
 class LogExtent(Protocol):
     """A bus that can say which log it is and what it holds, so a checkpoint can be checked against it."""
 
