@@ -80,7 +80,7 @@ class EndOffsets(Protocol):
 
 
 @runtime_checkable
-class SharedPartitions(EndOffsets, ReplayProgress, Protocol):
+class SharedPartitions(Consumer, EndOffsets, ReplayProgress, Protocol):
     """A ``replay_history`` group consumer whose topic the group shares out among its members (both Kafka
     clients'): which partitions it owns now, and a count of the changes, so a stage keeping state per partition
     (the partitioned processor) rebuilds when its share moves."""
