@@ -39,7 +39,7 @@ from permwatch.events import (
     exposure_event_id,
     exposure_id_for,
 )
-from permwatch.wire import unchecked
+from permwatch.wire import constants_of, unchecked
 from processor.readers import ReaderEvaluator
 from processor.state import AclKey, Directory, PathState, popcount
 
@@ -110,6 +110,7 @@ class Verdict(ExposureEvent):
 
 
 _EXPOSURE_FIELDS = tuple(ExposureEvent.model_fields)
+_SCHEMA_VERSION, _EXPOSURE_TYPE = constants_of(Verdict).values()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -492,27 +493,32 @@ class ExposureTracker:
         every, listed, cut = self._names_of(outsiders)
         return unchecked(
             Verdict,
-            event_id=exposure_event_id(current.exposure_id, current.sequence),
-            source=self.source,
-            observed_at=cause.last_at,
-            exposure_id=current.exposure_id,
-            sequence=current.sequence,
-            status=status,
-            kind=kind,
-            folder=record.folder,
-            label=record.label,
-            people=outsiders.bit_count(),
-            groups=self.group_names(grants),
-            users=listed,
-            users_truncated=cut,
-            grants=grants,
-            paths_affected=paths[0],
-            sample_paths=paths[1],
-            cause_event_ids=cause.ids,
-            actor=cause.actor,  # who made this change; the opener stays on the opening event
-            opened_at=current.opened_at,
-            closed_at=closed_at,
-            duration_seconds=duration,
-            detected_at=self.now or self.clock(),
-            all_users=every,
+            {
+                # in the model's field order, which is the order it serialises in
+                "schema_version": _SCHEMA_VERSION,
+                "event_id": exposure_event_id(current.exposure_id, current.sequence),
+                "observed_at": cause.last_at,
+                "source": self.source,
+                "type": _EXPOSURE_TYPE,
+                "exposure_id": current.exposure_id,
+                "sequence": current.sequence,
+                "status": status,
+                "kind": kind,
+                "folder": record.folder,
+                "label": record.label,
+                "people": outsiders.bit_count(),
+                "groups": self.group_names(grants),
+                "users": listed,
+                "users_truncated": cut,
+                "grants": grants,
+                "paths_affected": paths[0],
+                "sample_paths": paths[1],
+                "cause_event_ids": cause.ids,
+                "actor": cause.actor,  # who made this change; the opener stays on the opening event
+                "opened_at": current.opened_at,
+                "closed_at": closed_at,
+                "duration_seconds": duration,
+                "detected_at": self.now or self.clock(),
+                "all_users": every,
+            },
         )
