@@ -121,11 +121,12 @@ def render_defaults() -> str:
     values = dict(config)
     out = [*HEADER.splitlines(), "", *_scalar_lines(model, values, commented=False)]
     out += _table("[transport]", TransportConfig, dict(config.transport), commented=False)
-    out += _table("[transport.kafka]", KafkaConfig, _defaults_of(KafkaConfig), commented=True)
-    for name, section in SECTIONS.items():  # the collectors' tables, each typed by its collector
+    for name, section in SECTIONS.items():  # the collectors' tables, each typed by its collector: shared ones
         if section.always:
             out += _table(f"[{name}]", section.model, dict(values[name]), commented=False)
-        else:
+    out += _table("[transport.kafka]", KafkaConfig, _defaults_of(KafkaConfig), commented=True)
+    for name, section in SECTIONS.items():  # ... and each collector kind's, optional
+        if not section.always:
             header = f"[[{name}]]" if section.repeated else f"[{name}]"
             out += _table(header, section.model, _defaults_of(section.model), commented=True)
     out += _table("[labels]", LabelsConfig, dict(config.labels), commented=False)
