@@ -176,6 +176,34 @@ AclKind = Literal["posix"]
 """The kinds of ACL a permission event can carry; a new kind (the NT ACL) is added here, additively."""
 
 
+# --------------------------------------------------------------- actors (#18)
+
+ActorConfidence = Literal["pidfd", "proc", "unresolved", "smb_audit", "audit"]
+"""How sure a collector is of who made a change: ``pidfd`` (fanotify's pidfd showed the process was still the
+one behind the event when its uid was read), ``proc`` (best effort: its pid alone, read from /proc),
+``unresolved`` (the process had gone before it could be asked), ``smb_audit`` (Samba's vfs_full_audit names the
+SMB user), ``audit`` (the kernel audit log's login uid)."""
+
+
+class Actor(_Frozen):
+    """Who made a permission change (or opened a file): the user, the process, and how sure that is.
+
+    ``name`` and ``uid`` are absent when unresolved; ``process`` is the command's name (never its arguments).
+    """
+
+    name: str | None = Field(default=None, max_length=256)
+    uid: Int | None = None
+    process: str | None = Field(default=None, max_length=64)
+    pid: Int | None = None
+    confidence: ActorConfidence
+
+    def text(self) -> str | None:
+        """The actor as a record names it: the user name, else ``uid N``; None when unresolved."""
+        if self.name:
+            return self.name
+        return None if self.uid is None else f"uid {self.uid}"
+
+
 class FsPermissionEvent(Event):
     """The permission state of one path as the collector read it.
 
@@ -198,6 +226,7 @@ class FsPermissionEvent(Event):
     acl: tuple[AclEntry, ...] = ()
     default_acl: tuple[AclEntry, ...] = ()
     acl_kind: AclKind = "posix"
+    actor: Actor | None = Field(default=None, description="who made the change, when a collector could tell (#18)")
 
     _paths = field_validator("path", "old_path")(_check_path)
 
@@ -206,6 +235,8 @@ class FsPermissionEvent(Event):
         fields: dict[str, object] = handler(self)
         if self.acl_kind == "posix":
             fields.pop("acl_kind", None)
+        if self.actor is None:
+            fields.pop("actor", None)  # an event without an actor is version 1's bytes, as before #18
         return fields
 
     @model_validator(mode="after")
@@ -433,6 +464,22 @@ class ExposureEvent(Event):
     closed_at: Time | None = None
     duration_seconds: float | None = None
     detected_at: Time = Field(default_factory=utcnow)
+    # -- who changed it (#18): left off the wire at their defaults, so records without them stay version 1's bytes
+    actor_confidence: ActorConfidence | None = Field(
+        default=None, description="how sure the collector was of ``actor`` (see Actor.confidence)"
+    )
+    actor_unresolved: Int = Field(
+        default=0, ge=0, description="cause events of this change whose actor the collector could not resolve"
+    )
+
+    @model_serializer(mode="wrap")
+    def _actor_details_when_known(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        fields: dict[str, object] = handler(self)
+        if self.actor_confidence is None:
+            fields.pop("actor_confidence", None)
+        if not self.actor_unresolved:
+            fields.pop("actor_unresolved", None)
+        return fields
 
     _folder = field_validator("folder")(_check_path)
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 from collectors.acl import NameCache
 from collectors.fs.read import PathState, memo_by_identity
-from permwatch.events import AclEntry, AclKind, FsKind, ObjectType
+from permwatch.events import AclEntry, AclKind, Actor, FsKind, ObjectType
 
 MAX_FRAGMENTS = 4096
 """Remembered owner/group/ACL fragments before the memo starts again (a tree has few distinct ones)."""
@@ -62,10 +62,13 @@ class FsWireEncoder:
         default_acl: tuple[AclEntry, ...],
         observed_at: str,
         acl_kind: AclKind = "posix",
+        actor: Actor | None = None,
     ) -> bytes:
         """The event's bytes; ``observed_at`` as :func:`time_text` writes it. A POSIX ACL's kind is left
-        off, as the model leaves it off, so these are version 1's bytes."""
+        off, as the model leaves it off, so these are version 1's bytes; so is an absent ``actor``."""
         kind_field = "" if acl_kind == "posix" else f',"acl_kind":"{acl_kind}"'
+        if actor is not None:
+            kind_field += ',"actor":' + actor.model_dump_json()
         return (
             f'{self._head}{self._prefix}{next(self._counter):x}","observed_at":"{observed_at}",'
             f'"kind":"{kind.value}","path":{_string(path)},'
@@ -74,7 +77,13 @@ class FsWireEncoder:
         ).encode()
 
     def encode_state(
-        self, path: str, kind: FsKind, state: PathState, names: NameCache, observed_at: str | None = None
+        self,
+        path: str,
+        kind: FsKind,
+        state: PathState,
+        names: NameCache,
+        observed_at: str | None = None,
+        actor: Actor | None = None,
     ) -> bytes:
         """:meth:`encode` for a state as read, its owner and group named by ``names``; observed now unless given."""
         return self.encode(
@@ -88,6 +97,7 @@ class FsWireEncoder:
             state.default_acl,
             self.now() if observed_at is None else observed_at,
             state.acl_kind,
+            actor,
         )
 
     def now(self) -> str:

@@ -9,7 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collectors.fs.wire import FsWireEncoder, time_text
-from permwatch.events import AclEntry, AclTag, FsBatch, FsKind, FsPermissionEvent, Identity, ObjectType, decode, encode
+from permwatch.events import (
+    AclEntry,
+    AclTag,
+    Actor,
+    FsBatch,
+    FsKind,
+    FsPermissionEvent,
+    Identity,
+    ObjectType,
+    decode,
+    encode,
+)
 
 names = st.none() | st.text(min_size=1, max_size=12)
 components = st.text(min_size=1, max_size=12).filter(lambda c: c not in (".", "..") and "/" not in c and "\0" not in c)
@@ -22,6 +33,14 @@ entries = st.builds(
     perms=st.integers(0, 7),
 )
 acls = st.lists(entries, max_size=6).map(tuple)
+actors = st.none() | st.builds(
+    Actor,
+    name=names,
+    uid=st.none() | st.integers(0, 2**32 - 1),
+    process=st.none() | st.text(max_size=15),
+    pid=st.none() | st.integers(1, 2**22),
+    confidence=st.sampled_from(["pidfd", "proc", "unresolved", "smb_audit", "audit"]),
+)
 times = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 
 
@@ -37,6 +56,7 @@ times = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1,
     default_acl=acls,
     when=times,
     source=st.text(max_size=20),
+    actor=actors,
 )
 def test_the_wire_encoding_decodes_to_the_models_event(
     path: str,
@@ -49,9 +69,10 @@ def test_the_wire_encoding_decodes_to_the_models_event(
     default_acl: tuple[AclEntry, ...],
     when: datetime,
     source: str,
+    actor: Actor | None,
 ) -> None:
     wire = FsWireEncoder(source)
-    value = wire.encode(path, kind, object_type, owner, group, mode, acl, default_acl, time_text(when))
+    value = wire.encode(path, kind, object_type, owner, group, mode, acl, default_acl, time_text(when), actor=actor)
     got = decode(value)
     assert isinstance(got, FsPermissionEvent)
     expected = FsPermissionEvent(
@@ -66,6 +87,7 @@ def test_the_wire_encoding_decodes_to_the_models_event(
         mode=mode,
         acl=acl,
         default_acl=default_acl,
+        actor=actor,
     )
     assert got == expected
     assert decode(encode(expected)) == got
@@ -111,3 +133,18 @@ def test_the_fast_encoder_leaves_a_posix_acl_kind_off_as_the_model_does() -> Non
         "/srv/x", FsKind.CHANGED, ObjectType.DIRECTORY, (0, None), (0, None), 0o755, (), (), "2026-11-16T09:30:00Z"
     )
     assert b"acl_kind" not in value
+
+
+def test_an_event_without_an_actor_is_version_1s_bytes_and_one_with_an_actor_says_who_and_how_sure() -> None:
+    event = decode(VERSION_1_EVENT)
+    assert isinstance(event, FsPermissionEvent) and event.actor is None
+    assert b"actor" not in encode(event)
+    who = Actor(name="cecilia", uid=33203, process="setfacl", pid=4242, confidence="pidfd")
+    attributed = event.model_copy(update={"actor": who})
+    assert encode(attributed) == VERSION_1_EVENT[:-1] + (
+        b',"actor":{"name":"cecilia","uid":33203,"process":"setfacl","pid":4242,"confidence":"pidfd"}}'
+    )
+    assert decode(encode(attributed)) == attributed
+    assert who.text() == "cecilia"
+    assert Actor(uid=33203, confidence="proc").text() == "uid 33203"
+    assert Actor(pid=4242, confidence="unresolved").text() is None
