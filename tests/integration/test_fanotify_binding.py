@@ -42,7 +42,7 @@ def test_chmod_and_setfacl_by_another_uid_are_attributed_through_the_pidfd(folde
         for argv in (["chmod", "640", target], ["setfacl", "-m", "u:65534:r", target]):
             held = run_and_hold(OTHER_UID, OTHER_GID, *argv)
             found: list[FanEvent] = []
-            event = wait_until(lambda: events_until(fan, target, FAN_ATTRIB, found), f"{argv[0]}'s event")
+            event = wait_until(lambda found=found: events_until(fan, target, FAN_ATTRIB, found), f"{argv[0]} event")
             assert held.release() != 0  # the missing operand: the change itself was made
             assert event.process.uid == OTHER_UID
             assert event.process.name == argv[0]
