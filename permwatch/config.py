@@ -150,6 +150,13 @@ class FsCollectorConfig(_Section):
         description="how each path's owner, group, mode and ACL are read: a name in collectors.fs.readers"
         ".ACL_READERS (posix: mode bits and POSIX ACLs from the system.posix_acl_* xattrs)",
     )
+    # -- who changed it, who opened it (#18)
+    actors: str = Field(
+        default="none",
+        min_length=1,
+        description="who made a permission change: a name in collectors.fs.actors.ACTOR_SOURCES (none; fanotify:"
+        " local changes, needs CAP_SYS_ADMIN and CAP_DAC_READ_SEARCH)",
+    )
 
     @field_validator("roots")
     @classmethod

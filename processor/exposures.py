@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from permwatch.events import (
+    ActorConfidence,
     ExposureEvent,
     ExposureKind,
     ExposureStatus,
@@ -76,6 +77,22 @@ class Cause:
     last_at: datetime
     actor: str | None = None
     _ids: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+    # -- who changed it (#18)
+    actor_confidence: ActorConfidence | None = None
+    """how sure the collector was of ``actor`` (an Actor's confidence), for the latest cause that named one"""
+    actor_unresolved: int = 0
+    """filesystem events among the causes whose actor the collector could not resolve"""
+    _last_counted: str | None = field(default=None, repr=False, compare=False)
+
+    def attribute(self, event_id: str, actor: str | None, confidence: ActorConfidence | None) -> None:
+        """Note one cause event's actor and confidence (counted once per event, however often it touches)."""
+        if event_id == self._last_counted:
+            return
+        self._last_counted = event_id
+        if confidence == "unresolved":
+            self.actor_unresolved += 1
+        elif actor is not None:
+            self.actor, self.actor_confidence = actor, confidence
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -122,6 +139,8 @@ class Verdict:
     source: str
     all_users: tuple[str, ...]
     """every outsider by name, sorted: not on the wire (``users`` is cut), for the workshop commands"""
+    actor_confidence: ActorConfidence | None = None
+    actor_unresolved: int = 0
 
     @property
     def event_id(self) -> str:
@@ -151,6 +170,8 @@ class Verdict:
             duration_seconds=self.duration_seconds,
             observed_at=self.observed_at,
             detected_at=self.detected_at,
+            actor_confidence=self.actor_confidence,
+            actor_unresolved=self.actor_unresolved,
         )
 
 
@@ -191,6 +212,8 @@ class OpenExposure:
     """the kind last emitted"""
     contents_seen: bool = False
     """whether any event of this exposure was of contents: its close says so"""
+    actor_unresolved: int = 0
+    """cause events of this exposure so far whose actor the collector could not resolve (#18)"""
 
 
 @dataclass(slots=True)
@@ -436,6 +459,8 @@ class ExposureTracker:
                         break
         else:
             paths, kind = _NO_PATHS, NAMES
+        if current is not None:
+            current.actor_unresolved += cause.actor_unresolved
         if current is not None and current.shape is None and current.published is not None:
             if self._published_as(current.published, outsiders, grants, paths, kind):
                 current.shape, current.paths = (outsiders, grants), paths
@@ -464,6 +489,7 @@ class ExposureTracker:
             current = record.open = OpenExposure(
                 exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor, None, paths, kind, kind is CONTENTS
             )
+            current.actor_unresolved = cause.actor_unresolved
             return self._event(record, current, ExposureStatus.OPENED, kind, outsiders, grants, paths, cause)
         if current.shape == (outsiders, grants) and current.paths == paths and current.kind is kind:
             return None
@@ -556,4 +582,6 @@ class ExposureTracker:
             self.now or self.clock(),
             self.source,
             every,
+            cause.actor_confidence if cause.actor is not None else None,
+            current.actor_unresolved,
         )

@@ -14,7 +14,8 @@ or cannot watch a directory (watch limit), or the spool dropped events and
 has drained, the loop says so in the log and rescans the affected roots; a
 degraded root is rescanned periodically until it can be watched whole again.
 Paths are read with the ACL reader ``[[fs]] acl_reader`` names
-(:mod:`collectors.fs.readers`).
+(:mod:`collectors.fs.readers`); who made a change comes from the actor source
+``[[fs]] actors`` names (:mod:`collectors.fs.actors`), asked when the change is read.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from watchdog.events import (
 from watchdog.observers.api import ObservedWatch
 
 from collectors.acl import DEFAULT_NAMES, NameCache
+from collectors.fs.actors import actor_source_named
 from collectors.fs.metrics import FsCollectorMetrics, FsCollectorStats
 from collectors.fs.paths import CoveredPaths, ancestors_of
 from collectors.fs.publish import Emitter, Labeller, Publisher
@@ -106,6 +108,7 @@ class FsCollector:
         self.stats = FsCollectorStats()
         self._metrics = FsCollectorMetrics(metrics, config.collector_id)
         reader = acl_reader_named(config.acl_reader, names)
+        self._actors = actor_source_named(config.actors, names)
         self._store = PublishedStateStore(state_path if state_path is not None else config.state_path)
         self._publisher = Publisher(
             self._store,
@@ -162,6 +165,7 @@ class FsCollector:
         try:
             if self._config.watch:
                 self._start_watching()
+                self._actors.start(self._roots)
             for root in self._roots:
                 self.scan(root, "baseline")
             while self._config.watch and not stop.is_set():
@@ -175,6 +179,7 @@ class FsCollector:
         finally:
             self._walker.stop = None
             self._watcher.stop()
+            self._actors.close()
 
     def scan(self, root: str | Path, reason: ScanReason = "manual") -> ScanCompleted:
         """Publish the differences between ``root`` (and its ancestors) and what was published.
@@ -431,7 +436,8 @@ class FsCollector:
                 break  # deadlines are first-seen + constant, so insertion order is deadline order
             del self._attrib_due[path]
             # The change happened when inotify told us, not when the coalescing window ended.
-            self._walker.reconcile_path(path, LIVE_KINDS, Tally(), observed_at=noticed)
+            actor = self._actors.actor_of(path)
+            self._walker.reconcile_path(path, LIVE_KINDS, Tally(), observed_at=noticed, actor=actor)
 
     def _rescan_where_needed(self) -> None:
         now = self._clock()

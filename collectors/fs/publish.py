@@ -23,7 +23,7 @@ from collectors.fs.metrics import FsCollectorStats
 from collectors.fs.read import PathState
 from collectors.fs.state import PublishedRecord, PublishedStateStore
 from collectors.fs.wire import FsWireEncoder, time_text
-from permwatch.events import Event, FsKind, FsPermissionEvent, Identity, LabelAssigned, ObjectType, utcnow
+from permwatch.events import Actor, Event, FsKind, FsPermissionEvent, Identity, LabelAssigned, ObjectType, utcnow
 from permwatch.transport.spool import RecordDropped
 
 EncodedEmit = Callable[[str, bytes, str], None]
@@ -98,13 +98,21 @@ class Publisher:
     # ------------------------------------------------------------ permissions
 
     def publish(
-        self, path: str, state: PathState, kind: FsKind, *, observed_at: datetime | None, old_path: str | None = None
+        self,
+        path: str,
+        state: PathState,
+        kind: FsKind,
+        *,
+        observed_at: datetime | None,
+        old_path: str | None = None,
+        actor: Actor | None = None,
     ) -> None:
-        """Publish ``state`` of ``path``, observed at ``observed_at`` (``None``: now, as it is read)."""
+        """Publish ``state`` of ``path``, observed at ``observed_at`` (``None``: now, as it is read), changed
+        by ``actor`` when an actor source could tell."""
         self._store.put(path, object_type=state.object_type, fingerprint=state.fingerprint)
         if self.encoded_emit is not None and old_path is None:
             observed = None if observed_at is None else time_text(observed_at)
-            value = self._wire.encode_state(path, kind, state, self._names, observed)
+            value = self._wire.encode_state(path, kind, state, self._names, observed, actor)
             self._emit_encoded(self.encoded_emit, path, value)
             return
         self.emit(
@@ -119,6 +127,7 @@ class Publisher:
                 acl=state.acl,
                 default_acl=state.default_acl,
                 acl_kind=state.acl_kind,
+                actor=actor,
                 source=self._source,
                 observed_at=observed_at or utcnow(),
             )
