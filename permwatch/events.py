@@ -43,6 +43,8 @@ TOPIC_LABELS = "labels"
 TOPIC_EXPOSURES = "exposures"
 TOPIC_DEADLETTER = "deadletter"
 INPUT_TOPICS = (TOPIC_FS, TOPIC_DIRECTORY, TOPIC_LABELS)
+TOPIC_ACCESS = "access"
+"""Opens of files in labelled folders (#18): its own topic, with its own retention, read by the workshop's report."""
 
 
 def new_event_id() -> str:
@@ -374,6 +376,18 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
+class PersonalData(_Frozen):
+    """What personal data a labelled folder holds, as its data owner states it: the facts GDPR Art. 33(3)(a)
+    asks of a breach report (#18). Every field is optional; the report says what is not stated."""
+
+    data_categories: tuple[str, ...] = Field(default=(), description="e.g. 'payroll', 'health records'")
+    subject_categories: tuple[str, ...] = Field(default=(), description="e.g. 'employees', 'patients'")
+    approx_subjects: Int | None = Field(default=None, ge=0, description="approximate number of data subjects")
+    approx_records: Int | None = Field(default=None, ge=0, description="approximate number of records")
+    special_categories: tuple[str, ...] = Field(default=(), description="Art. 9 categories, e.g. 'health'")
+    data_owner: str | None = Field(default=None, max_length=256, description="who answers for the data")
+
+
 class Label(_Frozen):
     """A sensitivity label: who may read a folder and how bad it is when others can."""
 
@@ -384,6 +398,15 @@ class Label(_Frozen):
     alert_on_names: Bool = Field(
         default=True, description="false: exposures of names only are recorded, but the alerts stage skips them"
     )
+    # -- breach-report facts (#18): left off the wire when absent, so a label without them is version 1's bytes
+    personal_data: PersonalData | None = None
+
+    @model_serializer(mode="wrap")
+    def _personal_data_when_stated(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        fields: dict[str, object] = handler(self)
+        if self.personal_data is None:
+            fields.pop("personal_data", None)
+        return fields
 
 
 class LabelAssigned(Event):
@@ -403,6 +426,31 @@ class LabelAssigned(Event):
     @property
     def key(self) -> str:
         return self.path
+
+
+# ---------------------------------------------------------------- access (#18)
+
+
+class FsAccessEvent(Event):
+    """Someone opened a path in a labelled folder: who, which path, when (``observed_at``), how, and whether
+    it was granted. Recorded for labelled folders only, never with the file's contents."""
+
+    type: Literal["fs.access"] = "fs.access"
+    path: str = Field(min_length=1, max_length=4096)
+    folder: str = Field(min_length=1, max_length=4096, description="the labelled folder the path lies in")
+    actor: Actor
+    how: Literal["local", "smb"] = "local"
+    granted: Bool = True
+
+    _paths = field_validator("path", "folder")(_check_path)
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_ACCESS
+
+    @property
+    def key(self) -> str:
+        return self.folder
 
 
 # ------------------------------------------------------------------ exposures
@@ -521,7 +569,14 @@ class DeadLetter(_Frozen):
 # -------------------------------------------------------------------- decoding
 
 AnyEvent = Annotated[
-    FsPermissionEvent | FsBatch | ScanCompleted | DirectoryUser | DirectoryGroup | LabelAssigned | ExposureEvent,
+    FsPermissionEvent
+    | FsBatch
+    | ScanCompleted
+    | DirectoryUser
+    | DirectoryGroup
+    | LabelAssigned
+    | ExposureEvent
+    | FsAccessEvent,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)

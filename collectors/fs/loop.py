@@ -46,6 +46,7 @@ from watchdog.observers.api import ObservedWatch
 from collectors.acl import DEFAULT_NAMES, NameCache
 from collectors.fs.actors import actor_source_named
 from collectors.fs.metrics import FsCollectorMetrics, FsCollectorStats
+from collectors.fs.opens import open_source_named
 from collectors.fs.paths import CoveredPaths, ancestors_of
 from collectors.fs.publish import Emitter, Labeller, Publisher
 from collectors.fs.read import PathExcluder, PathState
@@ -55,7 +56,7 @@ from collectors.fs.state import PublishedRecord, PublishedStateStore
 from collectors.fs.walk import LIVE_KINDS, SCAN_KINDS, ScanInterrupted, SpreadSettings, Tally, TreeWalker
 from collectors.fs.watch import PermissionWatcher, TroubleKind, WatchTrouble, sysctl
 from permwatch.config import FsCollectorConfig
-from permwatch.events import FsKind, ScanCompleted, utcnow
+from permwatch.events import FsKind, LabelAssigned, ScanCompleted, utcnow
 from permwatch.metrics import Metrics
 
 __all__ = ["FsCollector", "FsCollectorStats", "ScanReason", "ancestors_of"]
@@ -109,6 +110,7 @@ class FsCollector:
         self._metrics = FsCollectorMetrics(metrics, config.collector_id)
         reader = acl_reader_named(config.acl_reader, names)
         self._actors = actor_source_named(config.actors, names)
+        self._opens = open_source_named(config.opens, names, config.collector_id)
         self._store = PublishedStateStore(state_path if state_path is not None else config.state_path)
         self._publisher = Publisher(
             self._store,
@@ -118,6 +120,7 @@ class FsCollector:
             labeller=labeller,
             batch_size=batch_size,
             stats=self.stats,
+            label_listener=self._label_published,
         )
         spread = SpreadSettings(config.scan_workers, tuple(config.excludes), self._source, config.acl_reader)
         self._walker = TreeWalker(
@@ -180,6 +183,7 @@ class FsCollector:
             self._walker.stop = None
             self._watcher.stop()
             self._actors.close()
+            self._opens.close()
 
     def scan(self, root: str | Path, reason: ScanReason = "manual") -> ScanCompleted:
         """Publish the differences between ``root`` (and its ancestors) and what was published.
@@ -309,6 +313,15 @@ class FsCollector:
         for root in affected:
             self._rescans.request(root, trouble.at)
 
+    def _label_published(self, assigned: LabelAssigned) -> None:
+        """Opens are recorded in labelled folders only, and only while the collector follows changes."""
+        if not self._config.watch:
+            return
+        if assigned.label is None:
+            self._opens.unwatch(assigned.path)
+        else:
+            self._opens.watch(assigned.path)
+
     # ------------------------------------------------------------ following
 
     def _follow_once(self) -> None:
@@ -328,6 +341,8 @@ class FsCollector:
             except queue.Empty:
                 item = None
         self._read_due_attributes()
+        for access in self._opens.take():
+            self._publisher.emit(access)
         self._rescan_where_needed()
         if self._inbox.empty():
             self._publisher.confirm()
@@ -381,6 +396,8 @@ class FsCollector:
         if path == root and os.path.isdir(root):
             log.info("root %s appeared; watching it", root)
             self._watch_root(root)  # before the walk, so nothing made meanwhile is missed
+        if os.path.isdir(path):
+            self._opens.created(path)
         self._walker.walk_tree(path, self._walker.settler(LIVE_KINDS, Tally()), Tally())
 
     def _on_deleted(self, path: str) -> None:

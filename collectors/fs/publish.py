@@ -70,7 +70,10 @@ class Publisher:
         labeller: Labeller | None,
         batch_size: int,
         stats: FsCollectorStats,
+        label_listener: Callable[[LabelAssigned], None] | None = None,
     ) -> None:
+        self._label_listener = label_listener
+        """told of every label event published (the open source watches labelled folders, #18)"""
         self._store = store
         self._emitter = emitter
         self._source = source
@@ -176,6 +179,8 @@ class Publisher:
             assigned = assigned.model_copy(update={"source": self._source})
         self._labels_unconfirmed.add(assigned.path)
         self.emit(assigned)
+        if self._label_listener is not None:
+            self._label_listener(assigned)
 
     # --------------------------------------------------------------- protocol
 

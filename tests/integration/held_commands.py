@@ -27,7 +27,9 @@ class HeldCommand:
         os.set_blocking(write_end, True)
         self._read_end = read_end
         ident = [f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
-        self.process = subprocess.Popen(["setpriv", *ident, *argv, MISSING], stderr=write_end)
+        self.process = subprocess.Popen(
+            ["setpriv", *ident, *argv, MISSING], stdout=subprocess.DEVNULL, stderr=write_end
+        )
         os.close(write_end)
 
     def release(self) -> int:

@@ -31,6 +31,7 @@ state_dir = "{tmp_path / "state"}"
 collector_id = "actors"
 roots = ["{share}"]
 actors = "fanotify"
+opens = "fanotify"
 [directory]
 path = "{directory_file}"
 [labels.definitions.ledning]

@@ -1,0 +1,209 @@
+"""Who opened what in labelled folders: access records from fanotify ``FAN_OPEN``, chosen by ``[[fs]] opens``.
+
+Only labelled folders are watched: each directory at or below one gets an
+inode mark for opens of itself and its entries (a filesystem-wide mark would
+cost every open on the disk). The marks are notification marks, never
+permission marks: the collector itself opens these folders when it walks
+them, and a permission mark would make it wait on itself. Its own opens are
+dropped. A thread reads the events as they come (a process can be asked who
+it is only while it lives) and queues one :class:`permwatch.events.FsAccessEvent`
+per (process, path); the collector's loop publishes them on the ``access``
+topic (:meth:`OpenSource.take`). Nothing of a file's contents is ever read.
+Adding a source is one class and one line in :data:`OPEN_SOURCES`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Protocol
+
+from collectors.acl import NameCache
+from collectors.fanotify import FAN_EVENT_ON_CHILD, FAN_ONDIR, FAN_OPEN, FanEvent, Fanotify, FanotifyUnavailable
+from collectors.fs.actors import actor_from
+from permwatch.events import FsAccessEvent
+
+log = logging.getLogger(__name__)
+
+OPEN_MASK = FAN_OPEN | FAN_EVENT_ON_CHILD | FAN_ONDIR
+MAX_SEEN = 65_536
+"""(pid, path) pairs remembered so one process's repeated opens of a path are recorded once."""
+
+
+class OpenSource(Protocol):
+    """Watches labelled folders for opens; :meth:`take` hands over the access events read so far."""
+
+    def watch(self, folder: str) -> None: ...
+
+    def unwatch(self, folder: str) -> None: ...
+
+    def created(self, directory: str) -> None: ...
+
+    def take(self) -> list[FsAccessEvent]: ...
+
+    def close(self) -> None: ...
+
+
+class FanotifyOpens:
+    """Access records of labelled folders from fanotify; see the module docstring."""
+
+    def __init__(self, names: NameCache, *, source: str) -> None:
+        self._names = names
+        self._source = source
+        self._folders: set[str] = set()
+        self._marked: set[str] = set()
+        self._seen: OrderedDict[tuple[int, str], None] = OrderedDict()
+        self._out: queue.SimpleQueue[FsAccessEvent] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._fan: Fanotify | None = None
+        self._thread: threading.Thread | None = None
+        self._failed = False
+
+    def _started(self) -> Fanotify | None:
+        if self._fan is None and not self._failed:
+            try:
+                self._fan = Fanotify()
+            except FanotifyUnavailable as exc:
+                self._failed = True
+                log.warning("opens: fanotify unavailable (%s); opens in labelled folders are not recorded", exc)
+                return None
+            self._thread = threading.Thread(target=self._follow, name="fs-opens", daemon=True)
+            self._thread.start()
+        return self._fan
+
+    def watch(self, folder: str) -> None:
+        """Record opens in ``folder`` and everything below it."""
+        with self._lock:
+            fan = self._started()
+            if fan is None:
+                return
+            self._folders.add(folder)
+            for directory, subdirs, _files in os.walk(folder):
+                self._mark(fan, directory)
+                subdirs[:] = [d for d in subdirs if not os.path.islink(os.path.join(directory, d))]
+
+    def created(self, directory: str) -> None:
+        """A directory appeared: mark it (and what it holds) if it lies in a watched folder."""
+        with self._lock:
+            if self._fan is None or self._folder_of(directory) is None:
+                return
+            for below, subdirs, _files in os.walk(directory):
+                self._mark(self._fan, below)
+                subdirs[:] = [d for d in subdirs if not os.path.islink(os.path.join(below, d))]
+
+    def _mark(self, fan: Fanotify, directory: str) -> None:
+        if directory in self._marked:
+            return
+        try:
+            fan.mark(directory, OPEN_MASK)
+        except FanotifyUnavailable as exc:
+            log.warning("opens: cannot watch %s (%s)", directory, exc)
+            return
+        self._marked.add(directory)
+
+    def unwatch(self, folder: str) -> None:
+        """Stop recording opens in ``folder`` (its label was removed)."""
+        with self._lock:
+            self._folders.discard(folder)
+            prefix = folder.rstrip("/") + "/"
+            for directory in [d for d in self._marked if d == folder or d.startswith(prefix)]:
+                if self._folder_of(directory) is not None:
+                    continue  # a nested labelled folder still wants it
+                self._marked.discard(directory)
+                if self._fan is not None:
+                    with contextlib.suppress(FanotifyUnavailable):  # gone already: its mark went with it
+                        self._fan.mark(directory, OPEN_MASK, remove=True)
+
+    def _folder_of(self, path: str) -> str | None:
+        while True:
+            if path in self._folders:
+                return path
+            if path == "/" or not path:
+                return None
+            path = os.path.dirname(path)
+
+    def _follow(self) -> None:
+        fan = self._fan
+        assert fan is not None
+        while not self._stop.is_set():
+            if fan.wait(0.25):
+                with self._lock:
+                    for event in fan.read():
+                        self._record(event)
+
+    def _record(self, event: FanEvent) -> None:
+        if event.path is None or not event.is_open:
+            return
+        folder = self._folder_of(event.path)
+        if folder is None:
+            return
+        seen = (event.process.pid, event.path)
+        if seen in self._seen:
+            return
+        self._seen[seen] = None
+        if len(self._seen) > MAX_SEEN:
+            self._seen.popitem(last=False)
+        actor = actor_from(event.process, self._names)
+        self._out.put(FsAccessEvent(path=event.path, folder=folder, actor=actor, source=self._source))
+
+    def take(self) -> list[FsAccessEvent]:
+        out = []
+        while True:
+            try:
+                out.append(self._out.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            if self._fan is not None:
+                self._fan.close()
+                self._fan = None
+
+
+class NoOpens:
+    """No open source: opens are not recorded (the default)."""
+
+    def watch(self, folder: str) -> None:
+        return None
+
+    def unwatch(self, folder: str) -> None:
+        return None
+
+    def created(self, directory: str) -> None:
+        return None
+
+    def take(self) -> list[FsAccessEvent]:
+        return []
+
+    def close(self) -> None:
+        return None
+
+
+OPEN_SOURCES: dict[str, Callable[[NameCache, str], OpenSource]] = {
+    "none": lambda names, source: NoOpens(),
+    "fanotify": lambda names, source: FanotifyOpens(names, source=source),
+}
+
+
+class UnknownOpenSourceError(ValueError):
+    """``[[fs]] opens`` names no source in :data:`OPEN_SOURCES`."""
+
+
+def open_source_named(name: str, names: NameCache, source: str) -> OpenSource:
+    try:
+        make = OPEN_SOURCES[name]
+    except KeyError:
+        known = ", ".join(sorted(OPEN_SOURCES))
+        raise UnknownOpenSourceError(f"[[fs]] opens = {name!r} names no open source (known: {known})") from None
+    return make(names, source)
