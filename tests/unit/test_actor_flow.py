@@ -95,3 +95,14 @@ def test_a_bulk_change_of_10000_paths_by_one_process_is_one_burst_naming_it_with
     assert (d.folders, d.actor, d.actor_confidence, d.actor_unresolved) == (100, "cia", "pidfd", 37)
     text = ConsoleSink(ConsoleConfig(kind="console")).render(GroupUpdate(group, tuple(events)))
     assert "  changed by: cia (pidfd); 37 events whose actor could not be resolved" in text.splitlines()
+
+
+def test_the_timeline_says_who_made_a_filesystem_change_and_how_sure_that_is() -> None:
+    from processor.timeline import build_timeline
+
+    attributed = exposing("/srv/share/ledning", Actor(name="cia", uid=1003, confidence="pidfd"))
+    gone = exposing("/srv/share/ledning", GONE, minutes=1)
+    timeline = build_timeline("/srv/share/ledning", [attributed, gone], [])
+    summaries = [entry.summary for entry in timeline.entries]
+    assert summaries[0].endswith(" by cia (pidfd)")
+    assert summaries[1].endswith(" by an unresolved process (unresolved)")
