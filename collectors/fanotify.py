@@ -27,7 +27,7 @@ import os
 import select
 import signal
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -167,8 +167,13 @@ def identify(pid: int, pidfd: int | None) -> Process:
 class Fanotify:
     """One fanotify notification group; :meth:`read` yields its events, :meth:`close` ends it."""
 
-    def __init__(self, *, pidfd: bool = True, unlimited_queue: bool = False) -> None:
-        flags = FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_FID | FAN_REPORT_DFID_NAME
+    def __init__(self, *, pidfd: bool = True, unlimited_queue: bool = False, dir_names: bool = True) -> None:
+        """``dir_names``: report the directory and entry name (needed to name a path whose own handle cannot be
+        opened, e.g. a file chmod made unreadable is still fine; a deleted one is not); False reports only the
+        object's own handle, which the kernel encodes more cheaply per event (opens: bench/opens.py)."""
+        flags = FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_FID
+        if dir_names:
+            flags |= FAN_REPORT_DFID_NAME
         if pidfd:
             flags |= FAN_REPORT_PIDFD
         if unlimited_queue:
@@ -199,8 +204,12 @@ class Fanotify:
         ready, _, _ = select.select([self.fd], [], [], timeout)
         return bool(ready)
 
-    def read(self) -> Iterator[FanEvent]:
-        """Every event queued now (none when the queue is empty); never blocks."""
+    def read(self, skip: Callable[[int, str | None], bool] | None = None) -> Iterator[FanEvent]:
+        """Every event queued now (none when the queue is empty); never blocks.
+
+        ``skip(pid, path)``: events it is true for are dropped before their process is asked who it is (a
+        busy reader's thousandth open of one file costs a handle lookup, not a /proc read).
+        """
         while True:
             try:
                 data = os.read(self.fd, _BUFFER)
@@ -212,9 +221,14 @@ class Fanotify:
                 raise
             if not data:
                 return
-            yield from self._parse(data)
+            yield from self._parse(data, skip)
 
-    def _parse(self, data: bytes) -> Iterator[FanEvent]:
+    def _parse(self, data: bytes, skip: Callable[[int, str | None], bool] | None = None) -> Iterator[FanEvent]:
+        # Within one buffer, read at one moment: the same directory handle names the same directory, and a pid
+        # whose pidfd was valid names the process an earlier event of it was identified as (both were alive at
+        # the read, and two live processes never share a pid).
+        paths: dict[bytes, str | None] = {}
+        processes: dict[int, Process] = {}
         offset = 0
         while offset + _METADATA.size <= len(data):
             event_len, _vers, _res, metadata_len, mask, fd, pid = _METADATA.unpack_from(data, offset)
@@ -250,8 +264,19 @@ class Fanotify:
                     continue
                 if pid == self._own_pid:
                     continue  # our own reads (resolving a handle opens its directory)
-                process = identify(pid, pidfd if self.reports_pidfd else None)
-                path = None if handle is None else self._path(handle[0], handle[1], name)
+                path = None
+                if handle is not None:
+                    where = paths.get(handle[1], _UNKNOWN)
+                    if where is _UNKNOWN:
+                        where = paths[handle[1]] = self._path(handle[0], handle[1], "")
+                    path = _joined(where, name) if isinstance(where, str) else None
+                if skip is not None and skip(pid, path):
+                    continue
+                process = processes.get(pid) if pidfd is not None and pidfd >= 0 else None
+                if process is None:
+                    process = identify(pid, pidfd if self.reports_pidfd else None)
+                    if process.confidence == "pidfd":
+                        processes[pid] = process
                 yield FanEvent(mask, path, process)
             finally:
                 if pidfd is not None and pidfd >= 0:
@@ -270,9 +295,7 @@ class Fanotify:
             os.close(fd)
         if where.endswith(" (deleted)") or not where.startswith("/"):
             return None
-        if not name or name == ".":
-            return where
-        return where.rstrip("/") + "/" + name if where != "/" else "/" + name
+        return _joined(where, name)
 
     def close(self) -> None:
         for fd in self._mounts.values():
@@ -287,6 +310,15 @@ class Fanotify:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+_UNKNOWN = object()
+
+
+def _joined(directory: str, name: str) -> str:
+    if not name or name == ".":
+        return directory
+    return directory.rstrip("/") + "/" + name if directory != "/" else "/" + name
 
 
 class _Statfs(ctypes.Structure):
