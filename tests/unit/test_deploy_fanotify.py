@@ -1,0 +1,59 @@
+"""The attributed collector's systemd unit and example configuration (deploy/, issue #18)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from permwatch.config import load_config
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def unit_values(name: str) -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
+    section = ""
+    for line in (DEPLOY / "systemd" / name).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        values.setdefault(f"{section}.{key}", []).append(value)
+    return values
+
+
+def test_the_fanotify_collector_runs_apart_with_only_the_capabilities_fanotify_needs() -> None:
+    values = unit_values("permwatch-fs-fanotify.service")
+    assert values["Service.ExecStart"] == [
+        "/opt/permwatch/venv/bin/permwatch run --config /etc/permwatch/fanotify.toml --role collector"
+    ]
+    assert values["Service.User"] == ["permwatch"]
+    assert values["Service.AmbientCapabilities"] == ["CAP_SYS_ADMIN CAP_DAC_READ_SEARCH"]
+    assert values["Service.CapabilityBoundingSet"] == ["CAP_SYS_ADMIN CAP_DAC_READ_SEARCH"]
+    assert values["Service.NoNewPrivileges"] == ["yes"]
+    assert "Service.ProtectProc" not in values  # it reads other users' /proc/<pid>/status
+    main = unit_values("permwatch-collector.service")
+    assert main["Service.CapabilityBoundingSet"] == ["CAP_DAC_READ_SEARCH"]  # the main collector stays without
+    listens = {
+        e
+        for name in (
+            "permwatch-fs-fanotify.service",
+            "permwatch-collector.service",
+            "permwatch-processor.service",
+            "permwatch-alerts.service",
+        )
+        for e in unit_values(name)["Service.Environment"]
+        if e.startswith("PERMWATCH__METRICS__LISTEN")
+    }
+    assert len(listens) == 4
+
+
+def test_the_example_configuration_loads_with_attribution_opens_and_personal_data() -> None:
+    config = load_config(DEPLOY / "permwatch-fanotify.example.toml", environ={})
+    (fs,) = config.fs
+    assert (fs.actors, fs.opens) == ("fanotify", "fanotify")
+    assert config.directory is None and config.ldap == []
+    facts = config.labels.definitions["ledning"].personal_data
+    assert facts is not None and facts.approx_subjects == 40
