@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+import weakref
 from collections.abc import Sequence
 
 F_GETPIPE_SZ = 1032
@@ -31,12 +32,14 @@ class HeldCommand:
             ["setpriv", *ident, *argv, MISSING], stdout=subprocess.DEVNULL, stderr=write_end
         )
         os.close(write_end)
+        # Should a test fail before releasing it, closing the read end lets the command die of EPIPE.
+        self._closer = weakref.finalize(self, os.close, read_end)
 
     def release(self) -> int:
         """Let the command finish (drain its stderr); its exit code (non-zero: the missing operand)."""
         while os.read(self._read_end, 65536):
             pass
-        os.close(self._read_end)
+        self._closer()
         return self.process.wait(60)
 
 
