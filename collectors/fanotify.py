@@ -91,7 +91,7 @@ def _check(result: int, what: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Process:
-    """Who a process was: its real uid (None when unknown), its name, and how sure that is."""
+    """Who a process was: its uid (see :func:`read_status`; None when unknown), its name, and how sure that is."""
 
     pid: int
     uid: int | None
@@ -117,7 +117,12 @@ class FanEvent:
 
 
 def read_status(pid: int) -> tuple[int, str] | None:
-    """(real uid, process name) from ``/proc/<pid>/status``, or None when the process is gone."""
+    """(uid, process name) from ``/proc/<pid>/status``, or None when the process is gone.
+
+    The uid is the real one, which names the user behind a setuid program; when that is root but the
+    filesystem uid is not (a server acting for a user: smbd switches only its effective and filesystem ids),
+    the filesystem uid, the one the kernel checked the change against.
+    """
     try:
         with open(f"/proc/{pid}/status", "rb") as status:
             text = status.read().decode(errors="replace")
@@ -129,7 +134,8 @@ def read_status(pid: int) -> tuple[int, str] | None:
         if line.startswith("Name:"):
             name = line.split(":", 1)[1].strip()
         elif line.startswith("Uid:"):
-            uid = int(line.split()[1])
+            ids = line.split()[1:]
+            uid = int(ids[0]) if ids[0] != "0" or len(ids) < 4 else int(ids[3])
             break
     return None if uid is None else (uid, name)
 

@@ -84,3 +84,20 @@ def test_a_process_gone_before_its_event_is_read_is_unresolved_never_guessed(fol
         # exited before we read: the pidfd the kernel makes at read time says so
         events = [e for e in fan.read() if e.path == target]
     assert events and all(e.process.confidence == "unresolved" and e.process.uid is None for e in events)
+
+
+def test_a_server_acting_for_a_user_is_named_by_its_filesystem_uid_and_a_setuid_program_by_its_real_one() -> None:
+    from collectors.fanotify import read_status
+
+    for ids, expected in (
+        (["--ruid=0", f"--euid={OTHER_UID}"], OTHER_UID),
+        ([f"--ruid={OTHER_UID}", "--euid=0"], OTHER_UID),
+    ):
+        sleeper = subprocess.Popen(["setpriv", *ids, "sleep", "30"])
+        try:
+            pid = sleeper.pid
+            wait_until(lambda pid=pid: (read_status(pid) or (0, ""))[1] == "sleep", "setpriv to exec sleep")
+            assert read_status(sleeper.pid) == (expected, "sleep")
+        finally:
+            sleeper.kill()
+            sleeper.wait()
