@@ -23,6 +23,7 @@ from typing import Protocol
 
 from collectors.acl import NameCache
 from collectors.fanotify import FAN_ATTRIB, FAN_ONDIR, FanEvent, Fanotify, FanotifyUnavailable, Process
+from permwatch.config import FsCollectorConfig
 from permwatch.events import Actor
 
 log = logging.getLogger(__name__)
@@ -137,21 +138,55 @@ class NoActors:
         return None
 
 
-ACTOR_SOURCES: dict[str, Callable[[NameCache], ActorSource]] = {
-    "none": lambda names: NoActors(),
-    "fanotify": FanotifyActors,
+class FirstOf:
+    """Several sources, asked in order: the first that names an actor wins (each forgets the path either way)."""
+
+    def __init__(self, sources: Sequence[ActorSource]) -> None:
+        self.sources = tuple(sources)
+
+    def start(self, roots: Sequence[str]) -> None:
+        for source in self.sources:
+            source.start(roots)
+
+    def actor_of(self, path: str) -> Actor | None:
+        found = [source.actor_of(path) for source in self.sources]
+        return next((actor for actor in found if actor is not None), None)
+
+    def close(self) -> None:
+        for source in self.sources:
+            source.close()
+
+
+def _smb_audit(config: FsCollectorConfig, names: NameCache) -> ActorSource:
+    from collectors.fs.smb_audit import SmbAuditActors
+
+    if config.smb_audit_log is None:
+        raise UnknownActorSourceError("[[fs]] actors names smb_audit, but [[fs]] smb_audit_log is not set")
+    return SmbAuditActors(config.smb_audit_log)
+
+
+ACTOR_SOURCES: dict[str, Callable[[FsCollectorConfig, NameCache], ActorSource]] = {
+    "none": lambda config, names: NoActors(),
+    "fanotify": lambda config, names: FanotifyActors(names),
+    "smb_audit": _smb_audit,
 }
+"""``[[fs]] actors`` names one, or several joined by commas (``"smb_audit,fanotify"``: asked in that order)."""
 
 
 class UnknownActorSourceError(ValueError):
     """``[[fs]] actors`` names no source in :data:`ACTOR_SOURCES`."""
 
 
-def actor_source_named(name: str, names: NameCache) -> ActorSource:
-    """The source ``name`` selects, naming uids through ``names``."""
-    try:
-        make = ACTOR_SOURCES[name]
-    except KeyError:
-        known = ", ".join(sorted(ACTOR_SOURCES))
-        raise UnknownActorSourceError(f"[[fs]] actors = {name!r} names no actor source (known: {known})") from None
-    return make(names)
+def actor_source_named(config: FsCollectorConfig, names: NameCache) -> ActorSource:
+    """The source ``[[fs]] actors`` selects (several, comma-separated, are asked in order)."""
+    wanted = [part.strip() for part in config.actors.split(",") if part.strip()]
+    sources = []
+    for name in wanted:
+        make = ACTOR_SOURCES.get(name)
+        if make is None:
+            known = ", ".join(sorted(ACTOR_SOURCES))
+            raise UnknownActorSourceError(
+                f"[[fs]] actors = {config.actors!r} names no actor source {name!r} (known: {known})"
+            )
+        sources.append(make(config, names))
+    return sources[0] if len(sources) == 1 else FirstOf(sources)

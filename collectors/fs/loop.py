@@ -109,8 +109,8 @@ class FsCollector:
         self.stats = FsCollectorStats()
         self._metrics = FsCollectorMetrics(metrics, config.collector_id)
         reader = acl_reader_named(config.acl_reader, names)
-        self._actors = actor_source_named(config.actors, names)
-        self._opens = open_source_named(config.opens, names, config.collector_id)
+        self._actors = actor_source_named(config, names)
+        self._opens = open_source_named(config, names)
         self._store = PublishedStateStore(state_path if state_path is not None else config.state_path)
         self._publisher = Publisher(
             self._store,

@@ -20,12 +20,13 @@ import os
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from collectors.acl import NameCache
 from collectors.fanotify import FAN_EVENT_ON_CHILD, FAN_ONDIR, FAN_OPEN, FanEvent, Fanotify, FanotifyUnavailable
 from collectors.fs.actors import actor_from
+from permwatch.config import FsCollectorConfig
 from permwatch.events import FsAccessEvent
 
 log = logging.getLogger(__name__)
@@ -200,20 +201,61 @@ class NoOpens:
         return None
 
 
-OPEN_SOURCES: dict[str, Callable[[NameCache, str], OpenSource]] = {
-    "none": lambda names, source: NoOpens(),
-    "fanotify": lambda names, source: FanotifyOpens(names, source=source),
+class AllOf:
+    """Several open sources at once (``"fanotify,smb_audit"``: local opens and SMB opens)."""
+
+    def __init__(self, sources: Sequence[OpenSource]) -> None:
+        self.sources = tuple(sources)
+
+    def watch(self, folder: str) -> None:
+        for source in self.sources:
+            source.watch(folder)
+
+    def unwatch(self, folder: str) -> None:
+        for source in self.sources:
+            source.unwatch(folder)
+
+    def created(self, directory: str) -> None:
+        for source in self.sources:
+            source.created(directory)
+
+    def take(self) -> list[FsAccessEvent]:
+        return [event for source in self.sources for event in source.take()]
+
+    def close(self) -> None:
+        for source in self.sources:
+            source.close()
+
+
+def _smb_audit(config: FsCollectorConfig, names: NameCache, source: str) -> OpenSource:
+    from collectors.fs.smb_audit import SmbAuditOpens
+
+    if config.smb_audit_log is None:
+        raise UnknownOpenSourceError("[[fs]] opens names smb_audit, but [[fs]] smb_audit_log is not set")
+    return SmbAuditOpens(config.smb_audit_log, source=source)
+
+
+OPEN_SOURCES: dict[str, Callable[[FsCollectorConfig, NameCache, str], OpenSource]] = {
+    "none": lambda config, names, source: NoOpens(),
+    "fanotify": lambda config, names, source: FanotifyOpens(names, source=source),
+    "smb_audit": _smb_audit,
 }
+"""``[[fs]] opens`` names one, or several joined by commas, all of which record."""
 
 
 class UnknownOpenSourceError(ValueError):
     """``[[fs]] opens`` names no source in :data:`OPEN_SOURCES`."""
 
 
-def open_source_named(name: str, names: NameCache, source: str) -> OpenSource:
-    try:
-        make = OPEN_SOURCES[name]
-    except KeyError:
-        known = ", ".join(sorted(OPEN_SOURCES))
-        raise UnknownOpenSourceError(f"[[fs]] opens = {name!r} names no open source (known: {known})") from None
-    return make(names, source)
+def open_source_named(config: FsCollectorConfig, names: NameCache) -> OpenSource:
+    """The source ``[[fs]] opens`` selects (several, comma-separated, all record)."""
+    sources = []
+    for name in (part.strip() for part in config.opens.split(",") if part.strip()):
+        make = OPEN_SOURCES.get(name)
+        if make is None:
+            known = ", ".join(sorted(OPEN_SOURCES))
+            raise UnknownOpenSourceError(
+                f"[[fs]] opens = {config.opens!r} names no open source {name!r} (known: {known})"
+            )
+        sources.append(make(config, names, config.collector_id))
+    return sources[0] if len(sources) == 1 else AllOf(sources)
