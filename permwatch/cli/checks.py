@@ -48,6 +48,9 @@ def check_world(config: Config, path: Path, environ: dict[str, str] | None = Non
             found.errors.append(
                 f"{path}: key 'fs.{i}.acl_reader': {fs.acl_reader!r} names no ACL reader (known: {known})"
             )
+    from permwatch.cli.wiring import fs_source_problems  # (#18)
+
+    found.errors.extend(fs_source_problems(config, path))
     if config.directory is not None:
         directory = config.directory.path
         if not directory.exists():

@@ -55,8 +55,27 @@ def validate_stages(config: Config, path: Path) -> None:
                 loc = ".".join(str(p) for p in err["loc"])
                 msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
                 problems.append(f"{path}: key '{key}.{loc}': {msg}")
+    problems += fs_source_problems(config, path)
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def fs_source_problems(config: Config, path: Path) -> list[str]:
+    """``[[fs]] actors`` and ``opens`` (#18): each name a known source, smb_audit with its log; one line each."""
+    from collectors.fs.actors import ACTOR_SOURCES
+    from collectors.fs.opens import OPEN_SOURCES
+
+    problems = []
+    for i, fs in enumerate(config.fs):
+        for key, value, known in (("actors", fs.actors, ACTOR_SOURCES), ("opens", fs.opens, OPEN_SOURCES)):
+            names = [name.strip() for name in value.split(",") if name.strip()]
+            unknown = [name for name in names if name not in known]
+            if unknown:
+                listed = ", ".join(sorted(known))
+                problems.append(f"{path}: key 'fs.{i}.{key}': {unknown[0]!r} names no source (known: {listed})")
+            elif "smb_audit" in names and fs.smb_audit_log is None:
+                problems.append(f"{path}: key 'fs.{i}.smb_audit_log': required when {key} names smb_audit")
+    return problems
 
 
 def check_sources(config: Config) -> int:

@@ -7,6 +7,7 @@ from datetime import timedelta
 from alerts.console import ConsoleConfig, ConsoleSink
 from alerts.digest import digest
 from alerts.grouping import BurstGrouper, GroupUpdate
+from alerts.slack_render import RenderOptions, root_message
 from permwatch.events import Actor, ExposureStatus, FsPermissionEvent, Label, LabelAssigned, ObjectType
 from processor.engine import Engine
 from tests.unit.test_engine import ALLA, T0, Clock, entry, fs, setup, users
@@ -95,6 +96,8 @@ def test_a_bulk_change_of_10000_paths_by_one_process_is_one_burst_naming_it_with
     assert (d.folders, d.actor, d.actor_confidence, d.actor_unresolved) == (100, "cia", "pidfd", 37)
     text = ConsoleSink(ConsoleConfig(kind="console")).render(GroupUpdate(group, tuple(events)))
     assert "  changed by: cia (pidfd); 37 events whose actor could not be resolved" in text.splitlines()
+    slack = root_message(group, RenderOptions(), post_key="k")
+    assert slack.text.endswith("; changed by cia (pidfd); 37 events whose actor could not be resolved")
 
 
 def test_the_timeline_says_who_made_a_filesystem_change_and_how_sure_that_is() -> None:

@@ -57,3 +57,22 @@ def test_the_example_configuration_loads_with_attribution_opens_and_personal_dat
     assert config.directory is None and config.ldap == []
     facts = config.labels.definitions["ledning"].personal_data
     assert facts is not None and facts.approx_subjects == 40
+
+
+def test_an_unknown_actor_or_open_source_is_one_line_naming_key_and_file(tmp_path: Path) -> None:
+    import pytest
+
+    from permwatch.cli.wiring import validate_stages
+    from permwatch.config import ConfigError
+
+    config_path = tmp_path / "permwatch.toml"
+    config_path.write_text(
+        f'[[fs]]\nroots = ["{tmp_path}"]\nactors = "fanotfy"\n[[fs]]\ncollector_id = "b"\nroots = ["{tmp_path}"]\n'
+        'opens = "fanotify,smb_audit"\n'
+    )
+    with pytest.raises(ConfigError) as refused:
+        validate_stages(load_config(config_path, environ={}), config_path)
+    assert str(refused.value).splitlines() == [
+        f"{config_path}: key 'fs.0.actors': 'fanotfy' names no source (known: fanotify, none, smb_audit)",
+        f"{config_path}: key 'fs.1.smb_audit_log': required when opens names smb_audit",
+    ]
