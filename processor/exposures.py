@@ -245,6 +245,7 @@ class FolderExposure:
             return False
         self.open = OpenExposure(last.exposure_id, last.sequence, last.opened_at, None, last.actor, last)
         self.open.kind = last.kind
+        self.open.actor_unresolved = last.actor_unresolved  # the count so far goes on after a restart (#18)
         self.open.contents_seen = last.kind is ExposureKind.CONTENTS or last.exposure_id in contents
         self.past_ids.add(last.exposure_id)
         return True

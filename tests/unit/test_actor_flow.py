@@ -109,3 +109,15 @@ def test_the_timeline_says_who_made_a_filesystem_change_and_how_sure_that_is() -
     summaries = [entry.summary for entry in timeline.entries]
     assert summaries[0].endswith(" by cia (pidfd)")
     assert summaries[1].endswith(" by an unresolved process (unresolved)")
+
+
+def test_a_restart_that_takes_over_an_open_exposure_keeps_counting_its_unresolved_events() -> None:
+    from processor.exposures import FolderExposure
+
+    engine = setup()
+    engine.apply(exposing("/srv/share/ledning", GONE))
+    (opened,) = engine.flush()
+    record = opened.to_event().model_copy(update={"actor_unresolved": 5})
+    folder = FolderExposure("/srv/share/ledning", record.label)
+    assert folder.adopt(record, {record.exposure_id})
+    assert folder.open is not None and folder.open.actor_unresolved == 5
