@@ -205,7 +205,9 @@ class FsCollector:
                 log.warning("root %s does not exist", root)
             elif os.path.islink(root):
                 log.warning("root %s is a symlink, which is not followed: configure the path it points to", root)
-            self._walker.walk_tree(root, self._walker.settler(kinds, tally), tally, spread=kinds)
+            # a rescan after lost events asks the actor source who changed what it finds changed
+            actor_of = None if reason == "baseline" else self._actors.actor_of
+            self._walker.walk_tree(root, self._walker.settler(kinds, tally, actor_of=actor_of), tally, spread=kinds)
             completed = ScanCompleted(
                 root=root,
                 reason=reason,

@@ -112,10 +112,17 @@ class TreeWalker:
         """Checked between directories: once set, a walk raises :class:`ScanInterrupted`."""
 
     def settler(
-        self, kinds: Kinds, tally: Tally, *, observed_at: datetime | None = None, actor: Actor | None = None
+        self,
+        kinds: Kinds,
+        tally: Tally,
+        *,
+        observed_at: datetime | None = None,
+        actor: Actor | None = None,
+        actor_of: Callable[[str], Actor | None] | None = None,
     ) -> Visit:
         """A visit that publishes ``state`` when it differs from what was published, as observed at
-        ``observed_at`` (``None``: when it is read), changed by ``actor`` when known."""
+        ``observed_at`` (``None``: when it is read), changed by ``actor`` when known, or by whom ``actor_of``
+        says changed the path (a rescan after lost events: the actor source may still know)."""
         publisher = self._publisher
 
         def settle(path: str, state: PathState, previous: PublishedRecord | None) -> None:
@@ -127,7 +134,8 @@ class TreeWalker:
             else:
                 kind = None
             if kind is not None:
-                publisher.publish(path, state, kind, observed_at=observed_at, actor=actor)
+                by = actor if actor_of is None else actor_of(path)
+                publisher.publish(path, state, kind, observed_at=observed_at, actor=by)
                 tally.changed += 1
             if state.is_dir:
                 publisher.observe_label(path)

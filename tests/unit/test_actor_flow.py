@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
+
+import pytest
 
 from alerts.console import ConsoleConfig, ConsoleSink
 from alerts.digest import digest
 from alerts.grouping import BurstGrouper, GroupUpdate
 from alerts.slack_render import RenderOptions, root_message
+from collectors.fs import FsCollector
+from collectors.fs.actors import ACTOR_SOURCES
+from permwatch.config import FsCollectorConfig
 from permwatch.events import Actor, ExposureStatus, FsPermissionEvent, Label, LabelAssigned, ObjectType
 from processor.engine import Engine
 from tests.unit.test_engine import ALLA, T0, Clock, entry, fs, setup, users
+from tests.unit.test_fs_collector import ListEmitter
 
 CIA = Actor(name=None, uid=1003, process="setfacl", pid=4242, confidence="pidfd")
 GONE = Actor(pid=4242, confidence="unresolved")
@@ -121,3 +128,37 @@ def test_a_restart_that_takes_over_an_open_exposure_keeps_counting_its_unresolve
     folder = FolderExposure("/srv/share/ledning", record.label)
     assert folder.adopt(record, {record.exposure_id})
     assert folder.open is not None and folder.open.actor_unresolved == 5
+
+
+class TableActors:
+    """An actor source plugged in by name (one module, one registry line): who changed which path, from a table."""
+
+    def __init__(self, table: dict[str, Actor]) -> None:
+        self.table = table
+
+    def start(self, roots: object) -> None:
+        return None
+
+    def actor_of(self, path: str) -> Actor | None:
+        return self.table.pop(path, None)
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_rescan_after_lost_events_asks_the_actor_source_and_a_baseline_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    share = tmp_path / "share"
+    (share / "ledning").mkdir(parents=True)
+    table = {str(share / "ledning"): CIA}
+    monkeypatch.setitem(ACTOR_SOURCES, "table", lambda config, names: TableActors(table))
+    config = FsCollectorConfig(roots=[share], watch=False, actors="table", state_path=tmp_path / "state.db")
+    emitter = ListEmitter()
+    with FsCollector(config, emitter) as collector:
+        collector.scan(share, "baseline")
+        assert all(e.actor is None for e in emitter.fs()) and table  # a baseline names nobody
+        (share / "ledning").chmod(0o750)
+        collector.scan(share, "overflow")
+    (changed,) = [e for e in emitter.fs(share / "ledning") if e.kind.value == "changed"]
+    assert changed.actor == CIA and table == {}
