@@ -88,28 +88,30 @@ class FanotifyOpens:
             if fan is None:
                 return
             self._folders.add(folder)
-            for directory, subdirs, _files in os.walk(folder):
-                self._mark(fan, directory)
-                subdirs[:] = [d for d in subdirs if not os.path.islink(os.path.join(directory, d))]
+            self._mark_tree(fan, folder)
 
     def created(self, directory: str) -> None:
         """A directory appeared: mark it (and what it holds) if it lies in a watched folder."""
         with self._lock:
             if self._fan is None or self._folder_of(directory) is None:
                 return
-            for below, subdirs, _files in os.walk(directory):
-                self._mark(self._fan, below)
-                subdirs[:] = [d for d in subdirs if not os.path.islink(os.path.join(below, d))]
+            self._mark_tree(self._fan, directory)
 
-    def _mark(self, fan: Fanotify, directory: str) -> None:
-        if directory in self._marked:
-            return
-        try:
-            fan.mark(directory, OPEN_MASK)
-        except FanotifyUnavailable as exc:
-            log.warning("opens: cannot watch %s (%s)", directory, exc)
-            return
-        self._marked.add(directory)
+    def _mark_tree(self, fan: Fanotify, top: str) -> None:
+        """Mark every directory at or below ``top`` (os.walk follows no symlink); one warning for what failed."""
+        failed: list[tuple[str, FanotifyUnavailable]] = []
+        for directory, _subdirs, _files in os.walk(top):
+            if directory in self._marked:
+                continue
+            try:
+                fan.mark(directory, OPEN_MASK)
+            except FanotifyUnavailable as exc:  # gone meanwhile, or the marks limit (fs.fanotify.max_user_marks)
+                failed.append((directory, exc))
+                continue
+            self._marked.add(directory)
+        if failed:
+            first, error = failed[0]
+            log.warning("opens: cannot watch %d folder(s) below %s, e.g. %s (%s)", len(failed), top, first, error)
 
     def unwatch(self, folder: str) -> None:
         """Stop recording opens in ``folder`` (its label was removed)."""
