@@ -190,6 +190,8 @@ class Fanotify:
         """fsid → an fd on that filesystem, for open_by_handle_at"""
         self._own_pid = os.getpid()
         self.overflows = 0
+        self.events_read = 0
+        """events parsed since the caller last set it to 0 (skipped ones included): how busy the queue was"""
 
     def mark(self, path: str, mask: int, *, filesystem: bool = False, remove: bool = False) -> None:
         """Add (or remove) ``mask`` on ``path``'s inode, or on its whole filesystem."""
@@ -264,6 +266,7 @@ class Fanotify:
                         name = os.fsdecode(raw_name)
                 cursor += info_len
             offset += event_len
+            self.events_read += 1
             try:
                 if mask & FAN_Q_OVERFLOW:
                     self.overflows += 1
