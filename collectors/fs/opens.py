@@ -7,7 +7,7 @@ permission marks: the collector itself opens these folders when it walks
 them, and a permission mark would make it wait on itself. Its own opens are
 dropped. A thread reads the events as they come (a process can be asked who
 it is only while it lives) and queues one :class:`permwatch.events.FsAccessEvent`
-per (process, path); the collector's loop publishes them on the ``access``
+per (process, path) a minute; the collector's loop publishes them on the ``access``
 topic (:meth:`OpenSource.take`). Nothing of a file's contents is ever read.
 Adding a source is one class and one line in :data:`OPEN_SOURCES`.
 """
@@ -19,9 +19,10 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from collectors.acl import NameCache
 from collectors.fanotify import FAN_EVENT_ON_CHILD, FAN_ONDIR, FAN_OPEN, FanEvent, Fanotify, FanotifyUnavailable
@@ -31,13 +32,34 @@ from permwatch.events import FsAccessEvent
 
 log = logging.getLogger(__name__)
 
+K = TypeVar("K")
 OPEN_MASK = FAN_OPEN | FAN_EVENT_ON_CHILD | FAN_ONDIR
 SETTLE_SECONDS = 0.02
 """Pause after reading a busy batch of opens, for the kernel to merge a busy reader's repeats."""
 BUSY_BATCH = 8
 """Events in one read that mark a busy reader (sequential one-off readers give one or two)."""
 MAX_SEEN = 65_536
-"""(pid, path) pairs remembered so one process's repeated opens of a path are recorded once."""
+REPEAT_SECONDS = 60.0
+"""One process's repeated opens of a path within this long are one record; a long-lived process (an editor,
+smbd) opening it again later, maybe in another exposure, is recorded again."""
+
+
+class RecentlySeen(Generic[K]):
+    """Keys noted within the last ``seconds`` (at most ``limit`` of them, the oldest forgotten first)."""
+
+    def __init__(self, seconds: float, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._seconds, self._limit, self._clock = seconds, limit, clock
+        self._when: OrderedDict[K, float] = OrderedDict()
+
+    def __contains__(self, key: K) -> bool:
+        noted = self._when.get(key)
+        return noted is not None and self._clock() - noted < self._seconds
+
+    def note(self, key: K) -> None:
+        self._when.pop(key, None)
+        self._when[key] = self._clock()
+        if len(self._when) > self._limit:
+            self._when.popitem(last=False)
 
 
 class OpenSource(Protocol):
@@ -63,7 +85,7 @@ class FanotifyOpens:
         self._source = source
         self._folders: set[str] = set()
         self._marked: set[str] = set()
-        self._seen: OrderedDict[tuple[int, str], None] = OrderedDict()
+        self._seen: RecentlySeen[tuple[int, str]] = RecentlySeen(REPEAT_SECONDS, MAX_SEEN)
         self._out: queue.SimpleQueue[FsAccessEvent] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -165,9 +187,7 @@ class FanotifyOpens:
         seen = (event.process.pid, event.path)
         if seen in self._seen:
             return
-        self._seen[seen] = None
-        if len(self._seen) > MAX_SEEN:
-            self._seen.popitem(last=False)
+        self._seen.note(seen)
         actor = actor_from(event.process, self._names)
         self._out.put(FsAccessEvent(path=event.path, folder=folder, actor=actor, source=self._source))
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from collectors.fs.opens import REPEAT_SECONDS, RecentlySeen
 from permwatch.events import Actor, FsAccessEvent
 
 PREFIX = "permwatch"
@@ -182,7 +183,7 @@ class SmbAuditOpens:
         self._log = AuditLog(log_path)
         self._source = source
         self._folders: set[str] = set()
-        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._seen: RecentlySeen[tuple[str, str, str]] = RecentlySeen(REPEAT_SECONDS, MAX_REMEMBERED)
 
     def watch(self, folder: str) -> None:
         self._folders.add(folder)
@@ -212,10 +213,8 @@ class SmbAuditOpens:
                 continue
             seen = (line.user, line.client, line.path)
             if seen in self._seen and line.ok:
-                continue  # one record per user, client and path until forgotten; refusals always
-            self._seen[seen] = None
-            if len(self._seen) > MAX_REMEMBERED:
-                self._seen.popitem(last=False)
+                continue  # one record per user, client and path a minute; refusals always
+            self._seen.note(seen)
             actor = actor_of_line(line)
             out.append(
                 FsAccessEvent(

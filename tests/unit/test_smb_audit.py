@@ -46,3 +46,19 @@ def test_the_log_is_followed_from_its_end_through_partial_lines_and_rotation(tmp
     path.write_text("after rotation\n")
     assert log.lines() == ["after rotation"]
     log.close()
+
+
+def test_repeated_opens_are_one_record_a_minute_and_a_later_one_is_recorded_again() -> None:
+    from collectors.fs.opens import RecentlySeen
+
+    now = [0.0]
+    seen: RecentlySeen[tuple[int, str]] = RecentlySeen(60.0, 2, clock=lambda: now[0])
+    seen.note((7, "/srv/a"))
+    now[0] = 59.0
+    assert (7, "/srv/a") in seen and (8, "/srv/a") not in seen
+    now[0] = 60.0
+    assert (7, "/srv/a") not in seen  # a long-lived process opening it again later: a new record
+    seen.note((1, "/x"))
+    seen.note((2, "/x"))
+    seen.note((3, "/x"))
+    assert (1, "/x") not in seen and (3, "/x") in seen  # at most `limit` remembered, the oldest forgotten
