@@ -12,7 +12,7 @@ from collections import Counter
 from typing import TextIO
 
 from alerts.base import SinkContext, SinkSettings
-from alerts.digest import digest, first_names, format_duration, plural
+from alerts.digest import actor_text, digest, first_names, format_duration, plural
 from alerts.grouping import GroupUpdate
 from alerts.redaction import shown_paths
 from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus
@@ -58,8 +58,9 @@ class ConsoleSink:
                 lines.append(f"  - {grant.people} via {grant.entry} ({via})")
             paths = shown_paths(e.folder, e.sample_paths, hide=self._hide)
             lines.append(f"  paths affected: {e.paths_affected}" + (f", e.g. {', '.join(paths[:3])}" if paths else ""))
-        if e.actor:
-            lines.append(f"  changed by: {e.actor}")
+        changed_by = actor_text(e.actor, e.actor_confidence, e.actor_unresolved)
+        if changed_by:
+            lines.append(f"  changed by: {changed_by}")
         lines.append(f"  exposure id: {e.exposure_id}  (replay: permwatch timeline {e.exposure_id})")
         return "\n".join(lines)
 
@@ -76,8 +77,8 @@ class ConsoleSink:
         lines += [f"  - {m.latest.folder}" for m in d.top]
         if d.folders > len(d.top):
             lines.append(f"  … and {d.folders - len(d.top):,} more")
-        if d.actor:
-            lines.append(f"  changed by: {d.actor}")
+        if d.actor_text:
+            lines.append(f"  changed by: {d.actor_text}")
         lines.append(f"  replay: permwatch timeline {d.first_exposure_id} (first of the burst)")
         return "\n".join(lines)
 

@@ -37,6 +37,16 @@ class GroupDigest:
     top: tuple[Member, ...]
     """The folders to name: open before closed, most people first."""
     first_exposure_id: str
+    # -- who changed it (#18)
+    actor_confidence: str | None = None
+    """how sure the collector was of ``actor`` (the first member event naming it)"""
+    actor_unresolved: int = 0
+    """filesystem events of the burst whose actor could not be resolved, over its folders"""
+
+    @property
+    def actor_text(self) -> str | None:
+        """``cecilia (pidfd)``, ``unknown; 12 events unresolved``: the actor as the alerts name it, or None."""
+        return actor_text(self.actor, self.actor_confidence, self.actor_unresolved)
 
     @property
     def is_open(self) -> bool:
@@ -75,7 +85,26 @@ def digest(group: GroupSnapshot, *, top: int = 5) -> GroupDigest:
         closed_at=closed_at,
         top=tuple(ranked[:top]),
         first_exposure_id=members[0].exposure_id,
+        actor_confidence=next(
+            (m.latest.actor_confidence for m in members if m.latest.actor == group.actor and m.latest.actor), None
+        ),
+        actor_unresolved=sum(m.latest.actor_unresolved for m in members),
     )
+
+
+CONFIDENCE_TEXT = {"pidfd": "pidfd", "proc": "best effort", "smb_audit": "SMB audit", "audit": "audit log"}
+
+
+def actor_text(actor: str | None, confidence: str | None, unresolved: int) -> str | None:
+    """Who made a change as an alert says it, with how sure that is and the events nobody could be named for."""
+    if actor is None and not unresolved:
+        return None
+    text = actor or "unknown"
+    if actor is not None and confidence in CONFIDENCE_TEXT:
+        text += f" ({CONFIDENCE_TEXT[confidence]})"
+    if unresolved:
+        text += f"; {plural(unresolved, 'event')} whose actor could not be resolved"
+    return text
 
 
 def _by_count(counter: Counter[str]) -> tuple[str, ...]:

@@ -162,7 +162,7 @@ def facts(d: GroupDigest) -> list[tuple[str, str]]:
         ("Label", first_names(d.labels)),
         ("Readable by", first_names(d.readers, limit=10) or "users named in the ACL"),
         ("People outside the label", people),
-        ("Changed by", d.actor or "unknown"),
+        ("Changed by", d.actor_text or "unknown"),
         ("When", f"{d.opened_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"),
     ]
 

@@ -80,7 +80,7 @@ def root_message(group: GroupSnapshot, options: RenderOptions, *, post_key: str)
         title = f":white_check_mark: Resolved: {what} no longer readable by {readers}"
         status = f"Resolved after {lasted}"
         text = f"Resolved after {lasted}: {what} no longer readable by {readers}"
-    text += f" (label {first_names(d.labels)}); changed by {d.actor or 'unknown'}"
+    text += f" (label {first_names(d.labels)}); changed by {d.actor_text or 'unknown'}"
     people = f"{d.people_max:,}" if d.folders == 1 else f"up to {d.people_max:,} per folder"
     fields = [
         f"*Status*\n{status}",
@@ -88,7 +88,7 @@ def root_message(group: GroupSnapshot, options: RenderOptions, *, post_key: str)
         f"*Label*\n{_codes(d.labels)}",
         f"*Readable by*\n{_esc(first_names(d.readers, limit=10)) or '_users named in the ACL_'}",
         f"*People outside the label*\n{people}",
-        f"*Changed by*\n{_esc(d.actor or 'unknown')}",
+        f"*Changed by*\n{_esc(d.actor_text or 'unknown')}",
         f"*When*\n{slack_date(d.opened_at)}",
     ]
     blocks: list[dict[str, Any]] = [

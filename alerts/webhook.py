@@ -93,6 +93,8 @@ class WebhookSink:
             "readers": list(d.readers),
             "people_max": d.people_max,
             "actor": d.actor,
+            "actor_confidence": d.actor_confidence,
+            "actor_unresolved": d.actor_unresolved,
             "opened_at": d.opened_at.isoformat(),
             "closed_at": None if d.closed_at is None else d.closed_at.isoformat(),
             "duration_seconds": d.duration_seconds,

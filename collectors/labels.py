@@ -71,6 +71,7 @@ class LabelPolicy:
             allowed_groups=tuple(dict.fromkeys(groups + self.config.always_allowed_groups)),
             allowed_users=tuple(dict.fromkeys(users + self.config.always_allowed_users)),
             alert_on_names=definition.alert_on_names if definition else True,
+            personal_data=definition.personal_data if definition else None,
         )
 
     def label_for(self, path: str) -> tuple[Label | None, str]:

@@ -59,6 +59,8 @@ class CollectorKind:
 
     section: StageSection
     start: Callable[[Any, CollectorContext], None]
+    check: Callable[[Any, str], list[str]] | None = None
+    """What only the collector knows is wrong in one table (its key, e.g. ``fs.0``): one line each."""
 
 
 def _start_directory(settings: DirectoryFileConfig, context: CollectorContext) -> None:
@@ -101,10 +103,29 @@ def _start_fs(settings: FsCollectorConfig, context: CollectorContext) -> None:
     context.run(f"fs:{settings.collector_id}", collector)
 
 
+def _check_fs(settings: FsCollectorConfig, key: str) -> list[str]:
+    """``actors`` and ``opens`` (#18): each name a known source, smb_audit with its log."""
+    from collectors.fs.actors import ACTOR_SOURCES
+    from collectors.fs.opens import OPEN_SOURCES
+
+    problems = []
+    for name, value, known in (("actors", settings.actors, ACTOR_SOURCES), ("opens", settings.opens, OPEN_SOURCES)):
+        names = [part.strip() for part in value.split(",") if part.strip()]
+        unknown = [part for part in names if part not in known]
+        if unknown:
+            listed = ", ".join(sorted(known))
+            problems.append(f"key '{key}.{name}': {unknown[0]!r} names no source (known: {listed})")
+        elif "smb_audit" in names and settings.smb_audit_log is None:
+            problems.append(f"key '{key}.smb_audit_log': required when {name} names smb_audit")
+    return problems
+
+
 COLLECTORS: dict[str, CollectorKind] = {
     "directory": CollectorKind(StageSection(DirectoryFileConfig, paths=("path",)), _start_directory),
     "ldap": CollectorKind(StageSection(LdapCollectorConfig, repeated=True), _start_ldap),
-    "fs": CollectorKind(StageSection(FsCollectorConfig, repeated=True, paths=("state_path",)), _start_fs),
+    "fs": CollectorKind(
+        StageSection(FsCollectorConfig, repeated=True, paths=("state_path", "smb_audit_log")), _start_fs, _check_fs
+    ),
 }
 """Started in this order: the directory before the permissions that name its principals."""
 
@@ -113,6 +134,19 @@ SECTIONS: dict[str, StageSection] = {
     **{name: kind.section for name, kind in COLLECTORS.items()},
 }
 """Every config table the collectors own, for :func:`permwatch.config.load_config`."""
+
+
+def collector_problems(config: Config, path: Path) -> list[str]:
+    """Every collector table's problems only its collector knows (see :attr:`CollectorKind.check`), each one line
+    naming the file and the key."""
+    problems = []
+    for name, kind in COLLECTORS.items():
+        if kind.check is None:
+            continue
+        for i, settings in enumerate(config.stage_settings(name)):
+            key = f"{name}.{i}" if kind.section.repeated else name
+            problems += [f"{path}: {line}" for line in kind.check(settings, key)]
+    return problems
 
 
 def start_collectors(

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from permwatch.events import Severity
+from permwatch.events import PersonalData, Severity
 from permwatch.secret import SecretUnavailable, read_secret
 
 ENV_PREFIX = "PERMWATCH__"
@@ -71,6 +71,12 @@ class KafkaConfig(_Section):
         gt=0,
         description="how long the topics permwatch creates keep records; unset: for good (the history is what "
         "processors rebuild from and workshops replay)",
+    )
+    # -- opens (#18)
+    access_retention_days: float | None = Field(
+        default=90.0,
+        gt=0,
+        description="how long the 'access' topic keeps who opened what in labelled folders; unset: for good",
     )
     delivery_timeout_seconds: float = Field(
         default=120.0,
@@ -150,6 +156,10 @@ class LabelDefinition(_Section):
         default=True,
         description="false: an exposure of names only (outsiders can list a folder but read no file in it) is "
         "recorded with kind 'names' but not alerted; one of contents always is",
+    )
+    # -- breach-report facts (#18)
+    personal_data: PersonalData | None = Field(
+        default=None, description="what personal data the folders hold (categories, approximate numbers, owner)"
     )
 
 
@@ -276,6 +286,25 @@ class MetricsConfig(_Section):
         return self.split(self.listen) if self.listen else None
 
 
+# -- the breach report's contact points (#18)
+
+
+class ContactConfig(_Section):
+    """A contact point a breach report names (GDPR Art. 33(3)(b))."""
+
+    name: str = Field(min_length=1)
+    address: str | None = None
+    email: str | None = None
+    phone: str | None = None
+
+
+class BreachReportConfig(_Section):
+    """What ``permwatch breach-report`` fills in that no event knows."""
+
+    controller: ContactConfig | None = Field(default=None, description="the controller: the organisation")
+    dpo: ContactConfig | None = Field(default=None, description="the data protection officer, or another contact")
+
+
 class Config(_Section):
     transport: TransportConfig = TransportConfig()
     state_dir: Path = Path("permwatch-state")
@@ -284,6 +313,7 @@ class Config(_Section):
     alerts: AlertsConfig = AlertsConfig()
     metrics: MetricsConfig = MetricsConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    breach_report: BreachReportConfig = BreachReportConfig()  # (#18)
 
     def stage_settings(self, name: str) -> list[Any]:
         """The settings of the stage-owned table ``name`` (see :class:`StageSection`): each of ``[[name]]``,

@@ -43,6 +43,8 @@ TOPIC_LABELS = "labels"
 TOPIC_EXPOSURES = "exposures"
 TOPIC_DEADLETTER = "deadletter"
 INPUT_TOPICS = (TOPIC_FS, TOPIC_DIRECTORY, TOPIC_LABELS)
+TOPIC_ACCESS = "access"
+"""Opens of files in labelled folders (#18): its own topic, with its own retention, read by the workshop's report."""
 
 
 def new_event_id() -> str:
@@ -244,6 +246,34 @@ def _drop_none(fields: dict[str, object], *names: str) -> dict[str, object]:
 # ---------------------------------------------------------------- end of the NT ACL block
 
 
+# --------------------------------------------------------------- actors (#18)
+
+ActorConfidence = Literal["pidfd", "proc", "unresolved", "smb_audit", "audit"]
+"""How sure a collector is of who made a change: ``pidfd`` (fanotify's pidfd showed the process was still the
+one behind the event when its uid was read), ``proc`` (best effort: its pid alone, read from /proc),
+``unresolved`` (the process had gone before it could be asked), ``smb_audit`` (Samba's vfs_full_audit names the
+SMB user), ``audit`` (the kernel audit log's login uid)."""
+
+
+class Actor(_Frozen):
+    """Who made a permission change (or opened a file): the user, the process, and how sure that is.
+
+    ``name`` and ``uid`` are absent when unresolved; ``process`` is the command's name (never its arguments).
+    """
+
+    name: str | None = Field(default=None, max_length=256)
+    uid: Int | None = None
+    process: str | None = Field(default=None, max_length=64)
+    pid: Int | None = None
+    confidence: ActorConfidence
+
+    def text(self) -> str | None:
+        """The actor as a record names it: the user name, else ``uid N``; None when unresolved."""
+        if self.name:
+            return self.name
+        return None if self.uid is None else f"uid {self.uid}"
+
+
 class FsPermissionEvent(Event):
     """The permission state of one path as the collector read it.
 
@@ -267,6 +297,7 @@ class FsPermissionEvent(Event):
     default_acl: tuple[AclEntry, ...] = ()
     acl_kind: AclKind = "posix"
     nt_acl: NtAcl | None = Field(default=None, description="with acl_kind 'nt': the NT ACL Samba serves")
+    actor: Actor | None = Field(default=None, description="who made the change, when a collector could tell (#18)")
 
     _paths = field_validator("path", "old_path")(_check_path)
 
@@ -275,7 +306,8 @@ class FsPermissionEvent(Event):
         fields: dict[str, object] = handler(self)
         if self.acl_kind == "posix":
             fields.pop("acl_kind", None)
-        return _drop_none(fields, "nt_acl")
+        # an event without an NT ACL or an actor (#18) is version 1's bytes
+        return _drop_none(fields, "nt_acl", "actor")
 
     @model_validator(mode="after")
     def _state_unless_deleted(self) -> FsPermissionEvent:
@@ -431,6 +463,18 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
+class PersonalData(_Frozen):
+    """What personal data a labelled folder holds, as its data owner states it: the facts GDPR Art. 33(3)(a)
+    asks of a breach report (#18). Every field is optional; the report says what is not stated."""
+
+    data_categories: tuple[str, ...] = Field(default=(), description="e.g. 'payroll', 'health records'")
+    subject_categories: tuple[str, ...] = Field(default=(), description="e.g. 'employees', 'patients'")
+    approx_subjects: Int | None = Field(default=None, ge=0, description="approximate number of data subjects")
+    approx_records: Int | None = Field(default=None, ge=0, description="approximate number of records")
+    special_categories: tuple[str, ...] = Field(default=(), description="Art. 9 categories, e.g. 'health'")
+    data_owner: str | None = Field(default=None, max_length=256, description="who answers for the data")
+
+
 class Label(_Frozen):
     """A sensitivity label: who may read a folder and how bad it is when others can."""
 
@@ -441,6 +485,15 @@ class Label(_Frozen):
     alert_on_names: Bool = Field(
         default=True, description="false: exposures of names only are recorded, but the alerts stage skips them"
     )
+    # -- breach-report facts (#18): left off the wire when absent, so a label without them is version 1's bytes
+    personal_data: PersonalData | None = None
+
+    @model_serializer(mode="wrap")
+    def _personal_data_when_stated(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        fields: dict[str, object] = handler(self)
+        if self.personal_data is None:
+            fields.pop("personal_data", None)
+        return fields
 
 
 class LabelAssigned(Event):
@@ -460,6 +513,31 @@ class LabelAssigned(Event):
     @property
     def key(self) -> str:
         return self.path
+
+
+# ---------------------------------------------------------------- access (#18)
+
+
+class FsAccessEvent(Event):
+    """Someone opened a path in a labelled folder: who, which path, when (``observed_at``), how, and whether
+    it was granted. Recorded for labelled folders only, never with the file's contents."""
+
+    type: Literal["fs.access"] = "fs.access"
+    path: str = Field(min_length=1, max_length=4096)
+    folder: str = Field(min_length=1, max_length=4096, description="the labelled folder the path lies in")
+    actor: Actor
+    how: Literal["local", "smb"] = "local"
+    granted: Bool = True
+
+    _paths = field_validator("path", "folder")(_check_path)
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_ACCESS
+
+    @property
+    def key(self) -> str:
+        return self.folder
 
 
 # ------------------------------------------------------------------ exposures
@@ -521,6 +599,22 @@ class ExposureEvent(Event):
     closed_at: Time | None = None
     duration_seconds: float | None = None
     detected_at: Time = Field(default_factory=utcnow)
+    # -- who changed it (#18): left off the wire at their defaults, so records without them stay version 1's bytes
+    actor_confidence: ActorConfidence | None = Field(
+        default=None, description="how sure the collector was of ``actor`` (see Actor.confidence)"
+    )
+    actor_unresolved: Int = Field(
+        default=0, ge=0, description="cause events of this change whose actor the collector could not resolve"
+    )
+
+    @model_serializer(mode="wrap")
+    def _actor_details_when_known(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        fields: dict[str, object] = handler(self)
+        if self.actor_confidence is None:
+            fields.pop("actor_confidence", None)
+        if not self.actor_unresolved:
+            fields.pop("actor_unresolved", None)
+        return fields
 
     _folder = field_validator("folder")(_check_path)
 
@@ -562,7 +656,14 @@ class DeadLetter(_Frozen):
 # -------------------------------------------------------------------- decoding
 
 AnyEvent = Annotated[
-    FsPermissionEvent | FsBatch | ScanCompleted | DirectoryUser | DirectoryGroup | LabelAssigned | ExposureEvent,
+    FsPermissionEvent
+    | FsBatch
+    | ScanCompleted
+    | DirectoryUser
+    | DirectoryGroup
+    | LabelAssigned
+    | ExposureEvent
+    | FsAccessEvent,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)

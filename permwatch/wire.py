@@ -34,6 +34,7 @@ from permwatch.events import (
     SCHEMA_VERSION,
     AclEntry,
     AclKind,
+    Actor,
     FsBatch,
     FsKind,
     NtAcl,
@@ -101,12 +102,16 @@ class FsPermissionEncoder:
         observed_at: str,
         acl_kind: AclKind = "posix",
         nt_acl: NtAcl | None = None,
+        actor: Actor | None = None,
     ) -> bytes:
         """The event's bytes; ``observed_at`` as :func:`time_text` writes it. A POSIX ACL's kind is left
-        off, as the model leaves it off, so these are version 1's bytes; an NT ACL follows its kind."""
+        off, as the model leaves it off, so these are version 1's bytes; an NT ACL follows its kind, and the
+        actor (#18) follows both, written only when known."""
         kind_field = "" if acl_kind == "posix" else f',"acl_kind":"{acl_kind}"'
         if nt_acl is not None:
             kind_field += f',"nt_acl":{self._nt(nt_acl)}'
+        if actor is not None:
+            kind_field += ',"actor":' + actor.model_dump_json()
         return (
             f'{self._head}{self._prefix}{next(self._counter):x}","observed_at":"{observed_at}",'
             f'"kind":"{kind.value}","path":{_string(path)},'

@@ -27,6 +27,7 @@ from sys import intern
 
 from permwatch.events import (
     AclTag,
+    Actor,
     AnyEvent,
     DirectoryGroup,
     DirectoryUser,
@@ -229,10 +230,13 @@ class Engine:
     def _touch(self, folder: str, cause: Cause) -> None:
         found = self._touched.get(folder)
         if found is None:
-            self._touched[folder] = Cause(list(cause.event_ids), cause.first_at, cause.last_at, cause.actor)
+            found = self._touched[folder] = Cause(list(cause.event_ids), cause.first_at, cause.last_at, cause.actor)
+            found.actor_confidence = cause.actor_confidence
         else:
             for event_id in cause.event_ids:
                 found.add(event_id, cause.last_at, cause.actor)
+        if cause.actor_confidence is not None:  # a filesystem event that said who (or that it could not tell)
+            found.attribute(cause.event_ids[-1], cause.actor, cause.actor_confidence)
 
     # ------------------------------------------------------------ directory
 
@@ -296,6 +300,8 @@ class Engine:
 
     def _apply_fs(self, event: FsPermissionEvent) -> None:
         cause = Cause([event.event_id], event.observed_at, event.observed_at)
+        if event.actor is not None:
+            cause.actor, cause.actor_confidence = self._actor_name(event.actor), event.actor.confidence
         if event.kind is FsKind.DELETED:
             self._remove(event.path, cause)
             return
@@ -325,6 +331,12 @@ class Engine:
             self._touch(folder, cause)
         for below in self.labelled_below(event.path):
             self._touch(below, cause)
+
+    def _actor_name(self, actor: Actor) -> str | None:
+        """An fs event's actor as exposures name people: the directory's name for the uid, else the collector's."""
+        if actor.uid is None:
+            return None
+        return self.directory.name_of_uid(actor.uid) or actor.text()
 
     def _know_principals(self, event: FsPermissionEvent) -> None:
         """Make the owner and named users principals now, not halfway through judging a folder whose

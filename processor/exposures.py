@@ -30,6 +30,7 @@ from datetime import datetime
 from pydantic import Field
 
 from permwatch.events import (
+    ActorConfidence,
     ExposureEvent,
     ExposureKind,
     ExposureStatus,
@@ -79,6 +80,22 @@ class Cause:
     last_at: datetime
     actor: str | None = None
     _ids: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+    # -- who changed it (#18)
+    actor_confidence: ActorConfidence | None = None
+    """how sure the collector was of ``actor`` (an Actor's confidence), for the latest cause that named one"""
+    actor_unresolved: int = 0
+    """filesystem events among the causes whose actor the collector could not resolve"""
+    _last_counted: str | None = field(default=None, repr=False, compare=False)
+
+    def attribute(self, event_id: str, actor: str | None, confidence: ActorConfidence | None) -> None:
+        """Note one cause event's actor and confidence (counted once per event, however often it touches)."""
+        if event_id == self._last_counted:
+            return
+        self._last_counted = event_id
+        if confidence == "unresolved":
+            self.actor_unresolved += 1
+        elif actor is not None:
+            self.actor, self.actor_confidence = actor, confidence
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -150,6 +167,8 @@ class OpenExposure:
     """the kind last emitted"""
     contents_seen: bool = False
     """whether any event of this exposure was of contents: its close says so"""
+    actor_unresolved: int = 0
+    """cause events of this exposure so far whose actor the collector could not resolve (#18)"""
 
 
 @dataclass(slots=True)
@@ -181,6 +200,7 @@ class FolderExposure:
             return False
         self.open = OpenExposure(last.exposure_id, last.sequence, last.opened_at, None, last.actor, last)
         self.open.kind = last.kind
+        self.open.actor_unresolved = last.actor_unresolved  # the count so far goes on after a restart (#18)
         self.open.contents_seen = last.kind is ExposureKind.CONTENTS or last.exposure_id in contents
         self.past_ids.add(last.exposure_id)
         return True
@@ -395,6 +415,8 @@ class ExposureTracker:
                         break
         else:
             paths, kind = _NO_PATHS, NAMES
+        if current is not None:
+            current.actor_unresolved += cause.actor_unresolved
         if current is not None and current.shape is None and current.published is not None:
             if self._published_as(current.published, outsiders, grants, paths, kind):
                 current.shape, current.paths = (outsiders, grants), paths
@@ -423,6 +445,7 @@ class ExposureTracker:
             current = record.open = OpenExposure(
                 exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor, None, paths, kind, kind is CONTENTS
             )
+            current.actor_unresolved = cause.actor_unresolved
             return self._event(record, current, ExposureStatus.OPENED, kind, outsiders, grants, paths, cause)
         if current.shape == (outsiders, grants) and current.paths == paths and current.kind is kind:
             return None
@@ -519,6 +542,8 @@ class ExposureTracker:
                 "closed_at": closed_at,
                 "duration_seconds": duration,
                 "detected_at": self.now or self.clock(),
+                "actor_confidence": cause.actor_confidence if cause.actor is not None else None,  # (#18)
+                "actor_unresolved": current.actor_unresolved,
                 "all_users": every,
             },
         )

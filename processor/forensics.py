@@ -285,7 +285,7 @@ def breach_report(window: ExposureWindow, *, detected_at: datetime | None = None
     return "\n".join(lines)
 
 
-_NO_ACTOR = "not recorded (a filesystem change does not name its actor)"
+_NO_ACTOR = 'not recorded (filesystem changes name their actor only with [[fs]] actors = "fanotify")'
 
 
 def touches(path: str, folder: str) -> bool:

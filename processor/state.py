@@ -172,6 +172,10 @@ class Directory:
         user = self.users.get(self._by_sid.get(name, name))
         return 0 if user is None or user.disabled else user.bit
 
+    def name_of_uid(self, uid: int) -> str | None:
+        """The name of the user with ``uid``, when one is known (no principal is made for it)."""
+        return self._by_uid.get(uid)
+
     def user_for_uid(self, uid: int, hint: str | None) -> User:
         """The user with ``uid``; a local account unknown to the directory becomes a principal of its own."""
         name = self._by_uid.get(uid)

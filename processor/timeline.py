@@ -117,6 +117,8 @@ def _entry(event: AnyEvent, causes: set[str]) -> TimelineEntry | None:
         acl = ",".join(e.text() for e in event.acl) if event.acl else ""
         mode = f" mode {event.mode:04o}" if event.mode is not None else ""
         summary = f"{event.kind.value} {event.path}{mode}" + (f" acl {acl}" if acl else "")
+        if event.actor is not None:  # who made it, as the collector could tell (#18)
+            summary += f" by {event.actor.text() or 'an unresolved process'} ({event.actor.confidence})"
         return TimelineEntry(event.observed_at, "change", event.path, summary, event.event_id)
     if isinstance(event, LabelAssigned):
         label = event.label.name if event.label else "(removed)"

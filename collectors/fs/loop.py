@@ -14,7 +14,8 @@ or cannot watch a directory (watch limit), or the spool dropped events and
 has drained, the loop says so in the log and rescans the affected roots; a
 degraded root is rescanned periodically until it can be watched whole again.
 Paths are read with the ACL reader ``[[fs]] acl_reader`` names
-(:mod:`collectors.fs.readers`).
+(:mod:`collectors.fs.readers`); who made a change comes from the actor source
+``[[fs]] actors`` names (:mod:`collectors.fs.actors`), asked when the change is read.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from watchdog.events import (
 from watchdog.observers.api import ObservedWatch
 
 from collectors.acl import DEFAULT_NAMES, NameCache
+from collectors.fs.actors import actor_source_named
 from collectors.fs.metrics import FsCollectorMetrics, FsCollectorStats
+from collectors.fs.opens import label_follower, open_source_named
 from collectors.fs.paths import CoveredPaths, ancestors_of
 from collectors.fs.publish import Emitter, Labeller, Publisher
 from collectors.fs.read import PathExcluder, PathState
@@ -106,6 +109,8 @@ class FsCollector:
         self.stats = FsCollectorStats()
         self._metrics = FsCollectorMetrics(metrics, config.collector_id)
         reader = acl_reader_named(config.acl_reader, names, config.acl_reader_options)
+        self._actors = actor_source_named(config, names)
+        self._opens = open_source_named(config, names)
         self._store = PublishedStateStore(state_path if state_path is not None else config.state_path)
         self._publisher = Publisher(
             self._store,
@@ -115,14 +120,10 @@ class FsCollector:
             labeller=labeller,
             batch_size=batch_size,
             stats=self.stats,
+            label_listener=label_follower(self._opens) if config.watch else None,
         )
-        spread = SpreadSettings(
-            config.scan_workers,
-            tuple(config.excludes),
-            self._source,
-            config.acl_reader,
-            tuple(config.acl_reader_options.items()),
-        )
+        options = tuple(config.acl_reader_options.items())
+        spread = SpreadSettings(config.scan_workers, tuple(config.excludes), self._source, config.acl_reader, options)
         self._walker = TreeWalker(
             self._store,
             self._publisher,
@@ -168,6 +169,7 @@ class FsCollector:
         try:
             if self._config.watch:
                 self._start_watching()
+                self._actors.start(self._roots)
             for root in self._roots:
                 self.scan(root, "baseline")
             while self._config.watch and not stop.is_set():
@@ -181,6 +183,8 @@ class FsCollector:
         finally:
             self._walker.stop = None
             self._watcher.stop()
+            self._actors.close()
+            self._opens.close()
 
     def scan(self, root: str | Path, reason: ScanReason = "manual") -> ScanCompleted:
         """Publish the differences between ``root`` (and its ancestors) and what was published.
@@ -202,7 +206,9 @@ class FsCollector:
                 log.warning("root %s does not exist", root)
             elif os.path.islink(root):
                 log.warning("root %s is a symlink, which is not followed: configure the path it points to", root)
-            self._walker.walk_tree(root, self._walker.settler(kinds, tally), tally, spread=kinds)
+            # a rescan after lost events asks the actor source who changed what it finds changed
+            actor_of = None if reason == "baseline" else self._actors.actor_of
+            self._walker.walk_tree(root, self._walker.settler(kinds, tally, actor_of=actor_of), tally, spread=kinds)
             completed = ScanCompleted(
                 root=root,
                 reason=reason,
@@ -329,6 +335,8 @@ class FsCollector:
             except queue.Empty:
                 item = None
         self._read_due_attributes()
+        for access in self._opens.take():
+            self._publisher.emit(access)
         self._rescan_where_needed()
         if self._inbox.empty():
             self._publisher.confirm()
@@ -382,6 +390,8 @@ class FsCollector:
         if path == root and os.path.isdir(root):
             log.info("root %s appeared; watching it", root)
             self._watch_root(root)  # before the walk, so nothing made meanwhile is missed
+        if os.path.isdir(path):
+            self._opens.created(path)
         self._walker.walk_tree(path, self._walker.settler(LIVE_KINDS, Tally()), Tally())
 
     def _on_deleted(self, path: str) -> None:
@@ -437,7 +447,8 @@ class FsCollector:
                 break  # deadlines are first-seen + constant, so insertion order is deadline order
             del self._attrib_due[path]
             # The change happened when inotify told us, not when the coalescing window ended.
-            self._walker.reconcile_path(path, LIVE_KINDS, Tally(), observed_at=noticed)
+            actor = self._actors.actor_of(path)
+            self._walker.reconcile_path(path, LIVE_KINDS, Tally(), observed_at=noticed, actor=actor)
 
     def _rescan_where_needed(self) -> None:
         now = self._clock()

@@ -24,7 +24,7 @@ from collectors.fs.read import PathState
 from collectors.fs.state import PublishedRecord, PublishedStateStore
 from collectors.fs.wire import FsWireEncoder, time_text
 from collectors.spool import RecordDropped
-from permwatch.events import Event, FsKind, FsPermissionEvent, Identity, LabelAssigned, ObjectType, utcnow
+from permwatch.events import Actor, Event, FsKind, FsPermissionEvent, Identity, LabelAssigned, ObjectType, utcnow
 
 EncodedEmit = Callable[[str, bytes, str], None]
 
@@ -70,7 +70,10 @@ class Publisher:
         labeller: Labeller | None,
         batch_size: int,
         stats: FsCollectorStats,
+        label_listener: Callable[[LabelAssigned], None] | None = None,
     ) -> None:
+        self._label_listener = label_listener
+        """told of every label event published (the open source watches labelled folders, #18)"""
         self._store = store
         self._emitter = emitter
         self._source = source
@@ -98,13 +101,21 @@ class Publisher:
     # ------------------------------------------------------------ permissions
 
     def publish(
-        self, path: str, state: PathState, kind: FsKind, *, observed_at: datetime | None, old_path: str | None = None
+        self,
+        path: str,
+        state: PathState,
+        kind: FsKind,
+        *,
+        observed_at: datetime | None,
+        old_path: str | None = None,
+        actor: Actor | None = None,
     ) -> None:
-        """Publish ``state`` of ``path``, observed at ``observed_at`` (``None``: now, as it is read)."""
+        """Publish ``state`` of ``path``, observed at ``observed_at`` (``None``: now, as it is read), changed
+        by ``actor`` when an actor source could tell."""
         self._store.put(path, object_type=state.object_type, fingerprint=state.fingerprint)
         if self.encoded_emit is not None and old_path is None:
             observed = None if observed_at is None else time_text(observed_at)
-            value = self._wire.encode_state(path, kind, state, self._names, observed)
+            value = self._wire.encode_state(path, kind, state, self._names, observed, actor)
             self._emit_encoded(self.encoded_emit, path, value)
             return
         self.emit(
@@ -120,6 +131,7 @@ class Publisher:
                 default_acl=state.default_acl,
                 acl_kind=state.acl_kind,
                 nt_acl=state.nt_acl,
+                actor=actor,
                 source=self._source,
                 observed_at=observed_at or utcnow(),
             )
@@ -168,6 +180,8 @@ class Publisher:
             assigned = assigned.model_copy(update={"source": self._source})
         self._labels_unconfirmed.add(assigned.path)
         self.emit(assigned)
+        if self._label_listener is not None:
+            self._label_listener(assigned)
 
     # --------------------------------------------------------------- protocol
 

@@ -34,6 +34,24 @@ class FsCollectorConfig(Section):
         description="keyword settings of the ACL reader, e.g. for ntacl (Samba shares): xattr_name, default"
         " security.NTACL (Samba 4.18+: acl_xattr:security_acl_name)",
     )
+    # -- who changed it, who opened it (#18)
+    actors: str = Field(
+        default="none",
+        min_length=1,
+        description="who made a permission change: a name in collectors.fs.actors.ACTOR_SOURCES, or several"
+        " joined by commas, asked in order (none; fanotify: local changes, needs CAP_SYS_ADMIN and"
+        " CAP_DAC_READ_SEARCH; smb_audit: Samba's vfs_full_audit log, see smb_audit_log)",
+    )
+    opens: str = Field(
+        default="none",
+        min_length=1,
+        description="who opened what in labelled folders, published on the 'access' topic: a name in"
+        " collectors.fs.opens.OPEN_SOURCES (none; fanotify: local opens, same capabilities as actors)",
+    )
+    smb_audit_log: Path | None = Field(
+        default=None,
+        description="Samba's vfs_full_audit log (prefix permwatch|%u|%I|%S), for actors or opens = smb_audit",
+    )
 
     @field_validator("roots")
     @classmethod

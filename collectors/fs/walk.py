@@ -29,7 +29,7 @@ from collectors.fs.publish import Publisher
 from collectors.fs.read import PathExcluder, PathState, publishable
 from collectors.fs.readers import AclReader
 from collectors.fs.state import PublishedRecord, PublishedStateStore
-from permwatch.events import FsKind, ObjectType
+from permwatch.events import Actor, FsKind, ObjectType
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,18 @@ class TreeWalker:
         self.stop: threading.Event | None = None
         """Checked between directories: once set, a walk raises :class:`ScanInterrupted`."""
 
-    def settler(self, kinds: Kinds, tally: Tally, *, observed_at: datetime | None = None) -> Visit:
+    def settler(
+        self,
+        kinds: Kinds,
+        tally: Tally,
+        *,
+        observed_at: datetime | None = None,
+        actor: Actor | None = None,
+        actor_of: Callable[[str], Actor | None] | None = None,
+    ) -> Visit:
         """A visit that publishes ``state`` when it differs from what was published, as observed at
-        ``observed_at`` (``None``: when it is read)."""
+        ``observed_at`` (``None``: when it is read), changed by ``actor`` when known, or by whom ``actor_of``
+        says changed the path (a rescan after lost events: the actor source may still know)."""
         publisher = self._publisher
 
         def settle(path: str, state: PathState, previous: PublishedRecord | None) -> None:
@@ -126,20 +135,23 @@ class TreeWalker:
             else:
                 kind = None
             if kind is not None:
-                publisher.publish(path, state, kind, observed_at=observed_at)
+                by = actor if actor_of is None else actor_of(path)
+                publisher.publish(path, state, kind, observed_at=observed_at, actor=by)
                 tally.changed += 1
             if state.is_dir:
                 publisher.observe_label(path)
 
         return settle
 
-    def reconcile_path(self, path: str, kinds: Kinds, tally: Tally, *, observed_at: datetime | None = None) -> None:
+    def reconcile_path(
+        self, path: str, kinds: Kinds, tally: Tally, *, observed_at: datetime | None = None, actor: Actor | None = None
+    ) -> None:
         """Publish one path (not its subtree) if its state differs; a vanished path is left to its deletion."""
         state = self._read_state(path)
         if state is None or state is _UNREADABLE:
             return
         previous = self._store.get(path)
-        self.settler(kinds, tally, observed_at=observed_at)(path, state, previous)
+        self.settler(kinds, tally, observed_at=observed_at, actor=actor)(path, state, previous)
         if previous is not None and previous.is_dir and not state.is_dir:
             self.delete_subtree(path, tally, include_self=False)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collectors.acl import NameCache
 from collectors.fs.read import PathState
-from permwatch.events import FsKind
+from permwatch.events import Actor, FsKind
 from permwatch.wire import FsPermissionEncoder, time_text
 
 __all__ = ["FsWireEncoder", "time_text"]
@@ -19,7 +19,13 @@ class FsWireEncoder(FsPermissionEncoder):
     """Encodes the permission states a collector (``source``) read as ``fs.permission`` events."""
 
     def encode_state(
-        self, path: str, kind: FsKind, state: PathState, names: NameCache, observed_at: str | None = None
+        self,
+        path: str,
+        kind: FsKind,
+        state: PathState,
+        names: NameCache,
+        observed_at: str | None = None,
+        actor: Actor | None = None,
     ) -> bytes:
         """:meth:`encode` for a state as read, its owner and group named by ``names``; observed now unless given."""
         return self.encode(
@@ -34,4 +40,5 @@ class FsWireEncoder(FsPermissionEncoder):
             self.now() if observed_at is None else observed_at,
             state.acl_kind,
             state.nt_acl,
+            actor,
         )

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from permwatch.cli.settings import load_config
 from permwatch.config import Config, ConfigError, LabelsConfig
-from permwatch.events import INPUT_TOPICS, TOPIC_EXPOSURES, AnyEvent, ExposureEvent, Label
+from permwatch.events import INPUT_TOPICS, TOPIC_ACCESS, TOPIC_EXPOSURES, AnyEvent, ExposureEvent, Label
 from permwatch.transport import open_bus
 
 if TYPE_CHECKING:
@@ -85,12 +85,19 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("exposure_id")
     p.add_argument("--output", "-o", type=Path)
 
+    # -- the breach report the data-protection officer files (#18)
+    p = sub.add_parser("breach-report", help="the GDPR Art. 33(3) breach report of one exposure, with opens")
+    p.add_argument("--config", "-c", type=Path, required=True, help="the TOML config naming the transport")
+    p.add_argument("exposure_id")
+    p.add_argument("--format", choices=["markdown", "html"], default="markdown")
+    p.add_argument("--output", "-o", type=Path, help="write here instead of standard output")
+
     p = sub.add_parser("archive", help="copy the whole event history into an embedded log file (for a workshop laptop)")
     p.add_argument("--config", "-c", type=Path, required=True)
     p.add_argument("--output", "-o", type=Path, required=True, help="a new SQLite event-log file")
 
 
-COMMANDS = ("replay", "exposures", "who-can-read", "timeline", "report", "archive")
+COMMANDS = ("replay", "exposures", "who-can-read", "timeline", "report", "archive", "breach-report")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         "timeline": _timeline,
         "report": _report,
         "archive": _archive,
+        "breach-report": _breach_report,
     }[args.command]
     return handler(args, config)
 
@@ -285,6 +293,35 @@ def _report(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _breach_report(args: argparse.Namespace, config: Config) -> int:
+    """Read the record (exposures, opens, the directory's uids) and write the exposure's Art. 33 report."""
+    from permwatch.events import TOPIC_DIRECTORY, DecodeError, FsAccessEvent, decode
+    from processor.breach_report import breach_facts, render_html, render_markdown, report_sections
+    from processor.opens import opens_during_exposures, uid_names
+
+    events = [e for e in _recorded_exposures(config) if e.exposure_id == args.exposure_id]
+    if not events:
+        print(f"permwatch: no exposure {args.exposure_id} in the recorded history", file=sys.stderr)
+        return 1
+    bus = open_bus(config.transport)
+    try:
+        decoded = []
+        for record in bus.history([TOPIC_DIRECTORY, TOPIC_ACCESS]):
+            try:
+                decoded.append(decode(record.value))
+            except DecodeError:
+                continue  # not ours to judge here: the processor dead-letters what it cannot read
+    finally:
+        bus.close()
+    accesses = [e for e in decoded if isinstance(e, FsAccessEvent) and e.folder == events[0].folder]
+    opens = opens_during_exposures(events, accesses, uid_names(decoded))
+    report = config.breach_report
+    facts = breach_facts(events, opens, controller=report.controller, dpo=report.dpo, generated_at=datetime.now(UTC))
+    sections = report_sections(facts)
+    _write(render_html(sections) if args.format == "html" else render_markdown(sections), args.output)
+    return 0
+
+
 def _archive(args: argparse.Namespace, config: Config) -> int:
     from permwatch.transport.embedded import EmbeddedBus
 
@@ -294,7 +331,7 @@ def _archive(args: argparse.Namespace, config: Config) -> int:
     source = open_bus(config.transport)
     target = EmbeddedBus(args.output)
     try:
-        copied = target.append_records(source.history([*INPUT_TOPICS, TOPIC_EXPOSURES]))
+        copied = target.append_records(source.history([*INPUT_TOPICS, TOPIC_EXPOSURES, TOPIC_ACCESS]))
     finally:
         source.close()
         target.close()

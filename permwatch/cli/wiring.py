@@ -56,6 +56,9 @@ def validate_stages(config: Config, path: Path) -> None:
                 loc = ".".join(str(p) for p in err["loc"])
                 msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
                 problems.append(f"{path}: key '{key}.{loc}': {msg}")
+    from collectors.registry import collector_problems
+
+    problems += collector_problems(config, path)  # what only a collector knows of its table ([[fs]] actors, #18)
     if problems:
         raise ConfigError("\n".join(problems))
 

@@ -5,6 +5,8 @@ Every topic is history: processors rebuild their state from the input topics
 workshop replays all of them. So topics keep their records for good unless
 ``retention_days`` says otherwise; a broker's default (seven days) would
 silently delete the baseline scan and the directory snapshot a rebuild needs.
+The ``access`` topic (who opened what, #18) is the exception: it keeps
+``access_retention_days`` (90 by default), as a data-protection policy asks.
 
 Sizes: a stage decodes events up to :data:`permwatch.events.MAX_MESSAGE_BYTES`;
 a topic takes that plus room for the key. A dead letter carries the record it
@@ -18,6 +20,7 @@ from __future__ import annotations
 from permwatch.config import KafkaConfig
 from permwatch.events import (
     MAX_MESSAGE_BYTES,
+    TOPIC_ACCESS,
     TOPIC_DEADLETTER,
     TOPIC_DIRECTORY,
     TOPIC_EXPOSURES,
@@ -25,7 +28,7 @@ from permwatch.events import (
     TOPIC_LABELS,
 )
 
-ALL_TOPICS = (TOPIC_FS, TOPIC_DIRECTORY, TOPIC_LABELS, TOPIC_EXPOSURES, TOPIC_DEADLETTER)
+ALL_TOPICS = (TOPIC_FS, TOPIC_DIRECTORY, TOPIC_LABELS, TOPIC_EXPOSURES, TOPIC_DEADLETTER, TOPIC_ACCESS)
 
 RECORD_MAX_BYTES = MAX_MESSAGE_BYTES + 64 * 1024
 """The largest record a topic other than ``deadletter`` accepts."""
@@ -37,7 +40,8 @@ _DAY_MS = 86_400_000
 
 def topic_configs(topic: str, config: KafkaConfig) -> dict[str, str]:
     """The topic-level settings ``topic`` is created with (and checked against when it exists)."""
-    retention = "-1" if config.retention_days is None else str(round(config.retention_days * _DAY_MS))
+    days = config.access_retention_days if topic == TOPIC_ACCESS else config.retention_days
+    retention = "-1" if days is None else str(round(days * _DAY_MS))
     size = DEADLETTER_MAX_BYTES if topic == TOPIC_DEADLETTER else RECORD_MAX_BYTES
     return {"retention.ms": retention, "max.message.bytes": str(size)}
 

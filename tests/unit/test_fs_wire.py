@@ -14,6 +14,7 @@ from collectors.fs.wire import FsWireEncoder, time_text
 from permwatch.events import (
     AclEntry,
     AclTag,
+    Actor,
     DirectoryGroup,
     DirectoryUser,
     FsBatch,
@@ -67,6 +68,14 @@ nt_acls = (
     | st.just(NtAcl(source="posix"))
     | st.builds(lambda error: NtAcl(source="unreadable", error=error), st.text(min_size=1, max_size=40))
 )
+actors = st.none() | st.builds(
+    Actor,
+    name=names,
+    uid=st.none() | st.integers(0, 2**32 - 1),
+    process=st.none() | st.text(max_size=15),
+    pid=st.none() | st.integers(1, 2**22),
+    confidence=st.sampled_from(["pidfd", "proc", "unresolved", "smb_audit", "audit"]),
+)
 times = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 
 
@@ -83,6 +92,7 @@ times = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1,
     when=times,
     source=st.text(max_size=20),
     nt_acl=nt_acls,
+    actor=actors,
 )
 def test_the_wire_encoding_decodes_to_the_models_event(
     path: str,
@@ -96,11 +106,12 @@ def test_the_wire_encoding_decodes_to_the_models_event(
     when: datetime,
     source: str,
     nt_acl: NtAcl | None,
+    actor: Actor | None,
 ) -> None:
     wire = FsWireEncoder(source)
     acl_kind = "posix" if nt_acl is None else "nt"
     value = wire.encode(
-        path, kind, object_type, owner, group, mode, acl, default_acl, time_text(when), acl_kind, nt_acl
+        path, kind, object_type, owner, group, mode, acl, default_acl, time_text(when), acl_kind, nt_acl, actor
     )
     got = decode(value)
     assert isinstance(got, FsPermissionEvent)
@@ -118,6 +129,7 @@ def test_the_wire_encoding_decodes_to_the_models_event(
         default_acl=default_acl,
         acl_kind=acl_kind,
         nt_acl=nt_acl,
+        actor=actor,
     )
     assert got == expected
     assert decode(encode(expected)) == got
@@ -185,3 +197,18 @@ def test_directory_events_without_sids_keep_their_version_1_bytes() -> None:
     assert b"sid" not in encode(user) and b"sid" not in encode(group)
     with_sid = user.model_copy(update={"sid": "S-1-5-21-1-2-3-1104", "primary_group_sid": "S-1-5-21-1-2-3-513"})
     assert decode(encode(with_sid)) == with_sid
+
+
+def test_an_event_without_an_actor_is_version_1s_bytes_and_one_with_an_actor_says_who_and_how_sure() -> None:
+    event = decode(VERSION_1_EVENT)
+    assert isinstance(event, FsPermissionEvent) and event.actor is None
+    assert b"actor" not in encode(event)
+    who = Actor(name="cecilia", uid=33203, process="setfacl", pid=4242, confidence="pidfd")
+    attributed = event.model_copy(update={"actor": who})
+    assert encode(attributed) == VERSION_1_EVENT[:-1] + (
+        b',"actor":{"name":"cecilia","uid":33203,"process":"setfacl","pid":4242,"confidence":"pidfd"}}'
+    )
+    assert decode(encode(attributed)) == attributed
+    assert who.text() == "cecilia"
+    assert Actor(uid=33203, confidence="proc").text() == "uid 33203"
+    assert Actor(pid=4242, confidence="unresolved").text() is None

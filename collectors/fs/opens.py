@@ -1,0 +1,302 @@
+"""Who opened what in labelled folders: access records from fanotify ``FAN_OPEN``, chosen by ``[[fs]] opens``.
+
+Only labelled folders are watched: each directory at or below one gets an
+inode mark for opens of itself and its entries (a filesystem-wide mark would
+cost every open on the disk). The marks are notification marks, never
+permission marks: the collector itself opens these folders when it walks
+them, and a permission mark would make it wait on itself. Its own opens are
+dropped. A thread reads the events as they come (a process can be asked who
+it is only while it lives) and queues one :class:`permwatch.events.FsAccessEvent`
+per (process, path) a minute; the collector's loop publishes them on the ``access``
+topic (:meth:`OpenSource.take`). Nothing of a file's contents is ever read.
+Adding a source is one class and one line in :data:`OPEN_SOURCES`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar
+
+from collectors.acl import NameCache
+from collectors.fanotify import FAN_EVENT_ON_CHILD, FAN_ONDIR, FAN_OPEN, FanEvent, Fanotify, FanotifyUnavailable
+from collectors.fs.actors import actor_from
+from collectors.fs.settings import FsCollectorConfig
+from permwatch.events import FsAccessEvent, LabelAssigned
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K")
+OPEN_MASK = FAN_OPEN | FAN_EVENT_ON_CHILD | FAN_ONDIR
+SETTLE_SECONDS = 0.02
+"""Pause after reading a busy batch of opens, for the kernel to merge a busy reader's repeats."""
+BUSY_BATCH = 8
+"""Events in one read that mark a busy reader (sequential one-off readers give one or two)."""
+MAX_SEEN = 65_536
+REPEAT_SECONDS = 60.0
+"""One process's repeated opens of a path within this long are one record; a long-lived process (an editor,
+smbd) opening it again later, maybe in another exposure, is recorded again."""
+
+
+class RecentlySeen(Generic[K]):
+    """Keys noted within the last ``seconds`` (at most ``limit`` of them, the oldest forgotten first)."""
+
+    def __init__(self, seconds: float, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._seconds, self._limit, self._clock = seconds, limit, clock
+        self._when: OrderedDict[K, float] = OrderedDict()
+
+    def __contains__(self, key: K) -> bool:
+        noted = self._when.get(key)
+        return noted is not None and self._clock() - noted < self._seconds
+
+    def note(self, key: K) -> None:
+        self._when.pop(key, None)
+        self._when[key] = self._clock()
+        if len(self._when) > self._limit:
+            self._when.popitem(last=False)
+
+
+class OpenSource(Protocol):
+    """Watches labelled folders for opens; :meth:`take` hands over the access events read so far."""
+
+    def watch(self, folder: str) -> None: ...
+
+    def unwatch(self, folder: str) -> None: ...
+
+    def created(self, directory: str) -> None: ...
+
+    def take(self) -> list[FsAccessEvent]: ...
+
+    def close(self) -> None: ...
+
+
+class FanotifyOpens:
+    """Access records of labelled folders from fanotify; see the module docstring."""
+
+    def __init__(self, names: NameCache, *, source: str, settle_seconds: float = SETTLE_SECONDS) -> None:
+        self._settle_seconds = settle_seconds
+        self._names = names
+        self._source = source
+        self._folders: set[str] = set()
+        self._marked: set[str] = set()
+        self._seen: RecentlySeen[tuple[int, str]] = RecentlySeen(REPEAT_SECONDS, MAX_SEEN)
+        self._out: queue.SimpleQueue[FsAccessEvent] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._fan: Fanotify | None = None
+        self._thread: threading.Thread | None = None
+        self._failed = False
+
+    def _started(self) -> Fanotify | None:
+        if self._fan is None and not self._failed:
+            try:
+                self._fan = Fanotify(dir_names=False)  # an open's own file handle names it, at less cost
+            except FanotifyUnavailable as exc:
+                self._failed = True
+                log.warning("opens: fanotify unavailable (%s); opens in labelled folders are not recorded", exc)
+                return None
+            self._thread = threading.Thread(target=self._follow, name="fs-opens", daemon=True)
+            self._thread.start()
+        return self._fan
+
+    def watch(self, folder: str) -> None:
+        """Record opens in ``folder`` and everything below it."""
+        with self._lock:
+            fan = self._started()
+            if fan is None:
+                return
+            self._folders.add(folder)
+            self._mark_tree(fan, folder)
+
+    def created(self, directory: str) -> None:
+        """A directory appeared: mark it (and what it holds) if it lies in a watched folder."""
+        with self._lock:
+            if self._fan is None or self._folder_of(directory) is None:
+                return
+            self._mark_tree(self._fan, directory)
+
+    def _mark_tree(self, fan: Fanotify, top: str) -> None:
+        """Mark every directory at or below ``top`` (os.walk follows no symlink); one warning for what failed."""
+        failed: list[tuple[str, FanotifyUnavailable]] = []
+        for directory, _subdirs, _files in os.walk(top):
+            if directory in self._marked:
+                continue
+            try:
+                fan.mark(directory, OPEN_MASK)
+            except FanotifyUnavailable as exc:  # gone meanwhile, or the marks limit (fs.fanotify.max_user_marks)
+                failed.append((directory, exc))
+                continue
+            self._marked.add(directory)
+        if failed:
+            first, error = failed[0]
+            log.warning("opens: cannot watch %d folder(s) below %s, e.g. %s (%s)", len(failed), top, first, error)
+
+    def unwatch(self, folder: str) -> None:
+        """Stop recording opens in ``folder`` (its label was removed)."""
+        with self._lock:
+            self._folders.discard(folder)
+            prefix = folder.rstrip("/") + "/"
+            for directory in [d for d in self._marked if d == folder or d.startswith(prefix)]:
+                if self._folder_of(directory) is not None:
+                    continue  # a nested labelled folder still wants it
+                self._marked.discard(directory)
+                if self._fan is not None:
+                    with contextlib.suppress(FanotifyUnavailable):  # gone already: its mark went with it
+                        self._fan.mark(directory, OPEN_MASK, remove=True)
+
+    def _folder_of(self, path: str) -> str | None:
+        while True:
+            if path in self._folders:
+                return path
+            if path == "/" or not path:
+                return None
+            path = os.path.dirname(path)
+
+    def _follow(self) -> None:
+        fan = self._fan
+        assert fan is not None
+        while not self._stop.is_set():
+            if fan.wait(0.25):
+                with self._lock:
+                    fan.events_read = 0
+                    for event in fan.read(self._already_recorded):
+                        self._record(event)
+                    busy = fan.events_read >= BUSY_BATCH
+                # Opens are read as they come: a process can be asked who it is only while it lives (one-off
+                # readers like cat live a millisecond or two). But when a batch shows a busy reader, a pause,
+                # so the kernel merges its repeated opens of one file into one queued event rather than this
+                # thread waking for each (bench/opens.py: ratio 0.40 without the pause, ~0.7 with it).
+                if busy:
+                    self._stop.wait(self._settle_seconds)
+
+    def _already_recorded(self, pid: int, path: str | None) -> bool:
+        return (pid, path or "") in self._seen
+
+    def _record(self, event: FanEvent) -> None:
+        if event.path is None or not event.is_open:
+            return
+        folder = self._folder_of(event.path)
+        if folder is None:
+            return
+        seen = (event.process.pid, event.path)
+        if seen in self._seen:
+            return
+        self._seen.note(seen)
+        actor = actor_from(event.process, self._names)
+        self._out.put(FsAccessEvent(path=event.path, folder=folder, actor=actor, source=self._source))
+
+    def take(self) -> list[FsAccessEvent]:
+        out = []
+        while True:
+            try:
+                out.append(self._out.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            if self._fan is not None:
+                self._fan.close()
+                self._fan = None
+
+
+class NoOpens:
+    """No open source: opens are not recorded (the default)."""
+
+    def watch(self, folder: str) -> None:
+        return None
+
+    def unwatch(self, folder: str) -> None:
+        return None
+
+    def created(self, directory: str) -> None:
+        return None
+
+    def take(self) -> list[FsAccessEvent]:
+        return []
+
+    def close(self) -> None:
+        return None
+
+
+class AllOf:
+    """Several open sources at once (``"fanotify,smb_audit"``: local opens and SMB opens)."""
+
+    def __init__(self, sources: Sequence[OpenSource]) -> None:
+        self.sources = tuple(sources)
+
+    def watch(self, folder: str) -> None:
+        for source in self.sources:
+            source.watch(folder)
+
+    def unwatch(self, folder: str) -> None:
+        for source in self.sources:
+            source.unwatch(folder)
+
+    def created(self, directory: str) -> None:
+        for source in self.sources:
+            source.created(directory)
+
+    def take(self) -> list[FsAccessEvent]:
+        return [event for source in self.sources for event in source.take()]
+
+    def close(self) -> None:
+        for source in self.sources:
+            source.close()
+
+
+def _smb_audit(config: FsCollectorConfig, names: NameCache, source: str) -> OpenSource:
+    from collectors.fs.smb_audit import SmbAuditOpens
+
+    if config.smb_audit_log is None:
+        raise UnknownOpenSourceError("[[fs]] opens names smb_audit, but [[fs]] smb_audit_log is not set")
+    return SmbAuditOpens(config.smb_audit_log, source=source)
+
+
+OPEN_SOURCES: dict[str, Callable[[FsCollectorConfig, NameCache, str], OpenSource]] = {
+    "none": lambda config, names, source: NoOpens(),
+    "fanotify": lambda config, names, source: FanotifyOpens(names, source=source),
+    "smb_audit": _smb_audit,
+}
+"""``[[fs]] opens`` names one, or several joined by commas, all of which record."""
+
+
+def label_follower(opens: OpenSource) -> Callable[[LabelAssigned], None]:
+    """What the publisher tells of every label it publishes, so ``opens`` watches the labelled folders (opens are
+    recorded there only, and only while the collector follows changes)."""
+
+    def follow(assigned: LabelAssigned) -> None:
+        if assigned.label is None:
+            opens.unwatch(assigned.path)
+        else:
+            opens.watch(assigned.path)
+
+    return follow
+
+
+class UnknownOpenSourceError(ValueError):
+    """``[[fs]] opens`` names no source in :data:`OPEN_SOURCES`."""
+
+
+def open_source_named(config: FsCollectorConfig, names: NameCache) -> OpenSource:
+    """The source ``[[fs]] opens`` selects (several, comma-separated, all record)."""
+    sources = []
+    for name in (part.strip() for part in config.opens.split(",") if part.strip()):
+        make = OPEN_SOURCES.get(name)
+        if make is None:
+            known = ", ".join(sorted(OPEN_SOURCES))
+            raise UnknownOpenSourceError(
+                f"[[fs]] opens = {config.opens!r} names no open source {name!r} (known: {known})"
+            )
+        sources.append(make(config, names, config.collector_id))
+    return sources[0] if len(sources) == 1 else AllOf(sources)
