@@ -165,10 +165,23 @@ class SmbShare:
     def connected(self) -> bool:
         return self._tree is not None
 
-    def _require(self) -> tuple[Connection, Session, TreeConnect]:
-        if self._connection is None or self._session is None or self._tree is None:
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
             raise SmbError(f"{self.unc} is not connected")
-        return self._connection, self._session, self._tree
+        return self._connection
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise SmbError(f"{self.unc} is not connected")
+        return self._session
+
+    @property
+    def tree(self) -> TreeConnect:
+        if self._tree is None:
+            raise SmbError(f"{self.unc} is not connected")
+        return self._tree
 
     # -- one folder ------------------------------------------------------------
 
@@ -177,8 +190,8 @@ class SmbShare:
         return self.receive_folder(self.send_folder(path))
 
     def send_folder(self, path: str) -> InFlight:
-        connection, session, tree = self._require()
-        create, _ = Open(tree, _smb_name(path)).create(
+        connection, session, tree = self.connection, self.session, self.tree
+        create, _ = Open(tree, smb_name(path)).create(
             ImpersonationLevel.Impersonation,
             _ACCESS,
             FileAttributes.FILE_ATTRIBUTE_DIRECTORY,
@@ -193,7 +206,7 @@ class SmbShare:
 
     def receive_folder(self, sent: InFlight) -> RemoteFolder:
         """Every answer of the compound is received (even after a failure: each is owed to the connection)."""
-        connection, _, _ = self._require()
+        connection = self.connection
         answers: list[object] = []
         for request in sent.requests:
             try:
@@ -217,8 +230,8 @@ class SmbShare:
         return RemoteFolder(sent.path, descriptor, _subfolders(sent.path, names))
 
     def _full_listing(self, path: str) -> list[tuple[str, int]]:
-        _, _, tree = self._require()
-        folder = Open(tree, _smb_name(path))
+        tree = self.tree
+        folder = Open(tree, smb_name(path))
         folder.create(
             ImpersonationLevel.Impersonation,
             DirectoryAccessMask.FILE_LIST_DIRECTORY | DirectoryAccessMask.SYNCHRONIZE,
@@ -244,7 +257,7 @@ class SmbShare:
             folder.close()
 
 
-def _smb_name(path: str) -> str:
+def smb_name(path: str) -> str:
     return path.strip("/").replace("/", "\\")
 
 
