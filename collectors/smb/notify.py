@@ -40,7 +40,7 @@ from smbprotocol.open import (
     ShareAccess,
 )
 
-from collectors.smb.share import SmbShare, smb_name
+from collectors.smb.share import SmbError, SmbShare, smb_name
 
 # a folder's ACL change needs an attribute bit beside SECURITY (SECURITY alone fires nothing for folders on Samba)
 FILTER = (
@@ -138,7 +138,7 @@ class Watches:
         try:
             request = self._answered.get(timeout=timeout)
         except queue.Empty:
-            return found
+            return [Change("", "lost")] if not self._alive() else found
         while True:
             found.extend(self._answer(request))
             if self._lost:
@@ -154,6 +154,12 @@ class Watches:
         self._by_request.clear()
 
     # -- internals ---------------------------------------------------------------------------------------------
+
+    def _alive(self) -> bool:
+        try:
+            return bool(self.share.connection.transport.connected)
+        except SmbError:
+            return False
 
     def _send(self, watch: _Watch) -> None:
         connection, session, tree = self.share.connection, self.share.session, self.share.tree
@@ -174,7 +180,9 @@ class Watches:
         with request.response_event_lock:  # type: ignore[attr-defined]
             response = request.response  # type: ignore[attr-defined]
             if response is not None and response["status"].get_value() == NtStatus.STATUS_PENDING:
-                request.response_event.clear()  # type: ignore[attr-defined]  # the interim answer: keep waiting
+                # the interim answer, or, when the connection died, smbprotocol waking every waiter on its way out
+                request.response_event.clear()  # type: ignore[attr-defined]
+                self._lost = self._lost or not self._alive()
                 return
         watch = self._by_request.pop(id(request), None)
         if watch is None:  # a disarmed watch's last answer (NOTIFY_CLEANUP): taken so the connection forgets it
@@ -211,6 +219,10 @@ class Watches:
         while position + 12 <= len(buffer):
             following, action, size = struct.unpack_from("<III", buffer, position)
             name = buffer[position + 12 : position + 12 + size].decode("utf-16-le").replace("\\", "/")
+            if name and all(ord(c) < 0x20 for c in name):
+                # Samba names the watched folder itself "" or, at times, one control character (no SMB name may
+                # hold one: MS-FSCC 2.1.5.2): either way the change is the folder's own
+                name = ""
             path = f"{folder}/{name}" if folder and name else (name or folder)
             if action in (_REMOVED, _RENAMED_OLD, _REMOVED_BY_DELETE):
                 self.disarm_below(path)

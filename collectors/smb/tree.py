@@ -9,20 +9,30 @@ Results come back in the order sent, each with its subfolders, which are queued 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from collectors.smb.share import MESSAGES_PER_FOLDER, InFlight, RemoteFolder, SmbShare
 
 
-def walk(share: SmbShare, root: str = "", *, in_flight: int = 8) -> Iterator[RemoteFolder]:
+def walk(
+    share: SmbShare,
+    root: str = "",
+    *,
+    in_flight: int = 8,
+    before_read: Callable[[str], object] | None = None,
+) -> Iterator[RemoteFolder]:
     """Every folder under ``root`` (itself first), each read once; a folder that cannot be read is yielded with
-    its error and not descended into."""
+    its error and not descended into. ``before_read(path)`` runs before a folder's read is sent: arming its
+    change notification there means nothing changed between the two goes unseen."""
     in_flight = max(1, min(in_flight, share.credits // MESSAGES_PER_FOLDER))  # never more than the credits asked
     pending: deque[str] = deque([root.strip("/")])
     sent: deque[InFlight] = deque()
     while pending or sent:
         while pending and len(sent) < in_flight:
-            sent.append(share.send_folder(pending.popleft()))
+            path = pending.popleft()
+            if before_read is not None:
+                before_read(path)
+            sent.append(share.send_folder(path))
         folder = share.receive_folder(sent.popleft())
         pending.extend(folder.subfolders)
         yield folder
