@@ -4,7 +4,8 @@ Starts a real Samba file server (the integration tests' `SambaFileServer`, Debia
 fills its share with ``--folders`` folders (``--fanout`` per level, a few files in each), then, in the same run:
 ``smbclient -c 'recurse; ls'`` over the whole share (the baseline: it lists, it reads no descriptor), and
 `collectors.smb.tree.walk` reading every folder's security descriptor and subfolders with 1, 8 and 16 folders
-in flight. Target (issue 17): the walk at ≥ 0.5× the listing's folders/s. Needs root (smbd, useradd).
+in flight, and the collector's baseline proper: 8 in flight with each folder's change notification armed first.
+Target (issue 17): the baseline at ≥ 0.5× the listing's folders/s. Needs root (smbd, useradd).
 
     .venv/bin/python bench/smb_baseline.py [--folders 5000] [--fanout 20]
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from collectors.smb.notify import Watches
 from collectors.smb.share import SmbShare
 from collectors.smb.tree import walk
 from tests.integration.servers.samba_fs import ADMIN_USER, SambaFileServer
@@ -56,11 +58,13 @@ def listing_seconds(samba: SambaFileServer) -> float:
     return time.perf_counter() - started
 
 
-def walk_seconds(samba: SambaFileServer, in_flight: int, expected: int) -> float:
+def walk_seconds(samba: SambaFileServer, in_flight: int, expected: int, *, armed: bool = False) -> float:
     account, password = samba.credentials(ADMIN_USER).split("%", 1)
     with SmbShare(samba.host, "share", account, password, credits=max(64, in_flight * 5 + 8)) as share:
+        watches = Watches(share) if armed else None
         started = time.perf_counter()
-        count = sum(1 for folder in walk(share, in_flight=in_flight) if folder.descriptor)
+        arm = watches.arm_and_send if watches is not None else None
+        count = sum(1 for folder in walk(share, in_flight=in_flight, send=arm) if folder.descriptor)
         seconds = time.perf_counter() - started
     if count != expected:
         raise SystemExit(f"walk read {count} descriptors, the share has {expected} folders")
@@ -85,6 +89,10 @@ def main() -> None:
             result[f"walk_{in_flight}_in_flight_folders_per_s"] = round(rate)
             result[f"walk_{in_flight}_in_flight_ratio"] = round(rate / (total / listing), 2)
             print(f"walk, {in_flight:2d} in flight: {seconds:.2f} s, {rate:,.0f} folders/s, {listing / seconds:.2f}×")
+        seconds = walk_seconds(samba, 8, total, armed=True)  # the collector's baseline: each folder's watch armed
+        result["baseline_armed_folders_per_s"] = round(total / seconds)
+        result["baseline_armed_ratio"] = round(listing / seconds, 2)
+        print(f"walk, 8 in flight, arming a watch per folder: {seconds:.2f} s, {total / seconds:,.0f} folders/s")
     print(json.dumps(result))
 
 

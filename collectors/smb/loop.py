@@ -110,7 +110,7 @@ class ShareLoop:
     def _reconcile(self, share: SmbShare, watches: Watches, root: str = "") -> None:
         """Walk ``root`` arming what is not watched; report what differs from what was reported, and what is gone."""
         found = set()
-        for folder in walk(share, root, in_flight=self._options.in_flight, before_read=watches.arm):
+        for folder in walk(share, root, in_flight=self._options.in_flight, send=watches.arm_and_send):
             found.add(folder.path)
             self._report(folder)
         self._report_removed(p for p in self._below(root) if p not in found)

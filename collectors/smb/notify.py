@@ -23,24 +23,15 @@ import contextlib
 import queue
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from smbprotocol.change_notify import CompletionFilter, SMB2ChangeNotifyRequest
 from smbprotocol.exceptions import NotifyEnumDir, SMBException, SMBResponseException
-from smbprotocol.file_info import FileAttributes
 from smbprotocol.header import NtStatus
-from smbprotocol.open import (
-    CreateDisposition,
-    CreateOptions,
-    DirectoryAccessMask,
-    ImpersonationLevel,
-    Open,
-    ShareAccess,
-)
 
-from collectors.smb.share import SmbError, SmbShare, smb_name
+from collectors.smb.share import READ_ACCESS, InFlight, SmbError, SmbShare, status_name
 
 # a folder's ACL change needs an attribute bit beside SECURITY (SECURITY alone fires nothing for folders on Samba)
 FILTER = (
@@ -77,7 +68,7 @@ class _Signal(threading.Event):
 @dataclass
 class _Watch:
     path: str
-    handle: Open
+    file_id: bytes
     request: object | None = None
 
 
@@ -100,25 +91,32 @@ class Watches:
 
     def arm(self, path: str) -> bool:
         """Watch ``path`` (no-op when watched already); False when the folder cannot be opened (gone, denied)."""
-        if path in self._by_path:
-            return True
-        tree = self.share.tree
-        handle = Open(tree, smb_name(path))
-        try:
-            handle.create(
-                ImpersonationLevel.Impersonation,
-                DirectoryAccessMask.FILE_LIST_DIRECTORY | DirectoryAccessMask.SYNCHRONIZE,
-                FileAttributes.FILE_ATTRIBUTE_DIRECTORY,
-                ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE,
-                CreateDisposition.FILE_OPEN,
-                CreateOptions.FILE_DIRECTORY_FILE,
-            )
-        except SMBResponseException:
-            return False
-        watch = _Watch(path, handle)
-        self._by_path[path] = watch
-        self._send(watch)
-        return True
+        self._arm([path])
+        return path in self._by_path
+
+    def arm_and_send(self, paths: Sequence[str]) -> list[InFlight]:
+        """Arm each folder's watch, then send its read through the watch's handle (for `tree.walk`): the reads
+        follow the CHANGE_NOTIFYs on the same connection, which the server handles in order, so a change made
+        after a folder was read is reported by its watch. Three sends for the whole batch: the opens (one
+        compound), the notifies, the reads (one compound)."""
+        failed = self._arm(paths)
+        reads = self.share.send_reads([(p, self._by_path[p].file_id) for p in paths if p in self._by_path])
+        by_path = {sent.path: sent for sent in reads}
+        return [by_path.get(p) or InFlight(p, error=failed.get(p, "STATUS_OBJECT_NAME_NOT_FOUND")) for p in paths]
+
+    def _arm(self, paths: Sequence[str]) -> dict[str, str]:
+        """Open the folders not watched yet in one compound and send each its CHANGE_NOTIFY; the NTSTATUS of
+        each that could not be opened (gone, denied)."""
+        wanted = list(dict.fromkeys(p for p in paths if p not in self._by_path))
+        failed = {}
+        for path, opened in zip(wanted, self.share.open_folders(wanted, READ_ACCESS), strict=True):
+            if isinstance(opened, bytes):
+                watch = _Watch(path, opened)
+                self._by_path[path] = watch
+                self._send(watch)
+            else:
+                failed[path] = status_name(opened)
+        return failed
 
     def disarm_below(self, path: str) -> None:
         """Drop the watches of ``path`` and everything under it (it was removed or renamed away)."""
@@ -128,7 +126,7 @@ class Watches:
             if watch.request is not None:
                 self._by_request.pop(id(watch.request), None)
             with contextlib.suppress(SMBException, OSError):
-                watch.handle.close()  # the server answers the pending notify with NOTIFY_CLEANUP
+                self.share.close_handle(watch.file_id)  # the server answers the pending notify: NOTIFY_CLEANUP
 
     def changes(self, timeout: float) -> list[Change]:
         """What changed, after waiting up to ``timeout`` s for a first answer; every answer waiting is taken."""
@@ -165,7 +163,7 @@ class Watches:
         connection, session, tree = self.share.connection, self.share.session, self.share.tree
         notify = SMB2ChangeNotifyRequest()
         notify["output_buffer_length"] = self.buffer
-        notify["file_id"] = watch.handle.file_id
+        notify["file_id"] = watch.file_id
         notify["completion_filter"] = FILTER
         request = connection.send(notify, session.session_id, tree.tree_connect_id)
         with request.response_event_lock:  # the worker sets the event under this lock: no answer slips between

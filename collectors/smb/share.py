@@ -8,9 +8,10 @@ folder is listed again on a handle of its own (`_full_listing`); the answers are
 fixed requests built once, since smbprotocol's structures, not the network, bound a walk (profiled: 8.3 million
 Python calls for 1,000 folders before, 5.1 million after).
 
-`send_folder` only sends; `receive_folder` collects the answers, so a caller can keep several folders in flight
-(see `tree.py`). Each request in flight costs one credit: `connect` asks the server for `credits` of them with an
-ECHO, as Windows clients do, instead of growing one at a time.
+`send_folders` only sends; `receive_folder` collects the answers, so a caller can keep several folders in flight
+(see `tree.py`). `open_folders` and `send_reads` serve handles kept open (the change notifications' handles:
+`notify.py`), read without a CREATE and CLOSE each time. Each request in flight costs one credit: `connect` asks
+the server for `credits` of them with an ECHO, as Windows clients do, instead of growing one at a time.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from smbprotocol.open import (
     DirectoryAccessMask,
     ImpersonationLevel,
     Open,
+    QueryDirectoryFlags,
     ShareAccess,
     SMB2CloseRequest,
     SMB2QueryDirectoryRequest,
@@ -46,12 +48,13 @@ GROUP_SECURITY_INFORMATION = 0x2
 DACL_SECURITY_INFORMATION = 0x4
 _SECURITY = OWNER_SECURITY_INFORMATION | GROUP_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION
 _HEADER_BYTES = 64
+_CREATE_FILE_ID = 64  # MS-SMB2 2.2.14: a CREATE answer's FileId, after sizes, times and attributes
 _RELATED = b"\xff" * 16  # "the file opened by the CREATE earlier in this compound"
 _LISTING_BYTES = 65_536  # one credit's worth of answer
 _LONGEST_ENTRY = 64 + 2 * 255 + 8  # a FILE_DIRECTORY_INFORMATION entry with a 255-character name, aligned
 _DESCRIPTOR_BYTES = 65_536  # a descriptor with ~1,500 ACEs; servers answer BUFFER_TOO_SMALL beyond
 MESSAGES_PER_FOLDER = 4  # credits one folder's compound takes while in flight
-_ACCESS = (
+READ_ACCESS = (
     DirectoryAccessMask.READ_CONTROL
     | DirectoryAccessMask.FILE_LIST_DIRECTORY
     | DirectoryAccessMask.FILE_READ_ATTRIBUTES
@@ -79,10 +82,22 @@ class RemoteFolder:
 
 @dataclass
 class InFlight:
-    """A folder's compound sent and not yet received: the path and smbprotocol's request objects, in order."""
+    """A folder's read sent and not yet received: smbprotocol's request objects, in the order sent.
+
+    ``opened`` and ``closed`` are the CREATE and CLOSE of a read with a handle of its own (`send_folders`);
+    a read on a handle kept open (`send_reads`) has neither. ``error`` is set for a folder that failed before its
+    read was sent (it could not be opened)."""
 
     path: str
-    requests: list
+    security: object | None = None
+    listing: object | None = None
+    opened: object | None = None
+    closed: object | None = None
+    error: str | None = None
+
+    @property
+    def requests(self) -> list[object]:
+        return [r for r in (self.opened, self.security, self.listing, self.closed) if r is not None]
 
 
 class SmbShare:
@@ -151,7 +166,7 @@ class SmbShare:
                 connection.echo(sid=session.session_id, credit_request=self.credits)
         except (SMBException, OSError, ValueError) as exc:
             connection.disconnect(True)
-            reason = _status_name(exc) if isinstance(exc, SMBResponseException) else type(exc).__name__
+            reason = status_name(exc) if isinstance(exc, SMBResponseException) else type(exc).__name__
             raise SmbError(f"cannot open {self.unc} as {self._username}: {reason}") from None
         self._connection, self._session, self._tree = connection, session, tree
 
@@ -183,17 +198,58 @@ class SmbShare:
             raise SmbError(f"{self.unc} is not connected")
         return self._tree
 
+    # -- handles kept open ---------------------------------------------------------------------------------------
+
+    def open_folders(self, paths: Sequence[str], access: int) -> list[bytes | SMBResponseException]:
+        """Open each folder with ``access`` in one unrelated compound (one send, one round trip for the lot): its
+        file id, or the error the server answered. The caller closes what it opened (`close_handle`)."""
+        connection, session, tree = self.connection, self.session, self.tree
+        creates = [
+            Open(tree, smb_name(path)).create(
+                ImpersonationLevel.Impersonation,
+                access,
+                FileAttributes.FILE_ATTRIBUTE_DIRECTORY,
+                ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE,
+                CreateDisposition.FILE_OPEN,
+                CreateOptions.FILE_DIRECTORY_FILE,
+                send=False,
+            )[0]
+            for path in paths
+        ]
+        if not creates:
+            return []
+        requests = connection.send_compound(creates, session.session_id, tree.tree_connect_id, related=False)
+        opened: list[bytes | SMBResponseException] = []
+        for request in requests:
+            try:
+                data = connection.receive(request, timeout=self._timeout)["data"].get_value()
+            except SMBResponseException as exc:
+                opened.append(exc)
+            else:
+                opened.append(bytes(data[_CREATE_FILE_ID : _CREATE_FILE_ID + 16]))
+        return opened
+
+    def close_handle(self, file_id: bytes) -> None:
+        close = SMB2CloseRequest()
+        close["file_id"] = file_id
+        with contextlib.suppress(SMBResponseException):  # closed already (the folder went away)
+            self.connection.receive(self.connection.send(close, self.session.session_id, self.tree.tree_connect_id))
+
     # -- one folder ------------------------------------------------------------
 
     def read_folder(self, path: str) -> RemoteFolder:
         """The folder's descriptor and subfolders (one round trip, two when it has very many entries)."""
-        return self.receive_folder(self.send_folder(path))
+        return self.receive_folder(self._send_folder(path))
 
-    def send_folder(self, path: str) -> InFlight:
+    def send_folders(self, paths: Sequence[str]) -> list[InFlight]:
+        """Each folder's read as a related compound of its own (CREATE, QUERY_INFO, QUERY_DIRECTORY, CLOSE)."""
+        return [self._send_folder(path) for path in paths]
+
+    def _send_folder(self, path: str) -> InFlight:
         connection, session, tree = self.connection, self.session, self.tree
         create, _ = Open(tree, smb_name(path)).create(
             ImpersonationLevel.Impersonation,
-            _ACCESS,
+            READ_ACCESS,
             FileAttributes.FILE_ATTRIBUTE_DIRECTORY,
             ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE,
             CreateDisposition.FILE_OPEN,
@@ -201,28 +257,43 @@ class SmbShare:
             send=False,
         )
         messages = [create, *self._fixed]  # the rest of the compound is the same for every folder
-        requests = connection.send_compound(messages, session.session_id, tree.tree_connect_id, related=True)
-        return InFlight(path, requests)
+        opened, security, listing, closed = connection.send_compound(
+            messages, session.session_id, tree.tree_connect_id, related=True
+        )
+        return InFlight(path, security, listing, opened, closed)
+
+    def send_reads(self, handles: Sequence[tuple[str, bytes]]) -> list[InFlight]:
+        """Read folders through handles already open (path, file id): QUERY_INFO and QUERY_DIRECTORY (from the
+        start) of them all in one unrelated compound, one send."""
+        messages: list[object] = []
+        for _, file_id in handles:
+            messages += [_query_security(file_id), _query_directory(file_id, restart=True)]
+        if not messages:
+            return []
+        requests = self.connection.send_compound(messages, self.session.session_id, self.tree.tree_connect_id)
+        return [InFlight(path, *requests[2 * i : 2 * i + 2]) for i, (path, _) in enumerate(handles)]
 
     def receive_folder(self, sent: InFlight) -> RemoteFolder:
-        """Every answer of the compound is received (even after a failure: each is owed to the connection)."""
-        connection = self.connection
-        answers: list[object] = []
-        for request in sent.requests:
-            try:
-                answers.append(connection.receive(request, timeout=self._timeout))
-            except SMBResponseException as exc:
-                answers.append(exc)
-        opened, security, listing, _closed = answers
-        if isinstance(opened, SMBResponseException):
-            return RemoteFolder(sent.path, None, error=_status_name(opened))
-        if isinstance(security, SMBResponseException):
-            return RemoteFolder(sent.path, None, error=_status_name(security))
-        descriptor = _answer_buffer(security)
+        """Every answer is received (even after a failure: each is owed to the connection)."""
+        if sent.error is not None:
+            return RemoteFolder(sent.path, None, error=sent.error)
+        answers = {}
+        for name in ("opened", "security", "listing", "closed"):
+            request = getattr(sent, name)
+            if request is not None:
+                try:
+                    answers[name] = self.connection.receive(request, timeout=self._timeout)
+                except SMBResponseException as exc:
+                    answers[name] = exc
+        for name in ("opened", "security"):
+            if isinstance(answers.get(name), SMBResponseException):
+                return RemoteFolder(sent.path, None, error=status_name(answers[name]))
+        descriptor = _answer_buffer(answers["security"])
+        listing = answers["listing"]
         if isinstance(listing, NoMoreFiles):
             names: list[tuple[str, int]] = []
         elif isinstance(listing, SMBResponseException):
-            return RemoteFolder(sent.path, descriptor, error=_status_name(listing))
+            return RemoteFolder(sent.path, descriptor, error=status_name(listing))
         elif len(_answer_buffer(listing)) > _LISTING_BYTES - _LONGEST_ENTRY:
             names = self._full_listing(sent.path)  # the next entry might not have fitted: list it all on its own
         else:
@@ -261,19 +332,20 @@ def smb_name(path: str) -> str:
     return path.strip("/").replace("/", "\\")
 
 
-def _query_security() -> SMB2QueryInfoRequest:
+def _query_security(file_id: bytes = _RELATED) -> SMB2QueryInfoRequest:
     query = SMB2QueryInfoRequest()
     query["info_type"] = InfoType.SMB2_0_INFO_SECURITY
     query["output_buffer_length"] = _DESCRIPTOR_BYTES
     query["additional_information"] = _SECURITY
-    query["file_id"] = _RELATED
+    query["file_id"] = file_id
     return query
 
 
-def _query_directory() -> SMB2QueryDirectoryRequest:
+def _query_directory(file_id: bytes = _RELATED, *, restart: bool = False) -> SMB2QueryDirectoryRequest:
     query = SMB2QueryDirectoryRequest()
     query["file_information_class"] = FileInformationClass.FILE_DIRECTORY_INFORMATION
-    query["file_id"] = _RELATED
+    query["flags"] = QueryDirectoryFlags.SMB2_RESTART_SCANS if restart else 0
+    query["file_id"] = file_id
     query["output_buffer_length"] = _LISTING_BYTES
     query["buffer"] = "*".encode("utf-16-le")
     return query
@@ -323,7 +395,7 @@ def _subfolders(path: str, names: Sequence[tuple[str, int]]) -> tuple[str, ...]:
     return tuple(sorted(folders))
 
 
-def _status_name(error: SMBResponseException) -> str:
+def status_name(error: SMBResponseException) -> str:
     status = error.status
     for name, value in vars(NtStatus).items():
         if name.startswith("STATUS_") and value == status:

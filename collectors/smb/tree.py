@@ -9,7 +9,7 @@ Results come back in the order sent, each with its subfolders, which are queued 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from collectors.smb.share import MESSAGES_PER_FOLDER, InFlight, RemoteFolder, SmbShare
 
@@ -19,20 +19,19 @@ def walk(
     root: str = "",
     *,
     in_flight: int = 8,
-    before_read: Callable[[str], object] | None = None,
+    send: Callable[[Sequence[str]], list[InFlight]] | None = None,
 ) -> Iterator[RemoteFolder]:
     """Every folder under ``root`` (itself first), each read once; a folder that cannot be read is yielded with
-    its error and not descended into. ``before_read(path)`` runs before a folder's read is sent: arming its
-    change notification there means nothing changed between the two goes unseen."""
+    its error and not descended into. Reads are sent in batches, refilled when half the folders in flight have
+    answered, by ``send`` (default: `SmbShare.send_folders`, each folder opened and closed by its own read;
+    `Watches.arm_and_send` arms each folder's change notification first and reads through its handle)."""
     in_flight = max(1, min(in_flight, share.credits // MESSAGES_PER_FOLDER))  # never more than the credits asked
     pending: deque[str] = deque([root.strip("/")])
     sent: deque[InFlight] = deque()
     while pending or sent:
-        while pending and len(sent) < in_flight:
-            path = pending.popleft()
-            if before_read is not None:
-                before_read(path)
-            sent.append(share.send_folder(path))
+        if pending and len(sent) <= in_flight // 2:
+            batch = [pending.popleft() for _ in range(min(len(pending), in_flight - len(sent)))]
+            sent.extend((send or share.send_folders)(batch))
         folder = share.receive_folder(sent.popleft())
         pending.extend(folder.subfolders)
         yield folder

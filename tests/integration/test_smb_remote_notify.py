@@ -47,8 +47,8 @@ def admin_share(samba: SambaFileServer) -> SmbShare:
 
 def armed(share: SmbShare, **options: int) -> Watches:
     watches = Watches(share, **options)
-    for folder in walk(share):
-        assert watches.arm(folder.path)
+    for folder in walk(share, send=watches.arm_and_send):
+        assert folder.path in watches
     return watches
 
 
