@@ -10,15 +10,16 @@ The file looks like (``deploy/directory.example.yaml`` is a commented one)::
       - {name: alla, gid: 20002, members: [bo], groups: [enhet]}
       - {name: enhet, gid: 20003}
 
-A user's primary group (``gid``) is a group's name or a number; ``primary_group`` is an older spelling of the
-name. A group's ``members`` are users and its ``groups`` the groups nested into it. A name in ``members`` that is
-no user but a group is nested too, the way an LDAP group's ``member`` may name a group, and logged, so nesting
-written there is never lost; a name in ``groups`` that is a user, a name that is neither, a name or a numeric id
-used twice, and a key given twice in one entry are errors naming the file, the line and the entry. On start the
-whole directory is published; afterwards each edit (noticed by polling the file's identity, which also catches
-editors that replace the file) publishes only the users and groups that changed, and deletions. A broken edit is
-logged once with the file, line and reason and ignored: the last good directory stays in force. Its sync state (ok
-or failed, when it last succeeded, how many users and groups) is exported through
+A user's primary group (``gid``) is a group's name or a number; ``primary_group`` is an older spelling of the name.
+Users and groups may carry a Windows ``sid`` (for NT ACLs on Samba shares); a user's ``primary_group_sid`` defaults
+to the SID of the group its ``gid`` names. A group's ``members`` are users and its ``groups`` the groups nested
+into it. A name in ``members`` that is no user but a group is nested too, the way an LDAP group's ``member`` may
+name a group, and logged, so nesting written there is never lost; a name in ``groups`` that is a user, a name that
+is neither, a name or a numeric id used twice, and a key given twice in one entry are errors naming the file, the
+line and the entry. On start the whole directory is published; afterwards each edit (noticed by polling the file's
+identity, which also catches editors that replace the file) publishes only the users and groups that changed, and
+deletions. A broken edit is logged once with the file, line and reason and ignored: the last good directory stays
+in force. Its sync state (ok or failed, when it last succeeded, how many users and groups) is exported through
 :meth:`permwatch.metrics.Metrics.directory_synced`.
 """
 
@@ -38,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from collectors.directory_diff import diff
 from permwatch.config import DirectoryFileConfig
-from permwatch.events import DirectoryGroup, DirectoryUser
+from permwatch.events import DirectoryGroup, DirectoryUser, Sid
 from permwatch.metrics import Metrics
 from permwatch.transport.spool import RecordDropped
 
@@ -53,6 +54,10 @@ class _UserEntry(BaseModel):
     gid: int | str | None = Field(default=None, description="the primary group: a group's name or a number")
     primary_group: str | None = Field(default=None, description="the primary group by name (same as a named gid)")
     disabled: bool = False
+    sid: Sid | None = Field(default=None, description="the account's Windows SID, for NT ACLs on Samba shares")
+    primary_group_sid: Sid | None = Field(
+        default=None, description="its primary group's SID (default: the SID of the group gid names, if it has one)"
+    )
 
 
 class _GroupEntry(BaseModel):
@@ -61,6 +66,7 @@ class _GroupEntry(BaseModel):
     gid: int | None = None
     members: list[str] = Field(default_factory=list, description="users (a group named here is nested)")
     groups: list[str] = Field(default_factory=list, description="groups nested into this one")
+    sid: Sid | None = Field(default=None, description="the group's Windows SID, for NT ACLs on Samba shares")
 
 
 class _DirectoryFile(BaseModel):
@@ -159,7 +165,18 @@ def parse_directory(path: Path) -> ParsedDirectory:
     states: dict[str, DirectoryUser | DirectoryGroup] = {}
     for i, u in enumerate(parsed.users):
         primary = _primary_gid(u, i, parsed, groups, lines)
-        user = DirectoryUser(name=u.name, uid=u.uid, primary_gid=primary, disabled=u.disabled)
+        primary_sid = u.primary_group_sid
+        named = u.primary_group or (u.gid if isinstance(u.gid, str) and not u.gid.strip().isdigit() else None)
+        if primary_sid is None and named is not None:
+            primary_sid = parsed.groups[groups[named]].sid
+        user = DirectoryUser(
+            name=u.name,
+            uid=u.uid,
+            primary_gid=primary,
+            disabled=u.disabled,
+            sid=u.sid,
+            primary_group_sid=primary_sid,
+        )
         states[user.key] = user
     notes: list[str] = []
     for i, g in enumerate(parsed.groups):
@@ -190,6 +207,7 @@ def parse_directory(path: Path) -> ParsedDirectory:
             gid=g.gid,
             member_users=tuple(dict.fromkeys(member_users)),
             member_groups=tuple(dict.fromkeys(member_groups)),
+            sid=g.sid,
         )
         states[group.key] = group
     return ParsedDirectory(states, tuple(notes))

@@ -42,7 +42,7 @@ from ldap3.core.exceptions import (
 )
 from ldap3.utils.dn import escape_rdn
 
-from collectors.ldap_entries import EntrySchema, RawEntry, is_within, normalize_dn, rdn_of
+from collectors.ldap_entries import EntrySchema, RawEntry, attribute_text, is_within, normalize_dn, rdn_of
 from collectors.ldap_modes import ChangeGap, Cursor, EntryChange, EntryLookup
 from collectors.ldap_session import LdapSession, class_filter
 from permwatch.config import ConfigError, LdapCollectorConfig
@@ -86,7 +86,7 @@ def merge_delta(
         attr, _, option = name.lower().partition(";")
         if attr not in wanted:
             continue
-        values = tuple(_text(v, dn_valued=attr in dn_valued) for v in raw_values or ())
+        values = tuple(_text(v, dn_valued=attr in dn_valued, name=attr) for v in raw_values or ())
         same = normalize_dn if attr in dn_valued else str.lower
         current = out.get(attr, ())
         if option == "range=1-1":
@@ -261,9 +261,9 @@ def _lower(raw: Mapping[str, Any]) -> dict[str, list[bytes] | None]:
     return {name.lower(): values for name, values in raw.items()}
 
 
-def _text(value: bytes, *, dn_valued: bool) -> str:
+def _text(value: bytes, *, dn_valued: bool, name: str = "") -> str:
     """Decoded exactly as the session decodes snapshot entries, so both compare; DNs without their GUID/SID."""
-    text = value.decode("utf-8", "replace")
+    text = attribute_text(name, value)
     return plain_dn(text) if dn_valued else text
 
 

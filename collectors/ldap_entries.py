@@ -253,6 +253,8 @@ class EntrySchema:
             self.change_sequence,
             self.modify_timestamp,
             self.modifiers_name,
+            OBJECT_SID,
+            PRIMARY_GROUP_ID,
         ]
         return tuple(dict.fromkeys(n for n in names if n))
 
@@ -299,9 +301,45 @@ class EntrySchema:
     def number(self, entry: RawEntry, attr: str) -> int | None:
         return _int(entry.first(attr))
 
+    def sids(self, entry: RawEntry, kind: Kind) -> tuple[str | None, str | None]:
+        """The entry's SID and (a user's) primary group's SID: its domain's SID and ``primaryGroupID``, so 513 is
+        Domain Users, whose members no group lists as ``member``. (None, None) where the server has no SIDs."""
+        sid = entry.first(OBJECT_SID)
+        if sid is None or not sid.startswith("S-1-"):
+            return None, None
+        rid = _int(entry.first(PRIMARY_GROUP_ID))
+        if kind == "user" and rid is not None and rid >= 0 and sid.count("-") > 3:
+            return sid, f"{sid.rsplit('-', 1)[0]}-{rid}"
+        return sid, None
+
     def stamp(self, entry: RawEntry) -> str | None:
         """What changes whenever the entry changes: its CSN, else its modify time."""
         return entry.first(self.change_sequence) or entry.first(self.modify_timestamp)
+
+
+OBJECT_SID = "objectsid"
+PRIMARY_GROUP_ID = "primarygroupid"
+"""Active Directory's (and Samba AD's) SID attributes, always asked for: other servers ignore the names."""
+
+
+def sid_text(value: bytes) -> str | None:
+    """A binary SID (``objectSid``, MS-DTYP 2.4.2.2) as ``S-1-…``; None when the bytes are not one."""
+    if len(value) < 8 or value[0] != 1 or len(value) != 8 + 4 * value[1] or value[1] > 15:
+        return None
+    authority = int.from_bytes(value[2:8], "big")
+    subs = [int.from_bytes(value[i : i + 4], "little") for i in range(8, len(value), 4)]
+    return "-".join(["S", "1", str(authority) if authority < 2**32 else f"0x{authority:012X}", *map(str, subs)])
+
+
+def attribute_text(name: str, value: bytes | str) -> str:
+    """An attribute value as text: UTF-8 (undecodable bytes replaced), an ``objectSid`` as ``S-1-…``."""
+    if not isinstance(value, bytes):
+        return str(value)
+    if name.lower() == OBJECT_SID:
+        sid = sid_text(value)
+        if sid is not None:
+            return sid
+    return value.decode("utf-8", "replace")
 
 
 def _int(text: str | None) -> int | None:

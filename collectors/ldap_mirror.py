@@ -167,6 +167,7 @@ class DirectoryMirror:
     def _derive(self, key: str) -> DirectoryUser | DirectoryGroup:
         entry, kind, schema = self.entries[key], self._kinds[key], self.schema
         name = schema.name_of(entry, kind)
+        sid, primary_group_sid = schema.sids(entry, kind)
         if kind == "user":
             return DirectoryUser(
                 name=name,
@@ -174,6 +175,8 @@ class DirectoryMirror:
                 uid=schema.number(entry, schema.uid_number),
                 primary_gid=schema.number(entry, schema.gid_number),
                 disabled=schema.is_disabled(entry, self.day),
+                sid=sid,
+                primary_group_sid=primary_group_sid,
             )
         users: set[str] = set(entry.values(schema.member_uid))
         groups: set[str] = set()
@@ -191,6 +194,7 @@ class DirectoryMirror:
             gid=schema.number(entry, schema.gid_number),
             member_users=tuple(sorted(users)),
             member_groups=tuple(sorted(groups)),
+            sid=sid,
         )
 
     # ------------------------------------------------------------- annotation

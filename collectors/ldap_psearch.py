@@ -45,7 +45,14 @@ from typing import Any
 from ldap3 import ANONYMOUS, ASYNC_STREAM, BASE, NONE, SIMPLE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPCommunicationError
 
-from collectors.ldap_entries import EntrySchema, RawEntry, is_within, parent_dn, parse_generalized_time
+from collectors.ldap_entries import (
+    EntrySchema,
+    RawEntry,
+    attribute_text,
+    is_within,
+    parent_dn,
+    parse_generalized_time,
+)
 from collectors.ldap_modes import ChangeGap, Cursor, EntryChange, EntryLookup
 from collectors.ldap_session import LdapSession
 from permwatch.config import LdapCollectorConfig
@@ -271,5 +278,5 @@ def _text_attributes(raw: Mapping[str, list[bytes]]) -> dict[str, tuple[str, ...
     out: dict[str, tuple[str, ...]] = {}
     for name, values in raw.items():
         if values:
-            out[name.lower()] = tuple(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values)
+            out[name.lower()] = tuple(attribute_text(name, v) for v in values)
     return out

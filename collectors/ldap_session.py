@@ -36,7 +36,7 @@ from ldap3.core.exceptions import (
 from ldap3.core.results import RESULT_ADMIN_LIMIT_EXCEEDED, RESULT_SIZE_LIMIT_EXCEEDED, RESULT_TIME_LIMIT_EXCEEDED
 from ldap3.utils.conv import escape_filter_chars
 
-from collectors.ldap_entries import EntrySchema, RawEntry, normalize_dn
+from collectors.ldap_entries import EntrySchema, RawEntry, attribute_text, normalize_dn
 from permwatch.config import ConfigError, LdapCollectorConfig
 
 RETRYABLE: tuple[type[Exception], ...] = (
@@ -198,7 +198,7 @@ def _text_attributes(raw: dict[str, list[bytes]]) -> dict[str, tuple[str, ...]]:
     out: dict[str, tuple[str, ...]] = {}
     for name, values in raw.items():
         if values:
-            text = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+            text = [attribute_text(name, v) for v in values]
             out[name.lower()] = tuple(text)
     return out
 

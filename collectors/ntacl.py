@@ -15,6 +15,7 @@ POSIX ACL; `posix_acl_hash` computes the version-4 hash exactly as Samba does
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -431,6 +432,7 @@ class _NdrWriter:
             self.u32(perm)
 
 
+@functools.lru_cache(maxsize=4096)  # a share repeats few POSIX states; the collector asks for each path it reads
 def posix_acl_hash(state: PosixState) -> bytes:
     """The 64-byte field Samba stores as ``sys_acl_hash`` in a version-4 blob, for the file as it is now.
 

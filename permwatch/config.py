@@ -150,6 +150,11 @@ class FsCollectorConfig(_Section):
         description="how each path's owner, group, mode and ACL are read: a name in collectors.fs.readers"
         ".ACL_READERS (posix: mode bits and POSIX ACLs from the system.posix_acl_* xattrs)",
     )
+    acl_reader_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="keyword settings of the ACL reader, e.g. for ntacl (Samba shares): xattr_name, default"
+        " security.NTACL (Samba 4.18+: acl_xattr:security_acl_name)",
+    )
 
     @field_validator("roots")
     @classmethod

@@ -172,8 +172,76 @@ class FsKind(StrEnum):
     DELETED = "deleted"
 
 
-AclKind = Literal["posix"]
-"""The kinds of ACL a permission event can carry; a new kind (the NT ACL) is added here, additively."""
+AclKind = Literal["posix", "nt"]
+"""The kinds of ACL a permission event can carry: ``posix`` alone, or ``nt``: the POSIX ACL *and* the Windows
+(NT) ACL a Samba file server keeps for the path (:class:`NtAcl`), both enforced."""
+
+
+# ---------------------------------------------------------------- NT ACLs (issue 16): one block, additive to v1
+
+Sid = Annotated[str, Field(pattern=r"^S-1-(\d{1,15}|0x[0-9A-F]{12})(-\d{1,10}){0,15}$", max_length=184)]
+"""A Windows security identifier in its string form (MS-DTYP 2.4.2.1), e.g. ``S-1-5-11``."""
+
+
+class NtAceFlag(StrEnum):
+    """ACE header flags that matter for access and inheritance (MS-DTYP 2.4.4.1)."""
+
+    OBJECT_INHERIT = "object_inherit"
+    CONTAINER_INHERIT = "container_inherit"
+    NO_PROPAGATE_INHERIT = "no_propagate_inherit"
+    INHERIT_ONLY = "inherit_only"
+    INHERITED = "inherited"
+
+
+class NtAce(_Frozen):
+    """One DACL entry in DACL order. ``mask`` is the raw access mask (generic bits unmapped); ``conditional``
+    marks an object or callback ACE, whose condition permwatch does not evaluate (an allow counts, a deny
+    does not: the side of exposure)."""
+
+    type: Literal["allow", "deny"]
+    flags: tuple[NtAceFlag, ...] = ()
+    mask: Int = Field(ge=0, le=0xFFFFFFFF)
+    trustee: Sid
+    conditional: Bool = False
+
+
+class NtAcl(_Frozen):
+    """The Windows ACL Samba serves for a path over SMB.
+
+    ``source`` says where it comes from: ``stored`` (the ``security.NTACL`` blob, valid by Samba's stale-blob
+    rule: owner, group and DACL are given), ``posix`` (no blob, or a stale one: Samba serves an ACL it maps
+    from the POSIX ACL, so the POSIX part alone decides) or ``unreadable`` (a blob that does not decode;
+    ``error`` says why; readers judge the path by its POSIX part and say it is unreadable). ``dacl`` is None
+    for a null DACL when ``dacl_present`` (everyone has every right); an empty tuple admits nobody.
+    """
+
+    source: Literal["stored", "posix", "unreadable"]
+    owner: Sid | None = None
+    group: Sid | None = None
+    dacl_present: Bool = False
+    dacl: tuple[NtAce, ...] | None = None
+    error: str | None = Field(default=None, max_length=300)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NtAcl:
+        if self.source != "stored" and (self.dacl_present or self.dacl is not None or self.owner or self.group):
+            raise ValueError(f"an NT ACL from {self.source!r} carries no descriptor of its own")
+        if (self.source == "unreadable") != (self.error is not None):
+            raise ValueError("error is given exactly when the NT ACL is unreadable")
+        if not self.dacl_present and self.dacl is not None:
+            raise ValueError("a DACL needs dacl_present")
+        return self
+
+
+def _drop_none(fields: dict[str, object], *names: str) -> dict[str, object]:
+    """Leave optional fields added after version 1 off the wire while unset, so older events keep their bytes."""
+    for name in names:
+        if fields.get(name) is None:
+            fields.pop(name, None)
+    return fields
+
+
+# ---------------------------------------------------------------- end of the NT ACL block
 
 
 class FsPermissionEvent(Event):
@@ -198,6 +266,7 @@ class FsPermissionEvent(Event):
     acl: tuple[AclEntry, ...] = ()
     default_acl: tuple[AclEntry, ...] = ()
     acl_kind: AclKind = "posix"
+    nt_acl: NtAcl | None = Field(default=None, description="with acl_kind 'nt': the NT ACL Samba serves")
 
     _paths = field_validator("path", "old_path")(_check_path)
 
@@ -206,7 +275,7 @@ class FsPermissionEvent(Event):
         fields: dict[str, object] = handler(self)
         if self.acl_kind == "posix":
             fields.pop("acl_kind", None)
-        return fields
+        return _drop_none(fields, "nt_acl")
 
     @model_validator(mode="after")
     def _state_unless_deleted(self) -> FsPermissionEvent:
@@ -214,6 +283,10 @@ class FsPermissionEvent(Event):
             raise ValueError(f"a {self.kind.value} event needs mode, owner and group")
         if self.kind is FsKind.MOVED and self.old_path is None:
             raise ValueError("a moved event needs old_path")
+        if self.nt_acl is not None and self.acl_kind != "nt":
+            raise ValueError("nt_acl needs acl_kind 'nt'")
+        if self.acl_kind == "nt" and self.nt_acl is None and self.kind is not FsKind.DELETED:
+            raise ValueError("acl_kind 'nt' needs nt_acl")
         return self
 
     @property
@@ -298,6 +371,14 @@ class DirectoryUser(Event):
     change: str = Field(default="snapshot", max_length=64, description="created|modified|disabled|deleted|snapshot")
     actor: str | None = Field(default=None, max_length=1024, description="who made the change, when known")
     changed_at: Time | None = None
+    sid: Sid | None = Field(default=None, description="the account's SID (AD objectSid), left off when unknown")
+    primary_group_sid: Sid | None = Field(
+        default=None, description="the SID of its primary group (AD: domain SID + primaryGroupID, 513 = Domain Users)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _sids_when_known(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return _drop_none(handler(self), "sid", "primary_group_sid")
 
     @property
     def topic(self) -> str:
@@ -323,6 +404,11 @@ class DirectoryGroup(Event):
     removed: tuple[str, ...] = Field(default=(), description="members removed by this change")
     actor: str | None = Field(default=None, max_length=1024)
     changed_at: Time | None = None
+    sid: Sid | None = Field(default=None, description="the group's SID (AD objectSid), left off when unknown")
+
+    @model_serializer(mode="wrap")
+    def _sid_when_known(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return _drop_none(handler(self), "sid")
 
     @property
     def topic(self) -> str:

@@ -71,6 +71,7 @@ class Metrics:
     fs_last_scan_duration: Gauge
     fs_watch_troubles: Counter
     fs_unreadable_paths: Counter
+    fs_acl_unreadable: Counter
     spool_records: Gauge
     spool_bytes: Gauge
     spool_spooling: Gauge
@@ -150,6 +151,11 @@ class Metrics:
             fs_unreadable_paths=counter(
                 "permwatch_fs_unreadable_paths_total",
                 "Paths whose permissions or listing could not be read (what was published is kept).",
+                ["collector"],
+            ),
+            fs_acl_unreadable=counter(
+                "permwatch_fs_acl_unreadable_total",
+                "Reads of a path whose NT ACL (security.NTACL) did not decode: published as 'ACL unreadable'.",
                 ["collector"],
             ),
             spool_records=gauge(

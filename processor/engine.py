@@ -262,15 +262,18 @@ class Engine:
         depend on G's direct members.
         """
         gids = set()
+        sids = set()
         for group in groups:
             for containing in self.directory.containing_groups(group):
                 g = self.directory.groups.get(containing)
                 if g is not None and g.gid is not None:
                     gids.add(g.gid)
+                if g is not None and g.sid is not None:
+                    sids.add(g.sid)  # an NT ACL names a group by its SID
         folders: set[str] = set()
         labelled, children = self.tracker.folders, self.paths.children
-        for gid in gids:
-            paths = self.paths.by_gid.get(gid)
+        indexed = [self.paths.by_gid.get(gid) for gid in gids] + [self.paths.by_sid.get(sid) for sid in sids]
+        for paths in indexed:
             if not paths:
                 continue
             # set operations (each walks the smaller side): a wide fan-out names 100,000 labelled folders here
@@ -284,6 +287,9 @@ class Engine:
                     folders.update(self.labelled_below(path))
         for group in groups:
             folders.update(self._allowing.get(group, ()))
+            g = self.directory.groups.get(group)
+            if g is not None and g.sid is not None:
+                folders.update(self._allowing.get(g.sid, ()))  # a label may name the group by its SID
         return folders
 
     # ------------------------------------------------------------ filesystem

@@ -26,6 +26,7 @@ from permwatch.events import (
 from permwatch.transport.base import Bus
 from processor.engine import Engine
 from processor.exposures import Verdict, audience
+from processor.readers import inherited_from
 from processor.state import parent_of
 
 
@@ -225,16 +226,20 @@ def who_can_read(engine: Engine, path: str) -> tuple[Label | None, list[ReaderGr
     found: list[ReaderGrant] = []
     for via in evaluator.verdict(state).via:
         hit = via.people & readers
+        entry = via.entry
+        if via.ace is not None and entry.endswith(", inherited"):  # an NT ACE: say where it came from
+            origin = inherited_from(engine.paths, path, via.ace)
+            entry = f"{entry} from {origin}" if origin else entry
         if via.group is None:
             for user in directory.names(hit):
-                found.append(ReaderGrant(user, via.entry, None, (), bool(directory.user_bit(user) & allowed)))
+                found.append(ReaderGrant(user, entry, None, (), bool(directory.user_bit(user) & allowed)))
             continue
         for nested in directory.nested_groups(via.group):
             direct = directory.direct_members(nested) & hit
             hit &= ~direct
             chain = directory.chain(via.group, nested)
             for user in directory.names(direct):
-                found.append(ReaderGrant(user, via.entry, nested, chain, bool(directory.user_bit(user) & allowed)))
+                found.append(ReaderGrant(user, entry, nested, chain, bool(directory.user_bit(user) & allowed)))
     return label, sorted(found, key=lambda g: (g.allowed, g.user, g.entry))
 
 

@@ -9,13 +9,18 @@ FILE_LIST_DIRECTORY for a folder and FILE_READ_DATA for a file (the same bit, 0x
 this check cannot evaluate (callback and object ACEs) are judged on the side of exposure: an allow counts, a deny
 does not, and the decision names them as unjudged. The descriptor is taken structurally (`Descriptor`, `Entry`),
 so the processor does not import a collector; `user_token` builds the SIDs Samba puts in a user's token.
+`nt_readers` is the same check for everybody at once on the contract's `NtAcl`: people are bitsets (see
+processor/state.py) and ``members_of(sid)`` says whose token holds a SID; unit tests hold it equal to
+`nt_read_decision` run per user.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from permwatch.events import NtAceFlag, NtAcl
 
 FILE_READ_DATA = 0x00000001  # FILE_LIST_DIRECTORY on a folder
 GENERIC_ALL = 0x10000000
@@ -98,8 +103,9 @@ def user_token(
     builtin_users: bool = True,
 ) -> frozenset[str]:
     """The SIDs in a logged-on user's token: the user's and groups' SIDs, Everyone, Authenticated Users (unless
-    a guest), BUILTIN\\Users (a domain or local user is a member by default) and Samba's Unix-id SIDs
-    S-1-22-1-uid / S-1-22-2-gid, which Samba adds for the user's Unix ids."""
+    a guest), BUILTIN\\Users (unless ``builtin_users`` is false: a standalone smbd without a group mapping
+    leaves it out) and Samba's Unix-id SIDs S-1-22-1-uid / S-1-22-2-gid, which Samba adds for the user's Unix
+    ids."""
     sids = {user_sid, *group_sids, EVERYONE}
     if authenticated:
         sids.add(AUTHENTICATED_USERS)
@@ -140,3 +146,42 @@ def nt_read_decision(descriptor: Descriptor, token: frozenset[str]) -> ReadDecis
 def nt_can_read(descriptor: Descriptor, token: frozenset[str]) -> bool:
     """`nt_read_decision` without the explanation."""
     return nt_read_decision(descriptor, token).allowed
+
+
+EVERYBODY = -1
+"""The bitset of all people: what a null or absent DACL admits (the POSIX side narrows it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NtGrant:
+    """One ACE that admits people to read: its index in the DACL and whom it admitted (before POSIX)."""
+
+    index: int
+    people: int
+
+
+def nt_readers(nt_acl: NtAcl, members_of: Callable[[str], int]) -> tuple[int, tuple[NtGrant, ...]]:
+    """Everyone the DACL lets list (a folder) or read (a file), and the allow ACEs that decided it.
+
+    The per-bit walk of `nt_read_decision` run for all tokens at once: people not yet decided for the read bit
+    are decided by the first applicable ACE naming it (inherit-only ones skipped, generic bits mapped); a deny
+    takes them out, an allow lets them in. A conditional deny is not evaluated and so decides nobody."""
+    if not nt_acl.dacl_present or nt_acl.dacl is None:
+        return EVERYBODY, ()
+    undecided = EVERYBODY
+    allowed = 0
+    grants: list[NtGrant] = []
+    for index, ace in enumerate(nt_acl.dacl):
+        if NtAceFlag.INHERIT_ONLY in ace.flags or not map_generic(ace.mask) & FILE_READ_DATA:
+            continue
+        hit = members_of(ace.trustee) & undecided
+        if not hit:
+            continue
+        if ace.type == "deny":
+            if not ace.conditional:
+                undecided &= ~hit
+            continue
+        allowed |= hit
+        undecided &= ~hit
+        grants.append(NtGrant(index, hit))
+    return allowed, tuple(grants)

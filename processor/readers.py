@@ -8,6 +8,13 @@ grants; everyone else by ``other``. Group entries match through nesting and
 primary groups, as the operating system resolves them. A principal can read a
 path only if it can also traverse (``x``) every ancestor directory.
 
+On a Samba share a path may also hold a Windows (NT) ACL (:func:`processor.state.nt_part`): Samba lets a
+user read only when both the NT check (:func:`processor.nt_access.nt_readers`) and the POSIX check admit them,
+so its readers are the intersection, explained by the NT ACE that admits them ("Authenticated Users
+(S-1-5-11) ALLOW read, inherited"). Traverse stays the POSIX ``x`` on ancestors: Samba, like Windows with its
+default bypass-traverse privilege, checks no NT traverse right, while the kernel checks ``x``. A path whose NT
+ACL could not be read is judged by POSIX alone and every grant says so.
+
 Verdicts are cached per distinct permission state (:data:`AclKey`), so a tree
 of 100,000 folders sharing a handful of ACLs costs a handful of evaluations;
 the cache is dropped whenever the directory changes.
@@ -17,7 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from processor.state import TAG_NAMES, AclKey, Directory, PathState, PathTable, acl_tuple, parent_of
+from permwatch.events import NtAce, NtAceFlag, NtAcl
+from processor.nt_access import map_generic, nt_readers
+from processor.state import TAG_NAMES, AclKey, Directory, PathState, PathTable, acl_tuple, nt_part, parent_of
 
 READ = 4
 TRAVERSE = 1
@@ -39,6 +48,8 @@ class Via:
     group: str | None
     user: str | None
     people: int
+    ace: NtAce | None = None
+    """the NT ACE that admits them, on a Samba share (see :func:`inherited_from`)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +94,7 @@ class ReaderEvaluator:
     def _share(self, verdict: AclVerdict) -> AclVerdict:
         """Sets of people are large ints (one bit a person): keep one object per distinct set."""
         canonical = self._canonical
-        via = tuple(Via(v.entry, v.group, v.user, canonical.setdefault(v.people, v.people)) for v in verdict.via)
+        via = tuple(Via(v.entry, v.group, v.user, canonical.setdefault(v.people, v.people), v.ace) for v in verdict.via)
         return AclVerdict(
             read=canonical.setdefault(verdict.read, verdict.read),
             traverse=canonical.setdefault(verdict.traverse, verdict.traverse),
@@ -125,8 +136,73 @@ class ReaderEvaluator:
 
 
 def evaluate_acl(state: PathState, directory: Directory) -> AclVerdict:
-    """Read and traverse bitsets of one permission state, with the entry that grants each."""
-    owner_uid, owning_gid, entries = acl_tuple(state.acl)
+    """Read and traverse bitsets of one permission state, with the entry that grants each: POSIX, and on a
+    Samba share with an NT ACL of its own, only those the NT check admits too."""
+    posix = evaluate_posix_acl(state, directory)
+    nt = nt_part(state.acl)
+    if nt is None:
+        return posix
+    if nt.source != "stored":
+        note = f" [NT ACL unreadable: {nt.error}; judged by POSIX alone]"
+        return AclVerdict(
+            posix.read, posix.traverse, tuple(Via(v.entry + note, v.group, v.user, v.people) for v in posix.via)
+        )
+    return _with_nt(posix, nt, directory)
+
+
+def _with_nt(posix: AclVerdict, nt: NtAcl, directory: Directory) -> AclVerdict:
+    admitted, grants = nt_readers(nt, directory.sid_members)
+    read = posix.read & admitted
+    if nt.dacl is None:  # a null DACL: every reader is one through POSIX, and says so
+        vias = tuple(Via(f"{v.entry} [NT: no DACL, everyone]", v.group, v.user, v.people) for v in posix.via)
+        return AclVerdict(read, posix.traverse, vias)
+    via = []
+    for grant in grants:
+        people = grant.people & posix.read
+        if not people:
+            continue
+        ace = nt.dacl[grant.index]
+        name = directory.name_of_sid(ace.trustee)
+        who = f"{name} ({ace.trustee})" if name else ace.trustee
+        how = ", inherited" if NtAceFlag.INHERITED in ace.flags else ""
+        condition = ", conditional (not evaluated)" if ace.conditional else ""
+        group = directory.group_of_sid(ace.trustee)
+        user = name if group is None and name is not None and name in directory.users else None
+        via.append(Via(f"{who} ALLOW read{how}{condition}", group, user, people, ace))
+    return AclVerdict(read, posix.traverse, tuple(via))
+
+
+def inherited_from(paths: PathTable, path: str, ace: NtAce) -> str | None:
+    """The folder an inherited ACE of ``path`` came from: the nearest ancestor holding it (same kind, trustee
+    and rights) as an inheritable ACE not itself inherited. None when the chain breaks: an ancestor unknown, or
+    without that ACE (it was since removed there, or the copy was made by hand)."""
+    want = (ace.type, ace.trustee, map_generic(ace.mask))
+    current = path
+    while current != "/":
+        current = parent_of(current)
+        state = paths.get(current)
+        nt = nt_part(state.acl) if state is not None else None
+        if nt is None or nt.dacl is None:
+            return None
+        source = next(
+            (
+                a
+                for a in nt.dacl
+                if (a.type, a.trustee, map_generic(a.mask)) == want
+                and (NtAceFlag.OBJECT_INHERIT in a.flags or NtAceFlag.CONTAINER_INHERIT in a.flags)
+            ),
+            None,
+        )
+        if source is None:
+            return None
+        if NtAceFlag.INHERITED not in source.flags:
+            return current
+    return None
+
+
+def evaluate_posix_acl(state: PathState, directory: Directory) -> AclVerdict:
+    """Read and traverse bitsets of the POSIX part of a permission state, with the entry that grants each."""
+    owner_uid, owning_gid, entries = acl_tuple(state.acl)[:3]
     mask_perms = next((perms for tag, _, perms in entries if TAG_NAMES[tag] == "mask"), 7)
     decided = read = traverse = 0
     via: list[Via] = []

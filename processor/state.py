@@ -7,8 +7,12 @@ holds users and groups (nested, possibly cyclic) and answers "who is in this
 group" two ways: *effectively* (through nesting and primary groups, the way
 the operating system resolves an ACL entry) and *directly* (members listed on
 the group itself plus users whose primary group it is, the way a label's
-audience is judged). :class:`PathTable` holds the permission state of every
-path the collectors reported, as a tree.
+audience is judged). Users and groups may carry Windows SIDs, and
+:meth:`Directory.sid_members` answers "whose SMB token holds this SID" for the
+NT ACL check (well-known SIDs and Samba's Unix-id SIDs included); names and
+SIDs are accepted alike wherever a label names a principal.
+:class:`PathTable` holds the permission state of every path the collectors
+reported, as a tree.
 """
 
 from __future__ import annotations
@@ -17,7 +21,31 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from sys import intern
 
-from permwatch.events import AclEntry, AclTag, DirectoryGroup, DirectoryUser, FsPermissionEvent, ObjectType
+from permwatch.events import AclEntry, AclTag, DirectoryGroup, DirectoryUser, FsPermissionEvent, NtAcl, ObjectType
+
+EVERYONE = "S-1-1-0"
+AUTHENTICATED_USERS = "S-1-5-11"
+BUILTIN_USERS = "S-1-5-32-545"
+CREATOR_OWNER = "S-1-3-0"
+CREATOR_GROUP = "S-1-3-1"
+UNIX_USER_PREFIX = "S-1-22-1-"
+UNIX_GROUP_PREFIX = "S-1-22-2-"
+WELL_KNOWN_SIDS = {
+    EVERYONE: "Everyone",
+    AUTHENTICATED_USERS: "Authenticated Users",
+    BUILTIN_USERS: "BUILTIN\\Users",
+    CREATOR_OWNER: "CREATOR OWNER",
+    CREATOR_GROUP: "CREATOR GROUP",
+    "S-1-3-4": "OWNER RIGHTS",
+    "S-1-5-18": "SYSTEM",
+    "S-1-5-32-544": "BUILTIN\\Administrators",
+}
+"""SIDs every Windows system knows by name. Everyone and Authenticated Users are in every logged-on user's token
+on Samba; BUILTIN\\Users holds whom the server makes its members (see `Directory.sid_members`); CREATOR
+OWNER/GROUP only matter in inheritable ACEs and match nobody."""
+_EVERY_LOGON = frozenset({EVERYONE, AUTHENTICATED_USERS})
+_DOMAIN_RIDS = {"512": "Domain Admins", "513": "Domain Users", "514": "Domain Guests"}
+"""Well-known relative ids of a domain's groups, to name a SID the directory does not list."""
 
 
 @dataclass(slots=True)
@@ -29,6 +57,8 @@ class User:
     primary_gid: int | None = None
     disabled: bool = False
     in_directory: bool = True
+    sid: str | None = None
+    primary_group_sid: str | None = None
 
     @property
     def bit(self) -> int:
@@ -43,6 +73,7 @@ class Group:
     gid: int | None = None
     member_users: frozenset[str] = frozenset()
     member_groups: frozenset[str] = frozenset()
+    sid: str | None = None
 
 
 def popcount(mask: int) -> int:
@@ -58,6 +89,9 @@ class Directory:
         self._names: list[str] = []
         self._by_uid: dict[int, str] = {}
         self._by_gid: dict[int, str] = {}
+        self._by_sid: dict[str, str] = {}
+        """SID -> user or group name (a SID is unique across both)."""
+        self._by_primary_sid: dict[str, int] | None = None
         self._effective: dict[str, int] = {}
         self._direct: dict[str, int] = {}
         self._by_primary: dict[int, int] | None = None
@@ -86,6 +120,8 @@ class Directory:
         )
         if user.uid is not None:
             self._by_uid[user.uid] = user.name
+        self._set_sid(user.sid, event.sid, user.name)
+        user.sid, user.primary_group_sid = event.sid, event.primary_group_sid
         self._changed()
 
     def apply_group(self, event: DirectoryGroup) -> bool:
@@ -93,8 +129,11 @@ class Directory:
         old = self.groups.pop(event.name, None)
         if old is not None and old.gid is not None and self._by_gid.get(old.gid) == old.name:
             del self._by_gid[old.gid]
+        self._set_sid(old.sid if old is not None else None, None if event.deleted else event.sid, event.name)
         if not event.deleted:
-            group = Group(event.name, event.gid, frozenset(event.member_users), frozenset(event.member_groups))
+            group = Group(
+                event.name, event.gid, frozenset(event.member_users), frozenset(event.member_groups), event.sid
+            )
             self.groups[event.name] = group
             if group.gid is not None:
                 self._by_gid[group.gid] = group.name
@@ -107,6 +146,12 @@ class Directory:
         self.users[name] = user
         return user
 
+    def _set_sid(self, old: str | None, new: str | None, name: str) -> None:
+        if old is not None and self._by_sid.get(old) == name:
+            del self._by_sid[old]
+        if new is not None:
+            self._by_sid[new] = name
+
     def _forget_uid(self, user: User) -> None:
         if user.uid is not None and self._by_uid.get(user.uid) == user.name:
             del self._by_uid[user.uid]
@@ -116,13 +161,15 @@ class Directory:
         self._effective.clear()
         self._direct.clear()
         self._by_primary = None
+        self._by_primary_sid = None
         self._parents = None
         self._everyone = None
 
     # ------------------------------------------------------------- lookups
 
     def user_bit(self, name: str) -> int:
-        user = self.users.get(name)
+        """The user named ``name`` (or whose SID it is), unless disabled or unknown."""
+        user = self.users.get(self._by_sid.get(name, name))
         return 0 if user is None or user.disabled else user.bit
 
     def user_for_uid(self, uid: int, hint: str | None) -> User:
@@ -161,19 +208,77 @@ class Directory:
         return self._everyone
 
     def direct_members(self, group: str) -> int:
-        """Listed members plus users whose primary group this is; no nesting."""
+        """Listed members plus users whose primary group this is (by gid, or by SID: AD's Domain Users lists
+        nobody as ``member``); no nesting. ``group`` is a name or the group's SID."""
         cached = self._direct.get(group)
         if cached is not None:
             return cached
         mask = 0
-        g = self.groups.get(group)
+        g = self.groups.get(self._by_sid.get(group, group))
         if g is not None:
             for name in g.member_users:
                 mask |= self.user_bit(name)
             if g.gid is not None:
                 mask |= self._primary_members().get(g.gid, 0)
+            if g.sid is not None:
+                mask |= self._primary_sid_members().get(g.sid, 0)
+        elif group.startswith("S-1-"):  # a primary group the directory does not list (AD's Domain Users)
+            mask = self._primary_sid_members().get(group, 0)
         self._direct[group] = mask
         return mask
+
+    def _primary_sid_members(self) -> dict[str, int]:
+        if self._by_primary_sid is None:
+            index: dict[str, int] = {}
+            for user in self.users.values():
+                if user.primary_group_sid is not None and not user.disabled:
+                    index[user.primary_group_sid] = index.get(user.primary_group_sid, 0) | user.bit
+            self._by_primary_sid = index
+        return self._by_primary_sid
+
+    def name_of_sid(self, sid: str) -> str | None:
+        """The user's or group's name for ``sid``: well-known, a Unix id Samba maps, or from the directory."""
+        if sid in WELL_KNOWN_SIDS:
+            return WELL_KNOWN_SIDS[sid]
+        if sid.startswith(UNIX_USER_PREFIX) and sid[len(UNIX_USER_PREFIX) :].isdigit():
+            return self._by_uid.get(int(sid[len(UNIX_USER_PREFIX) :]))
+        if sid.startswith(UNIX_GROUP_PREFIX) and sid[len(UNIX_GROUP_PREFIX) :].isdigit():
+            return self._by_gid.get(int(sid[len(UNIX_GROUP_PREFIX) :]))
+        name = self._by_sid.get(sid)
+        if name is None and sid.startswith("S-1-5-21-"):
+            return _DOMAIN_RIDS.get(sid.rsplit("-", 1)[1])
+        return name
+
+    def group_of_sid(self, sid: str) -> str | None:
+        """The directory group ``sid`` names (its own SID, or Samba's S-1-22-2-gid), if any."""
+        if sid.startswith(UNIX_GROUP_PREFIX) and sid[len(UNIX_GROUP_PREFIX) :].isdigit():
+            return self._by_gid.get(int(sid[len(UNIX_GROUP_PREFIX) :]))
+        name = self._by_sid.get(sid)
+        return name if name in self.groups else None
+
+    def sid_members(self, sid: str) -> int:
+        """The people whose SMB logon token holds ``sid``, as Samba builds it: every logged-on user holds
+        Everyone and Authenticated Users; a user its own SID and S-1-22-1-<uid>; the SIDs of its groups, nested
+        and primary (AD puts the whole nesting in the token), and S-1-22-2-<gid> of its Unix groups.
+        BUILTIN\\Users is the group the directory publishes under that SID, else everybody. CREATOR
+        OWNER/GROUP and unknown SIDs match nobody."""
+        if sid in _EVERY_LOGON:
+            return self.everyone()
+        if sid.startswith(UNIX_USER_PREFIX) and sid[len(UNIX_USER_PREFIX) :].isdigit():
+            name = self._by_uid.get(int(sid[len(UNIX_USER_PREFIX) :]))
+            return 0 if name is None else self.user_bit(name)
+        if sid.startswith(UNIX_GROUP_PREFIX) and sid[len(UNIX_GROUP_PREFIX) :].isdigit():
+            return self.gid_members(int(sid[len(UNIX_GROUP_PREFIX) :]))
+        name = self._by_sid.get(sid)
+        if name is None and sid == BUILTIN_USERS:
+            # the directory does not say who the server's BUILTIN\Users are (an AD domain makes Domain Users a
+            # member; a standalone Samba without a group mapping nobody): assume everybody, the side of exposure
+            return self.everyone()
+        if name is None:
+            return self._primary_sid_members().get(sid, 0)  # AD's Domain Users: nobody's member, everybody's primary
+        if name in self.groups:
+            return self.effective_members(name)
+        return self.user_bit(name)
 
     def gid_members(self, gid: int) -> int:
         """Everyone an ACL entry for ``gid`` lets in, as the kernel decides it.
@@ -263,8 +368,9 @@ class Directory:
 
 # ---------------------------------------------------------------- path table
 
-AclTuple = tuple[int, int, tuple[tuple[int, int, int], ...]]
-"""(owner uid, group gid, ((tag, qualifier, perms), ...)): the permission state of a path."""
+AclTuple = tuple[int, int, tuple[tuple[int, int, int], ...]] | tuple[int, int, tuple[tuple[int, int, int], ...], NtAcl]
+"""(owner uid, group gid, ((tag, qualifier, perms), ...)): the permission state of a path; on a Samba share
+with an NT ACL of its own (stored or unreadable), that :class:`NtAcl` fourth, as both are enforced."""
 AclKey = int
 """A permission state interned to a small int: hashing nested tuples on every lookup
 costs more than judging, and a share has few distinct states."""
@@ -278,8 +384,8 @@ _ENTRIES: dict[tuple[int, int, int], tuple[int, int, int]] = {}
 def intern_acl(acl: AclTuple) -> AclKey:
     found = _ACL_IDS.get(acl)
     if found is None:
-        owner, group, entries = acl
-        acl = (owner, group, tuple(_ENTRIES.setdefault(entry, entry) for entry in entries))
+        owner, group, entries, *nt = acl
+        acl = (owner, group, tuple(_ENTRIES.setdefault(entry, entry) for entry in entries), *nt)  # type: ignore[assignment]
         found = _ACL_IDS[acl] = len(_ACL_TUPLES)
         _ACL_TUPLES.append(acl)
     return found
@@ -287,6 +393,12 @@ def intern_acl(acl: AclTuple) -> AclKey:
 
 def acl_tuple(key: AclKey) -> AclTuple:
     return _ACL_TUPLES[key]
+
+
+def nt_part(key: AclKey) -> NtAcl | None:
+    """The NT ACL a permission state holds besides its POSIX part (None: POSIX alone decides)."""
+    acl = _ACL_TUPLES[key]
+    return acl[3] if len(acl) == 4 else None
 
 
 _TAG_CODES = {
@@ -325,7 +437,10 @@ def acl_key(event: FsPermissionEvent) -> AclKey:
     owner = event.owner.id if event.owner else -1
     group = event.group.id if event.group else -1
     entries = event.acl or _minimal_acl(event.mode or 0)
-    return intern_acl((owner, group, tuple(sorted((_TAG_CODES[e.tag], e.qualifier or 0, e.perms) for e in entries))))
+    posix = tuple(sorted((_TAG_CODES[e.tag], e.qualifier or 0, e.perms) for e in entries))
+    if event.nt_acl is not None and event.nt_acl.source != "posix":
+        return intern_acl((owner, group, posix, event.nt_acl))
+    return intern_acl((owner, group, posix))
 
 
 def _minimal_acl(mode: int) -> tuple[AclEntry, ...]:
@@ -358,10 +473,12 @@ def parent_of(path: str) -> str:
 
 
 _GROUP_IDS: dict[AclKey, tuple[int, ...]] = {}
+_TRUSTEES: dict[AclKey, tuple[str, ...]] = {}
 
 
 def group_ids(key: AclKey) -> tuple[int, ...]:
-    """The gids an ACL's group entries name: the owning group and every named group."""
+    """The gids an ACL's group entries name: the owning group and every named group, and the Unix groups its NT
+    ACL names as Samba's S-1-22-2-<gid>."""
     found = _GROUP_IDS.get(key)
     if found is None:
         acl = acl_tuple(key)
@@ -371,18 +488,34 @@ def group_ids(key: AclKey) -> tuple[int, ...]:
                 gids.add(acl[1])
             elif tag == 3:
                 gids.add(qualifier)
+        for sid in trustees(key):
+            if sid.startswith(UNIX_GROUP_PREFIX) and sid[len(UNIX_GROUP_PREFIX) :].isdigit():
+                gids.add(int(sid[len(UNIX_GROUP_PREFIX) :]))
         found = _GROUP_IDS[key] = tuple(sorted(gids))  # a tuple: a frozenset of two costs 216 bytes
+    return found
+
+
+def trustees(key: AclKey) -> tuple[str, ...]:
+    """The SIDs an NT ACL's entries name (none for a POSIX-only state): a group's membership change reaches the
+    paths that name it through these."""
+    found = _TRUSTEES.get(key)
+    if found is None:
+        nt = nt_part(key)
+        sids = {ace.trustee for ace in nt.dacl} if nt is not None and nt.dacl is not None else set()
+        found = _TRUSTEES[key] = tuple(sorted(sids))
     return found
 
 
 class PathTable:
     """Every known path's :class:`PathState`, with a child index for subtree walks
-    and a group index (gid → paths whose ACL names it) for directory fan-out."""
+    and group indexes (gid → paths whose ACL names it; SID → paths whose NT ACL names it) for directory
+    fan-out."""
 
     def __init__(self) -> None:
         self.states: dict[str, PathState] = {}
         self.children: dict[str, set[str]] = {}
         self.by_gid: dict[int, set[str]] = {}
+        self.by_sid: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
         return len(self.states)
@@ -413,6 +546,15 @@ class PathTable:
                         del self.by_gid[gid]
             else:
                 self.by_gid.setdefault(gid, set()).add(path)
+        for sid in trustees(state.acl):
+            if drop:
+                named = self.by_sid.get(sid)
+                if named is not None:
+                    named.discard(path)
+                    if not named:
+                        del self.by_sid[sid]
+            else:
+                self.by_sid.setdefault(sid, set()).add(path)
 
     def remove_subtree(self, path: str) -> list[tuple[str, PathState | None]]:
         """Forget ``path`` and everything known beneath it; return what was removed, with its last state."""

@@ -105,7 +105,7 @@ class FsCollector:
         self._roots = self._paths.roots
         self.stats = FsCollectorStats()
         self._metrics = FsCollectorMetrics(metrics, config.collector_id)
-        reader = acl_reader_named(config.acl_reader, names)
+        reader = acl_reader_named(config.acl_reader, names, config.acl_reader_options)
         self._store = PublishedStateStore(state_path if state_path is not None else config.state_path)
         self._publisher = Publisher(
             self._store,
@@ -116,7 +116,13 @@ class FsCollector:
             batch_size=batch_size,
             stats=self.stats,
         )
-        spread = SpreadSettings(config.scan_workers, tuple(config.excludes), self._source, config.acl_reader)
+        spread = SpreadSettings(
+            config.scan_workers,
+            tuple(config.excludes),
+            self._source,
+            config.acl_reader,
+            tuple(config.acl_reader_options.items()),
+        )
         self._walker = TreeWalker(
             self._store,
             self._publisher,

@@ -59,6 +59,11 @@ class FsCollectorMetrics:
         if self._unreadable is not None:
             self._unreadable.inc()
 
+    def acl_unreadable(self) -> None:
+        """A path read whose NT ACL did not decode (published as "ACL unreadable", not skipped)."""
+        if self._metrics is not None:
+            self._metrics.fs_acl_unreadable.labels(collector=self._collector).inc()
+
     def scan_started(self, root: str) -> Gauge | None:
         """Mark the scan running; returns the gauge the walk keeps at the number of paths seen so far."""
         if self._metrics is None:

@@ -11,7 +11,8 @@ in the worker from :data:`collectors.fs.readers.ACL_READERS`); the
 collector's own thread keeps the state store, the labels and the bus.
 
 A finding is ``(path, object_type, fingerprint, event bytes, error)``: an
-unreadable path has ``error`` set and nothing else.
+unreadable path has ``error`` set and nothing else; a path published as "ACL
+unreadable" (its NT ACL did not decode) has both, so the collector counts it.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def walk_units(
     source: str,
     kind: FsKind,
     acl_reader: str = "posix",
+    acl_reader_options: dict[str, str] | None = None,
 ) -> Generator[list[Finding], None, None]:
     """Chunks of findings below ``units`` (each unit itself is the caller's), from ``workers`` processes.
 
@@ -67,7 +69,7 @@ def walk_units(
     processes: list[BaseProcess] = [
         context.Process(
             target=_work,
-            args=(tasks, results, list(excludes), source, kind.value, acl_reader),
+            args=(tasks, results, list(excludes), source, kind.value, acl_reader, acl_reader_options),
             daemon=True,
             name="scan-worker",
         )
@@ -101,11 +103,17 @@ def walk_units(
 
 
 def _work(
-    tasks: Queue[str | None], results: Queue[Any], excludes: list[str], source: str, kind: str, acl_reader: str
+    tasks: Queue[str | None],
+    results: Queue[Any],
+    excludes: list[str],
+    source: str,
+    kind: str,
+    acl_reader: str,
+    acl_reader_options: dict[str, str] | None = None,
 ) -> None:
     try:
         names = NameCache()
-        reader = acl_reader_named(acl_reader, names)
+        reader = acl_reader_named(acl_reader, names, acl_reader_options)
         walker = _UnitWalker(results, PathExcluder(excludes), FsWireEncoder(source), FsKind(kind), reader, names)
         while (unit := tasks.get()) is not None:
             walker.walk(unit)
@@ -162,7 +170,9 @@ class _UnitWalker:
                 if state is None:
                     continue
                 value = self._wire.encode_state(path, self._kind, state, self._names)
-                found.append((path, state.object_type.value, state.fingerprint, value, None))
+                unreadable = state.nt_acl is not None and state.nt_acl.source == "unreadable"
+                note = state.nt_acl.error if unreadable and state.nt_acl is not None else None
+                found.append((path, state.object_type.value, state.fingerprint, value, note))
                 if state.is_dir:
                     pending.append(path)
                 if len(found) >= CHUNK:

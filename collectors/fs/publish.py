@@ -119,6 +119,7 @@ class Publisher:
                 acl=state.acl,
                 default_acl=state.default_acl,
                 acl_kind=state.acl_kind,
+                nt_acl=state.nt_acl,
                 source=self._source,
                 observed_at=observed_at or utcnow(),
             )

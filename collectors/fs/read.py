@@ -18,7 +18,7 @@ import stat
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, TypeVar
 
-from permwatch.events import AclEntry, AclKind, ObjectType
+from permwatch.events import AclEntry, AclKind, NtAcl, ObjectType
 
 MAX_PATH_CHARS = 4096
 
@@ -53,7 +53,9 @@ class PathState(NamedTuple):
     acl: tuple[AclEntry, ...]
     default_acl: tuple[AclEntry, ...]
     acl_kind: AclKind = "posix"
-    """Which kind of ACL ``acl`` and ``default_acl`` hold (the contract's ``FsPermissionEvent.acl_kind``)."""
+    """Which kind of ACL the state holds (the contract's ``FsPermissionEvent.acl_kind``): ``nt`` adds ``nt_acl``."""
+    nt_acl: NtAcl | None = None
+    """With ``acl_kind`` ``nt``: the Windows ACL Samba serves (readers hand out one object per distinct one)."""
 
     @property
     def is_dir(self) -> bool:
@@ -63,9 +65,18 @@ class PathState(NamedTuple):
     def fingerprint(self) -> bytes:
         """A digest of everything published except resolved names, which may come and go."""
         acl, default_acl = self.acl, self.default_acl
-        key = (self.object_type, self.uid, self.gid, self.mode, id(acl), id(default_acl), self.acl_kind)
+        key = (
+            self.object_type,
+            self.uid,
+            self.gid,
+            self.mode,
+            id(acl),
+            id(default_acl),
+            self.acl_kind,
+            id(self.nt_acl),
+        )
         found = _FINGERPRINTS.get(key)
-        if found is not None and found[0] is acl and found[1] is default_acl:
+        if found is not None and found[0] is acl and found[1] is default_acl and found[3] is self.nt_acl:
             return found[2]
         text = (
             f"{self.object_type.value}|{self.uid}|{self.gid}|{self.mode}"
@@ -73,14 +84,16 @@ class PathState(NamedTuple):
         )
         if self.acl_kind != "posix":  # POSIX states keep the fingerprints stores already hold
             text += f"|{self.acl_kind}"
+        if self.nt_acl is not None:
+            text += f"|{_nt_signature(self.nt_acl)}"
         digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
         if len(_FINGERPRINTS) >= 4096:
             _FINGERPRINTS.clear()
-        _FINGERPRINTS[key] = (acl, default_acl, digest)
+        _FINGERPRINTS[key] = (acl, default_acl, digest, self.nt_acl)
         return digest
 
 
-_FINGERPRINTS: dict[tuple[ObjectType, int, int, int, int, int, str], tuple[object, object, bytes]] = {}
+_FINGERPRINTS: dict[tuple[ObjectType, int, int, int, int, int, str, int], tuple[object, object, bytes, object]] = {}
 """Digests of recurring states, by the identity of their ACL tuples (held, so an id is not reused)."""
 
 
@@ -89,6 +102,13 @@ def _signature(entries: tuple[AclEntry, ...]) -> str:
 
 
 _entries_signature = memo_by_identity(_signature)
+
+
+def _nt_text(nt_acl: NtAcl) -> str:
+    return nt_acl.model_dump_json()
+
+
+_nt_signature = memo_by_identity(_nt_text)
 """Few distinct ACLs recur across a tree (see :meth:`NameCache.decoded_acl`): their text is remembered."""
 
 

@@ -85,6 +85,7 @@ class SpreadSettings:
     excludes: tuple[str, ...]
     source: str
     acl_reader: str
+    acl_reader_options: tuple[tuple[str, str], ...] = ()
 
 
 class TreeWalker:
@@ -227,6 +228,7 @@ class TreeWalker:
             source=settings.source,
             kind=kinds.new,
             acl_reader=settings.acl_reader,
+            acl_reader_options=dict(settings.acl_reader_options),
         )
         try:
             self._publish_found(found, tally)
@@ -249,16 +251,21 @@ class TreeWalker:
                 tally.seen += 1
                 tally.changed += 1
                 self._publisher.publish_encoded(path, ObjectType(object_type), fingerprint, value)
+                if error is not None:  # published as "ACL unreadable" (the worker warned)
+                    self._metrics.acl_unreadable()
             tally.report()
 
     def _read_state(self, path: str) -> PathState | Literal[_Unreadable.TOKEN] | None:
         """The path's state, ``None`` when it does not exist, ``_UNREADABLE`` (logged) otherwise."""
         try:
-            return self._reader.read(path)
+            state = self._reader.read(path)
         except (OSError, MalformedAclError) as exc:
             self._unreadable()
             log.warning("cannot read permissions of %s (%s): keeping what was published", path, exc)
             return _UNREADABLE
+        if state is not None and state.nt_acl is not None and state.nt_acl.source == "unreadable":
+            self._metrics.acl_unreadable()  # published all the same, as "ACL unreadable" (the reader warned)
+        return state
 
     def _unreadable(self) -> None:
         self._stats.unreadable_paths += 1

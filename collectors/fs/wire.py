@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 from collectors.acl import NameCache
 from collectors.fs.read import PathState, memo_by_identity
-from permwatch.events import AclEntry, AclKind, FsKind, ObjectType
+from permwatch.events import AclEntry, AclKind, FsKind, NtAcl, ObjectType
 
 MAX_FRAGMENTS = 4096
 """Remembered owner/group/ACL fragments before the memo starts again (a tree has few distinct ones)."""
@@ -47,6 +47,7 @@ class FsWireEncoder:
         self._counter = itertools.count()
         self._identities: dict[tuple[int, str | None], str] = {}
         self._acl = memo_by_identity(_entries_json, MAX_FRAGMENTS)
+        self._nt = memo_by_identity(_nt_json, MAX_FRAGMENTS)
         self._clock_read = 0.0
         self._clock_text = ""
 
@@ -62,10 +63,13 @@ class FsWireEncoder:
         default_acl: tuple[AclEntry, ...],
         observed_at: str,
         acl_kind: AclKind = "posix",
+        nt_acl: NtAcl | None = None,
     ) -> bytes:
         """The event's bytes; ``observed_at`` as :func:`time_text` writes it. A POSIX ACL's kind is left
-        off, as the model leaves it off, so these are version 1's bytes."""
+        off, as the model leaves it off, so these are version 1's bytes; an NT ACL follows its kind."""
         kind_field = "" if acl_kind == "posix" else f',"acl_kind":"{acl_kind}"'
+        if nt_acl is not None:
+            kind_field += f',"nt_acl":{self._nt(nt_acl)}'
         return (
             f'{self._head}{self._prefix}{next(self._counter):x}","observed_at":"{observed_at}",'
             f'"kind":"{kind.value}","path":{_string(path)},'
@@ -88,6 +92,7 @@ class FsWireEncoder:
             state.default_acl,
             self.now() if observed_at is None else observed_at,
             state.acl_kind,
+            state.nt_acl,
         )
 
     def now(self) -> str:
@@ -114,6 +119,10 @@ def _entries_json(entries: tuple[AclEntry, ...]) -> str:
         ensure_ascii=False,
         separators=(",", ":"),
     )
+
+
+def _nt_json(nt_acl: NtAcl) -> str:
+    return nt_acl.model_dump_json()
 
 
 def _string(text: str) -> str:

@@ -33,8 +33,9 @@ class Findings:
 
 
 def check_world(config: Config, path: Path, environ: dict[str, str] | None = None) -> Findings:
+    from collectors.acl import NameCache
     from collectors.directory_file import DirectoryFileError, parse_directory
-    from collectors.fs.readers import ACL_READERS
+    from collectors.fs.readers import ACL_READERS, UnknownAclReaderError, acl_reader_named
 
     found = Findings(errors=state_problems(config, path))
     for i, fs in enumerate(config.fs):
@@ -48,6 +49,11 @@ def check_world(config: Config, path: Path, environ: dict[str, str] | None = Non
             found.errors.append(
                 f"{path}: key 'fs.{i}.acl_reader': {fs.acl_reader!r} names no ACL reader (known: {known})"
             )
+        else:
+            try:
+                acl_reader_named(fs.acl_reader, NameCache(), fs.acl_reader_options)
+            except UnknownAclReaderError as exc:
+                found.errors.append(f"{path}: key 'fs.{i}.acl_reader_options': {str(exc).split(': ', 1)[-1]}")
     if config.directory is not None:
         directory = config.directory.path
         if not directory.exists():

@@ -77,7 +77,7 @@ def test_a_second_reader_plugged_in_by_name_reaches_the_processor(
 
 def test_an_unknown_reader_is_refused_naming_the_setting(tmp_path: Path) -> None:
     config = FsCollectorConfig(roots=[tmp_path], watch=False, acl_reader="nfs4", state_path=tmp_path / "state.db")
-    with pytest.raises(UnknownAclReaderError, match=r"\[\[fs\]\] acl_reader = 'nfs4'.*known: posix"):
+    with pytest.raises(UnknownAclReaderError, match=r"\[\[fs\]\] acl_reader = 'nfs4'.*known: ntacl, posix"):
         FsCollector(config, ListEmitter())
 
 

@@ -119,7 +119,22 @@ def test_an_unknown_acl_reader_is_named_with_its_key(tmp_path: Path, capsys: pyt
     status, _out, err = check(capsys, str(config))
     assert status == 2
     assert err.splitlines() == [
-        f"permwatch: config error: {config}: key 'fs.0.acl_reader': 'nfs4' names no ACL reader (known: posix)"
+        f"permwatch: config error: {config}: key 'fs.0.acl_reader': 'nfs4' names no ACL reader (known: ntacl, posix)"
+    ]
+
+
+def test_acl_reader_options_the_reader_refuses_are_named_with_their_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, share = write(tmp_path)
+    text = config.read_text()
+    options = 'acl_reader = "ntacl"\nacl_reader_options = { xattr_name = "NTACL" }'
+    config.write_text(text.replace(f'roots = ["{share}"]', f'roots = ["{share}"]\n{options}'))
+    status, _out, err = check(capsys, str(config))
+    assert status == 2
+    assert err.splitlines() == [
+        f"permwatch: config error: {config}: key 'fs.0.acl_reader_options': "
+        "xattr_name 'NTACL' is not an xattr name like security.NTACL"
     ]
 
 

@@ -5,11 +5,28 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from collectors.fs.wire import FsWireEncoder, time_text
-from permwatch.events import AclEntry, AclTag, FsBatch, FsKind, FsPermissionEvent, Identity, ObjectType, decode, encode
+from permwatch.events import (
+    AclEntry,
+    AclTag,
+    DirectoryGroup,
+    DirectoryUser,
+    FsBatch,
+    FsKind,
+    FsPermissionEvent,
+    Identity,
+    NtAce,
+    NtAceFlag,
+    NtAcl,
+    ObjectType,
+    decode,
+    encode,
+)
 
 names = st.none() | st.text(min_size=1, max_size=12)
 components = st.text(min_size=1, max_size=12).filter(lambda c: c not in (".", "..") and "/" not in c and "\0" not in c)
@@ -22,6 +39,34 @@ entries = st.builds(
     perms=st.integers(0, 7),
 )
 acls = st.lists(entries, max_size=6).map(tuple)
+sids = st.builds(
+    lambda authority, subs: "-".join(["S", "1", str(authority), *map(str, subs)]),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.integers(0, 2**32 - 1), max_size=15),
+)
+nt_aces = st.builds(
+    NtAce,
+    type=st.sampled_from(["allow", "deny"]),
+    flags=st.lists(st.sampled_from(list(NtAceFlag)), unique=True, max_size=5).map(tuple),
+    mask=st.integers(0, 0xFFFFFFFF),
+    trustee=sids,
+    conditional=st.booleans(),
+)
+stored_nt_acls = st.builds(
+    lambda owner, group, dacl, null: NtAcl(
+        source="stored", owner=owner, group=group, dacl_present=True, dacl=None if null else tuple(dacl)
+    ),
+    st.none() | sids,
+    st.none() | sids,
+    st.lists(nt_aces, max_size=6),
+    st.booleans(),
+)
+nt_acls = (
+    st.none()
+    | stored_nt_acls
+    | st.just(NtAcl(source="posix"))
+    | st.builds(lambda error: NtAcl(source="unreadable", error=error), st.text(min_size=1, max_size=40))
+)
 times = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 
 
@@ -37,6 +82,7 @@ times = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1,
     default_acl=acls,
     when=times,
     source=st.text(max_size=20),
+    nt_acl=nt_acls,
 )
 def test_the_wire_encoding_decodes_to_the_models_event(
     path: str,
@@ -49,9 +95,13 @@ def test_the_wire_encoding_decodes_to_the_models_event(
     default_acl: tuple[AclEntry, ...],
     when: datetime,
     source: str,
+    nt_acl: NtAcl | None,
 ) -> None:
     wire = FsWireEncoder(source)
-    value = wire.encode(path, kind, object_type, owner, group, mode, acl, default_acl, time_text(when))
+    acl_kind = "posix" if nt_acl is None else "nt"
+    value = wire.encode(
+        path, kind, object_type, owner, group, mode, acl, default_acl, time_text(when), acl_kind, nt_acl
+    )
     got = decode(value)
     assert isinstance(got, FsPermissionEvent)
     expected = FsPermissionEvent(
@@ -66,6 +116,8 @@ def test_the_wire_encoding_decodes_to_the_models_event(
         mode=mode,
         acl=acl,
         default_acl=default_acl,
+        acl_kind=acl_kind,
+        nt_acl=nt_acl,
     )
     assert got == expected
     assert decode(encode(expected)) == got
@@ -111,3 +163,25 @@ def test_the_fast_encoder_leaves_a_posix_acl_kind_off_as_the_model_does() -> Non
         "/srv/x", FsKind.CHANGED, ObjectType.DIRECTORY, (0, None), (0, None), 0o755, (), (), "2026-11-16T09:30:00Z"
     )
     assert b"acl_kind" not in value
+
+
+def test_an_nt_event_needs_its_nt_acl_and_a_posix_one_has_none() -> None:
+    state = {"kind": "changed", "path": "/srv/x", "owner": Identity(id=0), "group": Identity(id=0), "mode": 0o755}
+    with pytest.raises(ValidationError, match="acl_kind 'nt' needs nt_acl"):
+        FsPermissionEvent(**state, acl_kind="nt")
+    with pytest.raises(ValidationError, match="nt_acl needs acl_kind 'nt'"):
+        FsPermissionEvent(**state, nt_acl=NtAcl(source="posix"))
+    with pytest.raises(ValidationError, match="error is given exactly when"):
+        NtAcl(source="unreadable")
+    with pytest.raises(ValidationError, match="carries no descriptor"):
+        NtAcl(source="posix", owner="S-1-5-11")
+    with pytest.raises(ValidationError, match="trustee"):
+        NtAce(type="allow", mask=1, trustee="Everyone")
+
+
+def test_directory_events_without_sids_keep_their_version_1_bytes() -> None:
+    user = DirectoryUser(event_id="u1", observed_at=datetime(2026, 1, 1, tzinfo=UTC), name="anna", uid=1000)
+    group = DirectoryGroup(event_id="g1", observed_at=datetime(2026, 1, 1, tzinfo=UTC), name="alla", gid=20002)
+    assert b"sid" not in encode(user) and b"sid" not in encode(group)
+    with_sid = user.model_copy(update={"sid": "S-1-5-21-1-2-3-1104", "primary_group_sid": "S-1-5-21-1-2-3-513"})
+    assert decode(encode(with_sid)) == with_sid
