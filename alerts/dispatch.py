@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 
 from alerts.base import FlushingSink, PermanentSinkError, RetryableSinkError, Sink, SinkError
 from alerts.grouping import BurstGrouper, GroupingPolicy, GroupUpdate, Member
+from alerts.metrics import AlertMetrics
 from alerts.store import DeliveryLog, GroupStore
 from permwatch.deadletter import dead_letter, export_dead_letters
 from permwatch.events import TOPIC_EXPOSURES, DecodeError, ExposureEvent, decode, utcnow
@@ -194,7 +195,7 @@ class Dispatcher:
             except RetryableSinkError as exc:
                 self.retries += 1
                 if self.metrics is not None:
-                    self.metrics.sink_retried(sink.name)
+                    self.metrics.part(AlertMetrics).sink_retried(sink.name)
                 wait = delay if exc.retry_after is None else min(exc.retry_after, self.retry_after_max)
                 log.warning("sink %s: %s; retrying %s in %.1f s", sink.name, exc, what, wait)
                 if self._wait(wait, stop, busy=sink):
@@ -204,7 +205,7 @@ class Dispatcher:
             except PermanentSinkError as exc:
                 self.failed += len(view.events)
                 if self.metrics is not None:
-                    self.metrics.sink_failed(sink.name, len(view.events))
+                    self.metrics.part(AlertMetrics).sink_failed(sink.name, len(view.events))
                 log.error("sink %s: %s; %s dead-lettered", sink.name, exc, what)
                 for event in view.events:
                     reason = f"sink {sink.name}: {exc}"
@@ -212,7 +213,7 @@ class Dispatcher:
             else:
                 self.delivered += len(view.events)
                 if self.metrics is not None:
-                    self.metrics.sink_delivered(sink.name, len(view.events))
+                    self.metrics.part(AlertMetrics).sink_delivered(sink.name, len(view.events))
             self.delivery_log.mark_many(sink.name, [e.event_id for e in view.events])
             return True
 

@@ -54,10 +54,10 @@ from _rig import traversable_tempdir  # also puts the repository on sys.path
 from prometheus_client import CollectorRegistry
 
 from collectors.fs import FsCollector
-from collectors.routing import FsRouter
+from collectors.fs.settings import FsCollectorConfig
 from collectors.runner import BusEmitter
-from permwatch.config import FsCollectorConfig
 from permwatch.events import Event, ScanCompleted, decode, encode, unbatched
+from permwatch.keys import FsKeys
 from permwatch.metrics import Metrics
 from permwatch.transport.embedded import EmbeddedBus
 
@@ -220,7 +220,7 @@ class TimedBusEmitter(BusEmitter):
     """The runner's emitter (batching like a running collector's), noting when the flush that carried
     ``ScanCompleted`` to the log returned."""
 
-    def __init__(self, bus: EmbeddedBus, metrics: Metrics, router: FsRouter) -> None:
+    def __init__(self, bus: EmbeddedBus, metrics: Metrics, router: FsKeys) -> None:
         super().__init__(bus, metrics, router=router, batch=True)
         self.events = 0
         self.completed: ScanCompleted | None = None
@@ -273,7 +273,7 @@ def scan_into_bus(root: Path, workdir: Path) -> tuple[Walk, int]:
     remove_sqlite(path)
     bus = EmbeddedBus(path)
     metrics = Metrics.create(CollectorRegistry())
-    emitter = TimedBusEmitter(bus, metrics, FsRouter([root]))
+    emitter = TimedBusEmitter(bus, metrics, FsKeys([root]))
     try:
         walk = scan(root, workdir, emitter, metrics)
     finally:

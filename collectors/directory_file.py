@@ -38,10 +38,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from collectors.directory_diff import diff
-from permwatch.config import DirectoryFileConfig
+from collectors.directory_settings import DirectoryFileConfig
+from collectors.metrics import CollectorMetrics
+from collectors.spool import RecordDropped
 from permwatch.events import DirectoryGroup, DirectoryUser, Sid
 from permwatch.metrics import Metrics
-from permwatch.transport.spool import RecordDropped
 
 log = logging.getLogger("permwatch.collectors.directory")
 POLL_SECONDS = 0.2
@@ -308,7 +309,9 @@ class DirectoryFileCollector:
         self.current = new
         if self.metrics is not None:
             users = sum(1 for state in new.values() if isinstance(state, DirectoryUser))
-            self.metrics.directory_synced(self.config.source, users=users, groups=len(new) - users, at=time.time())
+            self.metrics.part(CollectorMetrics).directory_synced(
+                self.config.source, users=users, groups=len(new) - users, at=time.time()
+            )
         if events:
             log.info("directory %s: published %d change(s)", self.config.path, len(events))
         return len(events)
@@ -344,7 +347,7 @@ class DirectoryFileCollector:
                 log.error("%s; keeping the last good directory", exc)
             self._failure = str(exc)
             if self.metrics is not None:
-                self.metrics.directory_sync_failed(self.config.source)
+                self.metrics.part(CollectorMetrics).directory_sync_failed(self.config.source)
         else:
             if self._failure is not None:
                 log.info("directory %s: good again, in force", self.config.path)

@@ -47,12 +47,14 @@ from collectors.ldap_mirror import DirectoryMirror, days_of
 from collectors.ldap_modes import ChangeGap, ChangeMode, ModeFactory
 from collectors.ldap_psearch import PersistentSearchMode
 from collectors.ldap_session import RETRYABLE, DirectoryLimitExceeded, LdapSession, read_directory
+from collectors.ldap_settings import LdapCollectorConfig
 from collectors.ldap_snapshot import SnapshotMode
 from collectors.ldap_state import LdapStateFile, fingerprint
-from permwatch.config import ConfigError, LdapCollectorConfig
+from collectors.metrics import CollectorMetrics
+from collectors.spool import RecordDropped
+from permwatch.config import ConfigError
 from permwatch.events import DirectoryGroup, DirectoryUser, Event, utcnow
 from permwatch.metrics import Metrics
-from permwatch.transport.spool import RecordDropped
 
 log = logging.getLogger("permwatch.collectors.ldap")
 
@@ -210,7 +212,7 @@ class LdapCollector:
                 except RECOVERABLE as exc:
                     self.session.close()
                     if self.metrics is not None:
-                        self.metrics.directory_sync_failed(self.config.collector_id)
+                        self.metrics.part(CollectorMetrics).directory_sync_failed(self.config.collector_id)
                     delay = backoff.failed()
                     self._log_retry(exc, delay, backoff.failures)
                     stop.wait(delay)
@@ -221,7 +223,9 @@ class LdapCollector:
                 if self.metrics is not None:
                     users = sum(1 for state in self.mirror.states.values() if isinstance(state, DirectoryUser))
                     groups = len(self.mirror.states) - users
-                    self.metrics.directory_synced(self.config.collector_id, users=users, groups=groups, at=time.time())
+                    self.metrics.part(CollectorMetrics).directory_synced(
+                        self.config.collector_id, users=users, groups=groups, at=time.time()
+                    )
                 stop.wait(self.config.poll_seconds)
         finally:
             self.close()
@@ -295,7 +299,9 @@ class LdapCollector:
             for change in self.mode.poll(self.session, self.mirror):
                 if self.metrics is not None:
                     kind = "entry_deleted" if change.entry is None else "entry_changed"
-                    self.metrics.collector_events_read.labels(collector=self.config.collector_id, type=kind).inc()
+                    self.metrics.part(CollectorMetrics).collector_events_read.labels(
+                        collector=self.config.collector_id, type=kind
+                    ).inc()
                 self._unsaved = True
                 self._emit(self.mirror.apply(change, self._read))
         finally:

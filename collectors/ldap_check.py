@@ -20,7 +20,8 @@ from collectors.ldap import read_password
 from collectors.ldap_accesslog import AccesslogMode
 from collectors.ldap_entries import EntrySchema, parse_generalized_time
 from collectors.ldap_session import DirectoryLimitExceeded, LdapSession, read_directory
-from permwatch.config import ConfigError, LdapCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
+from permwatch.config import ConfigError
 
 
 @dataclass(frozen=True)

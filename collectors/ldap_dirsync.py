@@ -45,7 +45,8 @@ from ldap3.utils.dn import escape_rdn
 from collectors.ldap_entries import EntrySchema, RawEntry, attribute_text, is_within, normalize_dn, rdn_of
 from collectors.ldap_modes import ChangeGap, Cursor, EntryChange, EntryLookup
 from collectors.ldap_session import LdapSession, class_filter
-from permwatch.config import ConfigError, LdapCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
+from permwatch.config import ConfigError
 
 log = logging.getLogger("permwatch.collectors.ldap")
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from collectors.ldap_entries import EntrySchema, RawEntry
 from collectors.ldap_session import LdapSession
-from permwatch.config import LdapCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
 
 Cursor = dict[str, Any]
 """A mode's position in its change stream; JSON-serialisable, saved in the collector's state file."""

@@ -55,7 +55,7 @@ from collectors.ldap_entries import (
 )
 from collectors.ldap_modes import ChangeGap, Cursor, EntryChange, EntryLookup
 from collectors.ldap_session import LdapSession
-from permwatch.config import LdapCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
 
 log = logging.getLogger("permwatch.collectors.ldap")
 

@@ -37,7 +37,8 @@ from ldap3.core.results import RESULT_ADMIN_LIMIT_EXCEEDED, RESULT_SIZE_LIMIT_EX
 from ldap3.utils.conv import escape_filter_chars
 
 from collectors.ldap_entries import EntrySchema, RawEntry, attribute_text, normalize_dn
-from permwatch.config import ConfigError, LdapCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
+from permwatch.config import ConfigError
 
 RETRYABLE: tuple[type[Exception], ...] = (
     LDAPCommunicationError,

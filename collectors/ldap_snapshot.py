@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from collectors.ldap_entries import EntrySchema, RawEntry, normalize_dn, parse_generalized_time
 from collectors.ldap_modes import Cursor, EntryChange, EntryLookup
 from collectors.ldap_session import LdapSession, class_filter, read_directory
-from permwatch.config import LdapCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
 
 
 class SnapshotMode:

@@ -25,7 +25,7 @@ from typing import Any
 
 from collectors.ldap_entries import RawEntry
 from collectors.ldap_modes import Cursor
-from permwatch.config import LdapCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
 from permwatch.events import DecodeError, DirectoryGroup, DirectoryUser, Event, decode, encode
 
 log = logging.getLogger("permwatch.collectors.ldap")

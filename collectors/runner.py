@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from prometheus_client import Counter
 
-from collectors.routing import FsRouter, Routed
+from collectors.metrics import CollectorMetrics
+from collectors.spool import RecordDropped
 from permwatch.events import (
     MAX_BATCH,
     MAX_MESSAGE_BYTES,
@@ -15,19 +15,18 @@ from permwatch.events import (
     Event,
     FsPermissionEvent,
     encode,
-    new_event_id,
-    utcnow,
 )
+from permwatch.keys import FsKeys, Keyed
 from permwatch.metrics import Metrics
 from permwatch.transport.base import Bus
-from permwatch.transport.spool import RecordDropped
+from permwatch.wire import encode_batch
 
 log = logging.getLogger(__name__)
 
 
 class BusEmitter:
     """Publishes events keyed so one key's order holds: filesystem events by their unit (see
-    :mod:`collectors.routing`; the watched roots and above go to every partition), others by the
+    :mod:`permwatch.keys`; the watched roots and above go to every partition), others by the
     event's own key (principal, labelled folder).
 
     Shared by every collector of a process; each event is counted under its own
@@ -48,7 +47,7 @@ class BusEmitter:
         bus: Bus,
         metrics: Metrics | None = None,
         *,
-        router: FsRouter | None = None,
+        router: FsKeys | None = None,
         batch: bool = False,
     ) -> None:
         self.bus = bus
@@ -58,7 +57,7 @@ class BusEmitter:
         self._pending_bytes: dict[str, int] = {}
         self.published = 0
         self._metrics = metrics
-        self._router = router or FsRouter(())
+        self._router = router or FsKeys(())
         self._counters: dict[tuple[str, str, str], Counter] = {}
 
     def emit(self, event: Event) -> None:
@@ -95,7 +94,7 @@ class BusEmitter:
         if dropped is not None:
             raise dropped
 
-    def _send(self, routed: Routed) -> None:
+    def _send(self, routed: Keyed) -> None:
         one = routed.event
         if self._batch and isinstance(one, FsPermissionEvent) and routed.key is not None and not routed.broadcast:
             self._add_pending(routed.key, encode(one), one.source)
@@ -133,15 +132,7 @@ class BusEmitter:
         if len(events) == 1:
             value = events[0][1]
         else:
-            head = {
-                "schema_version": 1,
-                "event_id": new_event_id(),
-                "observed_at": utcnow().isoformat(),
-                "source": events[0][0],
-                "type": "fs.batch",
-                "unit": unit,
-            }
-            value = json.dumps(head)[:-1].encode() + b', "events": [' + b",".join(e for _, e in events) + b"]}"
+            value = encode_batch(unit, events[0][0], [encoded for _, encoded in events])
         self.bus.publish(TOPIC_FS, unit, value)
         for source, _ in events:
             self._count_wire(source)
@@ -158,7 +149,7 @@ class BusEmitter:
         key = (source, topic, event_type)
         counter = self._counters.get(key)
         if counter is None:
-            counter = self._counters[key] = metrics.collector_events_published.labels(
+            counter = self._counters[key] = metrics.part(CollectorMetrics).collector_events_published.labels(
                 collector=source, topic=topic, type=event_type
             )
         return counter

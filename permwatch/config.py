@@ -1,7 +1,11 @@
 """Configuration: one TOML file validated by pydantic, overridable by environment.
 
-Every stage's settings are typed here so ``permwatch check-config`` can validate
-the whole file without importing any stage. Environment variables of the form
+The settings every stage shares (transport, labels, processor, alerts, metrics)
+are typed here; a table only a collector reads (``[[fs]]``, ``[[ldap]]``,
+``[directory]``, ``[collector]``) is typed by the collector, which names it in
+its registry (``collectors.registry.SECTIONS``) as a :class:`StageSection`. The
+CLI hands those to :func:`load_config` (``permwatch.cli.settings``), so the core
+never imports a stage. Environment variables of the form
 ``PERMWATCH__SECTION__KEY=value`` override keys in the file (values are parsed
 as TOML literals when they can be, else taken as strings). Errors name the
 file and the dotted key, in one line each, and never echo secret values.
@@ -11,6 +15,8 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +26,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -30,8 +37,13 @@ from permwatch.secret import SecretUnavailable, read_secret
 ENV_PREFIX = "PERMWATCH__"
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A table of the config: unknown keys are mistakes, named as such."""
+
     model_config = ConfigDict(extra="forbid")
+
+
+_Section = Section
 
 
 _KAFKA_TLS = ("SSL", "SASL_SSL")
@@ -130,135 +142,6 @@ class TransportConfig(_Section):
     kafka: KafkaConfig | None = None
 
 
-class FsCollectorConfig(_Section):
-    collector_id: str = "fs"
-    roots: list[Path] = Field(min_length=1)
-    excludes: list[str] = Field(default_factory=list, description="fnmatch globs on full paths or names")
-    coalesce_ms: int = Field(default=10, ge=0, le=10_000)
-    state_path: Path | None = Field(default=None, description="where the collector remembers what it published")
-    watch: bool = True
-    scan_workers: int = Field(
-        default=0,
-        ge=0,
-        le=64,
-        description="processes that read the tree in a first scan beside the collector (0: none, the collector's"
-        " own thread walks); one per core makes a first scan of a large share about twice as fast",
-    )
-    acl_reader: str = Field(
-        default="posix",
-        min_length=1,
-        description="how each path's owner, group, mode and ACL are read: a name in collectors.fs.readers"
-        ".ACL_READERS (posix: mode bits and POSIX ACLs from the system.posix_acl_* xattrs)",
-    )
-    acl_reader_options: dict[str, str] = Field(
-        default_factory=dict,
-        description="keyword settings of the ACL reader, e.g. for ntacl (Samba shares): xattr_name, default"
-        " security.NTACL (Samba 4.18+: acl_xattr:security_acl_name)",
-    )
-
-    @field_validator("roots")
-    @classmethod
-    def _absolute(cls, roots: list[Path]) -> list[Path]:
-        for root in roots:
-            if not root.is_absolute():
-                raise ValueError(f"root must be an absolute path: {root}")
-        return roots
-
-
-class DirectoryFileConfig(_Section):
-    path: Path
-    source: str = "directory-file"
-    watch: bool = True
-
-
-class LdapAttributeNames(_Section):
-    """Which attribute holds what; the defaults fit OpenLDAP with the nis (RFC 2307) schema.
-
-    ``member`` lists the DN-valued membership attributes (nested groups come from
-    these); ``member_uid`` holds bare user names (posixGroup). An account counts as
-    disabled when ``locked_time`` holds the permanent-lock value ``000001010000Z``
-    (ppolicy), ``shadow_expire`` (days since 1970) has passed, ``account_control``
-    has bit 2 set (Active Directory) or ``account_lock`` is TRUE (389 DS). Set a
-    name to ``""`` to ignore that attribute.
-    """
-
-    user_name: str = "uid"
-    group_name: str = "cn"
-    uid_number: str = "uidNumber"
-    gid_number: str = "gidNumber"
-    member: list[str] = Field(default_factory=lambda: ["member", "uniqueMember"])
-    member_uid: str = "memberUid"
-    locked_time: str = "pwdAccountLockedTime"
-    shadow_expire: str = "shadowExpire"
-    account_control: str = "userAccountControl"
-    account_lock: str = "nsAccountLock"
-    unique_id: str = Field(default="entryUUID", description="stable id across renames (AD: objectGUID)")
-    change_sequence: str = Field(default="entryCSN", description="per-entry change stamp, to skip replays")
-    modify_timestamp: str = "modifyTimestamp"
-    modifiers_name: str = Field(default="modifiersName", description="who changed an entry last (snapshot mode)")
-
-
-class LdapCollectorConfig(_Section):
-    """One directory server to follow. The password is read from a file or an environment variable, never here."""
-
-    collector_id: str = Field(default="ldap", min_length=1, max_length=64, description="event source and state name")
-    uri: str = Field(min_length=1, description="ldap://host:port or ldaps://host:port")
-    bind_dn: str | None = Field(default=None, description="None binds anonymously")
-    password_file: Path | None = None
-    password_env: str | None = None
-    start_tls: bool = False
-    ca_file: Path | None = Field(default=None, description="CA bundle that signed the server certificate")
-    user_base: str = Field(min_length=1)
-    group_base: str = Field(min_length=1)
-    user_object_classes: list[str] = Field(default_factory=lambda: ["posixAccount"], min_length=1)
-    group_object_classes: list[str] = Field(
-        default_factory=lambda: ["groupOfNames", "groupOfUniqueNames", "posixGroup"], min_length=1
-    )
-    attributes: LdapAttributeNames = LdapAttributeNames()
-    mode: Literal["accesslog", "snapshot", "persistent_search", "dirsync"] = Field(
-        default="accesslog", description="how changes are learnt; a name in collectors.ldap.CHANGE_MODES"
-    )
-    accesslog_base: str = "cn=accesslog"
-    referential_integrity: bool = Field(
-        default=True,
-        description="no longer needed: after a rename or deletion the collector re-reads the groups that named the "
-        "entry and takes what the server holds, with or without refint; accepted so existing configs still load",
-    )
-    poll_seconds: float = Field(
-        default=1.0, gt=0, le=86_400, description="accesslog polls are cheap; a snapshot poll lists every entry"
-    )
-    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
-    page_size: int = Field(default=500, ge=1, le=100_000)
-    reconcile_seconds: float = Field(
-        default=900.0,
-        gt=0,
-        le=7 * 86_400,
-        description="also read the whole directory this often (and on every reconnect) and publish only how it "
-        "differs: finds what no change stream reports (slapadd/slapmodify, a restored backup)",
-    )
-    backoff_max_seconds: float = Field(
-        default=5.0,
-        ge=0.1,
-        description="longest wait between reconnects (jittered): how soon a returning server is seen",
-    )
-    state_path: Path | None = Field(default=None, description="cursor and directory copy; default under state_dir")
-
-    @field_validator("password_file", "ca_file", "state_path")
-    @classmethod
-    def _absolute_file(cls, path: Path | None) -> Path | None:
-        if path is not None and not path.is_absolute():
-            raise ValueError(f"must be an absolute path: {path}")
-        return path
-
-    @model_validator(mode="after")
-    def _one_password_source(self) -> LdapCollectorConfig:
-        if self.password_file is not None and self.password_env is not None:
-            raise ValueError("set password_file or password_env, not both")
-        if self.bind_dn is not None and self.password_file is None and self.password_env is None:
-            raise ValueError("bind_dn needs password_file or password_env")
-        return self
-
-
 class LabelDefinition(_Section):
     severity: Severity = Severity.HIGH
     allowed_groups: list[str] = Field(default_factory=list)
@@ -331,7 +214,8 @@ class ProcessorConfig(_Section):
     batch_max: int = Field(default=5000, ge=1)
     partitioned: bool = Field(
         default=False,
-        description="several processors share the fs topic's partitions (Kafka only); see processor/partitioned.py",
+        description="several processors share the fs topic's partitions (Kafka, either client); "
+        "see processor/partitioned.py",
     )
     instance_id: str = Field(
         default="",
@@ -392,43 +276,22 @@ class MetricsConfig(_Section):
         return self.split(self.listen) if self.listen else None
 
 
-class SpoolConfig(_Section):
-    """Where a collector keeps events while Kafka is unreachable (see :mod:`permwatch.transport.spool`).
-
-    Only for ``transport.kind = "kafka"`` or ``"confluent"``: the embedded log is local
-    already. A full spool drops events and the collectors rescan once it has drained.
-    """
-
-    enabled: bool = True
-    path: Path | None = Field(default=None, description="a directory; default: spool/ under state_dir")
-    max_bytes: int = Field(default=256 * 1024 * 1024, ge=4096, description="bound on the spool's files")
-    flush_timeout_seconds: float = Field(
-        default=2.0,
-        gt=0,
-        le=3600,
-        description="how long a flush waits for Kafka before spooling; the collector reads no change meanwhile, "
-        "so two changes of one path in that time show only as the later one",
-    )
-
-
-class CollectorConfig(_Section):
-    """Settings shared by every collector of a process."""
-
-    spool: SpoolConfig = SpoolConfig()
-
-
 class Config(_Section):
     transport: TransportConfig = TransportConfig()
     state_dir: Path = Path("permwatch-state")
-    collector: CollectorConfig = CollectorConfig()
-    fs: list[FsCollectorConfig] = Field(default_factory=list)
-    directory: DirectoryFileConfig | None = None
-    ldap: list[LdapCollectorConfig] = Field(default_factory=list)
     labels: LabelsConfig = LabelsConfig()
     processor: ProcessorConfig = ProcessorConfig()
     alerts: AlertsConfig = AlertsConfig()
     metrics: MetricsConfig = MetricsConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def stage_settings(self, name: str) -> list[Any]:
+        """The settings of the stage-owned table ``name`` (see :class:`StageSection`): each of ``[[name]]``,
+        or ``[name]`` alone, or none when the config has no such table."""
+        value = getattr(self, name, None)
+        if value is None:
+            return []
+        return list(value) if isinstance(value, list) else [value]
 
     @model_validator(mode="after")
     def _event_log_with_the_state(self) -> Config:
@@ -439,12 +302,53 @@ class Config(_Section):
         return self
 
 
+# --- tables a stage owns (registered by the stage, handed in by the CLI) ---
+
+
+@dataclass(frozen=True)
+class StageSection:
+    """A top-level table a stage owns and types: ``[[name]]`` (``repeated``), an optional ``[name]``, or a
+    ``[name]`` always present with its defaults (``always``); ``paths`` are its dotted keys that hold paths,
+    relative to the config file when relative."""
+
+    model: type[BaseModel]
+    repeated: bool = False
+    always: bool = False
+    paths: tuple[str, ...] = ()
+
+    def field(self) -> tuple[Any, Any]:
+        """The annotation and default of this table as a field of :class:`Config`."""
+        if self.repeated:
+            return list[self.model], Field(default_factory=list)  # type: ignore[name-defined]
+        if self.always:
+            return self.model, Field(default_factory=self.model)
+        return self.model | None, None
+
+
+_WITH_SECTIONS: dict[tuple[tuple[str, StageSection], ...], type[Config]] = {}
+
+
+def with_sections(sections: Mapping[str, StageSection]) -> type[Config]:
+    """:class:`Config` with the stages' tables added (one class per set of tables, so equal configs compare
+    equal)."""
+    key = tuple(sections.items())
+    if key not in _WITH_SECTIONS:
+        fields = {name: section.field() for name, section in sections.items()}
+        _WITH_SECTIONS[key] = create_model("Config", __base__=Config, **fields)  # type: ignore[call-overload]
+    return _WITH_SECTIONS[key]
+
+
 class ConfigError(Exception):
     """A user mistake in the config: the message is one or more one-line reasons."""
 
 
-def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
-    """Read, override from the environment and validate; raise :class:`ConfigError`."""
+def load_config(
+    path: Path, environ: dict[str, str] | None = None, *, sections: Mapping[str, StageSection] | None = None
+) -> Config:
+    """Read, override from the environment and validate; raise :class:`ConfigError`.
+
+    ``sections`` are the tables the stages own (see :class:`StageSection`); without them such a table is an
+    unknown key."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -454,9 +358,9 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     overridden = _apply_env(raw, os.environ if environ is None else environ)
-    _resolve_relative(raw, path.parent)
+    _resolve_relative(raw, path.parent, sections or {})
     try:
-        config = Config.model_validate(raw)
+        config = with_sections(sections or {}).model_validate(raw)
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(path, exc, overridden))) from None
     problems = [
@@ -477,8 +381,10 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
             )
         except SecretUnavailable as exc:
             problems.append(f"{path}: {exc}")
-    if config.processor.partitioned and config.transport.kind != "kafka":
-        problems.append(f"{path}: key 'processor.partitioned': needs transport.kind = 'kafka' (consumer groups)")
+    if config.processor.partitioned and config.transport.kind not in ("kafka", "confluent"):
+        problems.append(
+            f"{path}: key 'processor.partitioned': needs transport.kind = 'kafka' or 'confluent' (consumer groups)"
+        )
     if problems:
         raise ConfigError("\n".join(problems))
     return config
@@ -524,7 +430,7 @@ def _parse_scalar(value: str) -> Any:
         return value
 
 
-def _resolve_relative(raw: dict[str, Any], base: Path) -> None:
+def _resolve_relative(raw: dict[str, Any], base: Path, sections: Mapping[str, StageSection]) -> None:
     """Relative paths in the file are relative to the file, not the working directory."""
 
     def fix(table: dict[str, Any], key: str) -> None:
@@ -533,22 +439,24 @@ def _resolve_relative(raw: dict[str, Any], base: Path) -> None:
             table[key] = str(base / value)
 
     fix(raw, "state_dir")
-    collector = raw.get("collector")
-    if isinstance(collector, dict) and isinstance(collector.get("spool"), dict):
-        fix(collector["spool"], "path")
     transport = raw.get("transport")
     if isinstance(transport, dict) and isinstance(transport.get("embedded"), dict):
         fix(transport["embedded"], "path")
     if isinstance(transport, dict) and isinstance(transport.get("kafka"), dict):
         for key in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file", "sasl_password_file"):
             fix(transport["kafka"], key)
-    if isinstance(raw.get("directory"), dict):
-        fix(raw["directory"], "path")
     if isinstance(raw.get("processor"), dict):
         fix(raw["processor"], "checkpoint_path")
-    for section in raw.get("fs", []) if isinstance(raw.get("fs"), list) else []:
-        if isinstance(section, dict):
-            fix(section, "state_path")
+    for name, section in sections.items():
+        value = raw.get(name)
+        tables = value if section.repeated and isinstance(value, list) else [value]
+        for table in tables:
+            for dotted in section.paths:
+                *parents, key = dotted.split(".")
+                for part in parents:
+                    table = table.get(part) if isinstance(table, dict) else None
+                if isinstance(table, dict):
+                    fix(table, key)
     sinks = raw.get("alerts", {}).get("sinks", []) if isinstance(raw.get("alerts"), dict) else []
     for sink in sinks if isinstance(sinks, list) else []:
         if isinstance(sink, dict):

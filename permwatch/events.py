@@ -318,6 +318,8 @@ class FsPermissionEvent(Event):
 
     @property
     def key(self) -> str:
+        """The path: the finest key, for a reader with one partition. On a partitioned bus an fs event travels
+        under its *unit*, which needs the watched roots: :class:`permwatch.keys.FsKeys` chooses it."""
         return self.path
 
 
@@ -326,7 +328,7 @@ MAX_BATCH = 500
 
 class FsBatch(Event):
     """Several permission events of one *unit* (a folder directly below a watched root, see
-    collectors/routing.py), oldest first: one message instead of hundreds when a burst (an IT update's
+    permwatch/keys.py), oldest first: one message instead of hundreds when a burst (an IT update's
     ``setfacl -R``, a rescan after an overflow) touches a whole tree. Keyed by the unit like the events
     it carries, so one path's order holds. Readers apply ``events`` in order, as if each came alone.
     """

@@ -63,6 +63,7 @@ from processor.engine import Engine
 from processor.exposures import ExposureTracker
 from processor.gcpause import gc_paused
 from processor.log_fit import LogMismatch, check_fits
+from processor.metrics import ProcessorMetrics
 from processor.readers import ReaderEvaluator
 from processor.state import AclTuple, Directory, PathState, intern_acl
 
@@ -380,7 +381,7 @@ class Checkpoints:
         self._last_offsets = dict(offsets)
         self.last_pause_seconds = pause
         if self.metrics is not None:
-            self.metrics.processor_checkpoint_seconds.set(pause)
+            self.metrics.part(ProcessorMetrics).processor_checkpoint_seconds.set(pause)
         self._writer = threading.Thread(
             target=self._write,
             args=(payload, dict(offsets), records, pause),
@@ -409,7 +410,7 @@ class Checkpoints:
         self.written += 1
         self.last_bytes = size
         if self.metrics is not None:
-            self.metrics.processor_checkpoint_bytes.set(size)
+            self.metrics.part(ProcessorMetrics).processor_checkpoint_bytes.set(size)
         log.log(
             logging.INFO if self.written == 1 else logging.DEBUG,
             "checkpoint written to %s: %s records to %s, %.1f MB, snapshot %.0f ms, write %.0f ms",

@@ -27,6 +27,8 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from pydantic import Field
+
 from permwatch.events import (
     ExposureEvent,
     ExposureKind,
@@ -37,6 +39,7 @@ from permwatch.events import (
     exposure_event_id,
     exposure_id_for,
 )
+from permwatch.wire import constants_of, unchecked
 from processor.readers import ReaderEvaluator
 from processor.state import AclKey, Directory, PathState, popcount
 
@@ -91,67 +94,23 @@ class Cause:
         self.actor = actor or self.actor
 
 
-@dataclass(slots=True)
-class Verdict:
-    """The engine's decision about one folder: an exposure event before it is put on the wire.
+class Verdict(ExposureEvent):
+    """The engine's decision about one folder: the contract's exposure event itself, with every outsider's name
+    beside it (``all_users``, for the workshop commands; never on the wire, where ``users`` is cut).
 
-    Kept as a plain record so judging 100,000 folders does not pay for building
-    100,000 validated models; :meth:`to_event` builds the wire event.
+    Built by :func:`permwatch.wire.unchecked` from values valid by construction, so judging 100,000 folders
+    does not pay for validating 100,000 models; :meth:`to_event` validates the wire event.
     """
 
-    exposure_id: str
-    sequence: int
-    status: ExposureStatus
-    kind: ExposureKind
-    folder: str
-    label: Label
-    people: int
-    groups: tuple[str, ...]
-    users: tuple[str, ...]
-    users_truncated: bool
-    grants: tuple[Grant, ...]
-    paths_affected: int
-    sample_paths: tuple[str, ...]
-    cause_event_ids: tuple[str, ...]
-    actor: str | None
-    opened_at: datetime
-    closed_at: datetime | None
-    duration_seconds: float | None
-    observed_at: datetime
-    detected_at: datetime
-    source: str
-    all_users: tuple[str, ...]
-    """every outsider by name, sorted: not on the wire (``users`` is cut), for the workshop commands"""
-
-    @property
-    def event_id(self) -> str:
-        return exposure_event_id(self.exposure_id, self.sequence)
+    all_users: tuple[str, ...] = Field(default=(), exclude=True)
+    """every outsider by name, sorted"""
 
     def to_event(self) -> ExposureEvent:
-        return ExposureEvent(
-            event_id=self.event_id,
-            source=self.source,
-            exposure_id=self.exposure_id,
-            sequence=self.sequence,
-            status=self.status,
-            kind=self.kind,
-            folder=self.folder,
-            label=self.label,
-            people=self.people,
-            groups=self.groups,
-            users=self.users,
-            users_truncated=self.users_truncated,
-            grants=self.grants,
-            paths_affected=self.paths_affected,
-            sample_paths=self.sample_paths,
-            cause_event_ids=self.cause_event_ids,
-            actor=self.actor,
-            opened_at=self.opened_at,
-            closed_at=self.closed_at,
-            duration_seconds=self.duration_seconds,
-            observed_at=self.observed_at,
-            detected_at=self.detected_at,
-        )
+        return ExposureEvent(**{name: getattr(self, name) for name in _EXPOSURE_FIELDS})
+
+
+_EXPOSURE_FIELDS = tuple(ExposureEvent.model_fields)
+_SCHEMA_VERSION, _EXPOSURE_TYPE = constants_of(Verdict).values()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -532,28 +491,34 @@ class ExposureTracker:
         duration: float | None = None,
     ) -> Verdict:
         every, listed, cut = self._names_of(outsiders)
-        # positional: this runs once per judged folder, and keyword passing costs a microsecond a call
-        return Verdict(
-            current.exposure_id,
-            current.sequence,
-            status,
-            kind,
-            record.folder,
-            record.label,
-            outsiders.bit_count(),
-            self.group_names(grants),
-            listed,
-            cut,
-            grants,
-            paths[0],
-            paths[1],
-            cause.ids,
-            cause.actor,  # who made this change; the opener stays on the opening event
-            current.opened_at,
-            closed_at,
-            duration,
-            cause.last_at,
-            self.now or self.clock(),
-            self.source,
-            every,
+        return unchecked(
+            Verdict,
+            {
+                # in the model's field order, which is the order it serialises in
+                "schema_version": _SCHEMA_VERSION,
+                "event_id": exposure_event_id(current.exposure_id, current.sequence),
+                "observed_at": cause.last_at,
+                "source": self.source,
+                "type": _EXPOSURE_TYPE,
+                "exposure_id": current.exposure_id,
+                "sequence": current.sequence,
+                "status": status,
+                "kind": kind,
+                "folder": record.folder,
+                "label": record.label,
+                "people": outsiders.bit_count(),
+                "groups": self.group_names(grants),
+                "users": listed,
+                "users_truncated": cut,
+                "grants": grants,
+                "paths_affected": paths[0],
+                "sample_paths": paths[1],
+                "cause_event_ids": cause.ids,
+                "actor": cause.actor,  # who made this change; the opener stays on the opening event
+                "opened_at": current.opened_at,
+                "closed_at": closed_at,
+                "duration_seconds": duration,
+                "detected_at": self.now or self.clock(),
+                "all_users": every,
+            },
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from permwatch.events import (
     TOPIC_EXPOSURES,
@@ -19,7 +19,6 @@ from permwatch.events import (
     ExposureEvent,
     ExposureKind,
     ExposureStatus,
-    Grant,
     Label,
     decode,
 )
@@ -40,29 +39,6 @@ def recorded_exposures(bus: Bus) -> Iterator[ExposureEvent]:
             continue
         if isinstance(event, ExposureEvent):
             yield event
-
-
-class ExposureLike(Protocol):
-    """An exposure verdict or event: what the window builder needs."""
-
-    exposure_id: str
-    status: ExposureStatus
-    kind: ExposureKind
-    folder: str
-    label: Label
-    people: int
-    groups: tuple[str, ...]
-    users: tuple[str, ...]
-    users_truncated: bool
-    grants: tuple[Grant, ...]
-    paths_affected: int
-    sample_paths: tuple[str, ...]
-    cause_event_ids: tuple[str, ...]
-    actor: str | None
-    opened_at: datetime
-    closed_at: datetime | None
-    observed_at: datetime
-    detected_at: datetime
 
 
 @dataclass
@@ -122,7 +98,7 @@ class ExposureWindow:
 
 
 def exposure_windows(
-    exposures: Iterable[ExposureLike],
+    exposures: Iterable[ExposureEvent],
     *,
     label: str | None = None,
     since: datetime | None = None,
@@ -190,7 +166,7 @@ def exposure_windows(
     return sorted(selected, key=lambda w: (w.opened_at, w.folder))
 
 
-def outsiders_of(exposure: ExposureLike) -> tuple[tuple[str, ...], bool]:
+def outsiders_of(exposure: ExposureEvent) -> tuple[tuple[str, ...], bool]:
     """The outsiders' names an exposure gives, and whether that is all of them: a verdict (a replay) names
     every one; a recorded event names the first ``processor.max_users_listed`` and says if it cut the list."""
     if isinstance(exposure, Verdict):

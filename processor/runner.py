@@ -53,6 +53,7 @@ from processor.checkpoint import Checkpoints, Offsets, Restored, process_age
 from processor.engine import Engine
 from processor.exposures import Verdict
 from processor.forensics import recorded_exposures
+from processor.metrics import ProcessorMetrics
 from processor.published import PublishedRecord
 
 log = logging.getLogger("permwatch.processor")
@@ -77,7 +78,9 @@ class ProcessorRunner:
             export_dead_letters(metrics, "processor")
             for status in ExposureStatus:
                 for kind in ExposureKind:
-                    metrics.processor_exposure_events.labels(status=status.value, kind=kind.value)
+                    metrics.part(ProcessorMetrics).processor_exposure_events.labels(
+                        status=status.value, kind=kind.value
+                    )
         self.engine = Engine(source=config.source, clock=clock, max_users_listed=config.max_users_listed)
         self.handled = 0
         self.dead_letters = 0
@@ -224,8 +227,8 @@ class ProcessorRunner:
     def _rebuilt(self, seconds: float, first_records_at: float | None) -> None:
         self.restart_seconds = seconds
         if self.metrics is not None:
-            self.metrics.processor_restart_seconds.set(seconds)
-            self.metrics.processor_restart_replayed.set(self.replayed)
+            self.metrics.part(ProcessorMetrics).processor_restart_seconds.set(seconds)
+            self.metrics.part(ProcessorMetrics).processor_restart_replayed.set(self.replayed)
         if self.restored is not None:
             basis = (
                 f"on top of the checkpoint of {self.restored.written_at.isoformat(timespec='seconds')} "
@@ -297,11 +300,13 @@ class ProcessorRunner:
         if self.metrics is None:
             return
         for (topic, event_type), count in handled.items():
-            self.metrics.processor_events_handled.labels(topic=topic, type=event_type).inc(count)
+            self.metrics.part(ProcessorMetrics).processor_events_handled.labels(topic=topic, type=event_type).inc(count)
         for exposure in published:
-            self.metrics.processor_exposure_events.labels(status=exposure.status.value, kind=exposure.kind.value).inc()
+            self.metrics.part(ProcessorMetrics).processor_exposure_events.labels(
+                status=exposure.status.value, kind=exposure.kind.value
+            ).inc()
             latency = (exposure.detected_at - exposure.observed_at).total_seconds()
-            self.metrics.detection_latency.observe(max(0.0, latency))
+            self.metrics.part(ProcessorMetrics).detection_latency.observe(max(0.0, latency))
 
     def _decode(self, record: Record) -> AnyEvent | None:
         """The record's event, or None after dead-lettering it (once: not again while replaying)."""

@@ -1,6 +1,6 @@
 """The PromQL in deploy/: every expression of the Grafana dashboard and of the Prometheus rules, and its metrics.
 
-Shared by the unit test that compares those names with what ``Metrics.create``
+Shared by the unit test that compares those names with what ``process_metrics``
 registers and by the integration test that runs each expression on a real
 Prometheus. The name extraction is deliberately simple (no PromQL parser): it
 drops strings, label matchers, ranges and grouping clauses, then keeps every

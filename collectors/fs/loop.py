@@ -49,10 +49,10 @@ from collectors.fs.publish import Emitter, Labeller, Publisher
 from collectors.fs.read import PathExcluder, PathState
 from collectors.fs.readers import acl_reader_named
 from collectors.fs.rescans import RescanSchedule, ScanReason
+from collectors.fs.settings import FsCollectorConfig
 from collectors.fs.state import PublishedRecord, PublishedStateStore
 from collectors.fs.walk import LIVE_KINDS, SCAN_KINDS, ScanInterrupted, SpreadSettings, Tally, TreeWalker
 from collectors.fs.watch import PermissionWatcher, TroubleKind, WatchTrouble, sysctl
-from permwatch.config import FsCollectorConfig
 from permwatch.events import FsKind, ScanCompleted, utcnow
 from permwatch.metrics import Metrics
 

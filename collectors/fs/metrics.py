@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
 
+from collectors.metrics import CollectorMetrics
 from permwatch.metrics import Metrics
 
 
@@ -30,15 +31,16 @@ class FsCollectorMetrics:
     """What one filesystem collector reports: inotify events read, watch trouble, scans and their progress."""
 
     def __init__(self, metrics: Metrics | None, collector: str) -> None:
-        self._metrics = metrics
+        self._metrics = None if metrics is None else metrics.part(CollectorMetrics)
         self._collector = collector
         self._read: dict[str, Counter] = {}
-        self._unreadable = None if metrics is None else metrics.fs_unreadable_paths.labels(collector=collector)
-        if metrics is not None:  # series that exist at 0 before the first trouble: rates and alerts need them
+        own = self._metrics
+        self._unreadable = None if own is None else own.fs_unreadable_paths.labels(collector=collector)
+        if own is not None:  # series that exist at 0 before the first trouble: rates and alerts need them
             for kind in ("overflow", "watch_limit"):
-                metrics.fs_watch_troubles.labels(collector=collector, kind=kind)
+                own.fs_watch_troubles.labels(collector=collector, kind=kind)
             for reason in ("baseline", "overflow"):
-                metrics.fs_scans.labels(collector=collector, reason=reason)
+                own.fs_scans.labels(collector=collector, reason=reason)
 
     def event_read(self, event_type: str) -> None:
         """One inotify notification taken from the queue (watchdog's type: attrib, created, deleted, moved)."""

@@ -23,8 +23,8 @@ from collectors.fs.metrics import FsCollectorStats
 from collectors.fs.read import PathState
 from collectors.fs.state import PublishedRecord, PublishedStateStore
 from collectors.fs.wire import FsWireEncoder, time_text
+from collectors.spool import RecordDropped
 from permwatch.events import Event, FsKind, FsPermissionEvent, Identity, LabelAssigned, ObjectType, utcnow
-from permwatch.transport.spool import RecordDropped
 
 EncodedEmit = Callable[[str, bytes, str], None]
 

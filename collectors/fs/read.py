@@ -15,32 +15,13 @@ import fnmatch
 import hashlib
 import re
 import stat
-from collections.abc import Callable, Iterable
-from typing import NamedTuple, TypeVar
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from permwatch.events import AclEntry, AclKind, NtAcl, ObjectType
+from permwatch.wire import memo_by_identity
 
 MAX_PATH_CHARS = 4096
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-def memo_by_identity(compute: Callable[[K], V], limit: int = 4096) -> Callable[[K], V]:
-    """``compute`` remembered by its argument's identity, for objects handed out again and again (the
-    reader gives every path with the same ACL xattr the same tuple). The memo holds each argument, so
-    an id is never reused while remembered; past ``limit`` entries it starts again."""
-    memo: dict[int, tuple[K, V]] = {}
-
-    def lookup(argument: K) -> V:
-        found = memo.get(id(argument))
-        if found is None or found[0] is not argument:
-            if len(memo) >= limit:
-                memo.clear()
-            found = memo[id(argument)] = (argument, compute(argument))
-        return found[1]
-
-    return lookup
 
 
 class PathState(NamedTuple):

@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
     add_commands(sub)
     args = parser.parse_args(argv)
-    from permwatch.config import ConfigError, load_config
+    from permwatch.cli.settings import load_config
+    from permwatch.config import ConfigError
     from permwatch.transport.base import EventLogError
 
     try:
@@ -125,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
 def _check_config(path: Path | None, *, scan: bool, show_defaults: bool, connect: bool = False) -> int:
     """Validate ``path`` as ``run`` would and check what it points at; warnings go to stderr, each one line."""
     from permwatch.cli.checks import check_world, describe_counts, scan_labels
+    from permwatch.cli.settings import load_config
     from permwatch.cli.wiring import validate_stages
-    from permwatch.config import ConfigError, load_config
+    from permwatch.config import ConfigError
 
     if show_defaults:
         from permwatch.cli.defaults import render_defaults

@@ -38,7 +38,7 @@ def check_world(config: Config, path: Path, environ: dict[str, str] | None = Non
     from collectors.fs.readers import ACL_READERS, UnknownAclReaderError, acl_reader_named
 
     found = Findings(errors=state_problems(config, path))
-    for i, fs in enumerate(config.fs):
+    for i, fs in enumerate(config.stage_settings("fs")):
         for j, root in enumerate(fs.roots):
             if not root.exists():
                 found.errors.append(f"{path}: key 'fs.{i}.roots.{j}': {root} does not exist")
@@ -54,8 +54,8 @@ def check_world(config: Config, path: Path, environ: dict[str, str] | None = Non
                 acl_reader_named(fs.acl_reader, NameCache(), fs.acl_reader_options)
             except UnknownAclReaderError as exc:
                 found.errors.append(f"{path}: key 'fs.{i}.acl_reader_options': {str(exc).split(': ', 1)[-1]}")
-    if config.directory is not None:
-        directory = config.directory.path
+    for directory_settings in config.stage_settings("directory"):
+        directory = directory_settings.path
         if not directory.exists():
             found.errors.append(f"{path}: key 'directory.path': {directory} does not exist")
         else:
@@ -66,7 +66,7 @@ def check_world(config: Config, path: Path, environ: dict[str, str] | None = Non
             else:
                 found.warnings.extend(parsed.notes)
                 found.warnings.extend(unknown_principals(config, path, parsed.states))
-    for i, ldap in enumerate(config.ldap):
+    for i, ldap in enumerate(config.stage_settings("ldap")):
         if ldap.bind_dn is not None:
             try:
                 read_secret(f"ldap.{i}.password", file=ldap.password_file, env=ldap.password_env, environ=environ)
@@ -87,10 +87,10 @@ def run_warnings(config: Config, path: Path) -> list[str]:
     """What ``run`` logs at start of what check-config warns about: label names the directory file lacks."""
     from collectors.directory_file import DirectoryFileError, parse_directory
 
-    if config.directory is None:
+    if not config.stage_settings("directory"):
         return []
     try:
-        parsed = parse_directory(config.directory.path)
+        parsed = parse_directory(config.stage_settings("directory")[0].path)
     except DirectoryFileError:
         return []  # the directory collector refuses it, with its line, when it starts
     return unknown_principals(config, path, parsed.states)
@@ -120,11 +120,11 @@ def _writable_dir(path: Path, key: str, folder: Path) -> list[str]:
 def unknown_principals(config: Config, path: Path, states: PrincipalStates) -> list[str]:
     """One warning per group or user a label allows that the directory file lacks (none with LDAP beside it,
     which may know them): such a name allows nobody, and a typo in it goes unnoticed otherwise."""
-    if config.directory is None or config.ldap:
+    if not config.stage_settings("directory") or config.stage_settings("ldap"):
         return []
     users = {s.name for s in states.values() if isinstance(s, DirectoryUser)}
     groups = {s.name for s in states.values() if isinstance(s, DirectoryGroup)}
-    where = f"is not in the directory file {config.directory.path}"
+    where = f"is not in the directory file {config.stage_settings('directory')[0].path}"
     labels = config.labels
     named: list[tuple[str, str, list[str], set[str]]] = []
     for name, definition in labels.definitions.items():
@@ -163,7 +163,7 @@ def scan_labels(config: Config) -> LabelCounts:
     def unreadable(exc: OSError) -> None:
         counts.unread.append(f"cannot list {exc.filename}: {exc.strerror}; the folders below it are not counted")
 
-    for fs in config.fs:
+    for fs in config.stage_settings("fs"):
         excluder = PathExcluder(fs.excludes)
         for root in fs.roots:
             for current, dirs, _files in os.walk(root, onerror=unreadable):

@@ -19,16 +19,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from permwatch.config import (
-    Config,
-    DirectoryFileConfig,
-    FsCollectorConfig,
-    KafkaConfig,
-    LabelDefinition,
-    LabelRule,
-    LabelsConfig,
-    LdapCollectorConfig,
-)
+from permwatch.cli.settings import config_model
+from permwatch.config import KafkaConfig, LabelDefinition, LabelRule, LabelsConfig, TransportConfig
 
 HEADER = """\
 # permwatch: the default of every setting (permwatch check-config --show-defaults).
@@ -122,21 +114,26 @@ def _table(header: str, model: type[BaseModel], values: dict[str, Any], *, comme
 def render_defaults() -> str:
     """The defaults of every section as TOML; see the module docstring."""
     from alerts.registry import SINKS
+    from collectors.registry import SECTIONS
 
-    config = Config()
+    model = config_model()
+    config = model()
     values = dict(config)
-    out = [*HEADER.splitlines(), "", *_scalar_lines(Config, values, commented=False)]
-    for name in ("transport", "collector"):
-        out += _table(f"[{name}]", type(values[name]), dict(values[name]), commented=False)
+    out = [*HEADER.splitlines(), "", *_scalar_lines(model, values, commented=False)]
+    out += _table("[transport]", TransportConfig, dict(config.transport), commented=False)
+    for name, section in SECTIONS.items():  # the collectors' tables, each typed by its collector: shared ones
+        if section.always:
+            out += _table(f"[{name}]", section.model, dict(values[name]), commented=False)
     out += _table("[transport.kafka]", KafkaConfig, _defaults_of(KafkaConfig), commented=True)
-    out += _table("[[fs]]", FsCollectorConfig, _defaults_of(FsCollectorConfig), commented=True)
-    out += _table("[directory]", DirectoryFileConfig, _defaults_of(DirectoryFileConfig), commented=True)
-    out += _table("[[ldap]]", LdapCollectorConfig, _defaults_of(LdapCollectorConfig), commented=True)
+    for name, section in SECTIONS.items():  # ... and each collector kind's, optional
+        if not section.always:
+            header = f"[[{name}]]" if section.repeated else f"[{name}]"
+            out += _table(header, section.model, _defaults_of(section.model), commented=True)
     out += _table("[labels]", LabelsConfig, dict(config.labels), commented=False)
     out += _table("[labels.definitions.<name>]", LabelDefinition, _defaults_of(LabelDefinition), commented=True)
     out += _table("[[labels.rules]]", LabelRule, _defaults_of(LabelRule), commented=True)
     for name in ("processor", "alerts", "metrics"):
         out += _table(f"[{name}]", type(values[name]), dict(values[name]), commented=False)
-    for kind, (model, _factory) in SINKS.items():
-        out += _table("[[alerts.sinks]]", model, {**_defaults_of(model), "kind": kind}, commented=True)
+    for kind, (sink_model, _factory) in SINKS.items():
+        out += _table("[[alerts.sinks]]", sink_model, {**_defaults_of(sink_model), "kind": kind}, commented=True)
     return "\n".join(out) + "\n"

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from permwatch.config import Config, ConfigError, LabelsConfig, load_config
+from permwatch.cli.settings import load_config
+from permwatch.config import Config, ConfigError, LabelsConfig
 from permwatch.events import INPUT_TOPICS, TOPIC_EXPOSURES, AnyEvent, ExposureEvent, Label
 from permwatch.transport import open_bus
 

@@ -15,6 +15,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,11 +64,12 @@ def check_sources(config: Config) -> int:
     """``check-config --connect``: one line per ``[[ldap]]`` source on stdout; 1 when any failed, else 0."""
     from collectors.ldap_check import check_source
 
-    if not config.ldap:
+    sources = config.stage_settings("ldap")
+    if not sources:
         print("no [[ldap]] sources to connect to")
         return 0
     failed = False
-    for ldap_config in config.ldap:
+    for ldap_config in sources:
         result = check_source(ldap_config)
         print(result.summary, flush=True)
         failed = failed or not result.ok
@@ -81,6 +83,16 @@ def _disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
+def process_metrics(registry: CollectorRegistry, *, clock: Callable[[], float] = time.time) -> Metrics:
+    """A process's metrics: the core's and every stage's, whichever roles it runs (a stage it does not run
+    exports its labelled series empty and the others at zero, so dashboards and rules find every name)."""
+    from alerts.metrics import AlertMetrics
+    from collectors.metrics import CollectorMetrics
+    from processor.metrics import ProcessorMetrics
+
+    return Metrics.create(registry, clock=clock, parts=(CollectorMetrics, ProcessorMetrics, AlertMetrics))
+
+
 @dataclass
 class Running:
     """The stages of one process, their threads and the shared stop flag."""
@@ -89,7 +101,7 @@ class Running:
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     stages: dict[str, Any] = field(default_factory=dict)
-    metrics: Metrics = field(default_factory=lambda: Metrics.create(CollectorRegistry()))
+    metrics: Metrics = field(default_factory=lambda: process_metrics(CollectorRegistry()))
     metrics_server: MetricsServer | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
     """Run after the stages' threads stopped, before the bus closes (the collectors' spool)."""
@@ -211,58 +223,9 @@ def start_roles(
     state_dir = config.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     if role in ("all", "collector"):
-        from collectors.directory_file import DirectoryFileCollector, DirectoryFileError
-        from collectors.fs import FsCollector
-        from collectors.labels import LabelPolicy
-        from collectors.routing import FsRouter
-        from collectors.runner import BusEmitter
+        from collectors.registry import start_collectors
 
-        router = FsRouter(root for fs_config in config.fs for root in fs_config.roots)
-        collector_bus = running.bus
-        spool = None
-        if config.transport.kind in ("kafka", "confluent"):
-            from permwatch.transport.spool import open_spooling_bus
-
-            spool = open_spooling_bus(running.bus, config.collector.spool, state_dir=state_dir, metrics=metrics)
-            if spool is not None:
-                running.closers.append(spool.close)
-                collector_bus = spool
-        # A full spool raises RecordDropped: the directory collectors then publish again from what they last
-        # published (see LdapCollector.catch_up, DirectoryFileCollector.run).
-        emitter = BusEmitter(collector_bus, metrics, router=router)
-        if config.directory is not None:
-            directory = DirectoryFileCollector(config.directory, emitter, metrics=metrics)
-            try:
-                directory.load()
-            except DirectoryFileError as exc:
-                raise ConfigError(str(exc)) from None
-            running.start("directory", directory)
-        for ldap_config in config.ldap:
-            from collectors.ldap import LdapCollector
-
-            ldap_state = ldap_config.state_path or state_dir / f"ldap-{ldap_config.collector_id}.json"
-            ldap_collector = LdapCollector(ldap_config, emitter, state_path=ldap_state, metrics=metrics)
-            running.start(f"ldap:{ldap_config.collector_id}", ldap_collector)
-        for fs_config in config.fs:
-            labeller = LabelPolicy(config.labels, source=fs_config.collector_id)
-            state_path = fs_config.state_path or state_dir / f"fs-{fs_config.collector_id}.db"
-            if isinstance(running.bus, LogExtent) and running.bus.log_id is not None:
-                from collectors.fs.state import bind_to_log
-
-                if bind_to_log(state_path, running.bus.log_id):
-                    log.warning(
-                        "fs collector %s: what it published went to another event log than %s; "
-                        "publishing everything again",
-                        fs_config.collector_id,
-                        running.bus.describe(),
-                    )
-            fs_emitter = BusEmitter(collector_bus, metrics, router=router, batch=True)  # one per collector
-            collector = FsCollector(fs_config, fs_emitter, labeller=labeller, state_path=state_path, metrics=metrics)
-            if spool is not None:
-                spool.on_recovered(collector.request_spool_rescan)
-            running.start(f"fs:{fs_config.collector_id}", collector)
-        if spool is not None:
-            spool.start()
+        start_collectors(config, running.bus, metrics, running.start, running.closers)
     if role in ("all", "processor") and not running.stop.is_set():
         from processor.runner import ProcessorRunner
 
@@ -281,6 +244,7 @@ def start_roles(
         from alerts.base import SinkContext
         from alerts.dispatch import DeliveryLog, Dispatcher
         from alerts.grouping import GroupingPolicy
+        from alerts.metrics import AlertMetrics
         from alerts.registry import build_sink
 
         alerts = config.alerts
@@ -294,7 +258,7 @@ def start_roles(
         dispatcher = Dispatcher(
             running.bus, sinks, delivery_log, group=alerts.group, grouping=grouping, metrics=metrics
         )
-        metrics.known_sinks(sink.name for sink in sinks)
+        metrics.part(AlertMetrics).known_sinks(sink.name for sink in sinks)
         running.watch_lag([TOPIC_EXPOSURES], alerts.group)
         running.start("alerts", dispatcher)
     for each in ("collector", "processor", "alerts") if role == "all" else (role,):

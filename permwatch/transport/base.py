@@ -80,6 +80,27 @@ class EndOffsets(Protocol):
 
 
 @runtime_checkable
+class SharedPartitions(Consumer, EndOffsets, ReplayProgress, Protocol):
+    """A ``replay_history`` group consumer whose topic the group shares out among its members (both Kafka
+    clients'): which partitions it owns now, and a count of the changes, so a stage keeping state per partition
+    (the partitioned processor) rebuilds when its share moves."""
+
+    @property
+    def generation(self) -> int:
+        """Counts the changes of this consumer's assignment seen by :meth:`Consumer.poll` so far."""
+        ...
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the first assignment started where ``replay_from`` said (see :meth:`Bus.consumer`)."""
+        ...
+
+    def partitions(self) -> set[tuple[str, int]]:
+        """The (topic, partition)s this consumer owns now."""
+        ...
+
+
+@runtime_checkable
 class LogExtent(Protocol):
     """A bus that can say which log it is and what it holds, so a checkpoint can be checked against it."""
 
@@ -165,3 +186,31 @@ class Bus(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Delivery(Protocol):
+    """The outcome of one record handed to a :class:`TrackingBus`."""
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True once the record is delivered or failed."""
+        ...
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why delivery failed; None while pending or once delivered."""
+        ...
+
+    @property
+    def permanent(self) -> bool:
+        """Failed in a way retrying will not mend (the record refused, not the broker away)."""
+        ...
+
+
+@runtime_checkable
+class TrackingBus(Bus, Protocol):
+    """A bus that reports each record's delivery (the Kafka buses): what the collectors' spool
+    (:mod:`collectors.spool`) needs to know when to keep a record itself."""
+
+    def send_tracked(self, topic: str, key: str | None, value: bytes, *, broadcast: bool = False) -> Delivery:
+        """Publish (or broadcast) and return the record's delivery; an unreachable broker is a failed delivery."""
+        ...

@@ -310,6 +310,9 @@ class ConfluentConsumer:
         self._replay_from = dict(replay_from or {})
         self.resumed = False
         """Whether the first assignment started where ``replay_from`` said (see Bus.consumer)."""
+        self.generation = 0
+        """Counts assignment changes (each assignment and each revocation, seen during :meth:`poll`): a stage
+        keeping per-partition state rebuilds on a change."""
         self._next: dict[tuple[str, int], int] = {}
         # the offset after the last record returned, per partition with records to replay
         self._uncommitted: dict[tuple[str, int], int] = {}
@@ -342,8 +345,11 @@ class ConfluentConsumer:
                 self._next[key] = low
         consumer.assign(starts)
         self._assigned = True
+        self.generation += 1
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            self.generation += 1
         for tp in partitions:
             self._replay_until.pop((tp.topic, tp.partition), None)
             self._next.pop((tp.topic, tp.partition), None)
@@ -369,6 +375,10 @@ class ConfluentConsumer:
             if key in self._next:
                 self._next[key] = record.offset + 1
         return records
+
+    def partitions(self) -> set[tuple[str, int]]:
+        """The (topic, partition)s this consumer owns now."""
+        return {(self._bus.logical(tp.topic), tp.partition) for tp in self._consumer.assignment()}
 
     def end_offsets(self) -> dict[tuple[str, int], int]:
         ends = {}

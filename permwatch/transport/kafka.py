@@ -185,7 +185,7 @@ class KafkaBus:
 
     def send_tracked(self, topic: str, key: str | None, value: bytes, *, broadcast: bool = False) -> KafkaDelivery:
         """:meth:`publish` (or :meth:`broadcast`) on a producer of its own, returning a handle on the outcome,
-        for the collectors' spool (:mod:`permwatch.transport.spool`).
+        for the collectors' spool (:mod:`collectors.spool`).
 
         Never raises for an unreachable broker: that comes back as a failed delivery.
         """

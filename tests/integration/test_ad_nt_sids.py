@@ -18,7 +18,7 @@ from uuid import uuid4
 import pytest
 
 from collectors.ldap import LdapCollector
-from permwatch.config import LdapCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
 from permwatch.events import (
     AclEntry,
     AclTag,

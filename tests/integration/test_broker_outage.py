@@ -6,7 +6,7 @@ root and by one of two broad groups. While the broker is down, 2,000 files are c
 times each, alternating between modes that let the file's group read and modes that do not (all distinct
 per file), in 20 rounds over the first 25 s of the outage: 10,000 changes that open and close exposures.
 The collector's flush gets no acknowledgement within 10 s, so it spools to local disk
-(:mod:`permwatch.transport.spool`); what the producer already held it keeps retrying, and the spool is
+(:mod:`collectors.spool`); what the producer already held it keeps retrying, and the spool is
 drained after it, in order, once the broker is back. Then:
 
 1. every changed file's final mode is on the fs topic;

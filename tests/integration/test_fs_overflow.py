@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from collectors.fs import FsCollector
-from permwatch.config import FsCollectorConfig
+from collectors.fs.settings import FsCollectorConfig
 from permwatch.events import Event, FsKind, FsPermissionEvent, ScanCompleted
 
 pytestmark = [

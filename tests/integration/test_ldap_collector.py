@@ -27,9 +27,9 @@ from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, Connection
 
 import collectors.ldap
 from collectors.ldap import RECOVERABLE, LdapCollector
-from permwatch.config import LdapCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
+from collectors.spool import RecordDropped
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
-from permwatch.transport.spool import RecordDropped
 from tests.integration.pipeline import permwatch_exe, wait_until
 from tests.integration.servers.slapd import IT_ADMIN_DN, READER_DN, LdapSite, Slapd
 

@@ -24,7 +24,7 @@ from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, Connection
 from collectors.ldap import LdapCollector
 from collectors.ldap_dirsync import merge_delta, split_extended_dn
 from collectors.ldap_entries import normalize_dn
-from permwatch.config import LdapCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
 from tests.integration.servers.samba_ad import SambaAD
 

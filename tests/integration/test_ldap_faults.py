@@ -25,7 +25,7 @@ from ldap3 import LEVEL, MODIFY_ADD, MODIFY_DELETE, Connection
 
 from collectors.ldap import LdapCollector
 from collectors.ldap_session import DirectoryLimitExceeded
-from permwatch.config import LdapCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
 from tests.integration.pipeline import wait_until
 from tests.integration.servers.slapd import ACCESSLOG, IT_ADMIN_DN, READER_DN, LdapSite, Slapd

@@ -29,7 +29,7 @@ from collectors.ldap import LdapCollector
 from collectors.ldap_entries import EntrySchema, RawEntry, normalize_dn
 from collectors.ldap_mirror import DirectoryMirror
 from collectors.ldap_psearch import PersistentSearchMode, search_bases
-from permwatch.config import LdapCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
 from tests.integration.pipeline import wait_until
 from tests.integration.servers.dirsrv import ROOT_DN, DirSrv

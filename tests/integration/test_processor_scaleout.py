@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from collectors.routing import FsRouter
 from collectors.runner import BusEmitter
 from permwatch.config import KafkaConfig
 from permwatch.events import (
@@ -44,6 +43,7 @@ from permwatch.events import (
     LabelAssigned,
     ObjectType,
 )
+from permwatch.keys import FsKeys
 from permwatch.transport.kafka import KafkaBus
 from tests.integration.pipeline import TopicReader, permwatch_exe, wait_until
 from tests.integration.servers.kafka import KafkaBroker
@@ -120,7 +120,9 @@ def recorded_rounds() -> list[list[Event]]:
 class Run:
     """One set of topics and the processors on them."""
 
-    def __init__(self, broker: KafkaBroker, workdir: Path, prefix: str, *, partitioned: bool) -> None:
+    def __init__(
+        self, broker: KafkaBroker, workdir: Path, prefix: str, *, partitioned: bool, client: str = "kafka"
+    ) -> None:
         self.broker, self.prefix = broker, prefix
         self.workdir = workdir
         workdir.mkdir(parents=True)
@@ -129,7 +131,7 @@ class Run:
             f"""
 state_dir = "{workdir / "state"}"
 [transport]
-kind = "kafka"
+kind = "{client}"
 [transport.kafka]
 bootstrap_servers = "{broker.bootstrap}"
 topic_prefix = "{prefix}"
@@ -145,7 +147,7 @@ allowed_groups = ["ledningsgrupp"]
         )
         self.bus = KafkaBus(KafkaConfig(bootstrap_servers=broker.bootstrap, topic_prefix=prefix, partitions=6))
         self.bus.ensure_topics()
-        self.emitter = BusEmitter(self.bus, router=FsRouter([ROOT]))
+        self.emitter = BusEmitter(self.bus, router=FsKeys([ROOT]))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.groups = [f"{prefix}processor"]
 
@@ -258,11 +260,16 @@ def windows(exposures: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
     return {exposure_id: tuple(by_seq[s] for s in sorted(by_seq)) for exposure_id, by_seq in steps.items()}
 
 
-def test_three_processors_one_killed_give_the_same_exposures_as_one(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["kafka", "confluent"])
+def test_three_processors_one_killed_give_the_same_exposures_as_one(
+    kafka_broker: KafkaBroker, tmp_path: Path, client: str
+) -> None:
+    """The drill with the processors on either Kafka client (``transport.kind``); the input is published with
+    kafka-python either way."""
     rounds = recorded_rounds()
-    tag = f"so{os.getpid()}{int(time.time()) % 10000}"
-    single = Run(kafka_broker, tmp_path / "single", f"{tag}a.", partitioned=False)
-    shared = Run(kafka_broker, tmp_path / "shared", f"{tag}b.", partitioned=True)
+    tag = f"so{client[0]}{os.getpid()}{int(time.time()) % 10000}"
+    single = Run(kafka_broker, tmp_path / "single", f"{tag}a.", partitioned=False, client=client)
+    shared = Run(kafka_broker, tmp_path / "shared", f"{tag}b.", partitioned=True, client=client)
     try:
         single.start("one")
         for instance in ("p1", "p2", "p3"):

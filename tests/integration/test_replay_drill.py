@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from permwatch.cli import main
-from permwatch.config import load_config
+from permwatch.cli.settings import load_config
 from permwatch.events import INPUT_TOPICS, ExposureEvent
 from permwatch.transport import open_bus
 from permwatch.transport.embedded import EmbeddedBus

@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from collectors.fs import FsCollector
+from collectors.fs.settings import FsCollectorConfig
 from collectors.ntacl import SE_DACL_PRESENT, SE_SELF_RELATIVE, Ace, AceFlags, NtAcl, SecurityDescriptor
-from permwatch.config import FsCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, decode, encode
 from processor.engine import Engine
 from processor.forensics import who_can_read

@@ -17,7 +17,7 @@ import pytest
 from collectors.fs import FsCollector
 from collectors.fs.parallel import WorkerFailed, walk_units
 from collectors.fs.readers import ACL_READERS, UnknownAclReaderError
-from permwatch.config import FsCollectorConfig
+from collectors.fs.settings import FsCollectorConfig
 from permwatch.events import (
     AclEntry,
     AclTag,

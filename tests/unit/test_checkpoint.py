@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from permwatch.cli.settings import load_config
 from permwatch.cli.wiring import processor_checkpoints
-from permwatch.config import ProcessorConfig, load_config
+from permwatch.config import ProcessorConfig
 from permwatch.events import (
     TOPIC_EXPOSURES,
     TOPIC_FS,

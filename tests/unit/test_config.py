@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from permwatch.cli import main
-from permwatch.config import ConfigError, TransportConfig, load_config
+from permwatch.cli.settings import load_config
+from permwatch.config import ConfigError, TransportConfig
 
 GOOD = """
 state_dir = "state"
@@ -68,7 +69,10 @@ def test_env_overrides(tmp_path: Path) -> None:
         ("[processor]\nbatch_maxx = 3\n", "key 'processor.batch_maxx': unknown key"),
         ("[[labels.rules]]\nglob = '/x'\nlabel = 'nope'\n", "key 'labels.rules.0.label'"),
         ("this is = = not toml", "not valid TOML"),
-        ("[processor]\npartitioned = true\n", "key 'processor.partitioned': needs transport.kind = 'kafka'"),
+        (
+            "[processor]\npartitioned = true\n",
+            "key 'processor.partitioned': needs transport.kind = 'kafka' or 'confluent'",
+        ),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from permwatch.config import load_config
-from permwatch.metrics import Metrics
+from permwatch.cli.settings import load_config
+from permwatch.cli.wiring import process_metrics
 from tests.deploy_exprs import (
     DASHBOARD,
     DEPLOY,
@@ -38,7 +38,7 @@ ROLES = ("collector", "processor", "alerts")
 
 def known_names() -> set[str]:
     registry = CollectorRegistry()
-    Metrics.create(registry)
+    process_metrics(registry)  # the core's and every stage's, as each process registers them
     return exported_names(registry) | PROMETHEUS_OWN | recorded_names()
 
 

@@ -15,9 +15,9 @@ from collectors.directory_file import (
     load_directory,
     parse_directory,
 )
-from permwatch.config import DirectoryFileConfig
+from collectors.directory_settings import DirectoryFileConfig
+from collectors.spool import RecordDropped
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
-from permwatch.transport.spool import RecordDropped
 
 BASE = """
 users:

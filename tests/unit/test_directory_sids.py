@@ -14,7 +14,7 @@ import pytest
 from collectors.directory_file import DirectoryFileError, parse_directory
 from collectors.ldap_entries import EntrySchema, RawEntry, attribute_text, sid_text
 from collectors.ldap_mirror import DirectoryMirror
-from permwatch.config import LdapAttributeNames, LdapCollectorConfig
+from collectors.ldap_settings import LdapAttributeNames, LdapCollectorConfig
 from permwatch.events import DirectoryUser
 
 

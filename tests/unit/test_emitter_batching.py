@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collectors.routing import FsRouter
 from collectors.runner import BusEmitter
 from permwatch.events import (
     MAX_BATCH,
@@ -16,6 +15,7 @@ from permwatch.events import (
     ScanCompleted,
     decode,
 )
+from permwatch.keys import FsKeys
 from permwatch.transport.embedded import EmbeddedBus
 
 
@@ -27,7 +27,7 @@ def change(path: str, mode: int = 0o750) -> FsPermissionEvent:
 
 def test_a_burst_goes_out_as_batches_per_unit_in_order(tmp_path: Path) -> None:
     bus = EmbeddedBus(tmp_path / "log.db")
-    emitter = BusEmitter(bus, router=FsRouter(["/srv/share"]), batch=True)
+    emitter = BusEmitter(bus, router=FsKeys(["/srv/share"]), batch=True)
     sent = [change(f"/srv/share/{unit}/d{i:04d}", 0o700 + i % 8) for i in range(MAX_BATCH + 10) for unit in "ab"]
     for event in sent:
         emitter.emit(event)
@@ -54,7 +54,7 @@ def test_a_burst_goes_out_as_batches_per_unit_in_order(tmp_path: Path) -> None:
 
 def test_labels_and_roots_are_not_held_back(tmp_path: Path) -> None:
     bus = EmbeddedBus(tmp_path / "log.db")
-    emitter = BusEmitter(bus, router=FsRouter(["/srv/share"]), batch=True)
+    emitter = BusEmitter(bus, router=FsKeys(["/srv/share"]), batch=True)
     emitter.emit(change("/srv/share/a/x"))
     emitter.emit(LabelAssigned(path="/srv/share/a", label=None))
     bus.flush()

@@ -7,7 +7,17 @@ Judged by the engine on hand-made events (the same shapes as ``test_engine``); t
 from __future__ import annotations
 
 from permwatch.config import ProcessorConfig
-from permwatch.events import AclEntry, DirectoryGroup, DirectoryUser, ExposureStatus, LabelAssigned, ObjectType
+from permwatch.events import (
+    AclEntry,
+    DirectoryGroup,
+    DirectoryUser,
+    ExposureEvent,
+    ExposureStatus,
+    LabelAssigned,
+    ObjectType,
+    decode,
+    encode,
+)
 from processor.engine import Engine
 from processor.exposures import Verdict
 from processor.forensics import breach_report, exposure_windows
@@ -61,6 +71,19 @@ def test_the_record_lists_up_to_the_bound_and_says_when_it_cuts() -> None:
     assert opened.all_users == tuple(everyone)  # the verdict has them all, for the workshop
     wire = opened.to_event()
     assert wire.users_truncated is True and len(wire.users) == 10
+
+
+def test_a_verdict_is_the_contracts_exposure_event_built_without_validation() -> None:
+    """The engine builds its verdicts unchecked (permwatch.wire.unchecked): every field of the contract's
+    model, in its order, valid, and the same bytes on the wire as the validated event."""
+    (opened,) = open_to_alla(wide_engine(max_users_listed=10))
+    assert isinstance(opened, ExposureEvent)
+    assert list(vars(opened)) == [*ExposureEvent.model_fields, "all_users"]
+    wire = opened.to_event()
+    assert type(wire) is ExposureEvent
+    assert ExposureEvent.model_validate(opened.model_dump()) == wire
+    assert encode(opened) == encode(wire) and decode(encode(opened)) == wire
+    assert b"all_users" not in encode(opened)
 
 
 def test_under_the_bound_the_record_names_everyone_and_is_not_cut() -> None:

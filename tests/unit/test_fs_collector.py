@@ -27,8 +27,9 @@ import pytest
 from collectors.acl import read_acl
 from collectors.fs import FsCollector, ancestors_of
 from collectors.fs.readers.posix import read_path_state
+from collectors.fs.settings import FsCollectorConfig
 from collectors.labels import LabelPolicy
-from permwatch.config import FsCollectorConfig, LabelDefinition, LabelsConfig
+from permwatch.config import LabelDefinition, LabelsConfig
 from permwatch.events import (
     AclTag,
     Event,
@@ -298,7 +299,7 @@ KILLABLE_COLLECTOR = """
 import os, sys, threading
 from pathlib import Path
 from collectors.fs import FsCollector
-from permwatch.config import FsCollectorConfig
+from collectors.fs.settings import FsCollectorConfig
 from permwatch.events import encode
 
 root, state, out = sys.argv[1:4]

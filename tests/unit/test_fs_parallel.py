@@ -16,11 +16,12 @@ from prometheus_client import CollectorRegistry
 import collectors.fs.walk
 from collectors.fs import FsCollector, ancestors_of
 from collectors.fs.parallel import WorkerFailed, walk_units
+from collectors.fs.settings import FsCollectorConfig
 from collectors.labels import LabelPolicy
-from collectors.routing import FsRouter
 from collectors.runner import BusEmitter
-from permwatch.config import FsCollectorConfig, LabelDefinition, LabelsConfig
+from permwatch.config import LabelDefinition, LabelsConfig
 from permwatch.events import FsPermissionEvent, LabelAssigned, ScanCompleted, decode, unbatched
+from permwatch.keys import FsKeys
 from permwatch.metrics import Metrics
 from permwatch.transport.embedded import EmbeddedBus
 
@@ -47,7 +48,7 @@ def share(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def first_scan(share: Path, work: Path, workers: int) -> tuple[list[Any], list[tuple[str, bytes]]]:
     """What a first scan published (events without their ids and times) and what it recorded."""
     bus = EmbeddedBus(work / "bus.db")
-    emitter = BusEmitter(bus, Metrics.create(CollectorRegistry()), router=FsRouter([share]), batch=True)
+    emitter = BusEmitter(bus, Metrics.create(CollectorRegistry()), router=FsKeys([share]), batch=True)
     config = FsCollectorConfig(roots=[share], watch=False, scan_workers=workers, excludes=["*.tmp"])
     labels = LabelPolicy(LabelsConfig(definitions={"hr": LabelDefinition(allowed_groups=["hr"])}))
     with FsCollector(config, emitter, labeller=labels, state_path=work / "state.db") as collector:

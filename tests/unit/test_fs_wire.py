@@ -1,4 +1,4 @@
-"""The filesystem collector's own encoding of permission events (collectors/fs/wire.py) decodes to
+"""The contract's fast encoding of permission events (permwatch/wire.py, fed by collectors/fs/wire.py) decodes to
 exactly the event the model gives for the same state."""
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from permwatch.cli import main
-from permwatch.config import ConfigError, KafkaConfig, load_config
+from permwatch.cli.settings import load_config
+from permwatch.config import ConfigError, KafkaConfig
 from permwatch.transport.kafka import KafkaBus
 from permwatch.transport.kafka_security import (
     describe,

@@ -32,7 +32,8 @@ from collectors.ldap_entries import (
 from collectors.ldap_mirror import DirectoryMirror
 from collectors.ldap_modes import EntryChange
 from collectors.ldap_session import DirectoryLimitExceeded
-from permwatch.config import ConfigError, LdapCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
+from permwatch.config import ConfigError
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
 
 PEOPLE = "ou=people,dc=example,dc=org"

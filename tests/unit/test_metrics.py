@@ -12,16 +12,17 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from alerts.metrics import AlertMetrics
 from collectors.directory_file import DirectoryFileCollector
+from collectors.directory_settings import DirectoryFileConfig
 from collectors.fs import FsCollector
+from collectors.fs.settings import FsCollectorConfig
 from collectors.runner import BusEmitter
-from permwatch.cli.wiring import start_roles
+from permwatch.cli.wiring import process_metrics, start_roles
 from permwatch.config import (
     Config,
     ConfigError,
-    DirectoryFileConfig,
     EmbeddedConfig,
-    FsCollectorConfig,
     LabelDefinition,
     LabelsConfig,
     MetricsConfig,
@@ -55,7 +56,7 @@ def value(metrics: Metrics, name: str, **labels: str) -> float | None:
 
 def test_names_follow_prometheus_conventions() -> None:
     registry = CollectorRegistry()
-    Metrics.create(registry)
+    process_metrics(registry)
     families = list(registry.collect())
     assert len(families) >= 20
     for family in families:
@@ -72,17 +73,18 @@ def test_names_follow_prometheus_conventions() -> None:
 
 def test_each_registry_is_independent() -> None:
     first, second = Metrics.create(CollectorRegistry()), Metrics.create(CollectorRegistry())
-    first.sink_delivered("slack", 2)
+    first.part(AlertMetrics).sink_delivered("slack", 2)
     assert value(first, "permwatch_alerts_delivered_total", sink="slack") == 2
     assert value(second, "permwatch_alerts_delivered_total", sink="slack") is None
 
 
 def test_known_sinks_export_zero_until_the_dispatcher_counts() -> None:
     metrics = Metrics.create(CollectorRegistry())
-    metrics.known_sinks(["jsonl", "slack"])
+    alerts = metrics.part(AlertMetrics)
+    alerts.known_sinks(["jsonl", "slack"])
     assert value(metrics, "permwatch_alerts_failed_total", sink="slack") == 0
-    metrics.sink_failed("slack", 3)
-    metrics.sink_retried("jsonl")
+    alerts.sink_failed("slack", 3)
+    alerts.sink_retried("jsonl")
     assert value(metrics, "permwatch_alerts_failed_total", sink="slack") == 3
     assert value(metrics, "permwatch_sink_retries_total", sink="jsonl") == 1
 

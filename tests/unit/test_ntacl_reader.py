@@ -25,11 +25,11 @@ from collectors.acl import NameCache
 from collectors.fs import FsCollector
 from collectors.fs.readers import UnknownAclReaderError, acl_reader_named
 from collectors.fs.readers.ntacl import FROM_POSIX, NtAclReader, nt_acl_of
+from collectors.fs.settings import FsCollectorConfig
 from collectors.ntacl import HASH_SIZE, HASH_TYPE_SHA256, NtAcl, NtAclError, PosixState, decode_ntacl, posix_acl_hash
-from collectors.routing import FsRouter
 from collectors.runner import BusEmitter
-from permwatch.config import FsCollectorConfig
 from permwatch.events import FsPermissionEvent, NtAce, NtAceFlag, decode, encode, unbatched
+from permwatch.keys import FsKeys
 from permwatch.metrics import Metrics
 from permwatch.transport.embedded import EmbeddedBus
 from tests.unit.test_fs_collector import ListEmitter
@@ -220,7 +220,7 @@ def test_scan_workers_publish_an_unreadable_blob_too_and_the_collector_counts_it
     bus = EmbeddedBus(tmp_path / "bus.db")
     registry = CollectorRegistry()
     metrics = Metrics.create(registry)
-    emitter = BusEmitter(bus, metrics, router=FsRouter([share]), batch=True)
+    emitter = BusEmitter(bus, metrics, router=FsKeys([share]), batch=True)
     with FsCollector(config, emitter, metrics=metrics, state_path=tmp_path / "state.db") as collector:
         collector.run(threading.Event())
     bus.close()

@@ -3,8 +3,8 @@ itself with the exposures already published (processor/partitioned.py)."""
 
 from __future__ import annotations
 
-from collectors.routing import FsRouter
 from permwatch.events import DirectoryGroup, ExposureStatus, FsKind, FsPermissionEvent, LabelAssigned, ObjectType
+from permwatch.keys import FsKeys
 from processor.published import PublishedRecord
 from tests.unit.test_engine import ALLA, LABEL, MGMT, entry, fs, setup
 
@@ -12,7 +12,7 @@ OPEN_ACL = (entry("user_obj", "rwx"), entry("group_obj", "rx"), entry("group", "
 
 
 def test_paths_travel_in_their_unit_and_roots_go_everywhere() -> None:
-    router = FsRouter(["/srv/share", "/srv/share/../home/"])
+    router = FsKeys(["/srv/share", "/srv/share/../home/"])
     assert router.unit_of("/srv/share/ledning/a/b.txt") == "/srv/share/ledning"
     assert router.unit_of("/srv/share/ledning") == "/srv/share/ledning"
     assert router.unit_of("/srv/home/anna/x") == "/srv/home/anna"
@@ -25,7 +25,7 @@ def test_paths_travel_in_their_unit_and_roots_go_everywhere() -> None:
 
 
 def test_a_move_between_units_tells_the_old_unit_first() -> None:
-    router = FsRouter(["/srv/share"])
+    router = FsKeys(["/srv/share"])
     moved = FsPermissionEvent.model_validate(
         {
             **fs("/srv/share/alla/x", mode=0o640, obj=ObjectType.FILE).model_dump(),

@@ -19,11 +19,8 @@ from prometheus_client import CollectorRegistry
 
 from collectors.fs import FsCollector
 from collectors.labels import LabelPolicy
-from permwatch.config import ConfigError, LabelDefinition, LabelsConfig, SpoolConfig, load_config
-from permwatch.events import Event, FsKind, LabelAssigned
-from permwatch.metrics import Metrics
-from permwatch.transport.base import Consumer, Record
-from permwatch.transport.spool import (
+from collectors.settings import SpoolConfig
+from collectors.spool import (
     RecordDropped,
     SpooledRecord,
     SpoolingBus,
@@ -31,6 +28,11 @@ from permwatch.transport.spool import (
     TrackingBus,
     open_spooling_bus,
 )
+from permwatch.cli.settings import load_config
+from permwatch.config import ConfigError, LabelDefinition, LabelsConfig
+from permwatch.events import Event, FsKind, LabelAssigned
+from permwatch.metrics import Metrics
+from permwatch.transport.base import Consumer, Record
 from tests.unit.test_fs_collector import ListEmitter, config, running, wait_for
 
 

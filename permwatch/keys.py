@@ -1,4 +1,11 @@
-"""Which Kafka key a filesystem event travels under, so processors can share the work.
+"""The key rule of the bus: which Kafka key an event travels under, so processors can share the work.
+
+Part of the wire contract (with :mod:`permwatch.events` and :mod:`permwatch.wire`):
+:meth:`FsKeys.route` is the one place a key is chosen. An event that is not a
+filesystem event travels under its own ``key`` property (principal, labelled
+path, labelled folder, root). A filesystem event's key needs the watched
+roots, which the event does not carry, so :class:`FsKeys` holds them; its
+``key`` property (the path) is never a bus key.
 
 A folder's exposure depends on every path beneath its labelled folder and on
 the traverse bits of every directory above it. So that one processor of a
@@ -25,13 +32,15 @@ from permwatch.events import Event, FsKind, FsPermissionEvent
 
 
 @dataclass(frozen=True, slots=True)
-class Routed:
+class Keyed:
     event: Event
     key: str | None
     broadcast: bool = False
 
 
-class FsRouter:
+class FsKeys:
+    """The fs topic's key rule for one set of watched roots (one collector process's)."""
+
     def __init__(self, roots: Iterable[str | os.PathLike[str]]) -> None:
         longest_first = sorted({os.path.normpath(os.fspath(root)) for root in roots}, key=len, reverse=True)
         self._prefixes = [(root.rstrip("/") + "/", len(root.rstrip("/")) + 1) for root in longest_first]
@@ -44,9 +53,10 @@ class FsRouter:
                 return path if end < 0 else path[:end]
         return None
 
-    def route(self, event: Event) -> list[Routed]:
+    def route(self, event: Event) -> list[Keyed]:
+        """``event`` with its key, as the records to send, in order (two for a move across units)."""
         if not isinstance(event, FsPermissionEvent):
-            return [Routed(event, event.key)]
+            return [Keyed(event, event.key)]
         unit = self.unit_of(event.path)
         routed = []
         if event.kind is FsKind.MOVED and event.old_path and event.old_path != event.path:
@@ -59,6 +69,6 @@ class FsRouter:
                     source=event.source,
                     observed_at=event.observed_at,
                 )
-                routed.append(Routed(gone, old_unit, old_unit is None))
-        routed.append(Routed(event, unit, unit is None))
+                routed.append(Keyed(gone, old_unit, old_unit is None))
+        routed.append(Keyed(event, unit, unit is None))
         return routed

@@ -39,11 +39,13 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO
 
-from permwatch.config import ConfigError, SpoolConfig
+from collectors.metrics import CollectorMetrics
+from collectors.settings import SpoolConfig
+from permwatch.config import ConfigError
 from permwatch.metrics import Metrics
-from permwatch.transport.base import Bus, Consumer, Record
+from permwatch.transport.base import Bus, Consumer, Delivery, Record, TrackingBus
 
 log = logging.getLogger(__name__)
 
@@ -380,33 +382,6 @@ def _write_atomically(path: Path, text: str) -> None:
 # ------------------------------------------------------------------ the bus
 
 
-class Delivery(Protocol):
-    """The outcome of one record handed to a :class:`TrackingBus`."""
-
-    def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds; True once the record is delivered or failed."""
-        ...
-
-    @property
-    def error(self) -> BaseException | None:
-        """Why delivery failed; None while pending or once delivered."""
-        ...
-
-    @property
-    def permanent(self) -> bool:
-        """Failed in a way retrying will not mend (the record refused, not the broker away)."""
-        ...
-
-
-@runtime_checkable
-class TrackingBus(Bus, Protocol):
-    """A bus that reports each record's delivery (the Kafka buses)."""
-
-    def send_tracked(self, topic: str, key: str | None, value: bytes, *, broadcast: bool = False) -> Delivery:
-        """Publish (or broadcast) and return the record's delivery; an unreachable broker is a failed delivery."""
-        ...
-
-
 @dataclass(frozen=True, slots=True)
 class _NotSent:
     """The delivery of a record not handed over, because the one before it failed at once."""
@@ -472,7 +447,7 @@ class SpoolingBus:
         self._inner = inner
         self._queue = queue
         self._flush_timeout = flush_timeout
-        self._metrics = metrics
+        self._metrics = None if metrics is None else metrics.part(CollectorMetrics)
         self._window_records = window_records
         self._window_bytes = window_bytes
         self._retry_seconds = retry_seconds
@@ -494,14 +469,15 @@ class SpoolingBus:
             log.warning(
                 "spool %s holds %d records from before; sending them before anything new", queue.path, queue.records
             )
-        if metrics is not None:
-            metrics.spool_records.set_function(lambda: self._queue.records)
-            metrics.spool_bytes.set_function(lambda: self._queue.bytes)
-            metrics.spool_spooling.set_function(lambda: 1 if self._spooling else 0)
+        own = self._metrics
+        if own is not None:
+            own.spool_records.set_function(lambda: self._queue.records)
+            own.spool_bytes.set_function(lambda: self._queue.bytes)
+            own.spool_spooling.set_function(lambda: 1 if self._spooling else 0)
             for reason in ("full", "rejected", "corrupt"):
-                metrics.spool_dropped.labels(reason=reason)
+                own.spool_dropped.labels(reason=reason)
             if queue.damaged:
-                metrics.spool_dropped.labels(reason="corrupt").inc(queue.damaged)
+                own.spool_dropped.labels(reason="corrupt").inc(queue.damaged)
 
     @property
     def spooling(self) -> bool:

@@ -1,0 +1,44 @@
+"""The filesystem collector's settings: one ``[[fs]]`` table each, validated when the config loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from permwatch.config import Section
+
+
+class FsCollectorConfig(Section):
+    collector_id: str = "fs"
+    roots: list[Path] = Field(min_length=1)
+    excludes: list[str] = Field(default_factory=list, description="fnmatch globs on full paths or names")
+    coalesce_ms: int = Field(default=10, ge=0, le=10_000)
+    state_path: Path | None = Field(default=None, description="where the collector remembers what it published")
+    watch: bool = True
+    scan_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="processes that read the tree in a first scan beside the collector (0: none, the collector's"
+        " own thread walks); one per core makes a first scan of a large share about twice as fast",
+    )
+    acl_reader: str = Field(
+        default="posix",
+        min_length=1,
+        description="how each path's owner, group, mode and ACL are read: a name in collectors.fs.readers"
+        ".ACL_READERS (posix: mode bits and POSIX ACLs from the system.posix_acl_* xattrs)",
+    )
+    acl_reader_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="keyword settings of the ACL reader, e.g. for ntacl (Samba shares): xattr_name, default"
+        " security.NTACL (Samba 4.18+: acl_xattr:security_acl_name)",
+    )
+
+    @field_validator("roots")
+    @classmethod
+    def _absolute(cls, roots: list[Path]) -> list[Path]:
+        for root in roots:
+            if not root.is_absolute():
+                raise ValueError(f"root must be an absolute path: {root}")
+        return roots

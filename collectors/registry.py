@@ -1,0 +1,140 @@
+"""Collector kinds by name: the config table each one owns and how one is started.
+
+``COLLECTORS`` is the explicit list (like ``alerts.registry.SINKS``): a kind's
+settings model types its table (``[[fs]]``, ``[[ldap]]``, ``[directory]``), and
+its ``start`` builds one collector from one table and hands it to the process
+to run. ``SECTIONS`` is what the CLI gives :func:`permwatch.config.load_config`
+so those tables are validated, errors naming the key and the file, without the
+core knowing any collector. :func:`start_collectors` starts every configured
+collector of a process over one emitter (and the spool, over Kafka).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collectors.directory_settings import DirectoryFileConfig
+from collectors.fs.settings import FsCollectorConfig
+from collectors.ldap_settings import LdapCollectorConfig
+from collectors.runner import BusEmitter
+from collectors.settings import CollectorConfig
+from collectors.spool import SpoolingBus, open_spooling_bus
+from permwatch.config import Config, ConfigError, StageSection
+from permwatch.keys import FsKeys
+from permwatch.metrics import Metrics
+from permwatch.transport.base import Bus, LogExtent
+
+log = logging.getLogger("permwatch")
+
+
+@dataclass(frozen=True)
+class CollectorContext:
+    """What every collector of a process is started with."""
+
+    config: Config
+    log: Bus
+    """The event log itself (what it is, for the state a collector binds to it)."""
+    emitter: BusEmitter
+    """Shared by the directory collectors; a batching collector makes its own over ``bus``."""
+    bus: Bus
+    """Where collectors publish: the spool over Kafka, else the event log."""
+    router: FsKeys
+    metrics: Metrics
+    spool: SpoolingBus | None
+    run: Callable[[str, Any], None]
+    """Runs a stage (``run(stop)``) in a thread of its own, under a name."""
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.state_dir
+
+
+@dataclass(frozen=True)
+class CollectorKind:
+    """One kind of collector: its table and how to start one from it."""
+
+    section: StageSection
+    start: Callable[[Any, CollectorContext], None]
+
+
+def _start_directory(settings: DirectoryFileConfig, context: CollectorContext) -> None:
+    from collectors.directory_file import DirectoryFileCollector, DirectoryFileError
+
+    directory = DirectoryFileCollector(settings, context.emitter, metrics=context.metrics)
+    try:
+        directory.load()
+    except DirectoryFileError as exc:
+        raise ConfigError(str(exc)) from None
+    context.run("directory", directory)
+
+
+def _start_ldap(settings: LdapCollectorConfig, context: CollectorContext) -> None:
+    from collectors.ldap import LdapCollector
+
+    state = settings.state_path or context.state_dir / f"ldap-{settings.collector_id}.json"
+    collector = LdapCollector(settings, context.emitter, state_path=state, metrics=context.metrics)
+    context.run(f"ldap:{settings.collector_id}", collector)
+
+
+def _start_fs(settings: FsCollectorConfig, context: CollectorContext) -> None:
+    from collectors.fs import FsCollector
+    from collectors.fs.state import bind_to_log
+    from collectors.labels import LabelPolicy
+
+    labeller = LabelPolicy(context.config.labels, source=settings.collector_id)
+    state_path = settings.state_path or context.state_dir / f"fs-{settings.collector_id}.db"
+    bus = context.log
+    if isinstance(bus, LogExtent) and bus.log_id is not None and bind_to_log(state_path, bus.log_id):
+        log.warning(
+            "fs collector %s: what it published went to another event log than %s; publishing everything again",
+            settings.collector_id,
+            bus.describe(),
+        )
+    emitter = BusEmitter(context.bus, context.metrics, router=context.router, batch=True)  # one per collector
+    collector = FsCollector(settings, emitter, labeller=labeller, state_path=state_path, metrics=context.metrics)
+    if context.spool is not None:
+        context.spool.on_recovered(collector.request_spool_rescan)
+    context.run(f"fs:{settings.collector_id}", collector)
+
+
+COLLECTORS: dict[str, CollectorKind] = {
+    "directory": CollectorKind(StageSection(DirectoryFileConfig, paths=("path",)), _start_directory),
+    "ldap": CollectorKind(StageSection(LdapCollectorConfig, repeated=True), _start_ldap),
+    "fs": CollectorKind(StageSection(FsCollectorConfig, repeated=True, paths=("state_path",)), _start_fs),
+}
+"""Started in this order: the directory before the permissions that name its principals."""
+
+SECTIONS: dict[str, StageSection] = {
+    "collector": StageSection(CollectorConfig, always=True, paths=("spool.path",)),
+    **{name: kind.section for name, kind in COLLECTORS.items()},
+}
+"""Every config table the collectors own, for :func:`permwatch.config.load_config`."""
+
+
+def start_collectors(
+    config: Config, bus: Bus, metrics: Metrics, run: Callable[[str, Any], None], closers: list[Callable[[], None]]
+) -> None:
+    """Start every collector ``config`` names, publishing to ``bus`` (through the spool over Kafka); the spool's
+    ``close`` is added to ``closers``, to run once the collectors stopped."""
+    roots = (root for fs in config.stage_settings("fs") for root in fs.roots)
+    router = FsKeys(roots)
+    spool = None
+    if config.transport.kind in ("kafka", "confluent"):
+        shared = config.stage_settings("collector")[0]
+        spool = open_spooling_bus(bus, shared.spool, state_dir=config.state_dir, metrics=metrics)
+    collector_bus: Bus = bus if spool is None else spool
+    if spool is not None:
+        closers.append(spool.close)
+    # A full spool raises RecordDropped: the directory collectors then publish again from what they last
+    # published (see LdapCollector.catch_up, DirectoryFileCollector.run).
+    emitter = BusEmitter(collector_bus, metrics, router=router)
+    context = CollectorContext(config, bus, emitter, collector_bus, router, metrics, spool, run)
+    for name, kind in COLLECTORS.items():
+        for settings in config.stage_settings(name):
+            kind.start(settings, context)
+    if spool is not None:
+        spool.start()
