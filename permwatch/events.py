@@ -218,7 +218,9 @@ class NtAcl(_Frozen):
     ``smb``: the descriptor a file server served over SMB to the remote collector (a Windows server or a NAS
     where nothing of ours runs). The server's own check decides alone: the event has no POSIX part.
     ``bypass_traverse`` is given exactly then: true where everyone may pass through folders without a traverse
-    right (Windows' default, the bypass-traverse privilege), false where every ancestor must grant it.
+    right (Windows' default, the bypass-traverse privilege), false where every ancestor must grant it. An ``smb``
+    ACL with ``error`` and no descriptor: the server would not give it or it did not decode; readers are then
+    everybody, each grant saying so, until it is read.
     """
 
     source: Literal["stored", "posix", "unreadable", "smb"]
@@ -238,8 +240,10 @@ class NtAcl(_Frozen):
         descriptor = self.dacl_present or self.dacl is not None or self.owner or self.group
         if self.source not in ("stored", "smb") and descriptor:
             raise ValueError(f"an NT ACL from {self.source!r} carries no descriptor of its own")
-        if (self.source == "unreadable") != (self.error is not None):
-            raise ValueError("error is given exactly when the NT ACL is unreadable")
+        if self.source == "unreadable" and self.error is None:
+            raise ValueError("an unreadable NT ACL says why (error)")
+        if self.error is not None and (self.source not in ("unreadable", "smb") or descriptor):
+            raise ValueError("error is given only when the NT ACL is unreadable, in place of a descriptor")
         if not self.dacl_present and self.dacl is not None:
             raise ValueError("a DACL needs dacl_present")
         if (self.source == "smb") != (self.bypass_traverse is not None):
@@ -363,7 +367,7 @@ class ScanCompleted(Event):
     root: str = Field(min_length=1, max_length=4096)
 
     _root = field_validator("root")(_check_path)
-    reason: Literal["baseline", "overflow", "spool_overflow", "manual"] = "baseline"
+    reason: Literal["baseline", "overflow", "spool_overflow", "manual", "reconcile"] = "baseline"
     paths_seen: Int = Field(ge=0)
     paths_changed: Int = Field(ge=0)
     seconds: float = Field(ge=0)

@@ -158,6 +158,9 @@ def _over_smb(nt: NtAcl, directory: Directory) -> AclVerdict:
     """A descriptor read over SMB from a server whose own check is all there is: the NT check alone decides
     read, and traverse is everybody (bypass-traverse, Windows' default) or whom the DACL grants traverse."""
     everyone = directory.everyone()
+    if nt.error is not None:  # unread: everybody, and every grant says why, until the collector can read it
+        why = f"NT ACL unreadable over SMB ({nt.error}): everybody"
+        return AclVerdict(everyone, ALL, (Via(why, None, None, everyone),))
     admitted, grants = nt_readers(nt, directory.sid_members)
     read = everyone if admitted == EVERYBODY else admitted & everyone
     if nt.bypass_traverse:

@@ -29,17 +29,20 @@ from collectors.smb.tree import walk
 
 log = logging.getLogger(__name__)
 
+_FILE = "STATUS_NOT_A_DIRECTORY"
 _GONE = ("STATUS_OBJECT_NAME_NOT_FOUND", "STATUS_OBJECT_PATH_NOT_FOUND", "STATUS_DELETE_PENDING")
 
 
 class FolderSink(Protocol):
     """Where the loop reports: a folder read (descriptor or error) and a folder gone, with when it was seen."""
 
-    def folder(self, folder: RemoteFolder, observed_at: float) -> None: ...
+    def folder(self, folder: RemoteFolder, observed_at: float, *, new: bool) -> None: ...
 
     def removed(self, path: str, observed_at: float) -> None: ...
 
     def scanned(self, observed_at: float) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class LoopOptions:
     reconcile_seconds: float = 3600.0
     backoff_max: float = 30.0
     poll_seconds: float = 1.0
+    roots: tuple[str, ...] = ("",)
 
 
 class ConnectionLost(RuntimeError):
@@ -107,15 +111,20 @@ class ShareLoop:
                 self._reconcile(share, watches)
                 next_reconcile = time.monotonic() + self._options.reconcile_seconds
 
-    def _reconcile(self, share: SmbShare, watches: Watches, root: str = "") -> None:
+    def _reconcile(self, share: SmbShare, watches: Watches) -> None:
+        """Walk every root: what differs from what was reported is reported, what is gone too; then flush."""
+        for root in self._options.roots:
+            self._walk(share, watches, root)
+        self._sink.scanned(self._clock())
+        self._sink.flush()
+
+    def _walk(self, share: SmbShare, watches: Watches, root: str) -> None:
         """Walk ``root`` arming what is not watched; report what differs from what was reported, and what is gone."""
         found = set()
         for folder in walk(share, root, in_flight=self._options.in_flight, send=watches.arm_and_send):
             found.add(folder.path)
             self._report(folder)
         self._report_removed(p for p in self._below(root) if p not in found)
-        if not root:
-            self._sink.scanned(self._clock())
 
     def _apply(self, share: SmbShare, watches: Watches, changes: Iterable[Change]) -> None:
         done: set[tuple[str, str]] = set()
@@ -127,7 +136,7 @@ class ShareLoop:
                 watches.disarm_below(change.path)
                 self._report_removed(self._below(change.path))
             elif change.kind == "rescan" or change.path not in self._digests:
-                self._reconcile(share, watches, change.path)  # new folders may arrive with children
+                self._walk(share, watches, change.path)  # new folders may arrive with children
             else:
                 folder = share.read_folder(change.path)
                 if folder.error in _GONE:
@@ -135,15 +144,19 @@ class ShareLoop:
                     self._report_removed(self._below(change.path))
                 else:
                     self._report(folder)
+        self._sink.flush()
 
     # -- reporting -------------------------------------------------------------------------------------------------
 
     def _report(self, folder: RemoteFolder) -> None:
+        if folder.error == _FILE:
+            return  # a watch names files too (their ACLs change with a propagation): only folders are followed
         digest = _digest(folder)
-        if self._digests.get(folder.path) == digest:
+        known = self._digests.get(folder.path)
+        if known == digest:
             return
         self._digests[folder.path] = digest
-        self._sink.folder(folder, self._clock())
+        self._sink.folder(folder, self._clock(), new=known is None)
 
     def _report_removed(self, paths: Iterable[str]) -> None:
         for path in sorted(paths, reverse=True):  # children before their parent

@@ -58,7 +58,7 @@ class SmbCollectorConfig(Section):
     @field_validator("roots")
     @classmethod
     def _relative(cls, value: list[str]) -> list[str]:
-        cleaned = [root.strip("/").replace("\\", "/") for root in value]
+        cleaned = [root.replace("\\", "/").strip("/") for root in value]
         if any(part in (".", "..") for root in cleaned for part in root.split("/")):
             raise ValueError("share-relative folders without '.' or '..'")
         return cleaned

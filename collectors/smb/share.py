@@ -157,7 +157,7 @@ class SmbShare:
                 self._username,
                 self._password,
                 require_encryption=self._encrypt,
-                auth_protocol=self._auth,  # type: ignore[arg-type]
+                auth_protocol=self._auth,
             )
             session.connect()
             tree = TreeConnect(session, self.unc)

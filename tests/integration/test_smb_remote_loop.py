@@ -41,11 +41,14 @@ class Sink:
         self.lock = threading.Lock()
         self.folders: list[RemoteFolder] = []
         self.gone: list[str] = []
+        self.new: list[str] = []
         self.scans = 0
+        self.flushes = 0
 
-    def folder(self, folder: RemoteFolder, observed_at: float) -> None:
+    def folder(self, folder: RemoteFolder, observed_at: float, *, new: bool) -> None:
         with self.lock:
             self.folders.append(folder)
+            self.new += [folder.path] if new else []
 
     def removed(self, path: str, observed_at: float) -> None:
         with self.lock:
@@ -54,6 +57,10 @@ class Sink:
     def scanned(self, observed_at: float) -> None:
         with self.lock:
             self.scans += 1
+
+    def flush(self) -> None:
+        with self.lock:
+            self.flushes += 1
 
     def wait(self, condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -117,6 +124,7 @@ def test_changes_over_smb_and_while_the_server_was_down_are_all_reported(samba: 
         sink.wait(lambda: sink.scans == 2, "the reconcile after the reconnect")
         assert loop.reconnects >= 1
         assert sorted(f.path for f in sink.folders[before:]) == ["kontor/ekonomi", "kontor/ny"]
+        assert sink.new[7:] == ["kontor/ny"]  # the 7 of the baseline, then only the folder made while down
         assert sink.gone == ["arkiv/gammalt"]
         assert same_as_served(samba, sink, "kontor/ekonomi")
     finally:

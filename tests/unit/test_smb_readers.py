@@ -127,3 +127,16 @@ def test_the_contract_refuses_posix_fields_or_a_missing_traverse_setting_on_an_s
     with pytest.raises(ValidationError, match="needs mode, owner and group"):
         FsPermissionEvent(kind=FsKind.CHANGED, path=FOLDER, acl_kind="nt", nt_acl=NtAcl(source="posix"))
     assert "bypass_traverse" not in NtAcl(source="posix").model_dump_json()
+
+
+def test_an_acl_the_server_would_not_give_is_everybody_and_says_why() -> None:
+    engine = _engine()
+    unread = NtAcl(source="smb", error="STATUS_ACCESS_DENIED", bypass_traverse=True)
+    engine.apply(FsPermissionEvent(kind=FsKind.BASELINE, path=FOLDER, acl_kind="nt", nt_acl=unread))
+    users, grants = _readers(engine)
+    assert users == ("bo", "cecilia", "david")
+    assert grants == ["NT ACL unreadable over SMB (STATUS_ACCESS_DENIED): everybody"]
+    with pytest.raises(ValidationError, match="in place of a descriptor"):
+        NtAcl(source="smb", error="x", dacl_present=True, dacl=(), bypass_traverse=True)
+    with pytest.raises(ValidationError, match="in place of a descriptor"):
+        NtAcl(source="stored", error="x")
