@@ -259,8 +259,8 @@ def _acl(reader: _Reader, offset: int, what: str) -> tuple[Ace, ...]:
     revision = reader.u8(offset, f"{what} revision")
     size = reader.u16(offset + 2, f"{what} size")
     count = reader.u16(offset + 4, f"{what} ACE count")
-    if revision not in (2, 4):
-        raise NtAclError(f"{what} at offset {offset}: ACL revision {revision}, expected 2 or 4")
+    if revision not in (2, 3, 4):  # winnt.h ACL_REVISION2..4; smbcacls --set writes 3, Windows accepts it
+        raise NtAclError(f"{what} at offset {offset}: ACL revision {revision}, expected 2 to 4")
     if size < _ACL_HEADER_SIZE or offset + size > len(reader.data):
         raise NtAclError(f"{what} at offset {offset}: size {size} runs past the blob's {len(reader.data)} bytes")
     if count > _MAX_ACES:

@@ -22,6 +22,7 @@ from collectors.fs.settings import FsCollectorConfig
 from collectors.ldap_settings import LdapCollectorConfig
 from collectors.runner import BusEmitter
 from collectors.settings import CollectorConfig
+from collectors.smb.settings import SmbCollectorConfig
 from collectors.spool import SpoolingBus, open_spooling_bus
 from permwatch.config import Config, ConfigError, StageSection
 from permwatch.keys import FsKeys
@@ -120,12 +121,25 @@ def _check_fs(settings: FsCollectorConfig, key: str) -> list[str]:
     return problems
 
 
+def _start_smb(settings: SmbCollectorConfig, context: CollectorContext) -> None:
+    from collectors.labels import LabelPolicy
+    from collectors.smb.collector import SmbCollector
+
+    emitter = BusEmitter(context.bus, context.metrics, router=context.router, batch=True)  # one per collector
+    try:
+        collector = SmbCollector(settings, emitter, LabelPolicy(context.config.labels, source=settings.collector_id))
+    except ValueError as exc:  # the password file or variable: a user's mistake, said in one line
+        raise ConfigError(f"[[smb]] {settings.collector_id}: {exc}") from None
+    context.run(f"smb:{settings.collector_id}", collector)
+
+
 COLLECTORS: dict[str, CollectorKind] = {
     "directory": CollectorKind(StageSection(DirectoryFileConfig, paths=("path",)), _start_directory),
     "ldap": CollectorKind(StageSection(LdapCollectorConfig, repeated=True), _start_ldap),
     "fs": CollectorKind(
         StageSection(FsCollectorConfig, repeated=True, paths=("state_path", "smb_audit_log")), _start_fs, _check_fs
     ),
+    "smb": CollectorKind(StageSection(SmbCollectorConfig, repeated=True, paths=("password_file",)), _start_smb),
 }
 """Started in this order: the directory before the permissions that name its principals."""
 
@@ -154,7 +168,8 @@ def start_collectors(
 ) -> None:
     """Start every collector ``config`` names, publishing to ``bus`` (through the spool over Kafka); the spool's
     ``close`` is added to ``closers``, to run once the collectors stopped."""
-    roots = (root for fs in config.stage_settings("fs") for root in fs.roots)
+    roots = [root for fs in config.stage_settings("fs") for root in fs.roots]
+    roots += [smb.published_path(root) for smb in config.stage_settings("smb") for root in smb.roots]
     router = FsKeys(roots)
     spool = None
     if config.transport.kind in ("kafka", "confluent"):

@@ -176,7 +176,8 @@ class FsKind(StrEnum):
 
 AclKind = Literal["posix", "nt"]
 """The kinds of ACL a permission event can carry: ``posix`` alone, or ``nt``: the POSIX ACL *and* the Windows
-(NT) ACL a Samba file server keeps for the path (:class:`NtAcl`), both enforced."""
+(NT) ACL a Samba file server keeps for the path (:class:`NtAcl`), both enforced — or, read over SMB from a
+server where nothing of ours runs (``NtAcl.source == "smb"``), the NT ACL alone."""
 
 
 # ---------------------------------------------------------------- NT ACLs (issue 16): one block, additive to v1
@@ -215,24 +216,46 @@ class NtAcl(_Frozen):
     from the POSIX ACL, so the POSIX part alone decides) or ``unreadable`` (a blob that does not decode;
     ``error`` says why; readers judge the path by its POSIX part and say it is unreadable). ``dacl`` is None
     for a null DACL when ``dacl_present`` (everyone has every right); an empty tuple admits nobody.
+
+    ``smb``: the descriptor a file server served over SMB to the remote collector (a Windows server or a NAS
+    where nothing of ours runs). The server's own check decides alone: the event has no POSIX part.
+    ``bypass_traverse`` is given exactly then: true where everyone may pass through folders without a traverse
+    right (Windows' default, the bypass-traverse privilege), false where every ancestor must grant it. An ``smb``
+    ACL with ``error`` and no descriptor: the server would not give it or it did not decode; readers are then
+    everybody, each grant saying so, until it is read.
     """
 
-    source: Literal["stored", "posix", "unreadable"]
+    source: Literal["stored", "posix", "unreadable", "smb"]
     owner: Sid | None = None
     group: Sid | None = None
     dacl_present: Bool = False
     dacl: tuple[NtAce, ...] | None = None
     error: str | None = Field(default=None, max_length=300)
+    bypass_traverse: Bool | None = None
+
+    @model_serializer(mode="wrap")
+    def _remote_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return _drop_none(handler(self), "bypass_traverse")
 
     @model_validator(mode="after")
     def _consistent(self) -> NtAcl:
-        if self.source != "stored" and (self.dacl_present or self.dacl is not None or self.owner or self.group):
+        descriptor = self.dacl_present or self.dacl is not None or self.owner or self.group
+        if self.source not in ("stored", "smb") and descriptor:
             raise ValueError(f"an NT ACL from {self.source!r} carries no descriptor of its own")
-        if (self.source == "unreadable") != (self.error is not None):
-            raise ValueError("error is given exactly when the NT ACL is unreadable")
+        if self.source == "unreadable" and self.error is None:
+            raise ValueError("an unreadable NT ACL says why (error)")
+        if self.error is not None and (self.source not in ("unreadable", "smb") or descriptor):
+            raise ValueError("error is given only when the NT ACL is unreadable, in place of a descriptor")
         if not self.dacl_present and self.dacl is not None:
             raise ValueError("a DACL needs dacl_present")
+        if (self.source == "smb") != (self.bypass_traverse is not None):
+            raise ValueError("bypass_traverse is given exactly when the NT ACL was read over SMB")
         return self
+
+    @property
+    def remote(self) -> bool:
+        """Read over SMB from a server whose own check is all there is (no POSIX part)."""
+        return self.source == "smb"
 
 
 def _drop_none(fields: dict[str, object], *names: str) -> dict[str, object]:
@@ -311,8 +334,12 @@ class FsPermissionEvent(Event):
 
     @model_validator(mode="after")
     def _state_unless_deleted(self) -> FsPermissionEvent:
-        if self.kind is not FsKind.DELETED and (self.mode is None or self.owner is None or self.group is None):
+        remote = self.nt_acl is not None and self.nt_acl.remote
+        posix = (self.mode, self.owner, self.group)
+        if self.kind is not FsKind.DELETED and not remote and None in posix:
             raise ValueError(f"a {self.kind.value} event needs mode, owner and group")
+        if remote and (posix != (None, None, None) or self.acl or self.default_acl):
+            raise ValueError("an NT ACL read over SMB comes without a POSIX part (mode, owner, group, acl)")
         if self.kind is FsKind.MOVED and self.old_path is None:
             raise ValueError("a moved event needs old_path")
         if self.nt_acl is not None and self.acl_kind != "nt":
@@ -372,7 +399,7 @@ class ScanCompleted(Event):
     root: str = Field(min_length=1, max_length=4096)
 
     _root = field_validator("root")(_check_path)
-    reason: Literal["baseline", "overflow", "spool_overflow", "manual"] = "baseline"
+    reason: Literal["baseline", "overflow", "spool_overflow", "manual", "reconcile"] = "baseline"
     paths_seen: Int = Field(ge=0)
     paths_changed: Int = Field(ge=0)
     seconds: float = Field(ge=0)

@@ -23,6 +23,7 @@ from typing import Protocol
 from permwatch.events import NtAceFlag, NtAcl
 
 FILE_READ_DATA = 0x00000001  # FILE_LIST_DIRECTORY on a folder
+FILE_TRAVERSE = 0x00000020  # FILE_EXECUTE on a file
 GENERIC_ALL = 0x10000000
 GENERIC_EXECUTE = 0x20000000
 GENERIC_WRITE = 0x40000000
@@ -160,8 +161,11 @@ class NtGrant:
     people: int
 
 
-def nt_readers(nt_acl: NtAcl, members_of: Callable[[str], int]) -> tuple[int, tuple[NtGrant, ...]]:
-    """Everyone the DACL lets list (a folder) or read (a file), and the allow ACEs that decided it.
+def nt_readers(
+    nt_acl: NtAcl, members_of: Callable[[str], int], right: int = FILE_READ_DATA
+) -> tuple[int, tuple[NtGrant, ...]]:
+    """Everyone the DACL lets list (a folder) or read (a file), and the allow ACEs that decided it (``right``
+    another bit, e.g. `FILE_TRAVERSE`: everyone it grants that).
 
     The per-bit walk of `nt_read_decision` run for all tokens at once: people not yet decided for the read bit
     are decided by the first applicable ACE naming it (inherit-only ones skipped, generic bits mapped); a deny
@@ -172,7 +176,7 @@ def nt_readers(nt_acl: NtAcl, members_of: Callable[[str], int]) -> tuple[int, tu
     allowed = 0
     grants: list[NtGrant] = []
     for index, ace in enumerate(nt_acl.dacl):
-        if NtAceFlag.INHERIT_ONLY in ace.flags or not map_generic(ace.mask) & FILE_READ_DATA:
+        if NtAceFlag.INHERIT_ONLY in ace.flags or not map_generic(ace.mask) & right:
             continue
         hit = members_of(ace.trustee) & undecided
         if not hit:

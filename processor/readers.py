@@ -13,7 +13,9 @@ user read only when both the NT check (:func:`processor.nt_access.nt_readers`) a
 so its readers are the intersection, explained by the NT ACE that admits them ("Authenticated Users
 (S-1-5-11) ALLOW read, inherited"). Traverse stays the POSIX ``x`` on ancestors: Samba, like Windows with its
 default bypass-traverse privilege, checks no NT traverse right, while the kernel checks ``x``. A path whose NT
-ACL could not be read is judged by POSIX alone and every grant says so.
+ACL could not be read is judged by POSIX alone and every grant says so. A descriptor read over SMB from a server
+where nothing of ours runs (``source == "smb"``) has no POSIX part: the NT check alone decides, and traverse is
+everybody (bypass-traverse, Windows' default) or, where the server enforces it, whom the DACL grants traverse.
 
 Verdicts are cached per distinct permission state (:data:`AclKey`), so a tree
 of 100,000 folders sharing a handful of ACLs costs a handful of evaluations;
@@ -25,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from permwatch.events import NtAce, NtAceFlag, NtAcl
-from processor.nt_access import map_generic, nt_readers
+from processor.nt_access import EVERYBODY, FILE_TRAVERSE, NtGrant, map_generic, nt_readers
 from processor.state import TAG_NAMES, AclKey, Directory, PathState, PathTable, acl_tuple, nt_part, parent_of
 
 READ = 4
@@ -138,8 +140,10 @@ class ReaderEvaluator:
 def evaluate_acl(state: PathState, directory: Directory) -> AclVerdict:
     """Read and traverse bitsets of one permission state, with the entry that grants each: POSIX, and on a
     Samba share with an NT ACL of its own, only those the NT check admits too."""
-    posix = evaluate_posix_acl(state, directory)
     nt = nt_part(state.acl)
+    if nt is not None and nt.remote:
+        return _over_smb(nt, directory)
+    posix = evaluate_posix_acl(state, directory)
     if nt is None:
         return posix
     if nt.source != "stored":
@@ -150,15 +154,40 @@ def evaluate_acl(state: PathState, directory: Directory) -> AclVerdict:
     return _with_nt(posix, nt, directory)
 
 
+def _over_smb(nt: NtAcl, directory: Directory) -> AclVerdict:
+    """A descriptor read over SMB from a server whose own check is all there is: the NT check alone decides
+    read, and traverse is everybody (bypass-traverse, Windows' default) or whom the DACL grants traverse."""
+    everyone = directory.everyone()
+    if nt.error is not None:  # unread: everybody, and every grant says why, until the collector can read it
+        why = f"NT ACL unreadable over SMB ({nt.error}): everybody"
+        return AclVerdict(everyone, ALL, (Via(why, None, None, everyone),))
+    admitted, grants = nt_readers(nt, directory.sid_members)
+    read = everyone if admitted == EVERYBODY else admitted & everyone
+    if nt.bypass_traverse:
+        traverse = ALL
+    else:
+        passing, _ = nt_readers(nt, directory.sid_members, FILE_TRAVERSE)
+        traverse = everyone if passing == EVERYBODY else passing & everyone
+    if nt.dacl is None:
+        return AclVerdict(read, traverse, (Via("NT: no DACL, everyone", None, None, read),) if read else ())
+    return AclVerdict(read, traverse, _nt_grants(nt, grants, read, directory))
+
+
 def _with_nt(posix: AclVerdict, nt: NtAcl, directory: Directory) -> AclVerdict:
     admitted, grants = nt_readers(nt, directory.sid_members)
     read = posix.read & admitted
     if nt.dacl is None:  # a null DACL: every reader is one through POSIX, and says so
         vias = tuple(Via(f"{v.entry} [NT: no DACL, everyone]", v.group, v.user, v.people) for v in posix.via)
         return AclVerdict(read, posix.traverse, vias)
+    return AclVerdict(read, posix.traverse, _nt_grants(nt, grants, posix.read, directory))
+
+
+def _nt_grants(nt: NtAcl, grants: tuple[NtGrant, ...], within: int, directory: Directory) -> tuple[Via, ...]:
+    """Each allow ACE that admits people (of ``within``), named: "Authenticated Users (S-1-5-11) ALLOW read"."""
+    assert nt.dacl is not None
     via = []
     for grant in grants:
-        people = grant.people & posix.read
+        people = grant.people & within
         if not people:
             continue
         ace = nt.dacl[grant.index]
@@ -169,7 +198,7 @@ def _with_nt(posix: AclVerdict, nt: NtAcl, directory: Directory) -> AclVerdict:
         group = directory.group_of_sid(ace.trustee)
         user = name if group is None and name is not None and name in directory.users else None
         via.append(Via(f"{who} ALLOW read{how}{condition}", group, user, people, ace))
-    return AclVerdict(read, posix.traverse, tuple(via))
+    return tuple(via)
 
 
 def inherited_from(paths: PathTable, path: str, ace: NtAce) -> str | None:

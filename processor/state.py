@@ -440,6 +440,8 @@ _STATES: dict[PathState, PathState] = {}
 def acl_key(event: FsPermissionEvent) -> AclKey:
     owner = event.owner.id if event.owner else -1
     group = event.group.id if event.group else -1
+    if event.nt_acl is not None and event.nt_acl.remote:  # read over SMB: no POSIX part at all
+        return intern_acl((owner, group, (), event.nt_acl))
     entries = event.acl or _minimal_acl(event.mode or 0)
     posix = tuple(sorted((_TAG_CODES[e.tag], e.qualifier or 0, e.perms) for e in entries))
     if event.nt_acl is not None and event.nt_acl.source != "posix":

@@ -94,7 +94,7 @@ def directory_events(samba: SambaFileServer) -> list[DirectoryUser | DirectoryGr
     the passdb, as ``pdbedit -v`` shows), each user's own Unix group, and the server's BUILTIN\\Users."""
     events: list[DirectoryUser | DirectoryGroup] = []
     primary_sids = set()
-    for user in USERS:
+    for user in samba.users:
         account = pwd.getpwnam(samba.account(user))
         shown = subprocess.run(
             ["pdbedit", f"--configfile={samba.conf_path}", "-v", "-u", account.pw_name],
@@ -133,7 +133,7 @@ def builtin_users(samba: SambaFileServer) -> tuple[str, ...]:
     if "NT_STATUS_NO_SUCH_ALIAS" in listed.stderr:
         return ()
     assert listed.returncode == 0, listed.stderr
-    accounts = {samba.account(u) for u in USERS}
+    accounts = {samba.account(u) for u in samba.users}
     return tuple(
         sorted(a for line in listed.stdout.splitlines() if (a := line.rsplit("\\", 1)[-1].strip()) in accounts)
     )

@@ -183,8 +183,10 @@ def test_an_nt_event_needs_its_nt_acl_and_a_posix_one_has_none() -> None:
         FsPermissionEvent(**state, acl_kind="nt")
     with pytest.raises(ValidationError, match="nt_acl needs acl_kind 'nt'"):
         FsPermissionEvent(**state, nt_acl=NtAcl(source="posix"))
-    with pytest.raises(ValidationError, match="error is given exactly when"):
+    with pytest.raises(ValidationError, match="an unreadable NT ACL says why"):
         NtAcl(source="unreadable")
+    with pytest.raises(ValidationError, match="error is given only when"):
+        NtAcl(source="posix", error="x")
     with pytest.raises(ValidationError, match="carries no descriptor"):
         NtAcl(source="posix", owner="S-1-5-11")
     with pytest.raises(ValidationError, match="trustee"):

@@ -15,6 +15,7 @@ from collectors.fs.settings import FsCollectorConfig
 from collectors.ldap_settings import LdapCollectorConfig
 from collectors.metrics import CollectorMetrics
 from collectors.registry import COLLECTORS, SECTIONS
+from collectors.smb.settings import SmbCollectorConfig
 from permwatch.cli.settings import load_config
 from permwatch.config import ConfigError
 from permwatch.config import load_config as load_core_config
@@ -46,11 +47,13 @@ def test_the_core_imports_no_stage() -> None:
 
 
 def test_every_collector_table_is_typed_by_its_collector() -> None:
-    assert list(COLLECTORS) == ["directory", "ldap", "fs"]  # the directory first: permissions name its principals
+    # the directory first: permissions name its principals
+    assert list(COLLECTORS) == ["directory", "ldap", "fs", "smb"]
     assert {name: section.model for name, section in SECTIONS.items() if name in COLLECTORS} == {
         "directory": DirectoryFileConfig,
         "ldap": LdapCollectorConfig,
         "fs": FsCollectorConfig,
+        "smb": SmbCollectorConfig,
     }
 
 
@@ -77,3 +80,18 @@ def test_a_stage_metrics_part_is_registered_once_on_its_registry() -> None:
     assert metrics.part(CollectorMetrics) is part
     part.spool_drained.inc(3)
     assert registry.get_sample_value("permwatch_spool_drained_total") == 3
+
+
+def test_an_smb_table_is_read_with_its_password_file_relative_to_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "permwatch.toml"
+    path.write_text(
+        '[[smb]]\nserver = "fs1"\nshare = "social"\nusername = "svc"\npassword_file = "smb.pw"\n'
+        'path_prefix = "/smb/fs1/social"\n',
+        encoding="utf-8",
+    )
+    [smb] = load_config(path).stage_settings("smb")
+    assert isinstance(smb, SmbCollectorConfig) and smb.password_file == tmp_path / "smb.pw"
+    path.write_text('[[smb]]\nserver = "fs1"\nshare = "a/b"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: key 'smb.0.")

@@ -82,9 +82,17 @@ class SambaFileServer(StartedInWith):
     port = SMB_PORT
     admin_password = "Permwatch-admin-1"
 
-    def __init__(self, workdir: Path, users: dict[str, str], *, start_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        users: dict[str, str],
+        *,
+        start_timeout: float = 30.0,
+        share_options: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = Path(workdir).resolve()
         self.users = dict(users)
+        self.share_options = dict(share_options or {})
         self.start_timeout = start_timeout
         self.host = _free_loopback_address()
         self._created_accounts: list[str] = []
@@ -206,6 +214,7 @@ class SambaFileServer(StartedInWith):
             "vfs objects": "acl_xattr",
             "map acl inherit": "yes",
             "admin users": ADMIN_USER,
+            **self.share_options,
         }
         lines = ["# written by permwatch's SambaFileServer test fixture", "[global]"]
         lines += [f"\t{key} = {value}" for key, value in settings.items()]

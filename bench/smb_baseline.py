@@ -1,0 +1,100 @@
+"""Remote SMB baseline: folders/s read over SMB (descriptor + listing) beside smbclient's recursive listing.
+
+Starts a real Samba file server (the integration tests' `SambaFileServer`, Debian smbd on a loopback address),
+fills its share with ``--folders`` folders (``--fanout`` per level, a few files in each), then, in the same run:
+``smbclient -c 'recurse; ls'`` over the whole share (the baseline: it lists, it reads no descriptor), and
+`collectors.smb.tree.walk` reading every folder's security descriptor and subfolders with 1, 8 and 16 folders
+in flight, and the collector's baseline proper: 8 in flight with each folder's change notification armed first.
+Target (issue 17): the baseline at ≥ 0.5× the listing's folders/s. Needs root (smbd, useradd).
+
+    .venv/bin/python bench/smb_baseline.py [--folders 5000] [--fanout 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from collectors.smb.notify import Watches
+from collectors.smb.share import SmbShare
+from collectors.smb.tree import walk
+from tests.integration.servers.samba_fs import ADMIN_USER, SambaFileServer
+
+
+def fill(root: Path, folders: int, fanout: int) -> int:
+    """Breadth-first: level by level, ``fanout`` children each, until ``folders`` exist; 3 empty files each."""
+    made, level = 0, [root]
+    while made < folders:
+        below = []
+        for parent in level:
+            for number in range(fanout):
+                if made >= folders:
+                    break
+                child = parent / f"mapp-{number:03d}"
+                child.mkdir()
+                for name in ("a.txt", "b.docx", "c.pdf"):
+                    (child / name).write_bytes(b"")
+                below.append(child)
+                made += 1
+        level = below
+    return made + 1  # and the root
+
+
+def listing_seconds(samba: SambaFileServer) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        ["smbclient", samba.unc, "-U", samba.credentials(ADMIN_USER), "-c", "recurse; ls"],
+        check=True,
+        capture_output=True,
+        timeout=3600,
+    )
+    return time.perf_counter() - started
+
+
+def walk_seconds(samba: SambaFileServer, in_flight: int, expected: int, *, armed: bool = False) -> float:
+    account, password = samba.credentials(ADMIN_USER).split("%", 1)
+    with SmbShare(samba.host, "share", account, password, credits=max(64, in_flight * 5 + 8)) as share:
+        watches = Watches(share) if armed else None
+        started = time.perf_counter()
+        arm = watches.arm_and_send if watches is not None else None
+        count = sum(1 for folder in walk(share, in_flight=in_flight, send=arm) if folder.descriptor)
+        seconds = time.perf_counter() - started
+    if count != expected:
+        raise SystemExit(f"walk read {count} descriptors, the share has {expected} folders")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folders", type=int, default=5_000)
+    parser.add_argument("--fanout", type=int, default=20)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="permwatch-bench-smb-"))
+    with SambaFileServer(work, {}) as samba:
+        total = fill(samba.share_path, args.folders, args.fanout)
+        listing_seconds(samba)  # warm the server's caches for both sides alike
+        listing = listing_seconds(samba)
+        result = {"folders": total, "smbclient_listing_folders_per_s": round(total / listing)}
+        print(f"{total} folders; smbclient recurse ls: {listing:.2f} s, {total / listing:,.0f} folders/s")
+        for in_flight in (1, 8, 16):
+            seconds = walk_seconds(samba, in_flight, total)
+            rate = total / seconds
+            result[f"walk_{in_flight}_in_flight_folders_per_s"] = round(rate)
+            result[f"walk_{in_flight}_in_flight_ratio"] = round(rate / (total / listing), 2)
+            print(f"walk, {in_flight:2d} in flight: {seconds:.2f} s, {rate:,.0f} folders/s, {listing / seconds:.2f}×")
+        seconds = walk_seconds(samba, 8, total, armed=True)  # the collector's baseline: each folder's watch armed
+        result["baseline_armed_folders_per_s"] = round(total / seconds)
+        result["baseline_armed_ratio"] = round(listing / seconds, 2)
+        print(f"walk, 8 in flight, arming a watch per folder: {seconds:.2f} s, {total / seconds:,.0f} folders/s")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

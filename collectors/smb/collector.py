@@ -1,0 +1,172 @@
+"""The remote SMB collector: one share's folders as ``fs.permission`` events, read over the network.
+
+`SmbCollector.run` keeps a `ShareLoop` (baseline, watches, rescans, reconcile, reconnect) on the share and turns
+what it reports into the contract's events: each folder as ``fs.permission`` with ``acl_kind = "nt"`` and an NT
+ACL of source ``smb`` (the server's own check decides alone; no POSIX part), under ``path_prefix``; a folder gone
+as ``deleted``; each full walk as ``fs.scan_completed`` of every root (``baseline`` the first time, ``reconcile``
+after). Events go out in batches per unit and are flushed after each walk and each round of changes.
+
+What is not read: files (a file whose own ACL differs from its folder's is not seen; labels govern folders), the
+share-level ACL (``net sharesec``; the server enforces it on top), the SACL. A folder the service account
+cannot open or whose descriptor does not decode is published with the reason in place of its ACL (the processor
+then counts everybody as a reader, each grant saying why: never silently allowed) and named once in a warning:
+give the account read access (READ_CONTROL and List Folder) to the whole share.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Literal
+
+from collectors.fs.readers.ntacl import nt_acl_of
+from collectors.labels import LabelPolicy
+from collectors.ntacl import NtAclError, decode_security_descriptor
+from collectors.runner import BusEmitter
+from collectors.smb.loop import LoopOptions, ShareLoop
+from collectors.smb.settings import SmbCollectorConfig
+from collectors.smb.share import RemoteFolder, SmbShare
+from permwatch.events import FsKind, FsPermissionEvent, Label, LabelAssigned, NtAcl, ObjectType, ScanCompleted
+
+log = logging.getLogger("permwatch.collectors.smb")
+
+
+class SmbCollector:
+    """Publishes one ``[[smb]]`` share's folders; `run` until ``stop`` is set."""
+
+    def __init__(self, settings: SmbCollectorConfig, emitter: BusEmitter, labels: LabelPolicy | None = None) -> None:
+        self.settings = settings
+        self._emitter = emitter
+        self._labels = labels
+        self._labelled: dict[str, Label] = {}
+        self._password = settings.password()
+        self._bypass = settings.traverse == "bypass"
+        self._scans = 0
+        self._scan_started = datetime.now(UTC)
+        self._seen = 0
+        self._changed = 0
+        self._warned: set[str] = set()
+        self.unreadable = 0
+        self.loop = ShareLoop(
+            self._share,
+            self,
+            LoopOptions(
+                in_flight=settings.in_flight, reconcile_seconds=settings.reconcile_seconds, roots=tuple(settings.roots)
+            ),
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("smb collector %s: following %s as %s", self.settings.collector_id, self._unc, self.settings.username)
+        self.loop.run(stop)
+
+    @property
+    def _unc(self) -> str:
+        return f"\\\\{self.settings.server}\\{self.settings.share}"
+
+    def _share(self) -> SmbShare:
+        s = self.settings
+        return SmbShare(
+            s.server,
+            s.share,
+            s.username,
+            self._password,
+            port=s.port,
+            encrypt=s.encrypt,
+            auth=s.auth,
+            credits=max(64, s.in_flight * 4 + 16),
+        )
+
+    # -- FolderSink ----------------------------------------------------------------------------------------------
+
+    def folder(self, folder: RemoteFolder, observed_at: float, *, new: bool) -> None:
+        self._seen += 1
+        path = self.settings.published_path(folder.path)
+        nt = self._nt_acl(path, folder)
+        kind = FsKind.BASELINE if self._scans == 0 else FsKind.CREATED if new else FsKind.CHANGED
+        self._changed += 1
+        self._label(path)
+        self._emitter.emit(
+            FsPermissionEvent(
+                kind=kind,
+                path=path,
+                object_type=ObjectType.DIRECTORY,
+                acl_kind="nt",
+                nt_acl=nt,
+                observed_at=_time(observed_at),
+                source=self.settings.collector_id,
+            )
+        )
+
+    def removed(self, path: str, observed_at: float) -> None:
+        published = self.settings.published_path(path)
+        if self._labelled.pop(published, None) is not None:
+            self._emitter.emit(LabelAssigned(path=published, label=None, source=self.settings.collector_id))
+        self._emitter.emit(
+            FsPermissionEvent(
+                kind=FsKind.DELETED,
+                path=self.settings.published_path(path),
+                observed_at=_time(observed_at),
+                source=self.settings.collector_id,
+            )
+        )
+
+    def scanned(self, observed_at: float) -> None:
+        reason: Literal["baseline", "reconcile"] = "baseline" if self._scans == 0 else "reconcile"
+        seconds = max(0.0, observed_at - self._scan_started.timestamp())
+        for root in self.settings.roots:
+            self._emitter.emit(
+                ScanCompleted(
+                    root=self.settings.published_path(root),
+                    reason=reason,
+                    paths_seen=self._seen,
+                    paths_changed=self._changed,
+                    seconds=seconds,
+                    observed_at=_time(observed_at),
+                    source=self.settings.collector_id,
+                )
+            )
+        self._scans += 1
+        self._seen = self._changed = 0
+        self._scan_started = datetime.now(UTC)
+        self.flush()
+
+    def flush(self) -> None:
+        self._emitter.flush()
+
+    def _label(self, path: str) -> None:
+        """Labels of remote folders come from the policy's globs alone (no xattr or marker file is read)."""
+        if self._labels is None:
+            return
+        label = self._labels.label_by_rules(path)
+        if label == self._labelled.get(path):
+            return
+        if label is None:
+            del self._labelled[path]
+        else:
+            self._labelled[path] = label
+        self._emitter.emit(LabelAssigned(path=path, label=label, source=self.settings.collector_id))
+
+    def _nt_acl(self, path: str, folder: RemoteFolder) -> NtAcl:
+        """The descriptor as the contract has it, or, when it could not be read, the reason in its place."""
+        why = folder.error or "no descriptor"
+        if folder.descriptor is not None:
+            try:
+                served = nt_acl_of(decode_security_descriptor(folder.descriptor)).model_dump()
+                return NtAcl.model_validate({**served, "source": "smb", "bypass_traverse": self._bypass})
+            except NtAclError as exc:
+                why = f"descriptor does not decode: {exc}"
+        self.unreadable += 1
+        if path not in self._warned:
+            self._warned.add(path)
+            log.warning(
+                "smb collector %s: %s: NT ACL unreadable (%s): judged readable by everybody until read",
+                self.settings.collector_id,
+                path,
+                why,
+            )
+        return NtAcl(source="smb", error=why[:300], bypass_traverse=self._bypass)
+
+
+def _time(when: float) -> datetime:
+    return datetime.fromtimestamp(when, UTC)
