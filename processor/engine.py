@@ -28,6 +28,7 @@ from sys import intern
 from permwatch.events import (
     AclTag,
     AnyEvent,
+    Decision,
     DirectoryGroup,
     DirectoryUser,
     ExposureStatus,
@@ -36,8 +37,10 @@ from permwatch.events import (
     FsPermissionEvent,
     LabelAssigned,
     ObjectType,
+    ScanCompleted,
     utcnow,
 )
+from processor.decisions import DecisionBook
 from processor.exposures import MAX_USERS_LISTED, Cause, ExposureTracker, FolderExposure, Verdict
 from processor.gcpause import gc_paused
 from processor.published import PublishedRecord
@@ -72,6 +75,11 @@ class Engine:
         self._judge_all = False
         self._closing: list[tuple[FolderExposure, Cause]] = []
         self.folders_judged = 0
+        # -- respond (issue 19)
+        self.decisions = DecisionBook()
+        """approvals in force, from the ``decisions`` topic"""
+        self.scanned_roots: set[str] = set()
+        """roots whose first baseline scan completed: what is found before that is pre-existing"""
 
     # ------------------------------------------------------------ entry points
 
@@ -85,13 +93,41 @@ class Engine:
                 self._apply_fs(one)
         elif isinstance(event, LabelAssigned):
             self._apply_label(event)
+        elif isinstance(event, Decision):
+            self.decisions.apply(event, self._readers_of(event.folder, event.exposure_id))
+        elif isinstance(event, ScanCompleted) and event.reason == "baseline":
+            self.scanned_roots.add(event.root)
 
     def flush(self) -> list[Verdict]:
         """Judge every folder touched since the last flush, in path order; return the transitions."""
         # Judging allocates many short-lived, acyclic objects; the cyclic collector would walk the
         # whole (large, long-lived) state again and again meanwhile, for nothing.
         with gc_paused():
-            return self._judge_touched()
+            return self._marked(self._judge_touched())
+
+    def _marked(self, verdicts: list[Verdict]) -> list[Verdict]:
+        """``verdicts`` with the approval in force on each (see :mod:`processor.decisions`)."""
+        if self.decisions.approvals:
+            for verdict in verdicts:
+                self.decisions.mark(verdict)
+        return verdicts
+
+    def _readers_of(self, folder: str, exposure_id: str) -> tuple[frozenset[str], frozenset[str]] | None:
+        """The (groups, people) that read ``exposure_id`` now, if it is the folder's open exposure."""
+        record = self.tracker.folders.get(folder)
+        current = record.open if record is not None else None
+        if current is None or current.exposure_id != exposure_id:
+            return None
+        if current.shape is None:
+            if current.published is None:
+                return None
+            return frozenset(current.published.groups), frozenset(current.published.users)
+        outsiders, grants = current.shape
+        return frozenset(self.tracker.group_names(grants)), frozenset(self.directory.names(outsiders))
+
+    def first_scan_pending(self, path: str) -> bool:
+        """Whether no baseline scan of a root holding ``path`` has completed yet: what is found now pre-exists."""
+        return not any(path == root or path.startswith(root.rstrip("/") + "/") for root in self.scanned_roots)
 
     def _judge_touched(self) -> list[Verdict]:
         directory_cause = self._directory_cause
@@ -103,7 +139,7 @@ class Engine:
             for folder, found in touched_before.items():
                 if folder in self._touched:
                     for event_id in directory_cause.event_ids:
-                        found.add(event_id, directory_cause.last_at, directory_cause.actor)
+                        found.add(event_id, directory_cause.last_at, directory_cause.actor, directory_cause.preexisting)
                 self._touched[folder] = found
             self._directory_cause = None
             self._changed_groups = set()
@@ -205,7 +241,7 @@ class Engine:
                 cause = Cause([reason_id], now, now)
             verdict = self.tracker.transition(self.tracker.folders[folder], cause)
             if verdict is not None:
-                out.append(verdict)
+                out.append(self._marked([verdict])[0])
         if not owned_only and self.tracker.folders:
             # Open on the record, and their folders no longer labelled: closed. (With no labelled folder at
             # all the input says nothing yet, e.g. a fresh log the collector is still filling: they wait for
@@ -229,10 +265,12 @@ class Engine:
     def _touch(self, folder: str, cause: Cause) -> None:
         found = self._touched.get(folder)
         if found is None:
-            self._touched[folder] = Cause(list(cause.event_ids), cause.first_at, cause.last_at, cause.actor)
+            self._touched[folder] = Cause(
+                list(cause.event_ids), cause.first_at, cause.last_at, cause.actor, preexisting=cause.preexisting
+            )
         else:
             for event_id in cause.event_ids:
-                found.add(event_id, cause.last_at, cause.actor)
+                found.add(event_id, cause.last_at, cause.actor, cause.preexisting)
 
     # ------------------------------------------------------------ directory
 
@@ -247,10 +285,11 @@ class Engine:
         at = event.changed_at or event.observed_at
         if self.last_directory_change is None or at >= self.last_directory_change[1]:
             self.last_directory_change = (event.event_id, at, event.actor)
+        snapshot = event.change == "snapshot" and not self.scanned_roots  # the directory as it was at the first run
         if self._directory_cause is None:
-            self._directory_cause = Cause([event.event_id], at, at, event.actor)
+            self._directory_cause = Cause([event.event_id], at, at, event.actor, preexisting=snapshot)
         else:
-            self._directory_cause.add(event.event_id, at, event.actor)
+            self._directory_cause.add(event.event_id, at, event.actor, snapshot)
 
     def folders_depending_on(self, groups: set[str]) -> set[str]:
         """Labelled folders whose verdict a membership change of ``groups`` can move, found through indexes.
@@ -289,7 +328,8 @@ class Engine:
     # ------------------------------------------------------------ filesystem
 
     def _apply_fs(self, event: FsPermissionEvent) -> None:
-        cause = Cause([event.event_id], event.observed_at, event.observed_at)
+        first = event.kind is FsKind.BASELINE and self.first_scan_pending(event.path)
+        cause = Cause([event.event_id], event.observed_at, event.observed_at, preexisting=first)
         if event.kind is FsKind.DELETED:
             self._remove(event.path, cause)
             return
@@ -344,7 +384,8 @@ class Engine:
 
     def _apply_label(self, event: LabelAssigned) -> None:
         outer = None if event.path == "/" else self.folder_of(parent_of(event.path))
-        cause = Cause([event.event_id], event.observed_at, event.observed_at)
+        first = self.first_scan_pending(event.path)
+        cause = Cause([event.event_id], event.observed_at, event.observed_at, preexisting=first)
         if event.label is None:
             if self.labels.pop(event.path, None) is None:
                 return

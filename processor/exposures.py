@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from permwatch.events import (
+    Approval,
     ExposureEvent,
     ExposureKind,
     ExposureStatus,
@@ -76,6 +77,8 @@ class Cause:
     last_at: datetime
     actor: str | None = None
     _ids: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+    preexisting: bool = False
+    """every event of it is of a first baseline scan (or the directory's first snapshot): nothing was seen change"""
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -84,7 +87,8 @@ class Cause:
             self._ids = tuple(self.event_ids)
         return self._ids
 
-    def add(self, event_id: str, at: datetime, actor: str | None) -> None:
+    def add(self, event_id: str, at: datetime, actor: str | None, preexisting: bool = False) -> None:
+        self.preexisting = self.preexisting and preexisting
         if len(self.event_ids) < MAX_CAUSES:
             self.event_ids.append(event_id)
         self.last_at = max(self.last_at, at)
@@ -122,6 +126,10 @@ class Verdict:
     source: str
     all_users: tuple[str, ...]
     """every outsider by name, sorted: not on the wire (``users`` is cut), for the workshop commands"""
+    approval: Approval | None = None
+    """the approval in force (set by :mod:`processor.decisions`)"""
+    preexisting: bool = False
+    """found by the first baseline scan of its root (see :class:`Cause`)"""
 
     @property
     def event_id(self) -> str:
@@ -151,6 +159,8 @@ class Verdict:
             duration_seconds=self.duration_seconds,
             observed_at=self.observed_at,
             detected_at=self.detected_at,
+            approval=self.approval,
+            preexisting=self.preexisting,
         )
 
 
@@ -191,6 +201,8 @@ class OpenExposure:
     """the kind last emitted"""
     contents_seen: bool = False
     """whether any event of this exposure was of contents: its close says so"""
+    preexisting: bool = False
+    """opened by a first baseline scan: every event of it says so"""
 
 
 @dataclass(slots=True)
@@ -223,6 +235,7 @@ class FolderExposure:
         self.open = OpenExposure(last.exposure_id, last.sequence, last.opened_at, None, last.actor, last)
         self.open.kind = last.kind
         self.open.contents_seen = last.kind is ExposureKind.CONTENTS or last.exposure_id in contents
+        self.open.preexisting = last.preexisting
         self.past_ids.add(last.exposure_id)
         return True
 
@@ -462,7 +475,16 @@ class ExposureTracker:
         if current is None:
             exposure_id = record.new_exposure_id(cause)
             current = record.open = OpenExposure(
-                exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor, None, paths, kind, kind is CONTENTS
+                exposure_id,
+                0,
+                cause.first_at,
+                (outsiders, grants),
+                cause.actor,
+                None,
+                paths,
+                kind,
+                kind is CONTENTS,
+                cause.preexisting,
             )
             return self._event(record, current, ExposureStatus.OPENED, kind, outsiders, grants, paths, cause)
         if current.shape == (outsiders, grants) and current.paths == paths and current.kind is kind:
@@ -556,4 +578,6 @@ class ExposureTracker:
             self.now or self.clock(),
             self.source,
             every,
+            None,
+            current.preexisting,
         )
