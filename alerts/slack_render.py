@@ -13,6 +13,7 @@ mrkdwn; paths can be hidden below the labelled folder.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,8 @@ class RenderOptions:
     hide_below_label: bool = False
     replay_url: str | None = None
     top_folders: int = 5
+    buttons: bool = False
+    """Acknowledge / Approve / Revert on the root message (the Slack sink's ``interactions_listen`` is set)"""
 
 
 def render_thread_update(
@@ -97,7 +100,45 @@ def root_message(group: GroupSnapshot, options: RenderOptions, *, post_key: str)
         {"type": "section", "text": _mrkdwn(_cut(_folders_text(d, options), TEXT_MAX))},
         {"type": "context", "elements": [_mrkdwn(_replay_text(d, options))]},
     ]
+    if options.buttons:
+        blocks += action_blocks(group, options)
     return SlackPost(post_key, _esc(text), blocks, _metadata(group.group_id, post_key))
+
+
+BUTTONS = (("permwatch_ack", "Acknowledge", None), ("permwatch_approve", "Approve", None))
+REVERT_BUTTON = ("permwatch_revert", "Revert", "danger")
+MAX_BUTTON_ROWS = 3
+VALUE_MAX = 2000
+
+
+def button_value(exposure_id: str, folder: str) -> str:
+    """What a button carries: the exposure it decides about (read back by alerts/slack_interactions.py)."""
+    return json.dumps({"exposure_id": exposure_id, "folder": folder}, separators=(",", ":"))
+
+
+def action_blocks(group: GroupSnapshot, options: RenderOptions) -> list[dict[str, Any]]:
+    """One row of buttons per open exposure (the first few): the endpoint (alerts/slack_interactions.py) turns a
+    click into a decision about that exposure."""
+    rows = []
+    open_members = [m for m in group.members if m.is_open]
+    for i, member in enumerate(open_members[:MAX_BUTTON_ROWS]):
+        event = member.latest
+        value = button_value(event.exposure_id, event.folder)
+        if len(value) > VALUE_MAX:
+            continue
+        elements = []
+        for action_id, label, style in (*BUTTONS, REVERT_BUTTON):
+            button: dict[str, Any] = {
+                "type": "button",
+                "action_id": f"{action_id}:{i}",
+                "text": {"type": "plain_text", "text": label if len(open_members) == 1 else f"{label} #{i + 1}"},
+                "value": value,
+            }
+            if style:
+                button["style"] = style
+            elements.append(button)
+        rows.append({"type": "actions", "block_id": f"permwatch-{event.exposure_id}", "elements": elements})
+    return rows
 
 
 def reply_message(

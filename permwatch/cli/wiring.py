@@ -297,6 +297,10 @@ def start_roles(
         metrics.known_sinks(sink.name for sink in sinks)
         running.watch_lag([TOPIC_EXPOSURES], alerts.group)
         running.start("alerts", dispatcher)
+        from alerts.slack_interactions import endpoints_for  # respond (issue 19): Slack's button clicks
+
+        for i, endpoint in enumerate(endpoints_for(sinks, running.bus)):
+            running.start(f"slack-interactions:{i}", endpoint)
     for each in ("collector", "processor", "alerts") if role == "all" else (role,):
         metrics.role_info.labels(role=each).set(1)
     try:
