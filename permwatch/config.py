@@ -263,6 +263,12 @@ class LabelDefinition(_Section):
         description="false: an exposure of names only (outsiders can list a folder but read no file in it) is "
         "recorded with kind 'names' but not alerted; one of contents always is",
     )
+    # respond (issue 19): what `permwatch revert`, the Slack Revert button and the collector may do
+    remediation: Literal["off", "on-command", "automatic"] = Field(
+        default="off",
+        description="off: never revert; on-command: revert when asked (permwatch revert, the Slack button); "
+        "automatic: also revert every new exposure as soon as it opens (not what a first scan finds)",
+    )
 
 
 class LabelRule(_Section):

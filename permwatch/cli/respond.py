@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         if args.command == "revert":
             from collectors.fs.revert import revert_exposure
 
-            return revert_exposure(bus, config, latest, by=by, dry_run=args.dry_run, out=sys.stdout)
+            return revert_exposure(bus, config, latest, by=by, dry_run=args.dry_run, out=sys.stdout, err=sys.stderr)
         action = {"ack": DecisionAction.ACKNOWLEDGE, "approve": DecisionAction.APPROVE, "revoke": DecisionAction.REVOKE}
         decision = Decision(
             action=action[args.command],

@@ -263,6 +263,12 @@ def start_roles(
             running.start(f"fs:{fs_config.collector_id}", collector)
         if spool is not None:
             spool.start()
+        remediating = any(d.remediation != "off" for d in config.labels.definitions.values())
+        if config.fs and remediating:  # respond (issue 19): Slack's Revert button and automatic remediation
+            from collectors.fs.revert import RevertWatcher
+
+            group = f"permwatch-revert-{config.fs[0].collector_id}"
+            running.start("revert", RevertWatcher(running.bus, config, group=group))
     if role in ("all", "processor") and not running.stop.is_set():
         from processor.runner import ProcessorRunner
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.pipeline import traversable_tempdir, wait_until
-from tests.integration.respond_rig import EXTERN, STAFF, Rig, make
+from tests.integration.respond_rig import CECILIA, ERIK, EXTERN, STAFF, Rig, as_user, make
 from tests.integration.servers.fake_slack import FakeSlack
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ def test_signed_clicks_become_decisions_and_unsigned_or_stale_ones_change_nothin
     folder = make(share / "ledning", directory=True, mode=0o750)
     notes = make(folder / "protokoll.txt", directory=False, mode=0o640)
     labels = (
-        f'[labels.definitions.ledning]\nallowed_groups = ["ledningsgrupp"]\n'
+        f'[labels.definitions.ledning]\nallowed_groups = ["ledningsgrupp"]\nremediation = "on-command"\n'
         f'[[labels.rules]]\nglob = "{folder}"\nlabel = "ledning"\n'
     )
     slack = f"""
@@ -95,8 +95,20 @@ signing_secret_env = "PW_RESPOND_SIGNING_SECRET"
         subprocess.run(["setfacl", "-m", f"g:{EXTERN}:r-x", str(folder)], check=True)  # erik: a widening
         widened = rig.wait_recorded("the widening", status="changed", people=2)
         wait_until(lambda: widened.event_id in {a["event_id"] for a in rig.alerted()}, "the widening alerted")
+
+        # Revert: the collector role's executor carries it out; the kernel agrees; the exposure closes
+        (root,) = fake_slack.root_messages(CHANNEL)
+        assert fake_slack.click(url, root, "permwatch_revert", secret=SECRET) == 200
+        closed = rig.wait_recorded("the revert to close the exposure", status="closed")
+        assert closed.exposure_id == opened.exposure_id
+        assert not as_user(CECILIA, "ls", str(folder)) and not as_user(ERIK, "ls", str(folder))
     # by then the dispatcher had read the approved change before it (same key, in order) and skipped it
     assert silent.event_id not in {a["event_id"] for a in rig.alerted()}
+    actions = [(d.action.value, d.by, d.via) for d in rig.decisions()][2:]
+    assert actions == [
+        ("revert_requested", "slack:U0ANNA (anna)", "slack"),
+        ("reverted", "slack:U0ANNA (anna)", "slack"),
+    ]
     assert SECRET not in rig.log.read_text()
     assert "refused a request (bad signature)" in rig.log.read_text()
     assert "refused a request (stale timestamp)" in rig.log.read_text()
