@@ -74,7 +74,12 @@ def root_message(group: GroupSnapshot, options: RenderOptions, *, post_key: str)
     what = plural(d.folders, "folder")
     readers = first_names(d.readers) or "people outside the label"
     severity = d.severity.value.capitalize()
-    if d.is_open:
+    first_run = all(m.latest.preexisting for m in group.members)
+    if d.is_open and first_run:  # one alert for what the first scan found, pointing to the report
+        title = f":mag: First run: {what} already open to people outside their label"
+        status = "Open" if d.open_folders == d.folders else f"Open: {d.open_folders:,} of {d.folders:,} folders"
+        text = f"First run: {what} already open to people outside their label, readable by {readers}"
+    elif d.is_open:
         title = f":rotating_light: {severity} exposure: {what} readable by {readers}"
         status = "Open" if d.open_folders == d.folders else f"Open: {d.open_folders:,} of {d.folders:,} folders"
         text = f"{severity} exposure: {what} readable by {readers}"
@@ -100,11 +105,18 @@ def root_message(group: GroupSnapshot, options: RenderOptions, *, post_key: str)
         {"type": "section", "text": _mrkdwn(_cut(_folders_text(d, options), TEXT_MAX))},
         {"type": "context", "elements": [_mrkdwn(_replay_text(d, options))]},
     ]
+    if first_run:
+        blocks.insert(3, {"type": "section", "text": _mrkdwn(FIRST_RUN_TEXT)})
     if options.buttons:
         blocks += action_blocks(group, options)
     return SlackPost(post_key, _esc(text), blocks, _metadata(group.group_id, post_key))
 
 
+FIRST_RUN_TEXT = (
+    "*Pre-existing*: found by permwatch's first scan, not a change it saw. The entitlement report lists every "
+    "such folder per label, with the groups, ACL entries and people: `permwatch entitlements --config …`. "
+    "Each is tracked: it closes when fixed, and a further widening alerts."
+)
 BUTTONS = (("permwatch_ack", "Acknowledge", None), ("permwatch_approve", "Approve", None))
 REVERT_BUTTON = ("permwatch_revert", "Revert", "danger")
 MAX_BUTTON_ROWS = 3
@@ -147,6 +159,7 @@ def reply_message(
     """The thread reply for ``events`` (new to this channel), or None when they only opened the group."""
     opened, changed, closed = news_by_status(events)
     lines: list[str] = []
+    opened = [e for e in opened if not e.preexisting]  # the first run's root message counts them, no reply each
     if opened and len(group.members) > len(opened):
         lines.append(
             f":heavy_plus_sign: *Widened*: {plural(len(opened), 'more folder')} now readable, "

@@ -275,6 +275,10 @@ class Engine:
     # ------------------------------------------------------------ directory
 
     def _apply_directory(self, event: DirectoryUser | DirectoryGroup) -> None:
+        # the directory as it was when permwatch first saw it: a snapshot of a principal new to it, or any
+        # snapshot before the first scan completed (a restart's snapshot of a known one says what changed meanwhile)
+        known = self.directory.users if isinstance(event, DirectoryUser) else self.directory.groups
+        snapshot = event.change == "snapshot" and (not self.scanned_roots or event.name not in known)
         if isinstance(event, DirectoryUser):
             self.directory.apply_user(event)
             self._judge_all = True  # owners, named users, 'other' and primary groups may all move
@@ -285,7 +289,6 @@ class Engine:
         at = event.changed_at or event.observed_at
         if self.last_directory_change is None or at >= self.last_directory_change[1]:
             self.last_directory_change = (event.event_id, at, event.actor)
-        snapshot = event.change == "snapshot" and not self.scanned_roots  # the directory as it was at the first run
         if self._directory_cause is None:
             self._directory_cause = Cause([event.event_id], at, at, event.actor, preexisting=snapshot)
         else:
