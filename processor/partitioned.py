@@ -1,6 +1,6 @@
 """The processor role when several processors share the work: Kafka consumer groups, nothing home-made.
 
-Every processor reads the whole ``directory`` and ``labels`` topics (in a
+Every processor reads the whole ``directory``, ``labels`` and ``decisions`` topics (in a
 group of its own, ``<group>.<instance_id>``, so its position survives a
 restart) and the ``fs`` partitions the shared group ``<group>`` gives it.
 Filesystem events are keyed by unit (see :mod:`collectors.routing`), so one
@@ -38,7 +38,7 @@ import time
 import uuid
 
 from permwatch.config import ProcessorConfig
-from permwatch.events import TOPIC_DIRECTORY, TOPIC_FS, TOPIC_LABELS
+from permwatch.events import TOPIC_DECISIONS, TOPIC_DIRECTORY, TOPIC_FS, TOPIC_LABELS
 from permwatch.transport.base import Record
 from permwatch.transport.kafka import KafkaTopicConsumer
 from processor.checkpoint import Offsets, process_age
@@ -65,7 +65,7 @@ class PartitionedProcessor(ProcessorRunner):
         member = f"{self.config.group}.{instance}"
         saved = self._restore() or {}
         shared = self.bus.consumer(
-            [TOPIC_DIRECTORY, TOPIC_LABELS],
+            [TOPIC_DIRECTORY, TOPIC_LABELS, TOPIC_DECISIONS],  # decisions (issue 19): every processor holds them
             member,
             replay_history=True,
             replay_from={tp: offset for tp, offset in saved.items() if tp[0] != TOPIC_FS} or None,

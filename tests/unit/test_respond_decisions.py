@@ -200,3 +200,22 @@ def test_the_entitlement_report_lists_open_preexisting_exposures_per_label() -> 
     assert "2 pre-existing exposure(s) still open" in report
     assert "## Label `ledning` (severity high): 2 folder(s), up to 4 people" in report
     assert "| `/srv/share/styrelse` | 4 | alla, enhet | group:alla | names |" in report
+
+
+def test_the_directorys_first_snapshot_is_preexisting_and_a_later_membership_change_is_not() -> None:
+    engine = Engine(clock=Clock())
+    for path, mode in (("/", 0o755), ("/srv", 0o755), ("/srv/share", 0o755)):
+        engine.step(fs(path, mode=mode, kind=FsKind.BASELINE, group=0))
+    engine.step(fs(FOLDER, *_acl(("rx", ALLA)), kind=FsKind.BASELINE))
+    engine.step(LabelAssigned(path=FOLDER, label=LABEL))
+    engine.step(ScanCompleted(root="/srv/share", paths_seen=4, paths_changed=4, seconds=0.1))
+    # the directory collector's first snapshot arrives after the scan: still what was there before permwatch
+    first = engine.step(DirectoryUser(name="bo", uid=1002, primary_gid=ALLA, change="snapshot"))
+    first += engine.step(DirectoryGroup(name="alla", gid=ALLA, member_users=("bo",), change="snapshot"))
+    assert [v.status for v in first][0] is ExposureStatus.OPENED
+    assert all(v.preexisting for v in first)
+    engine.step(fs(FOLDER, mode=0o750, at=T0 + timedelta(minutes=1)))  # fixed: closed
+    engine.step(DirectoryUser(name="cia", uid=1003, primary_gid=UNIT, change="created"))
+    engine.step(fs(FOLDER, *_acl(("rx", ALLA)), at=T0 + timedelta(minutes=2)))  # opened again: a live change
+    again = engine.step(DirectoryGroup(name="alla", gid=ALLA, member_users=("bo", "cia"), change="snapshot"))
+    assert [(v.status, v.preexisting) for v in again] == [(ExposureStatus.CHANGED, False)]
