@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TextIO
+from typing import Literal, TextIO
 
 from collectors.acl import read_acl, read_default_acl, write_acl
 from permwatch.config import Config
@@ -62,6 +62,8 @@ from permwatch.events import (
 from permwatch.transport.base import Bus
 
 log = logging.getLogger("permwatch.collector.revert")
+
+Via = Literal["cli", "slack", "automatic"]
 
 _SHORT = {AclTag.USER_OBJ: "u", AclTag.USER: "u", AclTag.GROUP_OBJ: "g", AclTag.GROUP: "g"}
 _SHORT |= {AclTag.MASK: "m", AclTag.OTHER: "o"}
@@ -184,6 +186,9 @@ def plan_revert(bus: Bus, config: Config, exposure: ExposureEvent) -> RevertPlan
             plan.refused = f"{path} changed after the exposure's latest record ({exposure.event_id}): not reverting"
             return plan
         before = next((e for e in reversed(events) if e.observed_at < exposure.opened_at), None)
+        if any(e.acl_kind != "posix" for e in (*since, *([before] if before else []))):
+            plan.refused = f"{path} has an NT ACL: reverting those is not supported yet; not reverting"
+            return plan
         if before is None or recorded_state(before) is None:
             plan.left_alone.append(path)
             continue
@@ -212,7 +217,7 @@ def revert_exposure(
     dry_run: bool,
     out: TextIO | None,
     err: TextIO | None = None,
-    via: str = "cli",
+    via: Via = "cli",
     requested: bool = False,
 ) -> int:
     """Revert (or with ``dry_run`` only print) ``exposure``; 0 when done (or planned), 1 when refused.
@@ -256,7 +261,7 @@ def _decide(
     action: DecisionAction,
     *,
     by: str,
-    via: str,
+    via: Via,
     reason: str | None = None,
     changes: tuple[str, ...] = (),
 ) -> None:
@@ -265,7 +270,7 @@ def _decide(
         exposure_id=exposure.exposure_id,
         folder=exposure.folder,
         by=by,
-        via=via,  # type: ignore[arg-type]
+        via=via,
         reason=reason[:1000] if reason else None,
         changes=changes,
         source="revert",
@@ -347,7 +352,7 @@ class RevertWatcher:
             return
         self._revert(exposure, by=decision.by, via="slack", requested=True)
 
-    def _revert(self, exposure: ExposureEvent, *, by: str, via: str, requested: bool) -> None:
+    def _revert(self, exposure: ExposureEvent, *, by: str, via: Via, requested: bool) -> None:
         done = revert_exposure(
             self.bus, self.config, exposure, by=by, dry_run=False, out=None, via=via, requested=requested
         )

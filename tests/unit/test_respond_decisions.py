@@ -212,7 +212,7 @@ def test_the_directorys_first_snapshot_is_preexisting_and_a_later_membership_cha
     # the directory collector's first snapshot arrives after the scan: still what was there before permwatch
     first = engine.step(DirectoryUser(name="bo", uid=1002, primary_gid=ALLA, change="snapshot"))
     first += engine.step(DirectoryGroup(name="alla", gid=ALLA, member_users=("bo",), change="snapshot"))
-    assert [v.status for v in first][0] is ExposureStatus.OPENED
+    assert first[0].status is ExposureStatus.OPENED
     assert all(v.preexisting for v in first)
     engine.step(fs(FOLDER, mode=0o750, at=T0 + timedelta(minutes=1)))  # fixed: closed
     engine.step(DirectoryUser(name="cia", uid=1003, primary_gid=UNIT, change="created"))
