@@ -78,8 +78,8 @@ class Engine:
         # -- respond (issue 19)
         self.decisions = DecisionBook()
         """approvals in force, from the ``decisions`` topic"""
-        self.scanned_roots: set[str] = set()
-        """roots whose first baseline scan completed: what is found before that is pre-existing"""
+        self.scanned_roots: dict[str, datetime] = {}
+        """root → when its first baseline scan completed: what that scan found (observed until then) pre-exists"""
 
     # ------------------------------------------------------------ entry points
 
@@ -96,7 +96,7 @@ class Engine:
         elif isinstance(event, Decision):
             self.decisions.apply(event, self._readers_of(event.folder, event.exposure_id))
         elif isinstance(event, ScanCompleted) and event.reason == "baseline":
-            self.scanned_roots.add(event.root)
+            self.scanned_roots.setdefault(event.root, event.observed_at)
 
     def flush(self) -> list[Verdict]:
         """Judge every folder touched since the last flush, in path order; return the transitions."""
@@ -125,9 +125,14 @@ class Engine:
         outsiders, grants = current.shape
         return frozenset(self.tracker.group_names(grants)), frozenset(self.directory.names(outsiders))
 
-    def first_scan_pending(self, path: str) -> bool:
-        """Whether no baseline scan of a root holding ``path`` has completed yet: what is found now pre-exists."""
-        return not any(path == root or path.startswith(root.rstrip("/") + "/") for root in self.scanned_roots)
+    def first_scan_pending(self, path: str, at: datetime) -> bool:
+        """Whether something seen of ``path`` at ``at`` is what the first scan of its root found: no root holding
+        it had completed its first scan by then. By the events' own times, not their arrival: on Kafka the scan's
+        completion (keyed by the root) may be read before the last of its batches (keyed by unit)."""
+        return not any(
+            at > completed and (path == root or path.startswith(root.rstrip("/") + "/"))
+            for root, completed in self.scanned_roots.items()
+        )
 
     def _judge_touched(self) -> list[Verdict]:
         directory_cause = self._directory_cause
@@ -331,7 +336,7 @@ class Engine:
     # ------------------------------------------------------------ filesystem
 
     def _apply_fs(self, event: FsPermissionEvent) -> None:
-        first = event.kind is FsKind.BASELINE and self.first_scan_pending(event.path)
+        first = event.kind is FsKind.BASELINE and self.first_scan_pending(event.path, event.observed_at)
         cause = Cause([event.event_id], event.observed_at, event.observed_at, preexisting=first)
         if event.kind is FsKind.DELETED:
             self._remove(event.path, cause)
@@ -387,7 +392,7 @@ class Engine:
 
     def _apply_label(self, event: LabelAssigned) -> None:
         outer = None if event.path == "/" else self.folder_of(parent_of(event.path))
-        first = self.first_scan_pending(event.path)
+        first = self.first_scan_pending(event.path, event.observed_at)
         cause = Cause([event.event_id], event.observed_at, event.observed_at, preexisting=first)
         if event.label is None:
             if self.labels.pop(event.path, None) is None:

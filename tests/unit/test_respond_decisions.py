@@ -168,7 +168,7 @@ def _first_run() -> tuple[Engine, list[ExposureEvent]]:
     for name in ("ledning", "styrelse"):
         engine.step(fs(f"/srv/share/{name}", *_acl(("rx", ALLA)), kind=FsKind.BASELINE))
         found += engine.step(LabelAssigned(path=f"/srv/share/{name}", label=LABEL))
-    engine.step(ScanCompleted(root="/srv/share", paths_seen=5, paths_changed=5, seconds=0.1))
+    engine.step(ScanCompleted(root="/srv/share", paths_seen=5, paths_changed=5, seconds=0.1, observed_at=T0))
     return engine, [v.to_event() for v in found]
 
 
@@ -180,6 +180,24 @@ def test_what_the_first_baseline_finds_is_preexisting_and_later_changes_are_not(
     engine.step(LabelAssigned(path="/srv/share/hr", label=LABEL))
     fresh = engine.step(fs("/srv/share/hr", *_acl(("rx", ALLA)), at=T0 + timedelta(minutes=2)))
     assert fresh[0].status is ExposureStatus.OPENED and not fresh[0].preexisting
+
+
+def test_the_first_scan_is_told_by_the_events_times_not_by_their_arrival() -> None:
+    """On Kafka the scan's completion (keyed by the root) can be read before its last batch (keyed by unit)."""
+    engine = Engine(clock=Clock())
+    from tests.unit.test_engine import users
+
+    users(engine)
+    for path, mode in (("/", 0o755), ("/srv", 0o755), ("/srv/share", 0o755)):
+        engine.step(fs(path, mode=mode, kind=FsKind.BASELINE, group=0))
+    engine.step(LabelAssigned(path=FOLDER, label=LABEL, observed_at=T0))
+    engine.step(ScanCompleted(root="/srv/share", paths_seen=5, paths_changed=5, seconds=1, observed_at=T0))
+    late = engine.step(fs(FOLDER, *_acl(("rx", ALLA)), kind=FsKind.BASELINE, at=T0 - timedelta(seconds=1)))
+    assert [(v.status, v.preexisting) for v in late] == [(ExposureStatus.OPENED, True)]
+    engine.step(fs(FOLDER, mode=0o750, at=T0 + timedelta(minutes=1)))
+    # a restart's scan publishes what changed while permwatch was down as baseline too: that is news
+    restart = engine.step(fs(FOLDER, *_acl(("rx", ALLA)), kind=FsKind.BASELINE, at=T0 + timedelta(hours=1)))
+    assert [(v.status, v.preexisting) for v in restart] == [(ExposureStatus.OPENED, False)]
 
 
 def test_preexisting_exposures_make_one_burst_and_a_live_one_its_own() -> None:
@@ -208,7 +226,7 @@ def test_the_directorys_first_snapshot_is_preexisting_and_a_later_membership_cha
         engine.step(fs(path, mode=mode, kind=FsKind.BASELINE, group=0))
     engine.step(fs(FOLDER, *_acl(("rx", ALLA)), kind=FsKind.BASELINE))
     engine.step(LabelAssigned(path=FOLDER, label=LABEL))
-    engine.step(ScanCompleted(root="/srv/share", paths_seen=4, paths_changed=4, seconds=0.1))
+    engine.step(ScanCompleted(root="/srv/share", paths_seen=4, paths_changed=4, seconds=0.1, observed_at=T0))
     # the directory collector's first snapshot arrives after the scan: still what was there before permwatch
     first = engine.step(DirectoryUser(name="bo", uid=1002, primary_gid=ALLA, change="snapshot"))
     first += engine.step(DirectoryGroup(name="alla", gid=ALLA, member_users=("bo",), change="snapshot"))
