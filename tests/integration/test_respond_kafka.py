@@ -90,3 +90,38 @@ def test_decisions_and_revert_on_kafka(pipeline: tuple[Pipeline, Path]) -> None:
     wait_until(lambda: len(decisions.read()) == 3, "the revert's decisions")
     assert [d["action"] for d in decisions.values] == ["approve", "revert_requested", "reverted"]
     assert set(decisions.keys) == {str(folder)}
+
+
+def test_a_first_run_on_three_partitions_is_one_alert(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    """Units spread over the partitions and the scan's completion on one of them: still one alert."""
+    with traversable_tempdir("permwatch-first-run-kafka-") as base:
+        share = base / "share"
+        share.mkdir()
+        os.chmod(share, 0o755)
+        folders = [make(share / f"enhet-{i}", directory=True, mode=0o750) for i in range(12)]
+        for folder in folders:
+            make(folder / "notes.txt", directory=False, mode=0o640)
+            subprocess.run(["setfacl", "-R", "-m", f"g:{STAFF}:rX", str(folder)], check=True)
+        pipe = Pipeline(tmp_path, kafka_broker.bootstrap, f"f{os.getpid()}.", share=share)
+        pipe.directory_path.write_text(yaml.safe_dump(DIRECTORY))
+        pipe.write_config(
+            f'[labels.definitions.ledning]\nallowed_groups = ["ledningsgrupp"]\n'
+            f'[[labels.rules]]\nglob = "{share}/*"\nlabel = "ledning"\n'
+        )
+        try:
+            pipe.start_and_settle(("collector", "processor", "alerts"), labels=len(folders))
+            opened = wait_until(
+                lambda: len(found := [e for e in pipe.exposures() if e["status"] == "opened"]) == 12 and found,
+                "twelve exposures",
+            )
+            assert all(e.get("preexisting") for e in opened)
+            wait_until(lambda: len(alerted(pipe)) >= 12, "twelve alert lines")
+            lines = [json.loads(x) for x in pipe.alerts_path.read_text().splitlines()]
+            assert len({line["group_id"] for line in lines}) == 1  # one alert
+            fs = pipe.reader("fs")
+            fs.read()
+            assert len({key for key in fs.keys if key}) >= 12  # one key per unit: spread over the three partitions
+        finally:
+            pipe.stop()
+            for role in ("collector", "processor", "alerts"):
+                assert "Traceback" not in pipe.log(role), pipe.log(role)[-3000:]
