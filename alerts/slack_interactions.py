@@ -36,6 +36,7 @@ from urllib.parse import parse_qs
 from pydantic import ValidationError
 
 from alerts.secrets import read_secret
+from permwatch.config import ConfigError
 from permwatch.events import TOPIC_DECISIONS, Decision, DecisionAction, encode
 from permwatch.transport.base import Bus
 
@@ -126,15 +127,26 @@ class SlackInteractions:
     def __repr__(self) -> str:  # the secret is not part of it
         return f"SlackInteractions(listen={self._address[0]}:{self._address[1]})"
 
-    def run(self, stop: threading.Event) -> None:
+    def bind(self) -> None:
+        """Take the port now (start-up), so a port in use is one clear line, not a stage dying later."""
         endpoint = self
 
         class Handler(_Handler):
             owner = endpoint
 
-        server = ThreadingHTTPServer(self._address, Handler)
+        try:
+            server = ThreadingHTTPServer(self._address, Handler)
+        except OSError as exc:
+            host, port = self._address
+            raise ConfigError(f"slack interactions_listen {host}:{port}: cannot listen: {exc.strerror}") from None
         server.daemon_threads = True
         self._server = server
+
+    def run(self, stop: threading.Event) -> None:
+        if self._server is None:
+            self.bind()
+        server = self._server
+        assert server is not None
         host, port = server.server_address[:2]
         log.info("slack interactions: serving http://%s:%s%s", host, port, PATH)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
@@ -185,7 +197,9 @@ def endpoints_for(sinks: Iterable[object], bus: Bus) -> list[SlackInteractions]:
             config = sink.config
             secret = read_secret(config.signing_secret_env, config.signing_secret_file, what="signing_secret")
             approve_for = timedelta(days=config.approve_days)
-            found.append(SlackInteractions(bus, secret, listen, approve_for=approve_for))
+            endpoint = SlackInteractions(bus, secret, listen, approve_for=approve_for)
+            endpoint.bind()
+            found.append(endpoint)
     return found
 
 

@@ -305,7 +305,12 @@ def start_roles(
         running.start("alerts", dispatcher)
         from alerts.slack_interactions import endpoints_for  # respond (issue 19): Slack's button clicks
 
-        for i, endpoint in enumerate(endpoints_for(sinks, running.bus)):
+        try:
+            endpoints = endpoints_for(sinks, running.bus)
+        except ConfigError:
+            running.shutdown()
+            raise
+        for i, endpoint in enumerate(endpoints):
             running.start(f"slack-interactions:{i}", endpoint)
     for each in ("collector", "processor", "alerts") if role == "all" else (role,):
         metrics.role_info.labels(role=each).set(1)

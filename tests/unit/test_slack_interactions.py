@@ -136,3 +136,22 @@ def test_interactions_need_a_signing_secret_and_a_port(monkeypatch: pytest.Monke
     assert SlackConfig.model_validate({**base, "signing_secret_env": "PW_S"}).approve_days == 7
     with pytest.raises(ValidationError, match="host:port"):
         SlackConfig.model_validate({**base, "signing_secret_env": "PW_S", "interactions_listen": "3000"})
+
+
+def test_a_port_in_use_is_one_clear_config_error(tmp_path: object) -> None:
+    import socket
+    from pathlib import Path
+
+    from permwatch.config import ConfigError
+
+    assert isinstance(tmp_path, Path)
+    bus = EmbeddedBus(tmp_path / "events.db")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            with pytest.raises(ConfigError, match=f"interactions_listen 127.0.0.1:{port}: cannot listen: "):
+                SlackInteractions(bus, "s", f"127.0.0.1:{port}").bind()
+        finally:
+            bus.close()
