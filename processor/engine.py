@@ -94,7 +94,7 @@ class Engine:
         elif isinstance(event, LabelAssigned):
             self._apply_label(event)
         elif isinstance(event, Decision):
-            self.decisions.apply(event, self._readers_of(event.folder, event.exposure_id))
+            self.decisions.apply(event, self._readers_of(event.folder))
         elif isinstance(event, ScanCompleted) and event.reason == "baseline":
             self.scanned_roots.setdefault(event.root, event.observed_at)
 
@@ -112,11 +112,16 @@ class Engine:
                 self.decisions.mark(verdict)
         return verdicts
 
-    def _readers_of(self, folder: str, exposure_id: str) -> tuple[frozenset[str], frozenset[str]] | None:
-        """The (groups, people) that read ``exposure_id`` now, if it is the folder's open exposure."""
+    def _readers_of(self, folder: str) -> tuple[frozenset[str], frozenset[str]] | None:
+        """The (groups, people) that read the folder's open exposure now, if one is open.
+
+        Not checked against the decision's exposure id: a processor rebuilding from history may hold the
+        folder's exposure under another id until it adopts the record, and what can read at the decision's
+        place in the history is what was approved either way (an approval of a closed id marks nothing).
+        """
         record = self.tracker.folders.get(folder)
         current = record.open if record is not None else None
-        if current is None or current.exposure_id != exposure_id:
+        if current is None:
             return None
         if current.shape is None:
             if current.published is None:

@@ -130,6 +130,28 @@ def test_an_approval_covers_exactly_its_exposure() -> None:
     assert changed[0].approval is None
 
 
+def test_an_approval_replayed_before_the_record_is_adopted_keeps_what_could_read_then() -> None:
+    """A rebuilding processor may hold the folder's exposure under another id than the record's until it adopts
+    the record: the approval still remembers who could read when it was given, so a later widening is one."""
+    engine = setup()
+    engine.step(DirectoryUser(name="fia", uid=1006, primary_gid=EXTERN))
+    engine.step(DirectoryGroup(name="extern", gid=EXTERN, member_users=("fia",)))
+    _open_alla(engine)
+    record_id = "exp-0123456789abcdef0123"  # the id the record holds (the rebuild judged in other batches)
+    engine.step(
+        Decision(
+            action=DecisionAction.APPROVE,
+            exposure_id=record_id,
+            folder=FOLDER,
+            by="anna",
+            until=T0 + timedelta(days=1),
+        )
+    )
+    engine.tracker.folders[FOLDER].open.exposure_id = record_id  # what adopting the record does
+    widened = engine.step(fs(FOLDER, *_acl(("rx", ALLA), ("rx", EXTERN)), at=T0 + timedelta(minutes=1)))
+    assert widened[0].approval is not None and widened[0].approval.widened
+
+
 def test_a_checkpoint_keeps_the_approvals() -> None:
     engine = setup()
     exposure = _open_alla(engine)
