@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,23 @@ def test_approve_silences_its_exposure_until_a_widening_and_survives_a_restart(s
     report = rig.cli("report", opened.exposure_id).stdout
     assert "## Decisions" in report
     assert "| approve |" in report and "| acknowledge | soc-anna | cli |" in report
+
+
+def test_an_approval_expires_and_the_next_change_alerts(share: Path, tmp_path: Path) -> None:
+    folder = make(share / "ledning", directory=True, mode=0o750)
+    notes = make(folder / "protokoll.txt", directory=False, mode=0o640)
+    rig = Rig(tmp_path, share, labels_for(folder))
+    with rig.running():
+        subprocess.run(["setfacl", "-m", f"g:{STAFF}:r-x", str(folder)], check=True)
+        opened = rig.wait_recorded("the exposure to open", status="opened")
+        until = datetime.now(UTC) + timedelta(seconds=6)  # time enough for the change below on a busy machine
+        rig.cli("approve", opened.exposure_id, "--reason", "a short while", "--until", until.isoformat())
+        subprocess.run(["setfacl", "-m", f"g:{STAFF}:r--", str(notes)], check=True)
+        silent = rig.wait_recorded("the approved change", status="changed", paths_affected=2)
+        assert silent.approval is not None and silent.approval.until == until
+        wait_until(lambda: datetime.now(UTC) > until + timedelta(seconds=0.5), "the approval to expire")
+        subprocess.run(["setfacl", "-x", f"g:{STAFF}", str(notes)], check=True)
+        later = rig.wait_recorded("the change after expiry", status="changed", paths_affected=1)
+        assert later.approval is None
+        wait_until(lambda: later.event_id in {a["event_id"] for a in rig.alerted()}, "the change alerted")
+    assert silent.event_id not in {a["event_id"] for a in rig.alerted()}
