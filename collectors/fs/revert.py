@@ -198,7 +198,9 @@ def plan_revert(bus: Bus, config: Config, exposure: ExposureEvent) -> RevertPlan
             return plan
         plan.paths.append(PathRevert(path, before, now))
     plan.paths.sort(key=lambda p: p.path.count("/"), reverse=True)  # the folder last: it closes the way in
-    if not plan.commands():
+    if not plan.commands() and exposure.preexisting:
+        plan.refused = "the exposure was there before permwatch's first scan: no earlier state is recorded to restore"
+    elif not plan.commands():
         plan.refused = "nothing recorded to restore (no change of the folder since the exposure opened)"
     return plan
 

@@ -110,6 +110,15 @@ def test_revert_is_refused_when_the_folder_changed_since_and_when_remediation_is
         off = rig_off.cli("revert", exposure.exposure_id, "--dry-run", check=False)
         assert off.returncode == 1
         assert 'has remediation = "off"' in off.stderr
+    # the same exposure on a label that allows reverts: found by the first scan, it has no earlier state
+    (tmp_path / "on").mkdir()
+    rig_on = Rig(tmp_path / "on", share, labels_for(folder, "on-command"))
+    with rig_on.running():
+        exposure = rig_on.wait_recorded("the exposure, found again", status="opened")
+        assert exposure.preexisting
+        first = rig_on.cli("revert", exposure.exposure_id, check=False)
+        assert first.returncode == 1
+        assert "there before permwatch's first scan: no earlier state is recorded" in first.stderr
     assert as_user(CECILIA, "ls", str(folder))
 
 
