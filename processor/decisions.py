@@ -8,7 +8,11 @@ later event of that exposure judged before ``until`` carries the
 beyond those can read now. The alerts stage skips a ``changed`` event whose
 approval is not widened (``ExposureEvent.alerting``): the judgement is made
 here, and dispatch stays a filter. ``revoke`` withdraws the approval; a close
-forgets it (the exposure id is spent). Acknowledgements and reverts are kept
+forgets it (the exposure id is spent). When an approval runs out while its
+exposure is open, the live processor says so once: a ``changed`` event that
+restates the exposure without the approval (cause ``expiry.<exposure_id>``),
+which alerts; a restart does not say it again when the record already has an
+event of the exposure judged after ``until``. Acknowledgements and reverts are kept
 on the topic for the record and change no verdict.
 """
 
@@ -17,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from permwatch.events import Approval, Decision, DecisionAction, ExposureStatus
+from permwatch.events import Approval, Decision, DecisionAction, ExposureEvent, ExposureStatus
 from processor.exposures import Verdict
 
 
@@ -29,6 +33,7 @@ class ApprovalRecord:
     groups: frozenset[str] | None
     """the groups that could read when it was approved; None until first seen (approved before it was judged)"""
     users: frozenset[str] | None
+    folder: str = ""
 
 
 class DecisionBook:
@@ -37,12 +42,28 @@ class DecisionBook:
     def __init__(self) -> None:
         self.approvals: dict[str, ApprovalRecord] = {}
 
+    def expired(self, now: datetime) -> list[tuple[str, str]]:
+        """The (exposure id, folder) whose approval ran out by ``now``, forgotten here (the runner says so once)."""
+        gone = [(exposure_id, found.folder) for exposure_id, found in self.approvals.items() if found.until <= now]
+        for exposure_id, _ in gone:
+            del self.approvals[exposure_id]
+        return gone
+
+    def forget_told(self, last: dict[str, ExposureEvent]) -> None:
+        """After a restart: drop the approvals whose expiry the record already shows (an event of the exposure
+        judged at or after ``until``), so it is not said again. ``last``: folder → its last recorded event."""
+        told = {e.exposure_id for e in last.values()}
+        for exposure_id in [x for x in self.approvals if x in told]:
+            event = next(e for e in last.values() if e.exposure_id == exposure_id)
+            if event.detected_at >= self.approvals[exposure_id].until:
+                del self.approvals[exposure_id]
+
     def apply(self, decision: Decision, readers: tuple[frozenset[str], frozenset[str]] | None) -> None:
         """Take ``decision``; ``readers`` are the (groups, people) that read the exposure now, when it is open."""
         if decision.action is DecisionAction.APPROVE and decision.until is not None:
             groups, users = readers if readers is not None else (None, None)
             self.approvals[decision.exposure_id] = ApprovalRecord(
-                decision.by, decision.reason, decision.until, groups, users
+                decision.by, decision.reason, decision.until, groups, users, decision.folder
             )
         elif decision.action is DecisionAction.REVOKE:
             self.approvals.pop(decision.exposure_id, None)

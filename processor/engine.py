@@ -130,6 +130,19 @@ class Engine:
         outsiders, grants = current.shape
         return frozenset(self.tracker.group_names(grants)), frozenset(self.directory.names(outsiders))
 
+    def expire_approvals(self, now: datetime) -> list[Verdict]:
+        """The open exposures whose approval ran out by ``now``, each restated once (``processor/decisions.py``)."""
+        out = []
+        self.tracker.now = now
+        for exposure_id, folder in self.decisions.expired(now):
+            record = self.tracker.folders.get(folder)
+            if record is None or record.open is None or record.open.exposure_id != exposure_id:
+                continue  # closed meanwhile, or not this processor's to say
+            verdict = self.tracker.restate(record, Cause([f"expiry.{exposure_id}"], now, now))
+            if verdict is not None:
+                out.append(verdict)
+        return out
+
     def first_scan_pending(self, path: str, at: datetime) -> bool:
         """Whether something seen of ``path`` at ``at`` is what the first scan of its root found: no root holding
         it had completed its first scan by then. By the events' own times, not their arrival: on Kafka the scan's

@@ -494,6 +494,19 @@ class ExposureTracker:
         current.contents_seen = current.contents_seen or kind is CONTENTS
         return self._event(record, current, ExposureStatus.CHANGED, kind, outsiders, grants, paths, cause)
 
+    def restate(self, record: FolderExposure, cause: Cause) -> Verdict | None:
+        """The folder's open exposure said again as a ``changed`` event (an approval ran out: the SOC must hear
+        that it is still open); whatever changed meanwhile is in it. None when nothing is open."""
+        verdict = self.transition(record, cause)
+        current = record.open
+        if verdict is not None or current is None or current.shape is None:
+            return verdict
+        current.sequence += 1
+        outsiders, grants = current.shape
+        return self._event(
+            record, current, ExposureStatus.CHANGED, current.kind, outsiders, grants, current.paths, cause
+        )
+
     def _published_as(
         self, event: ExposureEvent, outsiders: int, grants: tuple[Grant, ...], paths: Paths, kind: ExposureKind
     ) -> bool:

@@ -138,6 +138,8 @@ class PartitionedProcessor(ProcessorRunner):
                     self._handled(news, shared)
                 if not records and not news and not pending:
                     self.caught_up.set()
+                    if self.engine.decisions.approvals:  # respond (issue 19): an approval that ran out, said once
+                        self._publish_expired()
                 if self.checkpoints is not None and not rebuilding and not pending:
                     offsets = self._saved_offsets(partitions)
                     if (save_now and not self.checkpoints.covers(offsets)) or self.checkpoints.due(offsets):
@@ -161,7 +163,9 @@ class PartitionedProcessor(ProcessorRunner):
 
     def _adopt(self) -> None:
         """Take the exposures last published for the folders now owned as what was emitted (no events)."""
-        adopted = self.engine.adopt(self._published(), owned_only=True)
+        record = self._published()
+        adopted = self.engine.adopt(record, owned_only=True)
+        self.engine.decisions.forget_told(record.last)  # expiries the record already tells
         self._book_from_engine()
         log.info("rebuilt; took over the published state of %d folder(s)", adopted)
 

@@ -71,7 +71,7 @@ def test_approve_silences_its_exposure_until_a_widening_and_survives_a_restart(s
     assert "| approve |" in report and "| acknowledge | soc-anna | cli |" in report
 
 
-def test_an_approval_expires_and_the_next_change_alerts(share: Path, tmp_path: Path) -> None:
+def test_an_approval_that_runs_out_is_said_and_the_next_change_alerts(share: Path, tmp_path: Path) -> None:
     folder = make(share / "ledning", directory=True, mode=0o750)
     notes = make(folder / "protokoll.txt", directory=False, mode=0o640)
     rig = Rig(tmp_path, share, labels_for(folder))
@@ -83,7 +83,10 @@ def test_an_approval_expires_and_the_next_change_alerts(share: Path, tmp_path: P
         subprocess.run(["setfacl", "-m", f"g:{STAFF}:r--", str(notes)], check=True)
         silent = rig.wait_recorded("the approved change", status="changed", paths_affected=2)
         assert silent.approval is not None and silent.approval.until == until
-        wait_until(lambda: datetime.now(UTC) > until + timedelta(seconds=0.5), "the approval to expire")
+        # still open when it runs out: said once, and alerted
+        expired = rig.wait_recorded("the expiry said", cause_event_ids=(f"expiry.{opened.exposure_id}",))
+        assert expired.detected_at >= until and expired.approval is None and expired.status.value == "changed"
+        wait_until(lambda: expired.event_id in {a["event_id"] for a in rig.alerted()}, "the expiry alerted")
         subprocess.run(["setfacl", "-x", f"g:{STAFF}", str(notes)], check=True)
         later = rig.wait_recorded("the change after expiry", status="changed", paths_affected=1)
         assert later.approval is None

@@ -259,3 +259,32 @@ def test_the_directorys_first_snapshot_is_preexisting_and_a_later_membership_cha
     engine.step(fs(FOLDER, *_acl(("rx", ALLA)), at=T0 + timedelta(minutes=2)))  # opened again: a live change
     again = engine.step(DirectoryGroup(name="alla", gid=ALLA, member_users=("bo", "cia"), change="snapshot"))
     assert [(v.status, v.preexisting) for v in again] == [(ExposureStatus.CHANGED, False)]
+
+
+def test_an_approval_that_runs_out_while_open_is_said_once() -> None:
+    engine = setup()
+    exposure = _open_alla(engine)
+    _approve(engine, exposure, hours=1)
+    assert engine.expire_approvals(T0 + timedelta(minutes=59)) == []
+    (said,) = engine.expire_approvals(T0 + timedelta(hours=1))
+    event = said.to_event()
+    assert (event.status, event.sequence, event.approval) == (ExposureStatus.CHANGED, 1, None)
+    assert event.cause_event_ids == (f"expiry.{exposure.exposure_id}",)
+    assert (event.people, event.groups) == (exposure.people, exposure.groups)
+    assert SinkSettings(kind="jsonl").accepts(event)
+    assert engine.expire_approvals(T0 + timedelta(hours=2)) == []  # once
+
+
+def test_a_restart_does_not_say_an_expiry_the_record_already_tells() -> None:
+    engine = setup()
+    exposure = _open_alla(engine)
+    _approve(engine, exposure, hours=1)
+    (said,) = engine.expire_approvals(T0 + timedelta(hours=1))
+    rebuilt = setup()
+    _approve(rebuilt, exposure, hours=1)  # the decisions topic, replayed
+    rebuilt.decisions.forget_told({FOLDER: said.to_event()})
+    assert rebuilt.decisions.approvals == {}
+    still = setup()
+    _approve(still, exposure, hours=1)
+    still.decisions.forget_told({FOLDER: exposure})  # the record's last event is from before the expiry
+    assert set(still.decisions.approvals) == {exposure.exposure_id}
