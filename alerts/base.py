@@ -11,7 +11,8 @@ secrets, and error messages never carry a token or a secret URL.
 
 :class:`SinkSettings` is the part of every sink's typed config the dispatcher
 reads: which exposures the sink wants (``min_severity``, ``labels``; never one
-of names only whose label sets ``alert_on_names = false``) and whether paths
+of names only whose label sets ``alert_on_names = false``, nor a change an
+approval covers) and whether paths
 below the labelled folder are hidden (``hide_below_label``).
 """
 
@@ -57,6 +58,8 @@ class SinkSettings(BaseModel):
     hide_below_label: bool = Field(default=False, description="show paths below the labelled folder as '…'")
 
     def accepts(self, exposure: ExposureEvent) -> bool:
+        if not exposure.alerting:
+            return False  # a change an approval in force covers (the processor marked it: processor/decisions.py)
         if exposure.kind is ExposureKind.NAMES and not exposure.label.alert_on_names:
             return False  # recorded on the topic, not alerted: the label said names alone are not worth an alert
         if SEVERITY_RANK[exposure.label.severity] < SEVERITY_RANK[self.min_severity]:

@@ -136,6 +136,8 @@ class _OpenGroup:
     members: dict[str, Member] = field(default_factory=dict)
     causes: set[str] = field(default_factory=set)
     open_members: int = 0
+    preexisting: bool = False
+    """the first run's group: every exposure its first baseline scan found, one alert"""
 
     def put(self, member: Member) -> None:
         old = self.members.get(member.exposure_id)
@@ -216,10 +218,12 @@ class BurstGrouper:
     # ------------------------------------------------------------ internals
 
     def _joinable(self, event: ExposureEvent) -> _OpenGroup | None:
+        if event.preexisting:  # what the first run found is one alert, however long the scan took
+            return next((g for g in reversed(self._groups.values()) if g.preexisting and g.is_open()), None)
         at = event.opened_at
         for cause in event.cause_event_ids:
             group_id = self._by_cause.get(cause)
-            if group_id is not None and self._groups[group_id].is_open():
+            if group_id is not None and self._groups[group_id].is_open() and not self._groups[group_id].preexisting:
                 return self._groups[group_id]
         policy = self.policy
         horizon = timedelta(seconds=max(policy.window_seconds, policy.actor_window_seconds))
@@ -227,7 +231,7 @@ class BurstGrouper:
         for group in reversed(self._groups.values()):
             # Joined last is not opened last: partitions read unevenly (a backlog) join an older burst after a
             # newer one, so a group out of reach says nothing about those joined before it. Skip, never stop.
-            if group.last_at + horizon < at or not group.is_open():
+            if group.last_at + horizon < at or not group.is_open() or group.preexisting:
                 continue
             if event.actor is not None and group.actor == event.actor:
                 reach = max(policy.actor_window_seconds, policy.window_seconds)
@@ -245,6 +249,7 @@ class BurstGrouper:
 
     def _start(self, event: ExposureEvent) -> _OpenGroup:
         group = _OpenGroup(group_id_for(event.exposure_id), event.actor, event.opened_at, event.opened_at)
+        group.preexisting = event.preexisting
         self._groups[group.group_id] = group
         return group
 
@@ -254,6 +259,7 @@ class BurstGrouper:
             return existing
         times = [m.latest.opened_at for m in snapshot.members]
         group = _OpenGroup(snapshot.group_id, snapshot.actor, min(times), max(times))
+        group.preexisting = snapshot.members[0].latest.preexisting
         for member in snapshot.members:
             group.put(member)
             self._group_of[member.exposure_id] = group.group_id

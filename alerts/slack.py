@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.error import URLError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import SlackResponse
@@ -82,6 +82,23 @@ class SlackConfig(SinkSettings):
     replay_url: str | None = Field(default=None, description="link template, e.g. https://pw/timeline/{exposure_id}")
     top_folders: int = Field(default=5, ge=1, le=20)
     reconcile_posts: bool = Field(default=True, description="look up unconfirmed posts before posting again")
+    # -- respond (issue 19): buttons on the alert and the endpoint Slack posts their clicks to
+    interactions_listen: str | None = Field(
+        default=None, description="host:port of the interactivity endpoint (alerts role); set: alerts get buttons"
+    )
+    signing_secret_env: str | None = Field(default=None, description="environment variable holding the signing secret")
+    signing_secret_file: Path | None = Field(default=None, description="file holding Slack's signing secret")
+    approve_days: float = Field(default=7.0, gt=0, le=366, description="how long the Approve button approves for")
+
+    @model_validator(mode="after")
+    def _interactions_need_a_secret(self) -> SlackConfig:
+        if self.interactions_listen is None:
+            return self
+        host, _, port = self.interactions_listen.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError("interactions_listen must be host:port, e.g. 127.0.0.1:3000")
+        read_secret(self.signing_secret_env, self.signing_secret_file, what="signing_secret")  # there, or say where
+        return self
 
     @field_validator("token_env")
     @classmethod
@@ -104,7 +121,8 @@ class SlackSink:
         self.settings: SinkSettings = config
         self.resend_seconds: float | None = None
         self.config = config
-        self._options = RenderOptions(config.hide_below_label, config.replay_url, config.top_folders)
+        buttons = config.interactions_listen is not None
+        self._options = RenderOptions(config.hide_below_label, config.replay_url, config.top_folders, buttons)
         self._posts = SlackPosts(context.database or open_state_db(":memory:"))
         self._clock = context.clock
         token = read_secret(config.token_env, config.token_file, what="token")

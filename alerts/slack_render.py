@@ -13,6 +13,7 @@ mrkdwn; paths can be hidden below the labelled folder.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,8 @@ class RenderOptions:
     hide_below_label: bool = False
     replay_url: str | None = None
     top_folders: int = 5
+    buttons: bool = False
+    """Acknowledge / Approve / Revert on the root message (the Slack sink's ``interactions_listen`` is set)"""
 
 
 def render_thread_update(
@@ -71,7 +74,12 @@ def root_message(group: GroupSnapshot, options: RenderOptions, *, post_key: str)
     what = plural(d.folders, "folder")
     readers = first_names(d.readers) or "people outside the label"
     severity = d.severity.value.capitalize()
-    if d.is_open:
+    first_run = all(m.latest.preexisting for m in group.members)
+    if d.is_open and first_run:  # one alert for what the first scan found, pointing to the report
+        title = f":mag: First run: {what} already open to people outside their label"
+        status = "Open" if d.open_folders == d.folders else f"Open: {d.open_folders:,} of {d.folders:,} folders"
+        text = f"First run: {what} already open to people outside their label, readable by {readers}"
+    elif d.is_open:
         title = f":rotating_light: {severity} exposure: {what} readable by {readers}"
         status = "Open" if d.open_folders == d.folders else f"Open: {d.open_folders:,} of {d.folders:,} folders"
         text = f"{severity} exposure: {what} readable by {readers}"
@@ -97,7 +105,52 @@ def root_message(group: GroupSnapshot, options: RenderOptions, *, post_key: str)
         {"type": "section", "text": _mrkdwn(_cut(_folders_text(d, options), TEXT_MAX))},
         {"type": "context", "elements": [_mrkdwn(_replay_text(d, options))]},
     ]
+    if first_run:
+        blocks.insert(3, {"type": "section", "text": _mrkdwn(FIRST_RUN_TEXT)})
+    if options.buttons:
+        blocks += action_blocks(group, options)
     return SlackPost(post_key, _esc(text), blocks, _metadata(group.group_id, post_key))
+
+
+FIRST_RUN_TEXT = (
+    "*Pre-existing*: found by permwatch's first scan, not a change it saw. The entitlement report lists every "
+    "such folder per label, with the groups, ACL entries and people: `permwatch entitlements --config …`. "
+    "Each is tracked: it closes when fixed, and a further widening alerts."
+)
+BUTTONS = (("permwatch_ack", "Acknowledge", None), ("permwatch_approve", "Approve", None))
+REVERT_BUTTON = ("permwatch_revert", "Revert", "danger")
+MAX_BUTTON_ROWS = 3
+VALUE_MAX = 2000
+
+
+def button_value(exposure_id: str, folder: str) -> str:
+    """What a button carries: the exposure it decides about (read back by alerts/slack_interactions.py)."""
+    return json.dumps({"exposure_id": exposure_id, "folder": folder}, separators=(",", ":"))
+
+
+def action_blocks(group: GroupSnapshot, options: RenderOptions) -> list[dict[str, Any]]:
+    """One row of buttons per open exposure (the first few): the endpoint (alerts/slack_interactions.py) turns a
+    click into a decision about that exposure."""
+    rows = []
+    open_members = [m for m in group.members if m.is_open]
+    for i, member in enumerate(open_members[:MAX_BUTTON_ROWS]):
+        event = member.latest
+        value = button_value(event.exposure_id, event.folder)
+        if len(value) > VALUE_MAX:
+            continue
+        elements = []
+        for action_id, label, style in (*BUTTONS, REVERT_BUTTON):
+            button: dict[str, Any] = {
+                "type": "button",
+                "action_id": f"{action_id}:{i}",
+                "text": {"type": "plain_text", "text": label if len(open_members) == 1 else f"{label} #{i + 1}"},
+                "value": value,
+            }
+            if style:
+                button["style"] = style
+            elements.append(button)
+        rows.append({"type": "actions", "block_id": f"permwatch-{event.exposure_id}", "elements": elements})
+    return rows
 
 
 def reply_message(
@@ -106,6 +159,7 @@ def reply_message(
     """The thread reply for ``events`` (new to this channel), or None when they only opened the group."""
     opened, changed, closed = news_by_status(events)
     lines: list[str] = []
+    opened = [e for e in opened if not e.preexisting]  # the first run's root message counts them, no reply each
     if opened and len(group.members) > len(opened):
         lines.append(
             f":heavy_plus_sign: *Widened*: {plural(len(opened), 'more folder')} now readable, "

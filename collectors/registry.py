@@ -185,5 +185,18 @@ def start_collectors(
     for name, kind in COLLECTORS.items():
         for settings in config.stage_settings(name):
             kind.start(settings, context)
+    _start_revert(context)
     if spool is not None:
         spool.start()
+
+
+def _start_revert(context: CollectorContext) -> None:
+    """The revert executor (respond, issue 19): Slack's Revert button and ``remediation = "automatic"`` are carried
+    out where the files are, by the fs collector's process, once a label allows remediation at all."""
+    fs = context.config.stage_settings("fs")
+    if not fs or all(d.remediation == "off" for d in context.config.labels.definitions.values()):
+        return
+    from collectors.fs.revert import RevertWatcher
+
+    group = f"permwatch-revert-{fs[0].collector_id}"
+    context.run("revert", RevertWatcher(context.log, context.config, group=group))

@@ -161,6 +161,12 @@ class LabelDefinition(_Section):
     personal_data: PersonalData | None = Field(
         default=None, description="what personal data the folders hold (categories, approximate numbers, owner)"
     )
+    # respond (issue 19): what `permwatch revert`, the Slack Revert button and the collector may do
+    remediation: Literal["off", "on-command", "automatic"] = Field(
+        default="off",
+        description="off: never revert; on-command: revert when asked (permwatch revert, the Slack button); "
+        "automatic: also revert every new exposure as soon as it opens (not what a first scan finds)",
+    )
 
 
 class LabelRule(_Section):

@@ -42,7 +42,8 @@ TOPIC_DIRECTORY = "directory"
 TOPIC_LABELS = "labels"
 TOPIC_EXPOSURES = "exposures"
 TOPIC_DEADLETTER = "deadletter"
-INPUT_TOPICS = (TOPIC_FS, TOPIC_DIRECTORY, TOPIC_LABELS)
+TOPIC_DECISIONS = "decisions"
+INPUT_TOPICS = (TOPIC_FS, TOPIC_DIRECTORY, TOPIC_LABELS, TOPIC_DECISIONS)
 TOPIC_ACCESS = "access"
 """Opens of files in labelled folders (#18): its own topic, with its own retention, read by the workshop's report."""
 
@@ -598,6 +599,17 @@ class Grant(_Frozen):
     people: Int = Field(ge=0)
 
 
+class Approval(_Frozen):
+    """An approval in force on an exposure as the processor judged it (on :class:`ExposureEvent`)."""
+
+    by: str = Field(min_length=1, max_length=256)
+    reason: str | None = Field(default=None, max_length=1000)
+    until: Time
+    widened: Bool = Field(
+        default=False, description="true: more groups or people can read than when it was approved; alerted"
+    )
+
+
 class ExposureEvent(Event):
     """An exposure of a labelled folder opened, changed or closed."""
 
@@ -633,21 +645,80 @@ class ExposureEvent(Event):
     actor_unresolved: Int = Field(
         default=0, ge=0, description="cause events of this change whose actor the collector could not resolve"
     )
+    # -- respond (issue 19): left off the wire at their defaults, so older records stay byte for byte
+    approval: Approval | None = Field(default=None, description="the approval in force when judged, if any")
+    preexisting: Bool = Field(default=False, description="found by the first baseline scan of its root")
+
+    _folder = field_validator("folder")(_check_path)
 
     @model_serializer(mode="wrap")
-    def _actor_details_when_known(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+    def _optional_details_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """#18's actor details and #19's approval/preexisting are left off the wire at their defaults."""
         fields: dict[str, object] = handler(self)
         if self.actor_confidence is None:
             fields.pop("actor_confidence", None)
         if not self.actor_unresolved:
             fields.pop("actor_unresolved", None)
+        if self.approval is None:
+            fields.pop("approval", None)
+        if not self.preexisting:
+            fields.pop("preexisting", None)
         return fields
 
-    _folder = field_validator("folder")(_check_path)
+    @property
+    def alerting(self) -> bool:
+        """False for what an approval in force covers: a ``changed`` within what was approved."""
+        return not (self.status is ExposureStatus.CHANGED and self.approval is not None and not self.approval.widened)
 
     @property
     def topic(self) -> str:
         return TOPIC_EXPOSURES
+
+    @property
+    def key(self) -> str:
+        return self.folder
+
+
+# ------------------------------------------------------------------ decisions (issue 19)
+
+
+class DecisionAction(StrEnum):
+    ACKNOWLEDGE = "acknowledge"
+    APPROVE = "approve"
+    REVOKE = "revoke"
+    REVERT_REQUESTED = "revert_requested"
+    REVERTED = "reverted"
+    REVERT_REFUSED = "revert_refused"
+
+
+class Decision(Event):
+    """What a person (or the automatic remediation) decided about an exposure: topic ``decisions``.
+
+    Keyed by the folder, like the folder's exposure events, so they stay in order on one partition.
+    ``approve`` needs ``until``; ``reverted`` lists the ``changes`` applied (as setfacl/chmod commands).
+    """
+
+    type: Literal["decision"] = "decision"
+    action: DecisionAction
+    exposure_id: str = Field(min_length=1, max_length=128, pattern=_EVENT_ID)
+    folder: str = Field(min_length=1, max_length=4096)
+    by: str = Field(min_length=1, max_length=256, description="who decided: a user name, a Slack user, 'automatic'")
+    via: Literal["cli", "slack", "automatic"] = "cli"
+    reason: str | None = Field(default=None, max_length=1000)
+    until: Time | None = Field(default=None, description="approve: when the approval expires")
+    changes: tuple[str, ...] = Field(default=(), description="reverted: the commands that restored the folder")
+
+    _folder = field_validator("folder")(_check_path)
+
+    @model_validator(mode="after")
+    def _approve_has_until(self) -> Decision:
+        if self.action is DecisionAction.APPROVE and self.until is None:
+            raise ValueError("an approve decision needs until")
+        return self
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_DECISIONS
 
     @property
     def key(self) -> str:
@@ -690,7 +761,8 @@ AnyEvent = Annotated[
     | DirectoryGroup
     | LabelAssigned
     | ExposureEvent
-    | FsAccessEvent,
+    | FsAccessEvent
+    | Decision,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)

@@ -29,6 +29,7 @@ from permwatch.events import (
     AclTag,
     Actor,
     AnyEvent,
+    Decision,
     DirectoryGroup,
     DirectoryUser,
     ExposureStatus,
@@ -37,8 +38,10 @@ from permwatch.events import (
     FsPermissionEvent,
     LabelAssigned,
     ObjectType,
+    ScanCompleted,
     utcnow,
 )
+from processor.decisions import DecisionBook
 from processor.exposures import MAX_USERS_LISTED, Cause, ExposureTracker, FolderExposure, Verdict
 from processor.gcpause import gc_paused
 from processor.published import PublishedRecord
@@ -73,6 +76,11 @@ class Engine:
         self._judge_all = False
         self._closing: list[tuple[FolderExposure, Cause]] = []
         self.folders_judged = 0
+        # -- respond (issue 19)
+        self.decisions = DecisionBook()
+        """approvals in force, from the ``decisions`` topic"""
+        self.scanned_roots: dict[str, datetime] = {}
+        """root → when its first baseline scan completed: what that scan found (observed until then) pre-exists"""
 
     # ------------------------------------------------------------ entry points
 
@@ -86,13 +94,63 @@ class Engine:
                 self._apply_fs(one)
         elif isinstance(event, LabelAssigned):
             self._apply_label(event)
+        elif isinstance(event, Decision):
+            self.decisions.apply(event, self._readers_of(event.folder))
+        elif isinstance(event, ScanCompleted) and event.reason == "baseline":
+            self.scanned_roots.setdefault(event.root, event.observed_at)
 
     def flush(self) -> list[Verdict]:
         """Judge every folder touched since the last flush, in path order; return the transitions."""
         # Judging allocates many short-lived, acyclic objects; the cyclic collector would walk the
         # whole (large, long-lived) state again and again meanwhile, for nothing.
         with gc_paused():
-            return self._judge_touched()
+            return self._marked(self._judge_touched())
+
+    def _marked(self, verdicts: list[Verdict]) -> list[Verdict]:
+        """``verdicts`` with the approval in force on each (see :mod:`processor.decisions`)."""
+        if self.decisions.approvals:
+            return [self.decisions.mark(verdict) for verdict in verdicts]
+        return verdicts
+
+    def _readers_of(self, folder: str) -> tuple[frozenset[str], frozenset[str]] | None:
+        """The (groups, people) that read the folder's open exposure now, if one is open.
+
+        Not checked against the decision's exposure id: a processor rebuilding from history may hold the
+        folder's exposure under another id until it adopts the record, and what can read at the decision's
+        place in the history is what was approved either way (an approval of a closed id marks nothing).
+        """
+        record = self.tracker.folders.get(folder)
+        current = record.open if record is not None else None
+        if current is None:
+            return None
+        if current.shape is None:
+            if current.published is None:
+                return None
+            return frozenset(current.published.groups), frozenset(current.published.users)
+        outsiders, grants = current.shape
+        return frozenset(self.tracker.group_names(grants)), frozenset(self.directory.names(outsiders))
+
+    def expire_approvals(self, now: datetime) -> list[Verdict]:
+        """The open exposures whose approval ran out by ``now``, each restated once (``processor/decisions.py``)."""
+        out = []
+        self.tracker.now = now
+        for exposure_id, folder in self.decisions.expired(now):
+            record = self.tracker.folders.get(folder)
+            if record is None or record.open is None or record.open.exposure_id != exposure_id:
+                continue  # closed meanwhile, or not this processor's to say
+            verdict = self.tracker.restate(record, Cause([f"expiry.{exposure_id}"], now, now))
+            if verdict is not None:
+                out.append(verdict)
+        return out
+
+    def first_scan_pending(self, path: str, at: datetime) -> bool:
+        """Whether something seen of ``path`` at ``at`` is what the first scan of its root found: no root holding
+        it had completed its first scan by then. By the events' own times, not their arrival: on Kafka the scan's
+        completion (keyed by the root) may be read before the last of its batches (keyed by unit)."""
+        return not any(
+            at > completed and (path == root or path.startswith(root.rstrip("/") + "/"))
+            for root, completed in self.scanned_roots.items()
+        )
 
     def _judge_touched(self) -> list[Verdict]:
         directory_cause = self._directory_cause
@@ -104,7 +162,7 @@ class Engine:
             for folder, found in touched_before.items():
                 if folder in self._touched:
                     for event_id in directory_cause.event_ids:
-                        found.add(event_id, directory_cause.last_at, directory_cause.actor)
+                        found.add(event_id, directory_cause.last_at, directory_cause.actor, directory_cause.preexisting)
                 self._touched[folder] = found
             self._directory_cause = None
             self._changed_groups = set()
@@ -206,7 +264,7 @@ class Engine:
                 cause = Cause([reason_id], now, now)
             verdict = self.tracker.transition(self.tracker.folders[folder], cause)
             if verdict is not None:
-                out.append(verdict)
+                out.append(self._marked([verdict])[0])
         if not owned_only and self.tracker.folders:
             # Open on the record, and their folders no longer labelled: closed. (With no labelled folder at
             # all the input says nothing yet, e.g. a fresh log the collector is still filling: they wait for
@@ -230,17 +288,23 @@ class Engine:
     def _touch(self, folder: str, cause: Cause) -> None:
         found = self._touched.get(folder)
         if found is None:
-            found = self._touched[folder] = Cause(list(cause.event_ids), cause.first_at, cause.last_at, cause.actor)
+            found = self._touched[folder] = Cause(
+                list(cause.event_ids), cause.first_at, cause.last_at, cause.actor, preexisting=cause.preexisting
+            )
             found.actor_confidence = cause.actor_confidence
         else:
             for event_id in cause.event_ids:
-                found.add(event_id, cause.last_at, cause.actor)
+                found.add(event_id, cause.last_at, cause.actor, cause.preexisting)
         if cause.actor_confidence is not None:  # a filesystem event that said who (or that it could not tell)
             found.attribute(cause.event_ids[-1], cause.actor, cause.actor_confidence)
 
     # ------------------------------------------------------------ directory
 
     def _apply_directory(self, event: DirectoryUser | DirectoryGroup) -> None:
+        # the directory as it was when permwatch first saw it: a snapshot of a principal new to it, or any
+        # snapshot before the first scan completed (a restart's snapshot of a known one says what changed meanwhile)
+        known = self.directory.users if isinstance(event, DirectoryUser) else self.directory.groups
+        snapshot = event.change == "snapshot" and (not self.scanned_roots or event.name not in known)
         if isinstance(event, DirectoryUser):
             self.directory.apply_user(event)
             self._judge_all = True  # owners, named users, 'other' and primary groups may all move
@@ -252,9 +316,9 @@ class Engine:
         if self.last_directory_change is None or at >= self.last_directory_change[1]:
             self.last_directory_change = (event.event_id, at, event.actor)
         if self._directory_cause is None:
-            self._directory_cause = Cause([event.event_id], at, at, event.actor)
+            self._directory_cause = Cause([event.event_id], at, at, event.actor, preexisting=snapshot)
         else:
-            self._directory_cause.add(event.event_id, at, event.actor)
+            self._directory_cause.add(event.event_id, at, event.actor, snapshot)
 
     def folders_depending_on(self, groups: set[str]) -> set[str]:
         """Labelled folders whose verdict a membership change of ``groups`` can move, found through indexes.
@@ -299,7 +363,8 @@ class Engine:
     # ------------------------------------------------------------ filesystem
 
     def _apply_fs(self, event: FsPermissionEvent) -> None:
-        cause = Cause([event.event_id], event.observed_at, event.observed_at)
+        first = event.kind is FsKind.BASELINE and self.first_scan_pending(event.path, event.observed_at)
+        cause = Cause([event.event_id], event.observed_at, event.observed_at, preexisting=first)
         if event.actor is not None:
             cause.actor, cause.actor_confidence = self._actor_name(event.actor), event.actor.confidence
         if event.kind is FsKind.DELETED:
@@ -362,7 +427,8 @@ class Engine:
 
     def _apply_label(self, event: LabelAssigned) -> None:
         outer = None if event.path == "/" else self.folder_of(parent_of(event.path))
-        cause = Cause([event.event_id], event.observed_at, event.observed_at)
+        first = self.first_scan_pending(event.path, event.observed_at)
+        cause = Cause([event.event_id], event.observed_at, event.observed_at, preexisting=first)
         if event.label is None:
             if self.labels.pop(event.path, None) is None:
                 return

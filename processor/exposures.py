@@ -86,6 +86,9 @@ class Cause:
     actor_unresolved: int = 0
     """filesystem events among the causes whose actor the collector could not resolve"""
     _last_counted: str | None = field(default=None, repr=False, compare=False)
+    # -- respond (#19)
+    preexisting: bool = False
+    """every event of it is of a first baseline scan (or the directory's first snapshot): nothing was seen change"""
 
     def attribute(self, event_id: str, actor: str | None, confidence: ActorConfidence | None) -> None:
         """Note one cause event's actor and confidence (counted once per event, however often it touches)."""
@@ -104,7 +107,8 @@ class Cause:
             self._ids = tuple(self.event_ids)
         return self._ids
 
-    def add(self, event_id: str, at: datetime, actor: str | None) -> None:
+    def add(self, event_id: str, at: datetime, actor: str | None, preexisting: bool = False) -> None:
+        self.preexisting = self.preexisting and preexisting
         if len(self.event_ids) < MAX_CAUSES:
             self.event_ids.append(event_id)
         self.last_at = max(self.last_at, at)
@@ -169,6 +173,8 @@ class OpenExposure:
     """whether any event of this exposure was of contents: its close says so"""
     actor_unresolved: int = 0
     """cause events of this exposure so far whose actor the collector could not resolve (#18)"""
+    preexisting: bool = False
+    """opened by a first baseline scan: every event of it says so"""
 
 
 @dataclass(slots=True)
@@ -202,6 +208,7 @@ class FolderExposure:
         self.open.kind = last.kind
         self.open.actor_unresolved = last.actor_unresolved  # the count so far goes on after a restart (#18)
         self.open.contents_seen = last.kind is ExposureKind.CONTENTS or last.exposure_id in contents
+        self.open.preexisting = last.preexisting
         self.past_ids.add(last.exposure_id)
         return True
 
@@ -443,7 +450,16 @@ class ExposureTracker:
         if current is None:
             exposure_id = record.new_exposure_id(cause)
             current = record.open = OpenExposure(
-                exposure_id, 0, cause.first_at, (outsiders, grants), cause.actor, None, paths, kind, kind is CONTENTS
+                exposure_id,
+                0,
+                cause.first_at,
+                (outsiders, grants),
+                cause.actor,
+                None,
+                paths,
+                kind,
+                kind is CONTENTS,
+                preexisting=cause.preexisting,
             )
             current.actor_unresolved = cause.actor_unresolved
             return self._event(record, current, ExposureStatus.OPENED, kind, outsiders, grants, paths, cause)
@@ -453,6 +469,19 @@ class ExposureTracker:
         current.shape, current.paths, current.kind = (outsiders, grants), paths, kind
         current.contents_seen = current.contents_seen or kind is CONTENTS
         return self._event(record, current, ExposureStatus.CHANGED, kind, outsiders, grants, paths, cause)
+
+    def restate(self, record: FolderExposure, cause: Cause) -> Verdict | None:
+        """The folder's open exposure said again as a ``changed`` event (an approval ran out: the SOC must hear
+        that it is still open); whatever changed meanwhile is in it. None when nothing is open."""
+        verdict = self.transition(record, cause)
+        current = record.open
+        if verdict is not None or current is None or current.shape is None:
+            return verdict
+        current.sequence += 1
+        outsiders, grants = current.shape
+        return self._event(
+            record, current, ExposureStatus.CHANGED, current.kind, outsiders, grants, current.paths, cause
+        )
 
     def _published_as(
         self, event: ExposureEvent, outsiders: int, grants: tuple[Grant, ...], paths: Paths, kind: ExposureKind
@@ -544,6 +573,8 @@ class ExposureTracker:
                 "detected_at": self.now or self.clock(),
                 "actor_confidence": cause.actor_confidence if cause.actor is not None else None,  # (#18)
                 "actor_unresolved": current.actor_unresolved,
+                "approval": None,  # respond (#19): set by processor.decisions
+                "preexisting": current.preexisting,
                 "all_users": every,
             },
         )

@@ -14,7 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from permwatch.events import (
+    TOPIC_DECISIONS,
     TOPIC_EXPOSURES,
+    Decision,
     DecodeError,
     ExposureEvent,
     ExposureKind,
@@ -219,7 +221,22 @@ def who_can_read(engine: Engine, path: str) -> tuple[Label | None, list[ReaderGr
     return label, sorted(found, key=lambda g: (g.allowed, g.user, g.entry))
 
 
-def breach_report(window: ExposureWindow, *, detected_at: datetime | None = None) -> str:
+def recorded_decisions(bus: Bus, exposure_id: str | None = None) -> list[Decision]:
+    """The decisions on the ``decisions`` topic (of ``exposure_id``, when given), in order."""
+    found = []
+    for record in bus.history([TOPIC_DECISIONS]):
+        try:
+            event = decode(record.value)
+        except DecodeError:
+            continue
+        if isinstance(event, Decision) and exposure_id in (None, event.exposure_id):
+            found.append(event)
+    return found
+
+
+def breach_report(
+    window: ExposureWindow, *, detected_at: datetime | None = None, decisions: Iterable[Decision] = ()
+) -> str:
     """A Markdown breach-report draft for the data-protection officer (to be completed by a person)."""
     opened = window.opened_at
     closed = window.closed_at
@@ -273,6 +290,7 @@ def breach_report(window: ExposureWindow, *, detected_at: datetime | None = None
             f"| {change['at']} | {change['status']} | {change['kind']} | {change['people']} "
             f"| {', '.join(change['groups'])} |"
         )
+    lines += _decision_lines(list(decisions))
     lines += [
         "",
         "## To complete",
@@ -283,6 +301,20 @@ def breach_report(window: ExposureWindow, *, detected_at: datetime | None = None
         "",
     ]
     return "\n".join(lines)
+
+
+def _decision_lines(decisions: list[Decision]) -> list[str]:
+    """The report's section on what was decided (acknowledged, approved, reverted), from the decisions topic."""
+    if not decisions:
+        return ["", "## Decisions", "- None recorded (nobody acknowledged, approved or reverted it in permwatch)."]
+    lines = ["", "## Decisions", "| when | decision | by | via | until | reason / changes |", "|" + "---|" * 6]
+    for d in decisions:
+        detail = d.reason or ""
+        if d.changes:
+            detail = (detail + "; " if detail else "") + "; ".join(f"`{c}`" for c in d.changes)
+        until = d.until.isoformat() if d.until else ""
+        lines.append(f"| {d.observed_at.isoformat()} | {d.action.value} | {d.by} | {d.via} | {until} | {detail} |")
+    return lines
 
 
 _NO_ACTOR = 'not recorded (filesystem changes name their actor only with [[fs]] actors = "fanotify")'

@@ -3,7 +3,7 @@
 It runs on either Kafka client: all it asks of the ``fs`` consumer is
 :class:`permwatch.transport.base.SharedPartitions`.
 
-Every processor reads the whole ``directory`` and ``labels`` topics (in a
+Every processor reads the whole ``directory``, ``labels`` and ``decisions`` topics (in a
 group of its own, ``<group>.<instance_id>``, so its position survives a
 restart) and the ``fs`` partitions the shared group ``<group>`` gives it.
 Filesystem events are keyed by unit (see :mod:`permwatch.keys`), so one
@@ -42,7 +42,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from permwatch.config import ProcessorConfig
-from permwatch.events import TOPIC_DIRECTORY, TOPIC_FS, TOPIC_LABELS
+from permwatch.events import TOPIC_DECISIONS, TOPIC_DIRECTORY, TOPIC_FS, TOPIC_LABELS
 from permwatch.transport.base import Consumer, Record, SharedPartitions
 from processor.checkpoint import Offsets, process_age
 from processor.runner import _NO_COMMIT, ProcessorRunner
@@ -86,7 +86,7 @@ class PartitionedProcessor(ProcessorRunner):
         member = f"{self.config.group}.{instance}"
         saved = self._restore() or {}
         shared = self.bus.consumer(
-            [TOPIC_DIRECTORY, TOPIC_LABELS],
+            [TOPIC_DIRECTORY, TOPIC_LABELS, TOPIC_DECISIONS],  # decisions (issue 19): every processor holds them
             member,
             replay_history=True,
             replay_from={tp: offset for tp, offset in saved.items() if tp[0] != TOPIC_FS} or None,
@@ -145,6 +145,8 @@ class PartitionedProcessor(ProcessorRunner):
             self._handled(news, shared)
         if not records and not news and not share.pending:
             self.caught_up.set()
+            if self.engine.decisions.approvals:  # respond (issue 19): an approval that ran out, said once
+                self._publish_expired()
         if self.checkpoints is not None and not share.rebuilding and not share.pending:
             offsets = self._saved_offsets(share.partitions)
             if (share.save_now and not self.checkpoints.covers(offsets)) or self.checkpoints.due(offsets):
@@ -198,7 +200,9 @@ class PartitionedProcessor(ProcessorRunner):
 
     def _adopt(self) -> None:
         """Take the exposures last published for the folders now owned as what was emitted (no events)."""
-        adopted = self.engine.adopt(self._published(), owned_only=True)
+        record = self._published()
+        adopted = self.engine.adopt(record, owned_only=True)
+        self.engine.decisions.forget_told(record.last)  # expiries the record already tells
         self._book_from_engine()
         log.info("rebuilt; took over the published state of %d folder(s)", adopted)
 

@@ -128,6 +128,7 @@ class ProcessorRunner:
                     rebuilding = False
                     record = self._published()
                     adopted = self.engine.adopt(record)
+                    self.engine.decisions.forget_told(record.last)  # expiries the record already tells
                     self._book_from_engine()
                     log.info(
                         "took over the published state of %d open exposure(s) (%d folder(s) on the record)",
@@ -151,6 +152,8 @@ class ProcessorRunner:
                             self.checkpoints.save(self.engine, self.covered, records=self.records_covered)
                 if not records and reconcile_at is None and not rebuilding:
                     self.caught_up.set()
+                    if self.engine.decisions.approvals:  # respond (issue 19): an approval that ran out is said once
+                        self._publish_expired()
                 if self.checkpoints is not None and not rebuilding and self.checkpoints.due(self.covered):
                     self.checkpoints.save(self.engine, self.covered, records=self.records_covered)  # also once idle
             stopped = True
@@ -183,6 +186,18 @@ class ProcessorRunner:
     def _reconcile_with(self, record: PublishedRecord) -> None:
         reason = f"reconcile.{self.config.group}.{uuid.uuid4().hex[:12]}"
         self._publish_reconciled(self.engine.reconcile(record, reason), record)
+
+    def _publish_expired(self) -> None:
+        verdicts = self.engine.expire_approvals(self._clock())
+        if not verdicts:
+            return
+        self._track(verdicts)
+        for verdict in verdicts:
+            exposure = verdict.to_event()
+            self.bus.publish(TOPIC_EXPOSURES, exposure.key, encode(exposure))
+            log.info("exposure %s still open after its approval ran out: %s", exposure.exposure_id, exposure.folder)
+        self.bus.flush()
+        self.exposures_published += len(verdicts)
 
     def _publish_reconciled(self, verdicts: list[Verdict], record: PublishedRecord) -> None:
         self._track(verdicts)

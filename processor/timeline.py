@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from permwatch.events import AnyEvent, DirectoryGroup, DirectoryUser, FsPermissionEvent, LabelAssigned
+from permwatch.events import AnyEvent, Decision, DirectoryGroup, DirectoryUser, FsPermissionEvent, LabelAssigned
 from processor.forensics import ExposureWindow, ancestors, touches
 from processor.gcpause import gc_paused
 
@@ -74,6 +74,8 @@ def relevant_to(folder: str) -> Callable[[AnyEvent], bool]:
             return touches(event.path, folder) or event.path in above
         if isinstance(event, LabelAssigned):
             return touches(event.path, folder)
+        if isinstance(event, Decision):
+            return event.folder == folder
         return isinstance(event, DirectoryUser | DirectoryGroup)
 
     return keep
@@ -123,6 +125,8 @@ def _entry(event: AnyEvent, causes: set[str]) -> TimelineEntry | None:
     if isinstance(event, LabelAssigned):
         label = event.label.name if event.label else "(removed)"
         return TimelineEntry(event.observed_at, "label", event.path, f"label {label} on {event.path}", event.event_id)
+    if isinstance(event, Decision):
+        return TimelineEntry(event.observed_at, "decision", event.folder, decision_summary(event), event.event_id)
     if isinstance(event, DirectoryGroup | DirectoryUser) and (event.event_id in causes or event.change != "snapshot"):
         what = event.change
         if isinstance(event, DirectoryGroup) and (event.added or event.removed):
@@ -133,6 +137,18 @@ def _entry(event: AnyEvent, causes: set[str]) -> TimelineEntry | None:
         at = event.changed_at or event.observed_at
         return TimelineEntry(at, "directory", event.name, f"{kind} {event.name}: {what}{by}", event.event_id)
     return None
+
+
+def decision_summary(decision: Decision) -> str:
+    """One line for a decision: what, about which exposure, by whom (and why, until when, what changed)."""
+    text = f"{decision.action.value} {decision.exposure_id} by {decision.by} ({decision.via})"
+    if decision.until is not None:
+        text += f" until {decision.until.isoformat()}"
+    if decision.reason:
+        text += f": {decision.reason}"
+    if decision.changes:
+        text += " [" + "; ".join(decision.changes) + "]"
+    return text
 
 
 # ------------------------------------------------------------------ HTML

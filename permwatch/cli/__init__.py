@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     from permwatch.cli.forensics import add_commands
 
     add_commands(sub)
+    from permwatch.cli import respond  # respond (issue 19): ack, approve, revoke, revert, entitlements
+
+    respond.add_commands(sub)
     args = parser.parse_args(argv)
     from permwatch.cli.settings import load_config
     from permwatch.config import ConfigError
@@ -93,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
             _setup_logging("warning")
             return forensics.run(args)
+        if args.command in respond.COMMANDS:
+            _setup_logging("warning")
+            return respond.run(args)
         if args.command == "check-config":
             return _check_config(args.config, scan=args.scan, show_defaults=args.show_defaults, connect=args.connect)
         if args.command == "run":

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from permwatch.cli.settings import load_config
 from permwatch.config import Config, ConfigError, LabelsConfig
-from permwatch.events import INPUT_TOPICS, TOPIC_ACCESS, TOPIC_EXPOSURES, AnyEvent, ExposureEvent, Label
+from permwatch.events import INPUT_TOPICS, TOPIC_ACCESS, TOPIC_EXPOSURES, AnyEvent, Decision, ExposureEvent, Label
 from permwatch.transport import open_bus
 
 if TYPE_CHECKING:
@@ -289,7 +289,7 @@ def _report(args: argparse.Namespace, config: Config) -> int:
     # when it was detected is what the live run recorded, not when this replay ran
     live = recorded.get(match.exposure_id)
     detected = live.detected_at if live is not None else None
-    _write(breach_report(match, detected_at=detected), args.output)
+    _write(breach_report(match, detected_at=detected, decisions=_decisions_of(config, match.exposure_id)), args.output)
     return 0
 
 
@@ -320,6 +320,17 @@ def _breach_report(args: argparse.Namespace, config: Config) -> int:
     sections = report_sections(facts)
     _write(render_html(sections) if args.format == "html" else render_markdown(sections), args.output)
     return 0
+
+
+def _decisions_of(config: Config, exposure_id: str) -> list[Decision]:
+    """What was decided about the exposure (respond, issue 19): for the report's Decisions section."""
+    from processor.forensics import recorded_decisions
+
+    bus = open_bus(config.transport)
+    try:
+        return recorded_decisions(bus, exposure_id)
+    finally:
+        bus.close()
 
 
 def _archive(args: argparse.Namespace, config: Config) -> int:

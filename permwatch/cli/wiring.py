@@ -264,6 +264,15 @@ def start_roles(
         metrics.part(AlertMetrics).known_sinks(sink.name for sink in sinks)
         running.watch_lag([TOPIC_EXPOSURES], alerts.group)
         running.start("alerts", dispatcher)
+        from alerts.slack_interactions import endpoints_for  # respond (issue 19): Slack's button clicks
+
+        try:
+            endpoints = endpoints_for(sinks, running.bus)
+        except ConfigError:
+            running.shutdown()
+            raise
+        for i, endpoint in enumerate(endpoints):
+            running.start(f"slack-interactions:{i}", endpoint)
     for each in ("collector", "processor", "alerts") if role == "all" else (role,):
         metrics.role_info.labels(role=each).set(1)
     try:

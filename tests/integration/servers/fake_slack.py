@@ -15,14 +15,18 @@ body and headers.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from tests.integration.servers.http_server import LoopbackHTTPServer
 from tests.integration.servers.started import StartedInWith
@@ -134,6 +138,77 @@ class FakeSlack(StartedInWith):
                 yield request.raw.decode("utf-8", "replace")
                 yield json.dumps(request.headers)
                 yield json.dumps(request.answer)
+
+    # -- interactivity (respond, issue 19) -----------------------------------------
+
+    def click(
+        self,
+        url: str,
+        message: dict[str, Any],
+        action_id_prefix: str,
+        *,
+        secret: str,
+        user: tuple[str, str] = ("U0ANNA", "anna"),
+        timestamp: int | None = None,
+        signature: str | None = None,
+    ) -> int:
+        """Click a button of a posted ``message`` as Slack does: POST a ``block_actions`` payload (form-encoded
+        ``payload=`` JSON) to the app's interactivity ``url``, signed with ``secret`` (v0 HMAC-SHA256 of
+        ``v0:{timestamp}:{body}``) unless ``signature`` is given. Returns the HTTP status."""
+        block, button = next(
+            (block, element)
+            for block in message.get("blocks") or []
+            if block.get("type") == "actions"
+            for element in block["elements"]
+            if element["action_id"].startswith(action_id_prefix)
+        )
+        now = time.time()
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user[0], "username": user[1], "name": user[1], "team_id": "T0PERMW"},
+            "api_app_id": "A0PERMW",
+            "token": "legacy-verification-token-unused",
+            "container": {
+                "type": "message",
+                "message_ts": message["ts"],
+                "channel_id": message["channel"],
+                "is_ephemeral": False,
+            },
+            "trigger_id": f"{int(now)}.1.abc",
+            "team": {"id": "T0PERMW", "domain": "kommun"},
+            "channel": {"id": message["channel"], "name": "soc"},
+            "message": {"type": "message", "ts": message["ts"], "text": message["text"], "blocks": message["blocks"]},
+            "response_url": self._http.url("/actions/response"),
+            "actions": [
+                {
+                    "action_id": button["action_id"],
+                    "block_id": block["block_id"],
+                    "text": button["text"],
+                    "value": button["value"],
+                    "type": "button",
+                    "action_ts": f"{now:.6f}",
+                }
+            ],
+        }
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        sent_at = str(int(now) if timestamp is None else timestamp)
+        digest = hmac.new(secret.encode(), b"v0:" + sent_at.encode() + b":" + body, hashlib.sha256).hexdigest()
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Slack-Request-Timestamp": sent_at,
+                "X-Slack-Signature": signature or f"v0={digest}",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return int(exc.code)
 
     # -- the API ------------------------------------------------------------------
 

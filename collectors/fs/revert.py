@@ -1,0 +1,364 @@
+"""The revert executor: put a folder's permissions back as they were just before an exposure opened.
+
+It lives with the filesystem collector because it must run where the files
+are, and it meets the other stages only on the bus: it reads the record
+(the exposure's events on ``exposures``, every recorded state of the folder's
+paths on ``fs``) and applies with the kernel (``os.chown``, ``os.chmod`` and the
+collector's own ACL xattr writer, :func:`collectors.acl.write_acl`). The
+collector then sees the change like any other and the processor closes the
+exposure through the normal path; nothing here publishes an exposure event.
+
+The plan: every path at or under the folder with a recorded change at or
+after the exposure's ``opened_at`` gets back its last recorded state before
+it (owner, group, mode, access ACL, default ACL), as exact ``chown``/
+``setfacl``/``chmod`` commands (what ``--dry-run`` prints). It refuses, and
+touches nothing, when the label's ``remediation`` is ``off``, when the
+exposure is closed, when the record holds a change of the folder after the
+exposure's latest event (the folder changed since: someone else may be at
+work, and the state to restore is no longer clear), or when the kernel's
+state of a path differs from the latest record of it (a change the collector
+has not published yet). Each step is a decision on ``decisions``:
+``revert_requested`` (who asked), then ``reverted`` (the commands) or
+``revert_refused`` (why).
+
+:class:`RevertWatcher` runs in the collector role and carries out what others
+ask for: a ``revert_requested`` from the Slack button (``remediation`` at
+least ``on-command``), and every new exposure of a label with ``remediation =
+"automatic"`` (except what a first scan finds: pre-existing is reported, not
+reverted behind anyone's back).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal, TextIO
+
+from collectors.acl import read_acl, read_default_acl, write_acl
+from permwatch.config import Config
+from permwatch.events import (
+    TOPIC_DECISIONS,
+    TOPIC_EXPOSURES,
+    TOPIC_FS,
+    AclEntry,
+    AclTag,
+    Decision,
+    DecisionAction,
+    DecodeError,
+    ExposureEvent,
+    ExposureStatus,
+    FsKind,
+    FsPermissionEvent,
+    decode,
+    encode,
+    unbatched,
+    utcnow,
+)
+from permwatch.transport.base import Bus
+
+log = logging.getLogger("permwatch.collector.revert")
+
+Via = Literal["cli", "slack", "automatic"]
+
+_SHORT = {AclTag.USER_OBJ: "u", AclTag.USER: "u", AclTag.GROUP_OBJ: "g", AclTag.GROUP: "g"}
+_SHORT |= {AclTag.MASK: "m", AclTag.OTHER: "o"}
+
+
+def acl_text(entries: Iterable[AclEntry]) -> str:
+    """``setfacl`` short text with numeric qualifiers: ``u::rwx,g::r-x,g:32302:r-x,m::r-x,o::---``."""
+    return ",".join(
+        f"{_SHORT[e.tag]}:{'' if e.qualifier is None else e.qualifier}:"
+        + "".join(ch if e.perms & bit else "-" for ch, bit in (("r", 4), ("w", 2), ("x", 1)))
+        for e in entries
+    )
+
+
+def _bare(entries: Iterable[AclEntry]) -> tuple[tuple[str, int | None, int], ...]:
+    """An ACL without names, in a fixed order: what the kernel holds."""
+    return tuple(sorted((e.tag.value, e.qualifier, e.perms) for e in entries))
+
+
+@dataclass(frozen=True)
+class PathState:
+    owner: int
+    group: int
+    mode: int
+    acl: tuple[tuple[str, int | None, int], ...]
+    default_acl: tuple[tuple[str, int | None, int], ...]
+
+
+def recorded_state(event: FsPermissionEvent) -> PathState | None:
+    if event.kind is FsKind.DELETED or event.mode is None or event.owner is None or event.group is None:
+        return None
+    return PathState(event.owner.id, event.group.id, event.mode, _bare(event.acl), _bare(event.default_acl))
+
+
+def kernel_state(path: str) -> PathState | None:
+    try:
+        st = os.lstat(path)
+        default = read_default_acl(path) if os.path.isdir(path) and not os.path.islink(path) else ()
+        access = _bare(read_acl(path, mode=st.st_mode))
+        return PathState(st.st_uid, st.st_gid, st.st_mode & 0o7777, access, _bare(default))
+    except FileNotFoundError:
+        return None
+
+
+@dataclass
+class PathRevert:
+    path: str
+    before: FsPermissionEvent
+    now: PathState
+
+    def commands(self) -> list[str]:
+        """The exact changes, as the commands that would make them."""
+        before = self.before
+        assert before.owner is not None and before.group is not None and before.mode is not None
+        quoted = shlex.quote(self.path)
+        out = []
+        if (self.now.owner, self.now.group) != (before.owner.id, before.group.id):
+            out.append(f"chown -h {before.owner.id}:{before.group.id} {quoted}")
+        if self.now.acl != _bare(before.acl):
+            out.append(f"setfacl --set {acl_text(before.acl)} {quoted}")
+        if self.now.default_acl != _bare(before.default_acl):
+            if before.default_acl:
+                out.append(f"setfacl -d --set {acl_text(before.default_acl)} {quoted}")
+            else:
+                out.append(f"setfacl -k {quoted}")
+        if self.now.mode != before.mode or self.now.acl != _bare(before.acl):
+            out.append(f"chmod {before.mode:04o} {quoted}")
+        return out
+
+    def apply(self) -> None:
+        before = self.before
+        assert before.owner is not None and before.group is not None and before.mode is not None
+        if (self.now.owner, self.now.group) != (before.owner.id, before.group.id):
+            os.chown(self.path, before.owner.id, before.group.id, follow_symlinks=False)
+        if self.now.acl != _bare(before.acl):
+            write_acl(self.path, before.acl)
+        if self.now.default_acl != _bare(before.default_acl):
+            write_acl(self.path, before.default_acl, default=True)
+        os.chmod(self.path, before.mode)  # after the ACL: the mode's special bits, and the mask as it was
+
+
+@dataclass
+class RevertPlan:
+    exposure: ExposureEvent
+    paths: list[PathRevert] = field(default_factory=list)
+    refused: str | None = None
+    left_alone: list[str] = field(default_factory=list)
+    """paths created since the exposure opened: there is no earlier state to restore"""
+
+    def commands(self) -> list[str]:
+        return [command for path in self.paths for command in path.commands()]
+
+
+def plan_revert(bus: Bus, config: Config, exposure: ExposureEvent) -> RevertPlan:
+    """What reverting ``exposure`` (its latest recorded event) would change, or why it must not."""
+    plan = RevertPlan(exposure)
+    remediation = remediation_of(config, exposure.label.name)
+    if remediation == "off":
+        plan.refused = f'label {exposure.label.name!r} has remediation = "off" ([labels.definitions.<name>])'
+        return plan
+    if exposure.status is ExposureStatus.CLOSED:
+        plan.refused = "the exposure is closed already"
+        return plan
+    folder = exposure.folder
+    prefix = folder.rstrip("/") + "/"
+    history: dict[str, list[FsPermissionEvent]] = {}
+    for record in bus.history([TOPIC_FS]):
+        try:
+            message = decode(record.value)
+        except DecodeError:
+            continue
+        for event in unbatched(message):
+            if isinstance(event, FsPermissionEvent) and (event.path == folder or event.path.startswith(prefix)):
+                history.setdefault(event.path, []).append(event)
+    for path, events in sorted(history.items()):
+        since = [e for e in events if e.observed_at >= exposure.opened_at]
+        if not since:
+            continue
+        if any(e.observed_at > exposure.observed_at for e in since):
+            plan.refused = f"{path} changed after the exposure's latest record ({exposure.event_id}): not reverting"
+            return plan
+        before = next((e for e in reversed(events) if e.observed_at < exposure.opened_at), None)
+        if any(e.acl_kind != "posix" for e in (*since, *([before] if before else []))):
+            plan.refused = f"{path} has an NT ACL: reverting those is not supported yet; not reverting"
+            return plan
+        if before is None or recorded_state(before) is None:
+            plan.left_alone.append(path)
+            continue
+        now = kernel_state(path)
+        if now is None or now != recorded_state(since[-1]):
+            plan.refused = f"{path} differs from its latest record (a change not recorded yet): not reverting"
+            return plan
+        plan.paths.append(PathRevert(path, before, now))
+    plan.paths.sort(key=lambda p: p.path.count("/"), reverse=True)  # the folder last: it closes the way in
+    if not plan.commands() and exposure.preexisting:
+        plan.refused = "the exposure was there before permwatch's first scan: no earlier state is recorded to restore"
+    elif not plan.commands():
+        plan.refused = "nothing recorded to restore (no change of the folder since the exposure opened)"
+    return plan
+
+
+def remediation_of(config: Config, label: str) -> str:
+    definition = config.labels.definitions.get(label)
+    return definition.remediation if definition is not None else "off"
+
+
+def revert_exposure(
+    bus: Bus,
+    config: Config,
+    exposure: ExposureEvent,
+    *,
+    by: str,
+    dry_run: bool,
+    out: TextIO | None,
+    err: TextIO | None = None,
+    via: Via = "cli",
+    requested: bool = False,
+) -> int:
+    """Revert (or with ``dry_run`` only print) ``exposure``; 0 when done (or planned), 1 when refused.
+    ``requested``: the ``revert_requested`` decision is on the bus already (the Slack button)."""
+    plan = plan_revert(bus, config, exposure)
+    if dry_run:
+        if plan.refused is not None:
+            print(f"permwatch: revert of {exposure.exposure_id} would be refused: {plan.refused}", file=err or out)
+            return 1
+        since = exposure.opened_at.isoformat()
+        print(f"# revert {exposure.exposure_id} ({exposure.folder}): as it was before {since}", file=out)
+        for command in plan.commands():
+            print(command, file=out)
+        for created in plan.left_alone:
+            print(f"# left as is (created after the exposure opened): {shlex.quote(created)}", file=out)
+        return 0
+    if not requested:
+        _decide(bus, exposure, DecisionAction.REVERT_REQUESTED, by=by, via=via)
+    if plan.refused is not None:
+        _decide(bus, exposure, DecisionAction.REVERT_REFUSED, by=by, via=via, reason=plan.refused)
+        if out is None:
+            log.warning("revert of %s asked by %s refused: %s", exposure.exposure_id, by, plan.refused)
+        else:
+            print(f"permwatch: revert of {exposure.exposure_id} refused: {plan.refused}", file=err or out)
+        return 1
+    commands = plan.commands()
+    for path in plan.paths:
+        path.apply()
+    _decide(bus, exposure, DecisionAction.REVERTED, by=by, via=via, changes=tuple(commands))
+    log.info("reverted %s (%s): %d change(s), asked by %s", exposure.exposure_id, exposure.folder, len(commands), by)
+    if out is not None:
+        print(f"reverted {exposure.exposure_id} ({exposure.folder}): {len(commands)} change(s)", file=out)
+        for command in commands:
+            print(command, file=out)
+    return 0
+
+
+def _decide(
+    bus: Bus,
+    exposure: ExposureEvent,
+    action: DecisionAction,
+    *,
+    by: str,
+    via: Via,
+    reason: str | None = None,
+    changes: tuple[str, ...] = (),
+) -> None:
+    decision = Decision(
+        action=action,
+        exposure_id=exposure.exposure_id,
+        folder=exposure.folder,
+        by=by,
+        via=via,
+        reason=reason[:1000] if reason else None,
+        changes=changes,
+        source="revert",
+    )
+    bus.publish(TOPIC_DECISIONS, decision.key, encode(decision))
+    bus.flush()
+
+
+MAX_REQUEST_AGE = timedelta(minutes=10)
+"""A request (or a new exposure) older than this when the watcher reads it is not carried out: a watcher that starts
+after a long stop, or reads the history afresh, must not revert what people have since decided about."""
+
+
+class RevertWatcher:
+    """The collector role's executor for what others ask: Slack's Revert button and ``remediation = "automatic"``.
+
+    Reads ``exposures`` and ``decisions`` in a consumer group of its own; acts only on folders under ``roots`` (the
+    ones this machine holds) and on what is recent (:data:`MAX_REQUEST_AGE`).
+    """
+
+    def __init__(self, bus: Bus, config: Config, *, group: str, clock: Callable[[], datetime] = utcnow) -> None:
+        self.bus = bus
+        self.config = config
+        self.group = group
+        self.roots = tuple(root.rstrip("/") or "/" for fs in config.stage_settings("fs") for root in map(str, fs.roots))
+        self._clock = clock
+        self._latest: dict[str, ExposureEvent] = {}
+        self.reverted = 0
+        self.refused = 0
+
+    def run(self, stop: threading.Event) -> None:
+        consumer = self.bus.consumer([TOPIC_EXPOSURES, TOPIC_DECISIONS], self.group)
+        log.info("revert executor started (remediation on command or automatic; group %s)", self.group)
+        try:
+            while not stop.is_set():
+                records = consumer.poll(0.2)
+                for record in records:
+                    try:
+                        event = decode(record.value)
+                    except DecodeError:
+                        continue
+                    if isinstance(event, ExposureEvent):
+                        self._on_exposure(event)
+                    elif isinstance(event, Decision):
+                        self._on_decision(event)
+                if records:
+                    consumer.commit()
+        finally:
+            consumer.close()
+
+    def _mine(self, folder: str) -> bool:
+        return any(folder == root or folder.startswith(root.rstrip("/") + "/") for root in self.roots)
+
+    def _recent(self, at: datetime) -> bool:
+        return self._clock() - at <= MAX_REQUEST_AGE
+
+    def _on_exposure(self, event: ExposureEvent) -> None:
+        known = self._latest.get(event.exposure_id)
+        if known is None or event.sequence > known.sequence:
+            self._latest[event.exposure_id] = event
+        if event.status is ExposureStatus.CLOSED:
+            self._latest.pop(event.exposure_id, None)
+            return
+        if event.status is not ExposureStatus.OPENED or event.preexisting or not self._mine(event.folder):
+            return
+        if remediation_of(self.config, event.label.name) == "automatic" and self._recent(event.detected_at):
+            self._revert(event, by="automatic", via="automatic", requested=False)
+
+    def _on_decision(self, decision: Decision) -> None:
+        if decision.action is not DecisionAction.REVERT_REQUESTED or decision.via != "slack":
+            return  # the CLI reverts by itself; what the executor records it has done
+        if not self._mine(decision.folder) or not self._recent(decision.observed_at):
+            return
+        exposure = self._latest.get(decision.exposure_id)
+        if exposure is None:
+            log.warning(
+                "revert of %s asked by %s: not open on the record; not reverting", decision.exposure_id, decision.by
+            )
+            return
+        self._revert(exposure, by=decision.by, via="slack", requested=True)
+
+    def _revert(self, exposure: ExposureEvent, *, by: str, via: Via, requested: bool) -> None:
+        done = revert_exposure(
+            self.bus, self.config, exposure, by=by, dry_run=False, out=None, via=via, requested=requested
+        )
+        if done == 0:
+            self.reverted += 1
+        else:
+            self.refused += 1
