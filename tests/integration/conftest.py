@@ -8,6 +8,7 @@ from uuid import uuid4
 
 import pytest
 from kafka.net.inet import KafkaNetSocket
+from kafka.net.manager import KafkaConnectionManager
 
 from tests.integration.servers.fixtures_directory import dirsrv, samba_ad  # noqa: F401 - session fixtures
 from tests.integration.servers.kafka import KafkaBroker
@@ -30,7 +31,25 @@ def _closing_on_failure(sock_connect):  # type: ignore[no-untyped-def]
     return wrapped
 
 
+def _closing_the_connection_on_cancel(connect):  # type: ignore[no-untyped-def]
+    """The same leak one step later: a connect task cancelled while the new connection initializes (its socket
+    connected, the API-version exchange under way) is closed as a coroutine, and ``_connect`` catches only
+    ``Exception``, so the connection and its socket stay open until the collector finds them. Close it here."""
+
+    async def wrapped(self, node, conn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return await connect(self, node, conn, *args, **kwargs)
+        except BaseException:
+            conn.close()
+            raise
+
+    return wrapped
+
+
 KafkaNetSocket.sock_connect = _closing_on_failure(KafkaNetSocket.sock_connect)  # type: ignore[method-assign]
+KafkaConnectionManager._connect = _closing_the_connection_on_cancel(  # type: ignore[method-assign]
+    KafkaConnectionManager._connect
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -113,6 +113,12 @@ def test_topics_keep_history_and_have_room_for_dead_letters(
     # one topic made beforehand by someone else, on the broker's defaults but for a week's retention
     admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
     admin.create_topics([NewTopic(f"{kafka_topic_prefix}labels", 3, 1, topic_configs={"retention.ms": "604800000"})])
+    # "beforehand": the broker has it, with its settings, before permwatch looks (a creation racing permwatch's
+    # own is the other case, covered by ensure_topics checking a topic whose creation it lost)
+    deadline = time.monotonic() + 30
+    while f"{kafka_topic_prefix}labels" not in admin.list_topics():
+        assert time.monotonic() < deadline, "the broker never listed the topic made beforehand"
+        time.sleep(0.1)
     admin.close()
     caplog.set_level(logging.WARNING, logger="permwatch.transport")
     bus = bus_for(kind, kafka_broker, kafka_topic_prefix)
