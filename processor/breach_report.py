@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 from permwatch.config import ContactConfig
 from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus, Label
+from processor.forensics import duration_text
 from processor.opens import MarkedOpen
 
 DEADLINE = timedelta(hours=72)
@@ -162,9 +163,9 @@ def report_sections(facts: BreachFacts) -> Report:
     later.append("Further measures taken or proposed to mitigate adverse effects")
     remaining = facts.deadline - facts.generated_at
     due = (
-        f"{_duration(remaining.total_seconds())} left"
+        f"{duration_text(remaining.total_seconds())} left"
         if remaining.total_seconds() >= 0
-        else f"overdue by {_duration(-remaining.total_seconds())}"
+        else f"overdue by {duration_text(-remaining.total_seconds())}"
     )
     deadline = Section(
         "Deadline (Art. 33(1))",
@@ -297,8 +298,8 @@ def _measures_section(facts: BreachFacts, later: list[str]) -> Section:
     detection = facts.detected_at - facts.opened_at
     if facts.closed_at is not None:
         closed = f"{_time(facts.closed_at)} by {facts.closed_by or 'not recorded'}"
-        open_for = _duration((facts.closed_at - facts.opened_at).total_seconds())
-        after_detection = _duration((facts.closed_at - facts.detected_at).total_seconds())
+        open_for = duration_text((facts.closed_at - facts.opened_at).total_seconds())
+        after_detection = duration_text((facts.closed_at - facts.detected_at).total_seconds())
     else:
         closed, open_for, after_detection = "not closed when this report was made", "still open", "-"
         later.append("Closing of the exposure: when and by whom")
@@ -307,7 +308,7 @@ def _measures_section(facts: BreachFacts, later: list[str]) -> Section:
         (
             (
                 "Detected by permwatch",
-                f"{_time(facts.detected_at)} ({_duration(detection.total_seconds())} after the change)",
+                f"{_time(facts.detected_at)} ({duration_text(detection.total_seconds())} after the change)",
             ),
             ("Change made by", _list(facts.changed_by) or "not recorded"),
             ("Permissions restored (exposure closed)", closed),
@@ -427,17 +428,3 @@ def _confidence(confidence: str) -> str:
 
 def _time(when: datetime | None) -> str:
     return "-" if when is None else when.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{days} d"] if days else []
-    if hours or days:
-        parts.append(f"{hours} h")
-    if minutes or hours or days:
-        parts.append(f"{minutes} min")
-    parts.append(f"{secs} s")
-    return " ".join(parts)

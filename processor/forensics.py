@@ -241,7 +241,7 @@ def breach_report(
     opened = window.opened_at
     closed = window.closed_at
     detected = detected_at or window.detected_at
-    duration = _duration(window.duration_seconds) if window.duration_seconds is not None else "still open"
+    duration = duration_text(window.duration_seconds) if window.duration_seconds is not None else "still open"
     lines = [
         f"# Personal data breach report (draft): {window.folder}",
         "",
@@ -268,7 +268,7 @@ def breach_report(
         f"- Closed: {closed.isoformat() if closed else 'not closed at the time of this report'}",
         f"- Duration: {duration}",
         f"- Detected and alerted by permwatch: {detected.isoformat()} "
-        f"({_duration((detected - opened).total_seconds())} after the change)",
+        f"({duration_text((detected - opened).total_seconds())} after the change)",
         "- Alert delivery: see the alert sinks' records (Slack thread, Alertmanager, JSONL).",
         "",
         "## Who could newly read it",
@@ -332,7 +332,8 @@ def ancestors(path: str) -> list[str]:
     return out
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """A duration as people read it in a report: ``1 d 2 h 0 min 5 s``, ``3 min 0 s``, ``12 s``."""
     seconds = max(0, round(seconds))
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
