@@ -16,18 +16,15 @@ import json
 import os
 import pwd
 import random
-import re
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from collectors.ntacl import (
     XATTR_NAME,
-    Ace,
     AceFlags,
     PosixState,
     Served,
@@ -37,6 +34,7 @@ from collectors.ntacl import (
     served_descriptor,
 )
 from processor.nt_access import nt_can_read, user_token
+from tests.integration.servers.samba_clients import served_over_smb, smb_path, smbcacls
 from tests.integration.servers.samba_fs import ADMIN_USER, SambaFileServer, SambaFileServerError
 
 pytestmark = [
@@ -60,45 +58,6 @@ def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaFileServer]
 # -- Samba as the oracle -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SmbcaclsView:
-    """What ``smbcacls --get --numeric`` printed: the descriptor Samba serves over SMB."""
-
-    control: int
-    owner: str
-    group: str
-    dacl: tuple[Ace, ...]
-
-
-def _smb_path(path: str) -> str:
-    return path.replace("/", "\\")
-
-
-def smbcacls(samba: SambaFileServer, path: str, *args: str) -> str:
-    result = subprocess.run(
-        ["smbcacls", samba.unc, _smb_path(path), "-U", samba.credentials(ADMIN_USER), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, f"smbcacls {args} on {path}: {result.stdout} {result.stderr}"
-    return result.stdout
-
-
-def served_over_smb(samba: SambaFileServer, path: str) -> SmbcaclsView:
-    text = smbcacls(samba, path, "--numeric")
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("ACL:"))
-    aces = []
-    for line in text.splitlines():
-        match = re.fullmatch(r"ACL:(S-[0-9-]+):(\d+)/0x([0-9a-f]+)/0x([0-9a-f]+)", line.strip())
-        if line.startswith("ACL:"):
-            assert match, f"unexpected smbcacls line {line!r}"
-            sid, ace_type, flags, mask = match.groups()
-            aces.append(Ace(int(ace_type), AceFlags(int(flags, 16)), int(mask, 16), sid))
-    return SmbcaclsView(int(fields["CONTROL"], 16), fields["OWNER"], fields["GROUP"], tuple(aces))
-
-
 def _smbclient(samba: SambaFileServer, user: str, command: str) -> str:
     result = subprocess.run(
         ["smbclient", samba.unc, "-U", samba.credentials(user), "-c", command],
@@ -112,14 +71,14 @@ def _smbclient(samba: SambaFileServer, user: str, command: str) -> str:
 
 def can_list(samba: SambaFileServer, user: str, folder: str) -> bool:
     """Whether ``user`` may list ``folder`` over SMB (Samba applies the NT ACL and the kernel the POSIX one)."""
-    output = _smbclient(samba, user, f"ls {_smb_path(folder)}\\*")
+    output = _smbclient(samba, user, f"ls {smb_path(folder)}\\*")
     assert "NT_STATUS_LOGON_FAILURE" not in output, output
     return "NT_STATUS_" not in output
 
 
 def can_read(samba: SambaFileServer, user: str, path: str) -> bool:
     """Whether ``user`` may open ``path`` over SMB and read its data (sent to /dev/null, never logged)."""
-    output = _smbclient(samba, user, f"get {_smb_path(path)} /dev/null")
+    output = _smbclient(samba, user, f"get {smb_path(path)} /dev/null")
     assert "NT_STATUS_LOGON_FAILURE" not in output, output
     return "NT_STATUS_" not in output
 

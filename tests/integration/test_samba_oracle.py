@@ -16,7 +16,6 @@ POSIX readers, marked "NT ACL unreadable"). Grants explain themselves ("Everyone
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import threading
@@ -29,10 +28,11 @@ import pytest
 from collectors.fs import FsCollector
 from collectors.fs.settings import FsCollectorConfig
 from collectors.ntacl import SE_DACL_PRESENT, SE_SELF_RELATIVE, Ace, AceFlags, NtAcl, SecurityDescriptor
-from permwatch.events import DirectoryGroup, DirectoryUser, decode, encode
+from permwatch.events import DirectoryUser, decode, encode
 from processor.engine import Engine
 from processor.forensics import who_can_read
-from tests.integration.servers.samba_fs import ADMIN_USER, SambaFileServer
+from tests.integration.servers.samba_clients import directory_events, samba_admits, smbcacls
+from tests.integration.servers.samba_fs import SambaFileServer
 from tests.unit.test_fs_collector import ListEmitter
 from tests.unit.test_ntacl import encode_ntacl
 
@@ -57,86 +57,6 @@ READ = 0x001200A9
 def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaFileServer]:
     with SambaFileServer(tmp_path_factory.mktemp("samba-oracle"), USERS) as server:
         yield server
-
-
-def _smb(path: str) -> str:
-    return path.replace("/", "\\")
-
-
-def smbcacls(samba: SambaFileServer, path: str, *args: str) -> None:
-    result = subprocess.run(
-        ["smbcacls", samba.unc, _smb(path), "-U", samba.credentials(ADMIN_USER), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, f"smbcacls {args} on {path}: {result.stdout} {result.stderr}"
-
-
-def samba_admits(samba: SambaFileServer, user: str, path: str, folder: bool) -> bool:
-    """One SMB login as ``user`` that lists ``path`` (a folder) or reads it to /dev/null (a file)."""
-    command = f"ls {_smb(path)}\\*" if folder else f"get {_smb(path)} /dev/null"
-    result = subprocess.run(
-        ["smbclient", samba.unc, "-U", samba.credentials(user), "-c", command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert "NT_STATUS_LOGON_FAILURE" not in output, output
-    return "NT_STATUS_" not in output
-
-
-def directory_events(samba: SambaFileServer) -> list[DirectoryUser | DirectoryGroup]:
-    """The test users as a directory publishes them: name, uid, primary gid, SID and primary group SID (from
-    the passdb, as ``pdbedit -v`` shows), each user's own Unix group, and the server's BUILTIN\\Users."""
-    events: list[DirectoryUser | DirectoryGroup] = []
-    primary_sids = set()
-    for user in samba.users:
-        account = pwd.getpwnam(samba.account(user))
-        shown = subprocess.run(
-            ["pdbedit", f"--configfile={samba.conf_path}", "-v", "-u", account.pw_name],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout
-        fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in shown.splitlines() if ":" in line)}
-        primary_sids.add(fields["Primary Group SID"])
-        events.append(
-            DirectoryUser(
-                name=account.pw_name,
-                uid=account.pw_uid,
-                primary_gid=account.pw_gid,
-                sid=fields["User SID"],
-                primary_group_sid=fields["Primary Group SID"],
-            )
-        )
-        events.append(DirectoryGroup(name=f"{account.pw_name}-group", gid=account.pw_gid))
-    for sid in sorted(primary_sids):  # the server's "None" (RID 513): everybody's primary group, nobody's member
-        events.append(DirectoryGroup(name="None", sid=sid))
-    events.append(DirectoryGroup(name="BUILTIN\\Users", sid="S-1-5-32-545", member_users=builtin_users(samba)))
-    return events
-
-
-def builtin_users(samba: SambaFileServer) -> tuple[str, ...]:
-    """Whom this server counts in BUILTIN\\Users, as ``net sam listmem`` says (no group mapping: nobody)."""
-    listed = subprocess.run(
-        ["net", f"--configfile={samba.conf_path}", "sam", "listmem", "BUILTIN\\Users"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
-    if "NT_STATUS_NO_SUCH_ALIAS" in listed.stderr:
-        return ()
-    assert listed.returncode == 0, listed.stderr
-    accounts = {samba.account(u) for u in samba.users}
-    return tuple(
-        sorted(a for line in listed.stdout.splitlines() if (a := line.rsplit("\\", 1)[-1].strip()) in accounts)
-    )
 
 
 class Permwatch:

@@ -22,8 +22,8 @@ import pytest
 from collectors.ntacl import decode_security_descriptor
 from collectors.smb.loop import LoopOptions, ShareLoop
 from collectors.smb.share import RemoteFolder, SmbShare
+from tests.integration.servers.samba_clients import served_over_smb, smbcacls
 from tests.integration.servers.samba_fs import ADMIN_USER, SambaFileServer
-from tests.integration.test_samba_ntacl import served_over_smb, smbcacls
 
 pytestmark = [
     pytest.mark.integration,

@@ -20,8 +20,8 @@ import pytest
 from collectors.smb.notify import Change, Watches
 from collectors.smb.share import SmbShare
 from collectors.smb.tree import walk
+from tests.integration.servers.samba_clients import smbcacls
 from tests.integration.servers.samba_fs import ADMIN_USER, SambaFileServer
-from tests.integration.test_samba_ntacl import smbcacls
 
 pytestmark = [
     pytest.mark.integration,

@@ -28,8 +28,8 @@ from permwatch.config import LabelDefinition, LabelRule, LabelsConfig
 from permwatch.events import DirectoryUser, LabelAssigned, decode, encode
 from processor.engine import Engine
 from processor.forensics import who_can_read
+from tests.integration.servers.samba_clients import directory_events, samba_admits, smbcacls
 from tests.integration.servers.samba_fs import ADMIN_USER, SambaFileServer
-from tests.integration.test_samba_oracle import directory_events, samba_admits, smbcacls
 from tests.unit.test_fs_collector import ListEmitter
 
 pytestmark = [

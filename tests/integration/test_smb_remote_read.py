@@ -19,8 +19,8 @@ import pytest
 from collectors.ntacl import decode_security_descriptor
 from collectors.smb.share import SmbError, SmbShare
 from collectors.smb.tree import walk
+from tests.integration.servers.samba_clients import served_over_smb, smbcacls
 from tests.integration.servers.samba_fs import ADMIN_USER, SambaFileServer
-from tests.integration.test_samba_ntacl import served_over_smb, smbcacls
 
 pytestmark = [
     pytest.mark.integration,
