@@ -152,7 +152,7 @@ def test_dashboard_and_rule_expressions_return_data(
     assert len(p99) == 1 and 0 < p99[0] < 5, p99
     partitions = prometheus.query('permwatch_consumer_lag_records{group=~".*processor"}')
     assert {(s["metric"]["topic"], s["metric"]["partition"]) for s in partitions} == {
-        (topic, str(p)) for topic in ("fs", "directory", "labels") for p in range(3)
+        (topic, str(p)) for topic in ("fs", "directory", "labels", "decisions") for p in range(3)
     }
     age = values(prometheus.query('permwatch_exposure_oldest_age_seconds{label="ledning",severity="critical"}'))
     assert len(age) == 1 and 0 < age[0] < 120
