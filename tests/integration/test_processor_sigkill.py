@@ -240,7 +240,11 @@ def run(rig: Rig, events: Stream, kill_points: list[int]) -> None:
         last = setup_fs
         for point in kill_points:
             target = max(setup_fs + point, last + 300)  # progress since the last kill, not just a stale commit
-            wait_until(partial(reached, rig, target), f"the processor to commit {target} fs records", timeout=300)
+            try:
+                wait_until(partial(progressing, rig, target), f"the processor to commit {target} fs records", 300)
+            except AssertionError as exc:  # say where it stood and what the processor last said
+                tail = rig.pipeline.log("processor")[-4000:]
+                raise AssertionError(f"{exc} (committed: {rig.committed_fs()}); the processor's log:\n{tail}") from None
             time.sleep(rng.uniform(0, 0.3))
             rig.pipeline.kill("processor", signal.SIGKILL)
             # read once it is dead (it may commit a batch or two while the kill lands): the next kill waits
@@ -261,6 +265,16 @@ def publish_or_keep(rig: Rig, events: Sequence[AnyEvent], failed: list[BaseExcep
 
 def reached(rig: Rig, target: int) -> bool:
     return rig.committed_fs() >= target
+
+
+def progressing(rig: Rig, target: int) -> bool:
+    """`reached`, failing at once with the end of the processor's log when it is not running (rather than
+    after the wait's timeout, with nothing to go on)."""
+    proc = rig.pipeline.procs["processor"]
+    if proc.poll() is not None:
+        tail = rig.pipeline.log("processor")[-4000:]
+        raise AssertionError(f"the processor exited with {proc.returncode} at {rig.committed_fs()}; its log:\n{tail}")
+    return reached(rig, target)
 
 
 def rebuilt(rig: Rig, starts: int) -> bool:
