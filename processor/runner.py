@@ -192,8 +192,7 @@ class ProcessorRunner:
         if not verdicts:
             return
         self._track(verdicts)
-        for verdict in verdicts:
-            exposure = verdict.to_event()
+        for exposure in verdicts:
             self.bus.publish(TOPIC_EXPOSURES, exposure.key, encode(exposure))
             log.info("exposure %s still open after its approval ran out: %s", exposure.exposure_id, exposure.folder)
         self.bus.flush()
@@ -201,8 +200,7 @@ class ProcessorRunner:
 
     def _publish_reconciled(self, verdicts: list[Verdict], record: PublishedRecord) -> None:
         self._track(verdicts)
-        for verdict in verdicts:
-            exposure = verdict.to_event()
+        for exposure in verdicts:
             self.bus.publish(TOPIC_EXPOSURES, exposure.key, encode(exposure))
             log.info(
                 "exposure %s %s after reconciling with the record: %s",
@@ -272,7 +270,7 @@ class ProcessorRunner:
                 verdicts = self.engine.flush()
                 self._track(verdicts)
                 if not self._replaying:
-                    published += [verdict.to_event() for verdict in verdicts]
+                    published += verdicts  # already the contract's events: their bytes are the validated event's
                 self._replaying = record.replayed
             event = self._decode(record)
             if event is not None:
@@ -282,7 +280,7 @@ class ProcessorRunner:
         verdicts = self.engine.flush()
         self._track(verdicts)
         if not self._replaying:
-            published += [verdict.to_event() for verdict in verdicts]
+            published += verdicts  # already the contract's events: their bytes are the validated event's
         for exposure in published:
             self.bus.publish(TOPIC_EXPOSURES, exposure.key, encode(exposure))
             log.info(
