@@ -13,6 +13,7 @@ partition.
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 import uuid
 from datetime import UTC, datetime
@@ -25,12 +26,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     Strict,
     TypeAdapter,
     ValidationError,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -54,6 +53,13 @@ def new_event_id() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _is_none(value: object) -> bool:
+    """``exclude_if`` of the optional fields added after version 1: left off the wire while unset, so older
+    events keep their bytes. Field-level, so pydantic-core serialises the model itself (a wrap serializer
+    sends every event through Python and doubled the cost of encoding an exposure)."""
+    return value is None
 
 
 class _Frozen(BaseModel):
@@ -232,11 +238,7 @@ class NtAcl(_Frozen):
     dacl_present: Bool = False
     dacl: tuple[NtAce, ...] | None = None
     error: str | None = Field(default=None, max_length=300)
-    bypass_traverse: Bool | None = None
-
-    @model_serializer(mode="wrap")
-    def _remote_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        return _drop_none(handler(self), "bypass_traverse")
+    bypass_traverse: Bool | None = Field(default=None, exclude_if=_is_none)
 
     @model_validator(mode="after")
     def _consistent(self) -> NtAcl:
@@ -257,14 +259,6 @@ class NtAcl(_Frozen):
     def remote(self) -> bool:
         """Read over SMB from a server whose own check is all there is (no POSIX part)."""
         return self.source == "smb"
-
-
-def _drop_none(fields: dict[str, object], *names: str) -> dict[str, object]:
-    """Leave optional fields added after version 1 off the wire while unset, so older events keep their bytes."""
-    for name in names:
-        if fields.get(name) is None:
-            fields.pop(name, None)
-    return fields
 
 
 # ---------------------------------------------------------------- end of the NT ACL block
@@ -319,19 +313,15 @@ class FsPermissionEvent(Event):
     mode: Int | None = Field(default=None, ge=0, le=0o7777)
     acl: tuple[AclEntry, ...] = ()
     default_acl: tuple[AclEntry, ...] = ()
-    acl_kind: AclKind = "posix"
-    nt_acl: NtAcl | None = Field(default=None, description="with acl_kind 'nt': the NT ACL Samba serves")
-    actor: Actor | None = Field(default=None, description="who made the change, when a collector could tell (#18)")
+    acl_kind: AclKind = Field(default="posix", exclude_if=lambda kind: kind == "posix")
+    nt_acl: NtAcl | None = Field(
+        default=None, exclude_if=_is_none, description="with acl_kind 'nt': the NT ACL Samba serves"
+    )
+    actor: Actor | None = Field(
+        default=None, exclude_if=_is_none, description="who made the change, when a collector could tell (#18)"
+    )
 
     _paths = field_validator("path", "old_path")(_check_path)
-
-    @model_serializer(mode="wrap")
-    def _posix_kind_implied(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        fields: dict[str, object] = handler(self)
-        if self.acl_kind == "posix":
-            fields.pop("acl_kind", None)
-        # an event without an NT ACL or an actor (#18) is version 1's bytes
-        return _drop_none(fields, "nt_acl", "actor")
 
     @model_validator(mode="after")
     def _state_unless_deleted(self) -> FsPermissionEvent:
@@ -433,14 +423,14 @@ class DirectoryUser(Event):
     change: str = Field(default="snapshot", max_length=64, description="created|modified|disabled|deleted|snapshot")
     actor: str | None = Field(default=None, max_length=1024, description="who made the change, when known")
     changed_at: Time | None = None
-    sid: Sid | None = Field(default=None, description="the account's SID (AD objectSid), left off when unknown")
-    primary_group_sid: Sid | None = Field(
-        default=None, description="the SID of its primary group (AD: domain SID + primaryGroupID, 513 = Domain Users)"
+    sid: Sid | None = Field(
+        default=None, exclude_if=_is_none, description="the account's SID (AD objectSid), left off when unknown"
     )
-
-    @model_serializer(mode="wrap")
-    def _sids_when_known(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        return _drop_none(handler(self), "sid", "primary_group_sid")
+    primary_group_sid: Sid | None = Field(
+        default=None,
+        exclude_if=_is_none,
+        description="the SID of its primary group (AD: domain SID + primaryGroupID, 513 = Domain Users)",
+    )
 
     @property
     def topic(self) -> str:
@@ -466,11 +456,9 @@ class DirectoryGroup(Event):
     removed: tuple[str, ...] = Field(default=(), description="members removed by this change")
     actor: str | None = Field(default=None, max_length=1024)
     changed_at: Time | None = None
-    sid: Sid | None = Field(default=None, description="the group's SID (AD objectSid), left off when unknown")
-
-    @model_serializer(mode="wrap")
-    def _sid_when_known(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        return _drop_none(handler(self), "sid")
+    sid: Sid | None = Field(
+        default=None, exclude_if=_is_none, description="the group's SID (AD objectSid), left off when unknown"
+    )
 
     @property
     def topic(self) -> str:
@@ -514,14 +502,7 @@ class Label(_Frozen):
         default=True, description="false: exposures of names only are recorded, but the alerts stage skips them"
     )
     # -- breach-report facts (#18): left off the wire when absent, so a label without them is version 1's bytes
-    personal_data: PersonalData | None = None
-
-    @model_serializer(mode="wrap")
-    def _personal_data_when_stated(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        fields: dict[str, object] = handler(self)
-        if self.personal_data is None:
-            fields.pop("personal_data", None)
-        return fields
+    personal_data: PersonalData | None = Field(default=None, exclude_if=_is_none)
 
 
 class LabelAssigned(Event):
@@ -640,30 +621,23 @@ class ExposureEvent(Event):
     detected_at: Time = Field(default_factory=utcnow)
     # -- who changed it (#18): left off the wire at their defaults, so records without them stay version 1's bytes
     actor_confidence: ActorConfidence | None = Field(
-        default=None, description="how sure the collector was of ``actor`` (see Actor.confidence)"
+        default=None, exclude_if=_is_none, description="how sure the collector was of ``actor`` (see Actor.confidence)"
     )
     actor_unresolved: Int = Field(
-        default=0, ge=0, description="cause events of this change whose actor the collector could not resolve"
+        default=0,
+        ge=0,
+        exclude_if=operator.not_,
+        description="cause events of this change whose actor the collector could not resolve",
     )
     # -- respond (issue 19): left off the wire at their defaults, so older records stay byte for byte
-    approval: Approval | None = Field(default=None, description="the approval in force when judged, if any")
-    preexisting: Bool = Field(default=False, description="found by the first baseline scan of its root")
+    approval: Approval | None = Field(
+        default=None, exclude_if=_is_none, description="the approval in force when judged, if any"
+    )
+    preexisting: Bool = Field(
+        default=False, exclude_if=operator.not_, description="found by the first baseline scan of its root"
+    )
 
     _folder = field_validator("folder")(_check_path)
-
-    @model_serializer(mode="wrap")
-    def _optional_details_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        """#18's actor details and #19's approval/preexisting are left off the wire at their defaults."""
-        fields: dict[str, object] = handler(self)
-        if self.actor_confidence is None:
-            fields.pop("actor_confidence", None)
-        if not self.actor_unresolved:
-            fields.pop("actor_unresolved", None)
-        if self.approval is None:
-            fields.pop("approval", None)
-        if not self.preexisting:
-            fields.pop("preexisting", None)
-        return fields
 
     @property
     def alerting(self) -> bool:

@@ -107,3 +107,42 @@ def test_counts_and_paths_are_taken_literally() -> None:
     label = {"type": "label.assigned", "schema_version": 1, "path": "/srv/share/../ledning", "label": None}
     with pytest.raises(DecodeError, match="path"):
         decode(json.dumps(label).encode())
+
+
+def test_fields_added_after_version_1_are_left_off_only_while_unset():
+    """Each later field is dropped at its unset value (so old records keep their bytes) and kept otherwise,
+    False and 0 included where they mean something: a remote NT ACL says ``bypass_traverse: false``."""
+    from datetime import UTC, datetime
+
+    from permwatch.events import Approval, ExposureEvent, FsKind, FsPermissionEvent, Label, NtAcl, decode, encode
+
+    remote = NtAcl(source="smb", error="no access", bypass_traverse=False)
+    assert '"bypass_traverse":false' in remote.model_dump_json()
+    assert "bypass_traverse" not in NtAcl(source="posix").model_dump_json()
+    over_smb = FsPermissionEvent(kind=FsKind.BASELINE, path="/share/a", acl_kind="nt", nt_acl=remote)
+    assert decode(encode(over_smb)).nt_acl == remote
+
+    opened = datetime(2026, 12, 7, tzinfo=UTC)
+    plain = ExposureEvent(
+        exposure_id="exp-1",
+        sequence=0,
+        status="opened",
+        folder="/srv/a",
+        label=Label(name="l"),
+        people=1,
+        paths_affected=1,
+        opened_at=opened,
+    )
+    wire = plain.model_dump()
+    for later in ("actor_confidence", "actor_unresolved", "approval", "preexisting"):
+        assert later not in wire
+    assert "personal_data" not in wire["label"]
+    detailed = plain.model_copy(
+        update={
+            "actor_unresolved": 2,
+            "preexisting": True,
+            "approval": Approval(by="soc", until=opened),
+        }
+    )
+    back = decode(encode(detailed))
+    assert (back.actor_unresolved, back.preexisting, back.approval) == (2, True, detailed.approval)
