@@ -47,7 +47,8 @@ if [[ $with_test -eq 1 ]]; then
     # samba-ad-provision holds the provisioning templates; samba-ad-dc only recommends it (since deb12u4)
     # smbclient brings smbclient and smbcacls, the SMB clients the NT-ACL tests use as Samba's own oracle
     command -v smbcacls >/dev/null && command -v smbclient >/dev/null || missing+=(smbclient)
-    for package in samba samba-ad-dc samba-ad-provision; do
+    # python3-samba (a dependency of samba, named for the NT-ACL revert it serves: collectors/fs/samba_set_nt_acl.py)
+    for package in samba samba-ad-dc samba-ad-provision python3-samba; do
         [[ $(dpkg-query -W -f='${Status}' "$package" 2>/dev/null) == *"ok installed" ]] || missing+=("$package")
     done
     if [[ ${#missing[@]} -gt 0 ]]; then

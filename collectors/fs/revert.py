@@ -17,7 +17,9 @@ exposure is closed, when the record holds a change of the folder after the
 exposure's latest event (the folder changed since: someone else may be at
 work, and the state to restore is no longer clear), or when the kernel's
 state of a path differs from the latest record of it (a change the collector
-has not published yet). Each step is a decision on ``decisions``:
+has not published yet). On a Samba share read with the ``ntacl`` reader the
+Windows ACL is restored too, after the POSIX side (:mod:`collectors.fs.nt_revert`).
+Each step is a decision on ``decisions``:
 ``revert_requested`` (who asked), then ``reverted`` (the commands) or
 ``revert_refused`` (why).
 
@@ -39,7 +41,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, TextIO
 
-from collectors.acl import read_acl, read_default_acl, write_acl
+from collectors.acl import DEFAULT_NAMES, read_acl, read_default_acl, write_acl
+from collectors.fs.nt_revert import DEFAULT_SMB_CONF, NtRestore, restorable
+from collectors.fs.readers.ntacl import XATTR_NAME, NtAclReader
 from permwatch.config import Config
 from permwatch.events import (
     TOPIC_DECISIONS,
@@ -54,6 +58,7 @@ from permwatch.events import (
     ExposureStatus,
     FsKind,
     FsPermissionEvent,
+    NtAcl,
     decode,
     encode,
     unbatched,
@@ -90,22 +95,52 @@ class PathState:
     mode: int
     acl: tuple[tuple[str, int | None, int], ...]
     default_acl: tuple[tuple[str, int | None, int], ...]
+    nt: NtAcl | None = None
+    """the Windows ACL Samba serves, where the folder's root is read with the ``ntacl`` reader"""
 
 
 def recorded_state(event: FsPermissionEvent) -> PathState | None:
     if event.kind is FsKind.DELETED or event.mode is None or event.owner is None or event.group is None:
         return None
-    return PathState(event.owner.id, event.group.id, event.mode, _bare(event.acl), _bare(event.default_acl))
+    nt = event.nt_acl if event.acl_kind == "nt" else None
+    return PathState(event.owner.id, event.group.id, event.mode, _bare(event.acl), _bare(event.default_acl), nt)
 
 
-def kernel_state(path: str) -> PathState | None:
+def kernel_state(path: str, nt_reader: NtAclReader | None = None) -> PathState | None:
     try:
         st = os.lstat(path)
         default = read_default_acl(path) if os.path.isdir(path) and not os.path.islink(path) else ()
         access = _bare(read_acl(path, mode=st.st_mode))
-        return PathState(st.st_uid, st.st_gid, st.st_mode & 0o7777, access, _bare(default))
+        nt = None
+        if nt_reader is not None:
+            served = nt_reader.read(path)
+            nt = served.nt_acl if served is not None else None
+        return PathState(st.st_uid, st.st_gid, st.st_mode & 0o7777, access, _bare(default), nt)
     except FileNotFoundError:
         return None
+
+
+@dataclass(frozen=True)
+class NtSetup:
+    """How the folder's ``[[fs]]`` root reads NT ACLs: the reader, its xattr and Samba's smb.conf."""
+
+    reader: NtAclReader
+    xattr_name: str
+    smb_conf: str
+
+
+def nt_setup_of(config: Config, folder: str) -> NtSetup | None:
+    """The NT-ACL setup of the ``[[fs]]`` root holding ``folder``, or None where POSIX is all it reads."""
+    for fs in config.stage_settings("fs"):
+        if fs.acl_reader != "ntacl":
+            continue
+        for root in map(str, fs.roots):
+            if folder == root or folder.startswith(root.rstrip("/") + "/"):
+                options = dict(fs.acl_reader_options)
+                xattr = options.get("xattr_name", XATTR_NAME)
+                reader = NtAclReader(DEFAULT_NAMES, xattr_name=xattr)
+                return NtSetup(reader, xattr, options.get("smb_conf", DEFAULT_SMB_CONF))
+    return None
 
 
 @dataclass
@@ -113,6 +148,8 @@ class PathRevert:
     path: str
     before: FsPermissionEvent
     now: PathState
+    nt: NtRestore | None = None
+    """the Windows ACL to put back after the POSIX side, when it differs from the recorded one"""
 
     def commands(self) -> list[str]:
         """The exact changes, as the commands that would make them."""
@@ -131,6 +168,8 @@ class PathRevert:
                 out.append(f"setfacl -k {quoted}")
         if self.now.mode != before.mode or self.now.acl != _bare(before.acl):
             out.append(f"chmod {before.mode:04o} {quoted}")
+        if self.nt is not None:
+            out.append(self.nt.command())
         return out
 
     def apply(self) -> None:
@@ -143,6 +182,8 @@ class PathRevert:
         if self.now.default_acl != _bare(before.default_acl):
             write_acl(self.path, before.default_acl, default=True)
         os.chmod(self.path, before.mode)  # after the ACL: the mode's special bits, and the mask as it was
+        if self.nt is not None:
+            self.nt.apply()  # last: Samba hashes the POSIX ACL as it now is into the blob
 
 
 @dataclass
@@ -178,6 +219,7 @@ def plan_revert(bus: Bus, config: Config, exposure: ExposureEvent) -> RevertPlan
         for event in unbatched(message):
             if isinstance(event, FsPermissionEvent) and (event.path == folder or event.path.startswith(prefix)):
                 history.setdefault(event.path, []).append(event)
+    nt_setup = nt_setup_of(config, folder)
     for path, events in sorted(history.items()):
         since = [e for e in events if e.observed_at >= exposure.opened_at]
         if not since:
@@ -186,23 +228,46 @@ def plan_revert(bus: Bus, config: Config, exposure: ExposureEvent) -> RevertPlan
             plan.refused = f"{path} changed after the exposure's latest record ({exposure.event_id}): not reverting"
             return plan
         before = next((e for e in reversed(events) if e.observed_at < exposure.opened_at), None)
-        if any(e.acl_kind != "posix" for e in (*since, *([before] if before else []))):
-            plan.refused = f"{path} has an NT ACL: reverting those is not supported yet; not reverting"
+        refused = _nt_refusal(path, (*since, *([before] if before else [])), nt_setup)
+        if refused is not None:
+            plan.refused = refused
             return plan
         if before is None or recorded_state(before) is None:
             plan.left_alone.append(path)
             continue
-        now = kernel_state(path)
+        now = kernel_state(path, nt_setup.reader if nt_setup is not None else None)
         if now is None or now != recorded_state(since[-1]):
             plan.refused = f"{path} differs from its latest record (a change not recorded yet): not reverting"
             return plan
-        plan.paths.append(PathRevert(path, before, now))
+        plan.paths.append(PathRevert(path, before, now, _nt_restore(path, before, now, nt_setup)))
     plan.paths.sort(key=lambda p: p.path.count("/"), reverse=True)  # the folder last: it closes the way in
     if not plan.commands() and exposure.preexisting:
         plan.refused = "the exposure was there before permwatch's first scan: no earlier state is recorded to restore"
     elif not plan.commands():
         plan.refused = "nothing recorded to restore (no change of the folder since the exposure opened)"
     return plan
+
+
+def _nt_refusal(path: str, events: Iterable[FsPermissionEvent], setup: NtSetup | None) -> str | None:
+    """Why ``path``'s NT ACL cannot be put back as recorded, or None (also None for POSIX alone)."""
+    for event in events:
+        nt = event.nt_acl if event.acl_kind == "nt" else None
+        if nt is None:
+            continue
+        if nt.remote:
+            return f"{path} was read over SMB from another server: reverting there is not supported; not reverting"
+        if setup is None:
+            return f"{path} has an NT ACL, but its [[fs]] root does not read them (acl_reader); not reverting"
+        why = restorable(nt)
+        if why is not None:
+            return f"{path}: {why}; not reverting"
+    return None
+
+
+def _nt_restore(path: str, before: FsPermissionEvent, now: PathState, setup: NtSetup | None) -> NtRestore | None:
+    if setup is None or before.acl_kind != "nt" or before.nt_acl is None or now.nt == before.nt_acl:
+        return None
+    return NtRestore(path, before.nt_acl, setup.xattr_name, setup.smb_conf)
 
 
 def remediation_of(config: Config, label: str) -> str:
