@@ -88,7 +88,9 @@ class SlackConfig(SinkSettings):
     )
     signing_secret_env: str | None = Field(default=None, description="environment variable holding the signing secret")
     signing_secret_file: Path | None = Field(default=None, description="file holding Slack's signing secret")
-    approve_days: float = Field(default=7.0, gt=0, le=366, description="how long the Approve button approves for")
+    approve_days: float = Field(
+        default=7.0, gt=0, le=366, description="the last day the Approve form suggests, this many days ahead"
+    )
 
     @model_validator(mode="after")
     def _interactions_need_a_secret(self) -> SlackConfig:
@@ -132,6 +134,10 @@ class SlackSink:
 
     def __repr__(self) -> str:
         return f"SlackSink(name={self.name!r}, channel={self.config.channel!r})"
+
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> None:
+        """Slack's ``views.open``: a modal for the one whose click carried ``trigger_id`` (the Approve form)."""
+        self._client.views_open(trigger_id=trigger_id, view=view)
 
     # ------------------------------------------------------------ render
 

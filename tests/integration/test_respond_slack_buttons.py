@@ -1,7 +1,9 @@
 """Slack buttons on a real share (issue 19): the alert carries Acknowledge / Approve / Revert; the fake Slack
 clicks them the way Slack does (form-encoded ``block_actions``, signed with the configured secret). A bad signature
-or a timestamp older than five minutes gets 401 and no decision; a valid click publishes one, and an approval from
-Slack silences that exposure's changes. The signing secret appears in no log line."""
+or a timestamp older than five minutes gets 401 and no decision; a valid click publishes one. Approve opens a form
+(``views.open``): its submission, with a reason and the last day, is the approval, which silences that exposure's
+changes; an empty reason is answered with the form's own error and approves nothing. The signing secret appears
+in no log line."""
 
 from __future__ import annotations
 
@@ -77,7 +79,21 @@ signing_secret_env = "PW_RESPOND_SIGNING_SECRET"
         assert rig.decisions() == []
 
         assert fake_slack.click(url, root, "permwatch_ack", secret=SECRET) == 200
+        # Approve asks first: the click opens a form (views.open, checked by the fake against Slack's limits)
         assert fake_slack.click(url, root, "permwatch_approve", secret=SECRET, user=("U0BO", "bo")) == 200
+        (form,) = wait_until(lambda: fake_slack.views, "the approval form to open")
+        until = next(b for b in form["blocks"] if b.get("block_id") == "until")["element"]
+        assert until["type"] == "datepicker" and until["initial_date"] > time.strftime("%Y-%m-%d", time.gmtime())
+        day = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 3 * 86400))
+        empty = {"reason": {"reason": {"type": "plain_text_input", "value": " "}}}
+        empty["until"] = {"until": {"type": "datepicker", "selected_date": day}}
+        status, answer = fake_slack.submit_view(url, form, empty, secret=SECRET, user=("U0BO", "bo"))
+        assert (status, answer) == (
+            200,
+            {"response_action": "errors", "errors": {"reason": "Say why this access is intended."}},
+        )
+        values = {**empty, "reason": {"reason": {"type": "plain_text_input", "value": "styrelsen granskar i veckan"}}}
+        assert fake_slack.submit_view(url, form, values, secret=SECRET, user=("U0BO", "bo")) == (200, None)
         ack, approve = wait_until(lambda: len(rig.decisions()) == 2 and rig.decisions(), "two decisions")
         assert (ack.action.value, ack.by, ack.via, ack.exposure_id) == (
             "acknowledge",
@@ -85,9 +101,14 @@ signing_secret_env = "PW_RESPOND_SIGNING_SECRET"
             "slack",
             opened.exposure_id,
         )
-        assert (approve.action.value, approve.by, approve.folder) == ("approve", "slack:U0BO (bo)", str(folder))
-        assert approve.until is not None
-        assert 6.9 * 86400 < (approve.until - approve.observed_at).total_seconds() <= 7 * 86400
+        assert (approve.action.value, approve.by, approve.folder, approve.exposure_id) == (
+            "approve",
+            "slack:U0BO (bo)",
+            str(folder),
+            opened.exposure_id,
+        )
+        assert approve.reason == "styrelsen granskar i veckan"
+        assert approve.until is not None and approve.until.date().isoformat() > day  # through the end of that day
 
         subprocess.run(["setfacl", "-m", f"g:{STAFF}:r--", str(notes)], check=True)
         silent = rig.wait_recorded("the approved change", status="changed", paths_affected=2)

@@ -12,7 +12,15 @@ from pydantic import ValidationError
 
 from alerts.grouping import GroupUpdate
 from alerts.slack import SlackConfig
-from alerts.slack_interactions import SlackInteractions, decision_for, signature, verified
+from alerts.slack_interactions import (
+    SlackInteractions,
+    approval_form,
+    approval_from,
+    clicked,
+    decision_for,
+    signature,
+    verified,
+)
 from alerts.slack_render import RenderOptions, action_blocks, button_value
 from permwatch.events import TOPIC_DECISIONS, DecisionAction, decode
 from permwatch.transport.embedded import EmbeddedBus
@@ -56,21 +64,60 @@ def _payload(action_id: str, value: str) -> dict[str, object]:
     }
 
 
-def test_a_click_becomes_the_decision_its_button_names() -> None:
+def test_a_click_becomes_the_decision_its_button_names_and_approve_asks_first() -> None:
     value = button_value("exp-039558d1668fadf59001", "/srv/share/ledning")
-    now = datetime(2026, 12, 7, 4, 0, tzinfo=UTC)
-    approve = decision_for(_payload("permwatch_approve:0", value), now=now, approve_for=timedelta(days=7))
-    assert approve is not None
-    assert (approve.action, approve.by, approve.via, approve.until) == (
-        DecisionAction.APPROVE,
-        "slack:U0ANNA (anna)",
-        "slack",
-        now + timedelta(days=7),
-    )
-    revert = decision_for(_payload("permwatch_revert:2", value), now=now, approve_for=timedelta(days=7))
+    revert = decision_for(_payload("permwatch_revert:2", value))
     assert revert is not None and revert.action is DecisionAction.REVERT_REQUESTED and revert.until is None
-    assert decision_for(_payload("someone_elses", value), now=now, approve_for=timedelta(days=1)) is None
-    assert decision_for({"type": "view_submission"}, now=now, approve_for=timedelta(days=1)) is None
+    assert revert.by == "slack:U0ANNA (anna)" and revert.via == "slack"
+    assert decision_for(_payload("permwatch_approve:0", value)) is None  # it opens the form
+    assert clicked(_payload("permwatch_approve:0", value)) == (
+        DecisionAction.APPROVE,
+        {"exposure_id": "exp-039558d1668fadf59001", "folder": "/srv/share/ledning"},
+    )
+    assert decision_for(_payload("someone_elses", value)) is None
+    assert decision_for({"type": "view_submission"}) is None
+
+
+def _submission(reason: str | None, day: str | None, *, callback: str = "permwatch_approve") -> dict[str, object]:
+    values: dict[str, object] = {}
+    if reason is not None:
+        values["reason"] = {"reason": {"type": "plain_text_input", "value": reason}}
+    if day is not None:
+        values["until"] = {"until": {"type": "datepicker", "selected_date": day}}
+    metadata = json.dumps({"exposure_id": "exp-039558d1668fadf59001", "folder": "/srv/share/ledning"})
+    return {
+        "type": "view_submission",
+        "user": {"id": "U0BO", "username": "bo"},
+        "view": {"callback_id": callback, "private_metadata": metadata, "state": {"values": values}},
+    }
+
+
+def test_the_approval_form_asks_for_a_reason_and_a_day_and_its_submission_is_the_approval() -> None:
+    now = datetime(2026, 12, 7, 4, 0, tzinfo=UTC)
+    form = approval_form(
+        {"exposure_id": "exp-1", "folder": "/srv/<ledning>"}, suggested=(now + timedelta(days=7)).date()
+    )
+    assert form["callback_id"] == "permwatch_approve" and json.loads(form["private_metadata"])["exposure_id"] == "exp-1"
+    inputs = {b["block_id"]: b["element"] for b in form["blocks"] if b["type"] == "input"}
+    assert inputs["reason"]["type"] == "plain_text_input" and inputs["until"]["initial_date"] == "2026-12-14"
+    assert "&lt;ledning&gt;" in form["blocks"][0]["text"]["text"]
+
+    approval = approval_from(_submission("  the board meets here this week ", "2026-12-10"), now=now)
+    assert not isinstance(approval, dict) and approval is not None
+    assert (approval.action, approval.by, approval.reason, approval.folder) == (
+        DecisionAction.APPROVE,
+        "slack:U0BO (bo)",
+        "the board meets here this week",
+        "/srv/share/ledning",
+    )
+    assert approval.until == datetime(2026, 12, 11, tzinfo=UTC)  # through the end of the 10th
+    today = approval_from(_submission("today only", "2026-12-07"), now=now)
+    assert not isinstance(today, dict) and today is not None and today.until == datetime(2026, 12, 8, tzinfo=UTC)
+    assert approval_from(_submission("", "2026-12-10"), now=now) == {"reason": "Say why this access is intended."}
+    assert approval_from(_submission("x", "2026-12-06"), now=now) == {"until": "Pick today or a later day."}
+    assert approval_from(_submission("x", "2028-01-01"), now=now) == {"until": "At most 366 days ahead."}
+    assert approval_from(_submission("x", None), now=now) == {"until": "Pick the last day the approval holds."}
+    assert approval_from(_submission("x", "2026-12-10", callback="someone_elses"), now=now) is None
 
 
 def test_the_endpoint_publishes_only_what_is_signed_and_fresh(tmp_path: object) -> None:
@@ -84,20 +131,20 @@ def test_the_endpoint_publishes_only_what_is_signed_and_fresh(tmp_path: object) 
         body = urlencode({"payload": json.dumps(_payload("permwatch_ack:0", value))}).encode()
         ts = str(int(NOW))
         headers = {"x-slack-request-timestamp": ts, "x-slack-signature": signature(SECRET, ts, body)}
-        assert endpoint.answer("/slack/interactions", {**headers, "x-slack-signature": "v0=00"}, body) == 401
+        assert endpoint.answer("/slack/interactions", {**headers, "x-slack-signature": "v0=00"}, body) == (401, None)
         old = str(int(NOW) - 600)
         stale = {"x-slack-request-timestamp": old, "x-slack-signature": signature(SECRET, old, body)}
-        assert endpoint.answer("/slack/interactions", stale, body) == 401
+        assert endpoint.answer("/slack/interactions", stale, body) == (401, None)
         assert list(bus.history([TOPIC_DECISIONS])) == []
-        assert endpoint.answer("/elsewhere", headers, body) == 404
-        assert endpoint.answer("/slack/interactions", headers, body) == 200
+        assert endpoint.answer("/elsewhere", headers, body) == (404, None)
+        assert endpoint.answer("/slack/interactions", headers, body) == (200, None)
         (record,) = list(bus.history([TOPIC_DECISIONS]))
         decision = decode(record.value)
         assert record.key == "/srv/share/ledning"
         assert decision.type == "decision" and decision.action is DecisionAction.ACKNOWLEDGE
         junk = b"payload=not-json"
         signed = {"x-slack-request-timestamp": ts, "x-slack-signature": signature(SECRET, ts, junk)}
-        assert endpoint.answer("/slack/interactions", signed, junk) == 400
+        assert endpoint.answer("/slack/interactions", signed, junk) == (400, None)
         assert SECRET.decode() not in repr(endpoint)
     finally:
         bus.close()
@@ -155,3 +202,47 @@ def test_a_port_in_use_is_one_clear_config_error(tmp_path: object) -> None:
                 SlackInteractions(bus, "s", f"127.0.0.1:{port}").bind()
         finally:
             bus.close()
+
+
+def test_approve_opens_the_form_and_publishes_only_the_valid_submission(tmp_path: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    opened_views: list[tuple[str, dict[str, object]]] = []
+    bus = EmbeddedBus(tmp_path / "events.db")
+    try:
+        endpoint = SlackInteractions(
+            bus, SECRET.decode(), "127.0.0.1:0", open_view=lambda t, v: opened_views.append((t, v)), clock=lambda: NOW
+        )
+
+        def post(payload: dict[str, object]) -> tuple[int, dict[str, object] | None]:
+            body = urlencode({"payload": json.dumps(payload)}).encode()
+            ts = str(int(NOW))
+            headers = {"x-slack-request-timestamp": ts, "x-slack-signature": signature(SECRET, ts, body)}
+            return endpoint.answer("/slack/interactions", headers, body)
+
+        click = _payload("permwatch_approve:1", button_value("exp-039558d1668fadf59001", "/srv/share/ledning"))
+        assert post({**click, "trigger_id": "123.456.abc"}) == (200, None)
+        ((trigger, view),) = opened_views
+        assert trigger == "123.456.abc" and view["callback_id"] == "permwatch_approve"
+        assert list(bus.history([TOPIC_DECISIONS])) == []  # a click alone approves nothing
+
+        day = (datetime.fromtimestamp(NOW, UTC) + timedelta(days=3)).date().isoformat()
+        assert post(_submission("", day)) == (
+            200,
+            {"response_action": "errors", "errors": {"reason": "Say why this access is intended."}},
+        )
+        assert list(bus.history([TOPIC_DECISIONS])) == []
+        assert post(_submission("the board meets here", day)) == (200, None)
+        (record,) = list(bus.history([TOPIC_DECISIONS]))
+        approval = decode(record.value)
+        assert approval.action is DecisionAction.APPROVE and approval.reason == "the board meets here"
+
+        failing = SlackInteractions(bus, SECRET.decode(), "127.0.0.1:0", open_view=None, clock=lambda: NOW)
+        body = urlencode({"payload": json.dumps({**click, "trigger_id": "1.2.3"})}).encode()
+        ts = str(int(NOW))
+        signed = {"x-slack-request-timestamp": ts, "x-slack-signature": signature(SECRET, ts, body)}
+        assert failing.answer("/slack/interactions", signed, body) == (200, None)
+        assert len(list(bus.history([TOPIC_DECISIONS]))) == 1  # no form, no approval
+    finally:
+        bus.close()

@@ -3,7 +3,8 @@
 It speaks the methods permwatch's Slack sink uses, as slack-sdk sends them
 (JSON or form bodies, ``Authorization: Bearer``): ``chat.postMessage`` (posts
 keep their thread and metadata), ``chat.update``, ``conversations.history``
-and ``conversations.replies`` (with ``include_all_metadata``). It checks the
+and ``conversations.replies`` (with ``include_all_metadata``), and ``views.open``
+(a modal checked against the Block Kit limits Slack enforces, :func:`_modal_problems`). It checks the
 token (``invalid_auth``) and the channel (``channel_not_found``) like Slack.
 A test can make it answer a method with an HTTP status N times (429 with
 ``Retry-After``, 500) or *hold* a method: the message is posted (as Slack
@@ -62,6 +63,8 @@ class FakeSlack(StartedInWith):
         self.channels = set(channels)
         self.requests: list[RecordedRequest] = []
         self.messages: list[dict[str, Any]] = []
+        self.views: list[dict[str, Any]] = []
+        """modals opened with ``views.open``, in order"""
         self._failures: dict[str, list[_Failure]] = {}
         self._holds: dict[str, int] = {}
         self._release = threading.Event()
@@ -190,8 +193,43 @@ class FakeSlack(StartedInWith):
                 }
             ],
         }
+        status, _answer = self._post_signed(url, payload, secret=secret, timestamp=timestamp, signature=signature)
+        return status
+
+    def submit_view(
+        self,
+        url: str,
+        view: dict[str, Any],
+        values: dict[str, dict[str, dict[str, Any]]],
+        *,
+        secret: str,
+        user: tuple[str, str] = ("U0ANNA", "anna"),
+    ) -> tuple[int, dict[str, Any] | None]:
+        """Submit an opened modal as Slack does: a signed ``view_submission`` with the form's ``state.values``
+        (block id → action id → the element's value). Returns the status and the JSON answer, if any."""
+        payload = {
+            "type": "view_submission",
+            "team": {"id": "T0PERMW", "domain": "kommun"},
+            "user": {"id": user[0], "username": user[1], "name": user[1], "team_id": "T0PERMW"},
+            "api_app_id": "A0PERMW",
+            "trigger_id": f"{int(time.time())}.2.def",
+            "view": {**view, "id": "V0FORM", "state": {"values": values}},
+        }
+        return self._post_signed(url, payload, secret=secret)
+
+    def _post_signed(
+        self,
+        url: str,
+        payload: dict[str, Any],
+        *,
+        secret: str,
+        timestamp: int | None = None,
+        signature: str | None = None,
+    ) -> tuple[int, dict[str, Any] | None]:
+        """POST ``payload`` form-encoded to the app's interactivity ``url`` as Slack does, signed with ``secret``
+        (v0 HMAC-SHA256 of ``v0:{timestamp}:{body}``) unless ``signature`` is given."""
         body = urlencode({"payload": json.dumps(payload)}).encode()
-        sent_at = str(int(now) if timestamp is None else timestamp)
+        sent_at = str(int(time.time()) if timestamp is None else timestamp)
         digest = hmac.new(secret.encode(), b"v0:" + sent_at.encode() + b":" + body, hashlib.sha256).hexdigest()
         request = urllib.request.Request(
             url,
@@ -205,10 +243,24 @@ class FakeSlack(StartedInWith):
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
-                return int(response.status)
+                raw = response.read()
+                return int(response.status), json.loads(raw) if raw else None
         except urllib.error.HTTPError as exc:
             exc.close()
-            return int(exc.code)
+            return int(exc.code), None
+
+    def _open_view(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``views.open`` as Slack checks it: a trigger id, and a modal whose blocks Slack would accept."""
+        view = body.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not body.get("trigger_id"):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        problems = _modal_problems(view)
+        if problems:
+            return {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": problems}}
+        self.views.append(view)
+        return {"ok": True, "view": {**view, "id": f"V{len(self.views):04d}"}}
 
     # -- the API ------------------------------------------------------------------
 
@@ -237,6 +289,8 @@ class FakeSlack(StartedInWith):
             return 200, {}, answer, hold
 
     def _api(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        if method == "views.open":
+            return self._open_view(body)
         channel = body.get("channel")
         if channel not in self.channels:
             return {"ok": False, "error": "channel_not_found"}
@@ -281,6 +335,39 @@ class FakeSlack(StartedInWith):
             ]
             return {"ok": True, "messages": messages, "has_more": False}
         return {"ok": False, "error": "unknown_method"}
+
+
+def _modal_problems(view: object) -> list[str]:
+    """What Slack would refuse in a modal (its documented limits for the parts permwatch uses), or nothing."""
+    if not isinstance(view, dict) or view.get("type") != "modal":
+        return ["view must be a modal"]
+    problems = []
+    for key in ("title", "submit", "close"):
+        text = view.get(key)
+        if not isinstance(text, dict) or text.get("type") != "plain_text" or not 0 < len(text.get("text", "")) <= 24:
+            problems.append(f"{key} must be plain_text of 1-24 characters")
+    if len(str(view.get("callback_id", ""))) > 255 or len(str(view.get("private_metadata", ""))) > 3000:
+        problems.append("callback_id at most 255, private_metadata at most 3000 characters")
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list) or not 0 < len(blocks) <= 100:
+        return [*problems, "blocks must be 1-100 blocks"]
+    for block in blocks:
+        kind = block.get("type")
+        if kind == "section":
+            text = block.get("text") or {}
+            if text.get("type") not in ("mrkdwn", "plain_text") or not 0 < len(text.get("text", "")) <= 3000:
+                problems.append("a section needs a text of 1-3000 characters")
+        elif kind == "input":
+            label, element = block.get("label") or {}, block.get("element") or {}
+            if label.get("type") != "plain_text" or not 0 < len(label.get("text", "")) <= 2000:
+                problems.append("an input needs a plain_text label of 1-2000 characters")
+            if element.get("type") not in ("plain_text_input", "datepicker") or not element.get("action_id"):
+                problems.append("an input needs a plain_text_input or datepicker element with an action_id")
+            if element.get("type") == "plain_text_input" and not 0 < element.get("max_length", 3000) <= 3000:
+                problems.append("plain_text_input max_length is 1-3000")
+        else:
+            problems.append(f"block type {kind!r} is not used by permwatch's forms")
+    return problems
 
 
 class _Handler(BaseHTTPRequestHandler):
