@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from alerts.base import SinkContext, SinkSettings
-from alerts.digest import plural
+from alerts.digest import FIRST_RUN_NOTE, plural
 from alerts.grouping import GroupUpdate, Member
 from alerts.http import post
 from alerts.redaction import shown_paths
@@ -105,6 +105,10 @@ class AlertmanagerSink:
             },
             "startsAt": rfc3339(event.opened_at),
         }
+        if event.preexisting:  # found by the first scan: said so, and where the report is
+            alert["labels"]["preexisting"] = "true"
+            alert["annotations"]["summary"] = f"First run (pre-existing): {alert['annotations']['summary']}"
+            alert["annotations"]["description"] = FIRST_RUN_NOTE
         if ends_at is not None:
             alert["endsAt"] = rfc3339(ends_at)
         if self.config.replay_url:

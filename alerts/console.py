@@ -12,7 +12,7 @@ from collections import Counter
 from typing import TextIO
 
 from alerts.base import SinkContext, SinkSettings
-from alerts.digest import actor_text, digest, first_names, format_duration, plural
+from alerts.digest import FIRST_RUN_NOTE, actor_text, digest, first_names, format_duration, plural
 from alerts.grouping import GroupUpdate
 from alerts.redaction import shown_paths
 from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus
@@ -40,6 +40,8 @@ class ConsoleSink:
         self._stream = stream
 
     def render(self, update: GroupUpdate) -> str:
+        if any(e.preexisting for e in update.events) and digest(update.group).first_run:
+            return self._burst_block(update)  # what the first scan found: one block pointing to the report
         if len(update.events) <= MAX_BLOCKS:
             return "\n".join(self._event_block(event) for event in update.events)
         return self._burst_block(update)
@@ -69,8 +71,9 @@ class ConsoleSink:
         counts = Counter(e.status.value for e in update.events)
         what = ", ".join(f"{counts[s.value]:,} {s.value}" for s in ExposureStatus if counts[s.value])
         state = "open" if d.is_open else f"resolved after {format_duration(d.duration_seconds or 0)}"
+        head = f"FIRST RUN {d.group_id}: {d.first_run_headline}" if d.first_run and d.is_open else f"BURST {d.group_id}"
         lines = [
-            f"[{d.severity.value.upper()}] BURST {d.group_id}: {what} ({plural(d.folders, 'folder')} in all, {state})",
+            f"[{d.severity.value.upper()}] {head}: {what} ({plural(d.folders, 'folder')} in all, {state})",
             f"  labels: {first_names(d.labels)}; readable by {first_names(d.readers) or 'users named in the ACL'}; "
             f"up to {d.people_max} people per folder",
         ]
@@ -79,6 +82,8 @@ class ConsoleSink:
             lines.append(f"  … and {d.folders - len(d.top):,} more")
         if d.actor_text:
             lines.append(f"  changed by: {d.actor_text}")
+        if d.first_run and d.is_open:
+            lines.append(f"  {FIRST_RUN_NOTE}")
         lines.append(f"  replay: permwatch timeline {d.first_exposure_id} (first of the burst)")
         return "\n".join(lines)
 

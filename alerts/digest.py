@@ -42,6 +42,13 @@ class GroupDigest:
     """how sure the collector was of ``actor`` (the first member event naming it)"""
     actor_unresolved: int = 0
     """filesystem events of the burst whose actor could not be resolved, over its folders"""
+    first_run: bool = False
+    """every folder of it was found by permwatch's first scan (pre-existing, #19): one alert pointing to the report"""
+
+    @property
+    def first_run_headline(self) -> str:
+        """``First run: 12 folders already open to people outside their label``: every sink's words for it."""
+        return f"First run: {plural(self.folders, 'folder')} already open to people outside their label"
 
     @property
     def actor_text(self) -> str | None:
@@ -89,7 +96,16 @@ def digest(group: GroupSnapshot, *, top: int = 5) -> GroupDigest:
             (m.latest.actor_confidence for m in members if m.latest.actor == group.actor and m.latest.actor), None
         ),
         actor_unresolved=sum(m.latest.actor_unresolved for m in members),
+        first_run=all(m.latest.preexisting for m in members),
     )
+
+
+FIRST_RUN_NOTE = (
+    "Pre-existing: found by permwatch's first scan, not a change it saw. The entitlement report lists every such "
+    "folder per label, with the groups, ACL entries and people: permwatch entitlements --config <file>. Each is "
+    "tracked: it closes when fixed, and a further widening alerts."
+)
+"""What every sink says beside a first-run alert (Slack in its own markup)."""
 
 
 CONFIDENCE_TEXT = {"pidfd": "pidfd", "proc": "best effort", "smb_audit": "SMB audit", "audit": "audit log"}

@@ -74,11 +74,11 @@ def root_message(group: GroupSnapshot, options: RenderOptions, *, post_key: str)
     what = plural(d.folders, "folder")
     readers = first_names(d.readers) or "people outside the label"
     severity = d.severity.value.capitalize()
-    first_run = all(m.latest.preexisting for m in group.members)
+    first_run = d.first_run
     if d.is_open and first_run:  # one alert for what the first scan found, pointing to the report
-        title = f":mag: First run: {what} already open to people outside their label"
+        title = f":mag: {d.first_run_headline}"
         status = "Open" if d.open_folders == d.folders else f"Open: {d.open_folders:,} of {d.folders:,} folders"
-        text = f"First run: {what} already open to people outside their label, readable by {readers}"
+        text = f"{d.first_run_headline}, readable by {readers}"
     elif d.is_open:
         title = f":rotating_light: {severity} exposure: {what} readable by {readers}"
         status = "Open" if d.open_folders == d.folders else f"Open: {d.open_folders:,} of {d.folders:,} folders"

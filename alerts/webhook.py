@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import Field, ValidationInfo, field_validator
 
 from alerts.base import SinkContext, SinkSettings
-from alerts.digest import digest
+from alerts.digest import FIRST_RUN_NOTE, digest
 from alerts.grouping import GroupUpdate
 from alerts.http import post
 from alerts.redaction import shown_paths
@@ -100,7 +100,10 @@ class WebhookSink:
             "duration_seconds": d.duration_seconds,
             "top_folders": [m.latest.folder for m in d.top],
             "replay": f"permwatch timeline {d.first_exposure_id}",
+            "first_run": d.first_run,
         }
+        if d.first_run and d.is_open:
+            group["summary"] = f"{d.first_run_headline}. {FIRST_RUN_NOTE}"
         step = self.config.max_events_per_post
         return [self._request(group, update, update.events[i : i + step]) for i in range(0, len(update.events), step)]
 
