@@ -4,10 +4,15 @@ the folders each label labels; ``--show-defaults`` prints every default as TOML 
 from __future__ import annotations
 
 import tomllib
+import typing
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
+from alerts.registry import SINKS
 from permwatch.cli import main
 from permwatch.cli.settings import config_model
 
@@ -198,6 +203,64 @@ def test_show_defaults_prints_toml_that_loads_back_to_the_defaults(capsys: pytes
     for table in ("[transport.kafka]", "[[fs]]", "[directory]", "[[ldap]]", "[[labels.rules]]"):
         assert f"# {table}\n" in out  # optional sections, shown commented out
     assert '# kind = "slack"' in out and "# roots = <required>" in out
+
+
+def shown_keys(out: str) -> set[str]:
+    """Every table and key the TOML text shows, live or commented out, by dotted path."""
+    shown: set[str] = set()
+    table = ""
+    for line in out.splitlines():
+        text = line.removeprefix("# ")
+        if text.startswith("["):
+            table = text.strip().strip("[]")
+            shown.add(table)
+            continue
+        key, eq, _ = text.partition(" = ")
+        if eq and key.isidentifier():
+            shown.add(f"{table}.{key}" if table else key)
+    return shown
+
+
+def tables_in(annotation: Any, named: bool = False) -> list[tuple[type[BaseModel], bool]]:
+    """The models a field's type holds (a model, an optional one, a list of them, a dict of them by name)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [(annotation, named)]
+    by_name = typing.get_origin(annotation) is dict
+    args = typing.get_args(annotation)[1:] if by_name else typing.get_args(annotation)
+    return [found for arg in args for found in tables_in(arg, named or by_name)]
+
+
+def every_key(model: type[BaseModel], prefix: str) -> Iterator[str]:
+    """The dotted path of every field of ``model`` and of the models it holds (``<name>`` for a dict's keys)."""
+    for name, info in model.model_fields.items():
+        if info.exclude:
+            continue  # refused keys (a literal password): never a setting
+        path = f"{prefix}.{name}" if prefix else name
+        held = tables_in(info.annotation)
+        if not held:
+            yield path
+        for inner, named in held:
+            table = f"{path}.<name>" if named else path
+            yield table
+            yield from every_key(inner, table)
+
+
+def test_show_defaults_shows_every_key_of_every_model_and_sink(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _err = check(capsys, "--show-defaults")
+    assert status == 0
+    expected = set(every_key(config_model(), ""))
+    for sink_model, _factory in SINKS.values():
+        expected |= set(every_key(sink_model, "alerts.sinks"))
+    # the ones the audit found missing, named so that a walker that found nothing could not pass
+    assert {
+        "labels.definitions.<name>.personal_data.data_categories",
+        "breach_report.controller.name",
+        "breach_report.dpo.email",
+        "alerts.sinks.routes.channel",
+        "transport.kafka.bootstrap_servers",
+    } <= expected
+    assert len(expected) > 150
+    assert sorted(expected - shown_keys(out)) == []
 
 
 def test_check_config_needs_a_file_unless_showing_defaults(capsys: pytest.CaptureFixture[str]) -> None:
