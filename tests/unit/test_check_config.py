@@ -277,6 +277,56 @@ def test_a_missing_kafka_certificate_is_an_error(tmp_path: Path, capsys: pytest.
     )
 
 
+SMB = """
+[[smb]]
+server = "files.example"
+share = "data"
+username = "svc"
+password_file = "smb-password"
+path_prefix = "/smb/files/data"
+"""
+SYSLOG = """
+[[alerts.sinks]]
+kind = "console"
+[[alerts.sinks]]
+kind = "syslog"
+host = "siem.example"
+ca_file = "siem.pem"
+"""
+EMAIL = """
+[[alerts.sinks]]
+kind = "email"
+host = "smtp.example"
+sender = "permwatch@example.org"
+to = ["soc@example.org"]
+username = "permwatch"
+password_file = "smtp-password"
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "file", "says"),
+    [
+        (SMB, "smb.0.password_file", "smb-password", "cannot read password_file {file}: No such file or directory"),
+        (SYSLOG, "alerts.sinks.1.ca_file", "siem.pem", "{file} does not exist"),
+        (EMAIL, "alerts.sinks.0.password_file", "smtp-password", "Value error, cannot read {file}: No such file"),
+    ],
+    ids=["smb-password", "syslog-ca", "email-password"],
+)
+def test_a_file_an_smb_share_or_a_sink_reads_is_an_error_naming_its_key_until_it_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, key: str, file: str, says: str
+) -> None:
+    config, _share = write(tmp_path, extra)
+    status, _out, err = check(capsys, str(config))
+    assert status == 2
+    expected = f"permwatch: config error: {config}: key '{key}': " + says.format(file=tmp_path / file)
+    assert err.strip().startswith(expected), err
+    assert len(err.strip().splitlines()) == 1
+    (tmp_path / file).write_text("a secret or a certificate\n")
+    status, out, err = check(capsys, str(config))
+    assert (status, out.splitlines()[-1], err) == (0, f"{config}: ok", "")
+
+
 def test_what_the_example_config_calls_a_default_is_the_default() -> None:
     example = Path(__file__).resolve().parents[2] / "deploy" / "permwatch.example.toml"
     defaults = tomllib.loads(main_defaults())
