@@ -154,7 +154,7 @@ class LabelDefinition(_Section):
     allowed_users: list[str] = Field(default_factory=list)
     alert_on_names: bool = Field(
         default=True,
-        description="false: an exposure of names only (outsiders can list a folder but read no file in it) is "
+        description="false: an exposure of names only (outsiders can list a folder but not enter it) is "
         "recorded with kind 'names' but not alerted; one of contents always is",
     )
     # -- breach-report facts (#18)

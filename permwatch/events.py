@@ -559,7 +559,8 @@ class ExposureStatus(StrEnum):
 
 
 class ExposureKind(StrEnum):
-    """What outsiders can read: files' contents, or only names (a folder they can list, no file they can read)."""
+    """What outsiders can read: contents (a file, or a folder they can enter: ``r-x``), or only names (a folder
+    they can list but not enter: ``r`` without ``x``)."""
 
     CONTENTS = "contents"
     NAMES = "names"
@@ -600,7 +601,8 @@ class ExposureEvent(Event):
     status: ExposureStatus
     kind: ExposureKind = Field(
         default=ExposureKind.CONTENTS,
-        description="contents: an outsider can read a file; names: only list folders (closed: the widest it was)",
+        description="contents: an outsider can read a file or enter a folder (r-x); names: only list folders, "
+        "not enter them (closed: the widest it was)",
     )
     folder: str = Field(min_length=1, max_length=4096)
     label: Label

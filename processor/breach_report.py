@@ -200,8 +200,8 @@ def _nature_section(facts: BreachFacts, later: list[str]) -> Section:
         later.append(f"{what} (not stated: personal_data.{key} of label {facts.label.name})")
         return "not stated"
 
-    can = (
-        "read files in it"
+    can = (  # contents: a file readable, or a folder entered (r-x), which shows its files' details (ls -l)
+        "read files in it, or at least see their names, sizes, owners and times"
         if facts.kind is ExposureKind.CONTENTS
         else "list the names of its files and folders (no file in it could be read)"
     )

@@ -15,9 +15,11 @@ walk over the paths at all, only a fresh look at the signatures.
 The audience rule lives here (:func:`audience`): a user may read when listed,
 when a direct member of an allowed group, or when its primary group is
 allowed. A group nested into an allowed group is *not* allowed unless listed.
-An exposure is of *contents* when an outsider can read a file, and of *names*
-when they can only list folders (``r`` on a directory they can reach): the
-names may identify clients, so it is an exposure too, of another kind.
+An exposure is of *contents* when an outsider can read a file or enter a
+folder they can list (``r-x``: ``ls -l`` shows sizes, owners and times), and of
+*names* when they can only list folders without entering them (``r`` without
+``x`` on a directory they can reach, so ``ls`` works and ``ls -l`` does not):
+the names may identify clients, so it is an exposure too, of another kind.
 """
 
 from __future__ import annotations
@@ -50,9 +52,9 @@ MAX_USERS_LISTED = 200
 MAX_CAUSES = 10
 MAX_JUDGED = 4096  # cached judgements hold people bitsets; past this the cache starts afresh
 
-Signature = tuple[AclKey, str, bool]
-"""(permission state, parent directory, whether its paths hold contents): paths that share it have the same
-readers, and give the same kind of exposure: a file's contents, or a directory's names."""
+Signature = tuple[AclKey, str, ObjectType]
+"""(permission state, parent directory, object type): paths that share it have the same readers, and give the
+same kind of exposure: a file's contents, a directory's names (or more, when its readers may enter it)."""
 CONTENTS_TYPES = frozenset({ObjectType.FILE, ObjectType.OTHER})
 """Reading these reads contents; reading a directory lists names, and a symlink's target is another path."""
 GrantKey = tuple[str, str | None, tuple[str, ...], str | None]
@@ -141,6 +143,15 @@ class Judged:
     reach: int
     grant_masks: tuple[tuple[GrantKey, int], ...]
     grants: tuple[Grant, ...]
+    enters: bool
+    """whether an outsider it lets read may also enter (``x``): for a directory, ``ls -l`` and not only ``ls``"""
+
+
+def exposes_contents(signature: Signature, judged: Judged) -> bool:
+    """Whether the outsiders ``judged`` lets read the paths of ``signature`` read more than names: a file's
+    contents, or a directory they may enter too (``r-x``). A directory read without ``x`` gives names only."""
+    object_type = signature[2]
+    return object_type in CONTENTS_TYPES or (object_type == ObjectType.DIRECTORY and judged.enters)
 
 
 def _grant_models(items: Iterable[tuple[GrantKey, int]]) -> tuple[Grant, ...]:
@@ -232,7 +243,7 @@ class FolderExposure:
         """Move ``path`` from the signature of its ``old`` state (the caller knows it: no reverse index,
         which would cost a dict entry per path) to that of ``state``; ``None`` for none."""
         if old is not None:
-            before = (old.acl, parent, old.object_type in CONTENTS_TYPES)
+            before = (old.acl, parent, old.object_type)
             members = self.groups.get(before)
             if members == path:
                 del self.groups[before]
@@ -241,7 +252,7 @@ class FolderExposure:
                 if len(members) == 1:
                     self.groups[before] = next(iter(members))
         if state is not None:
-            signature = (state.acl, parent, state.object_type in CONTENTS_TYPES)
+            signature = (state.acl, parent, state.object_type)
             found = self.groups.get(signature)
             if found is None:
                 self.groups[signature] = path
@@ -334,8 +345,9 @@ class ExposureTracker:
 
     # ------------------------------------------------------------ judging
 
-    def shape(self, record: FolderExposure) -> tuple[Shape, list[Signature]]:
-        """The outsiders (a bitset), the grants that let them read, and the signatures that expose."""
+    def shape(self, record: FolderExposure) -> tuple[Shape, list[Signature], ExposureKind]:
+        """The outsiders (a bitset), the grants that let them read, the signatures that expose, and the kind:
+        contents if any of them exposes more than names (:func:`exposes_contents`)."""
         if self._memo_version != self.directory.version:
             self._memos()
         if record.allowed_version != self._memo_version:
@@ -354,11 +366,12 @@ class ExposureTracker:
                         judged.clear()
                     one = judged[key] = self._judge(record.states[acl], key[1], allowed)
                 if one.reach:
-                    return (one.reach, one.grants), [signature]
-            return (0, ()), []
+                    return (one.reach, one.grants), [signature], CONTENTS if exposes_contents(signature, one) else NAMES
+            return (0, ()), [], NAMES
         outsiders = 0
         exposing: list[Signature] = []
         found: list[Judged] = []
+        kind = NAMES
         for signature in record.groups:
             acl, parent, _ = signature
             key = (acl, traverse_of(parent), allowed)
@@ -371,15 +384,17 @@ class ExposureTracker:
                 outsiders |= hit.reach
                 exposing.append(signature)
                 found.append(hit)
+                if kind is NAMES and exposes_contents(signature, hit):
+                    kind = CONTENTS
         if not found:
-            return (0, ()), exposing
+            return (0, ()), exposing, NAMES
         if len(found) == 1 or all(j is found[0] for j in found):
-            return (outsiders, found[0].grants), exposing
+            return (outsiders, found[0].grants), exposing, kind
         by_key: dict[GrantKey, int] = {}
         for distinct in dict.fromkeys(found):
             for grant_key, mask in distinct.grant_masks:
                 by_key[grant_key] = by_key.get(grant_key, 0) | mask
-        return (outsiders, _grant_models(by_key.items())), exposing
+        return (outsiders, _grant_models(by_key.items())), exposing, kind
 
     def _judge(self, state: PathState, traverse: int, allowed: int) -> Judged:
         """Who outside the label can read a path of this state under this traverse set, and through what."""
@@ -399,7 +414,7 @@ class ExposureTracker:
                     grants.append(((via.entry, nested, self.directory.chain(via.group, nested), None), direct))
                     hit &= ~direct
         masks = tuple(grants)
-        return Judged(reach, masks, _grant_models(masks))
+        return Judged(reach, masks, _grant_models(masks), bool(reach & verdict.traverse))
 
     def transition(self, record: FolderExposure, cause: Cause) -> Verdict | None:
         """Compare the folder's exposure with what was last emitted; return the event, if any.
@@ -407,21 +422,17 @@ class ExposureTracker:
         An open exposure is changed when who can read, through which grants, or which paths
         (their count or the sample) differ from what it last said: a record always says what is true.
         """
-        (outsiders, grants), exposing = self.shape(record)
+        (outsiders, grants), exposing, kind = self.shape(record)
         current = record.open
         paths: Paths
         if outsiders:
             # inline for the common case of one exposing path: this runs once per judged folder
             if len(exposing) == 1 and isinstance(only := record.groups[exposing[0]], str):
-                paths, kind = (1, (only,)), CONTENTS if exposing[0][2] else NAMES
+                paths = (1, (only,))
             else:
-                paths, kind = self.paths(record, exposing), NAMES
-                for signature in exposing:
-                    if signature[2]:
-                        kind = CONTENTS
-                        break
+                paths = self.paths(record, exposing)
         else:
-            paths, kind = _NO_PATHS, NAMES
+            paths = _NO_PATHS
         if current is not None:
             current.actor_unresolved += cause.actor_unresolved
         if current is not None and current.shape is None and current.published is not None:

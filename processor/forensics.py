@@ -256,10 +256,11 @@ def breach_report(
         + (f"; for example {', '.join(f'`{p}`' for p in window.sample_paths[:5])}" if window.sample_paths else ""),
         "- Kind: "
         + (
-            "contents: people outside the label could read files in it."
+            "contents: people outside the label could read files in it, or enter it (file names, sizes, owners "
+            "and times)."
             if window.kind is ExposureKind.CONTENTS
             else "names only: people outside the label could list the folder's entries (file and folder names, "
-            "which may identify people) but read no file in it."
+            "which may identify people) but not enter it or read any file in it."
         ),
         "- Contents: not recorded by permwatch (it never reads file contents).",
         "",

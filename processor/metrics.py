@@ -74,8 +74,8 @@ class ProcessorMetrics:
             ),
             processor_exposure_events=counter(
                 "permwatch_processor_exposure_events_total",
-                "Exposure events the processor published, by status and kind (contents: a file readable; "
-                "names: a folder listable, no file readable).",
+                "Exposure events the processor published, by status and kind (contents: a file readable or a "
+                "folder enterable; names: a folder listable, not enterable).",
                 ["status", "kind"],
             ),
             processor_restart_seconds=gauge(

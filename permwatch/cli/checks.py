@@ -1,7 +1,8 @@
 """What ``permwatch check-config`` checks beyond the config's own validation: the world the config points at.
 
 ``run`` would trip later on a directory file that is missing or wrong, a watched root that is not there, a state
-directory it cannot write, an LDAP password or a Kafka certificate that cannot be read; :func:`check_world` finds
+directory it cannot write, an LDAP or SMB password, a Kafka certificate or a sink's file (a CA bundle, a secret)
+that cannot be read; :func:`check_world` finds
 these first, each as one line naming the config file and the key (or the directory file and its line). Names a
 label allows that the directory file lacks are warnings naming the name: a typo there silently allows nobody.
 :func:`scan_labels` (``--scan``) walks the watched trees as the filesystem collector would and counts the folders
@@ -74,6 +75,7 @@ def check_world(config: Config, path: Path, environ: dict[str, str] | None = Non
                 found.errors.append(f"{path}: {exc}")
         if ldap.ca_file is not None and not ldap.ca_file.is_file():
             found.errors.append(f"{path}: key 'ldap.{i}.ca_file': {ldap.ca_file} does not exist")
+    found.errors += smb_and_sink_problems(config, path)
     kafka = config.transport.kafka
     if config.transport.kind in ("kafka", "confluent") and kafka is not None:
         for key in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
@@ -81,6 +83,29 @@ def check_world(config: Config, path: Path, environ: dict[str, str] | None = Non
             if file is not None and not file.is_file():
                 found.errors.append(f"{path}: key 'transport.kafka.{key}': {file} does not exist")
     return found
+
+
+def smb_and_sink_problems(config: Config, path: Path) -> list[str]:
+    """Files an ``[[smb]]`` share or a sink reads when it starts: the SMB password, read as the collector will,
+    and every ``*_file`` setting of a sink (a CA bundle, a token or a key), which must be a readable file."""
+    from alerts.registry import SINKS
+
+    problems = []
+    for i, smb in enumerate(config.stage_settings("smb")):
+        try:
+            smb.password()
+        except ValueError as exc:
+            key = "password_env" if smb.password_env is not None else "password_file"
+            problems.append(f"{path}: key 'smb.{i}.{key}': {exc}")
+    for i, sink in enumerate(config.alerts.sinks):
+        if sink.kind not in SINKS:
+            continue  # validate_stages says so
+        settings = sink.model_dump()
+        for name in SINKS[sink.kind][0].model_fields:
+            file = settings.get(name)
+            if name.endswith("_file") and file is not None and not Path(file).is_file():
+                problems.append(f"{path}: key 'alerts.sinks.{i}.{name}': {file} does not exist")
+    return problems
 
 
 def run_warnings(config: Config, path: Path) -> list[str]:

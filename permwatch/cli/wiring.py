@@ -53,14 +53,23 @@ def validate_stages(config: Config, path: Path) -> None:
             build_sink(sink.model_dump(exclude_none=True))
         except ValidationError as exc:
             for err in exc.errors(include_url=False, include_input=False):
-                loc = ".".join(str(p) for p in err["loc"])
+                loc = ".".join(str(p) for p in err["loc"]) or _key_named_in(sink.model_dump(), err["msg"])
                 msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-                problems.append(f"{path}: key '{key}.{loc}': {msg}")
+                problems.append(f"{path}: key '{key}.{loc}': {msg}" if loc else f"{path}: key '{key}': {msg}")
     from collectors.registry import collector_problems
 
     problems += collector_problems(config, path)  # what only a collector knows of its table ([[fs]] actors, #18)
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _key_named_in(settings: Mapping[str, Any], message: str) -> str:
+    """The key a sink's whole-table error is about (it carries no field): the ``*_file`` or ``*_env`` setting
+    whose file or variable the message names, e.g. the e-mail sink's unreadable ``password_file``; else ''."""
+    for name, value in settings.items():
+        if name.endswith(("_file", "_env")) and value is not None and str(value) in message:
+            return name
+    return ""
 
 
 def check_sources(config: Config) -> int:

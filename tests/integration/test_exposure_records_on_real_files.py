@@ -2,9 +2,10 @@
 
 An all-in-one ``permwatch run`` on the embedded log watches a share whose management folder is labelled for
 ``ledningsgrupp``; the alerts go to a JSONL file. After each permission change the test asks the kernel who
-can read what: ``setpriv`` runs ``test -r`` (and ``ls`` for a folder's names, ``cat`` for a file's contents)
-as an outsider, with the groups the directory file gives them, and the latest record of the exposure must
-say the same: as many paths as the kernel lets the outsider read, the first of them as the sample.
+can read what: ``setpriv`` runs ``test -r`` (and ``ls`` for a folder's names, ``ls -l`` or ``cat`` for
+contents) as an outsider, with the groups the directory file gives them, and the latest record of the exposure
+must say the same: as many paths as the kernel lets the outsider read, the first of them as the sample, and the
+kind the kernel allows: ``names`` when ``ls`` works and neither ``ls -l`` nor ``cat`` does, else ``contents``.
 """
 
 from __future__ import annotations
@@ -169,15 +170,33 @@ def test_a_recursive_setfacl_opens_an_exposure_counting_every_path_the_kernel_le
             assert (window["users"], window["users_complete"]) == (["cecilia", "david"], True)
             assert window["max_paths_affected"] == len(kernel)
     assert {r["exposure_id"] for r in records(alerts)} == {latest["exposure_id"]}
-    # the kernel's verdict path by path, as the record names them: contents of the files, names of the folders
-    assert as_user(CECILIA, "cat", str(personal / "lönelista.ods"))
-    assert as_user(CECILIA, "ls", str(personal))
+    # the kernel's verdict path by path, for every path the record counts: contents, each file read with cat
+    # and each folder entered with ls -l, by each outsider
+    assert latest["kind"] == "contents"
+    counted_files = [p for p in kernel if Path(p).is_file()]
+    assert len(counted_files) == 5 and str(personal / "lönelista.ods") in counted_files
+    for user in OUTSIDERS:
+        assert all(as_user(user, "cat", p) for p in counted_files), user["name"]
+        assert all(as_user(user, "ls", "-l", p) for p in kernel if Path(p).is_dir()), user["name"]
     assert as_user(ANNA, "cat", str(arkiv / "2025.txt"))  # the audience reads too, and is not on the record
 
 
-def kernel_view(folder: Path, file: Path) -> dict[str, tuple[bool, bool]]:
-    """Per outsider: (can ``ls`` the folder: its names, can ``cat`` the file: contents), by the kernel."""
-    return {u["name"]: (as_user(u, "ls", str(folder)), as_user(u, "cat", str(file))) for u in OUTSIDERS}
+def kernel_view(folder: Path, file: Path) -> dict[str, tuple[bool, bool, bool]]:
+    """Per outsider, by the kernel: (can ``ls`` the folder: its names; can ``ls -l`` it: enter it and see each
+    file's size, owner and times; can ``cat`` the file: its contents). The folder holds the file, so ``ls -l``
+    has an entry to stat: on an empty folder it would succeed without ``x``."""
+    return {
+        u["name"]: (as_user(u, "ls", str(folder)), as_user(u, "ls", "-l", str(folder)), as_user(u, "cat", str(file)))
+        for u in OUTSIDERS
+    }
+
+
+def kind_by_kernel(view: dict[str, tuple[bool, bool, bool]]) -> str | None:
+    """The kind the kernel's answers make of it: contents if an outsider may ``ls -l`` or ``cat``, names if one
+    may only ``ls``, None if none may do anything."""
+    if any(long or read for _, long, read in view.values()):
+        return "contents"
+    return "names" if any(names for names, _, _ in view.values()) else None
 
 
 def names_then_contents(share: Path) -> tuple[Path, Path]:
@@ -186,35 +205,49 @@ def names_then_contents(share: Path) -> tuple[Path, Path]:
     return folder, notes
 
 
-def test_a_folder_listable_but_not_readable_is_an_exposure_of_names_until_a_file_is_readable(
+def test_a_folder_listable_but_not_enterable_is_an_exposure_of_names_and_of_contents_once_enterable(
     share: Path, tmp_path: Path
 ) -> None:
     folder, notes = names_then_contents(share)
-    assert kernel_view(folder, notes) == {"cecilia": (False, False), "david": (False, False)}
+    assert kernel_view(folder, notes) == {"cecilia": (False, False, False), "david": (False, False, False)}
+    assert kind_by_kernel(kernel_view(folder, notes)) is None
     with permwatch_run(tmp_path, share, folder) as alerts:
         subprocess.run(["setfacl", "-m", f"g:{STAFF}:r--", str(folder)], check=True)  # r without x
-        assert kernel_view(folder, notes) == {"cecilia": (True, False), "david": (True, False)}
+        view = kernel_view(folder, notes)
+        assert view == {"cecilia": (True, False, False), "david": (True, False, False)}  # ls only
         names = wait_until(lambda: latest_saying(alerts, status="opened"), "the exposure to open")
-        assert names["kind"] == "names"
+        assert names["kind"] == kind_by_kernel(view) == "names"
         assert names["users"] == ["cecilia", "david"]
         assert names["paths_affected"] == len(readable_by(CECILIA, folder)) == 1
 
         subprocess.run(["setfacl", "-m", f"g:{STAFF}:r-x", str(folder)], check=True)  # can enter now
-        assert kernel_view(folder, notes) == {"cecilia": (True, False), "david": (True, False)}  # still names
+        view = kernel_view(folder, notes)
+        assert view == {"cecilia": (True, True, False), "david": (True, True, False)}  # ls -l, no cat
+        entered = wait_until(lambda: latest_saying(alerts, kind="contents"), "the change to contents")
+        assert entered["kind"] == kind_by_kernel(view) == "contents"
+        assert entered["paths_affected"] == len(readable_by(CECILIA, folder)) == 1  # the file is still closed
+
         subprocess.run(["setfacl", "-m", f"g:{STAFF}:r--", str(notes)], check=True)
-        assert kernel_view(folder, notes) == {"cecilia": (True, True), "david": (True, True)}
-        contents = wait_until(lambda: latest_saying(alerts, kind="contents"), "the change to contents")
-    assert [(r["status"], r["kind"]) for r in records(alerts)] == [("opened", "names"), ("changed", "contents")]
-    assert contents["exposure_id"] == names["exposure_id"] and contents["sequence"] == 1
-    assert contents["paths_affected"] == len(readable_by(CECILIA, folder)) == 2
-    assert contents["sample_paths"] == readable_by(DAVID, folder)
+        view = kernel_view(folder, notes)
+        assert view == {"cecilia": (True, True, True), "david": (True, True, True)}
+        readable = wait_until(lambda: latest_saying(alerts, paths_affected=2), "the file to be counted")
+        assert readable["kind"] == kind_by_kernel(view) == "contents"
+    assert [(r["status"], r["kind"]) for r in records(alerts)] == [
+        ("opened", "names"),
+        ("changed", "contents"),
+        ("changed", "contents"),
+    ]
+    assert {r["exposure_id"] for r in records(alerts)} == {names["exposure_id"]}
+    assert (entered["sequence"], readable["sequence"]) == (1, 2)
+    assert readable["paths_affected"] == len(readable_by(CECILIA, folder)) == 2
+    assert readable["sample_paths"] == readable_by(DAVID, folder)
 
 
 def test_a_label_without_alerts_on_names_records_them_and_alerts_the_contents(share: Path, tmp_path: Path) -> None:
     folder, notes = names_then_contents(share)
     with permwatch_run(tmp_path, share, folder, label_extra="alert_on_names = false") as alerts:
-        subprocess.run(["setfacl", "-m", f"g:{STAFF}:r-x", str(folder)], check=True)
-        assert kernel_view(folder, notes) == {"cecilia": (True, False), "david": (True, False)}
+        subprocess.run(["setfacl", "-m", f"g:{STAFF}:r--", str(folder)], check=True)
+        assert kind_by_kernel(kernel_view(folder, notes)) == "names"
         config = tmp_path / "permwatch.toml"
 
         def recorded() -> list[dict[str, Any]]:
@@ -228,8 +261,8 @@ def test_a_label_without_alerts_on_names_records_them_and_alerts_the_contents(sh
 
         (window,) = wait_until(recorded, "the names exposure on the record")
         assert window["kind"] == "names" and window["users"] == ["cecilia", "david"]
-        subprocess.run(["setfacl", "-m", f"g:{STAFF}:r--", str(notes)], check=True)
-        assert kernel_view(folder, notes) == {"cecilia": (True, True), "david": (True, True)}
+        subprocess.run(["setfacl", "-m", f"g:{STAFF}:r-x", str(folder)], check=True)
+        assert kind_by_kernel(kernel_view(folder, notes)) == "contents"  # ls -l works, cat does not
         wait_until(lambda: latest_saying(alerts, kind="contents"), "the contents alert")
         subprocess.run(["setfacl", "-x", f"g:{STAFF}", str(folder)], check=True)
         wait_until(lambda: latest_saying(alerts, status="closed"), "the close alert")

@@ -194,6 +194,8 @@ def test_sigterm_stops_a_running_process_promptly_and_says_so(deployment: Deploy
     log = deployment.log()
     assert "permwatch: stopping (SIGTERM)" in log and "permwatch: stopped (SIGTERM)" in log
     print(f"SIGTERM to exit: {took:.2f} s")
+    # measured 0.4-0.7 s on a loaded 2-core machine; the issue found 4-5 s. Generous, yet it fails that again
+    assert took < 3.0, f"SIGTERM took {took:.2f} s to stop permwatch\n{log[-3000:]}"
 
 
 # ------------------------------------------------------------------ a damaged event log

@@ -4,10 +4,15 @@ the folders each label labels; ``--show-defaults`` prints every default as TOML 
 from __future__ import annotations
 
 import tomllib
+import typing
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
+from alerts.registry import SINKS
 from permwatch.cli import main
 from permwatch.cli.settings import config_model
 
@@ -200,6 +205,64 @@ def test_show_defaults_prints_toml_that_loads_back_to_the_defaults(capsys: pytes
     assert '# kind = "slack"' in out and "# roots = <required>" in out
 
 
+def shown_keys(out: str) -> set[str]:
+    """Every table and key the TOML text shows, live or commented out, by dotted path."""
+    shown: set[str] = set()
+    table = ""
+    for line in out.splitlines():
+        text = line.removeprefix("# ")
+        if text.startswith("["):
+            table = text.strip().strip("[]")
+            shown.add(table)
+            continue
+        key, eq, _ = text.partition(" = ")
+        if eq and key.isidentifier():
+            shown.add(f"{table}.{key}" if table else key)
+    return shown
+
+
+def tables_in(annotation: Any, named: bool = False) -> list[tuple[type[BaseModel], bool]]:
+    """The models a field's type holds (a model, an optional one, a list of them, a dict of them by name)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [(annotation, named)]
+    by_name = typing.get_origin(annotation) is dict
+    args = typing.get_args(annotation)[1:] if by_name else typing.get_args(annotation)
+    return [found for arg in args for found in tables_in(arg, named or by_name)]
+
+
+def every_key(model: type[BaseModel], prefix: str) -> Iterator[str]:
+    """The dotted path of every field of ``model`` and of the models it holds (``<name>`` for a dict's keys)."""
+    for name, info in model.model_fields.items():
+        if info.exclude:
+            continue  # refused keys (a literal password): never a setting
+        path = f"{prefix}.{name}" if prefix else name
+        held = tables_in(info.annotation)
+        if not held:
+            yield path
+        for inner, named in held:
+            table = f"{path}.<name>" if named else path
+            yield table
+            yield from every_key(inner, table)
+
+
+def test_show_defaults_shows_every_key_of_every_model_and_sink(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _err = check(capsys, "--show-defaults")
+    assert status == 0
+    expected = set(every_key(config_model(), ""))
+    for sink_model, _factory in SINKS.values():
+        expected |= set(every_key(sink_model, "alerts.sinks"))
+    # the ones the audit found missing, named so that a walker that found nothing could not pass
+    assert {
+        "labels.definitions.<name>.personal_data.data_categories",
+        "breach_report.controller.name",
+        "breach_report.dpo.email",
+        "alerts.sinks.routes.channel",
+        "transport.kafka.bootstrap_servers",
+    } <= expected
+    assert len(expected) > 150
+    assert sorted(expected - shown_keys(out)) == []
+
+
 def test_check_config_needs_a_file_unless_showing_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert check(capsys)[0] == 2
 
@@ -212,6 +275,56 @@ def test_a_missing_kafka_certificate_is_an_error(tmp_path: Path, capsys: pytest.
     assert err.strip() == (
         f"permwatch: config error: {config}: key 'transport.kafka.ssl_ca_file': {tmp_path / 'ca.pem'} does not exist"
     )
+
+
+SMB = """
+[[smb]]
+server = "files.example"
+share = "data"
+username = "svc"
+password_file = "smb-password"
+path_prefix = "/smb/files/data"
+"""
+SYSLOG = """
+[[alerts.sinks]]
+kind = "console"
+[[alerts.sinks]]
+kind = "syslog"
+host = "siem.example"
+ca_file = "siem.pem"
+"""
+EMAIL = """
+[[alerts.sinks]]
+kind = "email"
+host = "smtp.example"
+sender = "permwatch@example.org"
+to = ["soc@example.org"]
+username = "permwatch"
+password_file = "smtp-password"
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "file", "says"),
+    [
+        (SMB, "smb.0.password_file", "smb-password", "cannot read password_file {file}: No such file or directory"),
+        (SYSLOG, "alerts.sinks.1.ca_file", "siem.pem", "{file} does not exist"),
+        (EMAIL, "alerts.sinks.0.password_file", "smtp-password", "Value error, cannot read {file}: No such file"),
+    ],
+    ids=["smb-password", "syslog-ca", "email-password"],
+)
+def test_a_file_an_smb_share_or_a_sink_reads_is_an_error_naming_its_key_until_it_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, key: str, file: str, says: str
+) -> None:
+    config, _share = write(tmp_path, extra)
+    status, _out, err = check(capsys, str(config))
+    assert status == 2
+    expected = f"permwatch: config error: {config}: key '{key}': " + says.format(file=tmp_path / file)
+    assert err.strip().startswith(expected), err
+    assert len(err.strip().splitlines()) == 1
+    (tmp_path / file).write_text("a secret or a certificate\n")
+    status, out, err = check(capsys, str(config))
+    assert (status, out.splitlines()[-1], err) == (0, f"{config}: ok", "")
 
 
 def test_what_the_example_config_calls_a_default_is_the_default() -> None:

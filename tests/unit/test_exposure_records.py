@@ -196,14 +196,32 @@ def test_a_folder_an_outsider_can_list_but_not_enter_is_an_exposure_of_names() -
     assert (verdicts[0].paths_affected, verdicts[0].sample_paths) == (1, (FOLDER,))  # the file is not reachable
 
 
-def test_names_widen_to_contents_and_narrow_back_each_a_change_and_the_close_says_contents() -> None:
+def test_a_folder_an_outsider_can_enter_is_an_exposure_of_contents_though_no_file_is_readable() -> None:
+    """``r-x``: ``ls -l`` works (every file's size, owner and times), so it is more than names."""
     engine = wide_engine(max_users_listed=200)
     (opened,) = engine.step(fs(FOLDER, *alla_acl("rx")))  # can enter, but protokoll.txt is 0640 to the label
+    assert kinds([opened]) == [("opened", "contents")]
+    assert (opened.paths_affected, opened.sample_paths) == (1, (FOLDER,))  # the file itself stays closed
+
+
+def test_a_subfolder_listable_through_a_folder_one_may_only_traverse_is_names_until_it_can_be_entered() -> None:
+    """The labelled folder is ``--x`` (enter, not list) for alla; its subfolder ``r--``: names, beneath it."""
+    engine = wide_engine(max_users_listed=200)
+    engine.apply(fs(FOLDER, *alla_acl("x")))
+    engine.apply(fs(f"{FOLDER}/arkiv", *alla_acl("r")))
+    (names,) = engine.flush()
+    assert kinds([names]) == [("opened", "names")] and names.sample_paths == (f"{FOLDER}/arkiv",)
+    assert kinds(engine.step(fs(f"{FOLDER}/arkiv", *alla_acl("rx")))) == [("changed", "contents")]
+
+
+def test_names_widen_to_contents_and_narrow_back_each_a_change_and_the_close_says_contents() -> None:
+    engine = wide_engine(max_users_listed=200)
+    (opened,) = engine.step(fs(FOLDER, *alla_acl("r")))  # can list, not enter
     assert (opened.status, opened.kind.value) == (ExposureStatus.OPENED, "names")
-    (widened,) = engine.step(fs(f"{FOLDER}/protokoll.txt", *alla_acl("r"), obj=ObjectType.FILE))
+    (widened,) = engine.step(fs(FOLDER, *alla_acl("rx")))  # can enter: ls -l
     assert kinds([widened]) == [("changed", "contents")]
-    assert widened.people == opened.people and widened.paths_affected == 2
-    (narrowed,) = engine.step(fs(f"{FOLDER}/protokoll.txt", mode=0o640, obj=ObjectType.FILE))
+    assert widened.people == opened.people and widened.paths_affected == 1
+    (narrowed,) = engine.step(fs(FOLDER, *alla_acl("r")))
     assert kinds([narrowed]) == [("changed", "names")]
     (closed,) = engine.step(fs(FOLDER, mode=0o750))
     assert kinds([closed]) == [("closed", "contents")]  # it was of contents for a while: its alert must resolve
@@ -212,16 +230,17 @@ def test_names_widen_to_contents_and_narrow_back_each_a_change_and_the_close_say
 
 def test_an_exposure_of_names_only_closes_as_names() -> None:
     engine = wide_engine(max_users_listed=200)
-    engine.step(fs(FOLDER, *alla_acl("rx")))
+    engine.step(fs(FOLDER, *alla_acl("r")))
     assert kinds(engine.step(fs(FOLDER, mode=0o750))) == [("closed", "names")]
 
 
 def test_a_directory_and_a_file_with_one_acl_keep_their_kinds_apart() -> None:
-    """Signatures carry the kind: a subfolder and a file sharing an ACL and a parent are judged apart."""
+    """Signatures carry the kind: a subfolder and a file sharing an ACL (``r--``) and a parent are judged apart.
+    The folder is ``--x`` for alla, so they can reach both without listing it."""
     engine = wide_engine(max_users_listed=200)
-    engine.apply(fs(FOLDER, *alla_acl("rx")))
-    engine.apply(fs(f"{FOLDER}/arkiv", *alla_acl("rx")))
-    engine.apply(fs(f"{FOLDER}/brev.txt", *alla_acl("rx"), obj=ObjectType.FILE))
+    engine.apply(fs(FOLDER, *alla_acl("x")))
+    engine.apply(fs(f"{FOLDER}/arkiv", *alla_acl("r")))
+    engine.apply(fs(f"{FOLDER}/brev.txt", *alla_acl("r"), obj=ObjectType.FILE))
     assert kinds(engine.flush()) == [("opened", "contents")]
     assert kinds(engine.step(fs(f"{FOLDER}/brev.txt", mode=0o640, obj=ObjectType.FILE))) == [("changed", "names")]
 
@@ -236,9 +255,10 @@ def test_a_label_without_alerts_on_names_records_them_and_the_sinks_skip_them() 
     assert quiet.alert_on_names is False and LabelPolicy(LabelsConfig()).labels == {}
     engine = wide_engine(max_users_listed=200)
     engine.step(LabelAssigned(path=FOLDER, label=quiet.model_copy(update={"allowed_groups": ("ledningsgrupp",)})))
-    (names,) = engine.step(fs(FOLDER, *alla_acl("rx")))
-    (contents,) = engine.step(fs(f"{FOLDER}/protokoll.txt", *alla_acl("r"), obj=ObjectType.FILE))
+    (names,) = engine.step(fs(FOLDER, *alla_acl("r")))
+    (contents,) = engine.step(fs(FOLDER, *alla_acl("rx")))
     (closed,) = engine.step(fs(FOLDER, mode=0o750))
+    assert kinds([names, contents, closed]) == [("opened", "names"), ("changed", "contents"), ("closed", "contents")]
     sink = SinkSettings(kind="console")
     assert [sink.accepts(v.to_event()) for v in (names, contents, closed)] == [False, True, True]
     loud = names.to_event().model_copy(update={"label": LABEL})
@@ -247,15 +267,15 @@ def test_a_label_without_alerts_on_names_records_them_and_the_sinks_skip_them() 
 
 def test_a_restart_corrects_a_record_of_the_wrong_kind() -> None:
     live = wide_engine(max_users_listed=200)
-    published = [v.to_event() for v in live.step(fs(FOLDER, *alla_acl("rx")))]  # names: the record
+    published = [v.to_event() for v in live.step(fs(FOLDER, *alla_acl("r")))]  # names: the record
     same = wide_engine(max_users_listed=200)
-    same.step(fs(FOLDER, *alla_acl("rx")))
+    same.step(fs(FOLDER, *alla_acl("r")))
     record = PublishedRecord.of(published)
     same.adopt(record)
     assert same.reconcile(record, "reconcile.test") == []  # the record says what is true: nothing to add
-    rebuilt = wide_engine(max_users_listed=200)  # the file was made readable before the record took it
+    rebuilt = wide_engine(max_users_listed=200)  # x was added to the folder before the record took it
+    rebuilt.step(fs(FOLDER, *alla_acl("r")))
     rebuilt.step(fs(FOLDER, *alla_acl("rx")))
-    rebuilt.step(fs(f"{FOLDER}/protokoll.txt", *alla_acl("r"), obj=ObjectType.FILE))
     rebuilt.adopt(record)
     (changed,) = rebuilt.reconcile(record, "reconcile.test")
     assert kinds([changed]) == [("changed", "contents")] and changed.sequence == 1
@@ -264,11 +284,11 @@ def test_a_restart_corrects_a_record_of_the_wrong_kind() -> None:
 
 def test_the_breach_report_and_the_windows_say_the_kind() -> None:
     engine = wide_engine(max_users_listed=200)
-    verdicts = engine.step(fs(FOLDER, *alla_acl("rx")))
+    verdicts = engine.step(fs(FOLDER, *alla_acl("r")))
     (window,) = exposure_windows(verdicts)
     assert window.kind.value == "names" and window.to_json()["kind"] == "names"
     assert "names only" in breach_report(window)
-    verdicts += engine.step(fs(f"{FOLDER}/protokoll.txt", *alla_acl("r"), obj=ObjectType.FILE))
+    verdicts += engine.step(fs(FOLDER, *alla_acl("rx")))
     (window,) = exposure_windows(verdicts)
     assert window.kind.value == "contents"
     assert "Kind: contents" in breach_report(window)
@@ -278,12 +298,12 @@ def test_after_a_restart_an_exposure_that_narrowed_to_names_still_closes_as_cont
     """The last event on the record says names, but an earlier one said contents: the close must say contents,
     or a label with alert_on_names = false would never see the alert it was sent resolved."""
     live = wide_engine(max_users_listed=200)
-    published = [v.to_event() for v in live.step(fs(FOLDER, *alla_acl("rx")))]
-    published += [v.to_event() for v in live.step(fs(f"{FOLDER}/protokoll.txt", *alla_acl("r"), obj=ObjectType.FILE))]
-    published += [v.to_event() for v in live.step(fs(f"{FOLDER}/protokoll.txt", mode=0o640, obj=ObjectType.FILE))]
+    published = [v.to_event() for v in live.step(fs(FOLDER, *alla_acl("r")))]
+    published += [v.to_event() for v in live.step(fs(FOLDER, *alla_acl("rx")))]
+    published += [v.to_event() for v in live.step(fs(FOLDER, *alla_acl("r")))]
     assert [e.kind.value for e in published] == ["names", "contents", "names"]
     rebuilt = wide_engine(max_users_listed=200)
-    rebuilt.step(fs(FOLDER, *alla_acl("rx")))
+    rebuilt.step(fs(FOLDER, *alla_acl("r")))
     record = PublishedRecord.of(published)
     assert record.contents == {published[0].exposure_id}
     rebuilt.adopt(record)

@@ -180,9 +180,9 @@ def test_processor_counts_handled_events_latency_and_open_exposures(tmp_path: Pa
     bus.publish(TOPIC_FS, "/x", b"{not json")
     bus.flush()
     drain(runner, bus)
-    # a folder with no file in it: outsiders can list it, nothing more
-    assert value(metrics, "permwatch_processor_exposure_events_total", status="opened", kind="names") == 1
-    assert value(metrics, "permwatch_processor_exposure_events_total", status="opened", kind="contents") == 0
+    # a folder with no file in it, but r-x for others: they can enter it (ls -l), which is more than names
+    assert value(metrics, "permwatch_processor_exposure_events_total", status="opened", kind="contents") == 1
+    assert value(metrics, "permwatch_processor_exposure_events_total", status="opened", kind="names") == 0
     assert value(metrics, "permwatch_exposures_open", label="ledning", severity="high") == 1
     # detected_at - observed_at = 40 ms: counted in the 0.04 bucket, not in the 0.03 one
     assert value(metrics, "permwatch_detection_latency_seconds_bucket", le="0.04") == 1
@@ -197,7 +197,7 @@ def test_processor_counts_handled_events_latency_and_open_exposures(tmp_path: Pa
     drain(again, bus)
     assert value(restarted, "permwatch_exposures_open", label="ledning", severity="high") == 1
     assert (
-        value(restarted, "permwatch_processor_exposure_events_total", status="opened", kind="names") == 0
+        value(restarted, "permwatch_processor_exposure_events_total", status="opened", kind="contents") == 0
     )  # not re-emitted
     assert value(restarted, "permwatch_dead_letters_total", stage="processor", reason="invalid") == 0
     bus.close()

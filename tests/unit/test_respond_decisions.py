@@ -239,7 +239,7 @@ def test_the_entitlement_report_lists_open_preexisting_exposures_per_label() -> 
     report = render_report(preexisting_open(found))
     assert "2 pre-existing exposure(s) still open" in report
     assert "## Label `ledning` (severity high): 2 folder(s), up to 4 people" in report
-    assert "| `/srv/share/styrelse` | 4 | alla, enhet | group:alla | names |" in report
+    assert "| `/srv/share/styrelse` | 4 | alla, enhet | group:alla | contents |" in report  # r-x: alla may enter
 
 
 def test_the_directorys_first_snapshot_is_preexisting_and_a_later_membership_change_is_not() -> None:
