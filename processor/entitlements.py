@@ -11,53 +11,28 @@ can read it, through which groups and ACL entries, and its exposure id (for
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-
 from permwatch.events import ExposureEvent, ExposureStatus
 from permwatch.transport.base import Bus
 from processor.forensics import recorded_exposures
 
 
-@dataclass(frozen=True)
-class Entitlement:
-    label: str
-    severity: str
-    folder: str
-    exposure_id: str
-    people: int
-    groups: tuple[str, ...]
-    entries: tuple[str, ...]
-    kind: str
-    found_at: datetime
-
-
-def preexisting_open(events: list[ExposureEvent]) -> list[Entitlement]:
-    """The pre-existing exposures whose last recorded event is not a close, by label then folder."""
+def preexisting_open(events: list[ExposureEvent]) -> list[ExposureEvent]:
+    """The latest event of each pre-existing exposure not closed on the record, by label then folder."""
     latest: dict[str, ExposureEvent] = {}
     for event in events:
         if event.preexisting and event.sequence >= latest.get(event.exposure_id, event).sequence:
             latest[event.exposure_id] = event
-    found = [
-        Entitlement(
-            e.label.name,
-            e.label.severity.value,
-            e.folder,
-            e.exposure_id,
-            e.people,
-            e.groups,
-            tuple(dict.fromkeys(g.entry for g in e.grants)),
-            e.kind.value,
-            e.opened_at,
-        )
-        for e in latest.values()
-        if e.status is not ExposureStatus.CLOSED
-    ]
-    return sorted(found, key=lambda x: (x.label, x.folder))
+    found = [e for e in latest.values() if e.status is not ExposureStatus.CLOSED]
+    return sorted(found, key=lambda e: (e.label.name, e.folder))
 
 
-def render_report(found: list[Entitlement], *, label: str | None = None) -> str:
-    shown = [e for e in found if label is None or e.label == label]
+def entries_of(exposure: ExposureEvent) -> tuple[str, ...]:
+    """The ACL entries (or NT ACEs) that let outsiders read, once each, in the order the exposure names them."""
+    return tuple(dict.fromkeys(grant.entry for grant in exposure.grants))
+
+
+def render_report(found: list[ExposureEvent], *, label: str | None = None) -> str:
+    shown = [e for e in found if label is None or e.label.name == label]
     lines = [
         "# Entitlement report: folders open to people outside their label when permwatch started",
         "",
@@ -65,12 +40,12 @@ def render_report(found: list[Entitlement], *, label: str | None = None) -> str:
         "like any other exposure: it closes when the permissions are fixed, and a further widening alerts. "
         "Decide on each with `permwatch ack|approve|revert EXPOSURE`.",
     ]
-    labels = sorted({e.label for e in shown})
+    labels = sorted({e.label.name for e in shown})
     for name in labels:
-        mine = [e for e in shown if e.label == name]
+        mine = [e for e in shown if e.label.name == name]
         lines += [
             "",
-            f"## Label `{name}` (severity {mine[0].severity}): {len(mine)} folder(s), "
+            f"## Label `{name}` (severity {mine[0].label.severity.value}): {len(mine)} folder(s), "
             f"up to {max(e.people for e in mine)} people outside the label per folder",
             "",
             "| folder | people | groups | ACL entries | kind | exposure |",
@@ -78,8 +53,8 @@ def render_report(found: list[Entitlement], *, label: str | None = None) -> str:
         ]
         for e in mine:
             lines.append(
-                f"| `{e.folder}` | {e.people} | {', '.join(e.groups) or '-'} | {', '.join(e.entries) or '-'} "
-                f"| {e.kind} | `{e.exposure_id}` |"
+                f"| `{e.folder}` | {e.people} | {', '.join(e.groups) or '-'} | {', '.join(entries_of(e)) or '-'} "
+                f"| {e.kind.value} | `{e.exposure_id}` |"
             )
     if not labels:
         lines += ["", "Nothing pre-existing is open."]
