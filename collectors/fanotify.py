@@ -27,6 +27,7 @@ import os
 import select
 import signal
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -356,3 +357,42 @@ def _fsid_of(path: str) -> tuple[int, int]:
     buf = _Statfs()
     _check(_libc.statfs(os.fsencode(path), ctypes.byref(buf)), f"statfs {path}")
     return (buf.f_fsid[0], buf.f_fsid[1])
+
+
+class Listener:
+    """A fanotify group and the thread that reads it: the one lifecycle both the actor and the open sources use.
+
+    ``start(fan, on_ready)`` hands over an open group; the thread calls ``on_ready(fan)`` under :attr:`lock`
+    whenever events wait, and pauses as long as it returns (seconds; 0 for none). Callers read the group under
+    the same lock (:meth:`locked`); :meth:`close` stops the thread, then closes the group.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.lock = threading.Lock()
+        self.fan: Fanotify | None = None
+        self._name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, fan: Fanotify, on_ready: Callable[[Fanotify], float]) -> None:
+        self.fan = fan
+        self._thread = threading.Thread(target=self._follow, args=(fan, on_ready), name=self._name, daemon=True)
+        self._thread.start()
+
+    def _follow(self, fan: Fanotify, on_ready: Callable[[Fanotify], float]) -> None:
+        while not self._stop.is_set():
+            if fan.wait(0.25):
+                with self.lock:
+                    pause = on_ready(fan)
+                if pause:
+                    self._stop.wait(pause)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self.lock:
+            if self.fan is not None:
+                self.fan.close()
+                self.fan = None

@@ -16,13 +16,12 @@ Adding a source is one class and one line in :data:`ACTOR_SOURCES`.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from collectors.acl import NameCache
-from collectors.fanotify import FAN_ATTRIB, FAN_ONDIR, FanEvent, Fanotify, FanotifyUnavailable, Process
+from collectors.fanotify import FAN_ATTRIB, FAN_ONDIR, FanEvent, Fanotify, FanotifyUnavailable, Listener, Process
 from collectors.fs.settings import FsCollectorConfig
 from permwatch.events import Actor
 
@@ -56,13 +55,11 @@ class FanotifyActors:
     def __init__(self, names: NameCache, *, capacity: int = MAX_REMEMBERED) -> None:
         self._names = names
         self._capacity = capacity
-        self._lock = threading.Lock()
         self._latest: OrderedDict[str, Actor] = OrderedDict()
         self._prefixes: tuple[str, ...] = ()
         self._roots: frozenset[str] = frozenset()
-        self._fan: Fanotify | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._listener = Listener("fs-actors")
+        self._lock = self._listener.lock
         self.events_read = 0
 
     def start(self, roots: Sequence[str]) -> None:
@@ -75,26 +72,20 @@ class FanotifyActors:
             if "fan" in locals():
                 fan.close()
             return
-        self._fan = fan
         self._roots = frozenset(roots)
         self._prefixes = tuple(root.rstrip("/") + "/" for root in roots)
-        self._thread = threading.Thread(target=self._follow, name="fs-actors", daemon=True)
-        self._thread.start()
+        self._listener.start(fan, self._read)
 
-    def _follow(self) -> None:
-        fan = self._fan
-        assert fan is not None
-        while not self._stop.is_set():
-            if fan.wait(0.25):
-                self.drain()
+    def _read(self, fan: Fanotify) -> float:
+        for event in fan.read():
+            self._remember(event)
+        return 0.0
 
     def drain(self) -> None:
         """Read every queued event now and remember its path's actor."""
         with self._lock:
-            if self._fan is None:
-                return
-            for event in self._fan.read():
-                self._remember(event)
+            if self._listener.fan is not None:
+                self._read(self._listener.fan)
 
     def _remember(self, event: FanEvent) -> None:
         path = event.path
@@ -115,14 +106,7 @@ class FanotifyActors:
             return self._latest.pop(path, None)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        with self._lock:
-            if self._fan is not None:
-                self._fan.close()
-                self._fan = None
+        self._listener.close()
 
 
 class NoActors:

@@ -18,14 +18,21 @@ import contextlib
 import logging
 import os
 import queue
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from collectors.acl import NameCache
-from collectors.fanotify import FAN_EVENT_ON_CHILD, FAN_ONDIR, FAN_OPEN, FanEvent, Fanotify, FanotifyUnavailable
+from collectors.fanotify import (
+    FAN_EVENT_ON_CHILD,
+    FAN_ONDIR,
+    FAN_OPEN,
+    FanEvent,
+    Fanotify,
+    FanotifyUnavailable,
+    Listener,
+)
 from collectors.fs.actors import actor_from
 from collectors.fs.settings import FsCollectorConfig
 from permwatch.events import FsAccessEvent, LabelAssigned
@@ -87,23 +94,20 @@ class FanotifyOpens:
         self._marked: set[str] = set()
         self._seen: RecentlySeen[tuple[int, str]] = RecentlySeen(REPEAT_SECONDS, MAX_SEEN)
         self._out: queue.SimpleQueue[FsAccessEvent] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._fan: Fanotify | None = None
-        self._thread: threading.Thread | None = None
+        self._listener = Listener("fs-opens")
+        self._lock = self._listener.lock
         self._failed = False
 
     def _started(self) -> Fanotify | None:
-        if self._fan is None and not self._failed:
+        if self._listener.fan is None and not self._failed:
             try:
-                self._fan = Fanotify(dir_names=False)  # an open's own file handle names it, at less cost
+                fan = Fanotify(dir_names=False)  # an open's own file handle names it, at less cost
             except FanotifyUnavailable as exc:
                 self._failed = True
                 log.warning("opens: fanotify unavailable (%s); opens in labelled folders are not recorded", exc)
                 return None
-            self._thread = threading.Thread(target=self._follow, name="fs-opens", daemon=True)
-            self._thread.start()
-        return self._fan
+            self._listener.start(fan, self._read)
+        return self._listener.fan
 
     def watch(self, folder: str) -> None:
         """Record opens in ``folder`` and everything below it."""
@@ -117,9 +121,9 @@ class FanotifyOpens:
     def created(self, directory: str) -> None:
         """A directory appeared: mark it (and what it holds) if it lies in a watched folder."""
         with self._lock:
-            if self._fan is None or self._folder_of(directory) is None:
+            if self._listener.fan is None or self._folder_of(directory) is None:
                 return
-            self._mark_tree(self._fan, directory)
+            self._mark_tree(self._listener.fan, directory)
 
     def _mark_tree(self, fan: Fanotify, top: str) -> None:
         """Mark every directory at or below ``top`` (os.walk follows no symlink); one warning for what failed."""
@@ -146,9 +150,9 @@ class FanotifyOpens:
                 if self._folder_of(directory) is not None:
                     continue  # a nested labelled folder still wants it
                 self._marked.discard(directory)
-                if self._fan is not None:
+                if self._listener.fan is not None:
                     with contextlib.suppress(FanotifyUnavailable):  # gone already: its mark went with it
-                        self._fan.mark(directory, OPEN_MASK, remove=True)
+                        self._listener.fan.mark(directory, OPEN_MASK, remove=True)
 
     def _folder_of(self, path: str) -> str | None:
         while True:
@@ -158,22 +162,15 @@ class FanotifyOpens:
                 return None
             path = os.path.dirname(path)
 
-    def _follow(self) -> None:
-        fan = self._fan
-        assert fan is not None
-        while not self._stop.is_set():
-            if fan.wait(0.25):
-                with self._lock:
-                    fan.events_read = 0
-                    for event in fan.read(self._already_recorded):
-                        self._record(event)
-                    busy = fan.events_read >= BUSY_BATCH
-                # Opens are read as they come: a process can be asked who it is only while it lives (one-off
-                # readers like cat live a millisecond or two). But when a batch shows a busy reader, a pause,
-                # so the kernel merges its repeated opens of one file into one queued event rather than this
-                # thread waking for each (bench/opens.py: ratio 0.40 without the pause, ~0.7 with it).
-                if busy:
-                    self._stop.wait(self._settle_seconds)
+    def _read(self, fan: Fanotify) -> float:
+        fan.events_read = 0
+        for event in fan.read(self._already_recorded):
+            self._record(event)
+        # Opens are read as they come: a process can be asked who it is only while it lives (one-off
+        # readers like cat live a millisecond or two). But when a batch shows a busy reader, a pause,
+        # so the kernel merges its repeated opens of one file into one queued event rather than this
+        # thread waking for each (bench/opens.py: ratio 0.40 without the pause, ~0.7 with it).
+        return self._settle_seconds if fan.events_read >= BUSY_BATCH else 0.0
 
     def _already_recorded(self, pid: int, path: str | None) -> bool:
         return (pid, path or "") in self._seen
@@ -200,14 +197,7 @@ class FanotifyOpens:
                 return out
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        with self._lock:
-            if self._fan is not None:
-                self._fan.close()
-                self._fan = None
+        self._listener.close()
 
 
 class NoOpens:
