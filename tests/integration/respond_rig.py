@@ -49,7 +49,19 @@ def make(path: Path, *, directory: bool, mode: int) -> Path:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, share: Path, labels: str, *, extra: str = "") -> None:
+    """``permwatch run`` over ``share``: ``labels`` and ``extra`` are TOML added to the config, ``fs`` to its
+    ``[[fs]]`` table (an ACL reader), ``directory`` the directory file's content (the respond users by default)."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        share: Path,
+        labels: str,
+        *,
+        extra: str = "",
+        fs: str = "",
+        directory: dict[str, Any] | None = None,
+    ) -> None:
         self.tmp_path = tmp_path
         self.share = share
         self.alerts = tmp_path / "alerts.jsonl"
@@ -57,7 +69,7 @@ class Rig:
         self.log = tmp_path / "permwatch.log"
         self.events_db = tmp_path / "state" / "events.db"
         directory_file = tmp_path / "directory.yaml"
-        directory_file.write_text(yaml.safe_dump(DIRECTORY))
+        directory_file.write_text(yaml.safe_dump(DIRECTORY if directory is None else directory))
         self.config.write_text(
             f"""
 state_dir = "{tmp_path / "state"}"
@@ -66,6 +78,7 @@ path = "{self.events_db}"
 [[fs]]
 collector_id = "respond"
 roots = ["{share}"]
+{fs}
 [directory]
 path = "{directory_file}"
 {labels}

@@ -11,30 +11,21 @@ changed after the exposure's latest record.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from permwatch.events import (
-    TOPIC_DECISIONS,
-    TOPIC_EXPOSURES,
-    TOPIC_FS,
-    Decision,
     DirectoryUser,
-    ExposureEvent,
-    FsPermissionEvent,
-    decode,
-    unbatched,
 )
-from permwatch.transport.embedded import EmbeddedBus
-from tests.integration.pipeline import permwatch_exe, wait_until
+from tests.integration.pipeline import wait_until
+from tests.integration.respond_rig import Rig
 from tests.integration.servers.samba_clients import directory_events, samba_admits, served_over_smb, smbcacls
 from tests.integration.servers.samba_fs import ADMIN_USER, SambaFileServer
 
@@ -73,90 +64,15 @@ def directory_yaml(samba: SambaFileServer) -> dict[str, Any]:
     return {"users": users, "groups": groups}
 
 
-class Run:
-    """``permwatch run`` on the embedded log, the share read with the ``ntacl`` reader."""
-
-    def __init__(self, samba: SambaFileServer, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.events_db = tmp_path / "state" / "events.db"
-        self.config = tmp_path / "permwatch.toml"
-        self.log = tmp_path / "permwatch.log"
-        (tmp_path / "directory.yaml").write_text(yaml.safe_dump(directory_yaml(samba)))
-        allowed = [ADMIN_USER, samba.account("alice")]
-        self.config.write_text(
-            f"""
-state_dir = "{tmp_path / "state"}"
-[transport.embedded]
-path = "{self.events_db}"
-[[fs]]
-collector_id = "samba"
-roots = ["{samba.share_path}"]
-acl_reader = "ntacl"
-acl_reader_options = {{ smb_conf = "{samba.conf_path}" }}
-[directory]
-path = "{tmp_path / "directory.yaml"}"
-[labels.definitions.ledning]
-allowed_users = {allowed!r}
-remediation = "on-command"
-[[labels.rules]]
-glob = "{samba.share_path / FOLDER}"
-label = "ledning"
-[[alerts.sinks]]
-kind = "jsonl"
-path = "{tmp_path / "alerts.jsonl"}"
-""".replace("'", '"')
-        )
-
-    def __enter__(self) -> Run:
-        with self.log.open("w") as log:
-            self.process = subprocess.Popen(
-                [permwatch_exe(), "run", "--config", str(self.config)], stdout=log, stderr=subprocess.STDOUT
-            )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [permwatch_exe(), *args, "--config", str(self.config)], capture_output=True, text=True, timeout=120
-        )
-        if check:
-            assert done.returncode == 0, (args, done.stdout, done.stderr, self.log.read_text()[-3000:])
-        return done
-
-    def _history(self, topic: str) -> list[Any]:
-        bus = EmbeddedBus(self.events_db)
-        try:
-            return [decode(record.value) for record in bus.history([topic])]
-        finally:
-            bus.close()
-
-    def recorded_nt(self, path: Path) -> bool:
-        """Whether the record holds ``path`` with its NT ACL (the collector's first scan got that far)."""
-        return any(
-            isinstance(one, FsPermissionEvent) and one.path == str(path) and one.acl_kind == "nt"
-            for event in self._history(TOPIC_FS)
-            for one in unbatched(event)
-        )
-
-    def exposures(self) -> list[ExposureEvent]:
-        return [e for e in self._history(TOPIC_EXPOSURES) if isinstance(e, ExposureEvent)]
-
-    def decisions(self) -> list[Decision]:
-        return [e for e in self._history(TOPIC_DECISIONS) if isinstance(e, Decision)]
-
-    def wait_exposure(self, what: str, **expected: Any) -> ExposureEvent:
-        def found() -> ExposureEvent | None:
-            matching = [e for e in self.exposures() if all(getattr(e, k) == v for k, v in expected.items())]
-            return matching[-1] if matching else None
-
-        return wait_until(found, what, timeout=60)
+def run_on(samba: SambaFileServer, tmp_path: Path) -> Rig:
+    """``permwatch run`` on the share, read with the ``ntacl`` reader; the label allows the admin and alice."""
+    allowed = json.dumps([ADMIN_USER, samba.account("alice")])
+    labels = (
+        f'[labels.definitions.ledning]\nallowed_users = {allowed}\nremediation = "on-command"\n'
+        f'[[labels.rules]]\nglob = "{samba.share_path / FOLDER}"\nlabel = "ledning"\n'
+    )
+    reader = f'acl_reader = "ntacl"\nacl_reader_options = {{ smb_conf = "{samba.conf_path}" }}'
+    return Rig(tmp_path, samba.share_path, labels, fs=reader, directory=directory_yaml(samba))
 
 
 def over_smb(samba: SambaFileServer) -> set[str]:
@@ -164,7 +80,7 @@ def over_smb(samba: SambaFileServer) -> set[str]:
     return {samba.account(user) for user in USERS if samba_admits(samba, user, FOLDER, True)}
 
 
-def settled_dry_run(run: Run, exposure_id: str) -> subprocess.CompletedProcess[str]:
+def settled_dry_run(run: Rig, exposure_id: str) -> subprocess.CompletedProcess[str]:
     """The dry run once the record has caught up with the last of Samba's writes (it sets the xattr last)."""
 
     def planned() -> subprocess.CompletedProcess[str] | None:
@@ -185,13 +101,13 @@ def test_revert_puts_back_the_nt_acl_samba_served_and_samba_agrees(samba: SambaF
     before = served_over_smb(samba, FOLDER)
     assert over_smb(samba) == {samba.account("alice")}
 
-    with Run(samba, tmp_path) as run:
-        wait_until(lambda: run.recorded_nt(folder), "the first scan to record the folder's NT ACL", timeout=60)
-        assert run.exposures() == []  # the admin and alice only: nothing to say
+    run = run_on(samba, tmp_path)
+    with run.running():
+        assert run.recorded() == []  # the admin and alice only: nothing to say
         smbcacls(samba, FOLDER, "--add", "ACL:S-1-1-0:ALLOWED/0x0/READ")
         widened = over_smb(samba)
         assert widened == {samba.account(u) for u in USERS}
-        opened = run.wait_exposure("the exposure to open", status="opened")
+        opened = run.wait_recorded("the exposure to open", status="opened")
         assert set(opened.users) >= widened - {samba.account("alice")}
 
         dry = settled_dry_run(run, opened.exposure_id)
@@ -206,7 +122,7 @@ def test_revert_puts_back_the_nt_acl_samba_served_and_samba_agrees(samba: SambaF
         assert over_smb(samba) == {samba.account("alice")}  # Samba's own check
         after = served_over_smb(samba, FOLDER)
         assert (after.owner, after.group, after.dacl) == (before.owner, before.group, before.dacl)
-        closed = run.wait_exposure("the close through the normal path", status="closed")
+        closed = run.wait_recorded("the close through the normal path", status="closed")
         assert closed.exposure_id == opened.exposure_id
         requested, reverted = run.decisions()[-2:]
         assert (requested.action.value, reverted.action.value, reverted.by) == (
@@ -221,7 +137,7 @@ def test_revert_puts_back_the_nt_acl_samba_served_and_samba_agrees(samba: SambaF
         smbcacls(samba, FOLDER, "--add", "ACL:S-1-1-0:ALLOWED/0x0/READ")
         again = wait_until(
             lambda: next(
-                (e for e in run.exposures() if e.status == "opened" and e.exposure_id != opened.exposure_id), None
+                (e for e in run.recorded() if e.status == "opened" and e.exposure_id != opened.exposure_id), None
             ),
             "the second exposure",
             timeout=60,
