@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -27,8 +27,9 @@ import pytest
 from collectors.fs import FsCollector
 from collectors.fs.samba_shares import SambaShareWatcher
 from collectors.fs.settings import FsCollectorConfig
-from permwatch.events import DirectoryGroup, DirectoryUser, Label, LabelAssigned, SambaShare, decode, encode
+from permwatch.events import DirectoryGroup, DirectoryUser, Event, Label, LabelAssigned, SambaShare, decode, encode
 from processor.engine import Engine
+from processor.exposures import Verdict
 from processor.forensics import who_can_read
 from tests.integration.servers.process import at_exit
 from tests.integration.servers.samba_clients import directory_events, samba_admits
@@ -123,11 +124,11 @@ class Permwatch:
         self._stop.set()
         self._thread.join(60)
 
-    def _apply(self, events: list) -> None:  # type: ignore[type-arg]
+    def _apply(self, events: Sequence[Event]) -> None:
         for event in events:
             self.engine.apply(decode(encode(event)))
 
-    def _take(self, verdicts: list) -> None:  # type: ignore[type-arg]
+    def _take(self, verdicts: Sequence[Verdict]) -> None:
         for verdict in verdicts:
             self.exposure_open = verdict.status.value != "closed"
 
