@@ -14,8 +14,10 @@ by the watcher from the files alone. Nothing is reloaded: a new SMB connection r
 from __future__ import annotations
 
 import grp
+import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import yaml
 
 from collectors.fs import FsCollector
 from collectors.fs.samba_shares import SambaShareWatcher
@@ -31,6 +34,7 @@ from permwatch.events import DirectoryGroup, DirectoryUser, Event, Label, LabelA
 from processor.engine import Engine
 from processor.exposures import Verdict
 from processor.forensics import who_can_read
+from tests.integration.pipeline import permwatch_exe, wait_until
 from tests.integration.servers.process import at_exit
 from tests.integration.servers.samba_clients import directory_events, samba_admits
 from tests.integration.servers.samba_fs import SHARE, SambaFileServer
@@ -203,3 +207,62 @@ def test_the_share_door_narrows_permwatch_readers_exactly_as_samba_admits(
         assert _check(samba, permwatch, "share ACL deleted: Everyone FULL") == everyone
     finally:
         permwatch.close()
+
+
+def test_permwatch_run_with_smb_conf_closes_and_reopens_the_exposure_as_the_share_narrows(
+    samba: SambaFileServer, tmp_path: Path
+) -> None:
+    """`permwatch run` with ``[[fs]] smb_conf``: the registry starts the watcher beside the fs collector, its events
+    reach the processor over the embedded log, and the label's exposure closes when ``valid users`` leaves only the
+    label's user and opens again when the line goes."""
+    folder = samba.share_path / "styrelse"
+    folder.mkdir()
+    folder.chmod(0o755)
+    directory = {
+        "users": [{"name": samba.account(u), "uid": samba.uid(u), "gid": samba.uid(u) + 100000} for u in USERS],
+        "groups": [],
+    }
+    (tmp_path / "directory.yaml").write_text(yaml.safe_dump(directory))
+    alerts = tmp_path / "alerts.jsonl"
+    config = tmp_path / "permwatch.toml"
+    config.write_text(
+        f"""
+state_dir = "{tmp_path / "state"}"
+[[fs]]
+roots = ["{samba.share_path}"]
+acl_reader = "ntacl"
+smb_conf = "{samba.conf_path}"
+[directory]
+path = "{tmp_path / "directory.yaml"}"
+[labels.definitions.styrelse]
+allowed_users = ["pwntalice"]
+[[labels.rules]]
+glob = "{folder}"
+label = "styrelse"
+[[alerts.sinks]]
+kind = "jsonl"
+path = "{alerts}"
+"""
+    )
+    log = tmp_path / "permwatch.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([permwatch_exe(), "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: _statuses(alerts) == ["opened"], "the exposure: everyone reads through the share")
+        _set_share_option(samba, "valid users", "pwntalice")
+        try:
+            wait_until(lambda: _statuses(alerts)[-1:] == ["closed"], "the exposure closed by valid users")
+            assert {samba.account(u) for u in USERS if samba_admits(samba, u, "styrelse", True)} == {"pwntalice"}
+        finally:
+            _set_share_option(samba, "valid users", None)
+        wait_until(lambda: _statuses(alerts) == ["opened", "closed", "opened"], "the exposure opened again")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    text = log.read_text()
+    assert proc.returncode == 0 and "Traceback" not in text, text[-3000:]
+
+
+def _statuses(alerts: Path) -> list[str]:
+    lines = alerts.read_text().splitlines() if alerts.exists() else []
+    return [json.loads(line)["status"] for line in lines]
