@@ -12,7 +12,7 @@ audience is judged). Users and groups may carry Windows SIDs, and
 NT ACL check (well-known SIDs and Samba's Unix-id SIDs included); names and
 SIDs are accepted alike wherever a label names a principal.
 :class:`PathTable` holds the permission state of every path the collectors
-reported, as a tree.
+reported, as a tree; the state of a Samba share's path also holds the share's door (:class:`ShareGate`).
 """
 
 from __future__ import annotations

@@ -177,3 +177,20 @@ def test_the_watcher_notices_a_change_by_the_files_alone(samba_conf: Path) -> No
         stop.set()
         thread.join(60)
     assert [e.name for e in published if isinstance(e, SambaShare)] == ["all", "ledning", "all"]
+
+
+def test_check_config_names_an_smb_conf_without_the_ntacl_reader_or_that_is_no_file(tmp_path: Path) -> None:
+    from collectors.fs.settings import FsCollectorConfig
+    from collectors.registry import COLLECTORS
+
+    check = COLLECTORS["fs"].check
+    assert check is not None
+    conf = tmp_path / "smb.conf"
+    conf.write_text("[global]\n", encoding="utf-8")
+    posix = FsCollectorConfig(roots=[tmp_path], smb_conf=conf)
+    assert check(posix, "fs.0") == [
+        "key 'fs.0.smb_conf': share doors gate SMB reads, which need acl_reader = \"ntacl\""
+    ]
+    missing = FsCollectorConfig(roots=[tmp_path], smb_conf=tmp_path / "nothing.conf", acl_reader="ntacl")
+    assert check(missing, "fs.0") == [f"key 'fs.0.smb_conf': {tmp_path / 'nothing.conf'} is not a file"]
+    assert check(FsCollectorConfig(roots=[tmp_path], smb_conf=conf, acl_reader="ntacl"), "fs.0") == []
