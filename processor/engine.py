@@ -387,8 +387,9 @@ class Engine:
         if event.kind is FsKind.MOVED and event.old_path and event.old_path != event.path:
             self._remove(event.old_path, cause)
         state = path_state(event)
-        if self.shares:
-            state = gated(state, self._gates_at(event.path))
+        gates = self._gates_at(event.path) if self.shares else ()
+        if gates:  # a fresh state holds no share: only a share's path needs its door folded in
+            state = gated(state, gates)
         self._know_principals(event)
         self._put_state(event.path, state, cause)
 
@@ -436,7 +437,8 @@ class Engine:
 
     def _gates_at(self, path: str) -> tuple[ShareGate, ...]:
         """The doors of the shares of ``path``, by share name (a server has few shares)."""
-        return tuple(gate for _, (at, gate) in sorted(self.shares.items()) if at == path)
+        found = [(name, gate) for name, (at, gate) in self.shares.items() if at == path]
+        return tuple(gate for _, gate in sorted(found)) if found else ()
 
     def _share_paths_naming(self, groups: set[str]) -> set[str]:
         """The paths of the shares whose ``valid users``/``invalid users`` name one of ``groups``."""
