@@ -170,3 +170,20 @@ def test_the_share_gates_survive_a_checkpoint() -> None:
     restored.apply(_share(deleted=True))
     restored.flush()
     assert _readers(restored, FILE) == {"anna", "bo", "cecilia"}
+
+
+def test_a_share_change_above_a_folder_is_on_its_timeline() -> None:
+    from processor.timeline import relevant_to, timeline_items
+
+    narrowed = _share(valid_users=("anna", "@ledning"), acl=(NtAce(type="deny", mask=FULL, trustee="S-1-5-11"),))
+    elsewhere = _share(name="ekonomi", path="/srv/ekonomi")
+    assert relevant_to(FOLDER)(narrowed) and not relevant_to(FOLDER)(elsewhere)
+    entry = timeline_items(FOLDER)(narrowed)
+    assert entry is not None and not isinstance(entry, DirectoryUser | DirectoryGroup)
+    assert (entry.kind, entry.summary) == (
+        "share",
+        "share ledning on /srv/share: valid users anna @ledning; 1 share ACEs (1 deny)",
+    )
+    gone = timeline_items(FOLDER)(_share(deleted=True))
+    assert gone is not None and not isinstance(gone, DirectoryUser | DirectoryGroup)
+    assert gone.summary == "share ledning on /srv/share: gone"
