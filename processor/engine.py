@@ -424,7 +424,8 @@ class Engine:
     def _apply_share(self, event: SambaShare) -> None:
         """A share's door changed: fold it into the state of its path (and out of the old path's, when it moved),
         judged like a permission change of that path (the traverse cache carries it beneath)."""
-        cause = Cause([event.event_id], event.observed_at, event.observed_at)
+        first = self.first_scan_pending(event.path, event.observed_at)  # read at start: what the first scan finds
+        cause = Cause([event.event_id], event.observed_at, event.observed_at, preexisting=first)
         before = self.shares.pop(event.name, None)
         if not event.deleted:
             acl = None if event.acl is None else NtAcl(source="stored", dacl_present=True, dacl=event.acl)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from collectors.spool import RecordDropped
 from permwatch.events import Event, NtAce, NtAceFlag, SambaShare
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,8 @@ class SambaShareWatcher:
                     self._seen = seen
                 except ShareReadError as exc:  # smbd keeps its last good config too; try again next round
                     log.warning("Samba shares of %s not read: %s", self._conf, exc)
+                except RecordDropped:  # the spool was full: nothing was taken as published, so all goes again
+                    log.warning("Samba shares of %s: the spool dropped their events; publishing again", self._conf)
             stop.wait(self._poll_seconds)
 
     def publish_changes(self) -> list[SambaShare]:

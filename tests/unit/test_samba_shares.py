@@ -194,3 +194,29 @@ def test_check_config_names_an_smb_conf_without_the_ntacl_reader_or_that_is_no_f
     missing = FsCollectorConfig(roots=[tmp_path], smb_conf=tmp_path / "nothing.conf", acl_reader="ntacl")
     assert check(missing, "fs.0") == [f"key 'fs.0.smb_conf': {tmp_path / 'nothing.conf'} is not a file"]
     assert check(FsCollectorConfig(roots=[tmp_path], smb_conf=conf, acl_reader="ntacl"), "fs.0") == []
+
+
+def test_a_share_event_the_spool_dropped_is_published_again(samba_conf: Path) -> None:
+    from collectors.spool import RecordDropped
+
+    published: list[Event] = []
+    drops = [RecordDropped("spool full")]
+    flushed = threading.Event()
+
+    def emit(event: Event) -> None:
+        if drops:
+            raise drops.pop()
+        published.append(event)
+
+    watcher = SambaShareWatcher(
+        samba_conf, [samba_conf.parent / "share"], emit, flushed.set, source="fs", poll_seconds=0.05
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop,))
+    thread.start()
+    try:
+        assert flushed.wait(60), "the shares, once the spool takes them"
+    finally:
+        stop.set()
+        thread.join(60)
+    assert [e.name for e in published if isinstance(e, SambaShare)] == ["all", "ledning"]
