@@ -424,7 +424,8 @@ class Engine:
     def _apply_share(self, event: SambaShare) -> None:
         """A share's door changed: fold it into the state of its path (and out of the old path's, when it moved),
         judged like a permission change of that path (the traverse cache carries it beneath)."""
-        first = self.first_scan_pending(event.path, event.observed_at)  # read at start: what the first scan finds
+        # read at start, before the first scan of the roots it serves completed: what that scan finds
+        first = self._first_scan_of_share_pending(event.path, event.observed_at)
         cause = Cause([event.event_id], event.observed_at, event.observed_at, preexisting=first)
         before = self.shares.pop(event.name, None)
         if not event.deleted:
@@ -435,6 +436,14 @@ class Engine:
             state = self.paths.get(path)
             if state is not None:
                 self._put_state(path, gated(state, self._gates_at(path)), cause)
+
+    def _first_scan_of_share_pending(self, path: str, at: datetime) -> bool:
+        """`first_scan_pending` for a share, whose path may lie above its roots as well as in one."""
+        below = path.rstrip("/") + "/"
+        return not any(
+            at > completed and (root == path or root.startswith(below) or path.startswith(root.rstrip("/") + "/"))
+            for root, completed in self.scanned_roots.items()
+        )
 
     def _gates_at(self, path: str) -> tuple[ShareGate, ...]:
         """The doors of the shares of ``path``, by share name (a server has few shares)."""

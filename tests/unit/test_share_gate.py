@@ -187,3 +187,19 @@ def test_a_share_change_above_a_folder_is_on_its_timeline() -> None:
     gone = timeline_items(FOLDER)(_share(deleted=True))
     assert gone is not None and not isinstance(gone, DirectoryUser | DirectoryGroup)
     assert gone.summary == "share ledning on /srv/share: gone"
+
+
+def test_a_share_above_a_scanned_root_that_opens_an_exposure_is_a_new_one_not_what_the_first_scan_found() -> None:
+    from datetime import timedelta
+
+    from permwatch.events import ScanCompleted
+
+    engine = _engine()
+    engine.apply(_share(path="/srv", valid_users=("anna",)))
+    engine.flush()
+    scan = ScanCompleted(root=SHARE, paths_seen=5, paths_changed=5, seconds=0.1)
+    engine.apply(scan)
+    later = scan.observed_at + timedelta(seconds=1)
+    engine.apply(_share(path="/srv", deleted=True, observed_at=later))
+    [opened] = engine.flush()
+    assert opened.status.value == "opened" and not opened.preexisting
