@@ -6,7 +6,7 @@ smbd admits a user to a share before any file's ACL is asked: ``valid users`` (w
 directory, edited with ``sharesec`` or from Windows' share properties) must grant them read. This module reads the
 effective configuration as Samba itself parses it (``testparm -s``) and the descriptors with ``sharesec
 --view-all``, for the shares whose path is at, under or above one of the collector's roots. It polls the
-modification times of ``smb.conf`` and ``share_info.tdb`` (``poll_seconds``, 2 s) and publishes only the shares
+modification times of ``smb.conf`` (and the files it includes) and ``share_info.tdb`` (``poll_seconds``, 2 s) and publishes only the shares
 that changed, and a ``deleted`` one for a share that went (or whose path moved: the old path is told). What it
 published is kept in a small JSON file, so a restart publishes what changed while it was down. ``sharesec``
 needs to read ``share_info.tdb`` (mode 0600, root's, on Debian).
@@ -248,9 +248,10 @@ class SambaShareWatcher:
         return events
 
     def _fingerprint(self) -> tuple[object, ...]:
-        """What says smb.conf or a share ACL may have changed: both files' modification times and sizes."""
+        """What says smb.conf or a share ACL may have changed: the modification times and sizes of smb.conf, the
+        files it includes and share_info.tdb."""
         found: list[object] = []
-        for path in (self._conf, self._share_info()):
+        for path in (*included_files(self._conf), self._share_info()):
             try:
                 st = os.stat(path) if path else None
             except OSError:
@@ -287,6 +288,27 @@ class SambaShareWatcher:
         temporary = self._state_path.with_suffix(".tmp")
         temporary.write_text(json.dumps(self._published, sort_keys=True), encoding="utf-8")
         os.replace(temporary, self._state_path)
+
+
+_INCLUDE = re.compile(r"^\s*include\s*=\s*(/\S.*?)\s*$", re.IGNORECASE)
+
+
+def included_files(conf: str, limit: int = 32) -> list[str]:
+    """``conf`` and the files its ``include =`` lines name, theirs too (absolute paths without ``%`` macros; at
+    most ``limit``): an edit to any of them can change a share."""
+    found: list[str] = []
+    pending = [conf]
+    while pending and len(found) < limit:
+        path = pending.pop(0)
+        if path in found:
+            continue
+        found.append(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        pending += [m.group(1) for line in text.splitlines() if (m := _INCLUDE.match(line)) and "%" not in m.group(1)]
+    return found
 
 
 def _fields(event: SambaShare) -> dict[str, object]:

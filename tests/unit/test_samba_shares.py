@@ -220,3 +220,22 @@ def test_a_share_event_the_spool_dropped_is_published_again(samba_conf: Path) ->
         stop.set()
         thread.join(60)
     assert [e.name for e in published if isinstance(e, SambaShare)] == ["all", "ledning"]
+
+
+def test_a_share_in_an_included_file_is_read_and_its_edit_noticed(samba_conf: Path) -> None:
+    from collectors.fs.samba_shares import included_files
+
+    base = samba_conf.parent
+    extra = base / "shares.d.conf"
+    extra.write_text(f"[inner]\n\tpath = {base / 'share' / 'ledning'}\n", encoding="utf-8")
+    with samba_conf.open("a", encoding="utf-8") as conf:
+        conf.write(f"[global]\n\tinclude = {extra}\n")
+    assert included_files(str(samba_conf)) == [str(samba_conf), str(extra)]
+    published: list[Event] = []
+    watcher = SambaShareWatcher(samba_conf, [base / "share"], published.append, lambda: None, source="fs")
+    assert "inner" in {e.name for e in watcher.publish_changes() if isinstance(e, SambaShare)}
+    before = watcher._fingerprint()
+    extra.write_text(f"[inner]\n\tpath = {base / 'share' / 'ledning'}\n\tvalid users = anna\n", encoding="utf-8")
+    assert watcher._fingerprint() != before
+    [inner] = watcher.publish_changes()
+    assert inner.name == "inner" and inner.valid_users == ("anna",)
