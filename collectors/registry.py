@@ -102,6 +102,26 @@ def _start_fs(settings: FsCollectorConfig, context: CollectorContext) -> None:
     if context.spool is not None:
         context.spool.on_recovered(collector.request_spool_rescan)
     context.run(f"fs:{settings.collector_id}", collector)
+    if settings.smb_conf is not None:
+        _start_samba_shares(settings, context)
+
+
+def _start_samba_shares(settings: FsCollectorConfig, context: CollectorContext) -> None:
+    """The shares serving an fs collector's roots, from its ``smb_conf`` (issue 16): their doors on the fs topic."""
+    from collectors.fs.samba_shares import SambaShareWatcher
+
+    assert settings.smb_conf is not None
+    emitter = BusEmitter(context.bus, context.metrics, router=context.router)
+    state_path = context.state_dir / f"smb-shares-{settings.collector_id}.json"
+    watcher = SambaShareWatcher(
+        settings.smb_conf,
+        settings.roots,
+        emitter.emit,
+        emitter.flush,
+        source=settings.collector_id,
+        state_path=state_path,
+    )
+    context.run(f"smb-shares:{settings.collector_id}", watcher)
 
 
 def _check_fs(settings: FsCollectorConfig, key: str) -> list[str]:
@@ -118,6 +138,10 @@ def _check_fs(settings: FsCollectorConfig, key: str) -> list[str]:
             problems.append(f"key '{key}.{name}': {unknown[0]!r} names no source (known: {listed})")
         elif "smb_audit" in names and settings.smb_audit_log is None:
             problems.append(f"key '{key}.smb_audit_log': required when {name} names smb_audit")
+    if settings.smb_conf is not None and settings.acl_reader != "ntacl":
+        problems.append(f"key '{key}.smb_conf': share doors gate SMB reads, which need acl_reader = \"ntacl\"")
+    elif settings.smb_conf is not None and not settings.smb_conf.is_file():
+        problems.append(f"key '{key}.smb_conf': {settings.smb_conf} is not a file")
     return problems
 
 
@@ -137,7 +161,9 @@ COLLECTORS: dict[str, CollectorKind] = {
     "directory": CollectorKind(StageSection(DirectoryFileConfig, paths=("path",)), _start_directory),
     "ldap": CollectorKind(StageSection(LdapCollectorConfig, repeated=True), _start_ldap),
     "fs": CollectorKind(
-        StageSection(FsCollectorConfig, repeated=True, paths=("state_path", "smb_audit_log")), _start_fs, _check_fs
+        StageSection(FsCollectorConfig, repeated=True, paths=("state_path", "smb_audit_log", "smb_conf")),
+        _start_fs,
+        _check_fs,
     ),
     "smb": CollectorKind(StageSection(SmbCollectorConfig, repeated=True, paths=("password_file",)), _start_smb),
 }

@@ -404,6 +404,49 @@ class ScanCompleted(Event):
         return self.root
 
 
+# ---------------------------------------------------------------- Samba share-level access (issue 16, item 6)
+
+
+class SambaShare(Event):
+    """One share of a Samba file server as smbd admits users to it, before any file's ACL is asked: the share's
+    ``valid users`` / ``invalid users`` (entries as smb.conf writes them: ``name``, ``@group``, ``+group``, a SID)
+    and its share security descriptor (``sharesec``; Samba serves Everyone FULL when none is stored).
+
+    ``acl`` is None only with ``error`` (the descriptor could not be read: judged as not narrowing anybody, and
+    said). ``deleted``: the share is gone (or moved to another path: the old path is told it is gone). Keyed
+    like an ``fs.permission`` event of ``path``, so it travels with the paths it gates.
+    """
+
+    type: Literal["smb.share"] = "smb.share"
+    name: str = Field(min_length=1, max_length=256)
+    path: str = Field(min_length=1, max_length=4096)
+    valid_users: tuple[Annotated[str, Field(min_length=1, max_length=256)], ...] = ()
+    invalid_users: tuple[Annotated[str, Field(min_length=1, max_length=256)], ...] = ()
+    acl: tuple[NtAce, ...] | None = None
+    deleted: Bool = False
+    error: str | None = Field(default=None, max_length=300)
+
+    _path = field_validator("path")(_check_path)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SambaShare:
+        if not self.deleted and (self.acl is None) != (self.error is not None):
+            raise ValueError("a share carries its acl, or the error that kept it from being read")
+        return self
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_FS
+
+    @property
+    def key(self) -> str:
+        """The path, like a permission event's: :class:`permwatch.keys.FsKeys` routes it to the path's unit."""
+        return self.path
+
+
+# ---------------------------------------------------------------- end of the Samba share block
+
+
 # ------------------------------------------------------------------ directory
 
 
@@ -738,7 +781,8 @@ AnyEvent = Annotated[
     | LabelAssigned
     | ExposureEvent
     | FsAccessEvent
-    | Decision,
+    | Decision
+    | SambaShare,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)

@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from permwatch.events import Event, FsKind, FsPermissionEvent
+from permwatch.events import Event, FsKind, FsPermissionEvent, SambaShare
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,9 @@ class FsKeys:
 
     def route(self, event: Event) -> list[Keyed]:
         """``event`` with its key, as the records to send, in order (two for a move across units)."""
+        if isinstance(event, SambaShare):  # gates its path and all beneath: with that path's unit
+            share_unit = self.unit_of(event.path)
+            return [Keyed(event, share_unit, share_unit is None)]
         if not isinstance(event, FsPermissionEvent):
             return [Keyed(event, event.key)]
         unit = self.unit_of(event.path)

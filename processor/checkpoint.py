@@ -79,6 +79,7 @@ Offsets = dict[tuple[str, int], int]
 CAPTURED = frozenset(
     {"directory", "paths", "labels", "_labelled_sorted", "_allowing", "folders_judged", "last_directory_change"}
     | {"decisions", "scanned_roots"}  # respond (issue 19): approvals in force, roots past their first scan
+    | {"shares"}  # Samba shares' doors (issue 16)
 )
 """Engine attributes the snapshot holds (with ``tracker.folders``, the exposure book)."""
 REBUILT = frozenset({"evaluator", "tracker", "_source", "_clock"})

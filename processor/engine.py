@@ -12,6 +12,7 @@ Which folders an event touches:
 - a path's permission change: its labelled folder; if the path is a
   directory whose traverse bits changed, every labelled folder beneath it;
 - a label change: the folder, and the folder that governed it before;
+- a Samba share's change (``smb.share``): like a permission change of the share's path, whose state holds it;
 - a group's membership change: the folders whose paths (or ancestors) name
   that group or any group it is nested into, through the path table's group
   index, and the folders whose label allows the group (see
@@ -37,7 +38,9 @@ from permwatch.events import (
     FsKind,
     FsPermissionEvent,
     LabelAssigned,
+    NtAcl,
     ObjectType,
+    SambaShare,
     ScanCompleted,
     utcnow,
 )
@@ -46,7 +49,7 @@ from processor.exposures import MAX_USERS_LISTED, Cause, ExposureTracker, Folder
 from processor.gcpause import gc_paused
 from processor.published import PublishedRecord
 from processor.readers import ReaderEvaluator
-from processor.state import Directory, PathTable, parent_of, path_state
+from processor.state import Directory, PathState, PathTable, ShareGate, gated, parent_of, path_state
 
 
 class Engine:
@@ -81,6 +84,8 @@ class Engine:
         """approvals in force, from the ``decisions`` topic"""
         self.scanned_roots: dict[str, datetime] = {}
         """root → when its first baseline scan completed: what that scan found (observed until then) pre-exists"""
+        self.shares: dict[str, tuple[str, ShareGate]] = {}
+        """Samba share name → (its path, its door) (issue 16): folded into the path's state, see `_apply_share`"""
 
     # ------------------------------------------------------------ entry points
 
@@ -96,6 +101,8 @@ class Engine:
             self._apply_label(event)
         elif isinstance(event, Decision):
             self.decisions.apply(event, self._readers_of(event.folder))
+        elif isinstance(event, SambaShare):
+            self._apply_share(event)
         elif isinstance(event, ScanCompleted) and event.reason == "baseline":
             self.scanned_roots.setdefault(event.root, event.observed_at)
 
@@ -353,6 +360,13 @@ class Engine:
             for path in children.keys() & paths:
                 if children[path]:  # a directory with something beneath gates its traverse
                     folders.update(self.labelled_below(path))
+        if self.shares:  # a share's valid/invalid users name groups by name: its path gates all beneath
+            named: set[str] = set().union(*(self.directory.containing_groups(group) for group in groups))
+            for share_path in self._share_paths_naming(named):
+                owner = self.folder_of(share_path)
+                if owner is not None:
+                    folders.add(owner)
+                folders.update(self.labelled_below(share_path))
         for group in groups:
             folders.update(self._allowing.get(group, ()))
             g = self.directory.groups.get(group)
@@ -373,13 +387,21 @@ class Engine:
         if event.kind is FsKind.MOVED and event.old_path and event.old_path != event.path:
             self._remove(event.old_path, cause)
         state = path_state(event)
+        gates = self._gates_at(event.path) if self.shares else ()
+        if gates:  # a fresh state holds no share: only a share's path needs its door folded in
+            state = gated(state, gates)
         self._know_principals(event)
-        old = self.paths.put(event.path, state)
+        self._put_state(event.path, state, cause)
+
+    def _put_state(self, path: str, state: PathState, cause: Cause) -> None:
+        """Take ``state`` as ``path``'s and mark what that can move: its folder, and when the path is a
+        directory whose traverse changed, every labelled folder beneath it."""
+        old = self.paths.put(path, state)
         if old is not None and old.acl == state.acl and old.object_type == state.object_type:
             return
-        folder = self.folder_of(event.path)
+        folder = self.folder_of(path)
         if folder is not None:
-            self.tracker.folders[folder].set_path(event.path, state, intern(parent_of(event.path)), old)
+            self.tracker.folders[folder].set_path(path, state, intern(parent_of(path)), old)
             self._touch(folder, cause)
         if state.object_type is not ObjectType.DIRECTORY:
             return
@@ -392,10 +414,50 @@ class Engine:
             return
         self.evaluator.forget_traverse()
         # Who can reach what lies beneath has changed: its folders must be judged again.
-        if folder is not None and folder != event.path:
+        if folder is not None and folder != path:
             self._touch(folder, cause)
-        for below in self.labelled_below(event.path):
+        for below in self.labelled_below(path):
             self._touch(below, cause)
+
+    # ------------------------------------------------------------ Samba shares (issue 16, item 6)
+
+    def _apply_share(self, event: SambaShare) -> None:
+        """A share's door changed: fold it into the state of its path (and out of the old path's, when it moved),
+        judged like a permission change of that path (the traverse cache carries it beneath)."""
+        # read at start, before the first scan of the roots it serves completed: what that scan finds
+        first = self._first_scan_of_share_pending(event.path, event.observed_at)
+        cause = Cause([event.event_id], event.observed_at, event.observed_at, preexisting=first)
+        before = self.shares.pop(event.name, None)
+        if not event.deleted:
+            acl = None if event.acl is None else NtAcl(source="stored", dacl_present=True, dacl=event.acl)
+            gate = ShareGate(event.name, event.valid_users, event.invalid_users, acl, event.error)
+            self.shares[event.name] = (event.path, gate)
+        for path in {event.path} | ({before[0]} if before is not None else set()):
+            state = self.paths.get(path)
+            if state is not None:
+                self._put_state(path, gated(state, self._gates_at(path)), cause)
+
+    def _first_scan_of_share_pending(self, path: str, at: datetime) -> bool:
+        """`first_scan_pending` for a share, whose path may lie above its roots as well as in one."""
+        below = path.rstrip("/") + "/"
+        return not any(
+            at > completed and (root == path or root.startswith(below) or path.startswith(root.rstrip("/") + "/"))
+            for root, completed in self.scanned_roots.items()
+        )
+
+    def _gates_at(self, path: str) -> tuple[ShareGate, ...]:
+        """The doors of the shares of ``path``, by share name (a server has few shares)."""
+        found = [(name, gate) for name, (at, gate) in self.shares.items() if at == path]
+        return tuple(gate for _, gate in sorted(found)) if found else ()
+
+    def _share_paths_naming(self, groups: set[str]) -> set[str]:
+        """The paths of the shares whose ``valid users``/``invalid users`` name one of ``groups``."""
+        found = set()
+        for path, gate in self.shares.values():
+            for entry in gate.valid_users + gate.invalid_users:
+                if entry.lstrip("@+&").rsplit("\\", 1)[-1] in groups:
+                    found.add(path)
+        return found
 
     def _actor_name(self, actor: Actor) -> str | None:
         """An fs event's actor as exposures name people: the directory's name for the uid, else the collector's."""

@@ -27,7 +27,7 @@ from permwatch.events import (
 from permwatch.transport.base import Bus
 from processor.engine import Engine
 from processor.exposures import Verdict, audience
-from processor.readers import inherited_from
+from processor.readers import inherited_from, share_admits
 from processor.state import parent_of
 
 
@@ -202,9 +202,10 @@ def who_can_read(engine: Engine, path: str) -> tuple[Label | None, list[ReaderGr
     readers = evaluator.readers(path, state)
     allowed = audience(label, directory) if label is not None else 0
     found: list[ReaderGrant] = []
+    doors = _share_doors_above(engine, path)
     for via in evaluator.verdict(state).via:
         hit = via.people & readers
-        entry = via.entry
+        entry = via.entry + _share_note(doors, via.people & ~hit)
         if via.ace is not None and entry.endswith(", inherited"):  # an NT ACE: say where it came from
             origin = inherited_from(engine.paths, path, via.ace)
             entry = f"{entry} from {origin}" if origin else entry
@@ -219,6 +220,22 @@ def who_can_read(engine: Engine, path: str) -> tuple[Label | None, list[ReaderGr
             for user in directory.names(direct):
                 found.append(ReaderGrant(user, entry, nested, chain, bool(directory.user_bit(user) & allowed)))
     return label, sorted(found, key=lambda g: (g.allowed, g.user, g.entry))
+
+
+def _share_doors_above(engine: Engine, path: str) -> list[tuple[str, int, list[str]]]:
+    """The Samba shares served from above ``path`` (issue 16): (name, whom it admits, what narrowed it)."""
+    doors = []
+    for name, (at, gate) in sorted(engine.shares.items()):
+        if at != path and path.startswith(at.rstrip("/") + "/"):
+            admitted, narrowed = share_admits(gate, engine.directory)
+            doors.append((name, admitted, narrowed))
+    return doors
+
+
+def _share_note(doors: list[tuple[str, int, list[str]]], kept_out: int) -> str:
+    """ " [share 'ledning': valid users]" when a share above kept some of an entry's people out."""
+    notes = [f"share '{name}': {', '.join(narrowed)}" for name, admitted, narrowed in doors if kept_out & ~admitted]
+    return f" [{'; '.join(notes)}]" if notes else ""
 
 
 def recorded_decisions(bus: Bus, exposure_id: str | None = None) -> list[Decision]:

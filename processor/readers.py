@@ -17,6 +17,11 @@ ACL could not be read is judged by POSIX alone and every grant says so. A descri
 where nothing of ours runs (``source == "smb"``) has no POSIX part: the NT check alone decides, and traverse is
 everybody (bypass-traverse, Windows' default) or, where the server enforces it, whom the DACL grants traverse.
 
+At a Samba share's path (:func:`processor.state.share_gates`) the share's door narrows both read and traverse
+there (:func:`share_admits`: ``valid users``/``invalid users``, and the share ACL through the same
+:func:`processor.nt_access.nt_readers`), so the traverse cache carries it to everything beneath; where several
+shares serve one path, whom any of them admits. Each grant of the share's path names the share that narrowed it.
+
 Verdicts are cached per distinct permission state (:data:`AclKey`), so a tree
 of 100,000 folders sharing a handful of ACLs costs a handful of evaluations;
 the cache is dropped whenever the directory changes.
@@ -28,7 +33,18 @@ from dataclasses import dataclass
 
 from permwatch.events import NtAce, NtAceFlag, NtAcl
 from processor.nt_access import EVERYBODY, FILE_TRAVERSE, NtGrant, map_generic, nt_readers
-from processor.state import TAG_NAMES, AclKey, Directory, PathState, PathTable, acl_tuple, nt_part, parent_of
+from processor.state import (
+    TAG_NAMES,
+    AclKey,
+    Directory,
+    PathState,
+    PathTable,
+    ShareGate,
+    acl_tuple,
+    nt_part,
+    parent_of,
+    share_gates,
+)
 
 READ = 4
 TRAVERSE = 1
@@ -139,7 +155,78 @@ class ReaderEvaluator:
 
 def evaluate_acl(state: PathState, directory: Directory) -> AclVerdict:
     """Read and traverse bitsets of one permission state, with the entry that grants each: POSIX, and on a
-    Samba share with an NT ACL of its own, only those the NT check admits too."""
+    Samba share with an NT ACL of its own, only those the NT check admits too; at a share's path, only those
+    its share admits."""
+    verdict = _evaluate_own(state, directory)
+    gates = share_gates(state.acl)
+    if not gates:
+        return verdict
+    admitted, why = 0, []
+    for gate in gates:
+        people, narrowed = share_admits(gate, directory)
+        admitted |= people
+        why.append(f"share '{gate.name}': {', '.join(narrowed) or 'admits all'}")
+    note = f" [{'; '.join(why)}]"
+    via = tuple(
+        Via(v.entry + (note if v.people & ~admitted else ""), v.group, v.user, v.people & admitted, v.ace)
+        for v in verdict.via
+        if v.people & admitted
+    )
+    return AclVerdict(verdict.read & admitted, verdict.traverse & admitted, via)
+
+
+def share_admits(gate: ShareGate, directory: Directory) -> tuple[int, list[str]]:
+    """Whom smbd lets connect to a share (everybody: ``ALL``), and what narrowed it (``valid users``, ``invalid
+    users``, ``share ACL``, ``share ACL unreadable``). smbd admits a user whom ``valid users`` (when set) names,
+    ``invalid users`` does not, and whose token the share ACL grants FILE_READ_DATA (a user granted write alone
+    may connect but read nothing). Group entries (``@g``, ``+g``, or a plain name that is a group) count their
+    members as the operating system resolves them, like a POSIX group entry."""
+    people, narrowed = ALL, []
+    if gate.valid_users:
+        valid = 0
+        for entry in gate.valid_users:
+            valid |= _named(entry, gate.name, directory)
+        people &= valid
+        if valid != ALL:
+            narrowed.append("valid users")
+    invalid = 0
+    for entry in gate.invalid_users:
+        invalid |= _named(entry, gate.name, directory, unresolved=0)
+    if invalid:
+        people &= ~invalid
+        narrowed.append("invalid users")
+    if gate.acl is None:
+        narrowed.append(f"share ACL unreadable ({gate.error}): not applied")
+    else:
+        allowed, _ = nt_readers(gate.acl, directory.sid_members)
+        if allowed != EVERYBODY and allowed != directory.everyone():
+            people &= allowed
+            narrowed.append("share ACL")
+    return people, narrowed
+
+
+def _named(entry: str, share: str, directory: Directory, *, unresolved: int = ALL) -> int:
+    """The people an smb.conf user-list entry names. A ``%`` macro other than ``%S`` (the share's name) depends
+    on the connecting user and is not modelled: it names ``unresolved`` (everybody in ``valid users``, nobody in
+    ``invalid users``: the side of exposure). ``&netgroup`` is NIS only and names nobody."""
+    name = entry.replace("%S", share)
+    if "%" in name:
+        return unresolved
+    if name.startswith("S-1-"):
+        return directory.sid_members(name)
+    if name[:1] in "@+&":
+        kind, name = name[0], name[1:].rsplit("\\", 1)[-1]
+        if kind == "&" or name not in directory.groups:
+            return 0
+        return directory.effective_members(name)
+    name = name.rsplit("\\", 1)[-1]
+    if name in directory.users:
+        return directory.user_bit(name)
+    return directory.effective_members(name) if name in directory.groups else 0
+
+
+def _evaluate_own(state: PathState, directory: Directory) -> AclVerdict:
+    """:func:`evaluate_acl` without the share's door."""
     nt = nt_part(state.acl)
     if nt is not None and nt.remote:
         return _over_smb(nt, directory)

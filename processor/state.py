@@ -12,7 +12,7 @@ audience is judged). Users and groups may carry Windows SIDs, and
 NT ACL check (well-known SIDs and Samba's Unix-id SIDs included); names and
 SIDs are accepted alike wherever a label names a principal.
 :class:`PathTable` holds the permission state of every path the collectors
-reported, as a tree.
+reported, as a tree; the state of a Samba share's path also holds the share's door (:class:`ShareGate`).
 """
 
 from __future__ import annotations
@@ -372,9 +372,29 @@ class Directory:
 
 # ---------------------------------------------------------------- path table
 
-AclTuple = tuple[int, int, tuple[tuple[int, int, int], ...]] | tuple[int, int, tuple[tuple[int, int, int], ...], NtAcl]
+
+@dataclass(frozen=True, slots=True)
+class ShareGate:
+    """A Samba share's door (issue 16, item 6): smbd lets a user connect only when ``valid users`` (if any) names
+    them, ``invalid users`` does not, and the share ACL grants them read. Entries as smb.conf writes them; ``acl``
+    None when the share ACL could not be read (``error`` says why: it then narrows nobody). Held by the permission
+    state of the share's path, so its verdict gates reading and traversing it (see processor/readers.py)."""
+
+    name: str
+    valid_users: tuple[str, ...] = ()
+    invalid_users: tuple[str, ...] = ()
+    acl: NtAcl | None = None
+    error: str | None = None
+
+
+AclTuple = (
+    tuple[int, int, tuple[tuple[int, int, int], ...]]
+    | tuple[int, int, tuple[tuple[int, int, int], ...], NtAcl | None]
+    | tuple[int, int, tuple[tuple[int, int, int], ...], NtAcl | None, tuple[ShareGate, ...]]
+)
 """(owner uid, group gid, ((tag, qualifier, perms), ...)): the permission state of a path; on a Samba share
-with an NT ACL of its own (stored or unreadable), that :class:`NtAcl` fourth, as both are enforced."""
+with an NT ACL of its own (stored or unreadable), that :class:`NtAcl` fourth, as both are enforced; at a Samba
+share's path, the shares of that path fifth (the NT ACL then None when it has none of its own)."""
 AclKey = int
 """A permission state interned to a small int: hashing nested tuples on every lookup
 costs more than judging, and a share has few distinct states."""
@@ -389,7 +409,7 @@ def intern_acl(acl: AclTuple) -> AclKey:
     found = _ACL_IDS.get(acl)
     if found is None:
         owner, group, entries, *nt = acl
-        acl = (owner, group, tuple(_ENTRIES.setdefault(entry, entry) for entry in entries), *nt)  # type: ignore[assignment]
+        acl = (owner, group, tuple(_ENTRIES.setdefault(entry, entry) for entry in entries), *nt)
         found = _ACL_IDS[acl] = len(_ACL_TUPLES)
         _ACL_TUPLES.append(acl)
     return found
@@ -402,7 +422,13 @@ def acl_tuple(key: AclKey) -> AclTuple:
 def nt_part(key: AclKey) -> NtAcl | None:
     """The NT ACL a permission state holds besides its POSIX part (None: POSIX alone decides)."""
     acl = _ACL_TUPLES[key]
-    return acl[3] if len(acl) == 4 else None
+    return acl[3] if len(acl) >= 4 else None
+
+
+def share_gates(key: AclKey) -> tuple[ShareGate, ...]:
+    """The Samba shares whose path this permission state is (usually none)."""
+    acl = _ACL_TUPLES[key]
+    return acl[4] if len(acl) == 5 else ()
 
 
 _TAG_CODES = {
@@ -471,6 +497,17 @@ def path_state(event: FsPermissionEvent) -> PathState:
     return _STATES.setdefault(state, state)
 
 
+def gated(state: PathState, gates: tuple[ShareGate, ...]) -> PathState:
+    """``state`` with ``gates`` as the shares of its path (none: the state as its own ACLs alone make it)."""
+    acl = acl_tuple(state.acl)
+    core = (acl[0], acl[1], acl[2], acl[3] if len(acl) >= 4 else None)
+    key = intern_acl((*core, gates) if gates else core if core[3] is not None else core[:3])
+    if key == state.acl:
+        return state
+    found = PathState(state.object_type, key, state.owner_name, state.group_name, state.qualifier_names)
+    return _STATES.setdefault(found, found)
+
+
 def parent_of(path: str) -> str:
     if path == "/":
         return "/"
@@ -508,6 +545,9 @@ def trustees(key: AclKey) -> tuple[str, ...]:
     if found is None:
         nt = nt_part(key)
         sids = {ace.trustee for ace in nt.dacl} if nt is not None and nt.dacl is not None else set()
+        for gate in share_gates(key):  # a share ACL's trustees gate the share's path alike
+            if gate.acl is not None and gate.acl.dacl is not None:
+                sids.update(ace.trustee for ace in gate.acl.dacl)
         found = _TRUSTEES[key] = tuple(sorted(sids))
     return found
 

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from permwatch.events import AnyEvent, Decision, DirectoryGroup, DirectoryUser, FsPermissionEvent, LabelAssigned
+from permwatch.events import (
+    AnyEvent,
+    Decision,
+    DirectoryGroup,
+    DirectoryUser,
+    FsPermissionEvent,
+    LabelAssigned,
+    SambaShare,
+)
 from processor.forensics import ExposureWindow, ancestors, touches
 from processor.gcpause import gc_paused
 
@@ -70,7 +78,7 @@ def relevant_to(folder: str) -> Callable[[AnyEvent], bool]:
     above = set(ancestors(folder))
 
     def keep(event: AnyEvent) -> bool:
-        if isinstance(event, FsPermissionEvent):
+        if isinstance(event, FsPermissionEvent | SambaShare):  # a share's door gates its path and all beneath
             return touches(event.path, folder) or event.path in above
         if isinstance(event, LabelAssigned):
             return touches(event.path, folder)
@@ -122,6 +130,8 @@ def _entry(event: AnyEvent, causes: set[str]) -> TimelineEntry | None:
         if event.actor is not None:  # who made it, as the collector could tell (#18)
             summary += f" by {event.actor.text() or 'an unresolved process'} ({event.actor.confidence})"
         return TimelineEntry(event.observed_at, "change", event.path, summary, event.event_id)
+    if isinstance(event, SambaShare):
+        return TimelineEntry(event.observed_at, "share", event.path, share_summary(event), event.event_id)
     if isinstance(event, LabelAssigned):
         label = event.label.name if event.label else "(removed)"
         return TimelineEntry(event.observed_at, "label", event.path, f"label {label} on {event.path}", event.event_id)
@@ -231,3 +241,17 @@ def render_html(timeline: Timeline, *, now: datetime | None = None) -> str:
 
 def to_json_text(timeline: Timeline) -> str:
     return json.dumps(timeline.to_json(), indent=2)
+
+
+def share_summary(event: SambaShare) -> str:
+    """A Samba share's door in one line: "share ledning on /srv/share: valid users anna @ledning; 2 share ACEs"."""
+    if event.deleted:
+        return f"share {event.name} on {event.path}: gone"
+    parts = [f"valid users {' '.join(event.valid_users)}"] if event.valid_users else []
+    parts += [f"invalid users {' '.join(event.invalid_users)}"] if event.invalid_users else []
+    if event.acl is None:
+        parts.append(f"share ACL unreadable: {event.error}")
+    else:
+        denies = sum(ace.type == "deny" for ace in event.acl)
+        parts.append(f"{len(event.acl)} share ACEs ({denies} deny)")
+    return f"share {event.name} on {event.path}: {'; '.join(parts)}"

@@ -8,7 +8,8 @@ internals; ``walk`` reconciles a path or a tree with what was published
 kind, ``ACL_READERS``; ``read`` holds the state a reader returns);
 ``publish`` puts every event out (store → emit → flush → commit), encoded
 fast by ``wire``; ``parallel`` spreads a first scan over worker processes;
-``metrics`` is what it reports. Callers import :class:`FsCollector` from here.
+``metrics`` is what it reports; ``samba_shares`` publishes the doors of the Samba shares
+serving the roots (``[[fs]] smb_conf``), started beside the collector. Callers import :class:`FsCollector` from here.
 """
 
 from collectors.fs.loop import FsCollector, ancestors_of

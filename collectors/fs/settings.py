@@ -53,6 +53,13 @@ class FsCollectorConfig(Section):
         description="Samba's vfs_full_audit log (prefix permwatch|%u|%I|%S), for actors or opens = smb_audit",
     )
 
+    # -- Samba's share-level doors (#16)
+    smb_conf: Path | None = Field(
+        default=None,
+        description="a Samba file server's smb.conf (with acl_reader = ntacl): the shares serving these roots,"
+        " their valid users, invalid users and share ACL (sharesec), read at start and on change",
+    )
+
     @field_validator("roots")
     @classmethod
     def _absolute(cls, roots: list[Path]) -> list[Path]:
