@@ -139,7 +139,7 @@ def nt_setup_of(config: Config, folder: str) -> NtSetup | None:
                 options = dict(fs.acl_reader_options)
                 xattr = options.get("xattr_name", XATTR_NAME)
                 reader = NtAclReader(DEFAULT_NAMES, xattr_name=xattr)
-                return NtSetup(reader, xattr, options.get("smb_conf", DEFAULT_SMB_CONF))
+                return NtSetup(reader, xattr, str(fs.smb_conf or DEFAULT_SMB_CONF))
     return None
 
 

@@ -6,8 +6,9 @@ smbd admits a user to a share before any file's ACL is asked: ``valid users`` (w
 directory, edited with ``sharesec`` or from Windows' share properties) must grant them read. This module reads the
 effective configuration as Samba itself parses it (``testparm -s``) and the descriptors with ``sharesec
 --view-all``, for the shares whose path is at, under or above one of the collector's roots. It polls the
-modification times of ``smb.conf`` (and the files it includes) and ``share_info.tdb`` (``poll_seconds``, 2 s) and publishes only the shares
-that changed, and a ``deleted`` one for a share that went (or whose path moved: the old path is told). What it
+modification times of ``smb.conf`` (and the files it includes) and ``share_info.tdb`` (``poll_seconds``, 2 s)
+and publishes only the shares that changed, and a ``deleted`` one for a share that went (or whose path moved: the
+old path is told). What it
 published is kept in a small JSON file, so a restart publishes what changed while it was down. ``sharesec``
 needs to read ``share_info.tdb`` (mode 0600, root's, on Debian).
 """

@@ -71,7 +71,7 @@ def run_on(samba: SambaFileServer, tmp_path: Path) -> Rig:
         f'[labels.definitions.ledning]\nallowed_users = {allowed}\nremediation = "on-command"\n'
         f'[[labels.rules]]\nglob = "{samba.share_path / FOLDER}"\nlabel = "ledning"\n'
     )
-    reader = f'acl_reader = "ntacl"\nacl_reader_options = {{ smb_conf = "{samba.conf_path}" }}'
+    reader = f'acl_reader = "ntacl"\nsmb_conf = "{samba.conf_path}"'
     return Rig(tmp_path, samba.share_path, labels, fs=reader, directory=directory_yaml(samba))
 
 

@@ -43,11 +43,7 @@ _FLAG_NAMES = {
 class NtAclReader:
     """Reads paths as Samba serves them: mode bits, POSIX ACLs and the NT ACL in ``xattr_name``."""
 
-    def __init__(
-        self, names: NameCache = DEFAULT_NAMES, *, xattr_name: str = XATTR_NAME, smb_conf: str | None = None
-    ) -> None:
-        """``smb_conf``: the smb.conf of the Samba serving the share; reading does not need it, reverting an
-        NT ACL does (:mod:`collectors.fs.nt_revert`), so it is one of this reader's options."""
+    def __init__(self, names: NameCache = DEFAULT_NAMES, *, xattr_name: str = XATTR_NAME) -> None:
         if not xattr_name or "\0" in xattr_name or "." not in xattr_name:
             raise ValueError(f"xattr_name {xattr_name!r} is not an xattr name like security.NTACL")
         if xattr_name.startswith("trusted.") and not has_cap_sys_admin():
@@ -55,7 +51,6 @@ class NtAclReader:
             raise ValueError(f"xattr_name {xattr_name!r}: reading trusted.* xattrs needs CAP_SYS_ADMIN")
         self._names = names
         self._xattr = xattr_name
-        self.smb_conf = smb_conf
         self._stored: dict[bytes, NtAcl] = {}
         self._decoded: dict[bytes, DecodedNtAcl | str] = {}
         """blobs decoded before (a tree repeats few): the NtAcl, or why it does not decode"""
