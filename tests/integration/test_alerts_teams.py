@@ -7,7 +7,7 @@
   and file names below the labelled folder appear in no log line or card.
 - 429 with Retry-After and 503 are retried and the card posted once; a flow
   that is down is retried until it is up; a 400 is permanent (dead-lettered).
-- The validator itself refuses a card that breaks the schema.
+- The validator itself refuses a card that breaks Microsoft's official Adaptive Card schema (vendored).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from alerts.dispatch import DeliveryLog, Dispatcher
 from alerts.grouping import group_id_for
 from alerts.registry import build_sink
 from permwatch.transport.embedded import EmbeddedBus
-from tests.integration.servers.teams import FakeTeamsWorkflow, validation_errors
+from tests.integration.servers.teams import SCHEMA_FILE, FakeTeamsWorkflow, validation_errors
 from tests.integration.test_alerts_delivery import RunningDispatcher, publish, wait_until
 from tests.integration.test_alerts_syslog import caught_up
 from tests.unit.alert_samples import case_burst, changed, closed, opened
@@ -135,26 +135,39 @@ def test_429_and_503_are_retried_a_flow_that_is_down_too_and_a_400_is_permanent(
     assert teams.signature not in caplog.text and teams.path not in caplog.text
 
 
-def test_the_flow_refuses_a_card_that_breaks_the_schema() -> None:
+def test_the_flow_refuses_a_card_that_breaks_the_official_schema() -> None:
     good = {
         "type": "message",
         "attachments": [
             {
                 "contentType": "application/vnd.microsoft.card.adaptive",
-                "content": {"type": "AdaptiveCard", "version": "1.4", "body": [{"type": "TextBlock", "text": "x"}]},
+                "content": {
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "body": [{"type": "TextBlock", "text": "x"}, {"type": "Image", "url": "https://x/y.png"}],
+                    "msteams": {"width": "Full"},
+                },
             }
         ],
     }
     assert validation_errors(good) == []
     card = good["attachments"][0]["content"]  # type: ignore[index]
-    for broken in (
-        {**card, "version": "1.2"},
-        {**card, "body": [{"type": "TextBlock"}]},
-        {**card, "body": [{"type": "TextBlock", "text": "x", "weight": "bold"}]},
-        {**card, "body": [{"type": "FactSet", "facts": [{"title": "a", "value": 1}]}]},
-        {**card, "body": [{"type": "Image", "url": "https://x"}]},
+    for broken, why in (
+        ({**card, "version": "1.2"}, "version: '1.4' was expected"),  # envelope: a Workflows card declares 1.4
+        ({**card, "body": [{"type": "TextBlock"}]}, "body/0: 'text' is a required property"),  # official from here
+        ({**card, "body": [{"type": "TextBlock", "text": "x", "weight": "bold"}]}, "body/0/weight: 'bold' is not"),
+        ({**card, "body": [{"type": "TextBlock", "text": "x", "colour": "Good"}]}, "('colour' was unexpected)"),
+        ({**card, "body": [{"type": "FactSet", "facts": [{"title": "a", "value": 1}]}]}, "value: 1 is not of type"),
+        ({**card, "body": [{"type": "Chart", "data": [1, 2]}]}, "body/0: no element or action has type 'Chart'"),
+        ({**card, "actions": [{"type": "Action.Open", "url": "https://x"}]}, "type 'Action.Open'"),
+        ({**card, "msteams": {"width": "Wide"}}, "msteams/width: 'Wide' is not one of ['Full']"),
+        ({**card, "refreshInterval": 60}, "('refreshInterval' was unexpected)"),
     ):
         message = json.loads(json.dumps(good))
         message["attachments"][0]["content"] = broken
-        assert validation_errors(message), broken
+        errors = validation_errors(message)
+        assert len(errors) == 1 and why in errors[0], (broken, errors)
     assert validation_errors({"type": "message", "attachments": [{"contentType": "text/plain", "content": "x"}]})
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    assert schema["id"] == "http://adaptivecards.io/schemas/adaptive-card.json" and "msteams" not in json.dumps(schema)
+    assert "MIT License" in (SCHEMA_FILE.parent / "LICENSE").read_text(encoding="utf-8")
