@@ -28,7 +28,7 @@ from email.utils import format_datetime
 from alerts.digest import GroupDigest, digest, first_names, format_duration, news_by_status, plural
 from alerts.grouping import GroupSnapshot, GroupUpdate
 from alerts.redaction import shown_paths
-from permwatch.events import ExposureEvent, ExposureStatus
+from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus
 
 
 @dataclass(frozen=True)
@@ -143,14 +143,15 @@ def headline(d: GroupDigest) -> str:
     what = plural(d.folders, "folder")
     readers = first_names(d.readers) or "people outside the label"
     labels = first_names(d.labels)
+    readable = "listable (names only)" if d.names_only else "readable"
     if d.is_open:
-        return f"{d.severity.value.capitalize()} exposure: {what} readable by {readers} (label {labels})"
+        return f"{d.severity.value.capitalize()} exposure: {what} {readable} by {readers} (label {labels})"
     lasted = format_duration(d.duration_seconds or 0.0)
-    return f"Resolved after {lasted}: {what} no longer readable by {readers} (label {labels})"
+    return f"Resolved after {lasted}: {what} no longer {readable} by {readers} (label {labels})"
 
 
 def facts(d: GroupDigest) -> list[tuple[str, str]]:
-    """Name and value of what a reader checks first: status, severity, label, readers, people, actor, when."""
+    """Name and value of what a reader checks first: status, severity, label, readers, kind, people, actor, when."""
     if d.is_open:
         status = "Open" if d.open_folders == d.folders else f"Open: {d.open_folders:,} of {d.folders:,} folders"
     else:
@@ -161,10 +162,22 @@ def facts(d: GroupDigest) -> list[tuple[str, str]]:
         ("Severity", d.severity.value.capitalize()),
         ("Label", first_names(d.labels)),
         ("Readable by", first_names(d.readers, limit=10) or "users named in the ACL"),
+        ("Kind", kind_text(d)),
         ("People outside the label", people),
         ("Changed by", d.actor_text or "unknown"),
         ("When", f"{d.opened_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"),
     ]
+
+
+def kind_text(d: GroupDigest) -> str:
+    """Names only or contents (docs/events.md "Kinds"), in the console sink's words; a burst can hold both."""
+    it = "it" if d.counted_folders == 1 else "them"
+    if d.names_only:
+        return f"Names only: outsiders can list the names in {it} (no file in {it} readable)"
+    if not d.names_folders:
+        return f"Contents: outsiders can read files in {it}"
+    contents = d.counted_folders - d.names_folders
+    return f"Contents in {plural(contents, 'folder')}; names only (no file readable) in {d.names_folders:,}"
 
 
 def folder_lines(d: GroupDigest, *, hide_below_label: bool) -> list[str]:
@@ -184,7 +197,7 @@ def folder_lines(d: GroupDigest, *, hide_below_label: bool) -> list[str]:
         if member.is_open:
             lines.append(
                 f"  {event.folder}: {plural(event.paths_affected, 'path')}, "
-                f"{plural(member.open_people, 'person', 'people')}"
+                f"{plural(member.open_people, 'person', 'people')}" + _names_only(event)
             )
         else:
             lines.append(f"  {event.folder}: closed after {format_duration(event.duration_seconds or 0.0)}")
@@ -199,12 +212,12 @@ def news_lines(group: GroupSnapshot, events: tuple[ExposureEvent, ...]) -> list[
     lines: list[str] = []
     if opened:
         lines.append(f"Widened: {plural(len(opened), 'more folder')} now readable, {len(group.members):,} in all")
-        lines += [f"  {e.folder} by {first_names(e.groups) or 'named users'}" for e in opened[:3]]
+        lines += [f"  {e.folder} by {first_names(e.groups) or 'named users'}{_names_only(e)}" for e in opened[:3]]
         lines += _more(len(opened), 3)
     if changed:
         lines.append(f"Changed: {plural(len(changed), 'folder')}")
         lines += [
-            f"  {e.folder} now readable by {first_names(e.groups) or 'named users'} "
+            f"  {e.folder} now {_readable(e)} by {first_names(e.groups) or 'named users'} "
             f"({plural(e.people, 'person', 'people')})"
             for e in changed[:3]
         ]
@@ -214,6 +227,14 @@ def news_lines(group: GroupSnapshot, events: tuple[ExposureEvent, ...]) -> list[
         lines += [f"  {e.folder} after {format_duration(e.duration_seconds or 0.0)}" for e in closed[:3]]
         lines += _more(len(closed), 3)
     return lines
+
+
+def _readable(event: ExposureEvent) -> str:
+    return "listable (names only)" if event.kind is ExposureKind.NAMES else "readable"
+
+
+def _names_only(event: ExposureEvent) -> str:
+    return ", names only" if event.kind is ExposureKind.NAMES else ""
 
 
 def _footer(d: GroupDigest, options: MailOptions) -> list[str]:

@@ -5,7 +5,10 @@ message (MSG) is either CEF (``format = "cef"``: ArcSight's Common Event
 Format, standard extension keys such as ``filePath``, ``suser``, ``act`` and
 labelled custom strings) or one JSON object with Elastic Common Schema field
 names (``format = "ecs"``: ``event.kind``, ``event.action``, ``file.path``,
-``group.name``, ``user.name``…). Each event of a burst is its own message and
+``group.name``, ``user.name``…). Both say the exposure's kind, ``contents`` or
+``names`` (names only: outsiders can list the folder, read no file; CEF ``cs5``
+labelled ``exposureKind``, ECS ``permwatch.exposure.kind``), and the summary
+words a names-only one "listable (names only, no file readable)". Each event of a burst is its own message and
 carries the burst id (CEF ``cs3``, ECS ``permwatch.burst.id``, and the
 structured data element ``permwatch@32473``), so the SIEM correlates a burst
 itself. The header's PRI says the label's severity (critical → crit, high →
@@ -42,7 +45,7 @@ from alerts.base import PermanentSinkError, RetryableSinkError, SinkContext, Sin
 from alerts.digest import format_duration
 from alerts.grouping import GroupUpdate
 from alerts.redaction import shown_paths
-from permwatch.events import ExposureEvent, ExposureStatus, Severity
+from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus, Severity
 
 log = logging.getLogger("permwatch.alerts.syslog")
 
@@ -137,9 +140,12 @@ class SyslogSink:
         return list(shown_paths(event.folder, event.sample_paths, hide=self.config.hide_below_label))[:SAMPLE_PATHS]
 
     def _cef(self, event: ExposureEvent, burst_id: str, groups: tuple[str, ...]) -> str:
+        names_only = event.kind is ExposureKind.NAMES and event.status is not ExposureStatus.CLOSED
         name = {
-            ExposureStatus.OPENED: "Restricted folder readable outside its label",
-            ExposureStatus.CHANGED: "Exposed folder readers changed",
+            ExposureStatus.OPENED: "Restricted folder "
+            + ("listable (names only)" if names_only else "readable")
+            + " outside its label",
+            ExposureStatus.CHANGED: "Exposed folder readers changed" + (" (names only)" if names_only else ""),
             ExposureStatus.CLOSED: "Exposure closed",
         }[event.status]
         header = "|".join(
@@ -168,6 +174,8 @@ class SyslogSink:
             ("cs3", burst_id),
             ("cs4Label", "samplePaths"),
             ("cs4", ",".join(self._paths(event))),
+            ("cs5Label", "exposureKind"),
+            ("cs5", event.kind.value),
             ("cn1Label", "peopleOutsideLabel"),
             ("cn1", str(event.people)),
             ("cn2Label", "pathsAffected"),
@@ -197,7 +205,8 @@ class SyslogSink:
                 "provider": "permwatch",
                 "severity": _ECS_SEVERITY[event.label.severity],
                 "start": _timestamp(event.opened_at),
-                "reason": f"label {event.label.name} does not allow the groups that can read it",
+                "reason": f"label {event.label.name} does not allow the groups that can "
+                + ("list its names" if event.kind is ExposureKind.NAMES else "read it"),
             },
             "file": {"path": event.folder, "type": "dir"},
             "group": {"name": list(groups[:MAX_GROUPS])},
@@ -207,6 +216,7 @@ class SyslogSink:
                 "exposure": {
                     "id": event.exposure_id,
                     "status": event.status.value,
+                    "kind": event.kind.value,
                     "people": event.people,
                     "paths_affected": event.paths_affected,
                     "sample_paths": self._paths(event),
@@ -301,7 +311,8 @@ def _summary(event: ExposureEvent) -> str:
     if event.status is ExposureStatus.CLOSED:
         return f"{event.folder} (label {event.label.name}) is restricted again after {_seconds(event)}"
     readers = ", ".join(event.groups[:MAX_GROUPS]) or "users named in the ACL"
-    verb = "readable" if event.status is ExposureStatus.OPENED else "now readable"
+    verb = "listable (names only, no file readable)" if event.kind is ExposureKind.NAMES else "readable"
+    verb = verb if event.status is ExposureStatus.OPENED else "now " + verb
     return f"{event.folder} (label {event.label.name}) {verb} by {event.people} people outside the label via {readers}"
 
 

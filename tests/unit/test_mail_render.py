@@ -36,6 +36,7 @@ def test_the_first_mail_of_a_burst_opens_its_thread() -> None:
         "Severity: Critical\n"
         "Label: ledning\n"
         "Readable by: alla\n"
+        "Kind: Contents: outsiders can read files in it\n"
         "People outside the label: 5\n"
         "Changed by: it-update\n"
         "When: 2026-11-23 08:00:00 UTC\n"
@@ -55,6 +56,7 @@ def test_the_first_mail_of_a_burst_opens_its_thread() -> None:
         '<tr><th align="left" style="padding-right:1em">Severity</th><td>Critical</td></tr>'
         '<tr><th align="left" style="padding-right:1em">Label</th><td>ledning</td></tr>'
         '<tr><th align="left" style="padding-right:1em">Readable by</th><td>alla</td></tr>'
+        '<tr><th align="left" style="padding-right:1em">Kind</th><td>Contents: outsiders can read files in it</td></tr>'
         '<tr><th align="left" style="padding-right:1em">People outside the label</th><td>5</td></tr>'
         '<tr><th align="left" style="padding-right:1em">Changed by</th><td>it-update</td></tr>'
         '<tr><th align="left" style="padding-right:1em">When</th><td>2026-11-23 08:00:00 UTC</td></tr></table>'

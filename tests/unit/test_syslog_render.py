@@ -30,6 +30,7 @@ def test_cef_opened_is_one_rfc5424_message_with_standard_keys() -> None:
         "cs1Label=label cs1=ledning cs2Label=readableByGroups cs2=alla "
         f"cs3Label=burstId cs3={BURST} "
         "cs4Label=samplePaths cs4=/srv/share/ledning,/srv/share/ledning/protokoll 2026-11-20.txt "
+        "cs5Label=exposureKind cs5=contents "
         "cn1Label=peopleOutsideLabel cn1=5 cn2Label=pathsAffected cn2=2 start=1795420800000 suser=it-update "
         "msg=/srv/share/ledning (label ledning) readable by 5 people outside the label via alla"
     )
@@ -45,7 +46,7 @@ def test_cef_close_is_informational_and_names_who_could_read() -> None:
         "CEF:0|permwatch|permwatch|0.1.0|exposure-closed|Exposure closed|10|"
         "rt=1795424525000 act=exposure-closed externalId=exp-1 filePath=/srv/share/ledning fileType=directory "
         "cs1Label=label cs1=ledning cs2Label=wasReadableByGroups cs2=alla "
-        f"cs3Label=burstId cs3={BURST} cs4Label=samplePaths cs4= "
+        f"cs3Label=burstId cs3={BURST} cs4Label=samplePaths cs4= cs5Label=exposureKind cs5=contents "
         "cn1Label=peopleOutsideLabel cn1=0 cn2Label=pathsAffected cn2=0 start=1795420800000 end=1795424525000 "
         "suser=it-update msg=/srv/share/ledning (label ledning) is restricted again after 1 h 2 min"
     )
@@ -90,6 +91,7 @@ def test_ecs_opened_is_json_with_ecs_field_names_and_hidden_paths() -> None:
             "exposure": {
                 "id": "exp-1",
                 "status": "opened",
+                "kind": "contents",
                 "people": 5,
                 "paths_affected": 2,
                 "sample_paths": ["/srv/share/ledning", "/srv/share/ledning/…"],

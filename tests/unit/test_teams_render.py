@@ -58,6 +58,7 @@ def test_the_first_card_of_a_burst(teams_url: str) -> None:
                     {"title": "Severity", "value": "Critical"},
                     {"title": "Label", "value": "ledning"},
                     {"title": "Readable by", "value": "alla"},
+                    {"title": "Kind", "value": "Contents: outsiders can read files in it"},
                     {"title": "People outside the label", "value": "5"},
                     {"title": "Changed by", "value": "it-update"},
                     {"title": "When", "value": "2026-11-23 08:00:00 UTC"},
@@ -154,4 +155,4 @@ def test_names_are_escaped_so_they_cannot_become_links_or_formatting(teams_url: 
     [card] = TeamsSink(TeamsConfig(url_env=teams_url)).render(GroupUpdate.single(event))
     body = content(card.body)["body"]
     assert body[3]["text"] == "Folder: /srv/\\[open\\](evil.example)\n\n0 paths affected"
-    assert body[2]["facts"][5] == {"title": "Changed by", "value": "\\*it\\_update\\*"}
+    assert body[2]["facts"][6] == {"title": "Changed by", "value": "\\*it\\_update\\*"}
