@@ -13,7 +13,7 @@ servers and clients drop it as a repeat).
 Each mail has a plain-text body and the same content as HTML (escaped), for
 ``multipart/alternative``. Paths can be hidden below the labelled folder; the
 people who can read are counted, never named; the actor is named, as in the
-other sinks.
+other sinks, unless the sink says ``actor = "omit"``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class MailOptions:
     hide_below_label: bool = False
     replay_url: str | None = None
     top_folders: int = 10
+    name_actor: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def render_mail(update: GroupUpdate, options: MailOptions) -> Mail:
     if kind != "opened":
         subject = "Re: " + subject
     news = [] if kind == "opened" else news_lines(group, update.events)
-    fact_rows = facts(d)
+    fact_rows = facts(d, name_actor=options.name_actor)
     folders = folder_lines(d, hide_below_label=options.hide_below_label)
     footer = _footer(d, options)
     text = "\n".join(
@@ -150,14 +151,15 @@ def headline(d: GroupDigest) -> str:
     return f"Resolved after {lasted}: {what} no longer {readable} by {readers} (label {labels})"
 
 
-def facts(d: GroupDigest) -> list[tuple[str, str]]:
-    """Name and value of what a reader checks first: status, severity, label, readers, kind, people, actor, when."""
+def facts(d: GroupDigest, *, name_actor: bool = True) -> list[tuple[str, str]]:
+    """Name and value of what a reader checks first: status, severity, label, readers, kind, people, actor (unless
+    ``name_actor`` is off: the sink's ``actor = "omit"``), when."""
     if d.is_open:
         status = "Open" if d.open_folders == d.folders else f"Open: {d.open_folders:,} of {d.folders:,} folders"
     else:
         status = f"Resolved after {format_duration(d.duration_seconds or 0.0)}"
     people = f"{d.people_max:,}" if d.folders == 1 else f"up to {d.people_max:,} per folder"
-    return [
+    rows = [
         ("Status", status),
         ("Severity", d.severity.value.capitalize()),
         ("Label", first_names(d.labels)),
@@ -167,6 +169,7 @@ def facts(d: GroupDigest) -> list[tuple[str, str]]:
         ("Changed by", d.actor_text or "unknown"),
         ("When", f"{d.opened_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"),
     ]
+    return [row for row in rows if name_actor or row[0] != "Changed by"]
 
 
 def kind_text(d: GroupDigest) -> str:

@@ -17,8 +17,9 @@ the event was observed, MSGID says opened / changed / closed. MSG is plain
 UTF-8 without a BOM (RFC 5424's MSG-ANY): CEF and JSON parsers expect none.
 
 Only what the other sinks show leaves the host: the folder, the label, the
-reading groups, counts, the actor, sample paths (hidden below the labelled
-folder with ``hide_below_label``); never the list of people who can read.
+reading groups, counts, the actor (unless ``actor = "omit"``), sample paths
+(hidden below the labelled folder with ``hide_below_label``); never the list of
+people who can read.
 
 ``send`` keeps one connection and writes the frames of an update in order, in one write.
 TCP syslog has no acknowledgement: a write the kernel took can still be lost
@@ -41,7 +42,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from alerts.base import PermanentSinkError, RetryableSinkError, SinkContext, SinkSettings
+from alerts.base import ActorSinkSettings, PermanentSinkError, RetryableSinkError, SinkContext, SinkSettings
 from alerts.digest import format_duration
 from alerts.grouping import GroupUpdate
 from alerts.redaction import shown_paths
@@ -80,7 +81,7 @@ SAMPLE_PATHS = 3
 MAX_GROUPS = 20
 
 
-class SyslogConfig(SinkSettings):
+class SyslogConfig(ActorSinkSettings):
     kind: str = "syslog"
     host: str = Field(min_length=1)
     port: int = Field(default=6514, ge=1, le=65535, description="6514 is syslog over TLS (RFC 5425); 601 plain TCP")
@@ -184,7 +185,7 @@ class SyslogSink:
         ]
         if event.closed_at is not None:
             extension.append(("end", str(_millis(event.closed_at))))
-        if event.actor:
+        if event.actor and self.config.names_actor:
             extension.append(("suser", event.actor))
         extension.append(("msg", _summary(event)))
         return header + "|" + " ".join(f"{key}={_cef_value(value)}" for key, value in extension)
@@ -229,7 +230,7 @@ class SyslogSink:
             document["event"]["end"] = _timestamp(event.closed_at)
         if event.duration_seconds is not None:
             document["event"]["duration"] = round(event.duration_seconds * 1e9)  # ECS: nanoseconds
-        if event.actor:
+        if event.actor and self.config.names_actor:
             document["user"] = {"name": event.actor}
         return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
 

@@ -173,3 +173,15 @@ def test_a_line_break_in_a_name_cannot_break_the_headers() -> None:
     assert "\n" not in mail.subject and "\r" not in mail.subject
     message = to_mime(mail, email.options)
     assert message["Bcc"] is None and message["Subject"].endswith("(label ledning Bcc: everyone@example.org)")
+
+
+def test_actor_omit_sends_no_user_name_and_name_is_the_default() -> None:
+    first = opened(actor="cecilia.berg")
+    update = grouped(first, changed(first, groups=("alla", "it"), people=7), new=1)
+    [named] = sink().render(GroupUpdate.single(first))
+    assert "Changed by: cecilia.berg\n" in named.text
+    for mail in (*sink(actor="omit").render(GroupUpdate.single(first)), *sink(actor="omit").render(update)):
+        mime = to_mime(mail, sink(actor="omit").options).as_string()
+        assert "Changed by" not in mail.text + mail.html and "cecilia" not in mime
+    with pytest.raises(ValidationError, match="actor"):
+        sink(actor="hidden")

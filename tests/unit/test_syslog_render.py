@@ -137,3 +137,14 @@ def test_config_is_checked() -> None:
     with pytest.raises(ValidationError, match="format"):
         SyslogConfig.model_validate({"host": "x", "format": "leef"})
     assert sink(hostname="file server 1").hostname == "file_server_1"
+
+
+def test_actor_omit_sends_no_user_name_in_cef_or_ecs() -> None:
+    event = opened(actor="cecilia.berg")
+    [cef] = sink(format="cef").render(GroupUpdate.single(event))
+    [ecs] = sink(format="ecs").render(GroupUpdate.single(event))
+    assert " suser=cecilia.berg " in cef and json.loads(ecs.split("] ", 1)[1])["user"] == {"name": "cecilia.berg"}
+    [cef] = sink(format="cef", actor="omit").render(GroupUpdate.single(event))
+    [ecs] = sink(format="ecs", actor="omit").render(GroupUpdate.single(event))
+    assert "suser=" not in cef and "user" not in json.loads(ecs.split("] ", 1)[1])
+    assert "cecilia" not in cef + ecs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,12 @@ def test_names_are_escaped_so_they_cannot_become_links_or_formatting(teams_url: 
     body = content(card.body)["body"]
     assert body[3]["text"] == "Folder: /srv/\\[open\\](evil.example)\n\n0 paths affected"
     assert body[2]["facts"][6] == {"title": "Changed by", "value": "\\*it\\_update\\*"}
+
+
+def test_actor_omit_sends_no_user_name(teams_url: str) -> None:
+    event = opened(actor="cecilia.berg")
+    [named] = TeamsSink(TeamsConfig(url_env=teams_url)).render(GroupUpdate.single(event))
+    assert {"title": "Changed by", "value": "cecilia.berg"} in content(named.body)["body"][2]["facts"]
+    [card] = TeamsSink(TeamsConfig(url_env=teams_url, actor="omit")).render(GroupUpdate.single(event))
+    titles = [fact["title"] for fact in content(card.body)["body"][2]["facts"]]
+    assert "Changed by" not in titles and "Readable by" in titles and "cecilia" not in json.dumps(card.body)
