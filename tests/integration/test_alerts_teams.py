@@ -4,7 +4,9 @@
   flow answers 202 only to a message whose Adaptive Card passes the schema
   check), the later ones "Update N of burst X"; the stage started again with
   its consumer position lost posts nothing twice; the webhook URL (a secret)
-  and file names below the labelled folder appear in no log line or card.
+  and file names below the labelled folder appear in no log line or card, and
+  every card holds only allowed fields and values (``alert_allowlist``): with
+  ``actor = "omit"`` no user name, with the default the actor as "Changed by".
 - 429 with Retry-After and 503 are retried and the card posted once; a flow
   that is down is retried until it is up; a 400 is permanent (dead-lettered).
 - The validator itself refuses a card that breaks Microsoft's official Adaptive Card schema (vendored).
@@ -26,6 +28,7 @@ from alerts.dispatch import DeliveryLog, Dispatcher
 from alerts.grouping import group_id_for
 from alerts.registry import build_sink
 from permwatch.transport.embedded import EmbeddedBus
+from tests.integration.alert_allowlist import allowed_values, teams_problems
 from tests.integration.servers.teams import SCHEMA_FILE, FakeTeamsWorkflow, validation_errors
 from tests.integration.test_alerts_delivery import RunningDispatcher, publish, wait_until
 from tests.integration.test_alerts_syslog import caught_up
@@ -55,7 +58,7 @@ def test_a_burst_is_a_first_card_and_numbered_updates_each_valid_and_posted_once
         )
         for e in case_burst(2, at=now)
     ]  # fmt: skip
-    settings = {"kind": "teams", "url_env": URL_ENV, "hide_below_label": True}
+    settings = {"kind": "teams", "url_env": URL_ENV, "hide_below_label": True, "actor": "omit"}
     bus = EmbeddedBus(tmp_path / "events.db")
     delivery_log = DeliveryLog(tmp_path / "alerts.db")
     try:
@@ -93,6 +96,15 @@ def test_a_burst_is_a_first_card_and_numbered_updates_each_valid_and_posted_once
     everything = "".join(r.raw.decode() for r in teams.requests) + caplog.text
     assert teams.signature not in caplog.text and teams.path not in caplog.text
     assert "Karlsson" not in everything and "svensson" not in everything
+    events = [
+        *burst,
+        changed(burst[0], groups=("alla", "it"), people=45, after=10.0),
+        closed(burst[0], sequence=2, after=70.0),
+        closed(burst[1], after=70.0),
+    ]
+    allowed = allowed_values(events, burst_id=burst_id, actor=False, shown_paths=[e.folder + "/…" for e in burst])
+    assert [problem for r in teams.requests for problem in teams_problems(r.body, allowed, actor=False)] == []
+    assert "it-update" not in everything  # actor = "omit"
 
 
 def test_429_and_503_are_retried_a_flow_that_is_down_too_and_a_400_is_permanent(
@@ -108,7 +120,8 @@ def test_429_and_503_are_retried_a_flow_that_is_down_too_and_a_400_is_permanent(
         with RunningDispatcher(dispatcher):
             teams.fail(429, retry_after=1)
             teams.fail(503)
-            publish(bus, [opened("exp-429", at=now)])
+            first = opened("exp-429", at=now)
+            publish(bus, [first])
             teams.wait_for(1)
             wait_until(lambda: dispatcher.delivered == 1, "the delivery recorded")
             assert teams.statuses() == [429, 503, 202] and dispatcher.retries == 2
@@ -116,7 +129,8 @@ def test_429_and_503_are_retried_a_flow_that_is_down_too_and_a_400_is_permanent(
             assert gap >= 0.95  # Retry-After: 1 honoured
 
             teams.stop()
-            publish(bus, [opened("exp-down", folder="/srv/share/hr", at=now, causes=("fs-2",), actor="bo")])
+            down = opened("exp-down", folder="/srv/share/hr", at=now, causes=("fs-2",), actor="bo")
+            publish(bus, [down])
             wait_until(lambda: dispatcher.retries >= 4, "retries while the flow is down")
             teams.start()
             teams.wait_for(2)
@@ -131,6 +145,13 @@ def test_429_and_503_are_retried_a_flow_that_is_down_too_and_a_400_is_permanent(
     finally:
         bus.close()
     assert teams.statuses().count(202) == 2 and teams.statuses()[-1] == 400
+    accepted = [r.body for r in teams.requests if r.status == 202]
+    for body, event in zip(accepted, [first, down], strict=True):
+        allowed = allowed_values(
+            [event], burst_id=group_id_for(event.exposure_id), actor=True, shown_paths=event.sample_paths
+        )
+        assert teams_problems(body, allowed, actor=True) == []
+        assert {"title": "Changed by", "value": event.actor} in body["attachments"][0]["content"]["body"][2]["facts"]
     assert "answered 429" in caplog.text and "answered 503" in caplog.text and "answered 400" in caplog.text
     assert teams.signature not in caplog.text and teams.path not in caplog.text
 
