@@ -11,7 +11,8 @@ labelled ``exposureKind``, ECS ``permwatch.exposure.kind``), and the summary
 words a names-only one "listable (names only, no file readable)". Each event of a burst is its own message and
 carries the burst id (CEF ``cs3``, ECS ``permwatch.burst.id``, and the
 structured data element ``permwatch@32473``), so the SIEM correlates a burst
-itself. The header's PRI says the label's severity (critical → crit, high →
+itself: per event on purpose, since SIEM rules query records per folder (README,
+"Syslog sends one message per exposure event"). The header's PRI says the label's severity (critical → crit, high →
 err, medium → warning, low → notice; a close is info), the timestamp is when
 the event was observed, MSGID says opened / changed / closed. MSG is plain
 UTF-8 without a BOM (RFC 5424's MSG-ANY): CEF and JSON parsers expect none.
