@@ -18,6 +18,7 @@ other sinks, unless the sink says ``actor = "omit"``.
 
 from __future__ import annotations
 
+import email.policy
 import hashlib
 import html
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ def render_mail(update: GroupUpdate, options: MailOptions) -> Mail:
 
 def to_mime(mail: Mail, options: MailOptions) -> EmailMessage:
     """The MIME message: multipart/alternative (text, then HTML), threading headers, a boundary derived from the id."""
-    message = EmailMessage()
+    message = EmailMessage(policy=_POLICY)
     message["From"] = options.sender
     message["To"] = ", ".join(options.to)
     message["Subject"] = mail.subject
@@ -112,6 +113,12 @@ def to_mime(mail: Mail, options: MailOptions) -> EmailMessage:
     message.add_alternative(mail.html, subtype="html")
     message.set_boundary("permwatch-" + hashlib.sha256(mail.message_id.encode()).hexdigest()[:24])
     return message
+
+
+# Python folds a header longer than 78 characters before its first word when that word holds a special such as
+# "[" ("Subject:\n [permwatch] …"), and a reader unfolding it sees the subject start with a space. RFC 5322 allows
+# 998 characters a line; 78 is only advised.
+_POLICY = email.policy.default.clone(max_line_length=998)
 
 
 def digest_mail(mails: list[Mail], key: str, options: MailOptions) -> Mail:

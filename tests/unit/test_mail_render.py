@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,10 @@ def test_actor_omit_sends_no_user_name_and_name_is_the_default() -> None:
         assert "Changed by" not in mail.text + mail.html and "cecilia" not in mime
     with pytest.raises(ValidationError, match="actor"):
         sink(actor="hidden")
+
+
+def test_a_subject_longer_than_78_characters_reads_back_without_a_leading_space() -> None:
+    [mail] = sink().render(GroupUpdate.single(opened()))
+    raw = to_mime(mail, sink().options).as_bytes()
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert len("Subject: " + mail.subject) > 78 and parsed["Subject"] == mail.subject
