@@ -10,8 +10,10 @@
 - Over implicit TLS: ``451`` answers are retried until the mail is accepted
   once; a ``554`` is permanent (dead-lettered, not retried); a server that is
   down is retried until it is up; a wrong password is permanent.
-- Digest mode: a second mail for a label within its window is held and mailed
-  as the digest once the window is over, by the dispatcher's maintenance.
+- Digest mode, two labels: each label's first mail goes at once; what follows
+  within its window is held and mailed as one digest per label once the whole
+  window is over (by the dispatcher's maintenance), and nothing more in the
+  window after.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from alerts.base import SinkContext
 from alerts.dispatch import DeliveryLog, Dispatcher
 from alerts.grouping import group_id_for
 from alerts.registry import build_sink
+from permwatch.events import Label, Severity
 from permwatch.transport.embedded import EmbeddedBus
 from tests.integration.alert_allowlist import allowed_values, mail_problems
 from tests.integration.servers.smtp import SmtpServer
@@ -188,32 +191,44 @@ def test_implicit_tls_retries_4xx_and_a_server_that_is_down_and_gives_up_on_5xx(
     assert PASSWORD not in caplog.text and "a-wrong-password" not in caplog.text
 
 
-def test_digest_mode_holds_a_second_mail_for_the_label_and_mails_it_when_the_window_is_over(
-    tmp_path: Path, smtp: SmtpServer
-) -> None:
+def test_digest_mode_mails_each_label_at_most_once_per_full_window(tmp_path: Path, smtp: SmtpServer) -> None:
+    window = 4.0  # seconds: digest_minutes = 1/15
+    hr = Label(name="hr", severity=Severity.HIGH, allowed_groups=("hr",))
     bus = EmbeddedBus(tmp_path / "events.db")
     delivery_log = DeliveryLog(tmp_path / "alerts.db")
     now = datetime.now(UTC)
-    first = opened("exp-d", at=now)
+    ledning = opened("exp-d", at=now)
+    personal = opened("exp-h", folder="/srv/share/hr", label=hr, at=now, causes=("fs-h",), actor="bo")
     try:
-        sink = build_sink(settings(smtp, digest_minutes=0.05), SinkContext(database=delivery_log.database))
+        sink = build_sink(settings(smtp, digest_minutes=window / 60), SinkContext(database=delivery_log.database))
         dispatcher = Dispatcher(bus, [sink], delivery_log, group="mail-4", backoff_initial=0.1)
         with RunningDispatcher(dispatcher):
-            publish(bus, [first])
-            smtp.wait_for(1)
-            started = time.monotonic()
-            publish(bus, [changed(first, groups=("alla", "it"), people=9, after=1.0)])
-            wait_until(lambda: dispatcher.delivered == 2, "the change held")
-            publish(bus, [closed(first, sequence=2, after=2.0)])
-            wait_until(lambda: dispatcher.delivered == 3, "the change and the close held")
-            assert len(smtp.mails()) == 1
-            mails = smtp.wait_for(2)
-            assert time.monotonic() - started >= 1.0  # not before the label's window (3 s from the first) is over
-            time.sleep(0.5)
+            publish(bus, [ledning])
+            publish(bus, [personal])
+            smtp.wait_for(2)  # each label's first mail goes at once: the window is per label
+            publish(bus, [changed(ledning, groups=("alla", "it"), people=9, after=1.0)])
+            publish(bus, [changed(personal, groups=("alla",), people=12, after=1.0)])
+            wait_until(lambda: dispatcher.delivered == 4, "both changes held")  # the closes: mails of their own
+            publish(bus, [closed(ledning, sequence=2, after=2.0), closed(personal, sequence=2, after=2.0)])
+            wait_until(lambda: dispatcher.delivered == 6, "both changes and both closes held")
+            assert len(smtp.mails()) == 2
+            mails = smtp.wait_for(4)
+            time.sleep(window + 1.0)  # a whole further window: nothing more is due, nothing more is mailed
     finally:
         bus.close()
-    assert len(smtp.mails()) == 2
-    digest = mails[1].message
-    assert digest["Subject"] == "[permwatch] Digest: 2 alerts for label ledning"
-    body = digest.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert "Changed: 1 folder" in body and "Closed: 1 folder" in body
+    assert len(smtp.mails()) == 4
+    subjects = [m.message["Subject"] for m in mails]
+    assert subjects[:2] == [
+        "[permwatch] Critical exposure: 1 folder readable by alla (label ledning)",
+        "[permwatch] High exposure: 1 folder readable by alla (label hr)",
+    ]
+    assert sorted(subjects[2:]) == [
+        "[permwatch] Digest: 2 alerts for label hr",
+        "[permwatch] Digest: 2 alerts for label ledning",
+    ]
+    for first, label in ((mails[0], "ledning"), (mails[1], "hr")):
+        [digest] = [m for m in mails[2:] if m.message["Subject"].endswith(f"label {label}")]
+        # the label's full window after its first mail (the sink's wall clock against this monotonic one: 10 ms)
+        assert digest.received_at - first.received_at >= window - 0.01
+        body = digest.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert "Changed: 1 folder" in body and "Closed: 1 folder" in body

@@ -58,7 +58,13 @@ def test_a_burst_is_a_first_card_and_numbered_updates_each_valid_and_posted_once
         )
         for e in case_burst(2, at=now)
     ]  # fmt: skip
-    settings = {"kind": "teams", "url_env": URL_ENV, "hide_below_label": True, "actor": "omit"}
+    settings = {
+        "kind": "teams",
+        "url_env": URL_ENV,
+        "hide_below_label": True,
+        "actor": "omit",
+        "replay_url": "https://permwatch.example.org/timeline/{exposure_id}?burst={group_id}",
+    }
     bus = EmbeddedBus(tmp_path / "events.db")
     delivery_log = DeliveryLog(tmp_path / "alerts.db")
     try:
@@ -92,6 +98,9 @@ def test_a_burst_is_a_first_card_and_numbered_updates_each_valid_and_posted_once
         "🚨 High exposure: 2 folders readable by alla (label case-00000, case-00001)"
     )
     assert cards[1]["body"][2]["text"].startswith("Changed: 1 folder")
+    replay = f"https://permwatch.example.org/timeline/{burst[0].exposure_id}?burst={burst_id}"
+    button = {"type": "Action.OpenUrl", "title": "Replay timeline", "url": replay}  # checked by the flow's schema
+    assert [c["actions"] for c in cards] == [[button]] * 3
     assert cards[2]["body"][0]["text"].startswith("✅ Resolved after 1 min 10 s: 2 folders no longer readable")
     everything = "".join(r.raw.decode() for r in teams.requests) + caplog.text
     assert teams.signature not in caplog.text and teams.path not in caplog.text
@@ -102,7 +111,8 @@ def test_a_burst_is_a_first_card_and_numbered_updates_each_valid_and_posted_once
         closed(burst[0], sequence=2, after=70.0),
         closed(burst[1], after=70.0),
     ]
-    allowed = allowed_values(events, burst_id=burst_id, actor=False, shown_paths=[e.folder + "/…" for e in burst])
+    shown = [e.folder + "/…" for e in burst]
+    allowed = allowed_values(events, burst_id=burst_id, actor=False, shown_paths=shown, extra=[replay])
     assert [problem for r in teams.requests for problem in teams_problems(r.body, allowed, actor=False)] == []
     assert "it-update" not in everything  # actor = "omit"
 
