@@ -12,7 +12,12 @@ words a names-only one "listable (names only, no file readable)". Each event of 
 carries the burst id (CEF ``cs3``, ECS ``permwatch.burst.id``, and the
 structured data element ``permwatch@32473``), so the SIEM correlates a burst
 itself: per event on purpose, since SIEM rules query records per folder (README,
-"Syslog sends one message per exposure event"). The header's PRI says the label's severity (critical → crit, high →
+"Syslog sends one message per exposure event"). ``messages = "burst"`` sends
+one message per update of a burst instead (MSGID ``BURST_OPENED``,
+``BURST_UPDATED``, ``BURST_RESOLVED``): the e-mail's headline and counts, the
+top folders, the burst's labels, readers and kind, and how many exposures the
+update opened, changed and closed; for a SIEM that should see a 5,000-folder
+``setfacl -R`` as one record. The header's PRI says the label's severity (critical → crit, high →
 err, medium → warning, low → notice; a close is info), the timestamp is when
 the event was observed, MSGID says opened / changed / closed. MSG is plain
 UTF-8 without a BOM (RFC 5424's MSG-ANY): CEF and JSON parsers expect none.
@@ -32,11 +37,13 @@ resets; a certificate the TLS check refuses is a :class:`PermanentSinkError`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import select
 import socket
 import ssl
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -44,8 +51,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from alerts.base import ActorSinkSettings, PermanentSinkError, RetryableSinkError, SinkContext, SinkSettings
-from alerts.digest import format_duration
+from alerts.digest import GroupDigest, digest, format_duration, news_by_status
 from alerts.grouping import GroupUpdate
+from alerts.mail_render import headline
 from alerts.redaction import shown_paths
 from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus, Severity
 
@@ -79,6 +87,7 @@ _ACTION = {
     ExposureStatus.CLOSED: "exposure-closed",
 }
 SAMPLE_PATHS = 3
+TOP_FOLDERS = 10
 MAX_GROUPS = 20
 
 
@@ -90,6 +99,9 @@ class SyslogConfig(ActorSinkSettings):
     ca_file: Path | None = Field(default=None, description="CA bundle for the receiver's certificate; default: system")
     check_hostname: bool = True
     format: Literal["cef", "ecs"] = "ecs"
+    messages: Literal["event", "burst"] = Field(
+        default="event", description='"event": one message per exposure event; "burst": one per update of a burst'
+    )
     facility: str = Field(default="authpriv", description="syslog facility name: authpriv, local0…local7, …")
     hostname: str | None = Field(default=None, description="HOSTNAME in the header; default: this host's name")
     app_name: str = Field(default="permwatch", min_length=1, max_length=48)
@@ -116,7 +128,10 @@ class SyslogSink:
         return f"SyslogSink(name={self.name!r})"
 
     def render(self, update: GroupUpdate) -> list[str]:
-        """One RFC 5424 message (without its octet-count frame) per new event of the update."""
+        """One RFC 5424 message (without its octet-count frame) per new event of the update, or with ``messages =
+        "burst"`` one for the whole update."""
+        if self.config.messages == "burst":
+            return [self.burst_message(update)]
         readers = {m.exposure_id: m.open_groups for m in update.group.members}
         return [
             self.message(event, update.group.group_id, readers.get(event.exposure_id, event.groups))
@@ -137,6 +152,31 @@ class SyslogSink:
         body = render_body(event, burst_id, groups)
         header = f"<{pri}>1 {_timestamp(event.observed_at)} {self.hostname} {_header_token(self.config.app_name, 48)}"
         return f"{header} - {_MSGID[event.status]} {structured} {body}"
+
+    def burst_message(self, update: GroupUpdate) -> str:
+        """One message for an update of a burst: how the burst stands (the e-mail's headline and counts), what this
+        update did, its top folders; MSGID ``BURST_OPENED``, ``BURST_UPDATED`` or ``BURST_RESOLVED``."""
+        d = digest(update.group, top=TOP_FOLDERS)
+        opened_now = {e.exposure_id for e in update.events if e.status is ExposureStatus.OPENED}
+        if not d.is_open:
+            phase = "resolved"  # also a burst opened and closed within one update
+        else:
+            phase = "opened" if all(m.exposure_id in opened_now for m in update.group.members) else "updated"
+        severity = _SYSLOG_SEVERITY[d.severity] if d.is_open else _CLOSED_SEVERITY
+        pri = FACILITIES[self.config.facility] * 8 + severity
+        at = max((e.observed_at for e in update.events), default=d.opened_at)
+        update_id = hashlib.sha256("\n".join(e.event_id for e in update.events).encode()).hexdigest()[:16]
+        structured = (
+            f'[{SD_ID} burst="{_sd_value(d.group_id)}" update="{update_id}" events="{len(update.events)}" '
+            f'label="{_sd_value(d.labels[0])}"]'
+        )
+        counts = [len(part) for part in news_by_status(update.events)]
+        news = ", ".join(f"{n:,} {word}" for n, word in zip(counts, ("opened", "changed", "closed"), strict=True) if n)
+        summary = headline(d) + (f"; this update: {news}" if news else "")
+        facts = _BurstFacts(d, at, phase, update_id, summary, counts, self.config.names_actor)
+        body = facts.cef() if self.config.format == "cef" else facts.ecs()
+        header = f"<{pri}>1 {_timestamp(at)} {self.hostname} {_header_token(self.config.app_name, 48)}"
+        return f"{header} - BURST_{phase.upper()} {structured} {body}"
 
     def _paths(self, event: ExposureEvent) -> list[str]:
         return list(shown_paths(event.folder, event.sample_paths, hide=self.config.hide_below_label))[:SAMPLE_PATHS]
@@ -285,6 +325,109 @@ class SyslogSink:
                 sock = raw
             self._socket = sock
         return sock
+
+
+@dataclass(frozen=True)
+class _BurstFacts:
+    """A burst update's summary as CEF or as ECS JSON (``messages = "burst"``)."""
+
+    d: GroupDigest
+    at: datetime
+    """when the update's last event was observed"""
+    phase: str
+    update_id: str
+    summary: str
+    counts: list[int]
+    """events of the update that opened, changed and closed an exposure"""
+    names_actor: bool
+
+    @property
+    def kind(self) -> str:
+        return "names" if self.d.names_only else "mixed" if self.d.names_folders else "contents"
+
+    def cef(self) -> str:
+        d = self.d
+        name = {
+            "opened": "Restricted folders readable outside their label",
+            "updated": "Exposed folders changed",
+            "resolved": "Exposures closed",
+        }[self.phase]
+        parts = ("CEF:0", VENDOR, PRODUCT, PRODUCT_VERSION, f"burst-{self.phase}", name, str(_CEF_SEVERITY[d.severity]))
+        extension: list[tuple[str, str]] = [
+            ("rt", str(_millis(self.at))),
+            ("act", f"burst-{self.phase}"),
+            ("externalId", d.group_id),
+            ("cs1Label", "label"),
+            ("cs1", ",".join(d.labels[:MAX_GROUPS])),
+            ("cs2Label", "readableByGroups" if d.is_open else "wasReadableByGroups"),
+            ("cs2", ",".join(d.readers[:MAX_GROUPS])),
+            ("cs3Label", "burstId"),
+            ("cs3", d.group_id),
+            ("cs4Label", "topFolders"),
+            ("cs4", ",".join(m.latest.folder for m in d.top)),
+            ("cs5Label", "exposureKind"),
+            ("cs5", self.kind),
+            ("cn1Label", "peopleOutsideLabel"),
+            ("cn1", str(d.people_max)),
+            ("cn2Label", "pathsAffected"),
+            ("cn2", str(d.paths_affected)),
+            ("cn3Label", "folders"),
+            ("cn3", str(d.folders)),
+            ("start", str(_millis(d.opened_at))),
+        ]
+        if d.closed_at is not None:
+            extension.append(("end", str(_millis(d.closed_at))))
+        if d.actor and self.names_actor:
+            extension.append(("suser", d.actor))
+        extension.append(("msg", self.summary))
+        return "|".join(_cef_header(p) for p in parts) + "|" + " ".join(f"{k}={_cef_value(v)}" for k, v in extension)
+
+    def ecs(self) -> str:
+        d = self.d
+        opened, changed, closed = self.counts
+        can = "list its names" if d.names_only else "read it"
+        document: dict[str, Any] = {
+            "@timestamp": _timestamp(self.at),
+            "ecs": {"version": ECS_VERSION},
+            "message": self.summary,
+            "event": {
+                "kind": "alert",
+                "category": ["file"],
+                "type": ["change"],
+                "action": f"burst-{self.phase}",
+                "id": self.update_id,
+                "dataset": "permwatch.burst",
+                "module": "permwatch",
+                "provider": "permwatch",
+                "severity": _ECS_SEVERITY[d.severity],
+                "start": _timestamp(d.opened_at),
+                "reason": f"label {d.labels[0]} does not allow the groups that can {can}",
+            },
+            "group": {"name": list(d.readers[:MAX_GROUPS])},
+            "rule": {"name": f"label {d.labels[0]}"},
+            "observer": {"vendor": VENDOR, "product": PRODUCT, "version": PRODUCT_VERSION, "type": "monitor"},
+            "permwatch": {
+                "burst": {
+                    "id": d.group_id,
+                    "status": "open" if d.is_open else "resolved",
+                    "kind": self.kind,
+                    "folders": d.folders,
+                    "open_folders": d.open_folders,
+                    "people_max": d.people_max,
+                    "paths_affected": d.paths_affected,
+                    "top_folders": [m.latest.folder for m in d.top],
+                    "first_exposure_id": d.first_exposure_id,
+                    "update": {"opened": opened, "changed": changed, "closed": closed},
+                },
+                "label": {"name": d.labels[0], "severity": d.severity.value},
+            },
+        }
+        if d.closed_at is not None:
+            document["event"]["end"] = _timestamp(d.closed_at)
+            document["event"]["duration"] = round((d.duration_seconds or 0.0) * 1e9)
+        if d.actor and self.names_actor:
+            document["user"] = {"name": d.actor}
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
 
 
 def _peer_gone(sock: socket.socket) -> bool:

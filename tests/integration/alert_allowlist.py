@@ -48,6 +48,8 @@ SYSLOG_WORDS = _names(
     """
 )
 """The words the syslog renders write themselves (``alerts/syslog.py``): summaries, CEF names, ECS constants."""
+BURST_WORDS = SYSLOG_WORDS | VOCABULARY | _names("their exposures this mixed")
+"""... and those of a ``messages = "burst"`` summary, which says the e-mail's headline."""
 
 ECS_FIELDS = _names(
     """
@@ -59,14 +61,27 @@ ECS_FIELDS = _names(
     permwatch.label.severity permwatch.burst.id
     """
 )
+ECS_BURST_FIELDS = _names(
+    """
+    @timestamp ecs.version message event.kind event.category[] event.type[] event.action event.id event.dataset
+    event.module event.provider event.severity event.start event.end event.duration event.reason group.name[]
+    rule.name observer.vendor observer.product observer.version observer.type permwatch.burst.id
+    permwatch.burst.status permwatch.burst.kind permwatch.burst.folders permwatch.burst.open_folders
+    permwatch.burst.people_max permwatch.burst.paths_affected permwatch.burst.top_folders[]
+    permwatch.burst.first_exposure_id permwatch.burst.update.opened permwatch.burst.update.changed
+    permwatch.burst.update.closed permwatch.label.name permwatch.label.severity
+    """
+)
+"""The fields of a syslog sink's ``messages = "burst"`` summary."""
 CEF_KEYS = _names(
     """
     rt act externalId filePath fileType cs1Label cs1 cs2Label cs2 cs3Label cs3 cs4Label cs4 cs5Label cs5
-    cn1Label cn1 cn2Label cn2 start end msg
+    cn1Label cn1 cn2Label cn2 cn3Label cn3 start end msg
     """
 )
 CEF_LABELS = _names(
-    "label readableByGroups wasReadableByGroups burstId samplePaths exposureKind peopleOutsideLabel pathsAffected"
+    "label readableByGroups wasReadableByGroups burstId samplePaths exposureKind peopleOutsideLabel pathsAffected "
+    "topFolders folders"
 )
 MAIL_HEADERS = _names(
     """
@@ -122,14 +137,19 @@ def leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         yield path, value
 
 
-def ecs_problems(document: dict[str, Any], allowed: set[str], *, actor: bool) -> list[str]:
-    fields = ECS_FIELDS | ({"user.name"} if actor else set())
+def ecs_problems(document: dict[str, Any], allowed: set[str], *, actor: bool, burst: bool = False) -> list[str]:
+    """``burst``: a ``messages = "burst"`` summary."""
+    fields = (ECS_BURST_FIELDS if burst else ECS_FIELDS) | ({"user.name"} if actor else set())
+    words = BURST_WORDS if burst else SYSLOG_WORDS
     problems = []
     for path, value in leaves(document):
         if path not in fields:
             problems.append(f"ECS field {path} is not on the allow-list")
-        elif isinstance(value, str) and (words := foreign_words(value, allowed, SYSLOG_WORDS)):
-            problems.append(f"ECS {path}: {sorted(words)}")
+        elif burst and path == "event.id":  # the update's id: a hash of its events' ids
+            if not re.fullmatch(r"[0-9a-f]{16}", value):
+                problems.append(f"ECS event.id {value!r} is not an update id")
+        elif isinstance(value, str) and (foreign := foreign_words(value, allowed, words)):
+            problems.append(f"ECS {path}: {sorted(foreign)}")
     return problems
 
 

@@ -204,6 +204,47 @@ def test_a_receiver_certificate_the_ca_does_not_sign_is_permanent(
     assert "TLS certificate refused" in caplog.text
 
 
+def test_messages_burst_sends_a_40_folder_burst_as_one_message_and_its_close_as_few(
+    tmp_path: Path, rsyslog: RsyslogServer
+) -> None:
+    settings = {
+        "kind": "syslog",
+        "host": "127.0.0.1",
+        "port": rsyslog.plain_port,
+        "tls": False,
+        "format": "ecs",
+        "messages": "burst",
+        "hostname": "fs01",
+    }
+    burst = case_burst(40, at=datetime.now(UTC).replace(microsecond=0))
+    closes = [closed(e, after=65.0) for e in burst]
+    bus = EmbeddedBus(tmp_path / "events.db")
+    delivery_log = DeliveryLog(tmp_path / "alerts.db")
+    try:
+        publish(bus, burst)  # before the stage starts: its first poll reads the whole burst, one update
+        sink = build_sink(settings, SinkContext(database=delivery_log.database))
+        dispatcher = Dispatcher(bus, [sink], delivery_log, group="syslog-burst", backoff_initial=0.1)
+        with RunningDispatcher(dispatcher):
+            rsyslog.wait_for(1)
+            wait_until(lambda: dispatcher.delivered == 40, "the burst delivered")
+            publish(bus, closes)  # read as it is written: one update or a few
+            wait_until(lambda: dispatcher.delivered == 80, "the closes delivered")
+            time.sleep(0.5)
+        sink.close()  # type: ignore[attr-defined]
+    finally:
+        bus.close()
+    received = rsyslog.received()
+    documents = [json.loads(r.msg) for r in received]
+    burst_id = group_id_for(burst[0].exposure_id)
+    assert received[0].msgid == "BURST_OPENED" and documents[0]["permwatch"]["burst"]["update"]["opened"] == 40
+    assert documents[0]["permwatch"]["burst"]["folders"] == 40 and received[-1].msgid == "BURST_RESOLVED"
+    assert {r.msgid for r in received[1:-1]} <= {"BURST_UPDATED"} and len(received) < 1 + len(closes)
+    assert sum(d["permwatch"]["burst"]["update"]["closed"] for d in documents) == 40
+    assert {d["permwatch"]["burst"]["id"] for d in documents} == {burst_id}
+    allowed = allowed_values([*burst, *closes], burst_id=burst_id, actor=True)
+    assert [problem for d in documents for problem in ecs_problems(d, allowed, actor=True, burst=True)] == []
+
+
 def test_the_allow_list_check_finds_a_user_name_a_file_name_and_an_unknown_field() -> None:
     """The check the tests above rely on fails for what it must: it is not vacuous."""
     event = opened("exp-check", actor="cecilia.berg")
