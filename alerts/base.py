@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,6 +65,25 @@ class SinkSettings(BaseModel):
         if SEVERITY_RANK[exposure.label.severity] < SEVERITY_RANK[self.min_severity]:
             return False
         return not self.labels or any(fnmatch.fnmatchcase(exposure.label.name, glob) for glob in self.labels)
+
+
+class ActorSinkSettings(SinkSettings):
+    """The settings of a sink that can say who made a change (#18), with the choice not to (#20).
+
+    ``actor = "omit"`` sends no user name at all (no "Changed by", CEF
+    ``suser``, ECS ``user.name``): what leaves the host is then paths, group
+    names, counts and ids, for a receiver that must get nothing personal (a
+    regional SOC or a SIEM outside the organisation). Who made the change stays
+    on the exposure topic and in ``permwatch timeline``.
+    """
+
+    actor: Literal["name", "omit"] = Field(
+        default="name", description='"name": say who made the change; "omit": send no user name (nothing personal)'
+    )
+
+    @property
+    def names_actor(self) -> bool:
+        return self.actor == "name"
 
 
 @dataclass(frozen=True)

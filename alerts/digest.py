@@ -15,7 +15,7 @@ from datetime import datetime
 
 from alerts.base import SEVERITY_RANK
 from alerts.grouping import GroupSnapshot, Member
-from permwatch.events import ExposureEvent, ExposureStatus, Severity
+from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus, Severity
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,21 @@ class GroupDigest:
     def first_run_headline(self) -> str:
         """``First run: 12 folders already open to people outside their label``: every sink's words for it."""
         return f"First run: {plural(self.folders, 'folder')} already open to people outside their label"
+
+    # -- names-only exposures (#14)
+    names_folders: int = 0
+    """of the folders counted for ``readers`` (the open ones, or all once closed), those whose names alone
+    outsiders can list (kind ``names``); the rest are of contents"""
+
+    @property
+    def counted_folders(self) -> int:
+        """The folders ``readers``, ``people_max`` and ``names_folders`` are about: the open ones, or all."""
+        return self.open_folders or self.folders
+
+    @property
+    def names_only(self) -> bool:
+        """Whether outsiders can (could) list names only, in every folder counted: no file readable."""
+        return self.names_folders == self.counted_folders
 
     @property
     def actor_text(self) -> str | None:
@@ -97,6 +112,7 @@ def digest(group: GroupSnapshot, *, top: int = 5) -> GroupDigest:
         ),
         actor_unresolved=sum(m.latest.actor_unresolved for m in members),
         first_run=all(m.latest.preexisting for m in members),
+        names_folders=sum(1 for m in counted if m.latest.kind is ExposureKind.NAMES),
     )
 
 

@@ -38,7 +38,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from alerts.base import PermanentSinkError, RetryableSinkError, SinkContext, SinkError, SinkSettings
+from alerts.base import (
+    ActorSinkSettings,
+    PermanentSinkError,
+    RetryableSinkError,
+    SinkContext,
+    SinkError,
+    SinkSettings,
+)
 from alerts.grouping import GroupUpdate
 from alerts.mail_render import Mail, MailOptions, digest_mail, render_mail, to_mime
 from alerts.secrets import check_env_source, read_secret
@@ -62,7 +69,7 @@ _FAILED_FLUSH_BACKOFF = timedelta(seconds=60)
 _KEEP_SENT = timedelta(days=30)  # as long as the delivery log keeps closed bursts (the dispatcher's retention)
 
 
-class EmailConfig(SinkSettings):
+class EmailConfig(ActorSinkSettings):
     kind: str = "email"
     host: str = Field(min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535, description="default: 587 for starttls, 465 for tls, 25")
@@ -186,6 +193,7 @@ class EmailSink:
             subject_prefix=config.subject_prefix,
             hide_below_label=config.hide_below_label,
             replay_url=config.replay_url,
+            name_actor=config.names_actor,
         )
         database = context.database if context is not None else None
         self._state = MailState(database or open_state_db(":memory:"), self.name)

@@ -13,11 +13,12 @@ servers and clients drop it as a repeat).
 Each mail has a plain-text body and the same content as HTML (escaped), for
 ``multipart/alternative``. Paths can be hidden below the labelled folder; the
 people who can read are counted, never named; the actor is named, as in the
-other sinks.
+other sinks, unless the sink says ``actor = "omit"``.
 """
 
 from __future__ import annotations
 
+import email.policy
 import hashlib
 import html
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from email.utils import format_datetime
 from alerts.digest import GroupDigest, digest, first_names, format_duration, news_by_status, plural
 from alerts.grouping import GroupSnapshot, GroupUpdate
 from alerts.redaction import shown_paths
-from permwatch.events import ExposureEvent, ExposureStatus
+from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class MailOptions:
     hide_below_label: bool = False
     replay_url: str | None = None
     top_folders: int = 10
+    name_actor: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def render_mail(update: GroupUpdate, options: MailOptions) -> Mail:
     if kind != "opened":
         subject = "Re: " + subject
     news = [] if kind == "opened" else news_lines(group, update.events)
-    fact_rows = facts(d)
+    fact_rows = facts(d, name_actor=options.name_actor)
     folders = folder_lines(d, hide_below_label=options.hide_below_label)
     footer = _footer(d, options)
     text = "\n".join(
@@ -96,7 +98,7 @@ def render_mail(update: GroupUpdate, options: MailOptions) -> Mail:
 
 def to_mime(mail: Mail, options: MailOptions) -> EmailMessage:
     """The MIME message: multipart/alternative (text, then HTML), threading headers, a boundary derived from the id."""
-    message = EmailMessage()
+    message = EmailMessage(policy=_POLICY)
     message["From"] = options.sender
     message["To"] = ", ".join(options.to)
     message["Subject"] = mail.subject
@@ -111,6 +113,12 @@ def to_mime(mail: Mail, options: MailOptions) -> EmailMessage:
     message.add_alternative(mail.html, subtype="html")
     message.set_boundary("permwatch-" + hashlib.sha256(mail.message_id.encode()).hexdigest()[:24])
     return message
+
+
+# Python folds a header longer than 78 characters before its first word when that word holds a special such as
+# "[" ("Subject:\n [permwatch] …"), and a reader unfolding it sees the subject start with a space. RFC 5322 allows
+# 998 characters a line; 78 is only advised.
+_POLICY = email.policy.default.clone(max_line_length=998)
 
 
 def digest_mail(mails: list[Mail], key: str, options: MailOptions) -> Mail:
@@ -143,28 +151,43 @@ def headline(d: GroupDigest) -> str:
     what = plural(d.folders, "folder")
     readers = first_names(d.readers) or "people outside the label"
     labels = first_names(d.labels)
+    readable = "listable (names only)" if d.names_only else "readable"
     if d.is_open:
-        return f"{d.severity.value.capitalize()} exposure: {what} readable by {readers} (label {labels})"
+        return f"{d.severity.value.capitalize()} exposure: {what} {readable} by {readers} (label {labels})"
     lasted = format_duration(d.duration_seconds or 0.0)
-    return f"Resolved after {lasted}: {what} no longer readable by {readers} (label {labels})"
+    return f"Resolved after {lasted}: {what} no longer {readable} by {readers} (label {labels})"
 
 
-def facts(d: GroupDigest) -> list[tuple[str, str]]:
-    """Name and value of what a reader checks first: status, severity, label, readers, people, actor, when."""
+def facts(d: GroupDigest, *, name_actor: bool = True) -> list[tuple[str, str]]:
+    """Name and value of what a reader checks first: status, severity, label, readers, kind, people, actor (unless
+    ``name_actor`` is off: the sink's ``actor = "omit"``), when."""
     if d.is_open:
         status = "Open" if d.open_folders == d.folders else f"Open: {d.open_folders:,} of {d.folders:,} folders"
     else:
         status = f"Resolved after {format_duration(d.duration_seconds or 0.0)}"
     people = f"{d.people_max:,}" if d.folders == 1 else f"up to {d.people_max:,} per folder"
-    return [
+    rows = [
         ("Status", status),
         ("Severity", d.severity.value.capitalize()),
         ("Label", first_names(d.labels)),
         ("Readable by", first_names(d.readers, limit=10) or "users named in the ACL"),
+        ("Kind", kind_text(d)),
         ("People outside the label", people),
         ("Changed by", d.actor_text or "unknown"),
         ("When", f"{d.opened_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"),
     ]
+    return [row for row in rows if name_actor or row[0] != "Changed by"]
+
+
+def kind_text(d: GroupDigest) -> str:
+    """Names only or contents (docs/events.md "Kinds"), in the console sink's words; a burst can hold both."""
+    it = "it" if d.counted_folders == 1 else "them"
+    if d.names_only:
+        return f"Names only: outsiders can list the names in {it} (no file in {it} readable)"
+    if not d.names_folders:
+        return f"Contents: outsiders can read files in {it}"
+    contents = d.counted_folders - d.names_folders
+    return f"Contents in {plural(contents, 'folder')}; names only (no file readable) in {d.names_folders:,}"
 
 
 def folder_lines(d: GroupDigest, *, hide_below_label: bool) -> list[str]:
@@ -184,7 +207,7 @@ def folder_lines(d: GroupDigest, *, hide_below_label: bool) -> list[str]:
         if member.is_open:
             lines.append(
                 f"  {event.folder}: {plural(event.paths_affected, 'path')}, "
-                f"{plural(member.open_people, 'person', 'people')}"
+                f"{plural(member.open_people, 'person', 'people')}" + _names_only(event)
             )
         else:
             lines.append(f"  {event.folder}: closed after {format_duration(event.duration_seconds or 0.0)}")
@@ -199,12 +222,12 @@ def news_lines(group: GroupSnapshot, events: tuple[ExposureEvent, ...]) -> list[
     lines: list[str] = []
     if opened:
         lines.append(f"Widened: {plural(len(opened), 'more folder')} now readable, {len(group.members):,} in all")
-        lines += [f"  {e.folder} by {first_names(e.groups) or 'named users'}" for e in opened[:3]]
+        lines += [f"  {e.folder} by {first_names(e.groups) or 'named users'}{_names_only(e)}" for e in opened[:3]]
         lines += _more(len(opened), 3)
     if changed:
         lines.append(f"Changed: {plural(len(changed), 'folder')}")
         lines += [
-            f"  {e.folder} now readable by {first_names(e.groups) or 'named users'} "
+            f"  {e.folder} now {_readable(e)} by {first_names(e.groups) or 'named users'} "
             f"({plural(e.people, 'person', 'people')})"
             for e in changed[:3]
         ]
@@ -214,6 +237,14 @@ def news_lines(group: GroupSnapshot, events: tuple[ExposureEvent, ...]) -> list[
         lines += [f"  {e.folder} after {format_duration(e.duration_seconds or 0.0)}" for e in closed[:3]]
         lines += _more(len(closed), 3)
     return lines
+
+
+def _readable(event: ExposureEvent) -> str:
+    return "listable (names only)" if event.kind is ExposureKind.NAMES else "readable"
+
+
+def _names_only(event: ExposureEvent) -> str:
+    return ", names only" if event.kind is ExposureKind.NAMES else ""
 
 
 def _footer(d: GroupDigest, options: MailOptions) -> list[str]:

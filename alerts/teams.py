@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from alerts.base import SinkContext, SinkSettings
+from alerts.base import ActorSinkSettings, SinkContext, SinkSettings
 from alerts.digest import GroupDigest, digest
 from alerts.grouping import GroupUpdate
 from alerts.http import post
@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS teams_cards (
 """
 
 
-class TeamsConfig(SinkSettings):
+class TeamsConfig(ActorSinkSettings):
     kind: str = "teams"
     url_env: str | None = Field(default=None, description="environment variable holding the Workflows webhook URL")
     url_file: Path | None = Field(default=None, validate_default=True, description="file holding the webhook URL")
@@ -188,7 +188,8 @@ def adaptive_card(update: GroupUpdate, number: int, first_at: datetime | None, c
         news = news_lines(update.group, update.events)
         if news:
             body.append({"type": "TextBlock", "text": _lines(news), "wrap": True})
-    body.append({"type": "FactSet", "facts": [{"title": name, "value": _md(value)} for name, value in facts(d)]})
+    fact_rows = facts(d, name_actor=config.names_actor)
+    body.append({"type": "FactSet", "facts": [{"title": name, "value": _md(value)} for name, value in fact_rows]})
     folders = folder_lines(d, hide_below_label=config.hide_below_label)
     body.append({"type": "TextBlock", "text": _lines(folders), "wrap": True})
     first = f" (first of {d.folders:,})" if d.folders > 1 else ""

@@ -5,12 +5,15 @@
   id), each multipart/alternative (text and HTML); the stage started again with
   its consumer position lost mails nothing twice; the password, file names
   below the labelled folder and the names of people who can read appear in no
-  mail and no log line.
+  mail and no log line; every mail holds only allowed headers, words and values
+  (``alert_allowlist``), with ``actor = "omit"`` no user name at all.
 - Over implicit TLS: ``451`` answers are retried until the mail is accepted
   once; a ``554`` is permanent (dead-lettered, not retried); a server that is
   down is retried until it is up; a wrong password is permanent.
-- Digest mode: a second mail for a label within its window is held and mailed
-  as the digest once the window is over, by the dispatcher's maintenance.
+- Digest mode, two labels: each label's first mail goes at once; what follows
+  within its window is held and mailed as one digest per label once the whole
+  window is over (by the dispatcher's maintenance), and nothing more in the
+  window after.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from alerts.base import SinkContext
 from alerts.dispatch import DeliveryLog, Dispatcher
 from alerts.grouping import group_id_for
 from alerts.registry import build_sink
+from permwatch.events import Label, Severity
 from permwatch.transport.embedded import EmbeddedBus
+from tests.integration.alert_allowlist import allowed_values, mail_problems
 from tests.integration.servers.smtp import SmtpServer
 from tests.integration.test_alerts_delivery import RunningDispatcher, publish, wait_until
 from tests.integration.test_alerts_syslog import caught_up
@@ -79,7 +84,7 @@ def test_a_burst_is_one_thread_of_three_mails_over_starttls_and_never_mailed_twi
     ]  # fmt: skip
     bus = EmbeddedBus(tmp_path / "events.db")
     delivery_log = DeliveryLog(tmp_path / "alerts.db")
-    config = settings(smtp, hide_below_label=True)
+    config = settings(smtp, hide_below_label=True, actor="omit")
     try:
         sink = build_sink(config, SinkContext(database=delivery_log.database))
         dispatcher = Dispatcher(bus, [sink], delivery_log, group="mail-1", backoff_initial=0.1)
@@ -122,6 +127,17 @@ def test_a_burst_is_one_thread_of_three_mails_over_starttls_and_never_mailed_twi
     assert "<code>/srv/share/hr/cases/c-00000: 2 paths, 40 people</code>" in html
     everything = b"".join(m.raw for m in mails).decode() + caplog.text
     assert PASSWORD not in everything and "Karlsson" not in everything and "svensson" not in everything
+    events = [
+        *burst,
+        changed(burst[0], groups=("alla", "it"), people=45, after=10.0),
+        closed(burst[0], sequence=2, after=70.0),
+        closed(burst[1], after=70.0),
+    ]
+    allowed = allowed_values(
+        events, burst_id=group_id_for(burst[0].exposure_id), actor=False, shown_paths=[e.folder + "/…" for e in burst]
+    )
+    assert [problem for m in messages for problem in mail_problems(m, allowed, actor=False)] == []
+    assert "it-update" not in everything  # actor = "omit"
 
 
 def test_implicit_tls_retries_4xx_and_a_server_that_is_down_and_gives_up_on_5xx(
@@ -137,7 +153,8 @@ def test_implicit_tls_retries_4xx_and_a_server_that_is_down_and_gives_up_on_5xx(
         dispatcher = Dispatcher(bus, [sink], delivery_log, group="mail-2", backoff_initial=0.1, backoff_max=0.5)
         with RunningDispatcher(dispatcher):
             smtp.fail_data("451 4.3.0 Try again later", times=2)
-            publish(bus, [opened("exp-451", at=now)])
+            first = opened("exp-451", at=now)
+            publish(bus, [first])
             wait_until(lambda: dispatcher.delivered == 1, "the mail accepted after two 451s")
             assert smtp.mailbox.data_attempts == 3 and len(smtp.mails()) == 1 and dispatcher.retries == 2
 
@@ -147,11 +164,18 @@ def test_implicit_tls_retries_4xx_and_a_server_that_is_down_and_gives_up_on_5xx(
             assert smtp.mailbox.data_attempts == 4 and dispatcher.retries == 2  # not retried
 
             smtp.stop()
-            publish(bus, [opened("exp-down", folder="/srv/share/ekonomi", at=now, causes=("fs-3",), actor="cy")])
+            down = opened("exp-down", folder="/srv/share/ekonomi", at=now, causes=("fs-3",), actor="cy")
+            publish(bus, [down])
             wait_until(lambda: dispatcher.retries >= 4, "retries while the server is down")
             smtp.start()
             wait_until(lambda: dispatcher.delivered == 2, "the mail sent once the server is back")
         assert len(smtp.mails()) == 2
+        for mail, event in zip(smtp.mails(), [first, down], strict=True):
+            shown = event.sample_paths  # hide_below_label is off here; the actor is named (the default)
+            allowed = allowed_values([event], burst_id=group_id_for(event.exposure_id), actor=True, shown_paths=shown)
+            assert mail_problems(mail.message, allowed, actor=True) == []
+            text = mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            assert f"Changed by: {event.actor}\r\n" in text
 
         monkeypatch.setenv(PASSWORD_ENV, "a-wrong-password")
         wrong = build_sink(config, SinkContext(database=delivery_log.database))
@@ -167,32 +191,44 @@ def test_implicit_tls_retries_4xx_and_a_server_that_is_down_and_gives_up_on_5xx(
     assert PASSWORD not in caplog.text and "a-wrong-password" not in caplog.text
 
 
-def test_digest_mode_holds_a_second_mail_for_the_label_and_mails_it_when_the_window_is_over(
-    tmp_path: Path, smtp: SmtpServer
-) -> None:
+def test_digest_mode_mails_each_label_at_most_once_per_full_window(tmp_path: Path, smtp: SmtpServer) -> None:
+    window = 4.0  # seconds: digest_minutes = 1/15
+    hr = Label(name="hr", severity=Severity.HIGH, allowed_groups=("hr",))
     bus = EmbeddedBus(tmp_path / "events.db")
     delivery_log = DeliveryLog(tmp_path / "alerts.db")
     now = datetime.now(UTC)
-    first = opened("exp-d", at=now)
+    ledning = opened("exp-d", at=now)
+    personal = opened("exp-h", folder="/srv/share/hr", label=hr, at=now, causes=("fs-h",), actor="bo")
     try:
-        sink = build_sink(settings(smtp, digest_minutes=0.05), SinkContext(database=delivery_log.database))
+        sink = build_sink(settings(smtp, digest_minutes=window / 60), SinkContext(database=delivery_log.database))
         dispatcher = Dispatcher(bus, [sink], delivery_log, group="mail-4", backoff_initial=0.1)
         with RunningDispatcher(dispatcher):
-            publish(bus, [first])
-            smtp.wait_for(1)
-            started = time.monotonic()
-            publish(bus, [changed(first, groups=("alla", "it"), people=9, after=1.0)])
-            wait_until(lambda: dispatcher.delivered == 2, "the change held")
-            publish(bus, [closed(first, sequence=2, after=2.0)])
-            wait_until(lambda: dispatcher.delivered == 3, "the change and the close held")
-            assert len(smtp.mails()) == 1
-            mails = smtp.wait_for(2)
-            assert time.monotonic() - started >= 1.0  # not before the label's window (3 s from the first) is over
-            time.sleep(0.5)
+            publish(bus, [ledning])
+            publish(bus, [personal])
+            smtp.wait_for(2)  # each label's first mail goes at once: the window is per label
+            publish(bus, [changed(ledning, groups=("alla", "it"), people=9, after=1.0)])
+            publish(bus, [changed(personal, groups=("alla",), people=12, after=1.0)])
+            wait_until(lambda: dispatcher.delivered == 4, "both changes held")  # the closes: mails of their own
+            publish(bus, [closed(ledning, sequence=2, after=2.0), closed(personal, sequence=2, after=2.0)])
+            wait_until(lambda: dispatcher.delivered == 6, "both changes and both closes held")
+            assert len(smtp.mails()) == 2
+            mails = smtp.wait_for(4)
+            time.sleep(window + 1.0)  # a whole further window: nothing more is due, nothing more is mailed
     finally:
         bus.close()
-    assert len(smtp.mails()) == 2
-    digest = mails[1].message
-    assert digest["Subject"] == "[permwatch] Digest: 2 alerts for label ledning"
-    body = digest.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert "Changed: 1 folder" in body and "Closed: 1 folder" in body
+    assert len(smtp.mails()) == 4
+    subjects = [m.message["Subject"] for m in mails]
+    assert subjects[:2] == [
+        "[permwatch] Critical exposure: 1 folder readable by alla (label ledning)",
+        "[permwatch] High exposure: 1 folder readable by alla (label hr)",
+    ]
+    assert sorted(subjects[2:]) == [
+        "[permwatch] Digest: 2 alerts for label hr",
+        "[permwatch] Digest: 2 alerts for label ledning",
+    ]
+    for first, label in ((mails[0], "ledning"), (mails[1], "hr")):
+        [digest] = [m for m in mails[2:] if m.message["Subject"].endswith(f"label {label}")]
+        # the label's full window after its first mail (the sink's wall clock against this monotonic one: 10 ms)
+        assert digest.received_at - first.received_at >= window - 0.01
+        body = digest.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert "Changed: 1 folder" in body and "Closed: 1 folder" in body

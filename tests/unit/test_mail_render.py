@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,7 @@ def test_the_first_mail_of_a_burst_opens_its_thread() -> None:
         "Severity: Critical\n"
         "Label: ledning\n"
         "Readable by: alla\n"
+        "Kind: Contents: outsiders can read files in it\n"
         "People outside the label: 5\n"
         "Changed by: it-update\n"
         "When: 2026-11-23 08:00:00 UTC\n"
@@ -55,6 +58,7 @@ def test_the_first_mail_of_a_burst_opens_its_thread() -> None:
         '<tr><th align="left" style="padding-right:1em">Severity</th><td>Critical</td></tr>'
         '<tr><th align="left" style="padding-right:1em">Label</th><td>ledning</td></tr>'
         '<tr><th align="left" style="padding-right:1em">Readable by</th><td>alla</td></tr>'
+        '<tr><th align="left" style="padding-right:1em">Kind</th><td>Contents: outsiders can read files in it</td></tr>'
         '<tr><th align="left" style="padding-right:1em">People outside the label</th><td>5</td></tr>'
         '<tr><th align="left" style="padding-right:1em">Changed by</th><td>it-update</td></tr>'
         '<tr><th align="left" style="padding-right:1em">When</th><td>2026-11-23 08:00:00 UTC</td></tr></table>'
@@ -171,3 +175,22 @@ def test_a_line_break_in_a_name_cannot_break_the_headers() -> None:
     assert "\n" not in mail.subject and "\r" not in mail.subject
     message = to_mime(mail, email.options)
     assert message["Bcc"] is None and message["Subject"].endswith("(label ledning Bcc: everyone@example.org)")
+
+
+def test_actor_omit_sends_no_user_name_and_name_is_the_default() -> None:
+    first = opened(actor="cecilia.berg")
+    update = grouped(first, changed(first, groups=("alla", "it"), people=7), new=1)
+    [named] = sink().render(GroupUpdate.single(first))
+    assert "Changed by: cecilia.berg\n" in named.text
+    for mail in (*sink(actor="omit").render(GroupUpdate.single(first)), *sink(actor="omit").render(update)):
+        mime = to_mime(mail, sink(actor="omit").options).as_string()
+        assert "Changed by" not in mail.text + mail.html and "cecilia" not in mime
+    with pytest.raises(ValidationError, match="actor"):
+        sink(actor="hidden")
+
+
+def test_a_subject_longer_than_78_characters_reads_back_without_a_leading_space() -> None:
+    [mail] = sink().render(GroupUpdate.single(opened()))
+    raw = to_mime(mail, sink().options).as_bytes()
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert len("Subject: " + mail.subject) > 78 and parsed["Subject"] == mail.subject

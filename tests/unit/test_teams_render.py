@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ def test_the_first_card_of_a_burst(teams_url: str) -> None:
                     {"title": "Severity", "value": "Critical"},
                     {"title": "Label", "value": "ledning"},
                     {"title": "Readable by", "value": "alla"},
+                    {"title": "Kind", "value": "Contents: outsiders can read files in it"},
                     {"title": "People outside the label", "value": "5"},
                     {"title": "Changed by", "value": "it-update"},
                     {"title": "When", "value": "2026-11-23 08:00:00 UTC"},
@@ -154,4 +156,13 @@ def test_names_are_escaped_so_they_cannot_become_links_or_formatting(teams_url: 
     [card] = TeamsSink(TeamsConfig(url_env=teams_url)).render(GroupUpdate.single(event))
     body = content(card.body)["body"]
     assert body[3]["text"] == "Folder: /srv/\\[open\\](evil.example)\n\n0 paths affected"
-    assert body[2]["facts"][5] == {"title": "Changed by", "value": "\\*it\\_update\\*"}
+    assert body[2]["facts"][6] == {"title": "Changed by", "value": "\\*it\\_update\\*"}
+
+
+def test_actor_omit_sends_no_user_name(teams_url: str) -> None:
+    event = opened(actor="cecilia.berg")
+    [named] = TeamsSink(TeamsConfig(url_env=teams_url)).render(GroupUpdate.single(event))
+    assert {"title": "Changed by", "value": "cecilia.berg"} in content(named.body)["body"][2]["facts"]
+    [card] = TeamsSink(TeamsConfig(url_env=teams_url, actor="omit")).render(GroupUpdate.single(event))
+    titles = [fact["title"] for fact in content(card.body)["body"][2]["facts"]]
+    assert "Changed by" not in titles and "Readable by" in titles and "cecilia" not in json.dumps(card.body)

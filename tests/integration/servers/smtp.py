@@ -39,6 +39,8 @@ class ReceivedMail:
     rcpt_tos: tuple[str, ...]
     user: str | None
     raw: bytes
+    received_at: float = 0.0
+    """``time.monotonic()`` when the server accepted it"""
 
     @property
     def message(self) -> EmailMessage:
@@ -68,7 +70,8 @@ class _Handler:
                 return mailbox.failures.pop(0)
             user = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
             raw = envelope.original_content or b""
-            mailbox.mails.append(ReceivedMail(str(envelope.mail_from), tuple(envelope.rcpt_tos), user, raw))
+            received = ReceivedMail(str(envelope.mail_from), tuple(envelope.rcpt_tos), user, raw, time.monotonic())
+            mailbox.mails.append(received)
         return "250 2.0.0 OK: queued"
 
 

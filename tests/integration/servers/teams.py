@@ -3,15 +3,14 @@
 It listens on a free loopback port and accepts POSTs only at its secret
 path and ``sig`` query (like a real flow's URL); a body that is not a Teams
 message with an Adaptive Card is refused with 400 and the reason. The check
-is a JSON Schema (validated with ``jsonschema``) of the message envelope and
-of the Adaptive Card 1.4+ elements permwatch uses (``TextBlock``,
-``FactSet``, ``Action.OpenUrl``, Teams' ``msteams.width``), with their required
-fields, types and enumerated values taken from the Adaptive Cards schema
-explorer. No package on PyPI or npm ships Microsoft's schema file, so this is
-a structural check of those elements, not the full schema: an element type
-it does not know is refused. Accepted cards are answered with 202 (as the
-flow does) and kept; a test can make the next answers fail (429 with
-``Retry-After``, 5xx, 4xx).
+has two parts, both run with ``jsonschema``: the message envelope (a
+``message`` with ``application/vnd.microsoft.card.adaptive`` attachments whose
+card declares version 1.4), then each card against Microsoft's official
+Adaptive Card schema 1.4.0 (vendored unchanged, MIT, in ``adaptivecards/``),
+with Teams' documented ``msteams`` key (``{"width": "Full"}``) as the only
+addition: an unknown element, an unknown key or a wrong value is refused.
+Accepted cards are answered with 202 (as the flow does) and kept; a test can
+make the next answers fail (429 with ``Retry-After``, 5xx, 4xx).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,86 +30,28 @@ import jsonschema
 from tests.integration.servers.http_server import LoopbackHTTPServer
 from tests.integration.servers.started import StartedInWith
 
-_TEXT_BLOCK = {
+SCHEMA_FILE = Path(__file__).with_name("adaptivecards") / "adaptive-card-1.4.0.json"
+"""Microsoft's Adaptive Card schema 1.4.0, vendored unchanged with its MIT notice (adaptivecards/README.md)."""
+CARD_VERSION = "1.4"
+"""The version the vendored schema describes: a card must declare it (an older one lacks what Teams needs)."""
+MSTEAMS_EXTENSION: dict[str, Any] = {
     "type": "object",
-    "required": ["type", "text"],
     "additionalProperties": False,
-    "properties": {
-        "type": {"const": "TextBlock"},
-        "text": {"type": "string", "minLength": 1},
-        "wrap": {"type": "boolean"},
-        "isSubtle": {"type": "boolean"},
-        "maxLines": {"type": "integer", "minimum": 1},
-        "weight": {"enum": ["Default", "Lighter", "Bolder"]},
-        "size": {"enum": ["Default", "Small", "Medium", "Large", "ExtraLarge"]},
-        "color": {"enum": ["Default", "Dark", "Light", "Accent", "Good", "Warning", "Attention"]},
-        "horizontalAlignment": {"enum": ["Left", "Center", "Right"]},
-        "spacing": {"enum": ["None", "Small", "Default", "Medium", "Large", "ExtraLarge", "Padding"]},
-        "separator": {"type": "boolean"},
-        "id": {"type": "string"},
-    },
+    "properties": {"width": {"enum": ["Full"]}},
+    "description": "Teams' documented extension of the top-level card: full-width cards",
 }
-_FACT_SET = {
-    "type": "object",
-    "required": ["type", "facts"],
-    "additionalProperties": False,
-    "properties": {
-        "type": {"const": "FactSet"},
-        "facts": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["title", "value"],
-                "additionalProperties": False,
-                "properties": {"title": {"type": "string"}, "value": {"type": "string"}},
-            },
-        },
-        "spacing": {"enum": ["None", "Small", "Default", "Medium", "Large", "ExtraLarge", "Padding"]},
-        "separator": {"type": "boolean"},
-        "id": {"type": "string"},
-    },
-}
-_OPEN_URL = {
-    "type": "object",
-    "required": ["type", "url"],
-    "additionalProperties": False,
-    "properties": {
-        "type": {"const": "Action.OpenUrl"},
-        "url": {"type": "string", "pattern": "^https?://"},
-        "title": {"type": "string"},
-    },
-}
-ADAPTIVE_CARD_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["type", "version", "body"],
-    "additionalProperties": False,
-    "properties": {
-        "type": {"const": "AdaptiveCard"},
-        "$schema": {"type": "string"},
-        "version": {"type": "string", "pattern": r"^1\.([4-9]|[1-9][0-9])$"},  # 1.4 or newer
-        "body": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["type"],
-                "properties": {"type": {"enum": ["TextBlock", "FactSet"]}},
-                "allOf": [
-                    {"if": {"properties": {"type": {"const": "TextBlock"}}}, "then": _TEXT_BLOCK},
-                    {"if": {"properties": {"type": {"const": "FactSet"}}}, "then": _FACT_SET},
-                ],
-            },
-        },
-        "actions": {"type": "array", "items": _OPEN_URL},
-        "fallbackText": {"type": "string"},
-        "msteams": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {"width": {"enum": ["Full"]}},
-        },
-    },
-}
+
+
+def adaptive_card_schema() -> dict[str, Any]:
+    """The official schema with Teams' ``msteams`` key allowed on the top-level card, and nothing else changed."""
+    schema: dict[str, Any] = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    card = schema["definitions"]["AdaptiveCard"]
+    if card.get("additionalProperties") is not False or "msteams" in card["properties"]:
+        raise AssertionError(f"{SCHEMA_FILE}: not the schema this stand-in was written for")
+    card["properties"]["msteams"] = MSTEAMS_EXTENSION
+    return schema
+
+
 TEAMS_MESSAGE_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -126,18 +68,55 @@ TEAMS_MESSAGE_SCHEMA: dict[str, Any] = {
                 "properties": {
                     "contentType": {"const": "application/vnd.microsoft.card.adaptive"},
                     "contentUrl": {"type": ["string", "null"]},
-                    "content": ADAPTIVE_CARD_SCHEMA,
+                    "content": {
+                        "type": "object",
+                        "required": ["type", "version", "body"],
+                        "properties": {
+                            "version": {"const": CARD_VERSION},
+                            "body": {"type": "array", "minItems": 1},
+                            # the schema says "format": "uri", which jsonschema does not check without extras
+                            "actions": {"type": "array", "items": {"properties": {"url": {"pattern": "^https?://"}}}},
+                        },
+                    },
                 },
             },
         },
     },
 }
-_VALIDATOR = jsonschema.Draft202012Validator(TEAMS_MESSAGE_SCHEMA)
+"""The message envelope a Workflows flow takes; each card in it is then checked against the official schema."""
+_ENVELOPE = jsonschema.Draft202012Validator(TEAMS_MESSAGE_SCHEMA)
+_CARD = jsonschema.Draft6Validator(adaptive_card_schema())  # the official schema is draft-06
 
 
 def validation_errors(body: Any) -> list[str]:
     """Why ``body`` is not a Teams message with a valid Adaptive Card (empty when it is)."""
-    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in _VALIDATOR.iter_errors(body)]
+    errors = [_where(e) for e in _ENVELOPE.iter_errors(body)]
+    if errors:
+        return errors
+    for index, attachment in enumerate(body["attachments"]):
+        errors += [f"attachments/{index}/content/" + _where(e) for e in _CARD.iter_errors(attachment["content"])]
+    return errors
+
+
+def _where(error: jsonschema.ValidationError) -> str:
+    error, message = _cause(error)
+    return f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {message}"
+
+
+def _cause(error: jsonschema.ValidationError) -> tuple[jsonschema.ValidationError, str]:
+    """The schema's ``anyOf`` over every element (or action) kind says only "not valid under any of the given
+    schemas": follow the branch whose ``type`` matched, or say that no kind has this type."""
+    while error.context:
+        branches: dict[Any, list[jsonschema.ValidationError]] = {}
+        for inner in error.context:
+            branches.setdefault(inner.schema_path[0], []).append(inner)
+        same_type = [found for found in branches.values() if not any(list(e.path) == ["type"] for e in found)]
+        if not same_type and isinstance(error.instance, dict):
+            return error, f"no element or action has type {error.instance.get('type')!r}"
+        if len(same_type) != 1:
+            return error, error.message
+        error = same_type[0][0]
+    return error, error.message
 
 
 @dataclass
