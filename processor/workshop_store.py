@@ -329,9 +329,7 @@ class WorkshopStore:
         if row is None or row[0] is None:
             raise checkpoint.CheckpointError("missing")
         data = bytes(row[0])
-        header, offsets = checkpoint.read_header(data)
-        (length,) = checkpoint._LENGTH.unpack_from(data, len(checkpoint.MAGIC))
-        payload = data[len(checkpoint.MAGIC) + checkpoint._LENGTH.size + length :]
+        header, offsets, payload = checkpoint.split(data)
         if header.get("format") != checkpoint.FORMAT or header.get("code") != checkpoint.code_fingerprint():
             raise checkpoint.CheckpointError("written by another release")
         if header.get("identity") != _identity(self.key) or header.get("log_id") != self.key:

@@ -427,9 +427,9 @@ def _said(store: WorkshopStore, found: FromSnapshot) -> None:
     for rejected in found.rejected:
         print(f"permwatch: {rejected}; replaying from an older one", file=sys.stderr)
     result = found.result
+    start = f"after the snapshot at record {found.start_ord:,}" if found.start_ord else "from the first record"
     print(
-        f"replayed {result.events:,} events after the snapshot at record {found.start_ord:,} of "
-        f"{store.record_count:,} in {result.seconds:.2f} s",
+        f"replayed {result.events:,} of {store.record_count:,} events {start} in {result.seconds:.2f} s",
         file=sys.stderr,
     )
 
