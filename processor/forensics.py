@@ -128,6 +128,10 @@ class WindowFold:
         """Copies of the windows not closed yet, in the order they were first seen."""
         return [copy.deepcopy(w) for w in self._windows.values() if w.closed_at is None]
 
+    def all_windows(self) -> list[ExposureWindow]:
+        """Every window, open or closed, in the order they were first seen (not copied)."""
+        return list(self._windows.values())
+
     def add(self, e: ExposureEvent) -> None:
         window = self._windows.get(e.exposure_id)
         if window is None:

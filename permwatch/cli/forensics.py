@@ -100,7 +100,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     # -- the workshop's snapshots and per-folder index (issue 21)
     p = sub.add_parser("snapshot", help="index the history and snapshot its state, so workshop questions take a second")
     p.add_argument("--config", "-c", type=Path, required=True)
-    p.add_argument("--every", type=int, default=20_000, help="records between snapshots")
+    p.add_argument("--every", type=int, default=5_000, help="records between snapshots")
     for name in ("exposures", "who-can-read", "timeline"):
         sub.choices[name].add_argument(
             "--full-replay", action="store_true", help="replay all history even where a workshop store would do"
@@ -212,7 +212,7 @@ def _recorded_exposures(config: Config) -> list[ExposureEvent]:
 def _exposures(args: argparse.Namespace, config: Config) -> int:
     from processor.forensics import exposure_windows
 
-    store = None if args.recorded or args.since is None or args.gap_ms else _workshop_store(config, args.full_replay)
+    store = None if args.recorded or args.gap_ms else _workshop_store(config, args.full_replay)
     if store is not None:
         windows = _store_windows(store, label=args.label, since=args.since, until=args.until)
     else:
@@ -444,16 +444,14 @@ def _store_state(store: WorkshopStore, *, until: datetime) -> ReplayResult:
 
 
 def _store_windows(
-    store: WorkshopStore, *, label: str | None, since: datetime, until: datetime | None
+    store: WorkshopStore, *, label: str | None, since: datetime | None, until: datetime | None
 ) -> list[ExposureWindow]:
-    from processor.workshop_store import windows_from
-
     try:
-        found = store.replay_from_snapshot(windows_since=since)
+        windows = store.exposure_windows(label=label, since=since, until=until)
     finally:
         store.close()
-    _said(store, found)
-    return windows_from(found, label=label, since=since, until=until)
+    print(f"read {len(windows):,} exposure windows from the workshop store, no replay", file=sys.stderr)
+    return windows
 
 
 def _store_folder(store: WorkshopStore, folder: str, *, keep: Callable[[AnyEvent], object | None]) -> ReplayResult:

@@ -110,6 +110,7 @@ def recorded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[E
     bus.append_records(history(request.param))
     built = build(bus, tmp_path / "store.db", every=97)
     assert built.snapshots >= 10
+    assert built.path.stat().st_mode & 0o777 == 0o600  # unpickled when used, as a checkpoint is
     store = WorkshopStore(built.path, bus)
     yield bus, store, request.param
     store.close()
@@ -152,6 +153,11 @@ def test_exposures_since_from_a_snapshot_equal_a_full_replay(recorded: tuple[Emb
         found = store.replay_from_snapshot(windows_since=since)
         used.append(found.start_ord)
         assert [w.to_json() for w in windows_from(found, since=since)] == expected
+        assert [w.to_json() for w in store.exposure_windows(since=since)] == expected  # recorded by the build
+        for label in ("l-f0", "l-f3"):
+            until = datetime.fromtimestamp((since_ms + 5_000) / 1000, UTC)
+            selected = exposure_windows(verdicts, label=label, since=since, until=until)
+            assert store.exposure_windows(label=label, since=since, until=until) == selected
     assert any(used), "every question replayed from the first record: no snapshot was used"
 
 
