@@ -280,7 +280,11 @@ def _timeline(args: argparse.Namespace, config: Config) -> int:
 
     target = args.target
     if not target.startswith("/"):
-        windows = exposure_windows(_history_replay(config, gap_ms=args.gap_ms, quiet=True).verdicts)
+        found = None if args.gap_ms else _workshop_store(config, args.full_replay)
+        if found is not None:
+            windows = _store_windows(found, label=None, since=None, until=None)
+        else:
+            windows = exposure_windows(_history_replay(config, gap_ms=args.gap_ms, quiet=True).verdicts)
         match = next((w for w in windows if w.exposure_id == target), None)
         if match is None:
             print(f"permwatch: no exposure {target} in the recorded history", file=sys.stderr)

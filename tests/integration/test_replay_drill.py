@@ -222,6 +222,16 @@ def test_answers_from_snapshots_and_the_folder_index_equal_a_full_replay(
         assert all(from_snapshot), "a question was answered by replaying from the first record"
         assert sum(readable) >= 3, "the folder was in the history at too few of the moments asked"
 
+    # a timeline asked by exposure id finds the folder in the store's windows
+    by_id, said_by_id = [], []
+    for full in ((), ("--full-replay",)):
+        assert main(["timeline", window.exposure_id, "--config", str(offline), "--format", "json", *full]) == 0
+        out = capsys.readouterr()
+        by_id.append(json.loads(out.out))
+        said_by_id.append(out.err)
+    assert "from the workshop store" in said_by_id[0] and "from the workshop store" not in said_by_id[1]
+    assert by_id[0] == by_id[1] and by_id[0]["exposures"][0]["exposure_id"] == window.exposure_id
+
     # every snapshot of the archive's store broken: the same answers, from the first record, saying why
     store = next((tmp_path / "state" / "workshop").glob("store-*.db"))
     conn = sqlite3.connect(store)
