@@ -11,12 +11,14 @@ by ``permwatch snapshot`` in one replay of the history:
   keyless ones (roots and their ancestors, broadcast), its ancestors' and the
   directory's, labels' and decisions' — not everyone's — and still judges them
   in the full history's batches.
-- ``windows``: every exposure window that replay found, so ``exposures`` answers without replaying.
+- ``windows``: every exposure window that replay found, so ``exposures`` (and
+  ``timeline EXPOSURE_ID``) answer without replaying.
 - ``snapshots``: every ``every`` records, at a batch boundary, the engine's
   state exactly as :mod:`processor.checkpoint` captures it, framed as a
   checkpoint (format, code fingerprint, identity, the positions it covers,
-  SHA-256), plus the exposure windows open at that point. A command starts from
-  the latest snapshot at or before the time it asks about and replays only the
+  SHA-256), plus the exposure windows open at that point (what a replay from it
+  continues: :func:`windows_from`). ``who-can-read --at`` starts from the
+  latest snapshot at or before the time it asks about and replays only the
   rest. A snapshot that fails any check (checksum, log identity, positions,
   another release) is named in one line and an older one is tried, down to a
   replay from the first record: a longer replay, never another answer.
