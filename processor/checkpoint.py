@@ -262,6 +262,14 @@ def decode(
     return Restored(engine, offsets, records, written_at)
 
 
+def split(data: bytes) -> tuple[dict[str, Any], Offsets, bytes]:
+    """A checkpoint's header, offsets and payload, unchecked (a snapshot in the workshop store is framed the
+    same way and checked by :mod:`processor.workshop_store`); :class:`CheckpointError` if unreadable."""
+    header, offsets = read_header(data)
+    (length,) = _LENGTH.unpack_from(data, len(MAGIC))
+    return header, offsets, data[len(MAGIC) + _LENGTH.size + length :]
+
+
 def write_atomically(path: Path, parts: Sequence[bytes]) -> None:
     """Replace ``path`` with ``parts`` (mode 0600) so that a crash leaves the old file or the new one, whole."""
     path.parent.mkdir(parents=True, exist_ok=True)

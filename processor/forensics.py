@@ -8,6 +8,7 @@ file contents.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -110,11 +111,31 @@ def exposure_windows(
 
     ``since``/``until`` keep the windows that overlap that span.
     """
-    windows: dict[str, ExposureWindow] = {}
+    fold = WindowFold()
     for e in exposures:
-        window = windows.get(e.exposure_id)
+        fold.add(e)
+    return fold.windows(label=label, since=since, until=until)
+
+
+class WindowFold:
+    """:func:`exposure_windows` one event at a time, so a workshop snapshot can carry the windows still open
+    at its place in the history and a replay of the rest continues them (:mod:`processor.workshop_store`)."""
+
+    def __init__(self, open_windows: Iterable[ExposureWindow] = ()) -> None:
+        self._windows: dict[str, ExposureWindow] = {w.exposure_id: copy.deepcopy(w) for w in open_windows}
+
+    def open_windows(self) -> list[ExposureWindow]:
+        """Copies of the windows not closed yet, in the order they were first seen."""
+        return [copy.deepcopy(w) for w in self._windows.values() if w.closed_at is None]
+
+    def all_windows(self) -> list[ExposureWindow]:
+        """Every window, open or closed, in the order they were first seen (not copied)."""
+        return list(self._windows.values())
+
+    def add(self, e: ExposureEvent) -> None:
+        window = self._windows.get(e.exposure_id)
         if window is None:
-            window = windows[e.exposure_id] = ExposureWindow(
+            window = self._windows[e.exposure_id] = ExposureWindow(
                 exposure_id=e.exposure_id,
                 folder=e.folder,
                 label=e.label.name,
@@ -146,7 +167,7 @@ def exposure_windows(
             window.kind = ExposureKind.CONTENTS  # (a close says contents if the exposure ever was)
         if e.status is ExposureStatus.CLOSED:
             window.closed_at = e.closed_at
-            continue
+            return
         window.max_people = max(window.max_people, e.people)
         window.max_paths_affected = max(window.max_paths_affected, e.paths_affected)
         window.groups = sorted(set(window.groups) | set(e.groups))
@@ -158,14 +179,19 @@ def exposure_windows(
         for path in e.sample_paths:
             if path not in window.sample_paths and len(window.sample_paths) < 10:
                 window.sample_paths.append(path)
-    selected = [
-        w
-        for w in windows.values()
-        if (label is None or w.label == label)
-        and (until is None or w.opened_at <= until)
-        and (since is None or w.closed_at is None or w.closed_at >= since)
-    ]
-    return sorted(selected, key=lambda w: (w.opened_at, w.folder))
+
+    def windows(
+        self, *, label: str | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> list[ExposureWindow]:
+        """The windows overlapping ``since``..``until`` (of ``label``), in opening order."""
+        selected = [
+            w
+            for w in self._windows.values()
+            if (label is None or w.label == label)
+            and (until is None or w.opened_at <= until)
+            and (since is None or w.closed_at is None or w.closed_at >= since)
+        ]
+        return sorted(selected, key=lambda w: (w.opened_at, w.folder))
 
 
 def outsiders_of(exposure: ExposureEvent) -> tuple[tuple[str, ...], bool]:

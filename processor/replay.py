@@ -69,11 +69,20 @@ def replay(
     label_for: Callable[[str], Label | None] | None = None,
     keep: Callable[[AnyEvent], object | None] | None = None,
     progress: Callable[[int], None] | None = None,
+    start: Callable[[Callable[[], datetime]], Engine] | None = None,
+    new_batch: Callable[[Record], bool] | None = None,
+    boundary: Callable[[ReplayResult], None] | None = None,
 ) -> ReplayResult:
-    """Feed ``records`` (oldest first) through a fresh engine; see the module docstring."""
+    """Feed ``records`` (oldest first) through a fresh engine; see the module docstring.
+
+    For the workshop's snapshots and index (:mod:`processor.workshop_store`): ``start`` makes the engine
+    (from a snapshot) given the replay's log clock; ``new_batch`` says where a batch starts instead of the
+    records' times (an indexed subset keeps the full history's batches); ``boundary`` is called between
+    batches, with the engine judged and ``result.events`` the records read so far.
+    """
     log_time = _LogClock()
     # Detection time in a replay is when the record reached the log, not when the replay ran.
-    engine = Engine(source="replay", clock=log_time)
+    engine = Engine(source="replay", clock=log_time) if start is None else start(log_time)
     result = ReplayResult(engine)
     what_if = _WhatIfLabels(label_for) if label_for is not None else None
     until_ms = None if until is None else int(until.timestamp() * 1000)
@@ -85,7 +94,7 @@ def replay(
                 result.verdicts.append(verdict)
 
     with gc_paused():  # millions of acyclic objects, many kept (state, timeline events)
-        _feed(records, engine, result, until_ms, gap_ms, what_if, keep, progress, log_time, judge)
+        _feed(records, engine, result, until_ms, gap_ms, what_if, keep, progress, log_time, judge, new_batch, boundary)
     if progress is not None:
         progress(result.events)
     result.seconds = time.perf_counter() - started
@@ -103,13 +112,21 @@ def _feed(
     progress: Callable[[int], None] | None,
     log_time: _LogClock,
     judge: Callable[[], None],
+    new_batch: Callable[[Record], bool] | None = None,
+    boundary: Callable[[ReplayResult], None] | None = None,
 ) -> None:
     batch_last_ms: int | None = None
     for record in records:
         if until_ms is not None and record.timestamp_ms > until_ms:
             break
-        if batch_last_ms is not None and record.timestamp_ms - batch_last_ms > gap_ms:
+        if new_batch is not None:
+            starts = new_batch(record) and batch_last_ms is not None
+        else:
+            starts = batch_last_ms is not None and record.timestamp_ms - batch_last_ms > gap_ms
+        if starts:
             judge()
+            if boundary is not None:
+                boundary(result)
         batch_last_ms = record.timestamp_ms
         log_time.ms = record.timestamp_ms
         result.events += 1

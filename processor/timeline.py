@@ -111,14 +111,16 @@ def timeline_items(folder: str) -> Callable[[AnyEvent], TimelineItem | None]:
 
 
 def build_timeline(folder: str, observed: Sequence[TimelineItem | AnyEvent], windows: list[ExposureWindow]) -> Timeline:
-    causes = {cause for w in windows for cause in w.cause_event_ids}
+    mine = [w for w in windows if w.folder == folder]
+    # a directory snapshot belongs when it caused one of this folder's exposures (not another folder's: the
+    # per-folder index of issue 21 replays only what concerns this folder, and must give the same timeline)
+    causes = {cause for w in mine for cause in w.cause_event_ids}
     entries = []
     with gc_paused():  # an entry per change, next to the replay's large state
         for kept in observed:
             entry = kept if isinstance(kept, TimelineEntry) else _entry(kept, causes)
             if entry is not None:
                 entries.append(entry)
-    mine = [w for w in windows if w.folder == folder]
     return Timeline(folder, entries, mine)
 
 

@@ -28,6 +28,7 @@ from permwatch.transport import open_bus
 if TYPE_CHECKING:
     from processor.forensics import ExposureWindow
     from processor.replay import ReplayResult
+    from processor.workshop_store import FromSnapshot, WorkshopStore
 
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -96,8 +97,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--config", "-c", type=Path, required=True)
     p.add_argument("--output", "-o", type=Path, required=True, help="a new SQLite event-log file")
 
+    # -- the workshop's snapshots and per-folder index (issue 21)
+    p = sub.add_parser("snapshot", help="index the history and snapshot its state, so workshop questions take a second")
+    p.add_argument("--config", "-c", type=Path, required=True)
+    p.add_argument("--every", type=int, default=5_000, help="records between snapshots")
+    for name in ("exposures", "who-can-read", "timeline"):
+        sub.choices[name].add_argument(
+            "--full-replay", action="store_true", help="replay all history even where a workshop store would do"
+        )
 
-COMMANDS = ("replay", "exposures", "who-can-read", "timeline", "report", "archive", "breach-report")
+
+COMMANDS = ("replay", "exposures", "who-can-read", "timeline", "report", "archive", "breach-report", "snapshot")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         "report": _report,
         "archive": _archive,
         "breach-report": _breach_report,
+        "snapshot": _snapshot,
     }[args.command]
     return handler(args, config)
 
@@ -201,8 +212,12 @@ def _recorded_exposures(config: Config) -> list[ExposureEvent]:
 def _exposures(args: argparse.Namespace, config: Config) -> int:
     from processor.forensics import exposure_windows
 
-    source = _recorded_exposures(config) if args.recorded else _history_replay(config, gap_ms=args.gap_ms).verdicts
-    windows = exposure_windows(source, label=args.label, since=args.since, until=args.until)
+    store = None if args.recorded or args.gap_ms else _workshop_store(config, args.full_replay)
+    if store is not None:
+        windows = _store_windows(store, label=args.label, since=args.since, until=args.until)
+    else:
+        source = _recorded_exposures(config) if args.recorded else _history_replay(config, gap_ms=args.gap_ms).verdicts
+        windows = exposure_windows(source, label=args.label, since=args.since, until=args.until)
     if args.json:
         print(json.dumps([w.to_json() for w in windows], indent=2))
     else:
@@ -229,7 +244,11 @@ def _who_can_read(args: argparse.Namespace, config: Config) -> int:
     from processor.forensics import who_can_read
 
     path = args.path.rstrip("/") or "/"
-    result = _history_replay(config, until=args.at, gap_ms=args.gap_ms)
+    store = None if args.gap_ms else _workshop_store(config, args.full_replay)
+    if store is not None:
+        result = _store_state(store, until=args.at)
+    else:
+        result = _history_replay(config, until=args.at, gap_ms=args.gap_ms)
     if result.engine.paths.get(path) is None:
         print(f"permwatch: {path} is not in the recorded history at {args.at.isoformat()}", file=sys.stderr)
         return 1
@@ -261,14 +280,22 @@ def _timeline(args: argparse.Namespace, config: Config) -> int:
 
     target = args.target
     if not target.startswith("/"):
-        windows = exposure_windows(_history_replay(config, gap_ms=args.gap_ms, quiet=True).verdicts)
+        found = None if args.gap_ms else _workshop_store(config, args.full_replay)
+        if found is not None:
+            windows = _store_windows(found, label=None, since=None, until=None)
+        else:
+            windows = exposure_windows(_history_replay(config, gap_ms=args.gap_ms, quiet=True).verdicts)
         match = next((w for w in windows if w.exposure_id == target), None)
         if match is None:
             print(f"permwatch: no exposure {target} in the recorded history", file=sys.stderr)
             return 1
         target = match.folder
     folder = target.rstrip("/") or "/"
-    result = _history_replay(config, gap_ms=args.gap_ms, keep=timeline_items(folder))
+    store = None if args.gap_ms else _workshop_store(config, args.full_replay)
+    if store is not None:
+        result = _store_folder(store, folder, keep=timeline_items(folder))
+    else:
+        result = _history_replay(config, gap_ms=args.gap_ms, keep=timeline_items(folder))
     timeline = build_timeline(folder, result.observed, exposure_windows(result.verdicts))
     text = {"text": timeline.to_text, "json": lambda: to_json_text(timeline), "html": lambda: render_html(timeline)}[
         args.format
@@ -356,3 +383,88 @@ def _write(text: str, output: Path | None) -> None:
     else:
         output.write_text(text, encoding="utf-8")
         print(f"wrote {output}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- the workshop store (issue 21)
+
+
+def _snapshot(args: argparse.Namespace, config: Config) -> int:
+    from processor.workshop_store import StoreUnusable, build, store_path
+
+    bus = open_bus(config.transport)
+    try:
+        path = store_path(config.state_dir, bus)
+        built = build(bus, path, every=args.every)
+    except StoreUnusable as exc:
+        print(f"permwatch: no workshop store for {config.transport.kind}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        bus.close()
+    print(
+        f"indexed {built.records:,} records with {built.snapshots:,} snapshots into {built.path} "
+        f"({built.bytes / 1e6:,.0f} MB) in {built.seconds:.1f} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _workshop_store(config: Config, full_replay: bool) -> WorkshopStore | None:
+    """The workshop store of the configured log, if there is one that describes the log as it is now."""
+    from processor.workshop_store import StoreUnusable, WorkshopStore, store_path
+
+    if full_replay:
+        return None
+    bus = open_bus(config.transport)
+    try:
+        path = store_path(config.state_dir, bus)
+        if not path.exists():
+            return None
+        return WorkshopStore(path, bus)
+    except StoreUnusable as exc:
+        print(f"permwatch: not using the workshop store: {exc}; replaying all history", file=sys.stderr)
+        return None
+    finally:
+        bus.close()
+
+
+def _said(store: WorkshopStore, found: FromSnapshot) -> None:
+    for rejected in found.rejected:
+        print(f"permwatch: {rejected}; replaying from an older one", file=sys.stderr)
+    result = found.result
+    start = f"after the snapshot at record {found.start_ord:,}" if found.start_ord else "from the first record"
+    print(
+        f"replayed {result.events:,} of {store.record_count:,} events {start} in {result.seconds:.2f} s",
+        file=sys.stderr,
+    )
+
+
+def _store_state(store: WorkshopStore, *, until: datetime) -> ReplayResult:
+    try:
+        found = store.replay_from_snapshot(until=until)
+    finally:
+        store.close()
+    _said(store, found)
+    return found.result
+
+
+def _store_windows(
+    store: WorkshopStore, *, label: str | None, since: datetime | None, until: datetime | None
+) -> list[ExposureWindow]:
+    try:
+        windows = store.exposure_windows(label=label, since=since, until=until)
+    finally:
+        store.close()
+    print(f"read {len(windows):,} exposure windows from the workshop store, no replay", file=sys.stderr)
+    return windows
+
+
+def _store_folder(store: WorkshopStore, folder: str, *, keep: Callable[[AnyEvent], object | None]) -> ReplayResult:
+    try:
+        result = store.folder_replay(folder, keep=keep)
+    finally:
+        store.close()
+    print(
+        f"replayed {result.events:,} of {store.record_count:,} events (the folder's index) in {result.seconds:.2f} s",
+        file=sys.stderr,
+    )
+    return result

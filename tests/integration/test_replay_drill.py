@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -164,3 +165,80 @@ def test_html_timeline_renders_in_headless_chromium(drill: tuple[Pipeline, Path]
     bar = (0xD7, 0x26, 0x3D)
     red = sum(count for count, colour in image.getcolors(maxcolors=1 << 24) or [] if colour == bar)
     assert red > 100, f"the exposure bar is not on the screenshot ({red} bar-coloured pixels)"
+
+
+def _answers(capsys: pytest.CaptureFixture[str], config: Path, folder: Path, at: datetime, *full: str) -> list[Any]:
+    """who-can-read (the folder and its share), exposures --since and the folder's timeline, as JSON, and what
+    the commands said on stderr."""
+    answers: list[Any] = []
+    said = ""
+    for path in (folder, folder.parent):
+        # (1 at a moment before the path's first record: then both ways must say so)
+        code = main(["who-can-read", str(path), "--at", at.isoformat(), "--config", str(config), "--json", *full])
+        out = capsys.readouterr()
+        answers.append((code, json.loads(out.out) if code == 0 else out.err.splitlines()[-1]))
+        said += out.err
+    assert main(["exposures", "--since", at.isoformat(), "--config", str(config), "--json", *full]) == 0
+    out = capsys.readouterr()
+    answers.append(json.loads(out.out))
+    said += out.err
+    assert main(["timeline", str(folder), "--config", str(config), "--format", "json", *full]) == 0
+    out = capsys.readouterr()
+    answers.append(json.loads(out.out))
+    return [answers, said + out.err]
+
+
+def test_answers_from_snapshots_and_the_folder_index_equal_a_full_replay(
+    drill: tuple[Pipeline, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21: the recorded drill asked at several moments, through the workshop store (snapshots after
+    every batch) and by a full replay, over Kafka and over an archive of it; then with its snapshots broken."""
+    pipe, folder = drill
+    archive = tmp_path / "workshop.db"
+    assert main(["archive", "--config", str(pipe.config_path), "--output", str(archive)]) == 0
+    offline = tmp_path / "offline.toml"
+    offline.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        f'[transport]\nkind = "embedded"\n[transport.embedded]\npath = "{archive}"\n'
+    )
+    embedded = EmbeddedBus(archive)
+    stamps = sorted({r.timestamp_ms for r in embedded.history(INPUT_TOPICS)})
+    embedded.close()
+    [window] = exposure_windows(ExposureEvent.model_validate(e) for e in pipe.exposures())
+    assert window.closed_at is not None
+    moments = [window.opened_at, window.opened_at + (window.closed_at - window.opened_at) / 2, window.closed_at]
+    moments += [datetime.fromtimestamp(ms / 1000, UTC) for ms in stamps[len(stamps) // 2 :: max(1, len(stamps) // 8)]]
+    for config, asked in ((pipe.config_path, moments[:3]), (offline, moments)):
+        capsys.readouterr()
+        assert main(["snapshot", "--config", str(config), "--every", "1"]) == 0
+        assert "snapshots into" in capsys.readouterr().err
+        from_snapshot, readable = [], []
+        for at in asked:
+            answers, said = _answers(capsys, config, folder, at)
+            assert "not using" not in said and "(the folder's index)" in said
+            from_snapshot.append("from the first record" not in said)
+            assert answers == _answers(capsys, config, folder, at, "--full-replay")[0], (config, at)
+            readable.append(answers[0][0] == 0)
+        assert all(from_snapshot), "a question was answered by replaying from the first record"
+        assert sum(readable) >= 3, "the folder was in the history at too few of the moments asked"
+
+    # a timeline asked by exposure id finds the folder in the store's windows
+    by_id, said_by_id = [], []
+    for full in ((), ("--full-replay",)):
+        assert main(["timeline", window.exposure_id, "--config", str(offline), "--format", "json", *full]) == 0
+        out = capsys.readouterr()
+        by_id.append(json.loads(out.out))
+        said_by_id.append(out.err)
+    assert "from the workshop store" in said_by_id[0] and "from the workshop store" not in said_by_id[1]
+    assert by_id[0] == by_id[1] and by_id[0]["exposures"][0]["exposure_id"] == window.exposure_id
+
+    # every snapshot of the archive's store broken: the same answers, from the first record, saying why
+    store = next((tmp_path / "state" / "workshop").glob("store-*.db"))
+    conn = sqlite3.connect(store)
+    conn.execute("UPDATE snapshots SET data = CAST(substr(data, 1, length(data) - 1) AS BLOB)")
+    conn.commit()
+    conn.close()
+    answers, said = _answers(capsys, offline, folder, moments[1])
+    assert "truncated or corrupt; replaying from an older one" in said
+    assert "from the first record" in said
+    assert answers == _answers(capsys, offline, folder, moments[1], "--full-replay")[0]
