@@ -161,7 +161,7 @@ COLLECTORS: dict[str, CollectorKind] = {
     "directory": CollectorKind(StageSection(DirectoryFileConfig, paths=("path",)), _start_directory),
     "ldap": CollectorKind(StageSection(LdapCollectorConfig, repeated=True), _start_ldap),
     "fs": CollectorKind(
-        StageSection(FsCollectorConfig, repeated=True, paths=("state_path", "smb_audit_log", "smb_conf")),
+        StageSection(FsCollectorConfig, repeated=True, paths=("state_path", "smb_audit_log", "smb_conf", "audit_log")),
         _start_fs,
         _check_fs,
     ),

@@ -141,6 +141,12 @@ class FirstOf:
             source.close()
 
 
+def _linux_audit(config: FsCollectorConfig, names: NameCache) -> ActorSource:
+    from collectors.fs.linux_audit import LinuxAuditActors
+
+    return LinuxAuditActors(config.audit_log, key=config.audit_key)
+
+
 def _smb_audit(config: FsCollectorConfig, names: NameCache) -> ActorSource:
     from collectors.fs.smb_audit import SmbAuditActors
 
@@ -153,6 +159,7 @@ ACTOR_SOURCES: dict[str, Callable[[FsCollectorConfig, NameCache], ActorSource]] 
     "none": lambda config, names: NoActors(),
     "fanotify": lambda config, names: FanotifyActors(names),
     "smb_audit": _smb_audit,
+    "audit": _linux_audit,
 }
 """``[[fs]] actors`` names one, or several joined by commas (``"smb_audit,fanotify"``: asked in that order)."""
 

@@ -40,7 +40,8 @@ class FsCollectorConfig(Section):
         min_length=1,
         description="who made a permission change: a name in collectors.fs.actors.ACTOR_SOURCES, or several"
         " joined by commas, asked in order (none; fanotify: local changes, needs CAP_SYS_ADMIN and"
-        " CAP_DAC_READ_SEARCH; smb_audit: Samba's vfs_full_audit log, see smb_audit_log)",
+        " CAP_DAC_READ_SEARCH; smb_audit: Samba's vfs_full_audit log, see smb_audit_log; audit: the Linux audit"
+        " log auditd writes, the login uid behind sudo included, see audit_log and audit_key)",
     )
     opens: str = Field(
         default="none",
@@ -51,6 +52,12 @@ class FsCollectorConfig(Section):
     smb_audit_log: Path | None = Field(
         default=None,
         description="Samba's vfs_full_audit log (prefix permwatch|%u|%I|%S), for actors or opens = smb_audit",
+    )
+    audit_log: Path = Field(
+        default=Path("/var/log/audit/audit.log"), description="auditd's log (log_format RAW), for actors = audit"
+    )
+    audit_key: str = Field(
+        default="permwatch", min_length=1, description="the key (-k) of the audit rules whose records name actors"
     )
 
     # -- Samba's share-level doors (#16)

@@ -29,8 +29,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
+from collectors.fs.log_follow import LogFollower
 from collectors.fs.opens import REPEAT_SECONDS, RecentlySeen
 from permwatch.events import Actor, FsAccessEvent
 
@@ -87,67 +87,19 @@ def actor_of_line(line: AuditLine) -> Actor:
     return Actor(name=line.user, uid=uid, process="smbd", confidence="smb_audit")
 
 
-class AuditLog:
-    """Follows one log file from its end; :meth:`lines` gives the complete lines written since the last call."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: TextIO | None = None
-        self._inode: int | None = None
-        self._partial = ""
-        self._open(at_end=True)
-
-    def _open(self, *, at_end: bool) -> None:
-        try:
-            handle = open(self.path, encoding="utf-8", errors="replace")  # noqa: SIM115 - held open to follow it
-        except FileNotFoundError:
-            self._file, self._inode = None, None
-            return
-        if at_end:
-            handle.seek(0, os.SEEK_END)
-        self._file, self._inode = handle, os.fstat(handle.fileno()).st_ino
-
-    def lines(self) -> list[str]:
-        if self._file is None:
-            self._open(at_end=False)  # appeared since: every line in it is new
-            if self._file is None:
-                return []
-        out = self._read()
-        try:
-            rotated = os.stat(self.path).st_ino != self._inode
-        except FileNotFoundError:
-            rotated = False
-        if rotated:  # what the old file still had is read above; the new one from its start
-            self._file.close()
-            self._open(at_end=False)
-            out += self._read()
-        return out
-
-    def _read(self) -> list[str]:
-        assert self._file is not None
-        text = self._partial + self._file.read()
-        *complete, self._partial = text.split("\n")
-        return complete
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
 class SmbAuditActors:
     """Names the SMB user behind a permission change from the audit log; see the module docstring."""
 
     def __init__(self, log_path: Path) -> None:
         self._log_path = log_path
-        self._log: AuditLog | None = None
+        self._log: LogFollower | None = None
         self._lock = threading.Lock()
         self._latest: OrderedDict[str, Actor] = OrderedDict()
         self._prefixes: tuple[str, ...] = ()
 
     def start(self, roots: Sequence[str]) -> None:
         self._prefixes = tuple(r.rstrip("/") + "/" for r in roots) + tuple(roots)
-        self._log = AuditLog(self._log_path)
+        self._log = LogFollower(self._log_path)
 
     def drain(self) -> None:
         with self._lock:
@@ -180,7 +132,7 @@ class SmbAuditOpens:
     """Access records of labelled folders from the audit log's ``openat`` lines (``how = "smb"``)."""
 
     def __init__(self, log_path: Path, *, source: str) -> None:
-        self._log = AuditLog(log_path)
+        self._log = LogFollower(log_path)
         self._source = source
         self._folders: set[str] = set()
         self._seen: RecentlySeen[tuple[str, str, str]] = RecentlySeen(REPEAT_SECONDS, MAX_REMEMBERED)

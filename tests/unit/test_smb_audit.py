@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collectors.fs.smb_audit import AuditLine, AuditLog, parse_line
+from collectors.fs.log_follow import LogFollower
+from collectors.fs.smb_audit import AuditLine, parse_line
 
 SHARE = "/tmp/permwatch-smb-share-7me89l6w"
 LINES = [
@@ -34,7 +35,7 @@ def test_audit_lines_give_user_client_operation_and_path() -> None:
 def test_the_log_is_followed_from_its_end_through_partial_lines_and_rotation(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     path.write_text("old line, before the collector started\n")
-    log = AuditLog(path)
+    log = LogFollower(path)
     assert log.lines() == []
     with path.open("a") as out:
         out.write("first\nsec")
