@@ -44,6 +44,8 @@ if [[ $with_test -eq 1 ]]; then
     [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
     [[ $(dpkg-query -W -f='${Status}' rsyslog-gnutls 2>/dev/null) == *"ok installed" ]] || missing+=(rsyslog-gnutls)
     command -v openssl >/dev/null || missing+=(openssl)
+    # the Linux audit actor source's test runs Debian's auditd on a log of its own (the service stays off)
+    [ -x /usr/sbin/auditd ] || missing+=(auditd)
     # samba-ad-provision holds the provisioning templates; samba-ad-dc only recommends it (since deb12u4)
     # smbclient brings smbclient and smbcacls, the SMB clients the NT-ACL tests use as Samba's own oracle
     command -v smbcacls >/dev/null && command -v smbclient >/dev/null || missing+=(smbclient)
