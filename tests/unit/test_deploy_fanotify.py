@@ -73,7 +73,7 @@ def test_an_unknown_actor_or_open_source_is_one_line_naming_key_and_file(tmp_pat
     with pytest.raises(ConfigError) as refused:
         validate_stages(load_config(config_path, environ={}), config_path)
     assert str(refused.value).splitlines() == [
-        f"{config_path}: key 'fs.0.actors': 'fanotfy' names no source (known: fanotify, none, smb_audit)",
+        f"{config_path}: key 'fs.0.actors': 'fanotfy' names no source (known: audit, fanotify, none, smb_audit)",
         f"{config_path}: key 'fs.1.smb_audit_log': required when opens names smb_audit",
     ]
 
