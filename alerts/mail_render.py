@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from alerts.digest import GroupDigest, digest, first_names, format_duration, news_by_status, plural
+from alerts.digest import FIRST_RUN_NOTE, GroupDigest, digest, first_names, format_duration, news_by_status, plural
 from alerts.grouping import GroupSnapshot, GroupUpdate
 from alerts.redaction import shown_paths
 from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus
@@ -152,6 +152,8 @@ def headline(d: GroupDigest) -> str:
     readers = first_names(d.readers) or "people outside the label"
     labels = first_names(d.labels)
     readable = "listable (names only)" if d.names_only else "readable"
+    if d.is_open and d.first_run:  # what the first scan found: one mail or card, pointing to the report
+        return f"{d.first_run_headline}, {readable} by {readers} (label {labels})"
     if d.is_open:
         return f"{d.severity.value.capitalize()} exposure: {what} {readable} by {readers} (label {labels})"
     lasted = format_duration(d.duration_seconds or 0.0)
@@ -248,7 +250,8 @@ def _names_only(event: ExposureEvent) -> str:
 
 
 def _footer(d: GroupDigest, options: MailOptions) -> list[str]:
-    lines = [
+    lines = [FIRST_RUN_NOTE] if d.first_run and d.is_open else []
+    lines += [
         f"Replay: permwatch timeline {d.first_exposure_id}" + (f" (first of {d.folders:,})" if d.folders > 1 else "")
     ]
     if options.replay_url:

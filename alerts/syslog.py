@@ -218,6 +218,7 @@ class SyslogSink:
             ("cs4", ",".join(self._paths(event))),
             ("cs5Label", "exposureKind"),
             ("cs5", event.kind.value),
+            *((("cs6Label", "preexisting"), ("cs6", "true")) if event.preexisting else ()),  # the first scan's
             ("cn1Label", "peopleOutsideLabel"),
             ("cn1", str(event.people)),
             ("cn2Label", "pathsAffected"),
@@ -267,6 +268,8 @@ class SyslogSink:
                 "burst": {"id": burst_id},
             },
         }
+        if event.preexisting:  # found by the first scan, not a change: said beside the kind
+            document["permwatch"]["exposure"]["preexisting"] = True
         if event.closed_at is not None:
             document["event"]["end"] = _timestamp(event.closed_at)
         if event.duration_seconds is not None:
@@ -458,7 +461,11 @@ def _summary(event: ExposureEvent) -> str:
     readers = ", ".join(event.groups[:MAX_GROUPS]) or "users named in the ACL"
     verb = "listable (names only, no file readable)" if event.kind is ExposureKind.NAMES else "readable"
     verb = verb if event.status is ExposureStatus.OPENED else "now " + verb
-    return f"{event.folder} (label {event.label.name}) {verb} by {event.people} people outside the label via {readers}"
+    first = "First run (pre-existing): " if event.preexisting else ""  # found by the first scan, not a change
+    return (
+        f"{first}{event.folder} (label {event.label.name}) {verb} by {event.people} people outside the label via "
+        f"{readers}"
+    )
 
 
 def _seconds(event: ExposureEvent) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import Field, ValidationInfo, field_validator
 
 from alerts.base import ActorSinkSettings, SinkContext, SinkSettings
-from alerts.digest import GroupDigest, digest
+from alerts.digest import FIRST_RUN_NOTE, GroupDigest, digest
 from alerts.grouping import GroupUpdate
 from alerts.http import post
 from alerts.mail_render import facts, folder_lines, headline, news_lines
@@ -182,6 +182,8 @@ def adaptive_card(update: GroupUpdate, number: int, first_at: datetime | None, c
     ]
     if number == 0:
         body.append(_subtle(f"Burst {d.group_id}"))
+        if d.first_run and d.is_open:
+            body.append({"type": "TextBlock", "text": _md(FIRST_RUN_NOTE), "wrap": True})
     else:
         since = f", first card {first_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if first_at is not None else ""
         body.append(_subtle(f"Update {number} of burst {d.group_id}{since}"))

@@ -40,7 +40,7 @@ def test_a_tree_with_preexisting_exposures_gives_one_report_and_one_alert(
     share: Path, tmp_path: Path, fake_slack: FakeSlack
 ) -> None:
     ledning = make(share / "ledning", directory=True, mode=0o750)
-    styrelse = make(share / "styrelse", directory=True, mode=0o755)  # other r-x: everyone lists its names
+    styrelse = make(share / "styrelse", directory=True, mode=0o754)  # other r--: everyone lists its names only
     hr = make(share / "hr", directory=True, mode=0o750)
     ekonomi = make(share / "ekonomi", directory=True, mode=0o750)  # closed: nothing to report
     for folder in (ledning, hr, ekonomi):

@@ -12,7 +12,10 @@ from alerts.alertmanager import AlertmanagerConfig, AlertmanagerSink
 from alerts.console import ConsoleConfig, ConsoleSink
 from alerts.digest import FIRST_RUN_NOTE, digest
 from alerts.grouping import BurstGrouper, GroupUpdate
+from alerts.mail import EmailConfig, EmailSink
 from alerts.slack import SlackConfig, SlackSink
+from alerts.syslog import SyslogConfig, SyslogSink
+from alerts.teams import TeamsConfig, TeamsSink
 from alerts.webhook import WebhookConfig, WebhookSink
 from permwatch.events import ExposureEvent
 from tests.unit.alert_samples import case_burst
@@ -65,3 +68,28 @@ def test_slack_words_it_with_the_same_headline(monkeypatch: pytest.MonkeyPatch) 
     sink = SlackSink(SlackConfig(channel="C0SOC", token_env="PW_FIRST_RUN_TOKEN"))
     (thread,) = sink.render(update)
     assert thread.root.text.startswith("First run: 3 folders already open to people outside their label")
+
+
+def test_mail_teams_and_syslog_word_it_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    update, found = first_run()
+    config = {"host": "smtp.example", "sender": "permwatch@kommun.example", "to": ["soc@kommun.example"]}
+    [mail] = EmailSink(EmailConfig.model_validate(config)).render(update)
+    assert "First run: 3 folders already open to people outside their label" in mail.subject
+    assert FIRST_RUN_NOTE in mail.text and "permwatch entitlements" in mail.html
+
+    monkeypatch.setenv("PW_FIRST_RUN_TEAMS", "https://kommun.webhook.office.com/workflows/first-run")
+    [card] = TeamsSink(TeamsConfig(url_env="PW_FIRST_RUN_TEAMS")).render(update)
+    texts = [block.get("text", "") for block in card.body["attachments"][0]["content"]["body"]]
+    assert "First run: 3 folders already open" in texts[0] and any("permwatch entitlements" in t for t in texts)
+
+    settings = {"host": "siem.example", "hostname": "fs01"}
+    cef = SyslogSink(SyslogConfig.model_validate({**settings, "format": "cef"})).render(update)
+    assert len(cef) == len(found) and all("cs6Label=preexisting cs6=true" in m for m in cef)
+    assert all("msg=First run (pre-existing): " in m for m in cef)
+    ecs = SyslogSink(SyslogConfig.model_validate({**settings, "format": "ecs"})).render(update)
+    document = json.loads(ecs[0].split("] ", 1)[1])
+    assert document["permwatch"]["exposure"]["preexisting"] is True
+    live = SyslogSink(SyslogConfig.model_validate({**settings, "format": "cef"})).render(
+        GroupUpdate.single(case_burst(1)[0])
+    )
+    assert "preexisting" not in live[0] and "First run" not in live[0]
