@@ -38,15 +38,18 @@ from permwatch.events import (
     ExposureStatus,
     Grant,
     Label,
+    NtAceFlag,
     ObjectType,
     exposure_event_id,
     exposure_id_for,
 )
 from permwatch.wire import constants_of, unchecked
-from processor.readers import ReaderEvaluator
-from processor.state import AclKey, Directory, PathState, popcount
+from processor.readers import ReaderEvaluator, inherited_from
+from processor.state import AclKey, Directory, PathState, nt_part, popcount
 
 MAX_SAMPLE_PATHS = 5
+_INHERITED = ", inherited"
+"""how an NT grant ends whose ACE was inherited (:func:`processor.readers._nt_grants`)"""
 MAX_USERS_LISTED = 200
 """Default bound on the names an exposure record lists (``processor.max_users_listed``); the workshop has them all."""
 MAX_CAUSES = 10
@@ -501,10 +504,32 @@ class ExposureTracker:
         return (
             event.kind is kind
             and event.people == outsiders.bit_count()
-            and event.grants == grants
+            and event.grants == self._explained(event.folder, grants, paths)
             and (event.users, event.users_truncated) == self._listed(outsiders)
             and (event.paths_affected, event.sample_paths) == paths
         )
+
+    def _explained(self, folder: str, grants: tuple[Grant, ...], paths: Paths) -> tuple[Grant, ...]:
+        """``grants`` as the record says them: an NT ACE inherited names the folder it came from ("Authenticated
+        Users (S-1-5-11) ALLOW read, inherited from /srv/share/socialkontoret"), found from the folder itself or
+        else the first exposing path holding it (:func:`processor.readers.inherited_from`). Only NT grants pay."""
+        if not any(grant.entry.endswith(_INHERITED) for grant in grants):
+            return grants
+        return tuple(self._origin_of(grant, (folder, *paths[1])) for grant in grants)
+
+    def _origin_of(self, grant: Grant, places: tuple[str, ...]) -> Grant:
+        if not grant.entry.endswith(_INHERITED):
+            return grant
+        table = self.evaluator.paths
+        for place in places:
+            state = table.get(place)
+            nt = nt_part(state.acl) if state is not None else None
+            for ace in (nt.dacl or ()) if nt is not None else ():
+                if NtAceFlag.INHERITED in ace.flags and f"{ace.trustee} ALLOW" in grant.entry.replace(")", ""):
+                    origin = inherited_from(table, place, ace)
+                    if origin is not None:
+                        return grant.model_copy(update={"entry": f"{grant.entry} from {origin}"})
+        return grant
 
     @staticmethod
     def paths(record: FolderExposure, exposing: list[Signature]) -> Paths:
@@ -573,7 +598,7 @@ class ExposureTracker:
                 "groups": self.group_names(grants),
                 "users": listed,
                 "users_truncated": cut,
-                "grants": grants,
+                "grants": self._explained(record.folder, grants, paths),
                 "paths_affected": paths[0],
                 "sample_paths": paths[1],
                 "cause_event_ids": cause.ids,

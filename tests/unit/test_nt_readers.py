@@ -354,3 +354,18 @@ def test_builtin_users_are_whom_the_directory_says_else_everybody() -> None:
     engine = _engine()
     engine.apply(DirectoryGroup(name="BUILTIN\\Users", sid="S-1-5-32-545", member_users=("bo",)))
     assert _open(engine, _fs(FOLDER, nt), label)[0] == ("bo",)
+
+
+def test_the_exposure_says_from_which_folder_an_inherited_ace_came() -> None:
+    """Issue 16 item 5: alerts say it too, not only who-can-read: the exposure's grant names the folder."""
+    engine = _engine()
+    oi_ci = (NtAceFlag.OBJECT_INHERIT, NtAceFlag.CONTAINER_INHERIT)
+    engine.apply(_fs("/srv/share", _stored(NtAce(type="allow", flags=oi_ci, mask=READ, trustee="S-1-5-11"))))
+    inherited = NtAce(type="allow", flags=(*oi_ci, NtAceFlag.INHERITED), mask=READ, trustee="S-1-5-11")
+    engine.apply(_fs(FOLDER, _stored(inherited)))
+    engine.apply(LabelAssigned(path=FOLDER, label=Label(name="klienter", allowed_groups=("socialsekreterare",))))
+    (opened,) = [v for v in engine.flush() if v.status == "opened"]
+    assert [g.entry for g in opened.grants] == ["Authenticated Users (S-1-5-11) ALLOW read, inherited from /srv/share"]
+    # said once more on no change: the record of the grant is stable
+    engine.apply(_fs(FOLDER, _stored(inherited)))
+    assert [v for v in engine.flush() if v.folder == FOLDER] == []
