@@ -116,7 +116,16 @@ def decision_for(payload: dict[str, Any]) -> Decision | None:
     if found is None or found[0] is DecisionAction.APPROVE:
         return None
     kind, value = found
-    return Decision(action=kind, **value, by=_who(payload), via="slack", reason=None, until=None, source="alerts.slack")
+    return Decision(
+        action=kind,
+        exposure_id=value["exposure_id"],
+        folder=value["folder"],
+        by=_who(payload),
+        via="slack",
+        reason=None,
+        until=None,
+        source="alerts.slack",
+    )
 
 
 def approval_form(value: dict[str, str], *, suggested: date) -> dict[str, Any]:

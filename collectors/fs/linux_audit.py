@@ -85,7 +85,8 @@ Record = tuple[str, dict[str, str], str]
 
 def events(lines: Iterable[str]) -> Iterator[list[Record]]:
     """The records of ``lines`` grouped by event (auditd writes an event's records together, in order)."""
-    serial, records = None, []
+    serial: str | None = None
+    records: list[Record] = []
     for line in lines:
         found = _RECORD.match(line.strip())
         if found is None:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 
-def share_of(s3conf, path: str) -> str | None:  # type: ignore[no-untyped-def]
+def share_of(s3conf: Any, path: str) -> str | None:
     """The smb.conf service whose path is the longest one holding ``path``."""
     best, best_len = None, -1
     for service in s3conf.services():
@@ -35,11 +36,11 @@ def share_of(s3conf, path: str) -> str | None:  # type: ignore[no-untyped-def]
 
 
 def main(conf: str, path: str, sddl: str) -> int:
-    from samba import ntacls  # type: ignore[import-not-found]
-    from samba.auth_util import system_session_unix  # type: ignore[import-not-found]
-    from samba.param import LoadParm  # type: ignore[import-not-found]
-    from samba.samba3 import param as s3param  # type: ignore[import-not-found]
-    from samba.samba3 import passdb  # type: ignore[import-not-found]
+    from samba import ntacls
+    from samba.auth_util import system_session_unix
+    from samba.param import LoadParm
+    from samba.samba3 import param as s3param
+    from samba.samba3 import passdb
 
     lp = LoadParm()
     lp.load(conf)
