@@ -481,7 +481,8 @@ class SpoolingBus:
 
     @property
     def spooling(self) -> bool:
-        return self._spooling
+        with self._lock:  # not halfway through finishing an episode (its "spool drained" line not yet written)
+            return self._spooling
 
     @property
     def path(self) -> Path:
