@@ -25,13 +25,11 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import threading
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from collectors.fs.log_follow import LogFollower
+from collectors.fs.log_follow import LogActors
 from permwatch.events import Actor
 
 DEFAULT_LOG = Path("/var/log/audit/audit.log")
@@ -136,51 +134,21 @@ def actor_of_change(change: AuditChange) -> Actor:
     return Actor(name=name, uid=uid, process=process, pid=change.pid, confidence="audit")
 
 
-class LinuxAuditActors:
+class LinuxAuditActors(LogActors):
     """Names who changed a path from auditd's log; see the module docstring."""
 
     def __init__(self, log_path: Path = DEFAULT_LOG, *, key: str = DEFAULT_KEY) -> None:
-        self._log_path = log_path
+        super().__init__(log_path, capacity=MAX_REMEMBERED)
         self._key = key
-        self._log: LogFollower | None = None
-        self._lock = threading.Lock()
-        self._latest: OrderedDict[str, Actor] = OrderedDict()
-        self._roots: tuple[str, ...] = ()
-        self._prefixes: tuple[str, ...] = ()
         self._pending: list[str] = []
         """the lines of the last event read, until its PROCTITLE (its last record) or the next event shows up"""
 
-    def start(self, roots: Sequence[str]) -> None:
-        self._roots = tuple(roots)
-        self._prefixes = tuple(r.rstrip("/") + "/" for r in roots)
-        self._log = LogFollower(self._log_path)
-
-    def drain(self) -> None:
-        with self._lock:
-            if self._log is None:
-                return
-            found = list(events(self._pending + self._log.lines()))
-            self._pending = []
-            if found and found[-1][-1][0] != "PROCTITLE":  # its PATH records may not be written yet
-                self._pending = [line for _, _, line in found.pop()]
-            for records in found:
-                change = change_of(records, self._key)
-                if change is None:
-                    continue
-                if change.path not in self._roots and not change.path.startswith(self._prefixes):
-                    continue
-                self._latest.pop(change.path, None)
-                self._latest[change.path] = actor_of_change(change)
-                if len(self._latest) > MAX_REMEMBERED:
-                    self._latest.popitem(last=False)
-
-    def actor_of(self, path: str) -> Actor | None:
-        self.drain()
-        with self._lock:
-            return self._latest.pop(path, None)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
+    def changes(self, lines: list[str]) -> Iterator[tuple[str, Actor]]:
+        found = list(events(self._pending + lines))
+        self._pending = []
+        if found and found[-1][-1][0] != "PROCTITLE":  # its PATH records may not be written yet
+            self._pending = [line for _, _, line in found.pop()]
+        for records in found:
+            change = change_of(records, self._key)
+            if change is not None:
+                yield change.path, actor_of_change(change)

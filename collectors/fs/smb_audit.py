@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import os
 import pwd
-import threading
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from collectors.fs.log_follow import LogFollower
+from collectors.fs.log_follow import LogActors, LogFollower
 from collectors.fs.opens import REPEAT_SECONDS, RecentlySeen
 from permwatch.events import Actor, FsAccessEvent
 
@@ -87,45 +85,14 @@ def actor_of_line(line: AuditLine) -> Actor:
     return Actor(name=line.user, uid=uid, process="smbd", confidence="smb_audit")
 
 
-class SmbAuditActors:
+class SmbAuditActors(LogActors):
     """Names the SMB user behind a permission change from the audit log; see the module docstring."""
 
-    def __init__(self, log_path: Path) -> None:
-        self._log_path = log_path
-        self._log: LogFollower | None = None
-        self._lock = threading.Lock()
-        self._latest: OrderedDict[str, Actor] = OrderedDict()
-        self._prefixes: tuple[str, ...] = ()
-
-    def start(self, roots: Sequence[str]) -> None:
-        self._prefixes = tuple(r.rstrip("/") + "/" for r in roots) + tuple(roots)
-        self._log = LogFollower(self._log_path)
-
-    def drain(self) -> None:
-        with self._lock:
-            if self._log is None:
-                return
-            for raw in self._log.lines():
-                line = parse_line(raw)
-                if line is None or line.operation == "openat" or not line.ok:
-                    continue
-                if not (line.path + "/").startswith(self._prefixes) and line.path not in self._prefixes:
-                    continue
-                self._latest.pop(line.path, None)
-                self._latest[line.path] = actor_of_line(line)
-                if len(self._latest) > MAX_REMEMBERED:
-                    self._latest.popitem(last=False)
-
-    def actor_of(self, path: str) -> Actor | None:
-        self.drain()
-        with self._lock:
-            return self._latest.pop(path, None)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
+    def changes(self, lines: list[str]) -> Iterator[tuple[str, Actor]]:
+        for raw in lines:
+            line = parse_line(raw)
+            if line is not None and line.operation != "openat" and line.ok:
+                yield line.path, actor_of_line(line)
 
 
 class SmbAuditOpens:
