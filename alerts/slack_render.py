@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from alerts.digest import GroupDigest, digest, first_names, format_duration, news_by_status, plural
 from alerts.grouping import GroupSnapshot, Member
 from alerts.redaction import shown_paths
-from permwatch.events import ExposureEvent, ExposureKind
+from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus
 
 METADATA_EVENT_TYPE = "permwatch_alert"
+METADATA_EVENTS_MAX = 100
+"""Exposure event ids a message's metadata names at most (a burst's first message can tell thousands)."""
+OPENED = ExposureStatus.OPENED
 HEADER_MAX = 150
 TEXT_MAX = 2900  # section text may hold 3,000 characters
 FIELD_MAX = 1900  # a section field 2,000
@@ -63,6 +67,8 @@ def render_thread_update(
 ) -> SlackThreadUpdate:
     root_key = f"{group.group_id}/{channel}/root"
     root = root_message(group, options, post_key=root_key)
+    # posted once, when the group is new: then it tells the openings of this update (later ones only update it)
+    root = replace(root, metadata=_metadata(group.group_id, root_key, [e for e in events if e.status is OPENED]))
     reply_key = (
         f"{group.group_id}/{channel}/" + hashlib.sha256("\n".join(e.event_id for e in events).encode()).hexdigest()[:16]
     )
@@ -183,7 +189,8 @@ def reply_message(
     lines.append(f"_{_esc(last.actor or 'unknown')}, {slack_date(last.observed_at)}_")
     text = _cut("\n".join(lines), TEXT_MAX)
     blocks = [{"type": "section", "text": _mrkdwn(text)}]
-    return SlackPost(post_key, _plain(lines[0]), blocks, _metadata(group.group_id, post_key))
+    told = [*(opened if len(group.members) > len(opened) else ()), *changed, *closed]
+    return SlackPost(post_key, _plain(lines[0]), blocks, _metadata(group.group_id, post_key, told))
 
 
 def _closed_lines(group: GroupSnapshot, closed: list[ExposureEvent]) -> list[str]:
@@ -240,8 +247,13 @@ def _replay_text(d: GroupDigest, options: RenderOptions) -> str:
     return command
 
 
-def _metadata(group_id: str, post_key: str) -> dict[str, Any]:
-    return {"event_type": METADATA_EVENT_TYPE, "event_payload": {"group_id": group_id, "post_key": post_key}}
+def _metadata(group_id: str, post_key: str, told: Sequence[ExposureEvent] = ()) -> dict[str, Any]:
+    """What finds a post again after a crash (its key), and which exposure events it tells (the first
+    :data:`METADATA_EVENTS_MAX` ids, so an audit can map each open and close to its message)."""
+    payload: dict[str, Any] = {"group_id": group_id, "post_key": post_key}
+    if told:
+        payload["event_ids"] = [e.event_id for e in told[:METADATA_EVENTS_MAX]]
+    return {"event_type": METADATA_EVENT_TYPE, "event_payload": payload}
 
 
 def _more(total: int, shown: int) -> list[str]:

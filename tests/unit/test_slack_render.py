@@ -41,8 +41,11 @@ def grouped(*events: ExposureEvent, new: int | None = None) -> GroupUpdate:
     return GroupUpdate(grouper.snapshot(group_id), tuple(fresh))
 
 
-def metadata(group_id: str, post_key: str) -> dict[str, Any]:
-    return {"event_type": "permwatch_alert", "event_payload": {"group_id": group_id, "post_key": post_key}}
+def metadata(group_id: str, post_key: str, *told: str) -> dict[str, Any]:
+    payload: dict[str, Any] = {"group_id": group_id, "post_key": post_key}
+    if told:  # the exposure event ids the message tells
+        payload["event_ids"] = list(told)
+    return {"event_type": "permwatch_alert", "event_payload": payload}
 
 
 def reply_key(group_id: str, channel: str, *event_ids: str) -> str:
@@ -60,7 +63,7 @@ def test_opened_exposure_is_one_root_message(make_sink: MakeSink) -> None:
     assert (item.group_id, item.channel, item.reply) == (group, "C0SOC", None)
     assert item.root.post_key == f"{group}/C0SOC/root"
     assert item.root.text == "Critical exposure: 1 folder readable by alla (label ledning); changed by it-update"
-    assert item.root.metadata == metadata(group, f"{group}/C0SOC/root")
+    assert item.root.metadata == metadata(group, f"{group}/C0SOC/root", "exp-1.0")
     assert item.root.blocks == [
         {
             "type": "header",
@@ -107,7 +110,7 @@ def test_change_updates_the_root_and_replies_in_its_thread(make_sink: MakeSink) 
     assert item.reply is not None
     assert item.reply.post_key == reply_key(group, "C0SOC", "exp-1.1")
     assert item.reply.text == "Changed: 1 folder"
-    assert item.reply.metadata == metadata(group, item.reply.post_key)
+    assert item.reply.metadata == metadata(group, item.reply.post_key, "exp-1.1")
     assert item.reply.blocks == [
         {
             "type": "section",
@@ -248,6 +251,21 @@ def test_partial_close_says_how_many_are_still_open(make_sink: MakeSink) -> None
         ":white_check_mark: *Closed*: 1 folder, 9 still open",
         "• `/srv/share/hr/cases/c-00003` after 1 min 1 s",
     ]
+
+
+def test_each_message_names_the_opens_and_closes_it_tells_in_its_metadata(make_sink: MakeSink) -> None:
+    """So an audit maps every open and close to exactly one message: the root tells the openings that made the
+    group, a reply what it lists (a widening's openings, changes, closes); at most 100 ids a message."""
+    burst = case_burst(3)
+    later = case_burst(2, start=3, at=burst[0].opened_at.replace(second=30), cause="fs-second")
+    first = only(make_sink().render(grouped(*burst)))
+    assert first.root.metadata["event_payload"]["event_ids"] == [e.event_id for e in burst]
+    widened = only(make_sink().render(grouped(*burst, *later, closed(burst[1]), new=3)))
+    assert widened.reply is not None
+    told = [*(e.event_id for e in later), closed(burst[1]).event_id]
+    assert widened.reply.metadata["event_payload"]["event_ids"] == told
+    big = case_burst(150)
+    assert len(only(make_sink().render(grouped(*big))).root.metadata["event_payload"]["event_ids"]) == 100
 
 
 def test_hide_below_label_shows_the_folder_but_not_the_file_names(make_sink: MakeSink) -> None:
