@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from alerts.base import SinkContext
 from alerts.grouping import BurstGrouper, GroupUpdate, group_id_for
 from alerts.slack import SlackConfig, SlackSink
 from alerts.slack_render import SlackThreadUpdate
+from alerts.store import PendingPost, SlackPosts, open_state_db
 from permwatch.events import ExposureEvent
 from tests.unit.alert_samples import case_burst, changed, closed, opened
 
@@ -266,6 +268,30 @@ def test_each_message_names_the_opens_and_closes_it_tells_in_its_metadata(make_s
     assert widened.reply.metadata["event_payload"]["event_ids"] == told
     big = case_burst(150)
     assert len(only(make_sink().render(grouped(*big))).root.metadata["event_payload"]["event_ids"]) == 100
+
+
+def test_events_delivered_again_after_a_crash_are_not_told_twice(make_sink: MakeSink) -> None:
+    """A crash after Slack took a post and before the dispatcher marked its events: they come again, perhaps
+    with others (the group store kept them as members). What a confirmed post told is left out, and an opening
+    that joins a root already posted is told as a widening, not left to the root's silent update."""
+    database = open_state_db(":memory:")
+    sink = make_sink()
+    sink = SlackSink(sink.config, SinkContext(database=database))
+    posts = SlackPosts(database)
+    burst = case_burst(3)
+    first = only(sink.render(grouped(*burst[:1])))
+    assert first.root.told == (burst[0].event_id,) and first.reply is None
+    posts.begin("slack", first.root.post_key, first.group_id, PendingPost("C0SOC", None, 0.0), first.root.told)
+    posts.confirm("slack", first.root.post_key, "C0SOC", "1.000001")
+    again = only(sink.render(grouped(*burst[:2])))  # the first event again, with the next one
+    assert again.reply is not None and again.reply.told == (burst[1].event_id,)
+    assert again.reply.metadata["event_payload"]["event_ids"] == [burst[1].event_id]
+    assert again.reply.text.startswith("Widened: 1 more folder now readable")
+    posts.begin("slack", again.reply.post_key, again.group_id, PendingPost("C0SOC", "1.000001", 0.0), again.reply.told)
+    assert not posts.told("slack", [burst[1].event_id]), "told only once its post is confirmed"
+    posts.confirm("slack", again.reply.post_key, "C0SOC", "1.000002")
+    assert posts.told("slack", [e.event_id for e in burst]) == {burst[0].event_id, burst[1].event_id}
+    assert only(sink.render(grouped(*burst[:2]))).reply is None  # a third delivery tells nothing more
 
 
 def test_hide_below_label_shows_the_folder_but_not_the_file_names(make_sink: MakeSink) -> None:
