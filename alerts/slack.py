@@ -154,9 +154,14 @@ class SlackSink:
 
     def _render_for(self, group: GroupSnapshot, events: tuple[ExposureEvent, ...], channel: str) -> SlackThreadUpdate:
         told = self._posts.told(self.name, [e.event_id for e in events]) if events else set()
+        # one of each: a processor killed between publishing and committing publishes its events again
+        fresh: dict[str, ExposureEvent] = {}
+        for event in events:
+            if event.event_id not in told:
+                fresh.setdefault(event.event_id, event)
         return render_thread_update(
             group,
-            tuple(e for e in events if e.event_id not in told),
+            tuple(fresh.values()),
             channel,
             self._options,
             root_posted=self._posts.posted(self.name, f"{group.group_id}/{channel}/root") is not None,

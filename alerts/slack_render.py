@@ -80,13 +80,14 @@ def render_thread_update(
     the openings that make up the whole group are the root's own news)."""
     root_key = f"{group.group_id}/{channel}/root"
     root = root_message(group, options, post_key=root_key)
-    if not root_posted:  # posted now: it tells the openings of this update (later ones only update it)
-        opened = [e for e in events if e.status is OPENED]
-        root = replace(root, metadata=_metadata(group.group_id, root_key, opened), told=_ids(opened))
     reply_key = (
         f"{group.group_id}/{channel}/" + hashlib.sha256("\n".join(e.event_id for e in events).encode()).hexdigest()[:16]
     )
     reply = reply_message(group, events, options, post_key=reply_key, widens=root_posted)
+    if not root_posted:  # posted now: it tells the openings of this update the reply does not (later: updates only)
+        in_reply = set(reply.told) if reply is not None else set()
+        opened = [e for e in events if e.status is OPENED and e.event_id not in in_reply]
+        root = replace(root, metadata=_metadata(group.group_id, root_key, opened), told=_ids(opened))
     return SlackThreadUpdate(group.group_id, channel, root, reply, events, group)
 
 

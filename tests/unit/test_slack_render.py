@@ -294,6 +294,15 @@ def test_events_delivered_again_after_a_crash_are_not_told_twice(make_sink: Make
     assert only(sink.render(grouped(*burst[:2]))).reply is None  # a third delivery tells nothing more
 
 
+def test_a_root_posted_late_leaves_a_widening_to_its_reply(make_sink: MakeSink) -> None:
+    """The group store kept earlier members but their root never reached Slack (a crash): the root posted now and
+    the widening reply must not both tell the new opening."""
+    burst = case_burst(2)
+    item = only(make_sink().render(grouped(*burst, new=1)))
+    assert item.reply is not None and item.reply.told == (burst[1].event_id,)
+    assert item.root.told == () and "event_ids" not in item.root.metadata["event_payload"]
+
+
 def test_hide_below_label_shows_the_folder_but_not_the_file_names(make_sink: MakeSink) -> None:
     event = opened(sample_paths=("/srv/share/ledning", "/srv/share/ledning/Anna Svensson/journal.txt"))
     item = only(make_sink(hide_below_label=True).render(GroupUpdate.single(event)))
