@@ -16,7 +16,11 @@ dispatcher alone decides (with backoff, stoppable). A post that got no answer
 (timeout, 5xx, crash) may or may not have reached Slack: it stays *pending*,
 and before posting it again the sink looks for it in the channel's history by
 its message metadata (needs the ``channels:history`` scope and channel ids in
-the config; without them it posts again and logs why).
+the config; without them it posts again and logs why). Each post also notes
+which exposure events it tells: events delivered again after a crash between
+a post and the dispatcher's mark (perhaps with others, so in another reply)
+are not told twice, and an opening that joins a root already posted is told
+in the thread as a widening, so each open and close is one message's news.
 
 The bot token comes from ``token_env`` or ``token_file`` and lives only in
 the ``WebClient``: never in the config model, a log line, an error or a payload.
@@ -39,7 +43,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web import SlackResponse
 
 from alerts.base import SEVERITY_RANK, PermanentSinkError, RetryableSinkError, SinkContext, SinkSettings
-from alerts.grouping import GroupUpdate
+from alerts.grouping import GroupSnapshot, GroupUpdate
 from alerts.secrets import check_env_source, check_file_source, read_secret
 from alerts.slack_render import (
     METADATA_EVENT_TYPE,
@@ -142,14 +146,46 @@ class SlackSink:
     # ------------------------------------------------------------ render
 
     def render(self, update: GroupUpdate) -> list[SlackThreadUpdate]:
-        """Per channel the update touches (in order of its first event there): root and reply."""
+        """Per channel the update touches (in order of its first event there): root and reply.
+
+        Events a confirmed post already tells are left out: after a crash between posting and the dispatcher's
+        mark they come again, perhaps with others in another batch, which would make another reply."""
         channels: dict[str, list[ExposureEvent]] = {}
         for event in update.events:
             channels.setdefault(self.config.channel_for(event), []).append(event)
         return [
-            render_thread_update(update.group.only(self._routed_to(channel)), tuple(events), channel, self._options)
+            self._render_for(update.group.only(self._routed_to(channel)), tuple(events), channel)
             for channel, events in channels.items()
         ]
+
+    def _render_for(self, group: GroupSnapshot, events: tuple[ExposureEvent, ...], channel: str) -> SlackThreadUpdate:
+        told = self._posts.told(self.name, [e.event_id for e in events]) if events else set()
+        # one of each: a processor killed between publishing and committing publishes its events again
+        fresh: dict[str, ExposureEvent] = {}
+        for event in events:
+            if event.event_id not in told:
+                fresh.setdefault(event.event_id, event)
+        return render_thread_update(
+            group,
+            tuple(fresh.values()),
+            channel,
+            self._options,
+            root_posted=self._posts.posted(self.name, f"{group.group_id}/{channel}/root") is not None,
+        )
+
+    def _settled(self, item: SlackThreadUpdate) -> SlackThreadUpdate:
+        """``item``, rendered again if a post sent before a crash (unconfirmed) tells some of its events: such a
+        post is looked for in the channel and confirmed if Slack has it, else forgotten (it did not land)."""
+        pending = self._posts.pending_telling(self.name, [e.event_id for e in item.events])
+        if not pending or item.group is None:
+            return item
+        for post_key, post in pending.items():
+            found = self._find(post_key, post) if self.config.reconcile_posts else None
+            if found is None:
+                self._posts.forget(self.name, post_key)
+            else:
+                self._posts.confirm(self.name, post_key, *found)
+        return self._render_for(item.group, item.events, item.channel)
 
     def _routed_to(self, channel: str) -> Callable[[ExposureEvent], bool]:
         return lambda exposure: self.config.channel_for(exposure) == channel
@@ -157,7 +193,7 @@ class SlackSink:
     # ------------------------------------------------------------ send
 
     def send(self, payload: list[SlackThreadUpdate]) -> None:
-        for item in payload:
+        for item in map(self._settled, payload):
             channel_id, ts = self._root(item)
             if item.reply is not None:
                 self._post(item.group_id, item.reply, channel_id, ts)
@@ -194,7 +230,7 @@ class SlackSink:
             if found is not None:
                 self._posts.confirm(self.name, post.post_key, found[0], found[1])
                 return found
-        self._posts.begin(self.name, post.post_key, group_id, PendingPost(channel, thread_ts, self._now()))
+        self._posts.begin(self.name, post.post_key, group_id, PendingPost(channel, thread_ts, self._now()), post.told)
         try:
             response = self._call(
                 "chat.postMessage",

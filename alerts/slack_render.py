@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from alerts.digest import GroupDigest, digest, first_names, format_duration, news_by_status, plural
 from alerts.grouping import GroupSnapshot, Member
 from alerts.redaction import shown_paths
-from permwatch.events import ExposureEvent, ExposureKind
+from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus
 
 METADATA_EVENT_TYPE = "permwatch_alert"
+METADATA_EVENTS_MAX = 100
+"""Exposure event ids a message's metadata names at most (a burst's first message can tell thousands)."""
+OPENED = ExposureStatus.OPENED
 HEADER_MAX = 150
 TEXT_MAX = 2900  # section text may hold 3,000 characters
 FIELD_MAX = 1900  # a section field 2,000
@@ -37,6 +41,8 @@ class SlackPost:
     text: str
     blocks: list[dict[str, Any]]
     metadata: dict[str, Any]
+    told: tuple[str, ...] = ()
+    """The exposure event ids this message tells when posted (all of them; the metadata names the first 100)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,10 @@ class SlackThreadUpdate:
     channel: str
     root: SlackPost
     reply: SlackPost | None
+    events: tuple[ExposureEvent, ...] = field(default=(), repr=False, compare=False)
+    """What it was rendered from (with :attr:`group`), never sent: a sink that learns some were told already
+    renders again."""
+    group: GroupSnapshot | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -59,14 +69,30 @@ class RenderOptions:
 
 
 def render_thread_update(
-    group: GroupSnapshot, events: tuple[ExposureEvent, ...], channel: str, options: RenderOptions
+    group: GroupSnapshot,
+    events: tuple[ExposureEvent, ...],
+    channel: str,
+    options: RenderOptions,
+    *,
+    root_posted: bool = False,
 ) -> SlackThreadUpdate:
+    """``root_posted``: the group's root is in the channel already, so every opening in ``events`` widens it (else
+    the openings that make up the whole group are the root's own news)."""
     root_key = f"{group.group_id}/{channel}/root"
     root = root_message(group, options, post_key=root_key)
     reply_key = (
         f"{group.group_id}/{channel}/" + hashlib.sha256("\n".join(e.event_id for e in events).encode()).hexdigest()[:16]
     )
-    return SlackThreadUpdate(group.group_id, channel, root, reply_message(group, events, options, post_key=reply_key))
+    reply = reply_message(group, events, options, post_key=reply_key, widens=root_posted)
+    if not root_posted:  # posted now: it tells the openings of this update the reply does not (later: updates only)
+        in_reply = set(reply.told) if reply is not None else set()
+        opened = [e for e in events if e.status is OPENED and e.event_id not in in_reply]
+        root = replace(root, metadata=_metadata(group.group_id, root_key, opened), told=_ids(opened))
+    return SlackThreadUpdate(group.group_id, channel, root, reply, events, group)
+
+
+def _ids(events: Sequence[ExposureEvent]) -> tuple[str, ...]:
+    return tuple(e.event_id for e in events)
 
 
 def root_message(group: GroupSnapshot, options: RenderOptions, *, post_key: str) -> SlackPost:
@@ -154,13 +180,20 @@ def action_blocks(group: GroupSnapshot, options: RenderOptions) -> list[dict[str
 
 
 def reply_message(
-    group: GroupSnapshot, events: tuple[ExposureEvent, ...], options: RenderOptions, *, post_key: str
+    group: GroupSnapshot,
+    events: tuple[ExposureEvent, ...],
+    options: RenderOptions,
+    *,
+    post_key: str,
+    widens: bool = False,
 ) -> SlackPost | None:
-    """The thread reply for ``events`` (new to this channel), or None when they only opened the group."""
+    """The thread reply for ``events`` (new to this channel), or None when they only opened the group.
+    ``widens``: the root is posted already, so openings are news for the thread."""
     opened, changed, closed = news_by_status(events)
     lines: list[str] = []
     opened = [e for e in opened if not e.preexisting]  # the first run's root message counts them, no reply each
-    if opened and len(group.members) > len(opened):
+    widened = bool(opened) and (widens or len(group.members) > len(opened))
+    if widened:
         lines.append(
             f":heavy_plus_sign: *Widened*: {plural(len(opened), 'more folder')} now readable, "
             f"{len(group.members):,} in this alert"
@@ -183,7 +216,8 @@ def reply_message(
     lines.append(f"_{_esc(last.actor or 'unknown')}, {slack_date(last.observed_at)}_")
     text = _cut("\n".join(lines), TEXT_MAX)
     blocks = [{"type": "section", "text": _mrkdwn(text)}]
-    return SlackPost(post_key, _plain(lines[0]), blocks, _metadata(group.group_id, post_key))
+    told = [*(opened if widened else ()), *changed, *closed]
+    return SlackPost(post_key, _plain(lines[0]), blocks, _metadata(group.group_id, post_key, told), _ids(told))
 
 
 def _closed_lines(group: GroupSnapshot, closed: list[ExposureEvent]) -> list[str]:
@@ -240,8 +274,13 @@ def _replay_text(d: GroupDigest, options: RenderOptions) -> str:
     return command
 
 
-def _metadata(group_id: str, post_key: str) -> dict[str, Any]:
-    return {"event_type": METADATA_EVENT_TYPE, "event_payload": {"group_id": group_id, "post_key": post_key}}
+def _metadata(group_id: str, post_key: str, told: Sequence[ExposureEvent] = ()) -> dict[str, Any]:
+    """What finds a post again after a crash (its key), and which exposure events it tells (the first
+    :data:`METADATA_EVENTS_MAX` ids, so an audit can map each open and close to its message)."""
+    payload: dict[str, Any] = {"group_id": group_id, "post_key": post_key}
+    if told:
+        payload["event_ids"] = [e.event_id for e in told[:METADATA_EVENTS_MAX]]
+    return {"event_type": METADATA_EVENT_TYPE, "event_payload": payload}
 
 
 def _more(total: int, shown: int) -> list[str]:

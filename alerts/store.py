@@ -7,7 +7,9 @@
 - ``slack_posts``: every Slack message posted, with its channel id and ``ts``,
   and posts sent but not yet confirmed (:class:`SlackPosts`), so updates after
   a restart go to the same message and thread, and an unconfirmed post can be
-  found instead of posted twice;
+  found instead of posted twice; ``slack_told``: which exposure events each
+  post tells, so events delivered again after a crash (in another batch, so
+  another reply) are not told a second time;
 - ``file_appends``: where in its file a file sink's latest append went, recorded
   before the bytes are written (:class:`FileAppends`), so after a crash between
   the append and the delivery log's mark the sink knows which few bytes to
@@ -44,6 +46,7 @@ CREATE TABLE IF NOT EXISTS slack_posts (
     PRIMARY KEY (sink, post_key)
 );
 CREATE INDEX IF NOT EXISTS slack_posts_group ON slack_posts (group_id);
+CREATE TABLE IF NOT EXISTS slack_told (sink TEXT, event_id TEXT, post_key TEXT NOT NULL, PRIMARY KEY (sink, event_id));
 CREATE TABLE IF NOT EXISTS file_appends (
     sink TEXT, path TEXT, start INTEGER, length INTEGER NOT NULL, PRIMARY KEY (sink, path, start)
 );
@@ -184,11 +187,43 @@ class SlackPosts:
         ).fetchone()
         return None if row is None else PendingPost(row[0], row[1], row[2])
 
-    def begin(self, sink: str, post_key: str, group_id: str, pending: PendingPost) -> None:
-        self._conn.execute(
-            "INSERT OR REPLACE INTO slack_posts VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
-            (sink, post_key, group_id, pending.channel, pending.thread_ts, pending.since),
-        )
+    def begin(self, sink: str, post_key: str, group_id: str, pending: PendingPost, told: Sequence[str] = ()) -> None:
+        """Record a post about to be sent, and the exposure event ids it tells, in one transaction."""
+        with _transaction(self._conn):
+            self._conn.execute(
+                "INSERT OR REPLACE INTO slack_posts VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
+                (sink, post_key, group_id, pending.channel, pending.thread_ts, pending.since),
+            )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO slack_told VALUES (?, ?, ?)", ((sink, e, post_key) for e in told)
+            )
+
+    def pending_telling(self, sink: str, event_ids: Sequence[str]) -> dict[str, PendingPost]:
+        """post key → the unconfirmed posts of this sink that tell any of ``event_ids``."""
+        found: dict[str, PendingPost] = {}
+        for start in range(0, len(event_ids), _IN_CHUNK):
+            chunk = event_ids[start : start + _IN_CHUNK]
+            rows = self._conn.execute(
+                "SELECT DISTINCT p.post_key, p.channel, p.thread_ts, p.since FROM slack_told t JOIN slack_posts p "
+                "ON p.sink = t.sink AND p.post_key = t.post_key WHERE t.sink = ? AND p.ts IS NULL "
+                f"AND t.event_id IN ({','.join('?' * len(chunk))})",
+                (sink, *chunk),
+            )
+            found.update((key, PendingPost(channel, thread_ts, since)) for key, channel, thread_ts, since in rows)
+        return found
+
+    def told(self, sink: str, event_ids: Sequence[str]) -> set[str]:
+        """Those of ``event_ids`` a confirmed post of this sink tells already."""
+        found: set[str] = set()
+        for start in range(0, len(event_ids), _IN_CHUNK):
+            chunk = event_ids[start : start + _IN_CHUNK]
+            rows = self._conn.execute(
+                "SELECT t.event_id FROM slack_told t JOIN slack_posts p ON p.sink = t.sink AND p.post_key = t.post_key"
+                f" WHERE t.sink = ? AND p.ts IS NOT NULL AND t.event_id IN ({','.join('?' * len(chunk))})",
+                (sink, *chunk),
+            )
+            found.update(row[0] for row in rows)
+        return found
 
     def confirm(self, sink: str, post_key: str, channel_id: str, ts: str) -> None:
         self._conn.execute(
@@ -197,7 +232,9 @@ class SlackPosts:
         )
 
     def forget(self, sink: str, post_key: str) -> None:
-        self._conn.execute("DELETE FROM slack_posts WHERE sink = ? AND post_key = ?", (sink, post_key))
+        with _transaction(self._conn):
+            self._conn.execute("DELETE FROM slack_posts WHERE sink = ? AND post_key = ?", (sink, post_key))
+            self._conn.execute("DELETE FROM slack_told WHERE sink = ? AND post_key = ?", (sink, post_key))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ the names may identify clients, so it is an exposure too, of another kind.
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +47,8 @@ from permwatch.events import (
 from permwatch.wire import constants_of, unchecked
 from processor.readers import ReaderEvaluator, inherited_from
 from processor.state import AclKey, Directory, PathState, nt_part, popcount
+
+log = logging.getLogger("permwatch.processor")
 
 MAX_SAMPLE_PATHS = 5
 _INHERITED = ", inherited"
@@ -441,6 +444,9 @@ class ExposureTracker:
         if current is not None and current.shape is None and current.published is not None:
             if self._published_as(current.published, outsiders, grants, paths, kind):
                 current.shape, current.paths = (outsiders, grants), paths
+                # said once per exposure a restart took over: nothing to publish, but an operator (and a test)
+                # can see that the rebuild agrees with what was published
+                log.info("exposure %s continued as published: %s", current.exposure_id, record.folder)
             current.published = None
         if not outsiders:
             if current is None:

@@ -14,6 +14,9 @@ that dies soon after does not make the next one replay them too), after a
 commit at most every ``checkpoint_interval_seconds``, and once more on a
 clean stop. How long the restart took (process start to state rebuilt)
 is logged once, with the records replayed and whether a checkpoint was used.
+With a ledger (:mod:`processor.ledger`) every published batch is also noted
+in a file of the processor's own, so a restart onto an emptied or replaced
+log still continues or closes the exposures it published on the old one.
 
 Metrics (:class:`permwatch.metrics.Metrics`): events handled by topic and
 type, exposure events published by status and kind, the detection latency of each
@@ -30,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from permwatch.config import ProcessorConfig
@@ -53,6 +56,7 @@ from processor.checkpoint import Checkpoints, Offsets, Restored, process_age
 from processor.engine import Engine
 from processor.exposures import Verdict
 from processor.forensics import recorded_exposures
+from processor.ledger import PublishedLedger
 from processor.metrics import ProcessorMetrics
 from processor.published import PublishedRecord
 
@@ -68,11 +72,15 @@ class ProcessorRunner:
         clock: Callable[[], datetime] = utcnow,
         metrics: Metrics | None = None,
         checkpoints: Checkpoints | None = None,
+        ledger: PublishedLedger | None = None,
     ) -> None:
         self.bus = bus
         self.config = config
         self.metrics = metrics
         self.checkpoints = checkpoints
+        self.ledger = ledger
+        """This processor's own note of what it published (:mod:`processor.ledger`), for a log that loses its
+        record; None: the log's record alone."""
         self._clock = clock
         if metrics is not None:  # series at 0 from the start, so rate() sees the first increment
             export_dead_letters(metrics, "processor")
@@ -127,6 +135,7 @@ class ProcessorRunner:
                         continue
                     rebuilding = False
                     record = self._published()
+                    self._fill_from_ledger(record)
                     adopted = self.engine.adopt(record)
                     self.engine.decisions.forget_told(record.last)  # expiries the record already tells
                     self._book_from_engine()
@@ -163,6 +172,8 @@ class ProcessorRunner:
                 if stopped and not rebuilding and not self.checkpoints.covers(self.covered):
                     self.checkpoints.save(self.engine, self.covered, records=self.records_covered, wait=True)
                 self.checkpoints.wait()
+            if self.ledger is not None:
+                self.ledger.close()
 
     def _handled(self, records: list[Record], consumer: Consumer) -> None:
         """Handle a batch and note what the state now covers (what a checkpoint would say)."""
@@ -183,6 +194,28 @@ class ProcessorRunner:
         """The exposure record: the last event published per folder, and every id each folder has had."""
         return PublishedRecord.of(recorded_exposures(self.bus))
 
+    def _fill_from_ledger(self, record: PublishedRecord) -> None:
+        """Add what this processor published for folders the log's record does not know (the log was emptied,
+        replaced or moved aside), so the reconcile continues or closes those exposures under their ids."""
+        if self.ledger is None:
+            return
+        added = self.ledger.fill(record)
+        if added:
+            still_open = sum(1 for event in record.last.values() if event.status is not ExposureStatus.CLOSED)
+            log.warning(
+                "the event log's exposure record lacks %d folder(s) this processor published for (the log was "
+                "emptied or replaced): taken from %s, %d exposure(s) open on the record now; continued or closed "
+                "once their folders are judged",
+                added,
+                self.ledger.path,
+                still_open,
+            )
+
+    def _noted(self, published: Sequence[ExposureEvent]) -> None:
+        """Note ``published`` (on the bus now) in the ledger, before the commit."""
+        if self.ledger is not None and published:
+            self.ledger.note(published)
+
     def _reconcile_with(self, record: PublishedRecord) -> None:
         reason = f"reconcile.{self.config.group}.{uuid.uuid4().hex[:12]}"
         self._publish_reconciled(self.engine.reconcile(record, reason), record)
@@ -196,6 +229,7 @@ class ProcessorRunner:
             self.bus.publish(TOPIC_EXPOSURES, exposure.key, encode(exposure))
             log.info("exposure %s still open after its approval ran out: %s", exposure.exposure_id, exposure.folder)
         self.bus.flush()
+        self._noted(verdicts)
         self.exposures_published += len(verdicts)
 
     def _publish_reconciled(self, verdicts: list[Verdict], record: PublishedRecord) -> None:
@@ -209,6 +243,7 @@ class ProcessorRunner:
                 exposure.folder,
             )
         self.bus.flush()
+        self._noted(verdicts)
         self.exposures_published += len(verdicts)
         log.info(
             "reconciled with the exposure record (%d folder(s) on it): %d event(s)", len(record.last), len(verdicts)
@@ -293,6 +328,7 @@ class ProcessorRunner:
                 ",".join(exposure.groups) or "-",
             )
         self.bus.flush()
+        self._noted(published)
         consumer.commit()
         self.exposures_published += len(published)
         self._count(handled, published)

@@ -251,6 +251,10 @@ def start_roles(
             kind = PartitionedProcessor
         checkpoints = processor_checkpoints(config, metrics, running.bus)
         runner = kind(running.bus, config.processor, metrics=metrics, checkpoints=checkpoints)
+        if checkpoints is not None and not config.processor.partitioned:  # issue 13: a log that loses its record
+            from processor.ledger import PublishedLedger
+
+            runner.ledger = PublishedLedger(checkpoints.path.with_suffix(".published.db"))
         running.start("processor", runner)
     if role in ("all", "alerts") and not running.stop.is_set():
         from alerts.base import SinkContext

@@ -238,13 +238,33 @@ def test_a_damaged_event_log_is_one_line_with_the_way_out_and_the_way_out_works(
         Path(f"{log}{suffix}").rename(f"{log}.damaged{suffix}")
     for state in deployment.state.glob("fs-*.db*"):
         state.unlink()
+    still_open = deployment.alerts_of()[-1]
     deployment.start()
     deployment.wait_running()
-    wait_until(lambda: deployment.statuses()[3:] == ["opened"], "the open exposure to be reported from the rescan")
+    wait_until(lambda: f"scanned {deployment.share}" in deployment.log(), "the rescan")
+    # the exposure published on the damaged log is still true: it goes on under its id, no second open
+    exposure_id = still_open["exposure_id"]
+    wait_until(  # (a rescan read in several batches may first see fewer paths: a 'changed' of the same id)
+        lambda: (
+            any(
+                said in deployment.log()
+                for said in (f"exposure {exposure_id} continued as published", f"exposure changed {exposure_id}")
+            )
+            or len(deployment.statuses()) > 3
+        ),
+        "the rescan to be judged",
+    )
+    assert deployment.statuses() == ["opened", "closed", "opened"], deployment.alerts_of()
+    # ... and its close reaches JSONL under that id
+    deployment.revoke_staff()
+    wait_until(lambda: len(deployment.statuses()) == 4, "the exposure to close")
+    closed = deployment.alerts_of()[-1]
+    assert closed["status"] == "closed" and closed["exposure_id"] == still_open["exposure_id"]
     assert deployment.stop() == 0
     assert "holds no records" in deployment.log() or "is not the log the checkpoint was written for" in (
         deployment.log()
     )
+    assert "exposure record lacks 1 folder(s) this processor published for" in deployment.log()
     assert not tracebacks(deployment.log())
 
 
@@ -418,8 +438,14 @@ def test_an_event_log_replaced_under_the_checkpoint_is_named_and_judged_from_its
         output,
     ), output
     assert "fs collector faults: what it published went to another event log" in output
-    # the new log is judged from its first record (a checkpoint from the old one skipped them all)
+    # the exposure published on the old log is closed under its id once the rescan shows the revoke (the SOC
+    # held it open), and the new log is judged from its first record: a new grant opens a new exposure
+    opened = deployment.alerts_of()[0]
+    wait_until(lambda: deployment.statuses() == ["opened", "closed"], "the earlier exposure to close")
+    closed = deployment.alerts_of()[1]
+    assert closed["exposure_id"] == opened["exposure_id"] and closed["actor"] is None
     deployment.grant_staff()
-    wait_until(lambda: deployment.statuses()[1:] == ["opened"], "the new grant's exposure to open")
+    wait_until(lambda: deployment.statuses() == ["opened", "closed", "opened"], "the new grant's exposure to open")
+    assert deployment.alerts_of()[2]["exposure_id"] != opened["exposure_id"]
     assert deployment.stop() == 0
     assert not tracebacks(deployment.log())

@@ -128,7 +128,8 @@ def test_an_offline_slapmodify_during_an_outage_is_judged_soon_after_the_server_
     assert not thread.is_alive()
     print(f"offline change published {took:.2f} s after slapd returned")
     assert change.added == ("hugo",)  # type: ignore[union-attr]
-    assert took < 30, f"{took:.1f} s: the reconnect should reconcile at once (backoff capped at 5 s)"
+    # at most one capped delay (5 s) before the reconnect, whose reconcile publishes at once: 3 s for the rest
+    assert took < 5.0 + 3, f"{took:.1f} s: the reconnect should reconcile at once (backoff capped at 5 s)"
     assert [e.name for e in principals(recorder.since(snapshot))] == ["ledningsgrupp"], "only the difference"
 
 
@@ -216,7 +217,7 @@ def test_after_an_outage_long_enough_to_reach_the_backoff_cap_a_change_is_judged
     assert not thread.is_alive()
     print(f"change after the outage published in {took:.2f} s (backoff cap {default_cap} s)")
     assert isinstance(change, DirectoryGroup) and change.added == ("hugo",) and change.actor == IT_ADMIN_DN
-    assert took < default_cap + 10, f"{took:.1f} s: the cap should bound the wait"
+    assert took < default_cap + 3, f"{took:.1f} s: the cap should bound the wait"
     delays = [float(m) for m in re.findall(r"retrying in ([0-9.]+) s", caplog.text)]
     assert max(delays) <= default_cap, delays
 

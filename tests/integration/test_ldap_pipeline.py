@@ -229,11 +229,17 @@ def test_growing_a_broad_group_that_can_already_read_changes_the_exposure(
     assert [e["status"] for e in new_exposures(pipeline, mark)] == ["opened", "changed"], "no new exposure"
 
     modify_group(slapd, site.group("alla"), MODIFY_DELETE, site.user("hugo"))
-    subprocess.run(["setfacl", "-b", str(folder)], check=True)
     wait_until(
-        lambda: any(e["status"] == "closed" and e["folder"] == str(folder) for e in new_exposures(pipeline, mark)),
+        lambda: any(e["status"] == "changed" and e["people"] == STAFF_PEOPLE for e in new_exposures(pipeline, mark)),
+        "the exposure to shrink back",
+    )
+    subprocess.run(["setfacl", "-b", str(folder)], check=True)
+    closed = wait_until(
+        lambda: next((e for e in new_exposures(pipeline, mark) if e["status"] == "closed"), None),
         "the exposure to close",
     )
+    # closed by a filesystem change, which names nobody: not the directory admin who grew the group (issue 13 D5)
+    assert (closed["exposure_id"], closed["folder"], closed["actor"]) == (opened["exposure_id"], str(folder), None)
 
 
 def test_a_change_right_after_a_directory_outage_is_judged_within_seconds(
@@ -287,6 +293,84 @@ def test_collector_killed_and_restarted_resumes_the_directory_stream(
         ("ledningsgrupp", [], ["hugo"]),
     ], "each change once, and no second snapshot"
     assert new_exposures(pipeline, mark) == []
+
+
+LONELY_GID = 30950
+"""A gid no group entry in site.ldif has: only a user's primary gid."""
+
+
+def kernel_outsiders(folder: Path, slapd: Slapd, site: LdapSite) -> set[str]:
+    """Who lists ``folder`` as the kernel decides (``setpriv`` as each of slapd's users, with their primary gid and
+    the gids of the groups the directory puts them in, nesting included), and is not in ledningsgrupp."""
+    connection = slapd.connect("reader")
+    try:
+        connection.search(site.people, "(uidNumber=*)", LEVEL, attributes=["uid", "uidNumber", "gidNumber"])
+        people = [e["attributes"] for e in connection.response if e.get("type") == "searchResEntry"]
+    finally:
+        connection.unbind()
+    groups = slapd_groups(slapd, site)
+    _, group_gids = slapd_gids(slapd, site)
+
+    def groups_of(user: str) -> set[str]:
+        found = {group for group, members in groups.items() if ("user", user) in members}
+        pending = list(found)
+        while pending:  # nesting: a group inside another gives its members that one's gid too
+            inner = pending.pop()
+            for group, members in groups.items():
+                if ("group", inner) in members and group not in found:
+                    found.add(group)
+                    pending.append(group)
+        return found
+
+    outsiders = set()
+    for person in people:
+        name, uid, gid = person["uid"][0], int(person["uidNumber"]), int(person["gidNumber"])
+        member_of = groups_of(name)
+        gids = sorted({gid} | {group_gids[g] for g in member_of if g in group_gids})
+        ident = [f"--reuid={uid}", f"--regid={gid}", f"--groups={','.join(map(str, gids))}"]
+        probe = subprocess.run(["setpriv", *ident, "--", "ls", str(folder)], capture_output=True)
+        allowed = "ledningsgrupp" in member_of or gid == group_gids["ledningsgrupp"]
+        if probe.returncode == 0 and not allowed and name not in DISABLED:
+            outsiders.add(name)
+    return outsiders
+
+
+def test_a_primary_gid_without_a_group_entry_reads_as_the_kernel_says(
+    pipeline: Pipeline, slapd: Slapd, site: LdapSite, share: Path
+) -> None:
+    """Issue 13 D4 on slapd: a user whose gidNumber no group entry has, and an ACL entry naming that gid."""
+    folder = share / "ledning-gid"
+    make_folder(folder, MGMT)
+    pipeline.wait_fs_event(folder / "protokoll.txt")
+    published = len(pipeline.reader("directory").read())
+    admin = slapd.connect("root")
+    try:
+        admin.add(
+            site.user("ulla"),
+            ["inetOrgPerson", "posixAccount"],
+            {"uid": "ulla", "cn": "Ulla Ulf", "sn": "Ulf", "uidNumber": 31050, "gidNumber": LONELY_GID}
+            | {"homeDirectory": "/home/ulla"},
+        )
+    finally:
+        admin.unbind()
+    wait_directory_event(pipeline, "ulla", lambda v: v["type"] == "directory.user", published)
+    pipeline.wait_quiet()
+    mark = len(pipeline.exposures())
+    subprocess.run(["setfacl", "-m", f"g:{LONELY_GID}:rx", str(folder)], check=True)
+    opened = wait_until(
+        lambda: next((e for e in new_exposures(pipeline, mark) if e["folder"] == str(folder)), None),
+        "the exposure through the lone gid",
+    )
+    verdict = kernel_outsiders(folder, slapd, site)
+    assert verdict == {"ulla"}, "the kernel lets the user of the lone gid list the folder, and nobody else"
+    assert (opened["status"], opened["users"], opened["people"]) == ("opened", sorted(verdict), len(verdict))
+
+    subprocess.run(["setfacl", "-b", str(folder)], check=True)
+    closed = wait_until(
+        lambda: next((e for e in new_exposures(pipeline, mark) if e["status"] == "closed"), None),
+        "the exposure to close",
+    )
+    assert closed["exposure_id"] == opened["exposure_id"] and kernel_outsiders(folder, slapd, site) == set()
 
 
 # ------------------------------------------------------------------ a restart in the middle of a stream

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from alerts.base import SinkContext
 from alerts.grouping import BurstGrouper, GroupUpdate, group_id_for
 from alerts.slack import SlackConfig, SlackSink
 from alerts.slack_render import SlackThreadUpdate
+from alerts.store import PendingPost, SlackPosts, open_state_db
 from permwatch.events import ExposureEvent
 from tests.unit.alert_samples import case_burst, changed, closed, opened
 
@@ -41,8 +43,11 @@ def grouped(*events: ExposureEvent, new: int | None = None) -> GroupUpdate:
     return GroupUpdate(grouper.snapshot(group_id), tuple(fresh))
 
 
-def metadata(group_id: str, post_key: str) -> dict[str, Any]:
-    return {"event_type": "permwatch_alert", "event_payload": {"group_id": group_id, "post_key": post_key}}
+def metadata(group_id: str, post_key: str, *told: str) -> dict[str, Any]:
+    payload: dict[str, Any] = {"group_id": group_id, "post_key": post_key}
+    if told:  # the exposure event ids the message tells
+        payload["event_ids"] = list(told)
+    return {"event_type": "permwatch_alert", "event_payload": payload}
 
 
 def reply_key(group_id: str, channel: str, *event_ids: str) -> str:
@@ -60,7 +65,7 @@ def test_opened_exposure_is_one_root_message(make_sink: MakeSink) -> None:
     assert (item.group_id, item.channel, item.reply) == (group, "C0SOC", None)
     assert item.root.post_key == f"{group}/C0SOC/root"
     assert item.root.text == "Critical exposure: 1 folder readable by alla (label ledning); changed by it-update"
-    assert item.root.metadata == metadata(group, f"{group}/C0SOC/root")
+    assert item.root.metadata == metadata(group, f"{group}/C0SOC/root", "exp-1.0")
     assert item.root.blocks == [
         {
             "type": "header",
@@ -107,7 +112,7 @@ def test_change_updates_the_root_and_replies_in_its_thread(make_sink: MakeSink) 
     assert item.reply is not None
     assert item.reply.post_key == reply_key(group, "C0SOC", "exp-1.1")
     assert item.reply.text == "Changed: 1 folder"
-    assert item.reply.metadata == metadata(group, item.reply.post_key)
+    assert item.reply.metadata == metadata(group, item.reply.post_key, "exp-1.1")
     assert item.reply.blocks == [
         {
             "type": "section",
@@ -248,6 +253,54 @@ def test_partial_close_says_how_many_are_still_open(make_sink: MakeSink) -> None
         ":white_check_mark: *Closed*: 1 folder, 9 still open",
         "• `/srv/share/hr/cases/c-00003` after 1 min 1 s",
     ]
+
+
+def test_each_message_names_the_opens_and_closes_it_tells_in_its_metadata(make_sink: MakeSink) -> None:
+    """So an audit maps every open and close to exactly one message: the root tells the openings that made the
+    group, a reply what it lists (a widening's openings, changes, closes); at most 100 ids a message."""
+    burst = case_burst(3)
+    later = case_burst(2, start=3, at=burst[0].opened_at.replace(second=30), cause="fs-second")
+    first = only(make_sink().render(grouped(*burst)))
+    assert first.root.metadata["event_payload"]["event_ids"] == [e.event_id for e in burst]
+    widened = only(make_sink().render(grouped(*burst, *later, closed(burst[1]), new=3)))
+    assert widened.reply is not None
+    told = [*(e.event_id for e in later), closed(burst[1]).event_id]
+    assert widened.reply.metadata["event_payload"]["event_ids"] == told
+    big = case_burst(150)
+    assert len(only(make_sink().render(grouped(*big))).root.metadata["event_payload"]["event_ids"]) == 100
+
+
+def test_events_delivered_again_after_a_crash_are_not_told_twice(make_sink: MakeSink) -> None:
+    """A crash after Slack took a post and before the dispatcher marked its events: they come again, perhaps
+    with others (the group store kept them as members). What a confirmed post told is left out, and an opening
+    that joins a root already posted is told as a widening, not left to the root's silent update."""
+    database = open_state_db(":memory:")
+    sink = make_sink()
+    sink = SlackSink(sink.config, SinkContext(database=database))
+    posts = SlackPosts(database)
+    burst = case_burst(3)
+    first = only(sink.render(grouped(*burst[:1])))
+    assert first.root.told == (burst[0].event_id,) and first.reply is None
+    posts.begin("slack", first.root.post_key, first.group_id, PendingPost("C0SOC", None, 0.0), first.root.told)
+    posts.confirm("slack", first.root.post_key, "C0SOC", "1.000001")
+    again = only(sink.render(grouped(*burst[:2])))  # the first event again, with the next one
+    assert again.reply is not None and again.reply.told == (burst[1].event_id,)
+    assert again.reply.metadata["event_payload"]["event_ids"] == [burst[1].event_id]
+    assert again.reply.text.startswith("Widened: 1 more folder now readable")
+    posts.begin("slack", again.reply.post_key, again.group_id, PendingPost("C0SOC", "1.000001", 0.0), again.reply.told)
+    assert not posts.told("slack", [burst[1].event_id]), "told only once its post is confirmed"
+    posts.confirm("slack", again.reply.post_key, "C0SOC", "1.000002")
+    assert posts.told("slack", [e.event_id for e in burst]) == {burst[0].event_id, burst[1].event_id}
+    assert only(sink.render(grouped(*burst[:2]))).reply is None  # a third delivery tells nothing more
+
+
+def test_a_root_posted_late_leaves_a_widening_to_its_reply(make_sink: MakeSink) -> None:
+    """The group store kept earlier members but their root never reached Slack (a crash): the root posted now and
+    the widening reply must not both tell the new opening."""
+    burst = case_burst(2)
+    item = only(make_sink().render(grouped(*burst, new=1)))
+    assert item.reply is not None and item.reply.told == (burst[1].event_id,)
+    assert item.root.told == () and "event_ids" not in item.root.metadata["event_payload"]
 
 
 def test_hide_below_label_shows_the_folder_but_not_the_file_names(make_sink: MakeSink) -> None:
