@@ -82,7 +82,7 @@ CAPTURED = frozenset(
     | {"shares"}  # Samba shares' doors (issue 16)
 )
 """Engine attributes the snapshot holds (with ``tracker.folders``, the exposure book)."""
-REBUILT = frozenset({"evaluator", "tracker", "_source", "_clock"})
+REBUILT = frozenset({"evaluator", "tracker", "_source", "_clock", "awaiting_scan"})  # awaiting: set by adopt
 """Engine attributes made afresh on restore: caches over the captured state, and construction arguments."""
 BETWEEN_FLUSHES = frozenset({"_touched", "_directory_cause", "_changed_groups", "_judge_all", "_closing"})
 """Engine attributes that hold work until the next flush; empty whenever the runner checkpoints."""

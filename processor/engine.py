@@ -82,6 +82,9 @@ class Engine:
         # -- respond (issue 19)
         self.decisions = DecisionBook()
         """approvals in force, from the ``decisions`` topic"""
+        self.awaiting_scan: set[str] = set()
+        """folders whose open exposure a restart took from the ledger only (the log lost it): not judged until a
+        whole scan of their root is on the input, so a scan read in batches cannot close and reopen them"""
         self.scanned_roots: dict[str, datetime] = {}
         """root → when its first baseline scan completed: what that scan found (observed until then) pre-exists"""
         self.shares: dict[str, tuple[str, ShareGate]] = {}
@@ -103,8 +106,11 @@ class Engine:
             self.decisions.apply(event, self._readers_of(event.folder))
         elif isinstance(event, SambaShare):
             self._apply_share(event)
-        elif isinstance(event, ScanCompleted) and event.reason == "baseline":
-            self.scanned_roots.setdefault(event.root, event.observed_at)
+        elif isinstance(event, ScanCompleted):
+            if self.awaiting_scan:
+                self._scan_done(event)
+            if event.reason == "baseline":
+                self.scanned_roots.setdefault(event.root, event.observed_at)
 
     def flush(self) -> list[Verdict]:
         """Judge every folder touched since the last flush, in path order; return the transitions."""
@@ -187,6 +193,8 @@ class Engine:
         for folder in self._in_path_order(touched):
             record = records.get(folder)
             if record is not None:
+                if folder in self.awaiting_scan:
+                    continue  # known from the ledger only: it waits for a whole scan of its root on this input
                 event = transition(record, touched[folder])
                 if event is not None:
                     out.append(event)
@@ -234,6 +242,7 @@ class Engine:
         many open exposures were taken over.
         """
         adopted = 0
+        self.awaiting_scan = set(record.awaiting_scan)
         self.tracker.unadopted = {}
         self.tracker.contents_ids = record.contents
         for folder, found in self.tracker.folders.items():
@@ -264,6 +273,8 @@ class Engine:
         for folder in sorted(self.tracker.folders):
             if owned_only and folder not in self.paths.states:
                 continue
+            if folder in self.awaiting_scan:
+                continue  # known from the ledger only (a fresh log being filled): judged after its root's scan
             last = record.last.get(folder)
             if change is not None and (last is None or change[1] >= last.observed_at):
                 cause = Cause([change[0]], change[1], change[1], change[2])
@@ -291,6 +302,17 @@ class Engine:
         """Apply one event and flush: judging after every event (tests, small inputs)."""
         self.apply(event)
         return self.flush()
+
+    def _scan_done(self, event: ScanCompleted) -> None:
+        """A whole scan of a root is on this input: the folders below it that the ledger alone knew are judged now,
+        with all it found, so they continue or close under their ids (see :meth:`reconcile`)."""
+        prefix = event.root.rstrip("/") + "/"
+        done = {f for f in self.awaiting_scan if f == event.root or f.startswith(prefix)}
+        self.awaiting_scan -= done
+        cause = Cause([event.event_id], event.observed_at, event.observed_at, preexisting=event.reason == "baseline")
+        for folder in done:
+            if folder in self.tracker.folders:
+                self._touch(folder, cause)
 
     def _touch(self, folder: str, cause: Cause) -> None:
         found = self._touched.get(folder)

@@ -85,7 +85,7 @@ class PublishedLedger:
             log.warning("published ledger %s not used (%s): exposures of an earlier log are not known", self.path, exc)
             return 0
         known = set(record.ids)
-        added: set[str] = set()
+        added = record.awaiting_scan
         for folder, exposure_id, contents in ids:
             if folder in known:
                 continue  # the log's record knows this folder: it is the truth

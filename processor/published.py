@@ -27,6 +27,8 @@ class PublishedRecord:
     """folder → every exposure id published for it"""
     contents: set[str] = field(default_factory=set)
     """exposure ids with an event of kind ``contents``: its close must say so, whatever its last event says"""
+    awaiting_scan: set[str] = field(default_factory=set)
+    """folders known only from the processor's ledger (the log lost them): judged after a scan of their root"""
 
     @classmethod
     def of(cls, events: Iterable[ExposureEvent]) -> PublishedRecord:
