@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from alerts.digest import GroupDigest, digest, first_names, format_duration, news_by_status, plural
+from alerts.digest import FIRST_RUN_NOTE, GroupDigest, digest, first_names, format_duration, news_by_status, plural
 from alerts.grouping import GroupSnapshot, Member
 from alerts.redaction import shown_paths
 from permwatch.events import ExposureEvent, ExposureKind, ExposureStatus
@@ -132,17 +132,21 @@ def root_message(group: GroupSnapshot, options: RenderOptions, *, post_key: str)
         {"type": "context", "elements": [_mrkdwn(_replay_text(d, options))]},
     ]
     if first_run:
-        blocks.insert(3, {"type": "section", "text": _mrkdwn(FIRST_RUN_TEXT)})
+        blocks.insert(3, {"type": "section", "text": _mrkdwn(_first_run_text())})
     if options.buttons:
         blocks += action_blocks(group, options)
     return SlackPost(post_key, _esc(text), blocks, _metadata(group.group_id, post_key))
 
 
-FIRST_RUN_TEXT = (
-    "*Pre-existing*: found by permwatch's first scan, not a change it saw. The entitlement report lists every "
-    "such folder per label, with the groups, ACL entries and people: `permwatch entitlements --config …`. "
-    "Each is tracked: it closes when fixed, and a further widening alerts."
-)
+def _first_run_text() -> str:
+    """The digest's one first-run note (:data:`alerts.digest.FIRST_RUN_NOTE`) in Slack's markup: the label in
+    bold, the command as code."""
+    head, _, rest = FIRST_RUN_NOTE.partition(": ")
+    command = "permwatch entitlements --config <file>"
+    before, _, after = rest.partition(command)
+    return f"*{_esc(head)}*: {_esc(before)}{_code(command)}{_esc(after)}"
+
+
 BUTTONS = (("permwatch_ack", "Acknowledge", None), ("permwatch_approve", "Approve", None))
 REVERT_BUTTON = ("permwatch_revert", "Revert", "danger")
 MAX_BUTTON_ROWS = 3

@@ -53,8 +53,8 @@ class AuditChange:
 
 
 def fields(text: str) -> dict[str, str]:
-    """A record's ``key=value`` fields; quoted values unquoted, hex-encoded ones (auditd's for odd bytes) kept as
-    written (see :func:`name_value`)."""
+    """A record's ``key=value`` fields, each value exactly as written: quoted or hex-encoded (auditd's form for
+    odd bytes); :func:`name_value` decodes one."""
     return {key: value for key, value in _FIELD.findall(text)}
 
 

@@ -19,6 +19,7 @@ their order and their inheritance flags are.
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import subprocess
@@ -102,7 +103,7 @@ class NtRestore:
             try:
                 os.removexattr(self.path, self.xattr_name, follow_symlinks=False)
             except OSError as exc:
-                if exc.errno != 61:  # ENODATA: no blob already
+                if exc.errno != errno.ENODATA:  # no blob already
                     raise
             return
         done = subprocess.run(
