@@ -739,8 +739,14 @@ class SpoolingBus:
             topics, group, replay_history=replay_history, replay_from=replay_from, member=member
         )
 
-    def history(self, topics: Sequence[str], *, until_ms: int | None = None) -> Iterator[Record]:
-        return self._inner.history(topics, until_ms=until_ms)
+    def history(
+        self,
+        topics: Sequence[str],
+        *,
+        until_ms: int | None = None,
+        start: Mapping[tuple[str, int], int] | None = None,
+    ) -> Iterator[Record]:
+        return self._inner.history(topics, until_ms=until_ms, start=start)
 
 
 def open_spooling_bus(

@@ -31,15 +31,24 @@ would give exposure windows with the live run's batching, which the record does
 not hold, so answers from it could differ from a full replay's. Snapshots taken
 by the replay itself at its own batch boundaries are, by construction, the
 state a full replay has at that point. They reuse the checkpoint's capture,
-restore and framing, so the two cannot drift apart. The store is only used
-while it covers the log as it is now (same identity, same offset ranges); a
-log that has grown since is replayed in full, with one line saying to run
+restore and framing, so the two cannot drift apart.
+
+The log goes on growing after a build. The store is used while the log still
+holds everything it was built from (same identity, same first offsets, ends
+not behind): what was appended since (the *tail*) is read from the log by
+position and replayed after the last snapshot, which every build takes at its
+very end. That equals a full replay only while the tail comes after the
+store in time (every tail record later than the store's latest), so the
+history's order and batches are the same; when it does not (Kafka producers'
+clocks), or the log lost records (retention, a replaced file), the store is
+not used and the command replays in full, with one line saying to run
 ``permwatch snapshot`` again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -62,7 +71,7 @@ from processor.replay import ReplayResult, replay
 
 log = logging.getLogger("permwatch.workshop")
 
-FORMAT = "1"
+FORMAT = "2"
 DEFAULT_EVERY = 5_000
 """Records between snapshots: a command replays at most this many past its snapshot (0.1-0.5 s on these
 machines) after loading it (0.2-0.4 s with 100,000 folders); each snapshot costs the state's size on disk."""
@@ -136,6 +145,8 @@ class _Recorder:
         self._pending: list[tuple[Any, ...]] = []
         self._batches: list[tuple[int, int]] = []
         self.covered: dict[tuple[str, int], int] = {}
+        self.first: dict[tuple[str, int], int] = {}
+        """each partition's first offset stored"""
         self.last_ts_ms = 0
         self.max_ts_ms = 0
         self.count = 0
@@ -151,6 +162,7 @@ class _Recorder:
                 if record.timestamp_ms - previous.timestamp_ms > 0:  # where the replay judges (gap 0)
                     self._batches.append((batch, previous.timestamp_ms))  # its clock when it is judged
                     batch += 1
+            self.first.setdefault((record.topic, record.partition), record.offset)
             row = (self.count, record.topic, record.partition, record.offset, record.key, record.timestamp_ms)
             self._pending.append((*row, batch, record.value))
             self.count += 1
@@ -160,6 +172,14 @@ class _Recorder:
             yield record
         if previous is not None:
             self._batches.append((batch, previous.timestamp_ms))
+            self.covered[previous.topic, previous.partition] = previous.offset + 1
+            self.last_ts_ms = previous.timestamp_ms
+            self.max_ts_ms = max(self.max_ts_ms, previous.timestamp_ms)
+
+    def covers(self) -> dict[str, list[int]]:
+        """Per partition: the first offset stored and the one after the last."""
+        covered = sorted(self.covered.items())
+        return {f"{topic}/{part}": [self.first[topic, part], end] for (topic, part), end in covered}
 
     def write(self) -> None:
         self._conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
@@ -171,7 +191,7 @@ def build(bus: Bus, path: Path, *, every: int = DEFAULT_EVERY, progress: Callabl
     """Replay the whole history once into a new store at ``path`` (replacing it atomically)."""
     started = time.perf_counter()
     key = log_key(bus)
-    ends = _ends(bus)  # before reading: what is appended meanwhile makes the store look behind, never ahead
+    _ends(bus)  # a log that cannot say where it ends could not tell later what was appended
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.unlink(missing_ok=True)
@@ -188,14 +208,14 @@ def build(bus: Bus, path: Path, *, every: int = DEFAULT_EVERY, progress: Callabl
         last_snapshot = 0
         closed_us = 0  # the latest close among the windows closed so far (a snapshot no longer carries them)
 
-        def at_boundary(result: ReplayResult) -> None:
+        def at_boundary(result: ReplayResult, *, last: bool = False) -> None:
             nonlocal last_snapshot, snapshots, closed_us
             for verdict in result.verdicts:
                 fold.add(verdict)
                 if verdict.closed_at is not None:
                     closed_us = max(closed_us, _us(verdict.closed_at))
             result.verdicts.clear()  # folded: only the windows still open matter to a snapshot
-            if result.events - last_snapshot < every:
+            if result.events - last_snapshot < (1 if last else every):
                 return
             last_snapshot = result.events
             state = {"engine": checkpoint.capture(result.engine), "windows": fold.open_windows()}
@@ -209,8 +229,7 @@ def build(bus: Bus, path: Path, *, every: int = DEFAULT_EVERY, progress: Callabl
 
         final = replay(recorder, boundary=at_boundary, progress=progress)
         recorder.write()
-        for verdict in final.verdicts:  # the last batch's
-            fold.add(verdict)
+        at_boundary(final, last=True)  # the last batch's verdicts, and where a replay of the tail starts
         conn.executemany(
             "INSERT INTO windows VALUES (?, ?, ?, ?)",
             (
@@ -220,7 +239,13 @@ def build(bus: Bus, path: Path, *, every: int = DEFAULT_EVERY, progress: Callabl
         )
         for statement in _INDEXES.strip().splitlines():
             conn.execute(statement)
-        meta = {"format": FORMAT, "log": key, "ends": json.dumps(ends), "records": str(recorder.count)}
+        meta = {
+            "format": FORMAT,
+            "log": key,
+            "covers": json.dumps(recorder.covers()),
+            "records": str(recorder.count),
+            "max_ts_ms": str(recorder.max_ts_ms),
+        }
         conn.executemany("INSERT INTO meta VALUES (?, ?)", sorted(meta.items()))
         conn.execute("COMMIT")
         conn.close()
@@ -284,15 +309,16 @@ class WorkshopStore:
         self.key = log_key(bus)
         problem = None
         if meta.get("format") != FORMAT:
-            problem = f"format {meta.get('format')}, this release reads {FORMAT}"
+            problem = f"format {meta.get('format')}, this release reads {FORMAT} (run permwatch snapshot again)"
         elif meta.get("log") != self.key:
             problem = "built from another log"
-        elif json.loads(meta.get("ends", "{}")) != _ends(bus):
-            problem = "the log has changed since it was built (run permwatch snapshot again)"
+        else:
+            self.stored = int(meta["records"])
+            self.tail, problem = _tail(bus, json.loads(meta["covers"]), int(meta["max_ts_ms"]))
         if problem is not None:
             self._conn.close()
             raise StoreUnusable(f"{path}: {problem}")
-        self.record_count = int(meta["records"])
+        self.record_count = self.stored + len(self.tail)
 
     def close(self) -> None:
         self._conn.close()
@@ -303,8 +329,30 @@ class WorkshopStore:
         yield from self._conn.execute(f"SELECT * FROM records WHERE ord >= ?{bound} ORDER BY ord", params)
 
     def records(self, start_ord: int = 0, until_ms: int | None = None) -> Iterator[Record]:
+        """The history from ``start_ord`` on (to ``until_ms``): the store's records, then the log's tail."""
         for _ord, topic, part, off, key, ts_ms, _batch, value in self.rows(start_ord, until_ms):
             yield Record(topic, part, off, key, value, ts_ms)
+        for record in self.tail:
+            if until_ms is None or record.timestamp_ms <= until_ms:  # as the log's history selects them
+                yield record
+
+    def _tail_rows(self, wanted: Callable[[Record], bool]) -> list[tuple[Any, ...]]:
+        """The tail's records ``wanted`` as the store's rows with their batch's time (see :meth:`folder_records`):
+        batched as the build batches, after the store's last batch."""
+        batch = self._conn.execute("SELECT COALESCE(MAX(batch), -1) FROM batches").fetchone()[0]
+        rows: list[list[Any]] = []
+        ends: list[int] = []
+        previous = None
+        for ordinal, r in enumerate(self.tail, start=self.stored):
+            if previous is None or r.timestamp_ms - previous > 0:
+                batch += 1
+                ends.append(r.timestamp_ms)
+            previous = ends[-1] = r.timestamp_ms
+            if wanted(r):
+                rows.append([ordinal, r.topic, r.partition, r.offset, r.key, r.timestamp_ms, batch, r.value, len(ends)])
+        for row in rows:
+            row[-1] = ends[row[-1] - 1]
+        return [tuple(row) for row in rows]
 
     def folder_records(self, folder: str) -> IndexedRecords:
         """What a timeline of ``folder`` needs: its unit's records (whichever key they travel under: the folder,
@@ -321,13 +369,24 @@ class WorkshopStore:
         )
         others = [t for t in INPUT_TOPICS if t != TOPIC_FS]
         params = [*keys, below, below[:-1] + chr(ord("/") + 1), *others]
-        return IndexedRecords(iter(self._conn.execute(query, params)))
+        stored = self._conn.execute(query, params)
+        if not self.tail:
+            return IndexedRecords(iter(stored))
+        wanted = set(keys)
+
+        def in_unit(r: Record) -> bool:
+            return r.key is None or r.key in wanted or r.key.startswith(below) or r.topic != TOPIC_FS
+
+        return IndexedRecords(itertools.chain(stored, self._tail_rows(in_unit)))
 
     def exposure_windows(
         self, *, label: str | None = None, since: datetime | None = None, until: datetime | None = None
     ) -> list[ExposureWindow]:
         """The exposure windows the full replay that built the store found, as :func:`exposure_windows` selects
-        them: no replay at all."""
+        them: no replay at all, or, with a tail, one of the tail only."""
+        if self.tail:
+            fold = WindowFold(self._continued())
+            return fold.windows(label=label, since=since, until=until)
         where, params = ["1"], []
         if since is not None:
             where.append("(closed_us IS NULL OR closed_us >= ?)")
@@ -340,6 +399,32 @@ class WorkshopStore:
             found = [pickle.loads(data) for (data,) in rows]
         selected = [w for w in found if label is None or w.label == label]
         return sorted(selected, key=lambda w: (w.opened_at, w.folder))
+
+    def _continued(self) -> list[ExposureWindow]:
+        """Every window, the tail replayed after the build's last snapshot: the windows closed by the store's
+        end as stored, those still open there continued (or, that snapshot unusable, all from a full replay)."""
+        try:
+            _header, payload = self.load(self.stored)
+            with gc_paused():
+                state = pickle.loads(payload)
+        except Exception as exc:  # CheckpointError, or a layout the fingerprint missed
+            log.warning("workshop store %s: its last snapshot is not usable (%s); replaying all", self.path, exc)
+            fold = WindowFold()
+            for verdict in replay(self.records()).verdicts:
+                fold.add(verdict)
+            return fold.all_windows()
+        rows = self._conn.execute("SELECT data FROM windows WHERE closed_us IS NOT NULL ORDER BY seq")
+        with gc_paused():
+            closed = [pickle.loads(data) for (data,) in rows]
+
+        def start(clock: Callable[[], datetime], saved: dict[str, Any] = state["engine"]) -> Engine:
+            with gc_paused():
+                return checkpoint.restore(saved, source="replay", clock=clock)
+
+        fold = WindowFold(state["windows"])
+        for verdict in replay(self.tail, start=start).verdicts:
+            fold.add(verdict)
+        return [*closed, *fold.all_windows()]
 
     def snapshot_candidates(self, *, at_ms: int | None, closed_before: datetime | None) -> list[tuple[int, int]]:
         """(ord, last record's time) of the snapshots newest first: of those whose records all reached the log
@@ -430,6 +515,29 @@ class WorkshopStore:
         """A replay of what ``folder``'s timeline needs only, in the full history's batches."""
         indexed = self.folder_records(folder)
         return replay(indexed, keep=keep, new_batch=indexed.new_batch)
+
+
+def _tail(bus: Bus, covers: dict[str, list[int]], max_ts_ms: int) -> tuple[list[Record], str | None]:
+    """What the log holds after what the store ``covers``, if the store still describes its beginning, and
+    why not if not."""
+    now = _ends(bus)
+    start: dict[tuple[str, int], int] = {}
+    for name, (first, end) in covers.items():
+        held = now.get(name)
+        if held is None or held[0] != first or held[1] < end:
+            return [], "the log no longer holds what it was built from (run permwatch snapshot again)"
+        start[_partition(name)] = end
+    if all(end <= start.get(_partition(name), first) for name, (first, end) in now.items()):
+        return [], None
+    tail = list(bus.history(INPUT_TOPICS, start=start))
+    if any(r.timestamp_ms <= max_ts_ms for r in tail):
+        return [], "records reached the log since it was built with earlier times (run permwatch snapshot again)"
+    return tail, None
+
+
+def _partition(name: str) -> tuple[str, int]:
+    topic, part = name.rsplit("/", 1)
+    return topic, int(part)
 
 
 def _us(at: datetime) -> int:

@@ -419,12 +419,20 @@ def _workshop_store(config: Config, full_replay: bool) -> WorkshopStore | None:
         path = store_path(config.state_dir, bus)
         if not path.exists():
             return None
-        return WorkshopStore(path, bus)
+        store = WorkshopStore(path, bus)
     except StoreUnusable as exc:
         print(f"permwatch: not using the workshop store: {exc}; replaying all history", file=sys.stderr)
         return None
     finally:
         bus.close()
+    if store.tail:
+        behind = f"{len(store.tail):,} record{'s' if len(store.tail) != 1 else ''}"
+        print(
+            f"permwatch: the workshop store is {behind} behind the log; replaying those after its last snapshot"
+            " (permwatch snapshot brings it up to date)",
+            file=sys.stderr,
+        )
+    return store
 
 
 def _said(store: WorkshopStore, found: FromSnapshot) -> None:
@@ -454,7 +462,8 @@ def _store_windows(
         windows = store.exposure_windows(label=label, since=since, until=until)
     finally:
         store.close()
-    print(f"read {len(windows):,} exposure windows from the workshop store, no replay", file=sys.stderr)
+    how = f"replaying only the {len(store.tail):,} records after it" if store.tail else "no replay"
+    print(f"read {len(windows):,} exposure windows from the workshop store, {how}", file=sys.stderr)
     return windows
 
 

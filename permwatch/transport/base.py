@@ -178,10 +178,18 @@ class Bus(Protocol):
         """
         ...
 
-    def history(self, topics: Sequence[str], *, until_ms: int | None = None) -> Iterator[Record]:
+    def history(
+        self,
+        topics: Sequence[str],
+        *,
+        until_ms: int | None = None,
+        start: Mapping[tuple[str, int], int] | None = None,
+    ) -> Iterator[Record]:
         """Every record of ``topics`` published up to ``until_ms``, oldest first (for replay; no group).
 
         One key's records keep their order; records of different partitions are merged by timestamp.
+        ``start`` (topic, partition) → offset skips what comes before it there (a partition not named is read
+        from its beginning): the workshop store reads only what was appended since it was built.
         """
         ...
 

@@ -212,7 +212,13 @@ class ConfluentBus:
         self.ensure_topics()
         return ConfluentConsumer(self, [self.name(t) for t in topics], group, replay_history, replay_from, member)
 
-    def history(self, topics: Sequence[str], *, until_ms: int | None = None) -> Iterator[Record]:
+    def history(
+        self,
+        topics: Sequence[str],
+        *,
+        until_ms: int | None = None,
+        start: Mapping[tuple[str, int], int] | None = None,
+    ) -> Iterator[Record]:
         self.ensure_topics()
         consumer = Consumer({**self._common(), "group.id": "permwatch-history", "enable.auto.commit": False})
         try:
@@ -232,9 +238,18 @@ class ConfluentBus:
                 for tp in cut:
                     if tp.offset >= 0:
                         ends[tp.topic, tp.partition] = min(ends[tp.topic, tp.partition], tp.offset)
-            consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in partitions])
+            firsts = {
+                (tp.topic, tp.partition): (start or {}).get((self.logical(tp.topic), tp.partition), 0)
+                for tp in partitions
+            }
+            consumer.assign(
+                [
+                    TopicPartition(tp.topic, tp.partition, firsts[tp.topic, tp.partition] or OFFSET_BEGINNING)
+                    for tp in partitions
+                ]
+            )
             per_partition: dict[tuple[str, int], list[Record]] = {k: [] for k in ends}
-            remaining = {k for k, end in ends.items() if end > 0}
+            remaining = {k for k, end in ends.items() if end > firsts[k]}
             while remaining:
                 for m in consumer.consume(10_000, timeout=0.5):
                     if m.error():

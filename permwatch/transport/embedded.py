@@ -203,19 +203,29 @@ class EmbeddedBus:
             self._wakeup.notify_all()
         return cursor.rowcount
 
-    def history(self, topics: Sequence[str], *, until_ms: int | None = None) -> Iterator[Record]:
+    def history(
+        self,
+        topics: Sequence[str],
+        *,
+        until_ms: int | None = None,
+        start: Mapping[tuple[str, int], int] | None = None,
+    ) -> Iterator[Record]:
         conn = _connect(self.path)
         marks = ",".join("?" * len(topics))
         bound = "" if until_ms is None else " AND ts_ms <= ?"
         params: list[object] = [*topics] + ([] if until_ms is None else [until_ms])
+        firsts = {topic: (start or {}).get((topic, 0), 0) for topic in topics}
+        lowest = min(firsts.values(), default=0)
         try:
             with _errors(self.path):
                 cursor = conn.execute(
-                    f"SELECT seq, topic, key, value, ts_ms FROM log WHERE topic IN ({marks}){bound} ORDER BY seq",
-                    params,
+                    f"SELECT seq, topic, key, value, ts_ms FROM log WHERE seq >= ? AND topic IN ({marks}){bound}"
+                    " ORDER BY seq",
+                    [lowest, *params],
                 )
                 for seq, topic, key, value, ts_ms in cursor:
-                    yield Record(topic, 0, seq, key, value, ts_ms)
+                    if seq >= firsts[topic]:
+                        yield Record(topic, 0, seq, key, value, ts_ms)
         finally:
             conn.close()
 

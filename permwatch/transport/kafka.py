@@ -245,9 +245,15 @@ class KafkaBus:
         consumer.topics()
         return wrapped
 
-    def history(self, topics: Sequence[str], *, until_ms: int | None = None) -> Iterator[Record]:
-        """Reads every partition from the beginning to its end as of now (or to ``until_ms``, found with
-        ``offsets_for_times``), then merges the partitions by timestamp."""
+    def history(
+        self,
+        topics: Sequence[str],
+        *,
+        until_ms: int | None = None,
+        start: Mapping[tuple[str, int], int] | None = None,
+    ) -> Iterator[Record]:
+        """Reads every partition from the beginning (or ``start``) to its end as of now (or to ``until_ms``,
+        found with ``offsets_for_times``), then merges the partitions by timestamp."""
         self.ensure_topics()
         consumer = KafkaConsumer(
             bootstrap_servers=self.config.bootstrap_servers,
@@ -271,8 +277,12 @@ class KafkaBus:
                     if found is not None:
                         ends[tp] = min(ends[tp], found.offset)
             consumer.seek_to_beginning(*partitions)
+            firsts = {tp: (start or {}).get((self.logical(tp.topic), tp.partition), 0) for tp in partitions}
+            for tp, first in firsts.items():
+                if first > 0:
+                    consumer.seek(tp, first)
             per_partition: dict[TopicPartition, list[Record]] = {tp: [] for tp in partitions}
-            remaining = {tp for tp in partitions if ends[tp] > 0}
+            remaining = {tp for tp in partitions if ends[tp] > firsts[tp]}
             while remaining:
                 for tp, messages in consumer.poll(timeout_ms=500, max_records=10_000).items():
                     for m in messages:

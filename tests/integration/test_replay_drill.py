@@ -25,7 +25,15 @@ import yaml
 
 from permwatch.cli import main
 from permwatch.cli.settings import load_config
-from permwatch.events import INPUT_TOPICS, ExposureEvent
+from permwatch.events import (
+    INPUT_TOPICS,
+    DirectoryGroup,
+    DirectoryUser,
+    ExposureEvent,
+    decode,
+    encode,
+    new_event_id,
+)
 from permwatch.transport import open_bus
 from permwatch.transport.embedded import EmbeddedBus
 from processor.forensics import exposure_windows
@@ -221,6 +229,26 @@ def test_answers_from_snapshots_and_the_folder_index_equal_a_full_replay(
             readable.append(answers[0][0] == 0)
         assert all(from_snapshot), "a question was answered by replaying from the first record"
         assert sum(readable) >= 3, "the folder was in the history at too few of the moments asked"
+
+    # the log grows after the build: the store answers for what it holds and reads the rest from Kafka by
+    # position (a directory change published now, after every recorded time), as a full replay does
+    kafka = open_bus(load_config(pipe.config_path).transport)
+    try:
+        recorded = [decode(r.value) for r in kafka.history(INPUT_TOPICS) if r.value]
+        users = sorted({e.name for e in recorded if isinstance(e, DirectoryUser)})
+        group = [e for e in recorded if isinstance(e, DirectoryGroup)][-1]
+        grown = group.model_copy(
+            update={"event_id": new_event_id(), "observed_at": datetime.now(UTC), "member_users": tuple(users)}
+        )
+        kafka.publish(grown.topic, grown.key, encode(grown))
+        kafka.flush()
+    finally:
+        kafka.close()
+    now = datetime.now(UTC)
+    for at in (moments[1], now):
+        answers, said = _answers(capsys, pipe.config_path, folder, at)
+        assert "1 record behind the log" in said and "not using" not in said
+        assert answers == _answers(capsys, pipe.config_path, folder, at, "--full-replay")[0], at
 
     # a timeline asked by exposure id finds the folder in the store's windows
     by_id, said_by_id = [], []
