@@ -15,9 +15,13 @@ command did before) and through the store — and checks the answers are equal:
 - ``timeline FOLDER`` (another labelled folder: its changes, the directory's, its exposure windows);
 - ``exposures --since -30d`` (30 days before the last record): the windows the store's build replay found.
 
+With ``--behind N`` the store is built before the last N records reach the log,
+as a nightly ``permwatch snapshot`` leaves it by the afternoon: each question
+then also replays that tail, read from the log by position.
+
 Targets: ≤ 1 s, ≤ 1 s and ≤ 2 s from the store. The last line is one JSON object.
 
-    .venv/bin/python bench/workshop.py [--events 1000000] [--folders 100000] [--days 730] [--every 5000]
+    .venv/bin/python bench/workshop.py [--events 1000000] [--folders 100000] [--days 730] [--every 5000] [--behind 0]
 """
 
 from __future__ import annotations
@@ -159,13 +163,15 @@ def main() -> None:
     parser.add_argument("--folders", type=int, default=100_000)
     parser.add_argument("--days", type=float, default=730)
     parser.add_argument("--every", type=int, default=DEFAULT_EVERY)
+    parser.add_argument("--behind", type=int, default=0, help="records appended after the store is built")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="permwatch-bench-workshop-") as tmp:
         bus = EmbeddedBus(Path(tmp) / "history.db")
         started = time.perf_counter()
         history = records(args.events, args.folders, args.days)
-        bus.append_records(history)
+        later = history[len(history) - args.behind :] if args.behind else []
+        bus.append_records(history[: len(history) - len(later)])
         end_ms = history[-1].timestamp_ms
         at_ms = history[int(len(history) * 0.618)].timestamp_ms
         del history
@@ -177,6 +183,10 @@ def main() -> None:
             f"built in {built.seconds:.1f} s (one replay, once per history; the log itself "
             f"{Path(bus.path).stat().st_size / 1e6:,.0f} MB)"
         )
+        if later:
+            bus.append_records(later)
+            print(f"then {len(later):,} more records reached the log: the store is that far behind")
+        del later
 
         asked_at = datetime.fromtimestamp(at_ms / 1000, UTC)
         since = datetime.fromtimestamp(end_ms / 1000, UTC) - timedelta(days=30)
@@ -210,9 +220,9 @@ def main() -> None:
 
         def store_exposures() -> tuple[object, int]:
             store = WorkshopStore(built.path, bus)
-            windows = store.exposure_windows(since=since)  # what the store's build replay found: no replay
+            windows = store.exposure_windows(since=since)  # what the build's replay found (and the tail's)
             store.close()
-            return [w.to_json() for w in windows], 0
+            return [w.to_json() for w in windows], len(store.tail)
 
         figures = {}
         tails: dict[str, float] = {}
@@ -251,6 +261,7 @@ def main() -> None:
                 "folders": args.folders,
                 "days": args.days,
                 "every": args.every,
+                "behind": args.behind,
                 "store_build_s": round(built.seconds, 1),
                 "store_mb": round(built.bytes / 1e6),
                 "snapshots": built.snapshots,

@@ -121,8 +121,11 @@ class WindowFold:
     """:func:`exposure_windows` one event at a time, so a workshop snapshot can carry the windows still open
     at its place in the history and a replay of the rest continues them (:mod:`processor.workshop_store`)."""
 
-    def __init__(self, open_windows: Iterable[ExposureWindow] = ()) -> None:
-        self._windows: dict[str, ExposureWindow] = {w.exposure_id: copy.deepcopy(w) for w in open_windows}
+    def __init__(self, open_windows: Iterable[ExposureWindow] = (), *, adopt: bool = False) -> None:
+        """``adopt``: continue the windows given, not copies of them (they were just unpickled)."""
+        self._windows: dict[str, ExposureWindow] = {
+            w.exposure_id: w if adopt else copy.deepcopy(w) for w in open_windows
+        }
 
     def open_windows(self) -> list[ExposureWindow]:
         """Copies of the windows not closed yet, in the order they were first seen."""
@@ -184,14 +187,25 @@ class WindowFold:
         self, *, label: str | None = None, since: datetime | None = None, until: datetime | None = None
     ) -> list[ExposureWindow]:
         """The windows overlapping ``since``..``until`` (of ``label``), in opening order."""
-        selected = [
-            w
-            for w in self._windows.values()
-            if (label is None or w.label == label)
-            and (until is None or w.opened_at <= until)
-            and (since is None or w.closed_at is None or w.closed_at >= since)
-        ]
-        return sorted(selected, key=lambda w: (w.opened_at, w.folder))
+        return select_windows(self._windows.values(), label=label, since=since, until=until)
+
+
+def select_windows(
+    windows: Iterable[ExposureWindow],
+    *,
+    label: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[ExposureWindow]:
+    """The ``windows`` overlapping ``since``..``until`` (of ``label``), in opening order."""
+    selected = [
+        w
+        for w in windows
+        if (label is None or w.label == label)
+        and (until is None or w.opened_at <= until)
+        and (since is None or w.closed_at is None or w.closed_at >= since)
+    ]
+    return sorted(selected, key=lambda w: (w.opened_at, w.folder))
 
 
 def outsiders_of(exposure: ExposureEvent) -> tuple[tuple[str, ...], bool]:

@@ -65,7 +65,7 @@ from permwatch.events import INPUT_TOPICS, TOPIC_FS, AnyEvent
 from permwatch.transport.base import Bus, LogExtent, Record
 from processor import checkpoint
 from processor.engine import Engine
-from processor.forensics import ExposureWindow, WindowFold, ancestors
+from processor.forensics import ExposureWindow, WindowFold, ancestors, select_windows
 from processor.gcpause import gc_paused
 from processor.replay import ReplayResult, replay
 
@@ -385,8 +385,7 @@ class WorkshopStore:
         """The exposure windows the full replay that built the store found, as :func:`exposure_windows` selects
         them: no replay at all, or, with a tail, one of the tail only."""
         if self.tail:
-            fold = WindowFold(self._continued())
-            return fold.windows(label=label, since=since, until=until)
+            return select_windows(self._continued(), label=label, since=since, until=until)
         where, params = ["1"], []
         if since is not None:
             where.append("(closed_us IS NULL OR closed_us >= ?)")
@@ -421,7 +420,7 @@ class WorkshopStore:
             with gc_paused():
                 return checkpoint.restore(saved, source="replay", clock=clock)
 
-        fold = WindowFold(state["windows"])
+        fold = WindowFold(state["windows"], adopt=True)
         for verdict in replay(self.tail, start=start).verdicts:
             fold.add(verdict)
         return [*closed, *fold.all_windows()]

@@ -216,10 +216,12 @@ class EmbeddedBus:
         params: list[object] = [*topics] + ([] if until_ms is None else [until_ms])
         firsts = {topic: (start or {}).get((topic, 0), 0) for topic in topics}
         lowest = min(firsts.values(), default=0)
+        # From a position: the rowid range, not the topics' index (which would read each topic whole, then sort).
+        topic = "+topic" if lowest else "topic"
         try:
             with _errors(self.path):
                 cursor = conn.execute(
-                    f"SELECT seq, topic, key, value, ts_ms FROM log WHERE seq >= ? AND topic IN ({marks}){bound}"
+                    f"SELECT seq, topic, key, value, ts_ms FROM log WHERE seq >= ? AND {topic} IN ({marks}){bound}"
                     " ORDER BY seq",
                     [lowest, *params],
                 )
