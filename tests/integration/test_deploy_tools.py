@@ -51,7 +51,11 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         copy = tmp_path / unit.name
         copy.write_text(text.replace(UNIT_EXEC, str(permwatch)), encoding="utf-8")
         copies.append(str(copy))
-    assert len(copies) == 4  # collector, processor, alerts, and the fanotify collector apart (issue 18)
+    # collector, processor, alerts, the fanotify collector apart (issue 18), the workshop store (issue 21)
+    assert len(copies) == 5
+    timer = DEPLOY / "systemd" / "permwatch-snapshot.timer"
+    (tmp_path / timer.name).write_text(timer.read_text(encoding="utf-8"), encoding="utf-8")
+    copies.append(str(tmp_path / timer.name))
     result = run(analyze, "verify", *copies, cwd=tmp_path)
     # verify exits 0 on unknown keys and bad values too, and only says so on stderr.
     assert result.returncode == 0 and result.stderr == "", result.stderr

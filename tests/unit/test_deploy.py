@@ -230,6 +230,16 @@ def test_systemd_units(role: str) -> None:
         assert "Service.AmbientCapabilities" not in values
 
 
+def test_the_workshop_store_is_rebuilt_nightly_at_low_priority() -> None:
+    values = unit("snapshot")
+    assert values["Service.Type"] == ["oneshot"]
+    assert values["Service.ExecStart"][0].endswith("permwatch snapshot --config /etc/permwatch/permwatch.toml")
+    assert values["Service.User"] == ["permwatch"] and values["Service.CapabilityBoundingSet"] == [""]
+    assert values["Service.IOSchedulingClass"] == ["idle"] and int(values["Service.Nice"][0]) > 0
+    timer = (DEPLOY / "systemd" / "permwatch-snapshot.timer").read_text(encoding="utf-8")
+    assert "OnCalendar=" in timer and "Persistent=true" in timer and "WantedBy=timers.target" in timer
+
+
 def test_systemd_units_listen_on_distinct_ports() -> None:
     listens = [
         next(e for e in unit(role)["Service.Environment"] if e.startswith("PERMWATCH__METRICS__LISTEN"))
