@@ -20,9 +20,11 @@ the label lists it: its members are an exposure until then.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -34,7 +36,19 @@ from collectors.fs import FsCollector
 from collectors.fs.settings import FsCollectorConfig
 from collectors.ldap import LdapCollector
 from collectors.ldap_settings import LdapCollectorConfig
-from permwatch.events import Event, ExposureEvent, Label, LabelAssigned, decode, encode
+from collectors.smb.collector import SmbCollector
+from collectors.smb.settings import SmbCollectorConfig
+from collectors.smb.share import SmbError, SmbShare
+from permwatch.events import (
+    Event,
+    ExposureEvent,
+    FsPermissionEvent,
+    Label,
+    LabelAssigned,
+    ScanCompleted,
+    decode,
+    encode,
+)
 from processor.engine import Engine
 from processor.forensics import who_can_read
 from tests.integration.servers.samba_ad_files import ADUser, SambaADFileServer
@@ -256,3 +270,71 @@ def test_nested_ad_group_readers_equal_whom_samba_admits_after_every_step(
     membership(dc, "alla", f"CN=enhet-vard,{groups}", MODIFY_DELETE)
     assert check(dc, permwatch, "the grant and the nesting removed") == {"anna": True}
     assert statuses(permwatch)[-1] == ("closed", set())
+
+
+def test_the_remote_smb_collector_reads_the_share_with_kerberos(
+    dc: SambaADFileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remote SMB collector as a service account authenticated with Kerberos (``auth = "kerberos"``: the
+    DC's KDC issues the ticket, no NTLM): its baseline's descriptors give the readers Samba admits, and smbd's
+    audit log shows the session was Kerberos. A wrong password is a one-line error without the password."""
+    pytest.importorskip("gssapi", reason="Kerberos needs the kerberos extra: scripts/install.sh --test")
+    pytest.importorskip("krb5", reason="Kerberos needs the kerberos extra: scripts/install.sh --test")
+    monkeypatch.setenv("KRB5_CONFIG", str(dc.krb5_conf))
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{tmp_path / 'ccache'}")  # never root's own ticket cache
+    folder = "kerberos"
+    (dc.share_path / folder).mkdir()
+    (dc.share_path / folder).chmod(0o700)
+    alla = dc.sid_of(f"CN=alla,OU=groups,{dc.base_dn}")
+    smbcacls(dc, folder, "--add", f"ACL:{alla}:ALLOWED/OI|CI/{READ}")
+    secret = tmp_path / "smb-password"
+    secret.write_text(dc.password + "\n", encoding="utf-8")
+    secret.chmod(0o600)
+    prefix = "/smb/pwfs/files"
+    account = f"Administrator@{dc.realm}"
+    settings = SmbCollectorConfig(
+        server=dc.host,
+        share="files",
+        username=account,
+        password_file=secret,
+        auth="kerberos",
+        traverse="enforced",  # Samba enforces traverse on the share's ancestors
+        path_prefix=prefix,
+    )
+    emitter = ListEmitter()
+    collector = SmbCollector(settings, emitter)
+    stop = threading.Event()
+    runner = threading.Thread(target=collector.run, args=(stop,), name="smb-collector", daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any(isinstance(e, ScanCompleted) for e in emitter.events):
+            assert runner.is_alive() and time.monotonic() < deadline, "no baseline over Kerberos"
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+    published = {e.path: e for e in emitter.events if isinstance(e, FsPermissionEvent)}
+    nt = published[f"{prefix}/{folder}"].nt_acl
+    assert nt is not None and nt.source == "smb" and alla in {ace.trustee for ace in nt.dacl}, nt
+
+    permwatch = Permwatch(dc, tmp_path)
+    permwatch.catch_up()  # the directory (the fs collector's local view of the share is not used below)
+    permwatch.apply(list(emitter.events))
+    _label, grants = who_can_read(permwatch.engine, f"{prefix}/{folder}")
+    names = {u.name: short for short, u in USERS.items()}
+    by_permwatch = {names[g.user] for g in grants if g.user in names}
+    by_samba = {short for short, user in USERS.items() if samba_admits(dc, user, folder, True)}
+    assert by_permwatch == by_samba and by_samba, (by_permwatch, by_samba)
+
+    # the sessions were Kerberos: smbd's audit names the method of each authorization
+    audit = dc.auth_audit()
+    assert re.search(r"Successful AuthZ: \[SMB2,krb5\] user \[FILES\]\\\[Administrator\]", audit), audit[-2000:]
+
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("Not-the-password-1\n", encoding="utf-8")
+    share = SmbShare(dc.host, "files", account, "Not-the-password-1", auth="kerberos")
+    with pytest.raises(SmbError) as failed:
+        share.connect()
+    message = str(failed.value)
+    assert "\n" not in message and "Not-the-password-1" not in message and account in message, message

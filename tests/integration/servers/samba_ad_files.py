@@ -150,10 +150,10 @@ class SambaADFileServer(StartedInWith):
     def log_path(self) -> Path:
         return self.workdir / "samba.out"
 
-    @property
-    def auth_log(self) -> Path:
-        """smbd's log: with ``auth_audit:3`` it names each login's method (``[SMB2,krb5]``, ``[SMB2,NTLMSSP]``)."""
-        return self.workdir / "log.smbd"
+    def auth_audit(self) -> str:
+        """smbd's logs (one per client, ``log.%m``): with ``auth_audit:3`` they name each session's method
+        (``Authorization: [SMB2,krb5]``, ``[SMB2,NTLMSSP]``)."""
+        return "".join(p.read_text(encoding="utf-8", errors="replace") for p in sorted(self.workdir.glob("log.*")))
 
     @property
     def uri(self) -> str:
@@ -210,14 +210,13 @@ class SambaADFileServer(StartedInWith):
         with contextlib.suppress(FileNotFoundError):
             (self.dc_dir / "run" / "samba.pid").unlink()
         self._server.spawn([samba, "-i", "-M", "single", "-s", str(self.smb_conf)], cwd=self.workdir)
+        smbd_log = self.workdir / "log.smbd"
         try:
             self._server.wait_ready(
                 self._ready,
                 timeout=self.start_timeout,
                 where=self.unc,
-                logs=lambda: (
-                    f"--- {self.log_path} ---\n{log_tail(self.log_path)}\n--- smbd ---\n{log_tail(self.auth_log)}"
-                ),
+                logs=lambda: f"--- {self.log_path} ---\n{log_tail(self.log_path)}\n--- smbd ---\n{log_tail(smbd_log)}",
                 retry_on=(LDAPException, OSError, SambaADFileServerError),
                 interval=0.3,
             )
@@ -318,7 +317,7 @@ class SambaADFileServer(StartedInWith):
             "printcap name": "/dev/null",
             "disable spoolss": "yes",
             "log file": self.workdir / "log.%m",
-            "log level": "1 auth_audit:3",
+            "log level": "1 auth_audit:5",  # 3: each authentication, 5: each authorization (Kerberos sessions)
         }
         share = {"path": self.share_path, "read only": "no", "vfs objects": "dfs_samba4 acl_xattr"}
         lines = ["# written by permwatch's SambaADFileServer test fixture", "[global]"]
