@@ -68,6 +68,20 @@ extra=""
 [[ $with_test -eq 1 ]] && extra="[test]"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}"
 
+# Kerberos for the remote SMB collector (issue 17): the gssapi and krb5 packages have no Linux wheels, pip builds
+# them against MIT Kerberos' headers (libkrb5-dev; krb5-config) with the C compiler. Its test logs in to a Samba AD
+# DC's own KDC. Built wheels stay in pip's cache, so only a new machine pays the build (~3-4 min on 2 cores).
+if [[ $with_test -eq 1 ]]; then
+    kerberos_missing=()
+    command -v krb5-config >/dev/null || kerberos_missing+=(libkrb5-dev)
+    command -v cc >/dev/null || kerberos_missing+=(gcc)
+    if [[ ${#kerberos_missing[@]} -gt 0 ]]; then
+        echo "installing Debian packages: ${kerberos_missing[*]}"
+        apt_install "${kerberos_missing[@]}"
+    fi
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,kerberos]"
+fi
+
 if [[ $with_test -eq 1 ]]; then
     bash scripts/kafka/fetch.sh >/dev/null
 fi

@@ -64,6 +64,13 @@ class SmbCollectorConfig(Section):
         return cleaned
 
     @model_validator(mode="after")
+    def _kerberos_principal(self) -> SmbCollectorConfig:
+        # Kerberos asks the KDC for name@REALM; DOMAIN\\name is NTLM's form and would fail only at the KDC
+        if self.auth == "kerberos" and ("@" not in self.username or "\\" in self.username):
+            raise ValueError('username: with auth = "kerberos" give name@REALM, e.g. svc-permwatch@KOMMUN.LOCAL')
+        return self
+
+    @model_validator(mode="after")
     def _one_password_source(self) -> SmbCollectorConfig:
         if (self.password_file is None) == (self.password_env is None):
             raise ValueError("give exactly one of password_file and password_env")

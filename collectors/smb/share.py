@@ -41,6 +41,7 @@ from smbprotocol.open import (
 )
 from smbprotocol.session import Session
 from smbprotocol.tree import TreeConnect
+from spnego.exceptions import SpnegoError
 
 # SECURITY_INFORMATION bits for QUERY_INFO (MS-DTYP 2.4.7): owner, group and DACL; no SACL (needs a privilege)
 OWNER_SECURITY_INFORMATION = 0x1
@@ -168,6 +169,9 @@ class SmbShare:
             connection.disconnect(True)
             reason = status_name(exc) if isinstance(exc, SMBResponseException) else type(exc).__name__
             raise SmbError(f"cannot open {self.unc} as {self._username}: {reason}") from None
+        except KERBEROS_ERRORS as exc:
+            connection.disconnect(True)
+            raise SmbError(f"cannot open {self.unc} as {self._username}: {kerberos_reason(exc)}") from None
         self._connection, self._session, self._tree = connection, session, tree
 
     def close(self) -> None:
@@ -401,3 +405,31 @@ def status_name(error: SMBResponseException) -> str:
         if name.startswith("STATUS_") and value == status:
             return name
     return f"NTSTATUS 0x{status:08x}"
+
+
+# -- Kerberos (auth = "kerberos"): pyspnego asks the KDC through the optional gssapi and krb5 packages, whose errors
+# are neither smbprotocol's nor OSError; each is told as one line (never the password: their messages hold none)
+
+
+def _kerberos_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [SpnegoError, ImportError]
+    with contextlib.suppress(ImportError):
+        from krb5 import Krb5Error
+
+        errors.append(Krb5Error)
+    with contextlib.suppress(ImportError):
+        from gssapi.exceptions import GSSError
+
+        errors.append(GSSError)
+    return tuple(errors)
+
+
+KERBEROS_ERRORS = _kerberos_errors()
+
+
+def kerberos_reason(error: BaseException) -> str:
+    """One line saying why Kerberos failed: the KDC's or the library's own words, or what to install."""
+    if isinstance(error, ImportError):
+        return "Kerberos needs the Python packages gssapi and krb5 (pip install 'permwatch[kerberos]')"
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"Kerberos: {text[:300]}"
