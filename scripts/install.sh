@@ -43,6 +43,9 @@ if [[ $with_test -eq 1 ]]; then
     # service stays off (policy-rc.d below), the tests start their own instance on a loopback port
     [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
     [[ $(dpkg-query -W -f='${Status}' rsyslog-gnutls 2>/dev/null) == *"ok installed" ]] || missing+=(rsyslog-gnutls)
+    # the Kerberos extra is built from source (below): MIT Kerberos' headers and a C compiler
+    command -v krb5-config >/dev/null || missing+=(libkrb5-dev)
+    command -v cc >/dev/null || missing+=(gcc)
     command -v openssl >/dev/null || missing+=(openssl)
     # the Linux audit actor source's test runs Debian's auditd on a log of its own (the service stays off)
     [ -x /usr/sbin/auditd ] || missing+=(auditd)
@@ -68,20 +71,17 @@ extra=""
 [[ $with_test -eq 1 ]] && extra="[test]"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}"
 
-# Kerberos for the remote SMB collector (issue 17): the gssapi and krb5 packages have no Linux wheels, pip builds
-# them against MIT Kerberos' headers (libkrb5-dev; krb5-config) with the C compiler. Its test logs in to a Samba AD
-# DC's own KDC. Built wheels stay in pip's cache, so only a new machine pays the build (~3-4 min on 2 cores).
 if [[ $with_test -eq 1 ]]; then
-    kerberos_missing=()
-    command -v krb5-config >/dev/null || kerberos_missing+=(libkrb5-dev)
-    command -v cc >/dev/null || kerberos_missing+=(gcc)
-    if [[ ${#kerberos_missing[@]} -gt 0 ]]; then
-        echo "installing Debian packages: ${kerberos_missing[*]}"
-        apt_install "${kerberos_missing[@]}"
-    fi
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,kerberos]"
-fi
-
-if [[ $with_test -eq 1 ]]; then
+    # Kerberos for the remote SMB collector (issue 17): the gssapi and krb5 packages have no Linux wheels, pip
+    # builds them against MIT Kerberos' headers (libkrb5-dev) with the C compiler, ~3-4 min on 2 cores; built
+    # wheels stay in pip's cache. Its test logs in to a Samba AD DC's own KDC. Built while Maven fetches Kafka.
+    kerberos_log=$(mktemp)
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,kerberos]" >"$kerberos_log" 2>&1 &
+    kerberos=$!
     bash scripts/kafka/fetch.sh >/dev/null
+    if ! wait "$kerberos"; then
+        cat "$kerberos_log" >&2
+        exit 1
+    fi
+    rm -f "$kerberos_log"
 fi
