@@ -90,11 +90,13 @@ class PermissionGroup:
         response_timeout: float = RESPONSE_TIMEOUT,
         name: str = "fs-opens-permission",
         who: Callable[[int, int | None], Process] = identify,
+        skip: Callable[[int, str | None], bool] | None = None,
     ) -> None:
-        """``who(pid, pidfd)`` names a held process (:func:`collectors.fanotify.identify`; a test may slow it)."""
+        """``who(pid, pidfd)`` names a held process (:func:`collectors.fanotify.identify`; a test may slow it);
+        an open ``skip(pid, path)`` is true for is allowed at once, unnamed and untold (a repeat already told)."""
         flags = FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_PIDFD
         self.fd = _check(_libc.fanotify_init(flags, os.O_RDONLY | os.O_LARGEFILE), "fanotify_init")
-        self._on_open, self._who, self._timeout = on_open, who, response_timeout
+        self._on_open, self._who, self._skip, self._timeout = on_open, who, skip, response_timeout
         self._own_pid = os.getpid()
         self._held: dict[int, _Held] = {}
         """token → an open read and not yet answered"""
@@ -178,12 +180,13 @@ class PermissionGroup:
             token = next(self._tokens)
             with self._held_lock:
                 self._held[token] = _Held(fd, now)
-            if pid == self._own_pid:
-                self._answer(token)  # our own open: at once, and nothing asked
+            path = None if pid == self._own_pid else _path_of(fd)
+            if pid == self._own_pid or (self._skip is not None and self._skip(pid, path)):
+                self._answer(token)  # our own open, or a repeat: at once, and nothing asked
                 if pidfd is not None and pidfd >= 0:
                     os.close(pidfd)
                 continue
-            out.append(_Read(token, mask, pid, pidfd, _path_of(fd)))
+            out.append(_Read(token, mask, pid, pidfd, path))
         return out
 
     def _handle(self, event: _Read) -> None:

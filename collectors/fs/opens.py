@@ -138,7 +138,9 @@ class FanotifyOpens:
         if self._marks() is None and not self._failed:
             try:
                 if self._permission:
-                    self._group = PermissionGroup(self._record, response_timeout=self._response_timeout)
+                    self._group = PermissionGroup(
+                        self._record, response_timeout=self._response_timeout, skip=self._already_recorded
+                    )
                 else:
                     fan = Fanotify(dir_names=False)  # an open's own file handle names it, at less cost
                     self._listener.start(fan, self._read)

@@ -79,6 +79,26 @@ def test_every_one_of_200_short_lived_readers_is_named(folder: Path) -> None:
     assert all(e.folder == str(folder) for e in records)
 
 
+def test_a_readers_repeated_opens_are_all_allowed_and_recorded_once(folder: Path) -> None:
+    target = folder / "protokoll.txt"
+    opens = FanotifyOpens(NameCache(), source="test", permission=True)
+    try:
+        opens.watch(str(folder))
+        group = opens.permission_group
+        assert group is not None
+        before = group.answered
+        ident = [f"--reuid={READER_UID}", f"--regid={READER_GID}", "--clear-groups"]
+        loop = f'for i in $(seq 50); do read line < "{target}"; done; echo "$line"'  # one shell, 50 opens
+        shell = subprocess.run(["setpriv", *ident, "sh", "-c", loop], capture_output=True, text=True, timeout=60)
+        assert shell.returncode == 0 and shell.stdout == CONTENT
+        taken: list[FsAccessEvent] = []
+        wait_until(lambda: taken.extend(opens.take()) or taken, "the shell's open recorded")
+        assert group.answered - before >= 50 and group.failsafe_allowed == 0
+        assert [e.actor.process for e in taken if e.path == str(target)] == ["sh"]
+    finally:
+        opens.close()
+
+
 def test_the_watchers_own_reads_and_marks_do_not_wait_on_it(folder: Path) -> None:
     opens = FanotifyOpens(NameCache(), source="test", permission=True)
     finished = threading.Event()
