@@ -10,7 +10,14 @@ so drifting load on a shared machine falls on every mode alike:
 - ``permission``: the same with ``opens = "fanotify_permission"`` (``FAN_OPEN_PERM``: each open waits until its
   process is named and allowed);
 - ``kernel_floor``: a fanotify group marked exactly as ``notification`` marks, which nothing ever reads: the
-  kernel's own work per open on a marked inode, the floor no listener design can go below with these marks.
+  kernel's own work per open on a marked inode, the floor no listener design can go below with these marks;
+- ``file_marks``: ``notification`` with a mark on every file's own inode instead of the directories' watch on
+  their children (``FanotifyOpens(mark_files=True)``, a design measured here, not a setting), and
+  ``file_marks_floor``, its own floor (a group marked that way, never read).
+
+Besides the wall-clock ratio (the issue's figure, at the mercy of a shared machine's load: the watcher's thread
+competes with the reader for the cores), each mode's *CPU* ratio: the reader process's own CPU time per open
+(user + system, where the kernel's fsnotify work lands), unwatched over watched; and the watcher's CPU per open.
 
 Each mode's figure is the median of the rounds' own ratios (mode / unwatched of the same round). Then, per
 watched mode, ``--readers`` sequential short-lived ``cat`` processes (another uid) read a file, and the bench
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,7 +44,7 @@ from _rig import traversable_tempdir  # also puts the repository on sys.path
 
 from collectors.acl import NameCache
 from collectors.fanotify import Fanotify
-from collectors.fs.opens import OPEN_MASK, SETTLE_SECONDS, FanotifyOpens
+from collectors.fs.opens import OPEN_MASK, OWN_OPEN_MASK, SETTLE_SECONDS, FanotifyOpens
 
 READER_UID = 33291
 LOOP = """
@@ -52,14 +60,20 @@ while time.perf_counter() < end:
 print(n / seconds)
 """
 IDENT = [f"--reuid={READER_UID}", f"--regid={READER_UID}", "--clear-groups"]
-MODES = ("unwatched", "notification", "permission", "kernel_floor")
+MODES = ("unwatched", "notification", "permission", "kernel_floor", "file_marks", "file_marks_floor")
+WATCHED = ("notification", "permission", "file_marks")
 
 
-def reads_per_second(path: str, seconds: float) -> float:
+def reads_per_second(path: str, seconds: float) -> tuple[float, float]:
+    """Reads/s of the loop, and its CPU time (user + system) in µs per open."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         ["setpriv", *IDENT, sys.executable, "-c", LOOP, path, str(seconds)], capture_output=True, text=True, check=True
     )
-    return float(done.stdout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rate = float(done.stdout)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return rate, cpu / (rate * seconds) * 1e6
 
 
 class Watch:
@@ -68,14 +82,23 @@ class Watch:
     def __init__(self, mode: str, folder: Path, settle: float) -> None:
         self.opens: FanotifyOpens | None = None
         self.floor: Fanotify | None = None
-        if mode in ("notification", "permission"):
+        if mode in WATCHED:
             self.opens = FanotifyOpens(
-                NameCache(), source="bench", settle_seconds=settle, permission=mode == "permission"
+                NameCache(),
+                source="bench",
+                settle_seconds=settle,
+                permission=mode == "permission",
+                mark_files=mode == "file_marks",
             )
             self.opens.watch(str(folder))
         elif mode == "kernel_floor":
             self.floor = Fanotify(dir_names=False)  # the group FanotifyOpens opens, marked the same way
             self.floor.mark(str(folder), OPEN_MASK)
+        elif mode == "file_marks_floor":
+            self.floor = Fanotify(dir_names=False)
+            self.floor.mark(str(folder), OWN_OPEN_MASK)
+            for name in os.listdir(folder):
+                self.floor.mark(str(folder / name), OWN_OPEN_MASK)
 
     def records(self) -> int:
         return 0 if self.opens is None else len(self.opens.take())
@@ -104,9 +127,10 @@ def named_readers(mode: str, folder: Path, target: Path, readers: int, settle: f
 
 def measure(
     rounds: int, seconds: float, settle: float, folder: Path, target: Path, say: Callable[[str], None]
-) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Reads/s per mode and round, and the watcher's CPU (this process: its threads) in µs per open."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
+    """Per mode and round: reads/s, the reader's CPU per open, the watcher's (this process: its threads), in µs."""
     rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+    reader_us: dict[str, list[float]] = {mode: [] for mode in MODES}
     cpu_us: dict[str, list[float]] = {mode: [] for mode in MODES}
     for round_ in range(rounds):
         order = MODES[round_ % len(MODES) :] + MODES[: round_ % len(MODES)]
@@ -114,14 +138,16 @@ def measure(
             watch = Watch(mode, folder, settle)
             try:
                 cpu_before = time.process_time()
-                rates[mode].append(reads_per_second(str(target), seconds))
+                rate, reader_cpu = reads_per_second(str(target), seconds)
+                rates[mode].append(rate)
+                reader_us[mode].append(reader_cpu)
                 time.sleep(0.3)  # let the reader thread drain what the loop queued
                 watch.records()
                 cpu_us[mode].append((time.process_time() - cpu_before) / (rates[mode][-1] * seconds) * 1e6)
             finally:
                 watch.close()
         say(f"round {round_ + 1}: " + ", ".join(f"{mode} {rates[mode][-1]:,.0f}/s" for mode in MODES))
-    return rates, cpu_us
+    return rates, reader_us, cpu_us
 
 
 def main() -> None:
@@ -138,16 +164,23 @@ def main() -> None:
         target = folder / "protokoll.txt"
         target.write_bytes(b"x" * 4096)
         os.chmod(target, 0o644)
-        rates, cpu_us = measure(args.rounds, args.seconds, args.settle, folder, target, print)
-        named = {mode: named_readers(mode, folder, target, args.readers, args.settle) for mode in MODES[1:3]}
+        rates, reader_us, cpu_us = measure(args.rounds, args.seconds, args.settle, folder, target, print)
+        named = {mode: named_readers(mode, folder, target, args.readers, args.settle) for mode in WATCHED}
     ratios = {
         mode: statistics.median(w / u for w, u in zip(rates[mode], rates["unwatched"], strict=True))
         for mode in MODES[1:]
     }
+    cpu_ratios = {
+        mode: statistics.median(u / w for w, u in zip(reader_us[mode], reader_us["unwatched"], strict=True))
+        for mode in MODES[1:]
+    }
     for mode in MODES:
         spread = ", ".join(f"{r:,.0f}" for r in rates[mode])
-        ratio = "" if mode == "unwatched" else f"; ratio {ratios[mode]:.3f}"
-        cpu = f"watcher CPU {statistics.median(cpu_us[mode]):.2f} µs/open"
+        ratio = "" if mode == "unwatched" else f"; ratio {ratios[mode]:.3f}, CPU ratio {cpu_ratios[mode]:.3f}"
+        cpu = (
+            f"reader CPU {statistics.median(reader_us[mode]):.2f} µs/open, "
+            f"watcher CPU {statistics.median(cpu_us[mode]):.2f} µs/open"
+        )
         print(f"{mode:13s} {spread} reads/s (median {statistics.median(rates[mode]):,.0f}{ratio}; {cpu})")
     for mode, (ok, records) in named.items():
         print(f"{mode:13s} named {ok} of {args.readers} short-lived cat readers ({records} access records)")
@@ -164,11 +197,16 @@ def main() -> None:
                 "ratio": round(ratios["notification"], 3),
                 "permission_ratio": round(ratios["permission"], 3),
                 "kernel_floor_ratio": round(ratios["kernel_floor"], 3),
+                "file_marks_ratio": round(ratios["file_marks"], 3),
+                "file_marks_floor_ratio": round(ratios["file_marks_floor"], 3),
+                "cpu_ratio": {mode: round(value, 3) for mode, value in cpu_ratios.items()},
+                "reader_cpu_us_per_open": {mode: round(statistics.median(reader_us[mode]), 2) for mode in MODES},
                 "target": 0.9,
                 "met": met,
                 "readers": args.readers,
                 "named_notification": named["notification"][0],
                 "named_permission": named["permission"][0],
+                "named_file_marks": named["file_marks"][0],
                 "rounds": args.rounds,
                 "seconds": args.seconds,
                 "settle_seconds": args.settle,

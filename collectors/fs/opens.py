@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 K = TypeVar("K")
 OPEN_MASK = FAN_OPEN | FAN_EVENT_ON_CHILD | FAN_ONDIR
 OPEN_PERM_MASK = FAN_OPEN_PERM | FAN_EVENT_ON_CHILD | FAN_ONDIR
+OWN_OPEN_MASK = FAN_OPEN | FAN_ONDIR
+"""with ``mark_files``: on each directory and file itself, no events on children (see :class:`FanotifyOpens`)"""
 SETTLE_SECONDS = 0.02
 """Pause after reading a busy batch of opens, for the kernel to merge a busy reader's repeats."""
 BUSY_BATCH = 8
@@ -109,7 +111,14 @@ class FanotifyOpens:
         settle_seconds: float = SETTLE_SECONDS,
         permission: bool = False,
         response_timeout: float = RESPONSE_TIMEOUT,
+        mark_files: bool = False,
     ) -> None:
+        """``mark_files`` (notification mode; bench/opens.py only): mark every file's own inode and every
+        directory's, without ``FAN_EVENT_ON_CHILD``. The kernel's work per open is then about half what a
+        directory's watch on its children costs (no parent lookup, no name snapshot), but a file made or moved in
+        later is watched only once :meth:`created` is told of it, and the collector's loop tells of directories
+        only: until that is closed (a file opened in the moment between its creation and its mark is missed),
+        this is a measured design, not a setting."""
         self._settle_seconds = settle_seconds
         self._names = names
         self._source = source
@@ -123,7 +132,10 @@ class FanotifyOpens:
         # A permission group's reader must never wait for a lock a marking thread holds while it opens a marked
         # folder (it would wait on itself): it gets a lock of its own, which that reader never takes.
         self._lock = threading.Lock() if permission else self._listener.lock
-        self._mask = OPEN_PERM_MASK if permission else OPEN_MASK
+        self._mask = OPEN_PERM_MASK if permission else OWN_OPEN_MASK if mark_files else OPEN_MASK
+        self._mark_files = mark_files and not permission
+        self._repeats = 0
+        """events of the batch being read that repeat an open recorded within the minute"""
         self._failed = False
 
     @property
@@ -160,25 +172,38 @@ class FanotifyOpens:
             self._mark_tree(marks, folder)
 
     def created(self, directory: str) -> None:
-        """A directory appeared: mark it (and what it holds) if it lies in a watched folder."""
+        """A directory appeared: mark it (and what it holds) if it lies in a watched folder (with ``mark_files``,
+        a file too)."""
         with self._lock:
             marks = self._marks()
             if marks is None or self._folder_of(directory) is None:
                 return
+            if self._mark_files and not os.path.isdir(directory):
+                self._mark_each(marks, [directory], directory)
+                return
             self._mark_tree(marks, directory)
 
     def _mark_tree(self, marks: _Marks, top: str) -> None:
-        """Mark every directory at or below ``top`` (os.walk follows no symlink); one warning for what failed."""
+        """Mark every directory at or below ``top`` (os.walk follows no symlink; with ``mark_files`` every regular
+        file too); one warning for what failed."""
+        found: list[str] = []
+        for directory, _subdirs, files in os.walk(top):
+            found.append(directory)
+            if self._mark_files:
+                found += [p for p in (os.path.join(directory, f) for f in files) if not os.path.islink(p)]
+        self._mark_each(marks, found, top)
+
+    def _mark_each(self, marks: _Marks, paths: list[str], top: str) -> None:
         failed: list[tuple[str, FanotifyUnavailable]] = []
-        for directory, _subdirs, _files in os.walk(top):
-            if directory in self._marked:
+        for path in paths:
+            if path in self._marked:
                 continue
             try:
-                marks.mark(directory, self._mask)
+                marks.mark(path, self._mask)
             except FanotifyUnavailable as exc:  # gone meanwhile, or the marks limit (fs.fanotify.max_user_marks)
-                failed.append((directory, exc))
+                failed.append((path, exc))
                 continue
-            self._marked.add(directory)
+            self._marked.add(path)
         if failed:
             first, error = failed[0]
             log.warning("opens: cannot watch %d folder(s) below %s, e.g. %s (%s)", len(failed), top, first, error)
@@ -207,16 +232,23 @@ class FanotifyOpens:
 
     def _read(self, fan: Fanotify) -> float:
         fan.events_read = 0
+        self._repeats = 0
         for event in fan.read(self._already_recorded):
             self._record(event)
         # Opens are read as they come: a process can be asked who it is only while it lives (one-off
-        # readers like cat live a millisecond or two). But when a batch shows a busy reader, a pause,
-        # so the kernel merges its repeated opens of one file into one queued event rather than this
-        # thread waking for each (bench/opens.py: ratio 0.40 without the pause, ~0.7 with it).
-        return self._settle_seconds if fan.events_read >= BUSY_BATCH else 0.0
+        # readers like cat live a millisecond or two). But when a batch shows a busy reader (many events, or
+        # any repeat of an open already recorded), a pause, so the kernel merges its repeated opens of one file
+        # into one queued event rather than this thread waking for each: once merging works a busy reader's
+        # batches hold one or two events, so their size alone stops telling (bench/opens.py: the watcher's CPU
+        # per open 4.2 µs with the size test alone, 0.3 µs with repeats too).
+        busy = fan.events_read >= BUSY_BATCH or self._repeats > 0
+        return self._settle_seconds if busy else 0.0
 
     def _already_recorded(self, pid: int, path: str | None) -> bool:
-        return (pid, path or "") in self._seen
+        if (pid, path or "") in self._seen:
+            self._repeats += 1
+            return True
+        return False
 
     def _record(self, event: FanEvent) -> None:
         if event.path is None or not event.is_open:

@@ -1,4 +1,5 @@
-"""``opens = "fanotify_permission"`` on real files (#18): every short-lived reader named, no reader held forever.
+"""The opens watcher on real files (#18): ``opens = "fanotify_permission"`` names every short-lived reader and holds no
+reader forever; and the file-marks design bench/opens.py measures.
 
 Readers are the real ``cat`` run as another uid through ``setpriv``, one after another, each exiting as soon as
 it has read; the watcher is the collector's own :class:`collectors.fs.opens.FanotifyOpens` with permission marks.
@@ -189,3 +190,25 @@ def test_a_stuck_watcher_allows_the_open_after_the_response_timeout(folder: Path
         group.close()
     # the first reader had exited, allowed, by the time it was asked: unresolved, never guessed
     assert [(e.process.uid, e.process.confidence) for e in told] == [(None, "unresolved")]
+
+
+def test_file_marks_name_a_reader_of_a_file_below_and_of_a_file_made_later(folder: Path) -> None:
+    """The measured design of bench/opens.py (``mark_files``): each file's own mark, no watch on children."""
+    opens = FanotifyOpens(NameCache(), source="test", mark_files=True)
+    taken: list[FsAccessEvent] = []
+    try:
+        opens.watch(str(folder))
+        later = folder / "2026" / "later.txt"
+        later.write_text(CONTENT)
+        os.chmod(later, 0o644)
+        opens.created(str(later))
+        for path in (folder / "2026" / "budget.txt", later):
+            reader = cat_as_reader(path)
+            assert reader.communicate(timeout=60)[0] == CONTENT
+            wait_until(
+                lambda path=path: taken.extend(opens.take()) or any(e.path == str(path) for e in taken),
+                f"the open of {path.name}",
+            )
+    finally:
+        opens.close()
+    assert {e.actor.uid for e in taken if e.path.endswith(".txt")} == {READER_UID}
