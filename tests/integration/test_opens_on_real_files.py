@@ -1,10 +1,12 @@
 """Opens while exposed, on real files: an outsider's ``cat`` during an exposure is in the breach report (#18).
 
-``permwatch run`` watches a share with ``[[fs]] actors`` and ``opens = "fanotify"``. erik, who owns the labelled
+``permwatch run`` watches a share with ``[[fs]] actors`` and ``opens = "fanotify"`` (and again with
+``"fanotify_permission"``, whose marks hold every open, the collector's own walks included). erik, who owns the labelled
 folder, opens it to everyone with ``chmod -R``; cecilia, outside the label, reads a file with ``cat`` (the real
 binary, as her uid, via ``setpriv``); erik closes it again; then cecilia's second ``cat`` is refused by the kernel,
 and erik's own, after the close, is recorded on the ``access`` topic but is no open *while exposed*. The report
-``permwatch breach-report`` writes names cecilia's open, once, and the counts of Art. 33(3)(c).
+``permwatch breach-report`` writes names cecilia's open, once, and the counts of Art. 33(3)(c). The processor
+marks her open live (``exposure.opened_by``) while the exposure is still open, and marks nothing else.
 """
 
 from __future__ import annotations
@@ -94,13 +96,14 @@ def opened_by(events_db: Path, uid: int, path: str) -> FsAccessEvent | None:
     return next((e for e in opens_recorded(events_db) if e.actor.uid == uid and e.path == path), None)
 
 
+@pytest.mark.parametrize("opens", ["fanotify", "fanotify_permission"])
 def test_an_outsiders_cat_while_exposed_is_in_the_report_and_opens_after_the_close_are_not(
-    share: Path, tmp_path: Path
+    share: Path, tmp_path: Path, opens: str
 ) -> None:
     folder = share / "ledning"
     file = str(folder / "protokoll.txt")
     events_db = tmp_path / "state" / "events.db"
-    with permwatch_run(tmp_path, share, folder, DIRECTORY, extra=LABEL.replace("[[fs]]", "")) as alerts:
+    with permwatch_run(tmp_path, share, folder, DIRECTORY, extra=LABEL.replace("[[fs]]", ""), opens=opens) as alerts:
         held = run_and_hold(ERIK["uid"], MGMT, "chmod", "o+rX", str(folder), file)
         opened = wait_until(lambda: record_saying(alerts, status="opened"), "the exposure")
         held.release()
