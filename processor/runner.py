@@ -380,6 +380,9 @@ class ProcessorRunner:
                 continue
             self.bus.publish(TOPIC_EXPOSURES, mark.key, encode(mark))
             published += 1
+            if self.metrics is not None:
+                outsider = "true" if mark.outsider else "unknown"
+                self.metrics.part(ProcessorMetrics).processor_opens_marked.labels(outsider=outsider).inc()
             log.info(
                 "exposure %s: opened by %s (outside the label%s) while exposed: %s",
                 mark.exposure_id,

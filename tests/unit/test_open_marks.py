@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from permwatch.config import ProcessorConfig
 from permwatch.events import (
     TOPIC_EXPOSURES,
@@ -22,6 +24,7 @@ from permwatch.events import (
     decode,
     opened_by_event_id,
 )
+from permwatch.metrics import Metrics
 from permwatch.transport.embedded import EmbeddedBus
 from processor.open_marks import ExposureWindows
 from processor.runner import ProcessorRunner
@@ -120,9 +123,12 @@ def test_the_processor_marks_live_an_outsiders_open_while_exposed_once_across_a_
         ready = [e.model_copy(update={"observed_at": T0}) for e in setting_up()]  # before the times below
         publish(bus, [*ready, grant(LEDNING, 10, bo), closing])
         config = ProcessorConfig(group="g", batch_max=1)  # the opening and the close judged apart
-        runner = ProcessorRunner(bus, config, clock=Clock())
+        metrics = Metrics.create(CollectorRegistry())
+        runner = ProcessorRunner(bus, config, clock=Clock(), metrics=metrics)
         run_until_idle(runner)
         marks = marks_on(bus)
+        counted = metrics.registry.get_sample_value("permwatch_processor_opens_marked_total", {"outsider": "true"})
+        assert counted == 1
         assert [(m.who, m.access_event_id, m.outsider) for m in marks] == [("bo", bo_during.event_id, True)]
         exposures = [
             e for e in (decode(r.value) for r in bus.history([TOPIC_EXPOSURES])) if isinstance(e, ExposureEvent)
