@@ -12,7 +12,7 @@ Pure: no bus, no clock but the one passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,6 +24,9 @@ from permwatch.events import (
     opened_by_event_id,
 )
 
+MAX_LISTS = 8
+"""Lists of outsiders a window keeps as they came before it merges them into one set."""
+
 
 @dataclass(slots=True)
 class Window:
@@ -32,10 +35,21 @@ class Window:
     exposure_id: str
     opened_at: datetime
     closed_at: datetime | None = None
-    outsiders: set[str] = field(default_factory=set)
-    """everyone an event of it named as an outsider"""
+    named: list[Collection[str]] = field(default_factory=list)
+    """the lists of outsiders its events named, as they came: following a verdict costs no copy of a list that
+    may hold thousands of names (the processor's hot path), and folders exposed alike share one list"""
     cut: bool = False
-    """an event of it cut its list of outsiders: someone missing from ``outsiders`` may be one"""
+    """an event of it cut its list of outsiders: someone missing from ``named`` may be one"""
+
+    def add(self, names: Collection[str]) -> None:
+        if not names or any(names is known for known in self.named):
+            return
+        self.named.append(names)
+        if len(self.named) > MAX_LISTS:
+            self.named = [frozenset().union(*self.named)]
+
+    def names(self, who: str) -> bool:
+        return any(who in names for names in self.named)
 
 
 class ExposureWindows:
@@ -52,7 +66,7 @@ class ExposureWindows:
                 return  # an older episode's event, read late
             window = self.windows[event.folder] = Window(event.exposure_id, event.opened_at)
         everyone = getattr(event, "all_users", ())
-        window.outsiders.update(everyone or event.users)
+        window.add(everyone or event.users)
         window.cut = window.cut or (event.users_truncated and not everyone)
         if event.status is ExposureStatus.CLOSED:
             window.closed_at = event.closed_at or event.observed_at
@@ -68,7 +82,8 @@ class ExposureWindows:
             self.note(event)
             if current is not None and current.opened_at >= event.opened_at:
                 # the rebuild's own window of the same episode under another id: keep who it named
-                self.windows[event.folder].outsiders |= current.outsiders
+                for names in current.named:
+                    self.windows[event.folder].add(names)
 
     def mark(
         self, access: FsAccessEvent, name_of_uid: Callable[[int], str | None], *, source: str, now: datetime
@@ -83,7 +98,7 @@ class ExposureWindows:
         who = (name_of_uid(uid) if uid is not None else None) or access.actor.name
         if who is None:
             return None
-        if who in window.outsiders:
+        if window.names(who):
             outsider: bool | None = True
         elif window.cut:
             outsider = None

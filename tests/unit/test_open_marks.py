@@ -141,3 +141,16 @@ def test_the_processor_marks_live_an_outsiders_open_while_exposed_once_across_a_
         assert again.opens_marked == 0 and len(marks_on(bus)) == 1
     finally:
         bus.close()
+
+
+def test_a_window_keeps_the_lists_it_is_given_not_copies_and_merges_many() -> None:
+    """Following verdicts costs no copy of their lists of outsiders (the hot path); many lists become one set."""
+    windows = ExposureWindows()
+    first = exposure(ExposureStatus.OPENED, 0, ("bo",), 10)
+    windows.note(first)
+    windows.note(exposure(ExposureStatus.CHANGED, 1, ("bo",), 11).model_copy(update={"users": first.users}))
+    window = windows.windows[LEDNING]
+    assert len(window.named) == 1 and window.named[0] is first.users
+    for sequence in range(2, 12):
+        windows.note(exposure(ExposureStatus.CHANGED, sequence, (f"u{sequence}",), 11))
+    assert len(window.named) <= 8 and window.names("bo") and window.names("u11")
