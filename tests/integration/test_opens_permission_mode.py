@@ -23,6 +23,7 @@ from collectors.fanotify import FAN_EVENT_ON_CHILD, FAN_OPEN_PERM, FanEvent, Pro
 from collectors.fanotify_permission import PermissionGroup
 from collectors.fs.opens import FanotifyOpens
 from permwatch.events import FsAccessEvent
+from tests.integration.held_commands import run_and_hold
 from tests.integration.pipeline import traversable_tempdir, wait_until
 
 pytestmark = pytest.mark.integration
@@ -203,12 +204,12 @@ def test_file_marks_name_a_reader_of_a_file_below_and_of_a_file_made_later(folde
         os.chmod(later, 0o644)
         opens.created(str(later))
         for path in (folder / "2026" / "budget.txt", later):
-            reader = cat_as_reader(path)
-            assert reader.communicate(timeout=60)[0] == CONTENT
+            held = run_and_hold(READER_UID, READER_GID, "cat", str(path))  # alive until named: notification mode
             wait_until(
                 lambda path=path: taken.extend(opens.take()) or any(e.path == str(path) for e in taken),
                 f"the open of {path.name}",
             )
+            held.release()
     finally:
         opens.close()
     assert {e.actor.uid for e in taken if e.path.endswith(".txt")} == {READER_UID}
