@@ -129,6 +129,8 @@ def test_the_watchers_own_reads_and_marks_do_not_wait_on_it(folder: Path) -> Non
         reader = cat_as_reader(folder / "2027" / "plan.txt")
         assert reader.communicate(timeout=60)[0] == CONTENT
         wait_until(lambda: any(e.actor.uid == READER_UID for e in opens.take()), "the new folder's reader named")
+        group = opens.permission_group
+        assert group is not None and group.failsafe_allowed == 0  # nothing waited for the watchdog's rescue
     finally:
         opens.close()
     assert seen.count(CONTENT) == 51
