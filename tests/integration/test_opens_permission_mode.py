@@ -115,11 +115,16 @@ def test_the_watchers_own_reads_and_marks_do_not_wait_on_it(folder: Path) -> Non
             seen.append((folder / "protokoll.txt").read_text())
         (folder / "2027").mkdir()
         (folder / "2027" / "plan.txt").write_text(CONTENT)
-        opens.created(str(folder / "2027"))  # marks it: a walk that opens a marked folder
-        opens.watch(str(folder))  # again: walks the whole tree under the marking lock
+        for _ in range(300):  # walks that open marked folders under the marking lock, while others read
+            opens.created(str(folder / "2027"))
+            opens.watch(str(folder))
         seen.append((folder / "2027" / "plan.txt").read_text())
         finished.set()
 
+    # Other readers all along: the watcher is busy naming them (and telling of them) while it marks.
+    ident = [f"--reuid={READER_UID}", f"--regid={READER_GID}", "--clear-groups"]
+    others = f'while :; do cat "{folder / "protokoll.txt"}" >/dev/null; done'
+    busy = subprocess.Popen(["setpriv", *ident, "sh", "-c", others])
     try:
         opens.watch(str(folder))
         worker = threading.Thread(target=own_reads)
@@ -132,6 +137,8 @@ def test_the_watchers_own_reads_and_marks_do_not_wait_on_it(folder: Path) -> Non
         group = opens.permission_group
         assert group is not None and group.failsafe_allowed == 0  # nothing waited for the watchdog's rescue
     finally:
+        busy.kill()
+        busy.wait()
         opens.close()
     assert seen.count(CONTENT) == 51
     assert all(len(name) < 64 for name in seen if name != CONTENT)
