@@ -114,8 +114,8 @@ class FanotifyOpens:
         mark_files: bool = False,
     ) -> None:
         """``mark_files`` (notification mode; bench/opens.py only): mark every file's own inode and every
-        directory's, without ``FAN_EVENT_ON_CHILD``. The kernel's work per open is then about half what a
-        directory's watch on its children costs (no parent lookup, no name snapshot), but a file made or moved in
+        directory's, without ``FAN_EVENT_ON_CHILD``. The kernel's work per open is then less than a directory's
+        watch on its children costs (0.6-0.8 against 1.0-1.1 µs, bench/README.md), but a file made or moved in
         later is watched only once :meth:`created` is told of it, and the collector's loop tells of directories
         only: until that is closed (a file opened in the moment between its creation and its mark is missed),
         this is a measured design, not a setting."""
