@@ -33,7 +33,7 @@ from alerts.grouping import BurstGrouper, GroupingPolicy, GroupUpdate, Member
 from alerts.metrics import AlertMetrics
 from alerts.store import DeliveryLog, GroupStore
 from permwatch.deadletter import dead_letter, export_dead_letters
-from permwatch.events import TOPIC_EXPOSURES, DecodeError, ExposureEvent, decode, utcnow
+from permwatch.events import TOPIC_EXPOSURES, DecodeError, ExposureEvent, ExposureOpenedBy, decode, utcnow
 from permwatch.metrics import Metrics
 from permwatch.transport.base import Bus, Consumer, Record
 
@@ -121,6 +121,9 @@ class Dispatcher:
                 event = decode(record.value)
             except DecodeError as exc:
                 dead_letter(self.bus, record, exc.reason, stage="alerts", metrics=self.metrics)
+                continue
+            if isinstance(event, ExposureOpenedBy):
+                _log_opened_by(event)  # issue 18: said once here, never sent to a sink as an exposure
                 continue
             if not isinstance(event, ExposureEvent):
                 dead_letter(
@@ -251,3 +254,14 @@ def _describe(update: GroupUpdate) -> str:
     if len(update.events) == 1:
         return update.events[0].event_id
     return f"{len(update.events)} events of {update.group.group_id}"
+
+
+def _log_opened_by(event: ExposureOpenedBy) -> None:
+    """An outsider's open while exposed, as the processor marked it (issue 18): who, which exposure, how sure."""
+    log.warning(
+        "exposure %s: read by %s, outside the label, while exposed (%s, %s)",
+        event.exposure_id,
+        event.who if event.outsider else f"{event.who} (maybe outside: the list of outsiders was cut)",
+        event.how,
+        event.actor.confidence,
+    )

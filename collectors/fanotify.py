@@ -52,6 +52,7 @@ FAN_MARK_FILESYSTEM = 0x100
 # event bits
 FAN_ATTRIB = 0x4
 FAN_OPEN = 0x20
+FAN_OPEN_PERM = 0x10000
 FAN_Q_OVERFLOW = 0x4000
 FAN_EVENT_ON_CHILD = 0x08000000
 FAN_ONDIR = 0x40000000
@@ -114,7 +115,7 @@ class FanEvent:
 
     @property
     def is_open(self) -> bool:
-        return bool(self.mask & FAN_OPEN)
+        return bool(self.mask & (FAN_OPEN | FAN_OPEN_PERM))
 
 
 def read_status(pid: int) -> tuple[int, str] | None:

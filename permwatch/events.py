@@ -770,6 +770,43 @@ class DeadLetter(_Frozen):
     received_at: Time = Field(default_factory=utcnow)
 
 
+# ------------------------------------------------------------------ opens marked live (issue 18)
+
+
+class ExposureOpenedBy(Event):
+    """Someone outside the label opened a path of a folder while its exposure was open: the live processor's mark
+    of an ``fs.access`` record, on the ``exposures`` topic, keyed by the folder so it stays in order with the
+    exposure's own events. ``observed_at`` is the open's time (the access record's); never a file's contents."""
+
+    type: Literal["exposure.opened_by"] = "exposure.opened_by"
+    exposure_id: str = Field(min_length=1, max_length=128, pattern=_EVENT_ID)
+    folder: str = Field(min_length=1, max_length=4096)
+    path: str = Field(min_length=1, max_length=4096)
+    who: str = Field(min_length=1, max_length=256, description="the directory's name for the opener, else 'uid N'")
+    outsider: Bool | None = Field(
+        default=True, description="True: among the outsiders who could read; None: the list was cut, cannot tell"
+    )
+    actor: Actor
+    how: Literal["local", "smb"] = "local"
+    access_event_id: str = Field(min_length=1, max_length=128, pattern=_EVENT_ID)
+    detected_at: Time = Field(default_factory=utcnow)
+
+    _paths = field_validator("path", "folder")(_check_path)
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_EXPOSURES
+
+    @property
+    def key(self) -> str:
+        return self.folder
+
+
+def opened_by_event_id(exposure_id: str, access_event_id: str) -> str:
+    """The mark's id: the same exposure and access record give the same id (a restart re-marks nothing new)."""
+    return f"{exposure_id}.open.{hashlib.sha256(access_event_id.encode()).hexdigest()[:20]}"
+
+
 # -------------------------------------------------------------------- decoding
 
 AnyEvent = Annotated[
@@ -782,7 +819,8 @@ AnyEvent = Annotated[
     | ExposureEvent
     | FsAccessEvent
     | Decision
-    | SambaShare,
+    | SambaShare
+    | ExposureOpenedBy,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)

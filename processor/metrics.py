@@ -61,6 +61,7 @@ class ProcessorMetrics:
     processor_checkpoint_seconds: Gauge
     processor_checkpoint_bytes: Gauge
     detection_latency: Histogram
+    processor_opens_marked: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ProcessorMetrics:
@@ -99,5 +100,11 @@ class ProcessorMetrics:
                 "From the change being observed (the cause's time) to the exposure event (detected_at - observed_at).",
                 buckets=DETECTION_LATENCY_BUCKETS,
                 registry=registry,
+            ),
+            processor_opens_marked=counter(
+                "permwatch_processor_opens_marked_total",
+                "Opens of a labelled folder by someone outside its label while its exposure was open, marked live "
+                "(exposure.opened_by); outsider=unknown when the exposure's list of outsiders was cut (issue 18).",
+                ["outsider"],
             ),
         )

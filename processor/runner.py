@@ -40,12 +40,14 @@ from permwatch.config import ProcessorConfig
 from permwatch.deadletter import dead_letter, export_dead_letters
 from permwatch.events import (
     INPUT_TOPICS,
+    TOPIC_ACCESS,
     TOPIC_EXPOSURES,
     AnyEvent,
     DecodeError,
     ExposureEvent,
     ExposureKind,
     ExposureStatus,
+    FsAccessEvent,
     decode,
     encode,
     utcnow,
@@ -58,9 +60,18 @@ from processor.exposures import Verdict
 from processor.forensics import recorded_exposures
 from processor.ledger import PublishedLedger
 from processor.metrics import ProcessorMetrics
+from processor.open_marks import ExposureWindows
 from processor.published import PublishedRecord
 
 log = logging.getLogger("permwatch.processor")
+
+LIVE_TOPICS = (*INPUT_TOPICS, TOPIC_ACCESS)
+"""What the single processor reads: its inputs, and the opens it marks live (issue 18, processor/open_marks.py)."""
+MARK_DELAY_SECONDS = 2.0
+"""An open read while the processor is busy is marked once it has read everything (idle) or after this long, so
+the exposure change it follows (on another topic, read in any order) is applied first."""
+MARK_WAIT_LIMIT_SECONDS = 60.0
+"""How long a busy processor keeps an open that marks nothing yet (its exposure's opening may still be unread)."""
 
 
 class ProcessorRunner:
@@ -103,12 +114,17 @@ class ProcessorRunner:
         """Records replayed at start, until the state was rebuilt."""
         self.restart_seconds: float | None = None
         """From the process's start to the state rebuilt (checkpoint loaded, history up to the commit replayed)."""
+        # -- opens marked live (issue 18)
+        self.windows = ExposureWindows()
+        self._opens: list[tuple[float, FsAccessEvent]] = []
+        """live access records read and not yet judged, with when they were read"""
+        self.opens_marked = 0
 
     def run(self, stop: threading.Event) -> None:
         age = process_age()
         origin = time.monotonic() - (age or 0.0)
         replay_from = self._restore()
-        consumer = self.bus.consumer(INPUT_TOPICS, self.config.group, replay_history=True, replay_from=replay_from)
+        consumer = self.bus.consumer(LIVE_TOPICS, self.config.group, replay_history=True, replay_from=replay_from)
         log.info("processor started (group %s)", self.config.group)
         first_records_at: float | None = None
         rebuilding, held = True, []
@@ -137,6 +153,7 @@ class ProcessorRunner:
                     record = self._published()
                     self._fill_from_ledger(record)
                     adopted = self.engine.adopt(record)
+                    self.windows.adopt(record.last.values())
                     self.engine.decisions.forget_told(record.last)  # expiries the record already tells
                     self._book_from_engine()
                     log.info(
@@ -151,6 +168,8 @@ class ProcessorRunner:
                     reconcile_at = consumer.end_offsets() if isinstance(consumer, EndOffsets) else {}
                     records, held = held, []
                 self._handled_in_batches(records, consumer)
+                if self._opens and not rebuilding:
+                    self._mark_opens(idle=not records)
                 if record is not None and reconcile_at is not None:
                     done = consumer.reached(reconcile_at) if isinstance(consumer, EndOffsets) else not records
                     if done:
@@ -165,6 +184,8 @@ class ProcessorRunner:
                         self._publish_expired()
                 if self.checkpoints is not None and not rebuilding and self.checkpoints.due(self.covered):
                     self.checkpoints.save(self.engine, self.covered, records=self.records_covered)  # also once idle
+            if self._opens and not rebuilding:
+                self._mark_opens(idle=True)  # a clean stop judges the opens read (their records are committed)
             stopped = True
         finally:
             consumer.close()
@@ -308,7 +329,12 @@ class ProcessorRunner:
                     published += verdicts  # already the contract's events: their bytes are the validated event's
                 self._replaying = record.replayed
             event = self._decode(record)
-            if event is not None:
+            if isinstance(event, FsAccessEvent):
+                if not record.replayed:  # a replayed one was judged before the commit
+                    self._opens.append((time.monotonic(), event))
+                self.handled += 1
+                handled[record.topic, event.type] += 1
+            elif event is not None:
                 self.engine.apply(event)
                 self.handled += 1
                 handled[record.topic, event.type] += 1
@@ -334,8 +360,46 @@ class ProcessorRunner:
         self._count(handled, published)
         return published
 
+    def _mark_opens(self, *, idle: bool) -> None:
+        """Publish the marks of live opens (outsiders' opens while exposed): every open read, once the processor
+        has read all there is (``idle``); while it is busy, those read over ``MARK_DELAY_SECONDS`` ago that mark.
+        An open that does not mark yet waits for the idle moment (its exposure's change may still be unread),
+        but no longer than ``MARK_WAIT_LIMIT_SECONDS``."""
+        now_s = time.monotonic()
+        directory, now = self.engine.directory, self._clock()
+        waiting: list[tuple[float, FsAccessEvent]] = []
+        published = 0
+        for read_at, access in self._opens:
+            if not idle and now_s - read_at < MARK_DELAY_SECONDS:
+                waiting.append((read_at, access))
+                continue
+            mark = self.windows.mark(access, directory.name_of_uid, source=self.config.source, now=now)
+            if mark is None:
+                if not idle and now_s - read_at < MARK_WAIT_LIMIT_SECONDS:
+                    waiting.append((read_at, access))
+                continue
+            self.bus.publish(TOPIC_EXPOSURES, mark.key, encode(mark))
+            published += 1
+            if self.metrics is not None:
+                outsider = "true" if mark.outsider else "unknown"
+                self.metrics.part(ProcessorMetrics).processor_opens_marked.labels(outsider=outsider).inc()
+            log.info(
+                "exposure %s: opened by %s (outside the label%s) while exposed: %s",
+                mark.exposure_id,
+                mark.who,
+                "" if mark.outsider else "?",
+                mark.path,
+            )
+        self._opens = waiting
+        if published:
+            self.bus.flush()
+            self.opens_marked += published
+
     def _track(self, verdicts: list[Verdict]) -> None:
-        """Keep the open-exposure book (a metric) in step with the engine, replayed verdicts included."""
+        """Keep the open-exposure book (a metric) and the exposure windows (opens marked live) in step with the
+        engine, replayed verdicts included."""
+        for verdict in verdicts:
+            self.windows.note(verdict)
         if self.metrics is None:
             return
         for verdict in verdicts:
@@ -364,7 +428,7 @@ class ProcessorRunner:
         except DecodeError as exc:
             reason = exc.reason
         else:
-            if event.topic == record.topic and event.topic in INPUT_TOPICS:
+            if event.topic == record.topic and event.topic in LIVE_TOPICS:
                 return event
             reason = f"a {event.type} event does not belong on topic {record.topic}"
         if not record.replayed:

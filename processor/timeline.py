@@ -20,6 +20,7 @@ from permwatch.events import (
     Decision,
     DirectoryGroup,
     DirectoryUser,
+    ExposureOpenedBy,
     FsPermissionEvent,
     LabelAssigned,
     SambaShare,
@@ -108,6 +109,26 @@ def timeline_items(folder: str) -> Callable[[AnyEvent], TimelineItem | None]:
         return _entry(event, no_causes)
 
     return item
+
+
+def with_opens_marked(timeline: Timeline, marks: Sequence[ExposureOpenedBy]) -> Timeline:
+    """``timeline`` with an ``opened`` entry for each outsider's open the live processor marked (issue 18)."""
+    entries = [
+        TimelineEntry(
+            mark.observed_at,
+            "opened",
+            mark.path,
+            f"opened {mark.path} by {mark.who}, outside the label{'' if mark.outsider else ' (maybe)'}, "
+            f"while exposure {mark.exposure_id} was open ({mark.how}, {mark.actor.confidence})",
+            mark.event_id,
+        )
+        for mark in marks
+        if mark.folder == timeline.folder
+    ]
+    if not entries:
+        return timeline
+    merged = sorted([*timeline.entries, *entries], key=lambda entry: entry.at)
+    return Timeline(timeline.folder, merged, timeline.windows)
 
 
 def build_timeline(folder: str, observed: Sequence[TimelineItem | AnyEvent], windows: list[ExposureWindow]) -> Timeline:

@@ -2,10 +2,12 @@
 
 Only labelled folders are watched: each directory at or below one gets an
 inode mark for opens of itself and its entries (a filesystem-wide mark would
-cost every open on the disk). The marks are notification marks, never
-permission marks: the collector itself opens these folders when it walks
-them, and a permission mark would make it wait on itself. Its own opens are
-dropped. A thread reads the events as they come (a process can be asked who
+cost every open on the disk). The marks are notification marks unless the
+operator wants every reader named (``opens = "fanotify_permission"``): then
+permission marks hold each open until its process is named, and the
+collector's own opens (it walks these folders) are answered at once, so it
+never waits on itself (:mod:`collectors.fanotify_permission`). Its own opens
+are dropped. A thread reads the events as they come (a process can be asked who
 it is only while it lives) and queues one :class:`permwatch.events.FsAccessEvent`
 per (process, path) a minute; the collector's loop publishes them on the ``access``
 topic (:meth:`OpenSource.take`). Nothing of a file's contents is ever read.
@@ -18,6 +20,7 @@ import contextlib
 import logging
 import os
 import queue
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -28,11 +31,13 @@ from collectors.fanotify import (
     FAN_EVENT_ON_CHILD,
     FAN_ONDIR,
     FAN_OPEN,
+    FAN_OPEN_PERM,
     FanEvent,
     Fanotify,
     FanotifyUnavailable,
     Listener,
 )
+from collectors.fanotify_permission import RESPONSE_TIMEOUT, PermissionGroup
 from collectors.fs.actors import actor_from
 from collectors.fs.settings import FsCollectorConfig
 from permwatch.events import FsAccessEvent, LabelAssigned
@@ -41,6 +46,9 @@ log = logging.getLogger(__name__)
 
 K = TypeVar("K")
 OPEN_MASK = FAN_OPEN | FAN_EVENT_ON_CHILD | FAN_ONDIR
+OPEN_PERM_MASK = FAN_OPEN_PERM | FAN_EVENT_ON_CHILD | FAN_ONDIR
+OWN_OPEN_MASK = FAN_OPEN | FAN_ONDIR
+"""with ``mark_files``: on each directory and file itself, no events on children (see :class:`FanotifyOpens`)"""
 SETTLE_SECONDS = 0.02
 """Pause after reading a busy batch of opens, for the kernel to merge a busy reader's repeats."""
 BUSY_BATCH = 8
@@ -69,6 +77,10 @@ class RecentlySeen(Generic[K]):
             self._when.popitem(last=False)
 
 
+class _Marks(Protocol):
+    def mark(self, path: str, mask: int, *, remove: bool = False) -> None: ...
+
+
 class OpenSource(Protocol):
     """Watches labelled folders for opens; :meth:`take` hands over the access events read so far."""
 
@@ -84,9 +96,29 @@ class OpenSource(Protocol):
 
 
 class FanotifyOpens:
-    """Access records of labelled folders from fanotify; see the module docstring."""
+    """Access records of labelled folders from fanotify; see the module docstring.
 
-    def __init__(self, names: NameCache, *, source: str, settle_seconds: float = SETTLE_SECONDS) -> None:
+    ``permission=True`` (``[[fs]] opens = "fanotify_permission"``) uses permission marks instead
+    (:mod:`collectors.fanotify_permission`): each open waits until its process is named, so even a reader that
+    exits at once is named, at a round trip per open; every open is allowed, after at most ``response_timeout``.
+    """
+
+    def __init__(
+        self,
+        names: NameCache,
+        *,
+        source: str,
+        settle_seconds: float = SETTLE_SECONDS,
+        permission: bool = False,
+        response_timeout: float = RESPONSE_TIMEOUT,
+        mark_files: bool = False,
+    ) -> None:
+        """``mark_files`` (notification mode; bench/opens.py only): mark every file's own inode and every
+        directory's, without ``FAN_EVENT_ON_CHILD``. The kernel's work per open is then less than a directory's
+        watch on its children costs (0.6-0.8 against 1.0-1.1 µs, bench/README.md), but a file made or moved in
+        later is watched only once :meth:`created` is told of it, and the collector's loop tells of directories
+        only: until that is closed (a file opened in the moment between its creation and its mark is missed),
+        this is a measured design, not a setting."""
         self._settle_seconds = settle_seconds
         self._names = names
         self._source = source
@@ -95,48 +127,83 @@ class FanotifyOpens:
         self._seen: RecentlySeen[tuple[int, str]] = RecentlySeen(REPEAT_SECONDS, MAX_SEEN)
         self._out: queue.SimpleQueue[FsAccessEvent] = queue.SimpleQueue()
         self._listener = Listener("fs-opens")
-        self._lock = self._listener.lock
+        self._permission, self._response_timeout = permission, response_timeout
+        self._group: PermissionGroup | None = None
+        # A permission group's reader must never wait for a lock a marking thread holds while it opens a marked
+        # folder (it would wait on itself): it gets a lock of its own, which that reader never takes.
+        self._lock = threading.Lock() if permission else self._listener.lock
+        self._mask = OPEN_PERM_MASK if permission else OWN_OPEN_MASK if mark_files else OPEN_MASK
+        self._mark_files = mark_files and not permission
+        self._repeats = 0
+        """events of the batch being read that repeat an open recorded within the minute"""
         self._failed = False
 
-    def _started(self) -> Fanotify | None:
-        if self._listener.fan is None and not self._failed:
+    @property
+    def permission_group(self) -> PermissionGroup | None:
+        """The permission group when ``permission`` is on and started (its counters: answered, failsafe)."""
+        return self._group
+
+    def _marks(self) -> _Marks | None:
+        return self._group if self._permission else self._listener.fan
+
+    def _started(self) -> _Marks | None:
+        if self._marks() is None and not self._failed:
             try:
-                fan = Fanotify(dir_names=False)  # an open's own file handle names it, at less cost
+                if self._permission:
+                    self._group = PermissionGroup(
+                        self._record, response_timeout=self._response_timeout, skip=self._already_recorded
+                    )
+                else:
+                    fan = Fanotify(dir_names=False)  # an open's own file handle names it, at less cost
+                    self._listener.start(fan, self._read)
             except FanotifyUnavailable as exc:
                 self._failed = True
                 log.warning("opens: fanotify unavailable (%s); opens in labelled folders are not recorded", exc)
                 return None
-            self._listener.start(fan, self._read)
-        return self._listener.fan
+        return self._marks()
 
     def watch(self, folder: str) -> None:
         """Record opens in ``folder`` and everything below it."""
         with self._lock:
-            fan = self._started()
-            if fan is None:
+            marks = self._started()
+            if marks is None:
                 return
             self._folders.add(folder)
-            self._mark_tree(fan, folder)
+            self._mark_tree(marks, folder)
 
     def created(self, directory: str) -> None:
-        """A directory appeared: mark it (and what it holds) if it lies in a watched folder."""
+        """A directory appeared: mark it (and what it holds) if it lies in a watched folder (with ``mark_files``,
+        a file too)."""
         with self._lock:
-            if self._listener.fan is None or self._folder_of(directory) is None:
+            marks = self._marks()
+            if marks is None or self._folder_of(directory) is None:
                 return
-            self._mark_tree(self._listener.fan, directory)
+            if self._mark_files and not os.path.isdir(directory):
+                self._mark_each(marks, [directory], directory)
+                return
+            self._mark_tree(marks, directory)
 
-    def _mark_tree(self, fan: Fanotify, top: str) -> None:
-        """Mark every directory at or below ``top`` (os.walk follows no symlink); one warning for what failed."""
+    def _mark_tree(self, marks: _Marks, top: str) -> None:
+        """Mark every directory at or below ``top`` (os.walk follows no symlink; with ``mark_files`` every regular
+        file too); one warning for what failed."""
+        found: list[str] = []
+        for directory, _subdirs, files in os.walk(top):
+            found.append(directory)
+            if self._mark_files:
+                found += [p for p in (os.path.join(directory, f) for f in files) if not os.path.islink(p)]
+        self._mark_each(marks, found, top)
+
+    def _mark_each(self, marks: _Marks, paths: list[str], top: str) -> None:
         failed: list[tuple[str, FanotifyUnavailable]] = []
-        for directory, _subdirs, _files in os.walk(top):
-            if directory in self._marked:
+        for path in paths:
+            if path in self._marked:
                 continue
             try:
-                fan.mark(directory, OPEN_MASK)
+                marks.mark(path, self._mask)
             except FanotifyUnavailable as exc:  # gone meanwhile, or the marks limit (fs.fanotify.max_user_marks)
-                failed.append((directory, exc))
+                failed.append((path, exc))
                 continue
-            self._marked.add(directory)
+            self._marked.add(path)
         if failed:
             first, error = failed[0]
             log.warning("opens: cannot watch %d folder(s) below %s, e.g. %s (%s)", len(failed), top, first, error)
@@ -150,9 +217,10 @@ class FanotifyOpens:
                 if self._folder_of(directory) is not None:
                     continue  # a nested labelled folder still wants it
                 self._marked.discard(directory)
-                if self._listener.fan is not None:
+                marks = self._marks()
+                if marks is not None:
                     with contextlib.suppress(FanotifyUnavailable):  # gone already: its mark went with it
-                        self._listener.fan.mark(directory, OPEN_MASK, remove=True)
+                        marks.mark(directory, self._mask, remove=True)
 
     def _folder_of(self, path: str) -> str | None:
         while True:
@@ -164,16 +232,23 @@ class FanotifyOpens:
 
     def _read(self, fan: Fanotify) -> float:
         fan.events_read = 0
+        self._repeats = 0
         for event in fan.read(self._already_recorded):
             self._record(event)
         # Opens are read as they come: a process can be asked who it is only while it lives (one-off
-        # readers like cat live a millisecond or two). But when a batch shows a busy reader, a pause,
-        # so the kernel merges its repeated opens of one file into one queued event rather than this
-        # thread waking for each (bench/opens.py: ratio 0.40 without the pause, ~0.7 with it).
-        return self._settle_seconds if fan.events_read >= BUSY_BATCH else 0.0
+        # readers like cat live a millisecond or two). But when a batch shows a busy reader (many events, or
+        # any repeat of an open already recorded), a pause, so the kernel merges its repeated opens of one file
+        # into one queued event rather than this thread waking for each: once merging works a busy reader's
+        # batches hold one or two events, so their size alone stops telling (bench/opens.py: the watcher's CPU
+        # per open 4.2 µs with the size test alone, 0.3 µs with repeats too).
+        busy = fan.events_read >= BUSY_BATCH or self._repeats > 0
+        return self._settle_seconds if busy else 0.0
 
     def _already_recorded(self, pid: int, path: str | None) -> bool:
-        return (pid, path or "") in self._seen
+        if (pid, path or "") in self._seen:
+            self._repeats += 1
+            return True
+        return False
 
     def _record(self, event: FanEvent) -> None:
         if event.path is None or not event.is_open:
@@ -198,6 +273,8 @@ class FanotifyOpens:
 
     def close(self) -> None:
         self._listener.close()
+        if self._group is not None:
+            self._group.close()
 
 
 class NoOpens:
@@ -256,6 +333,9 @@ def _smb_audit(config: FsCollectorConfig, names: NameCache, source: str) -> Open
 OPEN_SOURCES: dict[str, Callable[[FsCollectorConfig, NameCache, str], OpenSource]] = {
     "none": lambda config, names, source: NoOpens(),
     "fanotify": lambda config, names, source: FanotifyOpens(names, source=source),
+    "fanotify_permission": lambda config, names, source: FanotifyOpens(
+        names, source=source, permission=True, response_timeout=config.opens_response_timeout_seconds
+    ),
     "smb_audit": _smb_audit,
 }
 """``[[fs]] opens`` names one, or several joined by commas, all of which record."""

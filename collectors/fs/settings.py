@@ -47,7 +47,16 @@ class FsCollectorConfig(Section):
         default="none",
         min_length=1,
         description="who opened what in labelled folders, published on the 'access' topic: a name in"
-        " collectors.fs.opens.OPEN_SOURCES (none; fanotify: local opens, same capabilities as actors)",
+        " collectors.fs.opens.OPEN_SOURCES (none; fanotify: local opens, same capabilities as actors;"
+        " fanotify_permission: local opens held until their process is named, so every reader is named, at a"
+        " round trip per open; never refused)",
+    )
+    opens_response_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="with opens = fanotify_permission: the longest an open waits for the collector; after it the"
+        " open is allowed unnamed (a stuck collector never blocks readers)",
     )
     smb_audit_log: Path | None = Field(
         default=None,

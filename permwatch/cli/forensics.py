@@ -22,7 +22,16 @@ from pydantic import ValidationError
 
 from permwatch.cli.settings import load_config
 from permwatch.config import Config, ConfigError, LabelsConfig
-from permwatch.events import INPUT_TOPICS, TOPIC_ACCESS, TOPIC_EXPOSURES, AnyEvent, Decision, ExposureEvent, Label
+from permwatch.events import (
+    INPUT_TOPICS,
+    TOPIC_ACCESS,
+    TOPIC_EXPOSURES,
+    AnyEvent,
+    Decision,
+    ExposureEvent,
+    ExposureOpenedBy,
+    Label,
+)
 from permwatch.transport import open_bus
 
 if TYPE_CHECKING:
@@ -209,6 +218,25 @@ def _recorded_exposures(config: Config) -> list[ExposureEvent]:
         bus.close()
 
 
+def _recorded_opened_by(config: Config, folder: str) -> list[ExposureOpenedBy]:
+    """The live processor's marks of outsiders' opens in ``folder`` while exposed (issue 18), in order."""
+    from permwatch.events import DecodeError, decode
+
+    bus = open_bus(config.transport)
+    try:
+        marks = []
+        for record in bus.history([TOPIC_EXPOSURES]):
+            try:
+                event = decode(record.value)
+            except DecodeError:
+                continue
+            if isinstance(event, ExposureOpenedBy) and event.folder == folder:
+                marks.append(event)
+        return marks
+    finally:
+        bus.close()
+
+
 def _exposures(args: argparse.Namespace, config: Config) -> int:
     from processor.forensics import exposure_windows
 
@@ -276,7 +304,7 @@ def _who_can_read(args: argparse.Namespace, config: Config) -> int:
 
 def _timeline(args: argparse.Namespace, config: Config) -> int:
     from processor.forensics import exposure_windows
-    from processor.timeline import build_timeline, render_html, timeline_items, to_json_text
+    from processor.timeline import build_timeline, render_html, timeline_items, to_json_text, with_opens_marked
 
     target = args.target
     if not target.startswith("/"):
@@ -297,6 +325,7 @@ def _timeline(args: argparse.Namespace, config: Config) -> int:
     else:
         result = _history_replay(config, gap_ms=args.gap_ms, keep=timeline_items(folder))
     timeline = build_timeline(folder, result.observed, exposure_windows(result.verdicts))
+    timeline = with_opens_marked(timeline, _recorded_opened_by(config, folder))  # issue 18
     text = {"text": timeline.to_text, "json": lambda: to_json_text(timeline), "html": lambda: render_html(timeline)}[
         args.format
     ]()

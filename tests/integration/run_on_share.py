@@ -13,15 +13,15 @@ from tests.integration.respond_rig import Rig
 
 @contextmanager
 def permwatch_run(
-    tmp_path: Path, share: Path, folder: Path, directory: dict[str, Any], extra: str = ""
+    tmp_path: Path, share: Path, folder: Path, directory: dict[str, Any], extra: str = "", opens: str = "fanotify"
 ) -> Iterator[Path]:
     """An all-in-one run (the respond rig) labelling ``folder`` for ``ledningsgrupp``, with the fanotify actor and
-    open sources, alerts to JSONL; yields the alerts file."""
+    open sources (``opens``: which), alerts to JSONL; yields the alerts file."""
     labels = (
         '[labels.definitions.ledning]\nallowed_groups = ["ledningsgrupp"]\n'
         f'[[labels.rules]]\nglob = "{folder}"\nlabel = "ledning"\n'
     )
-    rig = Rig(tmp_path, share, labels, extra=extra, fs='actors = "fanotify"\nopens = "fanotify"', directory=directory)
+    rig = Rig(tmp_path, share, labels, extra=extra, fs=f'actors = "fanotify"\nopens = "{opens}"', directory=directory)
     with rig.running():
         yield rig.alerts
     assert "fanotify unavailable" not in rig.log.read_text()

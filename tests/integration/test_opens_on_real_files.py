@@ -1,10 +1,12 @@
 """Opens while exposed, on real files: an outsider's ``cat`` during an exposure is in the breach report (#18).
 
-``permwatch run`` watches a share with ``[[fs]] actors`` and ``opens = "fanotify"``. erik, who owns the labelled
+``permwatch run`` watches a share with ``[[fs]] actors`` and ``opens = "fanotify"`` (and again with
+``"fanotify_permission"``, whose marks hold every open, the collector's own walks included). erik, who owns the labelled
 folder, opens it to everyone with ``chmod -R``; cecilia, outside the label, reads a file with ``cat`` (the real
 binary, as her uid, via ``setpriv``); erik closes it again; then cecilia's second ``cat`` is refused by the kernel,
 and erik's own, after the close, is recorded on the ``access`` topic but is no open *while exposed*. The report
-``permwatch breach-report`` writes names cecilia's open, once, and the counts of Art. 33(3)(c).
+``permwatch breach-report`` writes names cecilia's open, once, and the counts of Art. 33(3)(c). The processor
+marks her open live (``exposure.opened_by``) while the exposure is still open, and marks nothing else.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from permwatch.events import TOPIC_ACCESS, FsAccessEvent, decode
+from permwatch.events import TOPIC_ACCESS, TOPIC_EXPOSURES, ExposureOpenedBy, FsAccessEvent, decode
 from permwatch.transport.embedded import EmbeddedBus
 from tests.integration.held_commands import run_and_hold
 from tests.integration.pipeline import permwatch_exe, traversable_tempdir, wait_until
@@ -71,17 +73,37 @@ def opens_recorded(events_db: Path) -> list[FsAccessEvent]:
     return [e for e in found if isinstance(e, FsAccessEvent)]
 
 
+def marked_live(events_db: Path) -> list[ExposureOpenedBy]:
+    """The live processor's marks of outsiders' opens while exposed, on the ``exposures`` topic."""
+    bus = EmbeddedBus(events_db)
+    try:
+        found = [decode(record.value) for record in bus.history([TOPIC_EXPOSURES])]
+    finally:
+        bus.close()
+    return [e for e in found if isinstance(e, ExposureOpenedBy)]
+
+
+def processor_read_all_opens(events_db: Path) -> bool:
+    bus = EmbeddedBus(events_db)
+    try:
+        lag = bus.lag_probe([TOPIC_ACCESS], "permwatch-processor").lag()
+    finally:
+        bus.close()
+    return lag is not None and not any(lag.values())
+
+
 def opened_by(events_db: Path, uid: int, path: str) -> FsAccessEvent | None:
     return next((e for e in opens_recorded(events_db) if e.actor.uid == uid and e.path == path), None)
 
 
+@pytest.mark.parametrize("opens", ["fanotify", "fanotify_permission"])
 def test_an_outsiders_cat_while_exposed_is_in_the_report_and_opens_after_the_close_are_not(
-    share: Path, tmp_path: Path
+    share: Path, tmp_path: Path, opens: str
 ) -> None:
     folder = share / "ledning"
     file = str(folder / "protokoll.txt")
     events_db = tmp_path / "state" / "events.db"
-    with permwatch_run(tmp_path, share, folder, DIRECTORY, extra=LABEL.replace("[[fs]]", "")) as alerts:
+    with permwatch_run(tmp_path, share, folder, DIRECTORY, extra=LABEL.replace("[[fs]]", ""), opens=opens) as alerts:
         held = run_and_hold(ERIK["uid"], MGMT, "chmod", "o+rX", str(folder), file)
         opened = wait_until(lambda: record_saying(alerts, status="opened"), "the exposure")
         held.release()
@@ -91,6 +113,13 @@ def test_an_outsiders_cat_while_exposed_is_in_the_report_and_opens_after_the_clo
         during = wait_until(lambda: opened_by(events_db, CECILIA["uid"], file), "cecilia's open on the access topic")
         reader.release()
         assert during.actor.process == "cat" and during.actor.confidence == "pidfd" and during.folder == str(folder)
+        # marked live by the processor while the exposure is still open (issue 18)
+        live = wait_until(lambda: marked_live(events_db), "the processor's live mark of cecilia's open")
+        assert [(m.who, m.exposure_id, m.path, m.outsider) for m in live] == [
+            ("cecilia", opened["exposure_id"], file, True)
+        ]
+        assert live[0].access_event_id == during.event_id and live[0].observed_at == during.observed_at
+        assert record_saying(alerts, status="closed") is None
 
         held = run_and_hold(ERIK["uid"], MGMT, "chmod", "o-rwx", str(folder), file)
         wait_until(lambda: record_saying(alerts, status="closed"), "the close")
@@ -104,7 +133,11 @@ def test_an_outsiders_cat_while_exposed_is_in_the_report_and_opens_after_the_clo
         owner = run_and_hold(ERIK["uid"], MGMT, "cat", file)
         wait_until(lambda: opened_by(events_db, ERIK["uid"], file), "erik's open after the close")
         owner.release()
+        wait_until(lambda: processor_read_all_opens(events_db), "the processor to read erik's open")
     assert [e.actor.uid for e in opens_recorded(events_db) if e.path == file].count(CECILIA["uid"]) == 1
+    # erik's open after the close is on the access topic and the processor read it (a clean stop judges what it
+    # read), and it is not marked: the exposure had closed
+    assert [m.who for m in marked_live(events_db)] == ["cecilia"]
 
     config = tmp_path / "permwatch.toml"
     for fmt in ("markdown", "html"):

@@ -671,3 +671,16 @@ def test_a_marker_file_made_edited_or_removed_live_relabels_its_folder(root: Pat
         (folder / ".sensitivity").unlink()
         wait_for(lambda: len(emitter.labels()) == 3, what="the label withdrawn")
         assert emitter.labels()[-1].label is None
+
+
+def test_opens_names_the_permission_mode_and_its_timeout_is_a_checked_setting() -> None:
+    """``opens = "fanotify_permission"`` (#18) is a registered source; a timeout out of range names its key."""
+    import pydantic
+
+    from collectors.fs.opens import OPEN_SOURCES
+
+    assert "fanotify_permission" in OPEN_SOURCES
+    config = FsCollectorConfig(roots=["/srv/share"], opens="fanotify_permission", opens_response_timeout_seconds=0.5)
+    assert config.opens_response_timeout_seconds == 0.5
+    with pytest.raises(pydantic.ValidationError, match="opens_response_timeout_seconds"):
+        FsCollectorConfig(roots=["/srv/share"], opens_response_timeout_seconds=0)
