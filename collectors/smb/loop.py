@@ -23,6 +23,7 @@ from typing import Protocol
 
 from smbprotocol.exceptions import SMBException
 
+from collectors.smb.channel import ChannelError
 from collectors.smb.notify import Change, Watches
 from collectors.smb.share import RemoteFolder, SmbError, SmbShare
 from collectors.smb.tree import walk
@@ -86,7 +87,7 @@ class ShareLoop:
                 share.connect()
                 backoff = 1.0
                 self._serve(share, stopping)
-            except (SmbError, ConnectionLost, SMBException, OSError) as exc:
+            except (SmbError, ChannelError, ConnectionLost, SMBException, OSError) as exc:
                 log.warning("share %s: %s; reconnecting in %.0f s", share.unc, _one_line(exc), backoff)
                 self.reconnects += 1
                 stopping.wait(backoff)
