@@ -35,7 +35,10 @@ _GONE = ("STATUS_OBJECT_NAME_NOT_FOUND", "STATUS_OBJECT_PATH_NOT_FOUND", "STATUS
 
 
 class FolderSink(Protocol):
-    """Where the loop reports: a folder read (descriptor or error) and a folder gone, with when it was seen."""
+    """Where the loop reports: a walk about to start, a folder read (descriptor or error) and a folder gone, with
+    when it was seen."""
+
+    def reconciling(self) -> None: ...
 
     def folder(self, folder: RemoteFolder, observed_at: float, *, new: bool) -> None: ...
 
@@ -114,6 +117,7 @@ class ShareLoop:
 
     def _reconcile(self, share: SmbShare, watches: Watches) -> None:
         """Walk every root: what differs from what was reported is reported, what is gone too; then flush."""
+        self._sink.reconciling()
         for root in self._options.roots:
             self._walk(share, watches, root)
         self._sink.scanned(self._clock())
