@@ -78,6 +78,7 @@ class ShareLoop:
         self._options = options
         self._clock = clock
         self._digests: dict[str, bytes] = {}
+        self._children: dict[str, set[str]] = {}  # reported folders by parent: `_below` without a scan of all
         self.connected = threading.Event()
         self.reconnects = 0
 
@@ -161,16 +162,57 @@ class ShareLoop:
         if known == digest:
             return
         self._digests[folder.path] = digest
+        if known is None:
+            self._link(folder.path)
         self._sink.folder(folder, self._clock(), new=known is None)
 
     def _report_removed(self, paths: Iterable[str]) -> None:
         for path in sorted(paths, reverse=True):  # children before their parent
             if self._digests.pop(path, None) is not None:
+                self._unlink(path)
                 self._sink.removed(path, self._clock())
 
+    def _link(self, path: str) -> None:
+        """Index ``path`` under its parent, and an unreported parent under its own (a root below the share's
+        root, a folder reported after its parent went): every reported folder is reachable from ``""``."""
+        while path:
+            parent = _parent(path)
+            siblings = self._children.setdefault(parent, set())
+            if path in siblings:
+                return
+            siblings.add(path)
+            if parent in self._digests:
+                return
+            path = parent
+
+    def _unlink(self, path: str) -> None:
+        """Drop ``path`` from the index unless it still leads to reported folders; then its unreported parents
+        likewise."""
+        while path and path not in self._digests and not self._children.get(path):
+            self._children.pop(path, None)
+            parent = _parent(path)
+            siblings = self._children.get(parent)
+            if siblings is None:
+                return
+            siblings.discard(path)
+            if not siblings:
+                del self._children[parent]
+            path = parent
+
     def _below(self, path: str) -> list[str]:
-        prefix = f"{path}/" if path else ""
-        return [p for p in self._digests if p == path or p.startswith(prefix)]
+        """``path`` (when reported) and every reported folder under it, through the index of children: a
+        removal or the end of a walk costs what lies below, not a scan of the whole share."""
+        found, stack = [], [path]
+        while stack:
+            current = stack.pop()
+            if current in self._digests:
+                found.append(current)
+            stack.extend(self._children.get(current, ()))
+        return found
+
+
+def _parent(path: str) -> str:
+    return path.rpartition("/")[0]
 
 
 def _digest(folder: RemoteFolder) -> bytes:
