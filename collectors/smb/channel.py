@@ -93,6 +93,9 @@ class Channel:
         self.lost: str | None = None
         self._closing = False
         self._socket.settimeout(KEEPALIVE_SECONDS)
+        # small requests go out at once: with Nagle's algorithm a watch's CHANGE_NOTIFY, sent right after the
+        # compound that opened its folder, waited for the server's ACK (measured: 11 ms a batch of 4 folders)
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = threading.Thread(target=self._read, name=f"smb-channel-{connection.server_name}", daemon=True)
         self._reader.start()
 
