@@ -5,7 +5,11 @@ fills its share with ``--folders`` folders (``--fanout`` per level, a few files 
 ``smbclient -c 'recurse; ls'`` over the whole share (the baseline: it lists, it reads no descriptor), and
 `collectors.smb.tree.walk` reading every folder's security descriptor and subfolders with 1, 8 and 16 folders
 in flight, and the collector's baseline proper: 8 in flight with each folder's change notification armed first.
-Target (issue 17): the baseline at ≥ 0.5× the listing's folders/s. Needs root (smbd, useradd).
+Target (issue 17): the baseline at ≥ 0.5× the listing's folders/s. Beside each rate, the client's CPU per folder
+(ours: this process; smbclient's: the child's), which the machine's load does not inflate as it does wall time,
+and the server's (every process started with this server's smb.conf: smbd, its notifyd…), which shows where an
+armed baseline's time goes: each watch Samba holds makes the next one dearer.
+Needs root (smbd, useradd).
 
     .venv/bin/python bench/smb_baseline.py [--folders 5000] [--fanout 20]
 """
@@ -14,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -47,28 +53,51 @@ def fill(root: Path, folders: int, fanout: int) -> int:
     return made + 1  # and the root
 
 
-def listing_seconds(samba: SambaFileServer) -> float:
-    started = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def server_cpu(samba: SambaFileServer) -> float:
+    """CPU seconds of this server's live processes so far (smbd's child serving our open connection among them;
+    the children of closed connections are gone, and their time is not counted against the next walk)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if str(samba.conf_path).encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def listing_seconds(samba: SambaFileServer) -> tuple[float, float]:
+    """Wall and CPU seconds of ``smbclient -c 'recurse; ls'``."""
+    cpu, started = _children_cpu(), time.perf_counter()
     subprocess.run(
         ["smbclient", samba.unc, "-U", samba.credentials(ADMIN_USER), "-c", "recurse; ls"],
         check=True,
         capture_output=True,
         timeout=3600,
     )
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _children_cpu() - cpu
 
 
-def walk_seconds(samba: SambaFileServer, in_flight: int, expected: int, *, armed: bool = False) -> float:
+def walk_seconds(samba: SambaFileServer, in_flight: int, expected: int, *, armed: bool = False) -> tuple[float, float]:
+    """Wall and CPU seconds (this process, every thread) of a walk."""
     account, password = samba.credentials(ADMIN_USER).split("%", 1)
     with SmbShare(samba.host, "share", account, password, credits=max(64, in_flight * 5 + 8)) as share:
         watches = Watches(share) if armed else None
-        started = time.perf_counter()
+        served, cpu, started = server_cpu(samba), time.process_time(), time.perf_counter()
         arm = watches.arm_and_send if watches is not None else None
         count = sum(1 for folder in walk(share, in_flight=in_flight, send=arm) if folder.descriptor)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        served = server_cpu(samba) - served
     if count != expected:
         raise SystemExit(f"walk read {count} descriptors, the share has {expected} folders")
-    return seconds
+    return seconds, cpu, served
 
 
 def main() -> None:
@@ -80,19 +109,37 @@ def main() -> None:
     with SambaFileServer(work, {}) as samba:
         total = fill(samba.share_path, args.folders, args.fanout)
         listing_seconds(samba)  # warm the server's caches for both sides alike
-        listing = listing_seconds(samba)
-        result = {"folders": total, "smbclient_listing_folders_per_s": round(total / listing)}
-        print(f"{total} folders; smbclient recurse ls: {listing:.2f} s, {total / listing:,.0f} folders/s")
+        listing, listing_cpu = listing_seconds(samba)
+        result: dict[str, float] = {
+            "folders": total,
+            "smbclient_listing_folders_per_s": round(total / listing),
+            "smbclient_cpu_us_per_folder": round(listing_cpu / total * 1e6),
+        }
+        print(
+            f"{total} folders; smbclient recurse ls: {listing:.2f} s, {total / listing:,.0f} folders/s, "
+            f"client CPU {listing_cpu / total * 1e6:.0f} µs/folder"
+        )
         for in_flight in (1, 8, 16):
-            seconds = walk_seconds(samba, in_flight, total)
+            seconds, cpu, served = walk_seconds(samba, in_flight, total)
             rate = total / seconds
             result[f"walk_{in_flight}_in_flight_folders_per_s"] = round(rate)
             result[f"walk_{in_flight}_in_flight_ratio"] = round(rate / (total / listing), 2)
-            print(f"walk, {in_flight:2d} in flight: {seconds:.2f} s, {rate:,.0f} folders/s, {listing / seconds:.2f}×")
-        seconds = walk_seconds(samba, 8, total, armed=True)  # the collector's baseline: each folder's watch armed
+            result[f"walk_{in_flight}_in_flight_cpu_us_per_folder"] = round(cpu / total * 1e6)
+            result[f"walk_{in_flight}_in_flight_server_cpu_us_per_folder"] = round(served / total * 1e6)
+            print(
+                f"walk, {in_flight:2d} in flight: {seconds:.2f} s, {rate:,.0f} folders/s, {listing / seconds:.2f}×, "
+                f"client CPU {cpu / total * 1e6:.0f} µs/folder, server CPU {served / total * 1e6:.0f} µs/folder"
+            )
+        seconds, cpu, served = walk_seconds(samba, 8, total, armed=True)  # the collector's baseline: watches armed
         result["baseline_armed_folders_per_s"] = round(total / seconds)
         result["baseline_armed_ratio"] = round(listing / seconds, 2)
-        print(f"walk, 8 in flight, arming a watch per folder: {seconds:.2f} s, {total / seconds:,.0f} folders/s")
+        result["baseline_armed_cpu_us_per_folder"] = round(cpu / total * 1e6)
+        result["baseline_armed_server_cpu_us_per_folder"] = round(served / total * 1e6)
+        print(
+            f"walk, 8 in flight, arming a watch per folder: {seconds:.2f} s, {total / seconds:,.0f} folders/s, "
+            f"{listing / seconds:.2f}×, client CPU {cpu / total * 1e6:.0f} µs/folder, "
+            f"server CPU {served / total * 1e6:.0f} µs/folder"
+        )
     print(json.dumps(result))
 
 

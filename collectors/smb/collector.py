@@ -6,8 +6,14 @@ ACL of source ``smb`` (the server's own check decides alone; no POSIX part), und
 as ``deleted``; each full walk as ``fs.scan_completed`` of every root (``baseline`` the first time, ``reconcile``
 after). Events go out in batches per unit and are flushed after each walk and each round of changes.
 
+Before each walk the share's own ACL is read over srvsvc (`srvsvc.py`) and, when it changed, published as an
+``smb.share`` event of the share's published path: the processor's share gate then narrows the readers of
+everything below it, as for a local Samba share (no ``valid users``/``invalid users``: SMB does not tell them).
+Servers give a share's ACL to administrators only; for another account the event carries why (the processor
+then narrows nobody and says so) and a warning is logged once.
+
 What is not read: files (a file whose own ACL differs from its folder's is not seen; labels govern folders), the
-share-level ACL (``net sharesec``; the server enforces it on top), the SACL. A folder the service account
+SACL. A folder the service account
 cannot open or whose descriptor does not decode is published with the reason in place of its ACL (the processor
 then counts everybody as a reader, each grant saying why: never silently allowed) and named once in a warning:
 give the account read access (READ_CONTROL and List Folder) to the whole share.
@@ -26,8 +32,19 @@ from collectors.ntacl import NtAclError, decode_security_descriptor
 from collectors.runner import BusEmitter
 from collectors.smb.loop import LoopOptions, ShareLoop
 from collectors.smb.settings import SmbCollectorConfig
-from collectors.smb.share import RemoteFolder, SmbShare
-from permwatch.events import FsKind, FsPermissionEvent, Label, LabelAssigned, NtAcl, ObjectType, ScanCompleted
+from collectors.smb.share import RemoteFolder, SmbError, SmbShare
+from collectors.smb.srvsvc import read_share_acl
+from permwatch.events import (
+    FsKind,
+    FsPermissionEvent,
+    Label,
+    LabelAssigned,
+    NtAce,
+    NtAcl,
+    ObjectType,
+    SambaShare,
+    ScanCompleted,
+)
 
 log = logging.getLogger("permwatch.collectors.smb")
 
@@ -47,6 +64,7 @@ class SmbCollector:
         self._seen = 0
         self._changed = 0
         self._warned: set[str] = set()
+        self._share_acl: tuple[tuple[NtAce, ...] | None, str | None] | None = None
         self.unreadable = 0
         self.loop = ShareLoop(
             self._share,
@@ -78,6 +96,31 @@ class SmbCollector:
         )
 
     # -- FolderSink ----------------------------------------------------------------------------------------------
+
+    def reconciling(self) -> None:
+        """The share's own ACL, read over srvsvc before each walk; published when it changed."""
+        s = self.settings
+        try:
+            read = read_share_acl(
+                s.server, s.share, s.username, self._password, port=s.port, encrypt=s.encrypt, auth=s.auth
+            )
+        except ValueError as exc:  # smbprotocol's "cannot connect": the loop reconnects with backoff
+            raise SmbError(f"cannot read the share ACL of {self._unc}: {exc}") from None
+        acl, error = share_acl_of(read.descriptor, read.error)
+        if error is not None and "share-acl" not in self._warned:
+            self._warned.add("share-acl")
+            log.warning(
+                "smb collector %s: the share ACL of %s is not read (%s): readers are not narrowed by it",
+                s.collector_id,
+                self._unc,
+                error,
+            )
+        if (acl, error) == self._share_acl:
+            return
+        self._share_acl = (acl, error)
+        self._emitter.emit(
+            SambaShare(name=s.share, path=s.published_path(""), acl=acl, error=error, source=s.collector_id)
+        )
 
     def folder(self, folder: RemoteFolder, observed_at: float, *, new: bool) -> None:
         self._seen += 1
@@ -166,6 +209,23 @@ class SmbCollector:
                 why,
             )
         return NtAcl(source="smb", error=why[:300], bypass_traverse=self._bypass)
+
+
+def share_acl_of(descriptor: bytes | None, error: str | None) -> tuple[tuple[NtAce, ...] | None, str | None]:
+    """The share ACL as ``smb.share`` carries it: its DACL's ACEs (a NULL DACL admits all: Everyone FULL, as
+    Samba serves a share with none stored), or why there is none. A server that answers without a descriptor
+    (Samba does so for an account that is not root) has not given it."""
+    if error is not None:
+        return None, error[:300]
+    if descriptor is None:
+        return None, "the server sent no share security descriptor (it gives one to administrators only)"
+    try:
+        served = nt_acl_of(decode_security_descriptor(descriptor))
+    except NtAclError as exc:
+        return None, f"share descriptor does not decode: {exc}"[:300]
+    if not served.dacl_present or served.dacl is None:
+        return (NtAce(type="allow", flags=(), mask=0x001F01FF, trustee="S-1-1-0"),), None
+    return served.dacl, None
 
 
 def _time(when: float) -> datetime:

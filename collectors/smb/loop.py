@@ -23,6 +23,7 @@ from typing import Protocol
 
 from smbprotocol.exceptions import SMBException
 
+from collectors.smb.channel import ChannelError
 from collectors.smb.notify import Change, Watches
 from collectors.smb.share import RemoteFolder, SmbError, SmbShare
 from collectors.smb.tree import walk
@@ -34,7 +35,10 @@ _GONE = ("STATUS_OBJECT_NAME_NOT_FOUND", "STATUS_OBJECT_PATH_NOT_FOUND", "STATUS
 
 
 class FolderSink(Protocol):
-    """Where the loop reports: a folder read (descriptor or error) and a folder gone, with when it was seen."""
+    """Where the loop reports: a walk about to start, a folder read (descriptor or error) and a folder gone, with
+    when it was seen."""
+
+    def reconciling(self) -> None: ...
 
     def folder(self, folder: RemoteFolder, observed_at: float, *, new: bool) -> None: ...
 
@@ -74,6 +78,7 @@ class ShareLoop:
         self._options = options
         self._clock = clock
         self._digests: dict[str, bytes] = {}
+        self._children: dict[str, set[str]] = {}  # reported folders by parent: `_below` without a scan of all
         self.connected = threading.Event()
         self.reconnects = 0
 
@@ -86,7 +91,7 @@ class ShareLoop:
                 share.connect()
                 backoff = 1.0
                 self._serve(share, stopping)
-            except (SmbError, ConnectionLost, SMBException, OSError) as exc:
+            except (SmbError, ChannelError, ConnectionLost, SMBException, OSError) as exc:
                 log.warning("share %s: %s; reconnecting in %.0f s", share.unc, _one_line(exc), backoff)
                 self.reconnects += 1
                 stopping.wait(backoff)
@@ -113,6 +118,7 @@ class ShareLoop:
 
     def _reconcile(self, share: SmbShare, watches: Watches) -> None:
         """Walk every root: what differs from what was reported is reported, what is gone too; then flush."""
+        self._sink.reconciling()
         for root in self._options.roots:
             self._walk(share, watches, root)
         self._sink.scanned(self._clock())
@@ -156,16 +162,57 @@ class ShareLoop:
         if known == digest:
             return
         self._digests[folder.path] = digest
+        if known is None:
+            self._link(folder.path)
         self._sink.folder(folder, self._clock(), new=known is None)
 
     def _report_removed(self, paths: Iterable[str]) -> None:
         for path in sorted(paths, reverse=True):  # children before their parent
             if self._digests.pop(path, None) is not None:
+                self._unlink(path)
                 self._sink.removed(path, self._clock())
 
+    def _link(self, path: str) -> None:
+        """Index ``path`` under its parent, and an unreported parent under its own (a root below the share's
+        root, a folder reported after its parent went): every reported folder is reachable from ``""``."""
+        while path:
+            parent = _parent(path)
+            siblings = self._children.setdefault(parent, set())
+            if path in siblings:
+                return
+            siblings.add(path)
+            if parent in self._digests:
+                return
+            path = parent
+
+    def _unlink(self, path: str) -> None:
+        """Drop ``path`` from the index unless it still leads to reported folders; then its unreported parents
+        likewise."""
+        while path and path not in self._digests and not self._children.get(path):
+            self._children.pop(path, None)
+            parent = _parent(path)
+            siblings = self._children.get(parent)
+            if siblings is None:
+                return
+            siblings.discard(path)
+            if not siblings:
+                del self._children[parent]
+            path = parent
+
     def _below(self, path: str) -> list[str]:
-        prefix = f"{path}/" if path else ""
-        return [p for p in self._digests if p == path or p.startswith(prefix)]
+        """``path`` (when reported) and every reported folder under it, through the index of children: a
+        removal or the end of a walk costs what lies below, not a scan of the whole share."""
+        found, stack = [], [path]
+        while stack:
+            current = stack.pop()
+            if current in self._digests:
+                found.append(current)
+            stack.extend(self._children.get(current, ()))
+        return found
+
+
+def _parent(path: str) -> str:
+    return path.rpartition("/")[0]
 
 
 def _digest(folder: RemoteFolder) -> bytes:

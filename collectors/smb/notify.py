@@ -6,9 +6,9 @@ non-recursive watch on a folder reports both its own changes (an entry with an e
 (`arm`), kept open on a handle of its own; an answered watch is re-armed on the same handle (the server keeps
 collecting changes for a handle between two requests).
 
-smbprotocol's own watcher runs a thread per watch; here each watch's request gets a `_Signal` in place of its
-response event, which puts the answered request in one queue, so one thread serves thousands of watches. What
-`changes` returns says what to read again:
+smbprotocol's own watcher runs a thread per watch; here each watch's request carries a callback of the
+connection's `Channel` that puts the answered request in one queue, so one thread serves thousands of watches.
+What `changes` returns says what to read again:
 
 - ``Change(path, "changed")``: the folder itself, a child added/modified/renamed (the child's path);
 - ``Change(path, "removed")``: a child removed or renamed away; its watches are dropped;
@@ -22,16 +22,15 @@ from __future__ import annotations
 import contextlib
 import queue
 import struct
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from smbprotocol.change_notify import CompletionFilter, SMB2ChangeNotifyRequest
-from smbprotocol.exceptions import NotifyEnumDir, SMBException, SMBResponseException
-from smbprotocol.header import NtStatus
+from smbprotocol.change_notify import CompletionFilter
 
-from collectors.smb.share import READ_ACCESS, InFlight, SmbError, SmbShare, status_name
+from collectors.smb import wire
+from collectors.smb.channel import ChannelError, Pending
+from collectors.smb.share import READ_ACCESS, InFlight, SmbError, SmbShare
 
 # a folder's ACL change needs an attribute bit beside SECURITY (SECURITY alone fires nothing for folders on Samba)
 FILTER = (
@@ -52,24 +51,11 @@ class Change:
     kind: Kind
 
 
-class _Signal(threading.Event):
-    """A request's response event that also reports the request into the watches' queue when set."""
-
-    def __init__(self, answered: queue.SimpleQueue[object], request: object) -> None:
-        super().__init__()
-        self._answered = answered
-        self._request = request
-
-    def set(self) -> None:
-        super().set()
-        self._answered.put(self._request)
-
-
 @dataclass
 class _Watch:
     path: str
     file_id: bytes
-    request: object | None = None
+    request: Pending | None = None
 
 
 class Watches:
@@ -78,7 +64,7 @@ class Watches:
     def __init__(self, share: SmbShare, *, buffer: int = _BUFFER) -> None:
         self.share = share
         self.buffer = buffer
-        self._answered: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._answered: queue.SimpleQueue[Pending] = queue.SimpleQueue()
         self._by_request: dict[int, _Watch] = {}
         self._by_path: dict[str, _Watch] = {}
         self._lost = False
@@ -115,7 +101,7 @@ class Watches:
                 self._by_path[path] = watch
                 self._send(watch)
             else:
-                failed[path] = status_name(opened)
+                failed[path] = opened
         return failed
 
     def disarm_below(self, path: str) -> None:
@@ -125,7 +111,7 @@ class Watches:
             watch = self._by_path.pop(watched)
             if watch.request is not None:
                 self._by_request.pop(id(watch.request), None)
-            with contextlib.suppress(SMBException, OSError):
+            with contextlib.suppress(SmbError):
                 self.share.close_handle(watch.file_id)  # the server answers the pending notify: NOTIFY_CLEANUP
 
     def changes(self, timeout: float) -> list[Change]:
@@ -155,61 +141,38 @@ class Watches:
 
     def _alive(self) -> bool:
         try:
-            return bool(self.share.connection.transport.connected)
+            return self.share.channel.alive
         except SmbError:
             return False
 
     def _send(self, watch: _Watch) -> None:
-        connection, session, tree = self.share.connection, self.share.session, self.share.tree
-        notify = SMB2ChangeNotifyRequest()
-        notify["output_buffer_length"] = self.buffer
-        notify["file_id"] = watch.file_id
-        notify["completion_filter"] = FILTER
-        request = connection.send(notify, session.session_id, tree.tree_connect_id)
-        with request.response_event_lock:  # the worker sets the event under this lock: no answer slips between
-            answered_already = request.response_event.is_set()
-            request.response_event = _Signal(self._answered, request)
-            if answered_already:
-                request.response_event.set()
-        watch.request = request
-        self._by_request[id(request)] = watch
+        notify = wire.change_notify(watch.file_id, FILTER, self.buffer)
+        watch.request = self.share.channel.submit([(wire.CHANGE_NOTIFY, notify)], callback=self._answered.put)[0]
+        self._by_request[id(watch.request)] = watch
 
-    def _answer(self, request: object) -> Iterator[Change]:
-        with request.response_event_lock:  # type: ignore[attr-defined]
-            response = request.response  # type: ignore[attr-defined]
-            if response is not None and response["status"].get_value() == NtStatus.STATUS_PENDING:
-                # the interim answer, or, when the connection died, smbprotocol waking every waiter on its way out
-                request.response_event.clear()  # type: ignore[attr-defined]
-                self._lost = self._lost or not self._alive()
-                return
+    def _answer(self, request: Pending) -> Iterator[Change]:
         watch = self._by_request.pop(id(request), None)
-        if watch is None:  # a disarmed watch's last answer (NOTIFY_CLEANUP): taken so the connection forgets it
-            with contextlib.suppress(SMBException, OSError):
-                self.share.connection.receive(request, timeout=5)
+        answer = request.answer
+        if answer is None:  # the connection ended
+            self._lost = True
             return
-        try:
-            answer = self.share.connection.receive(request, timeout=5)
-        except NotifyEnumDir:
+        if watch is None:  # a disarmed watch's last answer (NOTIFY_CLEANUP)
+            return
+        if answer.status == wire.STATUS_NOTIFY_ENUM_DIR:
             yield Change(watch.path, "rescan")
-        except SMBResponseException:  # the folder went away, or its handle was closed under it
+        elif answer.status != wire.STATUS_SUCCESS:  # the folder went away, or its handle was closed under it
             self._by_path.pop(watch.path, None)
             yield Change(watch.path, "rescan")
             return
-        except (SMBException, OSError):
-            self._lost = True
-            return
         else:
-            yield from self._entries(watch.path, answer["data"].get_value())
+            yield from self._entries(watch.path, answer.buffer)
         try:
             self._send(watch)
-        except (SMBException, OSError):
+        except ChannelError:
             self._lost = True
 
-    def _entries(self, folder: str, data: bytes) -> Iterator[Change]:
-        """FILE_NOTIFY_INFORMATION entries (MS-FSCC 2.7.1): next offset, action, name length, UTF-16 name; the
-        answer's buffer offset counts from the SMB2 header (64 bytes before ``data``)."""
-        offset, length = struct.unpack_from("<HI", data, 2)
-        buffer = data[offset - 64 : offset - 64 + length]
+    def _entries(self, folder: str, buffer: bytes) -> Iterator[Change]:
+        """FILE_NOTIFY_INFORMATION entries (MS-FSCC 2.7.1): next offset, action, name length, UTF-16 name."""
         if not buffer:  # a zero-length answer: something changed, no details
             yield Change(folder, "rescan")
             return

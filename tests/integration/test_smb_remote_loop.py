@@ -43,7 +43,11 @@ class Sink:
         self.gone: list[str] = []
         self.new: list[str] = []
         self.scans = 0
+        self.reconciles = 0
         self.flushes = 0
+
+    def reconciling(self) -> None:
+        self.reconciles += 1
 
     def folder(self, folder: RemoteFolder, observed_at: float, *, new: bool) -> None:
         with self.lock:
@@ -137,5 +141,6 @@ def test_a_reconcile_that_finds_nothing_new_reports_nothing(samba: SambaFileServ
     try:
         sink.wait(lambda: sink.scans >= 3, "three reconciles")
         assert len(sink.folders) == 7 and sink.gone == []
+        assert sink.reconciles in (sink.scans, sink.scans + 1)  # told before each walk (the next may have begun)
     finally:
         stopping.set()

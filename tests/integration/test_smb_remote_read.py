@@ -102,3 +102,14 @@ def test_a_wrong_password_is_a_one_line_error_without_the_password(samba: SambaF
     assert samba.account("reader") in str(raised.value)
     with pytest.raises(SmbError, match="cannot reach"):
         SmbShare("127.0.0.1", "share", "x", "y", port=1, timeout=2).connect()
+
+
+def test_an_encrypted_session_and_a_narrow_credit_window_read_the_same(samba: SambaFileServer) -> None:
+    """SMB3 encryption (the channel's transform through smbprotocol's ciphers) and a window of 8 credits (two
+    folders in flight, each send taking the credits the last answers granted) read what a signed session reads."""
+    account, password = samba.credentials(ADMIN_USER).split("%", 1)
+    with SmbShare(samba.host, "share", account, password) as share:
+        signed = {f.path: f for f in walk(share, in_flight=8)}
+    with SmbShare(samba.host, "share", account, password, encrypt=True, credits=8) as share:
+        encrypted = {f.path: f for f in walk(share, in_flight=16)}
+    assert encrypted == signed and len(signed) == len(local_folders(samba.share_path))

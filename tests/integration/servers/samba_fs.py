@@ -155,6 +155,9 @@ class SambaFileServer(StartedInWith):
             self._server.spawn(
                 [smbd, "--foreground", "--no-process-group", "--debug-stdout", f"--configfile={self.conf_path}"],
                 cwd=self.workdir,
+                # a standalone server asks no winbindd: one running on this machine for an AD DC (its socket is in
+                # the default /run/samba/winbindd) would map our users' SIDs to its own uids (LOGON_FAILURE)
+                env={**os.environ, "_NO_WINBINDD": "1"},
             )
             self._server.wait_ready(
                 lambda: port_accepts(self.host, self.port),
