@@ -33,10 +33,10 @@ from permwatch.events import (
     Label,
     LabelAssigned,
     ObjectType,
+    decode,
     unbatched,
 )
 from permwatch.transport.base import Record
-from permwatch.wire_decode import decode_fast
 from processor.engine import Engine
 from processor.exposures import Verdict
 from processor.gcpause import gc_paused
@@ -133,7 +133,7 @@ def _feed(
         if progress is not None and result.events % 10_000 == 0:
             progress(result.events)
         try:
-            event = decode_fast(record.value)
+            event = decode(record.value)
         except DecodeError:
             result.undecodable += 1  # dead-lettered by the live processor already
             continue

@@ -46,12 +46,12 @@ from permwatch.events import (
     ExposureEvent,
     ExposureKind,
     ExposureStatus,
+    decode,
     encode,
     utcnow,
 )
 from permwatch.metrics import Metrics
 from permwatch.transport.base import Bus, Consumer, EndOffsets, Record, ReplayProgress
-from permwatch.wire_decode import decode_fast
 from processor.checkpoint import Checkpoints, Offsets, Restored, process_age
 from processor.engine import Engine
 from processor.exposures import Verdict
@@ -360,7 +360,7 @@ class ProcessorRunner:
     def _decode(self, record: Record) -> AnyEvent | None:
         """The record's event, or None after dead-lettering it (once: not again while replaying)."""
         try:
-            event = decode_fast(record.value)
+            event = decode(record.value)
         except DecodeError as exc:
             reason = exc.reason
         else:
