@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from permwatch.events import (
-    AclEntry,
     AnyEvent,
     Decision,
     DirectoryGroup,
@@ -25,7 +24,6 @@ from permwatch.events import (
     LabelAssigned,
     SambaShare,
 )
-from permwatch.wire import memo_by_identity
 from processor.forensics import ExposureWindow, ancestors, touches
 from processor.gcpause import gc_paused
 
@@ -128,7 +126,7 @@ def build_timeline(folder: str, observed: Sequence[TimelineItem | AnyEvent], win
 
 def _entry(event: AnyEvent, causes: set[str]) -> TimelineEntry | None:
     if isinstance(event, FsPermissionEvent):
-        acl = _acl_text(event.acl) if event.acl else ""
+        acl = ",".join(e.text() for e in event.acl) if event.acl else ""
         mode = f" mode {event.mode:04o}" if event.mode is not None else ""
         summary = f"{event.kind.value} {event.path}{mode}" + (f" acl {acl}" if acl else "")
         if event.actor is not None:  # who made it, as the collector could tell (#18)
@@ -151,14 +149,6 @@ def _entry(event: AnyEvent, causes: set[str]) -> TimelineEntry | None:
         at = event.changed_at or event.observed_at
         return TimelineEntry(at, "directory", event.name, f"{kind} {event.name}: {what}{by}", event.event_id)
     return None
-
-
-def _entries_text(acl: tuple[AclEntry, ...]) -> str:
-    return ",".join(entry.text() for entry in acl)
-
-
-_acl_text = memo_by_identity(_entries_text)
-"""an ACL as a timeline says it, once per ACL object: the fast decoder hands a tree's few distinct ACLs out again"""
 
 
 def decision_summary(decision: Decision) -> str:
