@@ -52,7 +52,7 @@ from processor.state import AclKey, Directory, PathState, nt_part, popcount
 log = logging.getLogger("permwatch.processor")
 
 MAX_SAMPLE_PATHS = 5
-SAMPLE_KEPT = 16
+SAMPLE_KEPT = 64
 """paths a folder keeps in sort order per signature of many (:meth:`FolderExposure.sample`), up to twice that"""
 _INHERITED = ", inherited"
 """how an NT grant ends whose ACE was inherited (:func:`processor.readers._nt_grants`)"""
