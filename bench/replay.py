@@ -118,10 +118,10 @@ def main() -> None:
         parsed = sum(1 for r in bus.history(INPUT_TOPICS) if json.loads(r.value or b"{}"))
         parse_seconds = time.perf_counter() - start
 
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = replay(bus.history(INPUT_TOPICS), keep=timeline_items(FOLDER))
         timeline = build_timeline(FOLDER, result.observed, exposure_windows(result.verdicts))
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         bus.close()
 
     print(f"baseline, raw read:           {raw:,} records in {raw_seconds:.2f} s ({raw / raw_seconds:,.0f} /s)")
@@ -130,7 +130,7 @@ def main() -> None:
     )
     print(
         f"replay into the timeline:     {result.events:,} events in {seconds:.2f} s "
-        f"({result.events / seconds:,.0f} /s); "
+        f"({result.events / seconds:,.0f} /s; {cpu_seconds:.2f} s of CPU); "
         f"{len(timeline.windows):,} exposure windows, {len(timeline.entries):,} timeline entries"
     )
     print(
@@ -141,6 +141,7 @@ def main() -> None:
         json.dumps(
             {
                 "seconds": round(seconds, 2),
+                "cpu_s": round(cpu_seconds, 2),
                 "events": result.events,
                 "events_per_s": round(result.events / seconds),
                 "raw_read_s": round(raw_seconds, 2),

@@ -167,6 +167,7 @@ def _renumber(engine: Engine, keys: dict[int, int]) -> None:
             (keys[acl], parent, contents): members for (acl, parent, contents), members in record.groups.items()
         }
         record.states = {keys[acl]: renew(state) for acl, state in record.states.items()}
+        record.samples = {}  # keyed by signature too: made again when asked
 
 
 @functools.cache

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from bisect import bisect_left, insort
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,6 +52,8 @@ from processor.state import AclKey, Directory, PathState, nt_part, popcount
 log = logging.getLogger("permwatch.processor")
 
 MAX_SAMPLE_PATHS = 5
+SAMPLE_KEPT = 64
+"""paths a folder keeps in sort order per signature of many (:meth:`FolderExposure.sample`), up to twice that"""
 _INHERITED = ", inherited"
 """how an NT grant ends whose ACE was inherited (:func:`processor.readers._nt_grants`)"""
 MAX_USERS_LISTED = 200
@@ -208,6 +211,10 @@ class FolderExposure:
     allowed_version: int = -1
     past_ids: set[str] | None = None
     """every exposure id this folder has had (on the record or emitted): a new episode never reuses one"""
+    samples: dict[Signature, list[str]] = field(default_factory=dict)
+    """signature of many paths → the first of its paths in sort order, sorted: every member up to the last one
+    listed, at least ``MAX_SAMPLE_PATHS`` of them (see :meth:`sample`). Kept up to date as paths move, so a
+    folder judged after every change of one path among thousands does not sort them each time."""
 
     def adopt(self, last: ExposureEvent | None, ids: Iterable[str], contents: Collection[str] = ()) -> bool:
         """Take the record's ``last`` event for this folder as what was emitted, and its ``ids`` as used.
@@ -257,6 +264,8 @@ class FolderExposure:
                 members.discard(path)
                 if len(members) == 1:
                     self.groups[before] = next(iter(members))
+                if self.samples:
+                    self._sample_without(before, path)
         if state is not None:
             signature = (state.acl, parent, state.object_type)
             found = self.groups.get(signature)
@@ -266,19 +275,45 @@ class FolderExposure:
                 self.groups[signature] = {found, path}
             else:
                 found.add(path)
+                if self.samples:
+                    self._sample_with(signature, path)
             self.states[state.acl] = state
 
     def clear_paths(self) -> None:
         self.groups.clear()
         self.states.clear()
+        self.samples.clear()
+
+    def sample(self, signature: Signature, members: set[str]) -> list[str]:
+        """The first ``MAX_SAMPLE_PATHS`` of ``members`` (the paths of ``signature``, more than that many) in sort
+        order, from the sorted sample kept for it, made when first asked (``SAMPLE_KEPT`` of them)."""
+        kept = self.samples.get(signature)
+        if kept is None:
+            kept = self.samples[signature] = heapq.nsmallest(SAMPLE_KEPT, members)
+        return kept[:MAX_SAMPLE_PATHS]
+
+    def _sample_without(self, signature: Signature, path: str) -> None:
+        kept = self.samples.get(signature)
+        if kept is None:
+            return
+        at = bisect_left(kept, path)
+        if at < len(kept) and kept[at] == path:
+            del kept[at]
+            if len(kept) < MAX_SAMPLE_PATHS:  # too few left to answer for the rest (always so once the members
+                del self.samples[signature]  # are that few: it holds only members): made again when asked
+
+    def _sample_with(self, signature: Signature, path: str) -> None:
+        kept = self.samples.get(signature)
+        if kept is None:
+            return
+        if path < kept[-1]:  # (after its last: it still holds every member up to its last)
+            insort(kept, path)
+            if len(kept) > 2 * SAMPLE_KEPT:
+                del kept[SAMPLE_KEPT:]  # what it drops lies after what it keeps: still every member up to its last
 
 
 _NO_PATHS: Paths = (0, ())
 CONTENTS, NAMES = ExposureKind.CONTENTS, ExposureKind.NAMES
-
-
-def _members(found: str | set[str]) -> Collection[str]:
-    return (found,) if isinstance(found, str) else found
 
 
 class ExposureTracker:
@@ -546,9 +581,17 @@ class ExposureTracker:
                 return 1, (only,)
             if len(only) <= MAX_SAMPLE_PATHS:
                 return len(only), tuple(sorted(only))
-            return len(only), tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, only))
-        groups = [_members(record.groups[s]) for s in exposing]
-        return sum(len(g) for g in groups), tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, (p for g in groups for p in g)))
+            return len(only), tuple(record.sample(exposing[0], only))
+        count, firsts = 0, []
+        for signature in exposing:  # the first few of all are among the first few of each
+            members = record.groups[signature]
+            if isinstance(members, str):
+                count += 1
+                firsts.append(members)
+            else:
+                count += len(members)
+                firsts += members if len(members) <= MAX_SAMPLE_PATHS else record.sample(signature, members)
+        return count, tuple(heapq.nsmallest(MAX_SAMPLE_PATHS, firsts))
 
     def group_names(self, grants: tuple[Grant, ...]) -> tuple[str, ...]:
         found = self._groups_of.get(id(grants))

@@ -126,6 +126,9 @@ class WindowFold:
         self._windows: dict[str, ExposureWindow] = {
             w.exposure_id: w if adopt else copy.deepcopy(w) for w in open_windows
         }
+        self._merged: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        """exposure id → the (names, groups) tuples last merged into its window: a replay's verdicts hand the same
+        tuples again while the directory stands still (the engine's memos), and merging them again adds nothing"""
 
     def open_windows(self) -> list[ExposureWindow]:
         """Copies of the windows not closed yet, in the order they were first seen."""
@@ -170,18 +173,23 @@ class WindowFold:
             window.kind = ExposureKind.CONTENTS  # (a close says contents if the exposure ever was)
         if e.status is ExposureStatus.CLOSED:
             window.closed_at = e.closed_at
+            self._merged.pop(e.exposure_id, None)
             return
         window.max_people = max(window.max_people, e.people)
         window.max_paths_affected = max(window.max_paths_affected, e.paths_affected)
-        window.groups = sorted(set(window.groups) | set(e.groups))
-        if not set(names).issubset(window.users):
+        merged = self._merged.get(e.exposure_id)
+        if merged is None or merged[1] is not e.groups:
+            window.groups = sorted(set(window.groups) | set(e.groups))
+        if (merged is None or merged[0] is not names) and not set(names).issubset(window.users):
             window.users = sorted(set(window.users) | set(names))
+        self._merged[e.exposure_id] = (names, e.groups)
         window.users_complete = window.users_complete and complete
         if e.actor and e.actor not in window.actors:
             window.actors.append(e.actor)
-        for path in e.sample_paths:
-            if path not in window.sample_paths and len(window.sample_paths) < 10:
-                window.sample_paths.append(path)
+        if len(window.sample_paths) < 10:
+            for path in e.sample_paths:
+                if path not in window.sample_paths and len(window.sample_paths) < 10:
+                    window.sample_paths.append(path)
 
     def windows(
         self, *, label: str | None = None, since: datetime | None = None, until: datetime | None = None
