@@ -526,7 +526,9 @@ def _tail(bus: Bus, covers: dict[str, list[int]], max_ts_ms: int) -> tuple[list[
         if held is None or held[0] != first or held[1] < end:
             return [], "the log no longer holds what it was built from (run permwatch snapshot again)"
         start[_partition(name)] = end
-    if all(end <= start.get(_partition(name), first) for name, (first, end) in now.items()):
+    for name, (first, _end) in now.items():  # a partition the store holds nothing of: all of it is new
+        start.setdefault(_partition(name), first)
+    if all(end <= start[_partition(name)] for name, (_first, end) in now.items()):
         return [], None
     tail = list(bus.history(INPUT_TOPICS, start=start))
     if any(r.timestamp_ms <= max_ts_ms for r in tail):
