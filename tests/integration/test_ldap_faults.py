@@ -3,7 +3,8 @@
 Against real OpenLDAP slapd servers: one like the shared fixture but with
 the permwatch account left at slapd's default 500-entry size limit (a
 truncated directory must be an error naming the account and the limit, and
-an exemption must give every entry); writes that bypass the accesslog
+an exemption must give every entry), one held to an administrative limit
+(``size.unchecked``: the same clear error); writes that bypass the accesslog
 (``slapmodify`` while slapd is stopped, a log entry removed) must be found
 by the reconcile on reconnect and every ``reconcile_seconds``; a rename must
 leave group members as the server holds them, with and without the refint
@@ -90,6 +91,32 @@ def test_a_size_limit_is_an_error_naming_the_account_and_an_exemption_gives_ever
         exempt.catch_up()
         exempt.close()
         assert len(users_in(recorder.events)) == 600 + 9
+
+
+def test_an_administrative_limit_is_an_error_naming_the_account_and_the_limit(tmp_path: Path) -> None:
+    """slapd's ``size.unchecked``: a search with more candidates than the account may have examined ends in
+    adminLimitExceeded (result 11) with no entry at all; that is a clear error naming the account, the limit and
+    the base, never an empty (or partial) directory published."""
+    limits = "size=unlimited time=unlimited size.unchecked=100"
+    with Slapd(tmp_path / "admin-limited", reader_limits=limits) as server:
+        site = server.add_site("wide")
+        server.load_ldif(many_users(site, 300))
+        server.purge_accesslog()  # (the 300 adds in the log would meet the same limit first, for cn=accesslog)
+        recorder = Recorder()
+        state = tmp_path / "state.json"
+        collector = LdapCollector(config_for(server, site, page_size=100), recorder, state_path=state)
+        with pytest.raises(DirectoryLimitExceeded) as raised:
+            collector.catch_up()
+        collector.close()
+        message = str(raised.value)
+        assert raised.value.limit == "administrative limit", message
+        # the collector reads its accesslog position first: the log's candidates (an ID range in back-mdb, the
+        # purged entries' ids included) already exceed the limit there
+        assert READER_DN in message and "administrative limit" in message and ACCESSLOG in message, message
+        assert "after 0 entries" in message and "size.unchecked=unlimited" in message, message
+        assert "\n" not in message and server.reader_password not in message
+        assert recorder.events == [], "nothing of an incomplete directory is published"
+        assert not state.exists()
 
 
 def test_an_offline_slapmodify_during_an_outage_is_judged_soon_after_the_server_returns(
