@@ -506,11 +506,6 @@ def test_kill_anywhere_on_the_embedded_log(tmp_path: Path, fake_slack: FakeSlack
         run_kill_test(base, "", fake_slack, rounds=50, seed=SEED)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="found 2026-12-07 with the fixed-moment sequence: in 2 of 4 runs a folder revoked while the process was "
-    "down (round 17/18) stays open on the record on Kafka (the processor still sees the group's ACL); not fixed yet",
-)
 def test_kill_anywhere_on_kafka(kafka_broker: KafkaBroker, kafka_topic_prefix: str, fake_slack: FakeSlack) -> None:
     transport = f"""
 [transport]
