@@ -4,7 +4,8 @@ Against real OpenLDAP slapd servers: one like the shared fixture but with
 the permwatch account left at slapd's default 500-entry size limit (a
 truncated directory must be an error naming the account and the limit, and
 an exemption must give every entry), one held to an administrative limit
-(``size.unchecked``: the same clear error); writes that bypass the accesslog
+(``size.unchecked``) and one to a time limit its server is slower than (the
+same clear error); writes that bypass the accesslog
 (``slapmodify`` while slapd is stopped, a log entry removed) must be found
 by the reconcile on reconnect and every ``reconcile_seconds``; a rename must
 leave group members as the server holds them, with and without the refint
@@ -117,6 +118,38 @@ def test_an_administrative_limit_is_an_error_naming_the_account_and_the_limit(tm
         assert "\n" not in message and server.reader_password not in message
         assert recorder.events == [], "nothing of an incomplete directory is published"
         assert not state.exists()
+
+
+def test_a_time_limit_is_an_error_naming_the_account_and_the_limit(tmp_path: Path) -> None:
+    """A server slower than the account's time limit (every operation on the data waits 2 s, the account may
+    search for 1 s): slapd ends the search with timeLimitExceeded (result 3) before any entry; that is a clear
+    error naming the account, the limit and the base, never a partial directory published."""
+    with Slapd(tmp_path / "slow") as server:
+        site = server.add_site("slow")
+        server.stop()  # (loaded at full speed first)
+        server.reader_limits, server.slow_seconds = "size=unlimited time=1", 2
+        server.start()
+        recorder = Recorder()
+        state = tmp_path / "state.json"
+        collector = LdapCollector(config_for(server, site, timeout_seconds=30), recorder, state_path=state)
+        with pytest.raises(DirectoryLimitExceeded) as raised:
+            collector.catch_up()
+        collector.close()
+        message = str(raised.value)
+        assert raised.value.limit == "time limit", message
+        assert READER_DN in message and "time limit" in message and "time=unlimited" in message, message
+        assert site.people in message or site.groups in message, message  # the first search of the data
+        assert "\n" not in message and server.reader_password not in message
+        assert recorder.events == [], "nothing of an incomplete directory is published"
+        assert not state.exists()
+
+        server.stop()  # exempt, the same slow server gives the whole directory: the limit was the cause
+        server.reader_limits = "size=unlimited time=unlimited"
+        server.start()
+        exempt = LdapCollector(config_for(server, site, timeout_seconds=30), recorder, state_path=state)
+        exempt.catch_up()
+        exempt.close()
+        assert {"anna", "hugo"} <= users_in(recorder.events)
 
 
 def test_an_offline_slapmodify_during_an_outage_is_judged_soon_after_the_server_returns(
