@@ -336,7 +336,7 @@ moduleload accesslog
 moduleload memberof
 moduleload refint
 moduleload ppolicy
-moduleload retcode
+{"moduleload retcode" if self.slow_seconds else ""}
 pidfile {self.workdir}/run/slapd.pid
 argsfile {self.workdir}/run/slapd.args
 {tls_settings}
