@@ -10,9 +10,9 @@ also marked in flight and the store commits writes and marks before anything
 is sent (the emitter's ``before_send``, and at the start of a confirm): a
 crash or a failed flush leaves those paths unknown, so they are published
 again even when they went back meanwhile to what the store recorded (see
-:mod:`collectors.fs.state`). A batch with an event the full spool dropped is not committed at all:
-the rescan the spool asks for once drained publishes what differs from what
-did reach the bus. The time a change was observed is an argument of
+:mod:`collectors.fs.state`). A batch with an event the full spool dropped is
+not committed at all: the rescan the spool asks for once drained publishes
+what differs from what did reach the bus. The time a change was observed is an argument of
 :meth:`Publisher.publish`, never state of the publisher. Labels of folders
 published here go out through the same protocol.
 """
