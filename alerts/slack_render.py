@@ -84,10 +84,12 @@ def render_thread_update(
         f"{group.group_id}/{channel}/" + hashlib.sha256("\n".join(e.event_id for e in events).encode()).hexdigest()[:16]
     )
     reply = reply_message(group, events, options, post_key=reply_key, widens=root_posted)
-    if not root_posted:  # posted now: it tells the openings of this update the reply does not (later: updates only)
+    if not root_posted:
+        # Posted now, it shows the group as it is: it tells what the reply does not (the openings that make up the
+        # group, with any later change of theirs in this update). Later its updates tell nothing.
         in_reply = set(reply.told) if reply is not None else set()
-        opened = [e for e in events if e.status is OPENED and e.event_id not in in_reply]
-        root = replace(root, metadata=_metadata(group.group_id, root_key, opened), told=_ids(opened))
+        told = [e for e in events if e.event_id not in in_reply]
+        root = replace(root, metadata=_metadata(group.group_id, root_key, told), told=_ids(told))
     return SlackThreadUpdate(group.group_id, channel, root, reply, events, group)
 
 
@@ -193,9 +195,14 @@ def reply_message(
 ) -> SlackPost | None:
     """The thread reply for ``events`` (new to this channel), or None when they only opened the group.
     ``widens``: the root is posted already, so openings are news for the thread."""
-    opened, changed, closed = news_by_status(events)
+    latest_opened, changed, closed = news_by_status(events)
     lines: list[str] = []
-    opened = [e for e in opened if not e.preexisting]  # the first run's root message counts them, no reply each
+    # An exposure that opened in this update is news as an opening, shown as it is now, however many changes
+    # followed in the same update (a backlog after a restart brings them together); the first run's root message
+    # counts what the first scan found, no reply each.
+    opening = {e.exposure_id for e in events if e.status is OPENED and not e.preexisting}
+    opened = [e for e in latest_opened if not e.preexisting] + [e for e in changed if e.exposure_id in opening]
+    changed = [e for e in changed if e.exposure_id not in opening]
     widened = bool(opened) and (widens or len(group.members) > len(opened))
     if widened:
         lines.append(
@@ -220,7 +227,13 @@ def reply_message(
     lines.append(f"_{_esc(last.actor or 'unknown')}, {slack_date(last.observed_at)}_")
     text = _cut("\n".join(lines), TEXT_MAX)
     blocks = [{"type": "section", "text": _mrkdwn(text)}]
-    told = [*(opened if widened else ()), *changed, *closed]
+    # Each exposure it reports, with every event of it in this update (an opening with the changes after it, or
+    # several changes): so every event is told by one message, this reply or the root.
+    of: dict[str, list[ExposureEvent]] = {}
+    for event in events:
+        if not (event.status is OPENED and event.preexisting):  # (the first run's root tells those)
+            of.setdefault(event.exposure_id, []).append(event)
+    told = [e for latest in (*(opened if widened else ()), *changed, *closed) for e in of.get(latest.exposure_id, ())]
     return SlackPost(post_key, _plain(lines[0]), blocks, _metadata(group.group_id, post_key, told), _ids(told))
 
 
@@ -283,7 +296,9 @@ def _metadata(group_id: str, post_key: str, told: Sequence[ExposureEvent] = ()) 
     :data:`METADATA_EVENTS_MAX` ids, so an audit can map each open and close to its message)."""
     payload: dict[str, Any] = {"group_id": group_id, "post_key": post_key}
     if told:
-        payload["event_ids"] = [e.event_id for e in told[:METADATA_EVENTS_MAX]]
+        first = [e for e in told if e.status is not ExposureStatus.CHANGED]  # opens and closes first
+        first += [e for e in told if e.status is ExposureStatus.CHANGED]
+        payload["event_ids"] = [e.event_id for e in first[:METADATA_EVENTS_MAX]]
     return {"event_type": METADATA_EVENT_TYPE, "event_payload": payload}
 
 

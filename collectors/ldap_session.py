@@ -75,10 +75,12 @@ class DirectoryLimitExceeded(Exception):
         self.account = account
         self.returned = returned
         who = account or "the anonymous bind"
+        # an administrative limit in slapd is most often size.unchecked (candidates examined) or size.pr (paging)
+        more = " size.unchecked=unlimited size.pr=unlimited" if limit == "administrative limit" else ""
         super().__init__(
             f"{where} stopped a search of {base} at its {limit} for {who} after {returned} entries; "
             f'exempt the account (slapd: limits dn.exact="{account or "anonymous"}" size=unlimited '
-            "time=unlimited; AD: MaxPageSize/MaxResultSetSize) — nothing from this search is used"
+            f"time=unlimited{more}; AD: MaxPageSize/MaxResultSetSize) — nothing from this search is used"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from prometheus_client import Counter
 
@@ -59,6 +60,9 @@ class BusEmitter:
         self._metrics = metrics
         self._router = router or FsKeys(())
         self._counters: dict[tuple[str, str, str], Counter] = {}
+        self.before_send: Callable[[], None] | None = None
+        """Called before anything is handed to the bus (the filesystem collector's store makes its in-flight
+        marks durable there, :mod:`collectors.fs.state`)."""
 
     def emit(self, event: Event) -> None:
         dropped: RecordDropped | None = None
@@ -75,11 +79,13 @@ class BusEmitter:
         unit = self._router.unit_of(path)
         if unit is None:
             self._flush_pending()
+            self._sending()
             self.bus.broadcast(TOPIC_FS, None, value)
             self._count_wire(source)
         elif self._batch:
             self._add_pending(unit, value, source)
         else:
+            self._sending()
             self.bus.publish(TOPIC_FS, unit, value)
             self._count_wire(source)
 
@@ -101,6 +107,7 @@ class BusEmitter:
             return
         if one.topic == TOPIC_FS:
             self._flush_pending()  # what came before a root's change (or a scan's end) goes out before it
+        self._sending()
         if routed.broadcast:
             self.bus.broadcast(one.topic, routed.key, encode(one))
         else:
@@ -133,9 +140,14 @@ class BusEmitter:
             value = events[0][1]
         else:
             value = encode_batch(unit, events[0][0], [encoded for _, encoded in events])
+        self._sending()
         self.bus.publish(TOPIC_FS, unit, value)
         for source, _ in events:
             self._count_wire(source)
+
+    def _sending(self) -> None:
+        if self.before_send is not None:
+            self.before_send()
 
     def _count_wire(self, source: str) -> None:
         self._count(source, TOPIC_FS, "fs.permission")

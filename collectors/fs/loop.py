@@ -112,6 +112,8 @@ class FsCollector:
         self._actors = actor_source_named(config, names)
         self._opens = open_source_named(config, names)
         self._store = PublishedStateStore(state_path if state_path is not None else config.state_path)
+        if unsure := self._store.unconfirmed_at_open:
+            log.info("%d path(s) were on their way to the bus at the last stop: the scan publishes them again", unsure)
         self._publisher = Publisher(
             self._store,
             emitter,

@@ -11,6 +11,18 @@ meant to be shared between threads. A store names the event log it published
 to (:func:`bind_to_log`): kept for another log (the log emptied, replaced or
 moved aside), it forgets what it published, so the next scan publishes
 everything into this one.
+
+The bus may take a record before the flush that confirms it (Kafka's producer
+sends in the background), so a crash can leave the bus *ahead* of the
+committed records: a path changed A → B, B reached the bus, the commit did
+not, and while the collector was down the path went back to A. The next scan
+would find A as recorded and publish nothing, leaving B as the last word on
+the bus. So every path an event is about is also marked *in flight*, and the
+marks (with the writes so far) are committed before anything can be sent
+(:meth:`PublishedStateStore.commit_in_flight`); the commit after the flush
+clears them. Marks found when the store is opened, or left by a failed
+flush, make their paths unknown (:meth:`PublishedStateStore.forget_unconfirmed`):
+the next scan publishes them again, as deleted when they are gone.
 """
 
 from __future__ import annotations
@@ -36,7 +48,14 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS in_flight (
+    path BLOB PRIMARY KEY,
+    object_type TEXT NOT NULL
+) WITHOUT ROWID;
 """
+
+UNKNOWN = b""
+"""The fingerprint of a path whose last event may or may not have reached the bus: differs from every state."""
 
 
 class StateStoreError(Exception):
@@ -76,6 +95,12 @@ class PublishedStateStore:
             raise StateStoreError(f"{target}: cannot use as state store: {exc}") from None
         self._puts: list[tuple[bytes, bytes, str, bytes]] = []
         """Writes not yet handed to SQLite: a walk's puts go in by the thousand, and any read sees them."""
+        self._marks: list[tuple[bytes, str]] = []
+        """In-flight marks not yet handed to SQLite (see the module docstring)."""
+        self._marked = False
+        """The in_flight table may hold rows (handed to SQLite since the last confirmed commit)."""
+        self.unconfirmed_at_open = self.forget_unconfirmed()
+        """Paths a crash left in flight, made unknown when the store was opened."""
 
     # ------------------------------------------------------------- reading
 
@@ -143,20 +168,55 @@ class PublishedStateStore:
             _subtree_bounds(path, include_self),
         )
 
+    def mark(self, path: str, *, object_type: ObjectType) -> None:
+        """``path``'s event is on its way to the bus: unknown after a crash until :meth:`commit` confirms it."""
+        self._marks.append((os.fsencode(path), object_type.value))
+
+    def commit_in_flight(self) -> None:
+        """Make the writes and marks so far durable before the bus may take the events they describe."""
+        if self._puts or self._marks or self._db.in_transaction:
+            self._write_puts()
+            self._db.execute("COMMIT")
+
     def commit(self) -> None:
-        """Make the writes since the last commit durable; call only after the bus confirmed them."""
+        """Make the writes since the last commit durable and clear the marks; call only after the bus confirmed
+        them."""
+        self._marks.clear()
         self._write_puts()
+        if self._marked:
+            self._begin()
+            self._db.execute("DELETE FROM in_flight")
+            self._marked = False
         if self._db.in_transaction:
             self._db.execute("COMMIT")
 
     def rollback(self) -> None:
         self._puts.clear()
+        self._marks.clear()
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
+    def forget_unconfirmed(self) -> int:
+        """After a crash or a failed flush: drop the uncommitted writes, and make every path marked in flight
+        unknown (:data:`UNKNOWN`, a record made for one deleted meanwhile), so the next scan publishes it again.
+        Returns how many paths."""
+        self.rollback()
+        rows = self._db.execute("SELECT path, object_type FROM in_flight").fetchall()
+        if rows:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO published (path, parent, object_type, fingerprint) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (path) DO UPDATE SET fingerprint = excluded.fingerprint",
+                ((path, os.path.dirname(path), object_type, UNKNOWN) for path, object_type in rows),
+            )
+            self._db.execute("DELETE FROM in_flight")
+            self._db.execute("COMMIT")
+        self._marked = False
+        return len(rows)
+
     @property
     def has_uncommitted(self) -> bool:
-        return bool(self._puts) or self._db.in_transaction
+        return bool(self._puts or self._marks) or self._marked or self._db.in_transaction
 
     def bind_to_log(self, log_id: str) -> bool:
         """Name ``log_id`` as the log this store's records were published to. A store that named another (or
@@ -168,6 +228,7 @@ class PublishedStateStore:
         forgot = len(self) > 0
         self._db.execute("BEGIN")
         self._db.execute("DELETE FROM published")
+        self._db.execute("DELETE FROM in_flight")
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('log_id', ?)", (log_id,))
         self._db.execute("COMMIT")
         return forgot
@@ -185,6 +246,11 @@ class PublishedStateStore:
                 self._puts,
             )
             self._puts.clear()
+        if self._marks:
+            self._begin()
+            self._db.executemany("INSERT OR REPLACE INTO in_flight (path, object_type) VALUES (?, ?)", self._marks)
+            self._marks.clear()
+            self._marked = True
 
     def _begin(self) -> None:
         if not self._db.in_transaction:

@@ -14,8 +14,8 @@ as each user (with the user's groups, nesting flattened as sssd/winbind give the
 record must read as one story after every round (each exposure numbered from 0, opened first, closed at
 most once and last, episodes of a folder never overlapping, nothing closed that was not opened, every event
 delivered once), and Slack must carry each burst once (one root, its changes and closes as replies, no
-message twice) and no exposure event in two messages. 50 rounds on the embedded log and 25 on
-Kafka by default, two SIGKILLs a round (one at the awkward moment, one once converged);
+message twice) and every open and close in exactly one message (the event ids in its metadata). 50 rounds
+on the embedded log and 25 on Kafka by default, two SIGKILLs a round (one at the awkward moment, one once converged);
 ``PERMWATCH_KILL_SEED`` picks another random sequence, ``PERMWATCH_KILL_ROUNDS_KAFKA`` another number of
 Kafka rounds (CI runs 25 on Kafka to keep the whole suite well under 30 min on 2 cores).
 """
@@ -218,7 +218,13 @@ def change(share: Share, rng: random.Random) -> str:
 
 
 def toggle(share: Share, rng: random.Random) -> str:
-    """A change that moves an exposure for sure: open a folder the kernel keeps closed, or close an open one."""
+    """A change that moves an exposure for sure: open a folder the kernel keeps closed, or close an open one; with
+    the all-staff group nested into the management group every folder is open through its owning group, which no
+    ACL change closes, so the nesting goes."""
+    if share.nested:
+        share.nested = False
+        share.write_directory()
+        return "nested=False"
     name = rng.choice(FOLDERS)
     folder = str(share.folder(name))
     if folder in share.exposed_by_the_kernel():
@@ -445,7 +451,7 @@ def slack_roots(slack: FakeSlack) -> dict[str, list[dict[str, Any]]]:
 def check_slack(slack: FakeSlack, lines: list[dict[str, Any]]) -> None:
     """Every burst of the JSONL record has one root message in Slack, its changes and closes as replies in that
     thread, no message was posted twice, and no exposure event is told by two messages (the event ids in their
-    metadata); how many opens and closes no message names is printed."""
+    metadata), and every open and close (not a first scan's) is told by one."""
     keys = [m["metadata"]["event_payload"]["post_key"] for m in slack.messages]
     assert len(keys) == len(set(keys)), "a Slack message posted twice"
     told = Counter(e for m in slack.messages for e in set(m["metadata"]["event_payload"].get("event_ids", ())))
@@ -459,10 +465,11 @@ def check_slack(slack: FakeSlack, lines: list[dict[str, Any]]) -> None:
     record = [
         line["event_id"] for line in lines if line["status"] in ("opened", "closed") and not line.get("preexisting")
     ]
-    # Exactly once is the aim; what holds today is at most once (above): after some crashes a few opens are
-    # named by no message (the cause is not found yet). Counted here, not yet asserted.
-    untold = sum(1 for e in record if told[e] == 0)
-    print(f"Slack: {len(record) - untold} of {len(record)} opens and closes named by one message, {untold} by none")
+    # exactly once: at most once is asserted above, at least once here (an opening that came in one update with
+    # its later changes, as a backlog after a restart brings them, once vanished behind them)
+    untold = [e for e in record if told[e] == 0]
+    print(f"Slack: {len(record) - len(untold)} of {len(record)} opens and closes named by one message")
+    assert not untold, f"{len(untold)} opens/closes of {len(record)} named by no Slack message: {untold}"
     assert set(told) <= {line["event_id"] for line in lines}, "Slack told an event JSONL does not hold"
     roots = slack_roots(slack)
     assert {line["group_id"] for line in lines} == set(roots)
@@ -505,11 +512,6 @@ def test_kill_anywhere_on_the_embedded_log(tmp_path: Path, fake_slack: FakeSlack
         run_kill_test(base, "", fake_slack, rounds=50, seed=SEED)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="found 2026-12-07 with the fixed-moment sequence: in 2 of 4 runs a folder revoked while the process was "
-    "down (round 17/18) stays open on the record on Kafka (the processor still sees the group's ACL); not fixed yet",
-)
 def test_kill_anywhere_on_kafka(kafka_broker: KafkaBroker, kafka_topic_prefix: str, fake_slack: FakeSlack) -> None:
     transport = f"""
 [transport]

@@ -3,7 +3,9 @@
 Against real OpenLDAP slapd servers: one like the shared fixture but with
 the permwatch account left at slapd's default 500-entry size limit (a
 truncated directory must be an error naming the account and the limit, and
-an exemption must give every entry); writes that bypass the accesslog
+an exemption must give every entry), one held to an administrative limit
+(``size.unchecked``) and one to a time limit its server is slower than (the
+same clear error); writes that bypass the accesslog
 (``slapmodify`` while slapd is stopped, a log entry removed) must be found
 by the reconcile on reconnect and every ``reconcile_seconds``; a rename must
 leave group members as the server holds them, with and without the refint
@@ -90,6 +92,64 @@ def test_a_size_limit_is_an_error_naming_the_account_and_an_exemption_gives_ever
         exempt.catch_up()
         exempt.close()
         assert len(users_in(recorder.events)) == 600 + 9
+
+
+def test_an_administrative_limit_is_an_error_naming_the_account_and_the_limit(tmp_path: Path) -> None:
+    """slapd's ``size.unchecked``: a search with more candidates than the account may have examined ends in
+    adminLimitExceeded (result 11) with no entry at all; that is a clear error naming the account, the limit and
+    the base, never an empty (or partial) directory published."""
+    limits = "size=unlimited time=unlimited size.unchecked=100"
+    with Slapd(tmp_path / "admin-limited", reader_limits=limits) as server:
+        site = server.add_site("wide")
+        server.load_ldif(many_users(site, 300))
+        server.purge_accesslog()  # (the 300 adds in the log would meet the same limit first, for cn=accesslog)
+        recorder = Recorder()
+        state = tmp_path / "state.json"
+        collector = LdapCollector(config_for(server, site, page_size=100), recorder, state_path=state)
+        with pytest.raises(DirectoryLimitExceeded) as raised:
+            collector.catch_up()
+        collector.close()
+        message = str(raised.value)
+        assert raised.value.limit == "administrative limit", message
+        # the collector reads its accesslog position first: the log's candidates (an ID range in back-mdb, the
+        # purged entries' ids included) already exceed the limit there
+        assert READER_DN in message and "administrative limit" in message and ACCESSLOG in message, message
+        assert "after 0 entries" in message and "size.unchecked=unlimited" in message, message
+        assert "\n" not in message and server.reader_password not in message
+        assert recorder.events == [], "nothing of an incomplete directory is published"
+        assert not state.exists()
+
+
+def test_a_time_limit_is_an_error_naming_the_account_and_the_limit(tmp_path: Path) -> None:
+    """A server slower than the account's time limit (every operation on the data waits 2 s, the account may
+    search for 1 s): slapd ends the search with timeLimitExceeded (result 3) before any entry; that is a clear
+    error naming the account, the limit and the base, never a partial directory published."""
+    with Slapd(tmp_path / "slow") as server:
+        site = server.add_site("slow")
+        server.stop()  # (loaded at full speed first)
+        server.reader_limits, server.slow_seconds = "size=unlimited time=1", 2
+        server.start()
+        recorder = Recorder()
+        state = tmp_path / "state.json"
+        collector = LdapCollector(config_for(server, site, timeout_seconds=30), recorder, state_path=state)
+        with pytest.raises(DirectoryLimitExceeded) as raised:
+            collector.catch_up()
+        collector.close()
+        message = str(raised.value)
+        assert raised.value.limit == "time limit", message
+        assert READER_DN in message and "time limit" in message and "time=unlimited" in message, message
+        assert site.people in message or site.groups in message, message  # the first search of the data
+        assert "\n" not in message and server.reader_password not in message
+        assert recorder.events == [], "nothing of an incomplete directory is published"
+        assert not state.exists()
+
+        server.stop()  # exempt, the same slow server gives the whole directory: the limit was the cause
+        server.reader_limits = "size=unlimited time=unlimited"
+        server.start()
+        exempt = LdapCollector(config_for(server, site, timeout_seconds=30), recorder, state_path=state)
+        exempt.catch_up()
+        exempt.close()
+        assert {"anna", "hugo"} <= users_in(recorder.events)
 
 
 def test_an_offline_slapmodify_during_an_outage_is_judged_soon_after_the_server_returns(

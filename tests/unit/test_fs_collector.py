@@ -328,6 +328,15 @@ def committed_fingerprint(state_path: Path, path: Path) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
+def in_flight(state_path: Path) -> int:
+    """How many paths the store has marked in flight (committed, not yet confirmed by a flush)."""
+    db = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT count(*) FROM in_flight").fetchone()[0])
+    finally:
+        db.close()
+
+
 def test_a_killed_collector_restarted_publishes_nothing_that_did_not_change(
     root: Path, state_path: Path, tmp_path: Path
 ) -> None:
@@ -343,8 +352,8 @@ def test_a_killed_collector_restarted_publishes_nothing_that_did_not_change(
         os.chmod(readme, 0o640)
         expected = read_path_state(str(readme))
         assert expected is not None
-        wait_for(
-            lambda: committed_fingerprint(state_path, readme) == expected.fingerprint,
+        wait_for(  # committed, and confirmed: no path still marked in flight
+            lambda: committed_fingerprint(state_path, readme) == expected.fingerprint and not in_flight(state_path),
             what="the change to be flushed and committed",
         )
     finally:
@@ -356,6 +365,68 @@ def test_a_killed_collector_restarted_publishes_nothing_that_did_not_change(
     with FsCollector(config(root, watch=False), again, state_path=state_path) as collector:
         collector.run(threading.Event())
     assert again.fs() == []
+
+
+SENDING_COLLECTOR = """
+import os, sys, threading, time
+from pathlib import Path
+from collectors.fs import FsCollector
+from collectors.fs.settings import FsCollectorConfig
+from collectors.runner import BusEmitter
+
+root, state, out, hold = sys.argv[1:5]
+
+class FileBus:
+    \"\"\"A bus that takes each record at once (as Kafka's producer sends in the background) and whose flush, the
+    acknowledgement, waits while the file ``hold`` exists.\"\"\"
+    def __init__(self, path):
+        self.file = open(path, "ab", buffering=0)
+    def publish(self, topic, key, value):
+        self.file.write(value + b"\\n")
+    broadcast = publish
+    def flush(self):
+        while os.path.exists(hold):
+            time.sleep(0.01)
+
+config = FsCollectorConfig(collector_id="fs-test", roots=[Path(root)], coalesce_ms=10)
+FsCollector(config, BusEmitter(FileBus(out)), state_path=Path(state)).run(threading.Event())
+"""
+
+
+def test_a_change_the_bus_took_before_a_kill_is_published_again_when_it_was_undone_while_down(
+    root: Path, state_path: Path, tmp_path: Path
+) -> None:
+    """Killed after the bus took a change (Kafka sends before the flush) and before the store committed it, then
+    the change undone while the collector was down: the path is back to what the store recorded, yet the bus's
+    last word is the change. The restart must publish the path again (the kill test on Kafka found a folder
+    revoked while down left open this way)."""
+    out, hold = tmp_path / "bus.jsonl", tmp_path / "hold-the-acknowledgement"
+    out.touch()
+    readme = root / "public" / "readme"
+    before = read_path_state(str(readme))
+    assert before is not None
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SENDING_COLLECTOR, str(root), str(state_path), str(out), str(hold)],
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        wait_for(lambda: b"fs.scan_completed" in out.read_bytes(), what="the baseline of the collector process")
+        wait_for(lambda: committed_fingerprint(state_path, readme) == before.fingerprint, what="the baseline commit")
+        hold.touch()
+        os.chmod(readme, 0o604)  # opened to everyone: on the bus at once, its acknowledgement held
+        wait_for(lambda: f'"mode":{0o604}'.encode() in out.read_bytes(), what="the bus to take the change")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    os.chmod(readme, before.mode & 0o7777)  # undone while down: as the store last confirmed it
+
+    again = ListEmitter()
+    with FsCollector(config(root, watch=False), again, state_path=state_path) as collector:
+        collector.run(threading.Event())
+    [republished] = again.fs(readme)
+    assert republished.mode == before.mode, "the bus's last word on the path must be its state now"
+    assert {e.path for e in again.fs()} == {str(readme)}, "only what may differ from the bus is published again"
 
 
 def test_a_crash_before_the_flush_publishes_again_rather_than_never(root: Path, state_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.fs.state import PublishedStateStore, StateStoreError, bind_to_log
+from collectors.fs.state import UNKNOWN, PublishedRecord, PublishedStateStore, StateStoreError, bind_to_log
 from permwatch.events import ObjectType
 
 DIR, FILE = ObjectType.DIRECTORY, ObjectType.FILE
@@ -112,3 +112,30 @@ def test_a_store_kept_for_another_event_log_forgets_what_it_published(tmp_path: 
     assert len(store) == 0
     store.close()
     assert not bind_to_log(tmp_path / "new.db", "log-b")  # a new store has nothing to forget
+
+
+def test_paths_in_flight_at_a_crash_are_unknown_when_the_store_opens_again(tmp_path: Path) -> None:
+    """Marks made durable before the bus may take their events (commit_in_flight) outlive a crash: reopened, each
+    marked path is unknown (so the next scan publishes it), one deleted meanwhile keeps a record to be deleted by;
+    a confirmed commit clears the marks."""
+    store = filled(tmp_path / "s.db", {"/srv": DIR, "/srv/a": FILE, "/srv/gone": DIR, "/srv/kept": FILE})
+    store.put("/srv/a", object_type=FILE, fingerprint=b"changed")
+    store.mark("/srv/a", object_type=FILE)
+    store.delete("/srv/gone")
+    store.mark("/srv/gone", object_type=DIR)
+    store.commit_in_flight()  # the bus may have them now
+    store.put("/srv/kept", object_type=FILE, fingerprint=b"never sent")  # not yet durable: no event sent for it
+    store.mark("/srv/kept", object_type=FILE)
+    store.close()  # a crash before the flush's commit
+
+    again = PublishedStateStore(tmp_path / "s.db")
+    assert again.unconfirmed_at_open == 2
+    assert again.get("/srv/a") == PublishedRecord("/srv/a", FILE, UNKNOWN)
+    assert again.get("/srv/gone") == PublishedRecord("/srv/gone", DIR, UNKNOWN)
+    assert again.get("/srv/kept") == PublishedRecord("/srv/kept", FILE, b"/srv/kept")
+    again.put("/srv/a", object_type=FILE, fingerprint=b"now")
+    again.mark("/srv/a", object_type=FILE)
+    again.commit_in_flight()
+    again.commit()  # the flush confirmed it
+    again.close()
+    assert PublishedStateStore(tmp_path / "s.db").unconfirmed_at_open == 0

@@ -303,6 +303,31 @@ def test_a_root_posted_late_leaves_a_widening_to_its_reply(make_sink: MakeSink) 
     assert item.root.told == () and "event_ids" not in item.root.metadata["event_payload"]
 
 
+def test_an_opening_that_comes_with_its_later_events_is_told_once_with_them(make_sink: MakeSink) -> None:
+    """After a restart the alerts stage reads a backlog: an exposure's opening, its changes and even its close can
+    come in one update. Each is told by exactly one message: the root, when it is posted now, else a widening (or a
+    close) in the thread; an opening never vanishes behind the change that followed it (the kill test found it so)."""
+    first, other = case_burst(2)
+    grown = changed(other, groups=("alla", "enhet"), people=50, after=2)
+    wider = changed(other, sequence=2, groups=("alla", "enhet", "extern"), people=60, after=3)
+    fresh = only(make_sink().render(grouped(first, other, grown, wider)))  # the group's first message
+    assert fresh.reply is None
+    assert fresh.root.told == tuple(e.event_id for e in (first, other, grown, wider))
+    ids = [first.event_id, other.event_id, grown.event_id, wider.event_id]
+    assert fresh.root.metadata["event_payload"]["event_ids"] == ids
+    # the root is in the channel already (told the first opening): the rest is one widening, shown as it is now
+    later = only(make_sink().render(grouped(first, other, grown, wider, new=3)))
+    assert later.reply is not None and later.reply.told == (other.event_id, grown.event_id, wider.event_id)
+    assert later.reply.text.startswith("Widened: 1 more folder now readable")
+    assert "extern" in later.reply.blocks[0]["text"]["text"]
+    # opened and closed in one update: the close tells both
+    gone = closed(other, sequence=3, after=4)
+    both = only(make_sink().render(grouped(first, other, grown, wider, gone, new=4)))
+    assert both.reply is not None and both.reply.told == tuple(e.event_id for e in (other, grown, wider, gone))
+    ids = [other.event_id, gone.event_id, grown.event_id, wider.event_id]  # in the metadata, opens and closes first
+    assert both.reply.metadata["event_payload"]["event_ids"] == ids
+
+
 def test_hide_below_label_shows_the_folder_but_not_the_file_names(make_sink: MakeSink) -> None:
     event = opened(sample_paths=("/srv/share/ledning", "/srv/share/ledning/Anna Svensson/journal.txt"))
     item = only(make_sink(hide_below_label=True).render(GroupUpdate.single(event)))

@@ -15,8 +15,9 @@ instance. Each test loads its own site (``add_site``) from
 ``tests/integration/fixtures/ldap/site.ldif`` under
 ``ou=<name>,ou=sites,dc=example,dc=org``, so tests share one server without
 seeing each other's entries. ``stop()`` + ``start()`` keeps ports and data,
-for outage tests. Two settings make the server of a plain install for the
-tests that need one: ``reader_limits`` (default ``size=unlimited
+for outage tests. ``slow_seconds`` makes every operation on the data wait
+that long first (the retcode overlay), for a time limit to be met. Two
+settings make the server of a plain install for the tests that need one: ``reader_limits`` (default ``size=unlimited
 time=unlimited``; ``None`` leaves the permwatch account at slapd's default
 500-entry size limit) and ``refint`` (False: no refint overlay, as in
 Debian's default slapd); both are written into slapd.conf on every start, so
@@ -105,11 +106,15 @@ class Slapd(StartedInWith):
         start_timeout: float = 15.0,
         reader_limits: str | None = "size=unlimited time=unlimited",
         refint: bool = True,
+        slow_seconds: int = 0,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.start_timeout = start_timeout
         self.reader_limits = reader_limits
         self.refint = refint
+        self.slow_seconds = slow_seconds
+        """Every operation on the data waits this long first (the retcode overlay's ``retcode-sleep``): a search
+        then meets a time limit shorter than that, as on a loaded server."""
         self.root_password = secrets.token_urlsafe(16)
         self.it_admin_password = secrets.token_urlsafe(16)
         self.reader_password = secrets.token_urlsafe(16)
@@ -315,6 +320,11 @@ class Slapd(StartedInWith):
         refint = (
             f'overlay refint\nrefint_attributes member\nrefint_nothing "cn=nobody,{SUFFIX}"\n' if self.refint else ""
         )
+        slow = (
+            f'overlay retcode\nretcode-parent "ou=RetCodes,{SUFFIX}"\nretcode-sleep {self.slow_seconds}\n'
+            if self.slow_seconds
+            else ""
+        )
         conf = f"""# Written by tests/integration/servers/slapd.py
 include {schema}/core.schema
 include {schema}/cosine.schema
@@ -326,6 +336,7 @@ moduleload accesslog
 moduleload memberof
 moduleload refint
 moduleload ppolicy
+{"moduleload retcode" if self.slow_seconds else ""}
 pidfile {self.workdir}/run/slapd.pid
 argsfile {self.workdir}/run/slapd.args
 {tls_settings}
@@ -365,7 +376,7 @@ logdb "{ACCESSLOG}"
 logops writes
 logsuccess TRUE
 logoldattr member
-"""
+{slow}"""
         (self.workdir / "slapd.conf").write_text(conf, encoding="utf-8")
 
     def _spawn(self, binary: str) -> None:
