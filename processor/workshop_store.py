@@ -145,8 +145,6 @@ class _Recorder:
         self._pending: list[tuple[Any, ...]] = []
         self._batches: list[tuple[int, int]] = []
         self.covered: dict[tuple[str, int], int] = {}
-        self.first: dict[tuple[str, int], int] = {}
-        """each partition's first offset stored"""
         self.last_ts_ms = 0
         self.max_ts_ms = 0
         self.count = 0
@@ -162,7 +160,6 @@ class _Recorder:
                 if record.timestamp_ms - previous.timestamp_ms > 0:  # where the replay judges (gap 0)
                     self._batches.append((batch, previous.timestamp_ms))  # its clock when it is judged
                     batch += 1
-            self.first.setdefault((record.topic, record.partition), record.offset)
             row = (self.count, record.topic, record.partition, record.offset, record.key, record.timestamp_ms)
             self._pending.append((*row, batch, record.value))
             self.count += 1
@@ -176,11 +173,6 @@ class _Recorder:
             self.last_ts_ms = previous.timestamp_ms
             self.max_ts_ms = max(self.max_ts_ms, previous.timestamp_ms)
 
-    def covers(self) -> dict[str, list[int]]:
-        """Per partition: the first offset stored and the one after the last."""
-        covered = sorted(self.covered.items())
-        return {f"{topic}/{part}": [self.first[topic, part], end] for (topic, part), end in covered}
-
     def write(self) -> None:
         self._conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
         self._conn.executemany("INSERT INTO batches VALUES (?, ?)", self._batches)
@@ -191,7 +183,7 @@ def build(bus: Bus, path: Path, *, every: int = DEFAULT_EVERY, progress: Callabl
     """Replay the whole history once into a new store at ``path`` (replacing it atomically)."""
     started = time.perf_counter()
     key = log_key(bus)
-    _ends(bus)  # a log that cannot say where it ends could not tell later what was appended
+    covers = _ends(bus)  # what the store holds: what the log holds now; what is appended meanwhile is a tail
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.unlink(missing_ok=True)
@@ -203,7 +195,7 @@ def build(bus: Bus, path: Path, *, every: int = DEFAULT_EVERY, progress: Callabl
         conn.execute("PRAGMA synchronous=OFF")
         conn.executescript(_SCHEMA)
         conn.execute("BEGIN")
-        recorder = _Recorder(conn, bus.history(INPUT_TOPICS))
+        recorder = _Recorder(conn, _within(bus.history(INPUT_TOPICS), covers))
         fold = WindowFold()
         last_snapshot = 0
         closed_us = 0  # the latest close among the windows closed so far (a snapshot no longer carries them)
@@ -242,7 +234,7 @@ def build(bus: Bus, path: Path, *, every: int = DEFAULT_EVERY, progress: Callabl
         meta = {
             "format": FORMAT,
             "log": key,
-            "covers": json.dumps(recorder.covers()),
+            "covers": json.dumps(covers),
             "records": str(recorder.count),
             "max_ts_ms": str(recorder.max_ts_ms),
         }
@@ -523,7 +515,8 @@ def _tail(bus: Bus, covers: dict[str, list[int]], max_ts_ms: int) -> tuple[list[
     start: dict[tuple[str, int], int] = {}
     for name, (first, end) in covers.items():
         held = now.get(name)
-        if held is None or held[0] != first or held[1] < end:
+        # (a partition empty then may have a first record now, at or after where the log ended)
+        if held is None or held[1] < end or (held[0] != first and not (first == end and held[0] >= end)):
             return [], "the log no longer holds what it was built from (run permwatch snapshot again)"
         start[_partition(name)] = end
     for name, (first, _end) in now.items():  # a partition the store holds nothing of: all of it is new
@@ -534,6 +527,15 @@ def _tail(bus: Bus, covers: dict[str, list[int]], max_ts_ms: int) -> tuple[list[
     if any(r.timestamp_ms <= max_ts_ms for r in tail):
         return [], "records reached the log since it was built with earlier times (run permwatch snapshot again)"
     return tail, None
+
+
+def _within(records: Iterator[Record], ends: dict[str, list[int]]) -> Iterator[Record]:
+    """``records`` before ``ends`` ("topic/partition" → [first, end]): what the log held when a build began (the
+    embedded log shares one offset space among its topics, so every topic's end is where the log ended)."""
+    for record in records:
+        bound = ends.get(f"{record.topic}/{record.partition}")
+        if bound is not None and record.offset < bound[1]:
+            yield record
 
 
 def _partition(name: str) -> tuple[str, int]:
