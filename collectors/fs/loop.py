@@ -7,7 +7,10 @@ publishing only what differs from what was last published
 (:mod:`collectors.fs.state`) through one publisher
 (:mod:`collectors.fs.publish`). Afterwards it takes watch events from its
 inbox: attribute changes are coalesced per path for ``coalesce_ms`` and read
-once, observed when inotify first told of them; created and moved-in
+once, observed when inotify first told of them; when more changes wait than
+are read as they come (a recursive ``setfacl``), they are held until the
+burst goes quiet and then read together, by directory listing where many
+share one (:mod:`collectors.fs.coalesce`); created and moved-in
 directories are walked, because inotify cannot report what was made inside
 them before their watch existed. When inotify loses events (queue overflow)
 or cannot watch a directory (watch limit), or the spool dropped events and
@@ -45,6 +48,7 @@ from watchdog.observers.api import ObservedWatch
 
 from collectors.acl import DEFAULT_NAMES, NameCache
 from collectors.fs.actors import actor_source_named
+from collectors.fs.coalesce import BurstMode, plan_reads
 from collectors.fs.metrics import FsCollectorMetrics, FsCollectorStats
 from collectors.fs.opens import label_follower, open_source_named
 from collectors.fs.paths import CoveredPaths, ancestors_of
@@ -77,6 +81,9 @@ InboxItem = FileSystemEvent | WatchTrouble | RescanRequest
 
 _HANDLED_PER_ROUND = 500
 """Watch events handled before due reads and rescans get their turn."""
+
+_HANDLED_PER_BURST_ROUND = 20_000
+"""The same in a burst, where handling an attribute change only notes its path."""
 
 
 class FsCollector:
@@ -137,6 +144,7 @@ class FsCollector:
         self._watcher = PermissionWatcher(self._inbox.put, self._report_trouble)
         self._attrib_due: dict[str, tuple[float, datetime]] = {}
         """path → (when to read it, when the change was first noticed: the events' observed_at)"""
+        self._burst = BurstMode()
         self._root_watches: dict[str, ObservedWatch | None] = dict.fromkeys(self._roots)
         self._rescans = RescanSchedule(self._roots, clock=clock, degraded_rescan_seconds=degraded_rescan_seconds)
         self._report_lock = threading.Lock()
@@ -195,6 +203,7 @@ class FsCollector:
         root = os.path.normpath(str(root))
         started = self._clock()
         self._rescans.scan_started(root, started)
+        self._drop_pending_covered_by(root)
         if reason == "overflow":
             self._watcher.rewatch(root)  # first, so what changes from here on is seen live or by the walk
         tally = Tally(progress=self._metrics.scan_started(root))
@@ -325,26 +334,33 @@ class FsCollector:
         except queue.Empty:
             item = None
         handled = 0
+        limit = _HANDLED_PER_BURST_ROUND if self._burst.active else _HANDLED_PER_ROUND
         while item is not None:
             self._handle(item)
             handled += 1
-            if handled >= _HANDLED_PER_ROUND:
+            if handled >= limit:
                 break
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 item = None
+        pending = len(self._attrib_due) + self._inbox.qsize()
+        if self._burst.update(pending, self._clock()):
+            log.info("%d changed paths waiting: a burst; reading them together once it goes quiet", pending)
+        # Rescans first: a rescan of a root reads every path below it, so what waits there need not be read.
+        self._rescan_where_needed()
         self._read_due_attributes()
         for access in self._opens.take():
             self._publisher.emit(access)
-        self._rescan_where_needed()
         if self._inbox.empty():
             self._publisher.confirm()
 
     def _wait_seconds(self) -> float:
         now = self._clock()
         wait = 0.25  # how quickly ``stop`` is noticed
-        if self._attrib_due:
+        if self._burst.active:
+            wait = self._burst.wait_seconds(now, wait)
+        elif self._attrib_due:
             wait = min(wait, next(iter(self._attrib_due.values()))[0] - now)
         return max(0.0, self._rescans.wait_seconds(now, wait))
 
@@ -362,7 +378,9 @@ class FsCollector:
         if isinstance(item, DirAttribEvent | FileAttribEvent):
             watched = path in self._paths.ancestors or self._paths.root_of(path) is not None
             if watched and path not in self._attrib_due:
-                self._attrib_due[path] = (self._clock() + self._coalesce_seconds, utcnow())
+                now = self._clock()
+                self._attrib_due[path] = (now + self._coalesce_seconds, utcnow())
+                self._burst.changed(now)
         elif isinstance(item, DirCreatedEvent | FileCreatedEvent):
             self._on_created(path)
         elif isinstance(item, DirDeletedEvent | FileDeletedEvent):
@@ -441,6 +459,13 @@ class FsCollector:
 
     def _read_due_attributes(self) -> None:
         now = self._clock()
+        if self._burst.active:
+            if self._burst.read_due(len(self._attrib_due), now):
+                if self._attrib_due:
+                    self._read_backlog()
+                else:  # a rescan read it all
+                    self._burst.read_done(self._inbox.qsize(), now)
+            return
         while self._attrib_due:
             path, (due, noticed) = next(iter(self._attrib_due.items()))
             if due > now:
@@ -449,6 +474,56 @@ class FsCollector:
             # The change happened when inotify told us, not when the coalescing window ended.
             actor = self._actors.actor_of(path)
             self._walker.reconcile_path(path, LIVE_KINDS, Tally(), observed_at=noticed, actor=actor)
+
+    def _read_backlog(self) -> None:
+        """Read every changed path a burst left waiting, together (see :mod:`collectors.fs.coalesce`).
+
+        Each was taken from the watch events before this read, so the state read includes its change;
+        a change made meanwhile comes as a new event and is read after.
+        """
+        backlog = {path: noticed for path, (_, noticed) in self._attrib_due.items()}
+        self._attrib_due.clear()
+        started = self._clock()
+        tally = Tally()
+        actor_of = self._actors.actor_of
+        settle = self._walker.settler(LIVE_KINDS, tally, actor_of=actor_of, observed_of=backlog)
+        listed = 0
+        for read in plan_reads(backlog, self._listable):
+            if self._walker.stop is not None and self._walker.stop.is_set():
+                raise ScanInterrupted  # the next start's baseline reads what is left
+            if read.how == "listing":
+                self._walker.reconcile_listing(read.path, settle, tally)
+                listed += 1
+            else:
+                path = read.path
+                self._walker.reconcile_path(path, LIVE_KINDS, tally, observed_at=backlog[path], actor=actor_of(path))
+        self._publisher.confirm()
+        self.stats.coalesced_reads += 1
+        arrived = len(self._attrib_due) + self._inbox.qsize()
+        going_on = self._burst.read_done(arrived, self._clock())
+        log.info(
+            "read a burst's %d changed paths together (%d directories listed, %d paths read): %d published in "
+            "%.2fs; %d changes came meanwhile%s",
+            len(backlog),
+            listed,
+            tally.seen,
+            tally.changed,
+            self._clock() - started,
+            arrived,
+            ", the burst goes on" if going_on else "",
+        )
+
+    def _listable(self, directory: str) -> bool:
+        """Whether a coalesced read may list ``directory``: all it holds is watched (it is a root or below one)."""
+        return self._paths.root_of(directory) is not None
+
+    def _drop_pending_covered_by(self, root: str) -> None:
+        """A scan of ``root`` (and its ancestors) begins: it reads every changed path waiting there, after
+        the change that put it in the wait, so those need no read of their own."""
+        below = root.rstrip("/") + "/"
+        ancestors = set(ancestors_of(root))
+        for path in [p for p in self._attrib_due if p == root or p.startswith(below) or p in ancestors]:
+            del self._attrib_due[path]
 
     def _rescan_where_needed(self) -> None:
         now = self._clock()

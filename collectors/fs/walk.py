@@ -15,7 +15,7 @@ import enum
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -120,10 +120,12 @@ class TreeWalker:
         observed_at: datetime | None = None,
         actor: Actor | None = None,
         actor_of: Callable[[str], Actor | None] | None = None,
+        observed_of: Mapping[str, datetime] | None = None,
     ) -> Visit:
         """A visit that publishes ``state`` when it differs from what was published, as observed at
         ``observed_at`` (``None``: when it is read), changed by ``actor`` when known, or by whom ``actor_of``
-        says changed the path (a rescan after lost events: the actor source may still know)."""
+        says changed the path (a rescan after lost events: the actor source may still know). With
+        ``observed_of``, a path it names was observed when it says (a coalesced burst: when inotify told)."""
         publisher = self._publisher
 
         def settle(path: str, state: PathState, previous: PublishedRecord | None) -> None:
@@ -136,7 +138,8 @@ class TreeWalker:
                 kind = None
             if kind is not None:
                 by = actor if actor_of is None else actor_of(path)
-                publisher.publish(path, state, kind, observed_at=observed_at, actor=by)
+                at = observed_at if observed_of is None else observed_of.get(path, observed_at)
+                publisher.publish(path, state, kind, observed_at=at, actor=by)
                 tally.changed += 1
             if state.is_dir:
                 publisher.observe_label(path)
@@ -154,6 +157,12 @@ class TreeWalker:
         self.settler(kinds, tally, observed_at=observed_at, actor=actor)(path, state, previous)
         if previous is not None and previous.is_dir and not state.is_dir:
             self.delete_subtree(path, tally, include_self=False)
+
+    def reconcile_listing(self, directory: str, visit: Visit, tally: Tally) -> None:
+        """Visit what ``directory`` holds now, not below it (one level of a rescan: its listing compared with
+        what was published for its children in one query); publish what vanished from it."""
+        self._visit_listing(directory, visit, tally, [], first_time=False)
+        tally.report()
 
     def walk_tree(self, top: str, visit: Visit, tally: Tally, *, spread: Kinds | None = None) -> None:
         """Visit ``top`` and everything below it; publish deletions for what vanished.

@@ -1,0 +1,129 @@
+"""Coalescing a burst of permission changes: when to stop reading changed paths one by one, and how to read them.
+
+A ``setfacl -R`` over a large share changes every path below it within
+seconds. Read one by one as inotify reports them, each change costs a read,
+a lookup of what was published and a store write of its own, while watchdog's
+threads parse the next events beside the reads (issue 21: 100,051 changes
+published and judged 11.7 s after the burst, where a rescan of all of them
+took 3.7 s). So once more changed paths are waiting than a live read keeps up
+with (:class:`BurstMode`), the loop stops reading them as they come, lets the
+burst go quiet (or a bound pass), and then reads them together
+(:func:`plan_reads`): a directory with many changed entries is listed once and
+compared with what was published for all of its children in one query, as a
+rescan does; the rest are read one by one. Shallow paths are read first, so
+the folders a burst starts from (often the labelled ones) are published first.
+Every path is read after the change that put it in the backlog was taken from
+the watch events, so no change is lost; a change made while the backlog is
+read comes as a new event and is read again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+log = logging.getLogger(__name__)
+
+BURST_PATHS = 2000
+"""Changed paths waiting to be read (taken from the watch events or still queued) that start a burst."""
+
+QUIET_SECONDS = 0.05
+"""No new change for this long: the burst is over (for now), read what it changed."""
+
+MAX_DEFER_SECONDS = 10.0
+"""A burst longer than this is read in rounds, so its first changes are not held back for its whole length."""
+
+MAX_PENDING = 500_000
+"""Paths held in the backlog before it is read whatever the burst does (a bound on the collector's memory)."""
+
+LISTING_MIN = 8
+"""Changed entries of one directory from which listing it is cheaper than reading them one by one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One read of a coalesced backlog: ``listing`` of a directory's entries, or one ``path``."""
+
+    how: Literal["listing", "path"]
+    path: str
+
+
+class BurstMode:
+    """Whether changes arrive faster than they are read, and when to read what a burst changed.
+
+    Times are the caller's clock (seconds); nothing here reads one.
+    """
+
+    def __init__(
+        self,
+        *,
+        threshold: int = BURST_PATHS,
+        quiet_seconds: float = QUIET_SECONDS,
+        max_defer_seconds: float = MAX_DEFER_SECONDS,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self.threshold = threshold
+        self.quiet_seconds = quiet_seconds
+        self.max_defer_seconds = max_defer_seconds
+        self.max_pending = max_pending
+        self.active = False
+        self._since = 0.0
+        """When the backlog began to be held (the burst was noticed, or the last coalesced read ended)."""
+        self._last_change = float("-inf")
+
+    def changed(self, now: float) -> None:
+        """A change came in (a watch event that adds a path to the backlog)."""
+        self._last_change = now
+
+    def update(self, pending: int, now: float) -> bool:
+        """Note how many changed paths are waiting; True when this starts a burst."""
+        if self.active or pending < self.threshold:
+            return False
+        self.active = True
+        self._since = now
+        return True
+
+    def read_due(self, pending: int, now: float) -> bool:
+        """In a burst: whether to read the backlog now (it went quiet, waited long enough or grew too big)."""
+        return self.active and (
+            now - self._last_change >= self.quiet_seconds
+            or now - self._since >= self.max_defer_seconds
+            or pending >= self.max_pending
+        )
+
+    def read_done(self, pending: int, now: float) -> bool:
+        """The backlog was read; ``pending`` changes came meanwhile. True when the burst goes on (so many)."""
+        self._since = now
+        self.active = pending >= self.threshold
+        return self.active
+
+    def wait_seconds(self, now: float, wait: float) -> float:
+        """``wait``, or less if the backlog will be due sooner."""
+        if not self.active:
+            return wait
+        quiet_at = self._last_change + self.quiet_seconds
+        return max(0.0, min(wait, quiet_at - now, self._since + self.max_defer_seconds - now))
+
+
+def plan_reads(paths: Iterable[str], listable: Callable[[str], bool], *, listing_min: int = LISTING_MIN) -> list[Read]:
+    """The reads that cover ``paths``, shallowest first: a listing of each directory ``listable`` allows that
+    holds at least ``listing_min`` of them, each remaining path on its own."""
+    by_parent: defaultdict[str, list[str]] = defaultdict(list)
+    for path in paths:
+        parent = path.rsplit("/", 1)[0] or "/"
+        by_parent[parent].append(path)
+    reads: list[tuple[int, Read]] = []
+    for parent, changed in by_parent.items():
+        if len(changed) >= listing_min and listable(parent):
+            reads.append((_depth(parent) + 1, Read("listing", parent)))
+        else:
+            reads.extend((_depth(path), Read("path", path)) for path in changed)
+    reads.sort(key=lambda item: (item[0], item[1].path))
+    return [read for _, read in reads]
+
+
+def _depth(path: str) -> int:
+    return path.rstrip("/").count("/")
