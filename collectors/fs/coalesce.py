@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
+
+from permwatch.events import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,75 @@ class BurstMode:
             return wait
         quiet_at = self._last_change + self.quiet_seconds
         return max(0.0, min(wait, quiet_at - now, self._since + self.max_defer_seconds - now))
+
+
+class ChangedPaths:
+    """Paths an attribute change was noticed on, waiting to be read: each on its own once its coalescing window
+    (``coalesce_ms``) ends, or, in a burst, all together once it goes quiet (``burst``). Times are the caller's."""
+
+    def __init__(self, *, coalesce_seconds: float, burst: BurstMode) -> None:
+        self.burst = burst
+        self._coalesce_seconds = coalesce_seconds
+        self._waiting: dict[str, tuple[float, datetime]] = {}
+        """path → (when to read it on its own, when the change was first noticed: the events' observed_at)"""
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def note(self, path: str, now: float) -> None:
+        """A change on ``path`` (a repeated one adds nothing: the read after the first sees it)."""
+        if path not in self._waiting:
+            self._waiting[path] = (now + self._coalesce_seconds, utcnow())
+            self.burst.changed(now)
+
+    def discard(self, *paths: str) -> None:
+        """``paths`` are read another way (walked as created, deleted or moved)."""
+        for path in paths:
+            self._waiting.pop(path, None)
+
+    def discard_covered_by(self, root: str, ancestors: Iterable[str]) -> None:
+        """A scan of ``root`` and its ``ancestors`` begins: it reads whatever waits there, after its change."""
+        below, above = root.rstrip("/") + "/", set(ancestors)
+        for path in [p for p in self._waiting if p == root or p.startswith(below) or p in above]:
+            del self._waiting[path]
+
+    def update(self, queued: int, now: float) -> None:
+        """Note the backlog: waiting here, and ``queued`` as watch events not handled yet."""
+        if self.burst.update(len(self._waiting) + queued, now):
+            log.info("a burst: %d changed paths waiting; reading them together once it goes quiet", len(self) + queued)
+
+    def read_done(self, queued: int, now: float) -> None:
+        """A backlog was read; the burst goes on if many changes came meanwhile (``queued``: not handled yet)."""
+        if self.burst.read_done(len(self._waiting) + queued, now):
+            log.info("%d changes came while a burst's backlog was read: the burst goes on", len(self) + queued)
+
+    def wait_seconds(self, now: float, wait: float) -> float:
+        """``wait``, or less if something is due sooner."""
+        if self.burst.active:
+            return self.burst.wait_seconds(now, wait)
+        if self._waiting:
+            wait = min(wait, next(iter(self._waiting.values()))[0] - now)
+        return wait
+
+    def take_due(self, now: float) -> Iterator[tuple[str, datetime]]:
+        """Outside a burst: each path whose window has ended, with when its change was noticed, oldest first."""
+        while self._waiting and not self.burst.active:
+            path, (due, noticed) = next(iter(self._waiting.items()))
+            if due > now:
+                break  # deadlines are first-seen + constant, so insertion order is deadline order
+            del self._waiting[path]
+            yield path, noticed
+
+    def take_backlog(self, now: float, queued: int) -> dict[str, datetime] | None:
+        """In a burst, once its backlog is due: every waiting path, with when its change was noticed."""
+        if not self.burst.read_due(len(self._waiting), now):
+            return None
+        if not self._waiting:  # a rescan read it all
+            self.burst.read_done(queued, now)
+            return None
+        backlog = {path: noticed for path, (_, noticed) in self._waiting.items()}
+        self._waiting.clear()
+        return backlog
 
 
 def plan_reads(paths: Iterable[str], listable: Callable[[str], bool], *, listing_min: int = LISTING_MIN) -> list[Read]:

@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from watchdog.events import (
@@ -48,7 +47,7 @@ from watchdog.observers.api import ObservedWatch
 
 from collectors.acl import DEFAULT_NAMES, NameCache
 from collectors.fs.actors import actor_source_named
-from collectors.fs.coalesce import BurstMode, plan_reads
+from collectors.fs.coalesce import BurstMode, ChangedPaths, plan_reads
 from collectors.fs.metrics import FsCollectorMetrics, FsCollectorStats
 from collectors.fs.opens import label_follower, open_source_named
 from collectors.fs.paths import CoveredPaths, ancestors_of
@@ -60,7 +59,7 @@ from collectors.fs.settings import FsCollectorConfig
 from collectors.fs.state import PublishedRecord, PublishedStateStore
 from collectors.fs.walk import LIVE_KINDS, SCAN_KINDS, ScanInterrupted, SpreadSettings, Tally, TreeWalker
 from collectors.fs.watch import PermissionWatcher, TroubleKind, WatchTrouble, sysctl
-from permwatch.events import FsKind, ScanCompleted, utcnow
+from permwatch.events import FsKind, ScanCompleted
 from permwatch.metrics import Metrics
 
 __all__ = ["FsCollector", "FsCollectorStats", "ScanReason", "ancestors_of"]
@@ -109,7 +108,6 @@ class FsCollector:
     ) -> None:
         self._config = config
         self._clock = clock
-        self._coalesce_seconds = config.coalesce_ms / 1000
         self._source = config.collector_id
         self._paths = CoveredPaths(config.roots, PathExcluder(config.excludes))
         self._roots = self._paths.roots
@@ -142,9 +140,8 @@ class FsCollector:
         )
         self._inbox: queue.SimpleQueue[InboxItem] = queue.SimpleQueue()
         self._watcher = PermissionWatcher(self._inbox.put, self._report_trouble)
-        self._attrib_due: dict[str, tuple[float, datetime]] = {}
-        """path → (when to read it, when the change was first noticed: the events' observed_at)"""
-        self._burst = BurstMode()
+        burst = BurstMode(threshold=config.burst_paths, quiet_seconds=config.burst_quiet_ms / 1000)
+        self._changed = ChangedPaths(coalesce_seconds=config.coalesce_ms / 1000, burst=burst)
         self._root_watches: dict[str, ObservedWatch | None] = dict.fromkeys(self._roots)
         self._rescans = RescanSchedule(self._roots, clock=clock, degraded_rescan_seconds=degraded_rescan_seconds)
         self._report_lock = threading.Lock()
@@ -203,7 +200,7 @@ class FsCollector:
         root = os.path.normpath(str(root))
         started = self._clock()
         self._rescans.scan_started(root, started)
-        self._drop_pending_covered_by(root)
+        self._changed.discard_covered_by(root, ancestors_of(root))
         if reason == "overflow":
             self._watcher.rewatch(root)  # first, so what changes from here on is seen live or by the walk
         tally = Tally(progress=self._metrics.scan_started(root))
@@ -334,7 +331,7 @@ class FsCollector:
         except queue.Empty:
             item = None
         handled = 0
-        limit = _HANDLED_PER_BURST_ROUND if self._burst.active else _HANDLED_PER_ROUND
+        limit = _HANDLED_PER_BURST_ROUND if self._changed.burst.active else _HANDLED_PER_ROUND
         while item is not None:
             self._handle(item)
             handled += 1
@@ -344,9 +341,7 @@ class FsCollector:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 item = None
-        pending = len(self._attrib_due) + self._inbox.qsize()
-        if self._burst.update(pending, self._clock()):
-            log.info("%d changed paths waiting: a burst; reading them together once it goes quiet", pending)
+        self._changed.update(self._inbox.qsize(), self._clock())
         # Rescans first: a rescan of a root reads every path below it, so what waits there need not be read.
         self._rescan_where_needed()
         self._read_due_attributes()
@@ -358,11 +353,7 @@ class FsCollector:
     def _wait_seconds(self) -> float:
         now = self._clock()
         wait = 0.25  # how quickly ``stop`` is noticed
-        if self._burst.active:
-            wait = self._burst.wait_seconds(now, wait)
-        elif self._attrib_due:
-            wait = min(wait, next(iter(self._attrib_due.values()))[0] - now)
-        return max(0.0, self._rescans.wait_seconds(now, wait))
+        return max(0.0, self._rescans.wait_seconds(now, self._changed.wait_seconds(now, wait)))
 
     def _handle(self, item: InboxItem) -> None:
         if isinstance(item, WatchTrouble):
@@ -377,10 +368,8 @@ class FsCollector:
         path = os.fsdecode(item.src_path)
         if isinstance(item, DirAttribEvent | FileAttribEvent):
             watched = path in self._paths.ancestors or self._paths.root_of(path) is not None
-            if watched and path not in self._attrib_due:
-                now = self._clock()
-                self._attrib_due[path] = (now + self._coalesce_seconds, utcnow())
-                self._burst.changed(now)
+            if watched:
+                self._changed.note(path, self._clock())
         elif isinstance(item, DirCreatedEvent | FileCreatedEvent):
             self._on_created(path)
         elif isinstance(item, DirDeletedEvent | FileDeletedEvent):
@@ -404,7 +393,7 @@ class FsCollector:
         root = self._paths.root_of(path)
         if root is None:
             return
-        self._attrib_due.pop(path, None)
+        self._changed.discard(path)
         if path == root and os.path.isdir(root):
             log.info("root %s appeared; watching it", root)
             self._watch_root(root)  # before the walk, so nothing made meanwhile is missed
@@ -416,7 +405,7 @@ class FsCollector:
         root = self._paths.root_of(path)
         if root is None:
             return
-        self._attrib_due.pop(path, None)
+        self._changed.discard(path)
         # Walking rather than deleting outright: if something is at the path
         # again by now, its current state is what must be published.
         self._walker.walk_tree(path, self._walker.settler(LIVE_KINDS, Tally()), Tally())
@@ -432,8 +421,7 @@ class FsCollector:
         if old_root is None:
             self._on_created(new_top)
             return
-        self._attrib_due.pop(old_top, None)
-        self._attrib_due.pop(new_top, None)
+        self._changed.discard(old_top, new_top)
         moved_records = {record.path: record for record in self._store.subtree(old_top)}
         settle = self._walker.settler(LIVE_KINDS, Tally())
         publisher = self._publisher
@@ -459,71 +447,17 @@ class FsCollector:
 
     def _read_due_attributes(self) -> None:
         now = self._clock()
-        if self._burst.active:
-            if self._burst.read_due(len(self._attrib_due), now):
-                if self._attrib_due:
-                    self._read_backlog()
-                else:  # a rescan read it all
-                    self._burst.read_done(self._inbox.qsize(), now)
-            return
-        while self._attrib_due:
-            path, (due, noticed) = next(iter(self._attrib_due.items()))
-            if due > now:
-                break  # deadlines are first-seen + constant, so insertion order is deadline order
-            del self._attrib_due[path]
+        backlog = self._changed.take_backlog(now, self._inbox.qsize())
+        if backlog is not None:  # a burst's changes, read together; one made meanwhile comes as an event, read after
+            reads = plan_reads(backlog, lambda directory: self._paths.root_of(directory) is not None)
+            self._walker.reconcile_backlog(backlog, reads, self._actors.actor_of)
+            self._publisher.confirm()
+            self.stats.coalesced_reads += 1
+            self._changed.read_done(self._inbox.qsize(), self._clock())
+        for path, noticed in self._changed.take_due(now):
             # The change happened when inotify told us, not when the coalescing window ended.
             actor = self._actors.actor_of(path)
             self._walker.reconcile_path(path, LIVE_KINDS, Tally(), observed_at=noticed, actor=actor)
-
-    def _read_backlog(self) -> None:
-        """Read every changed path a burst left waiting, together (see :mod:`collectors.fs.coalesce`).
-
-        Each was taken from the watch events before this read, so the state read includes its change;
-        a change made meanwhile comes as a new event and is read after.
-        """
-        backlog = {path: noticed for path, (_, noticed) in self._attrib_due.items()}
-        self._attrib_due.clear()
-        started = self._clock()
-        tally = Tally()
-        actor_of = self._actors.actor_of
-        settle = self._walker.settler(LIVE_KINDS, tally, actor_of=actor_of, observed_of=backlog)
-        listed = 0
-        for read in plan_reads(backlog, self._listable):
-            if self._walker.stop is not None and self._walker.stop.is_set():
-                raise ScanInterrupted  # the next start's baseline reads what is left
-            if read.how == "listing":
-                self._walker.reconcile_listing(read.path, settle, tally)
-                listed += 1
-            else:
-                path = read.path
-                self._walker.reconcile_path(path, LIVE_KINDS, tally, observed_at=backlog[path], actor=actor_of(path))
-        self._publisher.confirm()
-        self.stats.coalesced_reads += 1
-        arrived = len(self._attrib_due) + self._inbox.qsize()
-        going_on = self._burst.read_done(arrived, self._clock())
-        log.info(
-            "read a burst's %d changed paths together (%d directories listed, %d paths read): %d published in "
-            "%.2fs; %d changes came meanwhile%s",
-            len(backlog),
-            listed,
-            tally.seen,
-            tally.changed,
-            self._clock() - started,
-            arrived,
-            ", the burst goes on" if going_on else "",
-        )
-
-    def _listable(self, directory: str) -> bool:
-        """Whether a coalesced read may list ``directory``: all it holds is watched (it is a root or below one)."""
-        return self._paths.root_of(directory) is not None
-
-    def _drop_pending_covered_by(self, root: str) -> None:
-        """A scan of ``root`` (and its ancestors) begins: it reads every changed path waiting there, after
-        the change that put it in the wait, so those need no read of their own."""
-        below = root.rstrip("/") + "/"
-        ancestors = set(ancestors_of(root))
-        for path in [p for p in self._attrib_due if p == root or p.startswith(below) or p in ancestors]:
-            del self._attrib_due[path]
 
     def _rescan_where_needed(self) -> None:
         now = self._clock()

@@ -15,7 +15,8 @@ import enum
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -23,6 +24,7 @@ from typing import Literal
 from prometheus_client import Gauge
 
 from collectors.acl import MalformedAclError
+from collectors.fs.coalesce import Read
 from collectors.fs.metrics import FsCollectorMetrics, FsCollectorStats
 from collectors.fs.parallel import Finding, WorkerFailed, walk_units
 from collectors.fs.publish import Publisher
@@ -163,6 +165,31 @@ class TreeWalker:
         what was published for its children in one query); publish what vanished from it."""
         self._visit_listing(directory, visit, tally, [], first_time=False)
         tally.report()
+
+    def reconcile_backlog(
+        self,
+        backlog: Mapping[str, datetime],
+        reads: Iterable[Read],
+        actor_of: Callable[[str], Actor | None],
+    ) -> None:
+        """Read a burst's changed paths (``backlog``: each with when its change was noticed) by ``reads``
+        (:func:`collectors.fs.coalesce.plan_reads`) and publish what differs."""
+        started, tally = time.monotonic(), Tally()
+        settle = self.settler(LIVE_KINDS, tally, actor_of=actor_of, observed_of=backlog)
+        listed = 0
+        for read in reads:
+            if self.stop is not None and self.stop.is_set():
+                raise ScanInterrupted  # the next start's baseline reads what is left
+            if read.how == "listing":
+                self.reconcile_listing(read.path, settle, tally)
+                listed += 1
+            else:
+                path = read.path
+                self.reconcile_path(path, LIVE_KINDS, tally, observed_at=backlog[path], actor=actor_of(path))
+        log.info(
+            "read a burst's %d changed paths together (%d listings, %d paths read): %d published in %.2fs",
+            *(len(backlog), listed, tally.seen, tally.changed, time.monotonic() - started),
+        )
 
     def walk_tree(self, top: str, visit: Visit, tally: Tally, *, spread: Kinds | None = None) -> None:
         """Visit ``top`` and everything below it; publish deletions for what vanished.
