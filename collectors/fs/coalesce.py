@@ -36,8 +36,10 @@ BURST_PATHS = 2000
 QUIET_SECONDS = 0.05
 """No new change for this long: the burst is over (for now), read what it changed."""
 
-MAX_DEFER_SECONDS = 10.0
-"""A burst longer than this is read in rounds, so its first changes are not held back for its whole length."""
+MAX_DEFER_SECONDS = 30.0
+"""A burst longer than this is read in rounds, so its first changes are not held back for its whole length.
+Long, because a round read while the burst goes on is slow (measured: 18,000 paths in 17 s, setfacl -R
+beside it 2.7 times slower than alone) and holds back the rest, the burst's last folders included."""
 
 MAX_PENDING = 500_000
 """Paths held in the backlog before it is read whatever the burst does (a bound on the collector's memory)."""

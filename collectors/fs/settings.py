@@ -18,7 +18,7 @@ class FsCollectorConfig(Section):
         default=2000,
         ge=1,
         description="changed paths waiting to be read that make a burst: its changes are held until it goes quiet"
-        " for burst_quiet_ms (at most 10 s) and read together, a directory with many of them listed once",
+        " for burst_quiet_ms (at most 30 s) and read together, a directory with many of them listed once",
     )
     burst_quiet_ms: int = Field(default=50, ge=1, le=10_000, description="how long without a change ends a burst")
     state_path: Path | None = Field(default=None, description="where the collector remembers what it published")
