@@ -99,6 +99,11 @@ class BurstMode:
             or pending >= self.max_pending
         )
 
+    def must_finish(self, pending: int, now: float) -> bool:
+        """Whether a backlog read now must be read to its end (held the longest or too big), even if the burst
+        goes on meanwhile; otherwise the read stops once it does, and the rest waits for the next quiet."""
+        return now - self._since >= self.max_defer_seconds or pending >= self.max_pending
+
     def read_done(self, pending: int, now: float) -> bool:
         """The backlog was read; ``pending`` changes came meanwhile. True when the burst goes on (so many)."""
         self._since = now
@@ -148,9 +153,17 @@ class ChangedPaths:
         if self.burst.update(len(self._waiting) + queued, now):
             log.info("a burst: %d changed paths waiting; reading them together once it goes quiet", len(self) + queued)
 
-    def read_done(self, queued: int, now: float) -> None:
-        """A backlog was read; the burst goes on if many changes came meanwhile (``queued``: not handled yet)."""
-        if self.burst.read_done(len(self._waiting) + queued, now):
+    def read_done(self, backlog: dict[str, datetime], unread: list[Read], queued: int, now: float) -> None:
+        """A backlog was read up to ``unread`` (stopped: the burst went on). What was not read waits again, for
+        the next quiet; after a whole read the burst goes on if many changes came meanwhile (``queued``)."""
+        if unread:
+            dirs = {read.path for read in unread if read.how == "listing"}
+            paths = {read.path for read in unread if read.how == "path"}
+            for path, noticed in backlog.items():
+                if path in paths or (path.rsplit("/", 1)[0] or "/") in dirs:
+                    self._waiting.setdefault(path, (now, noticed))
+            log.info("a burst went on while its backlog was read: %d paths wait for it to go quiet", len(self))
+        elif self.burst.read_done(len(self._waiting) + queued, now):
             log.info("%d changes came while a burst's backlog was read: the burst goes on", len(self) + queued)
 
     def wait_seconds(self, now: float, wait: float) -> float:

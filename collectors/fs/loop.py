@@ -331,11 +331,10 @@ class FsCollector:
         except queue.Empty:
             item = None
         handled = 0
-        limit = _HANDLED_PER_BURST_ROUND if self._changed.burst.active else _HANDLED_PER_ROUND
         while item is not None:
             self._handle(item)
             handled += 1
-            if handled >= limit:
+            if handled >= (_HANDLED_PER_BURST_ROUND if self._changed.burst.active else _HANDLED_PER_ROUND):
                 break
             try:
                 item = self._inbox.get_nowait()
@@ -450,10 +449,12 @@ class FsCollector:
         backlog = self._changed.take_backlog(now, self._inbox.qsize())
         if backlog is not None:  # a burst's changes, read together; one made meanwhile comes as an event, read after
             reads = plan_reads(backlog, lambda directory: self._paths.root_of(directory) is not None)
-            self._walker.reconcile_backlog(backlog, reads, self._actors.actor_of)
+            forced = self._changed.burst.must_finish(len(backlog), now)  # else stopped if the burst goes on
+            go_on = lambda: forced or self._inbox.qsize() < self._changed.burst.threshold  # noqa: E731
+            unread = self._walker.reconcile_backlog(backlog, reads, self._actors.actor_of, go_on)
             self._publisher.confirm()
             self.stats.coalesced_reads += 1
-            self._changed.read_done(self._inbox.qsize(), self._clock())
+            self._changed.read_done(backlog, unread, self._inbox.qsize(), self._clock())
         for path, noticed in self._changed.take_due(now):
             # The change happened when inotify told us, not when the coalescing window ended.
             actor = self._actors.actor_of(path)

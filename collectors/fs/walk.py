@@ -171,15 +171,19 @@ class TreeWalker:
         backlog: Mapping[str, datetime],
         reads: Iterable[Read],
         actor_of: Callable[[str], Actor | None],
-    ) -> None:
+        go_on: Callable[[], bool],
+    ) -> list[Read]:
         """Read a burst's changed paths (``backlog``: each with when its change was noticed) by ``reads``
-        (:func:`collectors.fs.coalesce.plan_reads`) and publish what differs."""
+        (:func:`collectors.fs.coalesce.plan_reads`) and publish what differs, while ``go_on`` says so before
+        each read; the reads left when it said no."""
         started, tally = time.monotonic(), Tally()
         settle = self.settler(LIVE_KINDS, tally, actor_of=actor_of, observed_of=backlog)
-        listed = 0
-        for read in reads:
+        listed, todo = 0, list(reads)
+        for done, read in enumerate(todo):
             if self.stop is not None and self.stop.is_set():
                 raise ScanInterrupted  # the next start's baseline reads what is left
+            if not go_on():
+                return todo[done:]
             if read.how == "listing":
                 self.reconcile_listing(read.path, settle, tally)
                 listed += 1
@@ -190,6 +194,7 @@ class TreeWalker:
             "read a burst's %d changed paths together (%d listings, %d paths read): %d published in %.2fs",
             *(len(backlog), listed, tally.seen, tally.changed, time.monotonic() - started),
         )
+        return []
 
     def walk_tree(self, top: str, visit: Visit, tally: Tally, *, spread: Kinds | None = None) -> None:
         """Visit ``top`` and everything below it; publish deletions for what vanished.

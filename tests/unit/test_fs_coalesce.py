@@ -127,7 +127,7 @@ def test_in_a_burst_nothing_is_read_on_its_own_and_the_backlog_is_taken_whole() 
     backlog = waiting.take_backlog(now=1.08, queued=0)
     assert backlog is not None and sorted(backlog) == ["/r/a", "/r/b", "/r/c/d"]
     assert len(waiting) == 0
-    waiting.read_done(queued=2, now=1.5)
+    waiting.read_done(backlog, [], queued=2, now=1.5)
     assert not waiting.burst.active, "two changes came during the read: read as they come again"
 
 
@@ -138,3 +138,30 @@ def test_a_scan_takes_what_waits_below_its_root_and_on_its_ancestors() -> None:
     waiting.discard("/srv/other")
     waiting.discard_covered_by("/srv/share", ancestors=["/", "/srv"])
     assert [path for path, _ in waiting.take_due(now=2.0)] == ["/srv/shared"]
+
+
+def test_a_read_stopped_because_the_burst_went_on_leaves_what_it_did_not_read_waiting() -> None:
+    waiting = changed_paths()
+    backlog_paths = ["/r/a", "/r/d/1", "/r/d/2", "/r/e/x"]
+    for path in backlog_paths:
+        waiting.note(path, now=1.0)
+    waiting.update(queued=0, now=1.0)
+    backlog = waiting.take_backlog(now=1.1, queued=0)
+    assert backlog is not None
+    assert not waiting.burst.must_finish(len(backlog), now=1.1), "a read begun on a quiet moment may stop"
+    unread = [Read("listing", "/r/d"), Read("path", "/r/e/x")]  # "/r/a" was read before the burst went on
+    waiting.read_done(backlog, unread, queued=500, now=1.2)
+    assert waiting.burst.active, "still the same burst"
+    waiting.burst.changed(now=1.3)
+    assert waiting.take_backlog(now=1.31, queued=0) is None, "the rest waits for the next quiet"
+    rest = waiting.take_backlog(now=1.4, queued=0)
+    assert rest is not None and sorted(rest) == ["/r/d/1", "/r/d/2", "/r/e/x"]
+    assert rest["/r/d/1"] == backlog["/r/d/1"], "observed when first noticed"
+
+
+def test_a_read_of_a_backlog_held_the_longest_is_read_to_its_end() -> None:
+    mode = burst(max_defer_seconds=2.0)
+    mode.update(100, now=10.0)
+    assert not mode.must_finish(100, now=11.9)
+    assert mode.must_finish(100, now=12.0)
+    assert mode.must_finish(1000, now=10.5), "too big to hold"
