@@ -83,6 +83,12 @@ class BurstMode:
         """A change came in (a watch event that adds a path to the backlog)."""
         self._last_change = now
 
+    def overflowed(self, now: float) -> None:
+        """inotify lost events: changes come faster than they are read, a burst whatever the backlog says."""
+        self.changed(now)
+        if not self.active:
+            self.active, self._since = True, now
+
     def update(self, pending: int, now: float) -> bool:
         """Note how many changed paths are waiting; True when this starts a burst."""
         if self.active or pending < self.threshold:
@@ -98,6 +104,10 @@ class BurstMode:
             or now - self._since >= self.max_defer_seconds
             or pending >= self.max_pending
         )
+
+    def holding(self, pending: int, now: float) -> bool:
+        """In a burst whose backlog is not due yet (an overflow's rescan waits for it too)."""
+        return self.active and not self.read_due(pending, now)
 
     def must_finish(self, pending: int, now: float) -> bool:
         """Whether a backlog read now must be read to its end (held the longest or too big), even if the burst

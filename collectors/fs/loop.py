@@ -302,6 +302,7 @@ class FsCollector:
         self._metrics.watch_trouble(trouble.kind)
         if trouble.kind == "overflow":
             self.stats.overflows += 1
+            self._changed.burst.overflowed(trouble.at)  # its rescan waits for the burst to go quiet
             affected = list(self._roots)
             if self._rescans.none_requested(affected):
                 # Once per rescan: a burst overflows the queue many times before the rescan runs.
@@ -351,8 +352,8 @@ class FsCollector:
 
     def _wait_seconds(self) -> float:
         now = self._clock()
-        wait = 0.25  # how quickly ``stop`` is noticed
-        return max(0.0, self._rescans.wait_seconds(now, self._changed.wait_seconds(now, wait)))
+        wait = self._changed.wait_seconds(now, 0.25)  # 0.25: how quickly ``stop`` is noticed
+        return max(0.0, wait if self._changed.burst.active else self._rescans.wait_seconds(now, wait))
 
     def _handle(self, item: InboxItem) -> None:
         if isinstance(item, WatchTrouble):
@@ -453,7 +454,6 @@ class FsCollector:
             go_on = lambda: forced or self._inbox.qsize() < self._changed.burst.threshold  # noqa: E731
             unread = self._walker.reconcile_backlog(backlog, reads, self._actors.actor_of, go_on)
             self._publisher.confirm()
-            self.stats.coalesced_reads += 1
             self._changed.read_done(backlog, unread, self._inbox.qsize(), self._clock())
         for path, noticed in self._changed.take_due(now):
             # The change happened when inotify told us, not when the coalescing window ended.
@@ -465,7 +465,7 @@ class FsCollector:
         for root in self._roots:
             if self._rescans.periodic_due(root, now):
                 self._retry_degraded_watch(root)
-            reason = self._rescans.take(root)
+            reason = self._rescans.take(root, hold_overflow=self._changed.burst.holding(len(self._changed), now))
             if reason == "spool_overflow":
                 self._publisher.confirm()  # settle the batch a drop may have hit before comparing with the store
             if reason is not None:

@@ -179,6 +179,7 @@ class TreeWalker:
         started, tally = time.monotonic(), Tally()
         settle = self.settler(LIVE_KINDS, tally, actor_of=actor_of, observed_of=backlog)
         listed, todo = 0, list(reads)
+        self._stats.coalesced_reads += 1
         for done, read in enumerate(todo):
             if self.stop is not None and self.stop.is_set():
                 raise ScanInterrupted  # the next start's baseline reads what is left

@@ -6,6 +6,7 @@ Times are passed in: nothing here waits on a clock.
 from __future__ import annotations
 
 from collectors.fs.coalesce import BurstMode, ChangedPaths, Read, plan_reads
+from collectors.fs.rescans import RescanSchedule
 
 
 def burst(**overrides: float) -> BurstMode:
@@ -165,3 +166,19 @@ def test_a_read_of_a_backlog_held_the_longest_is_read_to_its_end() -> None:
     assert not mode.must_finish(100, now=11.9)
     assert mode.must_finish(100, now=12.0)
     assert mode.must_finish(1000, now=10.5), "too big to hold"
+
+
+def test_an_overflow_makes_a_burst_and_its_rescan_waits_until_it_is_quiet() -> None:
+    mode = burst()
+    mode.overflowed(now=1.0)
+    assert mode.active and mode.holding(0, now=1.01)
+    mode.overflowed(now=1.04)  # overflowing again: still going on
+    assert mode.holding(0, now=1.08)
+    assert not mode.holding(0, now=1.09)
+
+    schedule = RescanSchedule(["/r"], clock=lambda: 0.0, degraded_rescan_seconds=300.0)
+    schedule.request("/r", 1.0)
+    assert schedule.take("/r", hold_overflow=True) is None, "held, not taken"
+    assert schedule.take("/r") == "overflow"
+    schedule.request_all("spool_overflow", 2.0)
+    assert schedule.take("/r", hold_overflow=True) == "spool_overflow", "events the bus lost are not held"
