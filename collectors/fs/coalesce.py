@@ -14,7 +14,10 @@ rescan does; the rest are read one by one. Shallow paths are read first, so
 the folders a burst starts from (often the labelled ones) are published first.
 Every path is read after the change that put it in the backlog was taken from
 the watch events, so no change is lost; a change made while the backlog is
-read comes as a new event and is read again.
+read comes as a new event and is read again. A read begun on a quiet moment
+stops when the burst goes on (the rest waits for the next quiet); one held
+:data:`MAX_DEFER_SECONDS` is read to its end. An inotify overflow is a burst
+too: its rescan waits for the same quiet, so one rescan reads it all.
 """
 
 from __future__ import annotations
