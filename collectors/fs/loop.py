@@ -7,7 +7,10 @@ publishing only what differs from what was last published
 (:mod:`collectors.fs.state`) through one publisher
 (:mod:`collectors.fs.publish`). Afterwards it takes watch events from its
 inbox: attribute changes are coalesced per path for ``coalesce_ms`` and read
-once, observed when inotify first told of them; created and moved-in
+once, observed when inotify first told of them; when more changes wait than
+are read as they come (a recursive ``setfacl``), they are held until the
+burst goes quiet and then read together, by directory listing where many
+share one (:mod:`collectors.fs.coalesce`); created and moved-in
 directories are walked, because inotify cannot report what was made inside
 them before their watch existed. When inotify loses events (queue overflow)
 or cannot watch a directory (watch limit), or the spool dropped events and
@@ -27,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from watchdog.events import (
@@ -45,6 +47,7 @@ from watchdog.observers.api import ObservedWatch
 
 from collectors.acl import DEFAULT_NAMES, NameCache
 from collectors.fs.actors import actor_source_named
+from collectors.fs.coalesce import BurstMode, ChangedPaths, plan_reads
 from collectors.fs.metrics import FsCollectorMetrics, FsCollectorStats
 from collectors.fs.opens import label_follower, open_source_named
 from collectors.fs.paths import CoveredPaths, ancestors_of
@@ -56,7 +59,7 @@ from collectors.fs.settings import FsCollectorConfig
 from collectors.fs.state import PublishedRecord, PublishedStateStore
 from collectors.fs.walk import LIVE_KINDS, SCAN_KINDS, ScanInterrupted, SpreadSettings, Tally, TreeWalker
 from collectors.fs.watch import PermissionWatcher, TroubleKind, WatchTrouble, sysctl
-from permwatch.events import FsKind, ScanCompleted, utcnow
+from permwatch.events import FsKind, ScanCompleted
 from permwatch.metrics import Metrics
 
 __all__ = ["FsCollector", "FsCollectorStats", "ScanReason", "ancestors_of"]
@@ -77,6 +80,9 @@ InboxItem = FileSystemEvent | WatchTrouble | RescanRequest
 
 _HANDLED_PER_ROUND = 500
 """Watch events handled before due reads and rescans get their turn."""
+
+_HANDLED_PER_BURST_ROUND = 20_000
+"""The same in a burst, where handling an attribute change only notes its path."""
 
 
 class FsCollector:
@@ -102,7 +108,6 @@ class FsCollector:
     ) -> None:
         self._config = config
         self._clock = clock
-        self._coalesce_seconds = config.coalesce_ms / 1000
         self._source = config.collector_id
         self._paths = CoveredPaths(config.roots, PathExcluder(config.excludes))
         self._roots = self._paths.roots
@@ -112,8 +117,6 @@ class FsCollector:
         self._actors = actor_source_named(config, names)
         self._opens = open_source_named(config, names)
         self._store = PublishedStateStore(state_path if state_path is not None else config.state_path)
-        if unsure := self._store.unconfirmed_at_open:
-            log.info("%d path(s) were on their way to the bus at the last stop: the scan publishes them again", unsure)
         self._publisher = Publisher(
             self._store,
             emitter,
@@ -137,8 +140,8 @@ class FsCollector:
         )
         self._inbox: queue.SimpleQueue[InboxItem] = queue.SimpleQueue()
         self._watcher = PermissionWatcher(self._inbox.put, self._report_trouble)
-        self._attrib_due: dict[str, tuple[float, datetime]] = {}
-        """path → (when to read it, when the change was first noticed: the events' observed_at)"""
+        burst = BurstMode(threshold=config.burst_paths, quiet_seconds=config.burst_quiet_ms / 1000)
+        self._changed = ChangedPaths(coalesce_seconds=config.coalesce_ms / 1000, burst=burst)
         self._root_watches: dict[str, ObservedWatch | None] = dict.fromkeys(self._roots)
         self._rescans = RescanSchedule(self._roots, clock=clock, degraded_rescan_seconds=degraded_rescan_seconds)
         self._report_lock = threading.Lock()
@@ -197,6 +200,7 @@ class FsCollector:
         root = os.path.normpath(str(root))
         started = self._clock()
         self._rescans.scan_started(root, started)
+        self._changed.discard_covered_by(root, ancestors_of(root))
         if reason == "overflow":
             self._watcher.rewatch(root)  # first, so what changes from here on is seen live or by the walk
         tally = Tally(progress=self._metrics.scan_started(root))
@@ -298,6 +302,7 @@ class FsCollector:
         self._metrics.watch_trouble(trouble.kind)
         if trouble.kind == "overflow":
             self.stats.overflows += 1
+            self._changed.burst.overflowed(trouble.at)  # its rescan waits for the burst to go quiet
             affected = list(self._roots)
             if self._rescans.none_requested(affected):
                 # Once per rescan: a burst overflows the queue many times before the rescan runs.
@@ -330,25 +335,25 @@ class FsCollector:
         while item is not None:
             self._handle(item)
             handled += 1
-            if handled >= _HANDLED_PER_ROUND:
+            if handled >= (_HANDLED_PER_BURST_ROUND if self._changed.burst.active else _HANDLED_PER_ROUND):
                 break
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 item = None
+        self._changed.update(self._inbox.qsize(), self._clock())
+        # Rescans first: a rescan of a root reads every path below it, so what waits there need not be read.
+        self._rescan_where_needed()
         self._read_due_attributes()
         for access in self._opens.take():
             self._publisher.emit(access)
-        self._rescan_where_needed()
         if self._inbox.empty():
             self._publisher.confirm()
 
     def _wait_seconds(self) -> float:
         now = self._clock()
-        wait = 0.25  # how quickly ``stop`` is noticed
-        if self._attrib_due:
-            wait = min(wait, next(iter(self._attrib_due.values()))[0] - now)
-        return max(0.0, self._rescans.wait_seconds(now, wait))
+        wait = self._changed.wait_seconds(now, 0.25)  # 0.25: how quickly ``stop`` is noticed
+        return max(0.0, wait if self._changed.burst.active else self._rescans.wait_seconds(now, wait))
 
     def _handle(self, item: InboxItem) -> None:
         if isinstance(item, WatchTrouble):
@@ -363,8 +368,8 @@ class FsCollector:
         path = os.fsdecode(item.src_path)
         if isinstance(item, DirAttribEvent | FileAttribEvent):
             watched = path in self._paths.ancestors or self._paths.root_of(path) is not None
-            if watched and path not in self._attrib_due:
-                self._attrib_due[path] = (self._clock() + self._coalesce_seconds, utcnow())
+            if watched:
+                self._changed.note(path, self._clock())
         elif isinstance(item, DirCreatedEvent | FileCreatedEvent):
             self._on_created(path)
         elif isinstance(item, DirDeletedEvent | FileDeletedEvent):
@@ -388,7 +393,7 @@ class FsCollector:
         root = self._paths.root_of(path)
         if root is None:
             return
-        self._attrib_due.pop(path, None)
+        self._changed.discard(path)
         if path == root and os.path.isdir(root):
             log.info("root %s appeared; watching it", root)
             self._watch_root(root)  # before the walk, so nothing made meanwhile is missed
@@ -400,7 +405,7 @@ class FsCollector:
         root = self._paths.root_of(path)
         if root is None:
             return
-        self._attrib_due.pop(path, None)
+        self._changed.discard(path)
         # Walking rather than deleting outright: if something is at the path
         # again by now, its current state is what must be published.
         self._walker.walk_tree(path, self._walker.settler(LIVE_KINDS, Tally()), Tally())
@@ -416,8 +421,7 @@ class FsCollector:
         if old_root is None:
             self._on_created(new_top)
             return
-        self._attrib_due.pop(old_top, None)
-        self._attrib_due.pop(new_top, None)
+        self._changed.discard(old_top, new_top)
         moved_records = {record.path: record for record in self._store.subtree(old_top)}
         settle = self._walker.settler(LIVE_KINDS, Tally())
         publisher = self._publisher
@@ -443,11 +447,15 @@ class FsCollector:
 
     def _read_due_attributes(self) -> None:
         now = self._clock()
-        while self._attrib_due:
-            path, (due, noticed) = next(iter(self._attrib_due.items()))
-            if due > now:
-                break  # deadlines are first-seen + constant, so insertion order is deadline order
-            del self._attrib_due[path]
+        backlog = self._changed.take_backlog(now, self._inbox.qsize())
+        if backlog is not None:  # a burst's changes, read together; one made meanwhile comes as an event, read after
+            reads = plan_reads(backlog, lambda directory: self._paths.root_of(directory) is not None)
+            forced = self._changed.burst.must_finish(len(backlog), now)  # else stopped if the burst goes on
+            go_on = lambda: forced or self._inbox.qsize() < self._changed.burst.threshold  # noqa: E731
+            unread = self._walker.reconcile_backlog(backlog, reads, self._actors.actor_of, go_on)
+            self._publisher.confirm()
+            self._changed.read_done(backlog, unread, self._inbox.qsize(), self._clock())
+        for path, noticed in self._changed.take_due(now):
             # The change happened when inotify told us, not when the coalescing window ended.
             actor = self._actors.actor_of(path)
             self._walker.reconcile_path(path, LIVE_KINDS, Tally(), observed_at=noticed, actor=actor)
@@ -457,7 +465,7 @@ class FsCollector:
         for root in self._roots:
             if self._rescans.periodic_due(root, now):
                 self._retry_degraded_watch(root)
-            reason = self._rescans.take(root)
+            reason = self._rescans.take(root, hold_overflow=self._changed.burst.holding(len(self._changed), now))
             if reason == "spool_overflow":
                 self._publisher.confirm()  # settle the batch a drop may have hit before comparing with the store
             if reason is not None:

@@ -25,6 +25,8 @@ class FsCollectorStats:
     overflows: int = 0
     watch_limit_hits: int = 0
     unreadable_paths: int = 0
+    coalesced_reads: int = 0
+    """Bursts' backlogs of changed paths read together (collectors.fs.coalesce)."""
 
 
 class FsCollectorMetrics:

@@ -90,11 +90,12 @@ class RescanSchedule:
         self.request(root, now)
         return True
 
-    def take(self, root: str) -> ScanReason | None:
-        """The reason to rescan ``root`` now, if one is due; the request is taken either way."""
+    def take(self, root: str, *, hold_overflow: bool = False) -> ScanReason | None:
+        """The reason to rescan ``root`` now, if one is due; the request is taken either way, except one for
+        an overflow while ``hold_overflow`` (a burst goes on: one rescan once it is quiet reads it all)."""
         state = self._roots[root]
         requested = state.requested_at
-        if requested is None:
+        if requested is None or (hold_overflow and state.reason == "overflow"):
             return None
         state.requested_at = None
         reason, state.reason = state.reason, "overflow"

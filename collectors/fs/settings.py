@@ -14,6 +14,13 @@ class FsCollectorConfig(Section):
     roots: list[Path] = Field(min_length=1)
     excludes: list[str] = Field(default_factory=list, description="fnmatch globs on full paths or names")
     coalesce_ms: int = Field(default=10, ge=0, le=10_000)
+    burst_paths: int = Field(
+        default=2000,
+        ge=1,
+        description="changed paths waiting to be read that make a burst: its changes are held until it goes quiet"
+        " for burst_quiet_ms (at most 30 s) and read together, a directory with many of them listed once",
+    )
+    burst_quiet_ms: int = Field(default=50, ge=1, le=10_000, description="how long without a change ends a burst")
     state_path: Path | None = Field(default=None, description="where the collector remembers what it published")
     watch: bool = True
     scan_workers: int = Field(

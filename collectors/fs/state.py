@@ -27,12 +27,15 @@ the next scan publishes them again, as deleted when they are gone.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from permwatch.events import ObjectType
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -101,6 +104,11 @@ class PublishedStateStore:
         """The in_flight table may hold rows (handed to SQLite since the last confirmed commit)."""
         self.unconfirmed_at_open = self.forget_unconfirmed()
         """Paths a crash left in flight, made unknown when the store was opened."""
+        if self.unconfirmed_at_open:
+            log.info(
+                "%d path(s) were on their way to the bus at the last stop: the scan publishes them again",
+                self.unconfirmed_at_open,
+            )
 
     # ------------------------------------------------------------- reading
 

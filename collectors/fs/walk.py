@@ -15,7 +15,8 @@ import enum
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -23,6 +24,7 @@ from typing import Literal
 from prometheus_client import Gauge
 
 from collectors.acl import MalformedAclError
+from collectors.fs.coalesce import Read
 from collectors.fs.metrics import FsCollectorMetrics, FsCollectorStats
 from collectors.fs.parallel import Finding, WorkerFailed, walk_units
 from collectors.fs.publish import Publisher
@@ -120,10 +122,12 @@ class TreeWalker:
         observed_at: datetime | None = None,
         actor: Actor | None = None,
         actor_of: Callable[[str], Actor | None] | None = None,
+        observed_of: Mapping[str, datetime] | None = None,
     ) -> Visit:
         """A visit that publishes ``state`` when it differs from what was published, as observed at
         ``observed_at`` (``None``: when it is read), changed by ``actor`` when known, or by whom ``actor_of``
-        says changed the path (a rescan after lost events: the actor source may still know)."""
+        says changed the path (a rescan after lost events: the actor source may still know). With
+        ``observed_of``, a path it names was observed when it says (a coalesced burst: when inotify told)."""
         publisher = self._publisher
 
         def settle(path: str, state: PathState, previous: PublishedRecord | None) -> None:
@@ -136,7 +140,8 @@ class TreeWalker:
                 kind = None
             if kind is not None:
                 by = actor if actor_of is None else actor_of(path)
-                publisher.publish(path, state, kind, observed_at=observed_at, actor=by)
+                at = observed_at if observed_of is None else observed_of.get(path, observed_at)
+                publisher.publish(path, state, kind, observed_at=at, actor=by)
                 tally.changed += 1
             if state.is_dir:
                 publisher.observe_label(path)
@@ -154,6 +159,43 @@ class TreeWalker:
         self.settler(kinds, tally, observed_at=observed_at, actor=actor)(path, state, previous)
         if previous is not None and previous.is_dir and not state.is_dir:
             self.delete_subtree(path, tally, include_self=False)
+
+    def reconcile_listing(self, directory: str, visit: Visit, tally: Tally) -> None:
+        """Visit what ``directory`` holds now, not below it (one level of a rescan: its listing compared with
+        what was published for its children in one query); publish what vanished from it."""
+        self._visit_listing(directory, visit, tally, [], first_time=False)
+        tally.report()
+
+    def reconcile_backlog(
+        self,
+        backlog: Mapping[str, datetime],
+        reads: Iterable[Read],
+        actor_of: Callable[[str], Actor | None],
+        go_on: Callable[[], bool],
+    ) -> list[Read]:
+        """Read a burst's changed paths (``backlog``: each with when its change was noticed) by ``reads``
+        (:func:`collectors.fs.coalesce.plan_reads`) and publish what differs, while ``go_on`` says so before
+        each read; the reads left when it said no."""
+        started, tally = time.monotonic(), Tally()
+        settle = self.settler(LIVE_KINDS, tally, actor_of=actor_of, observed_of=backlog)
+        listed, todo = 0, list(reads)
+        self._stats.coalesced_reads += 1
+        for done, read in enumerate(todo):
+            if self.stop is not None and self.stop.is_set():
+                raise ScanInterrupted  # the next start's baseline reads what is left
+            if not go_on():
+                return todo[done:]
+            if read.how == "listing":
+                self.reconcile_listing(read.path, settle, tally)
+                listed += 1
+            else:
+                path = read.path
+                self.reconcile_path(path, LIVE_KINDS, tally, observed_at=backlog[path], actor=actor_of(path))
+        log.info(
+            "read a burst's %d changed paths together (%d listings, %d paths read): %d published in %.2fs",
+            *(len(backlog), listed, tally.seen, tally.changed, time.monotonic() - started),
+        )
+        return []
 
     def walk_tree(self, top: str, visit: Visit, tally: Tally, *, spread: Kinds | None = None) -> None:
         """Visit ``top`` and everything below it; publish deletions for what vanished.

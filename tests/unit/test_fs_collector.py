@@ -755,3 +755,64 @@ def test_opens_names_the_permission_mode_and_its_timeout_is_a_checked_setting() 
     assert config.opens_response_timeout_seconds == 0.5
     with pytest.raises(pydantic.ValidationError, match="opens_response_timeout_seconds"):
         FsCollectorConfig(roots=["/srv/share"], opens_response_timeout_seconds=0)
+
+
+# ------------------------------------------------------------- bursts (#21)
+
+
+class ChangingLabeller(RecordingLabeller):
+    """Once armed, chmods ``target`` the first time it is observed: a change made while its read is under way."""
+
+    def __init__(self, target: Path, mode: int) -> None:
+        super().__init__()
+        self._target, self._mode = str(target), mode
+        self.armed = False
+        self.changed_during_read = False
+
+    def observe(self, path: str) -> LabelAssigned | None:
+        if self.armed and path == self._target and not self.changed_during_read:
+            os.chmod(path, self._mode)
+            self.changed_during_read = True
+        return super().observe(path)
+
+
+@needs_acl_tools
+def test_a_burst_is_read_together_and_a_change_made_while_it_is_read_is_published_too(
+    tmp_path: Path, state_path: Path
+) -> None:
+    share = tmp_path / "share"
+    cases = share / "cases"
+    for i in range(3):
+        for j in range(30):
+            (cases / f"case-{i}" / f"sub-{j:02d}").mkdir(parents=True)
+    (cases / "case-0" / "notes.txt").write_text("x")
+    emitter = ListEmitter()
+    # Every change waits for a quiet moment (burst_paths = 1), so all of them are read the coalesced way;
+    # ``cases`` is changed first by setfacl -R, and chmodded again while the burst's backlog is read.
+    labeller = ChangingLabeller(cases, 0o700)
+    settings = config(share, burst_paths=1, burst_quiet_ms=200)
+    with FsCollector(settings, emitter, labeller=labeller, state_path=state_path) as collector:
+        with running(collector, emitter):
+            labeller.armed = True
+            setfacl("-R", "-m", "g:4000200:rX", cases)
+            everything = tree_paths(cases)
+
+            def burst_published() -> bool:
+                changed = {e.path for e in emitter.fs() if e.kind is FsKind.CHANGED}
+                return changed >= everything
+
+            wait_for(burst_published, what="every path setfacl -R changed")
+            wait_for(event_for(emitter, cases, FsKind.CHANGED, mode=0o700), what="the change made during the read")
+            (share / "marker").touch()
+            wait_for(event_for(emitter, share / "marker", FsKind.CREATED), what="the marker")
+        assert labeller.changed_during_read
+        assert collector.stats.coalesced_reads >= 1
+    for path in everything:
+        published = [e for e in emitter.fs(path) if e.kind is FsKind.CHANGED]
+        assert len(published) == (2 if path == str(cases) else 1), (path, published)
+        state = read_path_state(path)
+        assert state is not None
+        last = published[-1]
+        assert (last.mode, last.acl, last.default_acl) == (state.mode, state.acl, state.default_acl), path
+        assert ("group", 4000200) in [(e.tag.value, e.qualifier) for e in last.acl], path
+    assert emitter.fs(cases)[-1].mode == 0o700
