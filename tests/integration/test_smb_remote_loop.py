@@ -4,7 +4,9 @@
 depth 1, 2 and 3 are reported through the watches with the descriptor Samba now serves; then smbd is killed
 (SIGKILL), and while it is down an ACL is changed locally (``setfacl``: Samba serves the ACL rebuilt from POSIX),
 a folder is created and one removed. After smbd is started again the loop reconnects by itself and reports
-exactly those three differences — and a periodic reconcile that finds nothing new reports nothing.
+exactly those three differences — and a periodic reconcile that finds nothing new reports nothing. The same
+holds with the walks spread over two connections (``arkiv`` on the first, ``kontor`` on the second, a top-level
+folder made later on whichever it is dealt to): the same folders, changes and removals, once each.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,7 +87,7 @@ def samba(tmp_path: Path) -> Iterator[SambaFileServer]:
         yield server
 
 
-def running_loop(samba: SambaFileServer, sink: Sink, **options: float) -> tuple[ShareLoop, threading.Event]:
+def running_loop(samba: SambaFileServer, sink: Sink, **options: Any) -> tuple[ShareLoop, threading.Event]:
     account, password = samba.credentials(ADMIN_USER).split("%", 1)
     loop = ShareLoop(
         lambda: SmbShare(samba.host, "share", account, password, timeout=5),
@@ -105,13 +108,18 @@ def same_as_served(samba: SambaFileServer, sink: Sink, path: str) -> bool:
     return (seen.owner, seen.group, seen.dacl) == (served.owner, served.group, served.dacl)  # type: ignore[attr-defined]
 
 
-def test_changes_over_smb_and_while_the_server_was_down_are_all_reported(samba: SambaFileServer) -> None:
+@pytest.mark.parametrize("connections", [1, 2])
+def test_changes_over_smb_and_while_the_server_was_down_are_all_reported(
+    samba: SambaFileServer, connections: int
+) -> None:
     sink = Sink()
-    loop, stopping = running_loop(samba, sink)
+    loop, stopping = running_loop(samba, sink, connections=connections)
     try:
         sink.wait(lambda: sink.scans == 1, "the baseline")
         assert sorted(f.path for f in sink.folders) == sorted(["", *DEPTHS, "kontor/ekonomi", "arkiv", "arkiv/gammalt"])
-        for path in DEPTHS:
+        (samba.share_path / "topp").mkdir()  # a top-level folder after the baseline: dealt to a connection then
+        sink.wait(lambda: "topp" in sink.new, "the new top-level folder")
+        for path in (*DEPTHS, "topp"):
             before = len(sink.folders)
             smbcacls(samba, path, "--add", "ACL:S-1-5-11:ALLOWED/0x0/READ")
             sink.wait(lambda p=path, n=before: any(f.path == p for f in sink.folders[n:]), f"{path} reported")
@@ -128,9 +136,13 @@ def test_changes_over_smb_and_while_the_server_was_down_are_all_reported(samba: 
         sink.wait(lambda: sink.scans == 2, "the reconcile after the reconnect")
         assert loop.reconnects >= 1
         assert sorted(f.path for f in sink.folders[before:]) == ["kontor/ekonomi", "kontor/ny"]
-        assert sink.new[7:] == ["kontor/ny"]  # the 7 of the baseline, then only the folder made while down
+        assert sink.new[7:] == ["topp", "kontor/ny"]  # the 7 of the baseline, the new one, the one made while down
         assert sink.gone == ["arkiv/gammalt"]
         assert same_as_served(samba, sink, "kontor/ekonomi")
+        last: dict[str, bytes | None] = {}
+        for folder in sink.folders:  # no duplicate: a folder is reported again only with another descriptor
+            assert last.get(folder.path, b"") != folder.descriptor, f"{folder.path} reported twice unchanged"
+            last[folder.path] = folder.descriptor
     finally:
         stopping.set()
 
