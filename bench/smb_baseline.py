@@ -62,10 +62,10 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def server_cpu(samba: SambaFileServer) -> float:
-    """CPU seconds of this server's live processes so far (smbd's child serving our open connection among them;
-    the children of closed connections are gone, and their time is not counted against the next walk)."""
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+def server_cpu_by_process(samba: SambaFileServer) -> dict[int, float]:
+    """CPU seconds so far of each live process of this server (a difference taken per process is not lowered by
+    a closed connection's child that exits meanwhile, as it takes its time with it)."""
+    found, tick = {}, os.sysconf("SC_CLK_TCK")
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             if str(samba.conf_path).encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
@@ -73,8 +73,8 @@ def server_cpu(samba: SambaFileServer) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return total
+        found[int(pid)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return found
 
 
 def listing_seconds(samba: SambaFileServer) -> tuple[float, float]:
@@ -94,11 +94,11 @@ def walk_seconds(samba: SambaFileServer, in_flight: int, expected: int, *, armed
     account, password = samba.credentials(ADMIN_USER).split("%", 1)
     with SmbShare(samba.host, "share", account, password, credits=max(64, in_flight * 5 + 8)) as share:
         watches = Watches(share) if armed else None
-        served, cpu, started = server_cpu(samba), time.process_time(), time.perf_counter()
+        served, cpu, started = server_cpu_by_process(samba), time.process_time(), time.perf_counter()
         arm = watches.arm_and_send if watches is not None else None
         count = sum(1 for folder in walk(share, in_flight=in_flight, send=arm) if folder.descriptor)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-        served = server_cpu(samba) - served
+        served = sum(t - served.get(pid, 0.0) for pid, t in server_cpu_by_process(samba).items())
     if count != expected:
         raise SystemExit(f"walk read {count} descriptors, the share has {expected} folders")
     return seconds, cpu, served
@@ -112,7 +112,8 @@ class _Counted:
         self.samba = samba
         self.folders = 0
         self.done = threading.Event()
-        self.at = self.cpu = self.served = 0.0
+        self.at = self.cpu = 0.0
+        self.served: dict[int, float] = {}
 
     def reconciling(self) -> None:
         pass
@@ -124,7 +125,7 @@ class _Counted:
         pass
 
     def scanned(self, observed_at: float) -> None:
-        self.at, self.cpu, self.served = time.perf_counter(), time.process_time(), server_cpu(self.samba)
+        self.at, self.cpu, self.served = time.perf_counter(), time.process_time(), server_cpu_by_process(self.samba)
         self.done.set()
 
     def flush(self) -> None:
@@ -142,14 +143,14 @@ def loop_seconds(samba: SambaFileServer, connections: int, expected: int) -> tup
     )
     stopping = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stopping,))
-    served, cpu, started = server_cpu(samba), time.process_time(), time.perf_counter()
+    served, cpu, started = server_cpu_by_process(samba), time.process_time(), time.perf_counter()
     thread.start()
     finished = sink.done.wait(3600)
     stopping.set()
     thread.join()
     if not finished or sink.folders != expected:
         raise SystemExit(f"the loop read {sink.folders} descriptors, the share has {expected} folders")
-    return sink.at - started, sink.cpu - cpu, sink.served - served
+    return sink.at - started, sink.cpu - cpu, sum(t - served.get(pid, 0.0) for pid, t in sink.served.items())
 
 
 def main() -> None:
