@@ -9,6 +9,11 @@ nothing, and only what changed reaches the sink (and its decoder).
 
 A dropped connection or a dead server is retried with backoff (1 s doubling to ``backoff_max``); the reconcile
 after the reconnect reports what changed while it was down, and folders gone meanwhile as removed.
+
+With ``connections`` above 1 the share is read over that many connections (`Lane`), the root's children dealt
+among them: a folder's watch and its reads stay on one connection, and one thread reports for all, so what is
+reported and in which order per folder is the same as over one. One connection lost closes them all and the
+reconnect walks the whole share (not only the lost connection's part).
 """
 
 from __future__ import annotations
