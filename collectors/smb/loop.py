@@ -12,8 +12,9 @@ after the reconnect reports what changed while it was down, and folders gone mea
 
 With ``connections`` above 1 the share is read over that many connections (`Lane`), the root's children dealt
 among them: a folder's watch and its reads stay on one connection, and one thread reports for all, so what is
-reported and in which order per folder is the same as over one. One connection lost closes them all and the
-reconnect walks the whole share (not only the lost connection's part).
+reported and in which order per folder is the same as over one. Another connection than the first lost while
+serving changes is connected again alone and walks again what it owns; the first lost, or any lost during a
+walk, closes them all and the reconnect walks the whole share.
 """
 
 from __future__ import annotations
@@ -125,9 +126,9 @@ class ShareLoop:
                 backoff = min(backoff * 2, self._options.backoff_max)
             finally:
                 self.connected.clear()
+                for share in {id(share): share for share in [*shares, *(lane.share for lane in self._lanes)]}.values():
+                    share.close()  # a connection reconnected alone (`_rejoin`) is a share of its own
                 self._lanes = []
-                for share in shares:
-                    share.close()
 
     # -- one connection's life -----------------------------------------------------------------------------------
 
@@ -139,14 +140,29 @@ class ShareLoop:
         next_reconcile = time.monotonic() + self._options.reconcile_seconds
         while not stopping.is_set():
             changes = self._lanes[0].watches.changes(timeout=self._options.poll_seconds)
-            if any(change.kind == "lost" for change in changes) or not all(
-                lane.share.connected for lane in self._lanes
-            ):
+            lost = [lane for lane in self._lanes if lane.watches.lost]
+            if self._lanes[0] in lost:
                 raise ConnectionLost("the connection was lost")
-            self._apply(changes)
+            self._apply([change for change in changes if change.kind != "lost" and self._lane(change.path) not in lost])
+            for lane in lost:
+                self._rejoin(lane)
             if time.monotonic() >= next_reconcile:
                 self._reconcile()
                 next_reconcile = time.monotonic() + self._options.reconcile_seconds
+
+    def _rejoin(self, lane: Lane) -> None:
+        """Another connection than the first was lost while the others serve: connect it again (once; a failure
+        reconnects them all, with backoff) and walk again the folders it owns. The first connection's watch on
+        the root reports the root's children made or removed meanwhile."""
+        log.warning("share %s: a connection was lost; reconnecting it", lane.share.unc)
+        self.reconnects += 1
+        lane.share.close()
+        lane.share = self._connect()
+        lane.share.connect()
+        lane.watches = Watches(lane.share, answered=self._lanes[0].watches.answered)
+        for child in [child for child, owner in self._owners.items() if self._lanes[owner] is lane]:
+            self._walk(child)
+        self._sink.flush()
 
     def _reconcile(self) -> None:
         """Walk every root: what differs from what was reported is reported, what is gone too; then flush."""
@@ -176,6 +192,10 @@ class ShareLoop:
         The root is read first; its subfolders are walked by their connections, each in a thread of its own."""
         lane = self._lane(root)
         first = lane.share.receive_folder(lane.watches.arm_and_send([root])[0])
+        if first.error in _GONE:  # removed since it was reported (or never there)
+            self._disarm_below(root)
+            self._report_removed(self._below(root))
+            return
         found = {first.path}
         self._report(first)
         parts: dict[int, list[str]] = {}

@@ -130,12 +130,22 @@ class Watches:
             return [Change("", "lost")] if not self._alive() else found
         while True:
             found.extend(owner._answer(request))
-            if owner._lost:
-                return [Change("", "lost")]
+            if owner._lost:  # what other connections' watches answered before is kept
+                return [*found, Change("", "lost")]
             try:
                 owner, request = self._answered.get_nowait()
             except queue.Empty:
                 return found
+
+    @property
+    def answered(self) -> queue.SimpleQueue[Answered]:
+        """The queue these watches answer into (give it to another connection's watches to serve both)."""
+        return self._answered
+
+    @property
+    def lost(self) -> bool:
+        """The connection ended under these watches (or a re-arm could not be sent)."""
+        return self._lost or not self._alive()
 
     def close(self) -> None:
         """Forget every watch; the handles go with the connection (`SmbShare.close`)."""
