@@ -6,7 +6,9 @@ depth 1, 2 and 3 are reported through the watches with the descriptor Samba now 
 a folder is created and one removed. After smbd is started again the loop reconnects by itself and reports
 exactly those three differences — and a periodic reconcile that finds nothing new reports nothing. The same
 holds with the walks spread over two connections (``arkiv`` on the first, ``kontor`` on the second, a top-level
-folder made later on whichever it is dealt to): the same folders, changes and removals, once each.
+folder made later on whichever it is dealt to): the same folders, changes and removals, once each. And when only
+the second connection's smbd child is killed, that connection alone comes back and walks its part again: the
+change made meanwhile is reported, the first connection's watches never stopped, no full walk.
 """
 
 from __future__ import annotations
