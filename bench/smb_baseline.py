@@ -4,7 +4,9 @@ Starts a real Samba file server (the integration tests' `SambaFileServer`, Debia
 fills its share with ``--folders`` folders (``--fanout`` per level, a few files in each), then, in the same run:
 ``smbclient -c 'recurse; ls'`` over the whole share (the baseline: it lists, it reads no descriptor), and
 `collectors.smb.tree.walk` reading every folder's security descriptor and subfolders with 1, 8 and 16 folders
-in flight, and the collector's baseline proper: 8 in flight with each folder's change notification armed first.
+in flight, a walk of 8 in flight with each folder's change notification armed first, and the collector's baseline
+proper (`ShareLoop` until its first scan) over 1 and over 2 connections (``[[smb]] connections``: smbd serves
+each connection in a process of its own, so two spread its CPU per armed watch over two cores).
 Target (issue 17): the baseline at ≥ 0.5× the listing's folders/s. Beside each rate, the client's CPU per folder
 (ours: this process; smbclient's: the child's), which the machine's load does not inflate as it does wall time,
 and the server's (every process started with this server's smb.conf: smbd, its notifyd…), which shows where an
@@ -23,13 +25,15 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from collectors.smb.loop import LoopOptions, ShareLoop
 from collectors.smb.notify import Watches
-from collectors.smb.share import SmbShare
+from collectors.smb.share import RemoteFolder, SmbShare
 from collectors.smb.tree import walk
 from tests.integration.servers.samba_fs import ADMIN_USER, SambaFileServer
 
@@ -58,10 +62,10 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def server_cpu(samba: SambaFileServer) -> float:
-    """CPU seconds of this server's live processes so far (smbd's child serving our open connection among them;
-    the children of closed connections are gone, and their time is not counted against the next walk)."""
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+def server_cpu_by_process(samba: SambaFileServer) -> dict[int, float]:
+    """CPU seconds so far of each live process of this server (a difference taken per process is not lowered by
+    a closed connection's child that exits meanwhile, as it takes its time with it)."""
+    found, tick = {}, os.sysconf("SC_CLK_TCK")
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             if str(samba.conf_path).encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
@@ -69,8 +73,8 @@ def server_cpu(samba: SambaFileServer) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return total
+        found[int(pid)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return found
 
 
 def listing_seconds(samba: SambaFileServer) -> tuple[float, float]:
@@ -90,14 +94,63 @@ def walk_seconds(samba: SambaFileServer, in_flight: int, expected: int, *, armed
     account, password = samba.credentials(ADMIN_USER).split("%", 1)
     with SmbShare(samba.host, "share", account, password, credits=max(64, in_flight * 5 + 8)) as share:
         watches = Watches(share) if armed else None
-        served, cpu, started = server_cpu(samba), time.process_time(), time.perf_counter()
+        served, cpu, started = server_cpu_by_process(samba), time.process_time(), time.perf_counter()
         arm = watches.arm_and_send if watches is not None else None
         count = sum(1 for folder in walk(share, in_flight=in_flight, send=arm) if folder.descriptor)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-        served = server_cpu(samba) - served
+        served = sum(t - served.get(pid, 0.0) for pid, t in server_cpu_by_process(samba).items())
     if count != expected:
         raise SystemExit(f"walk read {count} descriptors, the share has {expected} folders")
     return seconds, cpu, served
+
+
+class _Counted:
+    """The loop's sink: counts the folders read with a descriptor; at the first scan's end takes the client's and
+    the server's CPU (the connections are still open, their smbd children alive)."""
+
+    def __init__(self, samba: SambaFileServer) -> None:
+        self.samba = samba
+        self.folders = 0
+        self.done = threading.Event()
+        self.at = self.cpu = 0.0
+        self.served: dict[int, float] = {}
+
+    def reconciling(self) -> None:
+        pass
+
+    def folder(self, folder: RemoteFolder, observed_at: float, *, new: bool) -> None:
+        self.folders += folder.descriptor is not None
+
+    def removed(self, path: str, observed_at: float) -> None:
+        pass
+
+    def scanned(self, observed_at: float) -> None:
+        self.at, self.cpu, self.served = time.perf_counter(), time.process_time(), server_cpu_by_process(self.samba)
+        self.done.set()
+
+    def flush(self) -> None:
+        pass
+
+
+def loop_seconds(samba: SambaFileServer, connections: int, expected: int) -> tuple[float, float, float]:
+    """Wall, client CPU and server CPU seconds of the collector's baseline (`ShareLoop`, connecting included)."""
+    account, password = samba.credentials(ADMIN_USER).split("%", 1)
+    sink = _Counted(samba)
+    loop = ShareLoop(
+        lambda: SmbShare(samba.host, "share", account, password, credits=64),
+        sink,
+        LoopOptions(in_flight=8, connections=connections),
+    )
+    stopping = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stopping,))
+    served, cpu, started = server_cpu_by_process(samba), time.process_time(), time.perf_counter()
+    thread.start()
+    finished = sink.done.wait(3600)
+    stopping.set()
+    thread.join()
+    if not finished or sink.folders != expected:
+        raise SystemExit(f"the loop read {sink.folders} descriptors, the share has {expected} folders")
+    return sink.at - started, sink.cpu - cpu, sum(t - served.get(pid, 0.0) for pid, t in sink.served.items())
 
 
 def main() -> None:
@@ -140,6 +193,18 @@ def main() -> None:
             f"{listing / seconds:.2f}×, client CPU {cpu / total * 1e6:.0f} µs/folder, "
             f"server CPU {served / total * 1e6:.0f} µs/folder"
         )
+        for connections in (1, 2):
+            seconds, cpu, served = loop_seconds(samba, connections, total)
+            key = f"loop_{connections}_connections"
+            result[f"{key}_folders_per_s"] = round(total / seconds)
+            result[f"{key}_ratio"] = round(listing / seconds, 2)
+            result[f"{key}_cpu_us_per_folder"] = round(cpu / total * 1e6)
+            result[f"{key}_server_cpu_us_per_folder"] = round(served / total * 1e6)
+            print(
+                f"collector baseline (ShareLoop), {connections} connection(s): {seconds:.2f} s, "
+                f"{total / seconds:,.0f} folders/s, {listing / seconds:.2f}×, client CPU {cpu / total * 1e6:.0f} "
+                f"µs/folder, server CPU {served / total * 1e6:.0f} µs/folder"
+            )
     print(json.dumps(result))
 
 

@@ -70,7 +70,10 @@ class SmbCollector:
             self._share,
             self,
             LoopOptions(
-                in_flight=settings.in_flight, reconcile_seconds=settings.reconcile_seconds, roots=tuple(settings.roots)
+                in_flight=settings.in_flight,
+                reconcile_seconds=settings.reconcile_seconds,
+                roots=tuple(settings.roots),
+                connections=settings.connections,
             ),
         )
 

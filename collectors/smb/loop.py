@@ -9,22 +9,29 @@ nothing, and only what changed reaches the sink (and its decoder).
 
 A dropped connection or a dead server is retried with backoff (1 s doubling to ``backoff_max``); the reconcile
 after the reconnect reports what changed while it was down, and folders gone meanwhile as removed.
+
+With ``connections`` above 1 the share is read over that many connections (`Lane`), the root's children dealt
+among them: a folder's watch and its reads stay on one connection, and one thread reports for all, so what is
+reported and in which order per folder is the same as over one. Another connection than the first lost while
+serving changes is connected again alone and walks again what it owns; the first lost, or any lost during a
+walk, closes them all and the reconnect walks the whole share.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from smbprotocol.exceptions import SMBException
 
 from collectors.smb.channel import ChannelError
-from collectors.smb.notify import Change, Watches
+from collectors.smb.notify import Answered, Change, Watches
 from collectors.smb.share import RemoteFolder, SmbError, SmbShare
 from collectors.smb.tree import walk
 
@@ -56,14 +63,31 @@ class LoopOptions:
     backoff_max: float = 30.0
     poll_seconds: float = 1.0
     roots: tuple[str, ...] = ("",)
+    connections: int = 1
 
 
 class ConnectionLost(RuntimeError):
     """The share's connection died; the loop reconnects."""
 
 
+@dataclass
+class Lane:
+    """One of the share's connections and the watches armed on it: every read of a folder it owns goes through
+    it, after that folder's watch, so the server answers a folder's watch and reads in order."""
+
+    share: SmbShare
+    watches: Watches
+
+
 class ShareLoop:
-    """One share, one connection, one sink. ``connect`` makes a fresh, unconnected `SmbShare` for each attempt."""
+    """One share, ``connections`` connections, one sink. ``connect`` makes a fresh, unconnected `SmbShare` for each
+    connection of each attempt.
+
+    smbd serves each connection in a process of its own, and arming a watch costs it more CPU than reading the
+    folder: the walks are spread over the connections by subtree. The root's children (of each of ``roots``) are
+    dealt to the connections in turn as they are first seen, for the life of the loop; a folder belongs to the
+    connection of the child it lies under (a root itself to the first). One thread walks each connection's part;
+    what they read is reported by the loop's own thread, which alone holds the digests and the sink."""
 
     def __init__(
         self,
@@ -79,78 +103,172 @@ class ShareLoop:
         self._clock = clock
         self._digests: dict[str, bytes] = {}
         self._children: dict[str, set[str]] = {}  # reported folders by parent: `_below` without a scan of all
+        self._owners: dict[str, int] = {}  # a root's child -> its connection's index
+        self._lanes: list[Lane] = []
         self.connected = threading.Event()
         self.reconnects = 0
 
     def run(self, stopping: threading.Event) -> None:
-        """Until ``stopping`` is set: connect, reconcile, serve changes; reconnect with backoff on failure."""
+        """Until ``stopping`` is set: connect, reconcile, serve changes; reconnect with backoff on failure (a
+        connection lost closes all of them, and the reconcile after the reconnect walks the whole share)."""
         backoff = 1.0
         while not stopping.is_set():
-            share = self._connect()
+            shares = [self._connect() for _ in range(max(1, self._options.connections))]
             try:
-                share.connect()
+                for share in shares:
+                    share.connect()
                 backoff = 1.0
-                self._serve(share, stopping)
+                self._serve(shares, stopping)
             except (SmbError, ChannelError, ConnectionLost, SMBException, OSError) as exc:
-                log.warning("share %s: %s; reconnecting in %.0f s", share.unc, _one_line(exc), backoff)
+                log.warning("share %s: %s; reconnecting in %.0f s", shares[0].unc, _one_line(exc), backoff)
                 self.reconnects += 1
                 stopping.wait(backoff)
                 backoff = min(backoff * 2, self._options.backoff_max)
             finally:
                 self.connected.clear()
-                share.close()
+                for share in {id(share): share for share in [*shares, *(lane.share for lane in self._lanes)]}.values():
+                    share.close()  # a connection reconnected alone (`_rejoin`) is a share of its own
+                self._lanes = []
 
     # -- one connection's life -----------------------------------------------------------------------------------
 
-    def _serve(self, share: SmbShare, stopping: threading.Event) -> None:
-        watches = Watches(share)
-        self._reconcile(share, watches)
+    def _serve(self, shares: list[SmbShare], stopping: threading.Event) -> None:
+        answered: queue.SimpleQueue[Answered] = queue.SimpleQueue()  # every connection's watches answer here
+        self._lanes = [Lane(share, Watches(share, answered=answered)) for share in shares]
+        self._reconcile()
         self.connected.set()
         next_reconcile = time.monotonic() + self._options.reconcile_seconds
         while not stopping.is_set():
-            changes = watches.changes(timeout=self._options.poll_seconds)
-            if any(change.kind == "lost" for change in changes):
+            changes = self._lanes[0].watches.changes(timeout=self._options.poll_seconds)
+            lost = [lane for lane in self._lanes if lane.watches.lost]
+            if self._lanes[0] in lost:
                 raise ConnectionLost("the connection was lost")
-            self._apply(share, watches, changes)
+            self._apply([change for change in changes if change.kind != "lost" and self._lane(change.path) not in lost])
+            for lane in lost:
+                self._rejoin(lane)
             if time.monotonic() >= next_reconcile:
-                self._reconcile(share, watches)
+                self._reconcile()
                 next_reconcile = time.monotonic() + self._options.reconcile_seconds
 
-    def _reconcile(self, share: SmbShare, watches: Watches) -> None:
+    def _rejoin(self, lane: Lane) -> None:
+        """Another connection than the first was lost while the others serve: connect it again (once; a failure
+        reconnects them all, with backoff) and walk again the folders it owns. The first connection's watch on
+        the root reports the root's children made or removed meanwhile."""
+        log.warning("share %s: a connection was lost; reconnecting it", lane.share.unc)
+        self.reconnects += 1
+        lane.share.close()
+        lane.share = self._connect()
+        lane.share.connect()
+        lane.watches = Watches(lane.share, answered=self._lanes[0].watches.answered)
+        for child in [child for child, owner in self._owners.items() if self._lanes[owner] is lane]:
+            self._walk(child)
+        self._sink.flush()
+
+    def _reconcile(self) -> None:
         """Walk every root: what differs from what was reported is reported, what is gone too; then flush."""
         self._sink.reconciling()
         for root in self._options.roots:
-            self._walk(share, watches, root)
+            self._walk(root)
         self._sink.scanned(self._clock())
         self._sink.flush()
 
-    def _walk(self, share: SmbShare, watches: Watches, root: str) -> None:
-        """Walk ``root`` arming what is not watched; report what differs from what was reported, and what is gone."""
-        found = set()
-        for folder in walk(share, root, in_flight=self._options.in_flight, send=watches.arm_and_send):
+    def _lane(self, path: str) -> Lane:
+        """The connection owning ``path``: that of the root's child it lies under (a root's own: the first)."""
+        if len(self._lanes) == 1:
+            return self._lanes[0]
+        for root in sorted(self._options.roots, key=len):
+            if root and path != root and not path.startswith(f"{root}/"):
+                continue
+            rest = path[len(root) :].lstrip("/")
+            if not rest:
+                return self._lanes[0]
+            child = f"{root}/{rest.split('/', 1)[0]}" if root else rest.split("/", 1)[0]
+            owner = self._owners.setdefault(child, len(self._owners) % len(self._lanes))
+            return self._lanes[owner]
+        return self._lanes[0]
+
+    def _walk(self, root: str) -> None:
+        """Walk ``root`` arming what is not watched; report what differs from what was reported, and what is gone.
+        The root is read first; its subfolders are walked by their connections, each in a thread of its own."""
+        lane = self._lane(root)
+        first = lane.share.receive_folder(lane.watches.arm_and_send([root])[0])
+        if first.error in _GONE:  # removed since it was reported (or never there)
+            self._disarm_below(root)
+            self._report_removed(self._below(root))
+            return
+        found = {first.path}
+        self._report(first)
+        parts: dict[int, list[str]] = {}
+        for sub in first.subfolders:
+            parts.setdefault(id(self._lane(sub)), []).append(sub)
+        for folder in self._walk_parts([(self._lane(subs[0]), subs) for subs in parts.values()]):
             found.add(folder.path)
             self._report(folder)
         self._report_removed(p for p in self._below(root) if p not in found)
 
-    def _apply(self, share: SmbShare, watches: Watches, changes: Iterable[Change]) -> None:
+    def _walk_parts(self, parts: list[tuple[Lane, list[str]]]) -> Iterator[RemoteFolder]:
+        """Every folder under each part's folders, read through its connection; one part is walked here, several
+        each in a thread, their folders handed over as they come (a failure in one stops them all, then raises)."""
+        if len(parts) <= 1:
+            for lane, subs in parts:
+                yield from walk(lane.share, subs, in_flight=self._options.in_flight, send=lane.watches.arm_and_send)
+            return
+        read: queue.SimpleQueue[RemoteFolder | BaseException | None] = queue.SimpleQueue()
+        abort = threading.Event()
+
+        def walk_part(lane: Lane, subs: list[str]) -> None:
+            try:
+                for folder in walk(lane.share, subs, in_flight=self._options.in_flight, send=lane.watches.arm_and_send):
+                    if abort.is_set():
+                        return
+                    read.put(folder)
+            except Exception as exc:  # handed to the loop's thread, which raises it
+                read.put(exc)
+            finally:
+                read.put(None)
+
+        threads = [threading.Thread(target=walk_part, args=part, name="smb-walk", daemon=True) for part in parts]
+        for thread in threads:
+            thread.start()
+        try:
+            running = len(threads)
+            while running:
+                item = read.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            abort.set()  # each thread stops at its next folder (or its connection's timeout)
+            for thread in threads:
+                thread.join()
+
+    def _apply(self, changes: Iterable[Change]) -> None:
         done: set[tuple[str, str]] = set()
         for change in changes:
             if (change.path, change.kind) in done:
                 continue  # one read per folder and kind for a batch of answers
             done.add((change.path, change.kind))
+            lane = self._lane(change.path)
             if change.kind == "removed":
-                watches.disarm_below(change.path)
+                self._disarm_below(change.path)
                 self._report_removed(self._below(change.path))
             elif change.kind == "rescan" or change.path not in self._digests:
-                self._walk(share, watches, change.path)  # new folders may arrive with children
+                self._walk(change.path)  # new folders may arrive with children
             else:
-                folder = share.read_folder(change.path)
+                folder = lane.share.read_folder(change.path)
                 if folder.error in _GONE:
-                    watches.disarm_below(change.path)
+                    self._disarm_below(change.path)
                     self._report_removed(self._below(change.path))
                 else:
                     self._report(folder)
         self._sink.flush()
+
+    def _disarm_below(self, path: str) -> None:
+        for lane in self._lanes:
+            lane.watches.disarm_below(path)
 
     # -- reporting -------------------------------------------------------------------------------------------------
 

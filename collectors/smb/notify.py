@@ -43,6 +43,7 @@ _BUFFER = 65_536
 _ADDED, _REMOVED, _RENAMED_OLD, _RENAMED_NEW, _REMOVED_BY_DELETE = 1, 2, 4, 5, 9
 
 Kind = Literal["changed", "removed", "rescan", "lost"]
+Answered = tuple["Watches", Pending]  # an answered request and the watches that sent it
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,14 @@ class _Watch:
 class Watches:
     """Every armed folder of one share; `changes` waits for answers and re-arms what answered."""
 
-    def __init__(self, share: SmbShare, *, buffer: int = _BUFFER) -> None:
+    def __init__(
+        self, share: SmbShare, *, buffer: int = _BUFFER, answered: queue.SimpleQueue[Answered] | None = None
+    ) -> None:
+        """``answered``: a queue shared with the watches of other connections to the same share, so one `changes`
+        serves them all (each answer is taken by the watches that sent it)."""
         self.share = share
         self.buffer = buffer
-        self._answered: queue.SimpleQueue[Pending] = queue.SimpleQueue()
+        self._answered: queue.SimpleQueue[Answered] = answered if answered is not None else queue.SimpleQueue()
         self._by_request: dict[int, _Watch] = {}
         self._by_path: dict[str, _Watch] = {}
         self._lost = False
@@ -120,17 +125,27 @@ class Watches:
             return [Change("", "lost")]
         found: list[Change] = []
         try:
-            request = self._answered.get(timeout=timeout)
+            owner, request = self._answered.get(timeout=timeout)
         except queue.Empty:
             return [Change("", "lost")] if not self._alive() else found
         while True:
-            found.extend(self._answer(request))
-            if self._lost:
-                return [Change("", "lost")]
+            found.extend(owner._answer(request))
+            if owner._lost:  # what other connections' watches answered before is kept
+                return [*found, Change("", "lost")]
             try:
-                request = self._answered.get_nowait()
+                owner, request = self._answered.get_nowait()
             except queue.Empty:
                 return found
+
+    @property
+    def answered(self) -> queue.SimpleQueue[Answered]:
+        """The queue these watches answer into (give it to another connection's watches to serve both)."""
+        return self._answered
+
+    @property
+    def lost(self) -> bool:
+        """The connection ended under these watches (or a re-arm could not be sent)."""
+        return self._lost or not self._alive()
 
     def close(self) -> None:
         """Forget every watch; the handles go with the connection (`SmbShare.close`)."""
@@ -147,8 +162,11 @@ class Watches:
 
     def _send(self, watch: _Watch) -> None:
         notify = wire.change_notify(watch.file_id, FILTER, self.buffer)
-        watch.request = self.share.channel.submit([(wire.CHANGE_NOTIFY, notify)], callback=self._answered.put)[0]
+        watch.request = self.share.channel.submit([(wire.CHANGE_NOTIFY, notify)], callback=self._put)[0]
         self._by_request[id(watch.request)] = watch
+
+    def _put(self, request: Pending) -> None:
+        self._answered.put((self, request))
 
     def _answer(self, request: Pending) -> Iterator[Change]:
         watch = self._by_request.pop(id(request), None)

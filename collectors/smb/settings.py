@@ -32,6 +32,13 @@ class SmbCollectorConfig(Section):
     path_prefix: str = Field(min_length=2, description="absolute path the share's folders are published under")
     roots: list[str] = Field(default_factory=lambda: [""], min_length=1)
     in_flight: int = Field(default=8, ge=1, le=64, description="folders read at once during a walk")
+    connections: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="connections to the share, each arming and reading its own top-level folders: smbd serves "
+        "each in a process of its own, so two or more spread its CPU over the server's cores",
+    )
     reconcile_seconds: float = Field(
         default=3600.0, ge=60.0, description="walk the whole share this often: bounds the delay of a missed change"
     )

@@ -16,17 +16,18 @@ from collectors.smb.share import MESSAGES_PER_FOLDER, InFlight, RemoteFolder, Sm
 
 def walk(
     share: SmbShare,
-    root: str = "",
+    root: str | Sequence[str] = "",
     *,
     in_flight: int = 8,
     send: Callable[[Sequence[str]], list[InFlight]] | None = None,
 ) -> Iterator[RemoteFolder]:
-    """Every folder under ``root`` (itself first), each read once; a folder that cannot be read is yielded with
-    its error and not descended into. Reads are sent in batches, refilled when half the folders in flight have
-    answered, by ``send`` (default: `SmbShare.send_folders`, each folder opened and closed by its own read;
-    `Watches.arm_and_send` arms each folder's change notification first and reads through its handle)."""
+    """Every folder under ``root`` (itself first; or under each of several roots), each read once; a folder that
+    cannot be read is yielded with its error and not descended into. Reads are sent in batches, refilled when half
+    the folders in flight have answered, by ``send`` (default: `SmbShare.send_folders`, each folder opened and
+    closed by its own read; `Watches.arm_and_send` arms each folder's change notification first and reads through
+    its handle)."""
     in_flight = max(1, min(in_flight, share.credits // MESSAGES_PER_FOLDER))  # never more than the credits asked
-    pending: deque[str] = deque([root.strip("/")])
+    pending: deque[str] = deque(r.strip("/") for r in ([root] if isinstance(root, str) else root))
     sent: deque[InFlight] = deque()
     while pending or sent:
         if pending and len(sent) <= in_flight // 2:

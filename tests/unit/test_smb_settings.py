@@ -18,6 +18,7 @@ def test_defaults_and_published_paths(tmp_path: Path) -> None:
     config = SmbCollectorConfig(**BASE, password_file=secret)
     assert (config.port, config.in_flight, config.reconcile_seconds, config.traverse) == (445, 8, 3600.0, "bypass")
     assert config.roots == [""]
+    assert config.connections == 2
     assert config.password() == "Secret-1"
     assert config.published_path("") == "/smb/fs/social"
     assert config.published_path("ledning/protokoll") == "/smb/fs/social/ledning/protokoll"
@@ -39,6 +40,8 @@ def test_password_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"path_prefix": "/smb/fs/"}, "absolute path"),
         ({"roots": ["../etc"]}, "without '.' or '..'"),
         ({"in_flight": 0}, "greater than or equal to 1"),
+        ({"connections": 0}, "greater than or equal to 1"),
+        ({"connections": 17}, "less than or equal to 16"),
         ({"reconcile_seconds": 5}, "greater than or equal to 60"),
         ({"password_env": None}, "exactly one of password_file and password_env"),
         ({"password_file": "/run/pw"}, "exactly one of password_file and password_env"),
