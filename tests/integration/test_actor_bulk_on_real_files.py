@@ -59,12 +59,17 @@ def test_one_process_changing_10000_paths_is_one_burst_naming_it(share: Path, tm
     with permwatch_run(tmp_path, share, cases / "*", DIRECTORY) as alerts:
         held = run_and_hold(ERIK["uid"], MGMT, "chmod", "-R", "o+rX", str(cases))
 
-        def all_opened() -> list[dict[str, object]] | None:
-            found = [r for r in records(alerts) if r["status"] == "opened"]
-            return found if len({r["exposure_id"] for r in found}) == FOLDERS else None
+        def all_read() -> list[dict[str, object]] | None:
+            # every folder opened, and every path of the burst read (a burst is read shallowest first, so a
+            # folder's exposure opens before its files are counted: issue 21's coalesced reads)
+            found = records(alerts)
+            opened = [r for r in found if r["status"] == "opened"]
+            latest = {r["exposure_id"]: r for r in found}
+            complete = len(latest) == FOLDERS and all(r["paths_affected"] == FILES + 1 for r in latest.values())
+            return opened if len({r["exposure_id"] for r in opened}) == FOLDERS and complete else None
 
         try:
-            opened = wait_until(all_opened, f"{FOLDERS} exposures", timeout=180)
+            opened = wait_until(all_read, f"{FOLDERS} exposures of {FILES + 1} paths each", timeout=180)
         finally:
             held.release()
         latest = {r["exposure_id"]: r for r in records(alerts)}
