@@ -175,6 +175,9 @@ class ProcessorRunner:
                     if done:
                         self._reconcile_with(record)
                         record = reconcile_at = None
+                        # a checkpoint saved past the group's commit (killed between the two) and nothing new to
+                        # read: commit where the state stands, or the group's lag would show the gap until then
+                        consumer.commit()
                         if self.checkpoints is not None and self.replayed:
                             # what was just replayed is not replayed again if this process dies soon
                             self.checkpoints.save(self.engine, self.covered, records=self.records_covered)

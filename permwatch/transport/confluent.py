@@ -352,6 +352,8 @@ class ConfluentConsumer:
             if start is not None:  # a checkpoint covers what comes before
                 starts.append(TopicPartition(tp.topic, tp.partition, start))
                 self._next[key] = self._fetched[key] = start
+                if start > until:  # the state is saved past the group's commit: the next commit says so too
+                    self._uncommitted[key] = start
                 continue
             starts.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
             low = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30)[0]

@@ -504,6 +504,8 @@ class KafkaTopicConsumer:
             if start is not None:  # a checkpoint covers what comes before
                 self._consumer.seek(tp, start)
                 self._next[tp] = start
+                if start > committed[tp]:  # the state is saved past the group's commit: the next commit says so too
+                    self._uncommitted[tp] = start
         if from_start:  # (given no partitions, seek_to_beginning would rewind every one)
             self._consumer.seek_to_beginning(*from_start)
             self._next.update(beginnings)
