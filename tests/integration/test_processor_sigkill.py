@@ -239,7 +239,9 @@ def run(rig: Rig, events: Stream, kill_points: list[int]) -> None:
         rng = random.Random(SEED + 1)
         last = setup_fs
         for point in kill_points:
-            target = max(setup_fs + point, last + 300)  # progress since the last kill, not just a stale commit
+            # progress since the last kill, not just a stale commit; never past the last change (a processor that
+            # raced to the end before the kill has nothing more to commit)
+            target = min(max(setup_fs + point, last + 300), setup_fs + len(events.changes))
             try:
                 wait_until(partial(progressing, rig, target), f"the processor to commit {target} fs records", 300)
             except AssertionError as exc:  # say where it stood and what the processor last said
