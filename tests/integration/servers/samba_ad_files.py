@@ -29,6 +29,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -229,6 +230,7 @@ class SambaADFileServer(StartedInWith):
         try:
             self._server.stop(timeout)
         finally:
+            _kill_detached(self.smb_conf)
             self._delete_share()
 
     # -- the directory -------------------------------------------------------
@@ -364,3 +366,17 @@ class SambaADFileServer(StartedInWith):
         if self._share_path is not None:
             shutil.rmtree(self._share_path, ignore_errors=True)
             self._share_path = None
+
+
+def _kill_detached(smb_conf: Path) -> None:
+    """Kill what smbd started for this server and that left its process group (samba-dcerpcd and its rpcd_*
+    workers daemonize), found by the configuration file on their command line."""
+    marker = f"--configfile={smb_conf}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue  # gone meanwhile, or not ours to see
