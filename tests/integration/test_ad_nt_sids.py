@@ -9,7 +9,6 @@ Domain Users: the nested group's member reads through the chain, and Domain User
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from permwatch.events import (
     AclTag,
     DirectoryGroup,
     DirectoryUser,
-    Event,
     FsKind,
     FsPermissionEvent,
     Identity,
@@ -36,25 +34,12 @@ from permwatch.events import (
 )
 from processor.engine import Engine
 from processor.forensics import who_can_read
-from tests.integration.servers.samba_ad import SambaAD
+from tests.integration.ldap_rig import Recorder
+from tests.integration.servers.samba_ad import ENABLED_ACCOUNT, SambaAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.directory_servers]
 
-ENABLED = 0x0200 | 0x0020  # a normal account that needs no password, so it can be enabled without LDAPS
 READ = 0x001200A9
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._lock = threading.Lock()
-
-    def emit(self, event: Event) -> None:
-        with self._lock:
-            self.events.append(event)
-
-    def flush(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -64,7 +49,7 @@ def site(samba_ad: SambaAD) -> Iterator[tuple[str, str]]:
     people, groups = f"OU=people,{root}", f"OU=groups,{root}"
 
     def user(short: str, number: int) -> tuple[str, list[str], dict[str, Any]]:
-        attributes = {"sAMAccountName": f"{short}-{tag}", "userAccountControl": ENABLED}
+        attributes = {"sAMAccountName": f"{short}-{tag}", "userAccountControl": ENABLED_ACCOUNT}
         return f"CN={short},{people}", ["user"], attributes | {"uidNumber": number, "gidNumber": 60001}
 
     def group(short: str, gid: int, members: list[str]) -> tuple[str, list[str], dict[str, Any]]:

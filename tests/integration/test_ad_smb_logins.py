@@ -51,6 +51,7 @@ from permwatch.events import (
 )
 from processor.engine import Engine
 from processor.forensics import who_can_read
+from tests.integration.ldap_rig import Recorder
 from tests.integration.servers.samba_ad_files import ADUser, SambaADFileServer
 from tests.unit.test_fs_collector import ListEmitter
 
@@ -119,19 +120,6 @@ def samba_admits(dc: SambaADFileServer, user: ADUser, path: str, folder: bool) -
     output = result.stdout + result.stderr
     assert "NT_STATUS_LOGON_FAILURE" not in output and "NT_STATUS_INTERNAL_ERROR" not in output, output
     return "NT_STATUS_" not in output
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._lock = threading.Lock()
-
-    def emit(self, event: Event) -> None:
-        with self._lock:
-            self.events.append(event)
-
-    def flush(self) -> None:
-        pass
 
 
 class Permwatch:

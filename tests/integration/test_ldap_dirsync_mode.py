@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,36 +25,12 @@ from collectors.ldap_dirsync import merge_delta, split_extended_dn
 from collectors.ldap_entries import normalize_dn
 from collectors.ldap_settings import LdapCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
-from tests.integration.servers.samba_ad import SambaAD
+from tests.integration.ldap_rig import Principal, Recorder, caught_up, principals
+from tests.integration.servers.samba_ad import ENABLED_ACCOUNT, SambaAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.directory_servers]
 
-ENABLED = 0x0200 | 0x0020  # a normal account that needs no password, so it can be enabled without LDAPS
-DISABLED = ENABLED | 0x0002
-Principal = DirectoryUser | DirectoryGroup
-
-
-class Recorder:
-    """An emitter that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._lock = threading.Lock()
-
-    def emit(self, event: Event) -> None:
-        with self._lock:
-            self.events.append(event)
-
-    def flush(self) -> None:
-        pass
-
-    def since(self, mark: int) -> list[Event]:
-        with self._lock:
-            return self.events[mark:]
-
-
-def principals(events: Sequence[Event]) -> list[Principal]:
-    return [e for e in events if isinstance(e, DirectoryUser | DirectoryGroup)]
+ENABLED, DISABLED = ENABLED_ACCOUNT, ENABLED_ACCOUNT | 0x0002
 
 
 class Site:
@@ -162,10 +137,7 @@ def state_path(tmp_path: Path) -> Path:
 def collector(
     samba_ad: SambaAD, site: Site, password_file: Path, recorder: Recorder, state_path: Path
 ) -> Iterator[LdapCollector]:
-    running = LdapCollector(config_for(samba_ad, site, password_file), recorder, state_path=state_path)
-    running.catch_up()
-    yield running
-    running.close()
+    yield from caught_up(config_for(samba_ad, site, password_file), recorder, state_path)
 
 
 def step(collector: LdapCollector, recorder: Recorder) -> list[Principal]:

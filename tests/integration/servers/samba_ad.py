@@ -41,6 +41,9 @@ GLOBAL_CATALOG_PORT = 3268
 _PORTS = (LDAP_PORT, GLOBAL_CATALOG_PORT)
 _DC_HOST_NAME = "pwdc"  # fixed, so provisioning does not depend on the machine's hostname
 
+ENABLED_ACCOUNT = 0x0200 | 0x0020
+"""``userAccountControl`` of a normal account that needs no password, so it can be enabled without LDAPS."""
+
 Entry = tuple[str, Sequence[str], Mapping[str, Any]]
 """One entry for `SambaAD.add_entries`: ``(dn, object_classes, attributes)``."""
 
