@@ -24,15 +24,13 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
-from ldap3 import BASE, NONE, Connection, Server
 from ldap3.core.exceptions import LDAPException
 
+from tests.integration.servers.ldap_server import LdapServer
 from tests.integration.servers.process import ServerProcess, at_exit, free_loopback_ports, log_tail, port_accepts
+from tests.integration.servers.started import DestroyedOnExit
 
 DEFAULT_SUFFIX = "dc=example,dc=org"
 # No '%': dscreate reads the INF with configparser, which would interpolate it.
@@ -50,9 +48,6 @@ _OWNER_FILE = "owner.pid"  # pid of the test process that created an instance di
 # Every prefix we have not yet removed; removed at interpreter exit, after the
 # servers (see `process`) are killed.
 _ROOTS: set[Path] = set()
-
-Entry = tuple[str, Sequence[str], Mapping[str, Any]]
-"""One entry for `DirSrv.add_entries`: ``(dn, object_classes, attributes)``."""
 
 
 class DirSrvError(RuntimeError):
@@ -121,7 +116,7 @@ def _set_dse_attribute(dse: Path, dn: str, attribute: str, value: str) -> None:
     raise DirSrvError(f"no entry {dn!r} in {dse}")
 
 
-class DirSrv:
+class DirSrv(LdapServer, DestroyedOnExit):
     """One 389 Directory Server instance on loopback, created on first ``start()``.
 
     The instance (ports, data, configuration) survives ``stop()`` + ``start()``
@@ -168,10 +163,6 @@ class DirSrv:
     def uri(self) -> str:
         """``ldap://127.0.0.1:PORT`` (plain LDAP; the instance has no TLS)."""
         return f"ldap://{_HOST}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._server.running
 
     @property
     def instance_root(self) -> Path:
@@ -225,14 +216,6 @@ class DirSrv:
             self.kill()
             raise
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """SIGTERM the process group; SIGKILL it if still alive after ``timeout`` s."""
-        self._server.stop(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL the process group immediately (an unclean crash)."""
-        self._server.kill()
-
     def destroy(self) -> None:
         """Stop the server, keep copies of its logs in ``workdir/logs`` and delete the instance."""
         self.stop()
@@ -249,21 +232,6 @@ class DirSrv:
         self._root = None
         self._port = self._secure_port = None
 
-    def connect(self, **connection_kwargs: Any) -> Connection:
-        """A new ldap3 connection bound as the root DN; extra arguments go to `Connection`."""
-        connection_kwargs.setdefault("auto_bind", True)
-        return Connection(Server(self.uri), self.bind_dn, self.password, **connection_kwargs)
-
-    def add_entries(self, entries: Iterable[Entry]) -> None:
-        """Add ``(dn, object_classes, attributes)`` entries in order, as the root DN."""
-        conn = self.connect()
-        try:
-            for dn, object_classes, attributes in entries:
-                if not conn.add(dn, list(object_classes), dict(attributes)):
-                    raise DirSrvError(f"adding {dn!r} failed: {conn.result}")
-        finally:
-            conn.unbind()
-
     def load_ldif(self, path: Path) -> None:
         """Apply an LDIF file with ``ldapadd`` (records without a changetype are adds)."""
         result = subprocess.run(
@@ -275,18 +243,6 @@ class DirSrv:
         )
         if result.returncode != 0:
             raise DirSrvError(f"ldapadd -f {path} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-
-    def __enter__(self) -> DirSrv:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.destroy()
 
     def __repr__(self) -> str:
         where = self.uri if self._port is not None else "uncreated"
@@ -432,16 +388,7 @@ class DirSrv:
         )
 
     def _serves_suffix(self) -> bool:
-        if not port_accepts(_HOST, self.port):
-            return False
-        server = Server(self.uri, get_info=NONE, connect_timeout=2)
-        conn = Connection(server, self.bind_dn, self.password, receive_timeout=5)
-        try:
-            if conn.bind() and conn.search(self.base_dn, "(objectClass=*)", search_scope=BASE):
-                return True
-            raise DirSrvError(f"bind/search result: {conn.result}")
-        finally:
-            conn.unbind()
+        return port_accepts(_HOST, self.port) and self._binds_and_finds_base()
 
     def _log_tails(self) -> str:
         errors = self.error_log_path if self._root is not None else Path("<no instance>")
