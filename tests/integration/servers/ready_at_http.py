@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -40,14 +41,22 @@ class ReadyAtHttp:
         listening = [*command, f"--web.listen-address={HOST}:{self.port}", "--log.level=warn"]
         self._server.spawn(listening, cwd=self.workdir, banner=False)
         try:
-            # OSError: not listening yet, or "Service Unavailable" while it starts
+            # OSError: not listening yet
             self._server.wait_ready(
-                self._ready, timeout=self.start_timeout, where=self.url, logs=lambda: log_tail(self.log_path, 40)
+                self._ready,
+                timeout=self.start_timeout,
+                where=self.url,
+                logs=lambda: log_tail(self.log_path, 40),
+                interval=0.2,
             )
         except BaseException:
             self.stop()
             raise
 
     def _ready(self) -> bool:
-        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-            return bool(response.status == 200)
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except urllib.error.HTTPError as answer:  # 503 while it starts: close it, or its socket is left to the GC
+            answer.close()
+            return False
