@@ -1,15 +1,18 @@
 """What the LDAP collector's integration tests share: an emitter that keeps what the collector publishes, the
-principals among it, and a collector caught up once for a test and closed after it."""
+principals among it, a collector caught up once for a test and closed after it, and the settings that read an AD
+domain controller in ``dirsync`` mode."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from collectors.ldap import LdapCollector
 from collectors.ldap_settings import LdapCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
+from tests.integration.servers.ldap_server import LdapServer
 
 Principal = DirectoryUser | DirectoryGroup
 
@@ -44,3 +47,30 @@ def caught_up(config: LdapCollectorConfig, recorder: Recorder, state_path: Path)
     running.catch_up()
     yield running
     running.close()
+
+
+def ad_dirsync(
+    dc: LdapServer, password_file: Path, *, collector_id: str, people: str, groups: str, **more: Any
+) -> LdapCollectorConfig:
+    """The collector reading users and groups of ``dc`` (a Samba AD DC) under ``people`` and ``groups`` with
+    DirSync, bound as its Administrator, names being ``sAMAccountName``; ``more`` settings besides."""
+    settings: dict[str, Any] = {
+        "collector_id": collector_id,
+        "uri": dc.uri,
+        "bind_dn": dc.bind_dn,
+        "password_file": password_file,
+        "user_base": people,
+        "group_base": groups,
+        "user_object_classes": ["user"],
+        "group_object_classes": ["group"],
+        "mode": "dirsync",
+        "attributes": {
+            "user_name": "sAMAccountName",
+            "group_name": "sAMAccountName",
+            "unique_id": "objectGUID",
+            "change_sequence": "",
+            "modify_timestamp": "whenChanged",
+            "modifiers_name": "",
+        },
+    }
+    return LdapCollectorConfig.model_validate(settings | more)

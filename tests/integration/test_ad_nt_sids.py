@@ -17,7 +17,6 @@ from uuid import uuid4
 import pytest
 
 from collectors.ldap import LdapCollector
-from collectors.ldap_settings import LdapCollectorConfig
 from permwatch.events import (
     AclEntry,
     AclTag,
@@ -34,7 +33,7 @@ from permwatch.events import (
 )
 from processor.engine import Engine
 from processor.forensics import who_can_read
-from tests.integration.ldap_rig import Recorder
+from tests.integration.ldap_rig import Recorder, ad_dirsync
 from tests.integration.servers.samba_ad import ENABLED_ACCOUNT, SambaAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.directory_servers]
@@ -81,27 +80,9 @@ def test_ad_sids_resolve_a_nested_group_and_domain_users_in_the_nt_check(
     tag, root = site
     password_file = tmp_path / "ad-password"
     password_file.write_text(samba_ad.password, encoding="utf-8")
-    config = LdapCollectorConfig.model_validate(
-        {
-            "collector_id": "it-ad-sids",
-            "uri": samba_ad.uri,
-            "bind_dn": samba_ad.bind_dn,
-            "password_file": password_file,
-            "user_base": f"OU=people,{root}",
-            "group_base": f"OU=groups,{root}",
-            "user_object_classes": ["user"],
-            "group_object_classes": ["group"],
-            "mode": "dirsync",
-            "attributes": {
-                "user_name": "sAMAccountName",
-                "group_name": "sAMAccountName",
-                "unique_id": "objectGUID",
-                "change_sequence": "",
-                "modify_timestamp": "whenChanged",
-                "modifiers_name": "",
-            },
-            "timeout_seconds": 5,
-        }
+    people, groups = f"OU=people,{root}", f"OU=groups,{root}"
+    config = ad_dirsync(
+        samba_ad, password_file, collector_id="it-ad-sids", people=people, groups=groups, timeout_seconds=5
     )
     recorder = Recorder()
     collector = LdapCollector(config, recorder, state_path=tmp_path / "ldap-state.json")

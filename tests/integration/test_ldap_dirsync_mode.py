@@ -25,7 +25,7 @@ from collectors.ldap_dirsync import merge_delta, split_extended_dn
 from collectors.ldap_entries import normalize_dn
 from collectors.ldap_settings import LdapCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
-from tests.integration.ldap_rig import Principal, Recorder, caught_up, principals
+from tests.integration.ldap_rig import Principal, Recorder, ad_dirsync, caught_up, principals
 from tests.integration.servers.samba_ad import ENABLED_ACCOUNT, SambaAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.directory_servers]
@@ -97,29 +97,15 @@ def password_file(samba_ad: SambaAD, tmp_path: Path) -> Path:
 
 
 def config_for(samba_ad: SambaAD, site: Site, password_file: Path) -> LdapCollectorConfig:
-    return LdapCollectorConfig.model_validate(
-        {
-            "collector_id": "it-ad",
-            "uri": samba_ad.uri,
-            "bind_dn": samba_ad.bind_dn,
-            "password_file": password_file,
-            "user_base": site.people,
-            "group_base": site.groups,
-            "user_object_classes": ["user"],
-            "group_object_classes": ["group"],
-            "mode": "dirsync",
-            "attributes": {
-                "user_name": "sAMAccountName",
-                "group_name": "sAMAccountName",
-                "unique_id": "objectGUID",
-                "change_sequence": "",
-                "modify_timestamp": "whenChanged",
-                "modifiers_name": "",
-            },
-            "poll_seconds": 0.05,
-            "backoff_max_seconds": 0.5,
-            "timeout_seconds": 5,
-        }
+    return ad_dirsync(
+        samba_ad,
+        password_file,
+        collector_id="it-ad",
+        people=site.people,
+        groups=site.groups,
+        poll_seconds=0.05,
+        backoff_max_seconds=0.5,
+        timeout_seconds=5,
     )
 
 
