@@ -23,13 +23,19 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from ldap3.core.exceptions import LDAPException
 
 from tests.integration.servers.ldap_server import LdapServer
-from tests.integration.servers.process import ServerProcess, at_exit, free_loopback_ports, log_tail, port_accepts
+from tests.integration.servers.process import (
+    ServerProcess,
+    at_exit,
+    free_loopback_ports,
+    log_tail,
+    port_accepts,
+    run_logged,
+)
 from tests.integration.servers.started import DestroyedOnExit
 
 DEFAULT_SUFFIX = "dc=example,dc=org"
@@ -210,11 +216,7 @@ class DirSrv(LdapServer, DestroyedOnExit):
         if self._root is None:
             self._create()
         self._spawn()
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.kill()
-            raise
+        self._ready_or_killed()
 
     def destroy(self) -> None:
         """Stop the server, keep copies of its logs in ``workdir/logs`` and delete the instance."""
@@ -277,25 +279,15 @@ class DirSrv(LdapServer, DestroyedOnExit):
         }
 
     def _run_tool(self, command: list[str], root: Path, what: str) -> None:
-        with self.create_log_path.open("ab") as log:
-            log.write(f"\n=== {what} at {time.ctime()}: {' '.join(command)} ===\n".encode())
-            log.flush()
-            try:
-                result = subprocess.run(
-                    self._as_service_user(command),
-                    cwd=root,
-                    env=self._service_env(root),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    timeout=self.create_timeout,
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise DirSrvError(
-                    f"{what} timed out after {self.create_timeout}s\n{log_tail(self.create_log_path)}"
-                ) from exc
-        if result.returncode != 0:
-            raise DirSrvError(f"{what} failed ({result.returncode})\n{log_tail(self.create_log_path)}")
+        run_logged(
+            self._as_service_user(command),
+            what=f"{what}: {' '.join(command)}",
+            log_path=self.create_log_path,
+            timeout=self.create_timeout,
+            error=DirSrvError,
+            cwd=root,
+            env=self._service_env(root),
+        )
 
     def _create(self) -> None:
         for tool in (_DSCREATE, _NS_SLAPD):

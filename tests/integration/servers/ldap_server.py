@@ -61,6 +61,17 @@ class LdapServer:
         finally:
             conn.unbind()
 
+    def _wait_ready(self) -> None:
+        raise NotImplementedError
+
+    def _ready_or_killed(self) -> None:
+        """Block until the server just spawned answers (`_wait_ready`); SIGKILL it if it does not."""
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.kill()
+            raise
+
     def _binds_and_finds_base(self) -> bool:
         """The readiness probe: a simple bind and a base search of ``base_dn`` succeed (else the fixture's error,
         with the result, which `ServerProcess.wait_ready` keeps as the last one)."""

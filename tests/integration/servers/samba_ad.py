@@ -17,13 +17,12 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ldap3.core.exceptions import LDAPException
 
-from tests.integration.servers.process import ServerProcess, log_tail, port_accepts
+from tests.integration.servers.process import ServerProcess, log_tail, port_accepts, run_logged
 from tests.integration.servers.samba_dc import SambaDC
 from tests.integration.servers.started import DestroyedOnExit
 
@@ -162,11 +161,7 @@ class SambaAD(SambaDC, DestroyedOnExit):
         if not (self.dc_dir / "private" / "sam.ldb").exists():
             self._provision()
         self._spawn(samba)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.kill()
-            raise
+        self._ready_or_killed()
 
     def destroy(self) -> None:
         """Stop the DC and delete the domain; the logs in ``workdir`` stay."""
@@ -181,25 +176,14 @@ class SambaAD(SambaDC, DestroyedOnExit):
 
     def _provision(self) -> None:
         shutil.rmtree(self.dc_dir, ignore_errors=True)  # a half-provisioned leftover
-        command = self._provision_command(host=HOST, host_name=_DC_HOST_NAME)
-        with self.provision_log_path.open("ab") as log:
-            log.write(f"\n=== provisioning {self.realm} at {time.ctime()} ===\n".encode())
-            log.flush()
-            try:
-                result = subprocess.run(
-                    command,
-                    cwd=self.workdir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    timeout=self.provision_timeout,
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise SambaADError(
-                    f"provisioning timed out after {self.provision_timeout}s\n{log_tail(self.provision_log_path)}"
-                ) from exc
-        if result.returncode != 0:
-            raise SambaADError(f"provisioning failed ({result.returncode})\n{log_tail(self.provision_log_path)}")
+        run_logged(
+            self._provision_command(host=HOST, host_name=_DC_HOST_NAME),
+            what=f"provisioning {self.realm}",
+            log_path=self.provision_log_path,
+            timeout=self.provision_timeout,
+            error=SambaADError,
+            cwd=self.workdir,
+        )
         run = self.dc_dir / "run"
         run.mkdir(exist_ok=True)
         _rewrite_global_section(

@@ -25,18 +25,11 @@ class StartedInWith:
         self.stop()
 
 
-class DestroyedOnExit:
-    """A server with ``start()`` and ``destroy()`` (stop it and delete what it created) used as a context manager."""
-
-    def start(self) -> None:
-        raise NotImplementedError
+class DestroyedOnExit(StartedInWith):
+    """A server whose ``with`` block ends in ``destroy()`` (stop it and delete what it created), not ``stop()``."""
 
     def destroy(self) -> None:
         raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
