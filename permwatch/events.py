@@ -708,6 +708,7 @@ class DecisionAction(StrEnum):
     REVERT_REQUESTED = "revert_requested"
     REVERTED = "reverted"
     REVERT_REFUSED = "revert_refused"
+    REVERT_FAILED = "revert_failed"  # a change failed part way: ``reason`` says which, ``changes`` what was made
 
 
 class Decision(Event):

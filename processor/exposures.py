@@ -40,14 +40,13 @@ from permwatch.events import (
     ExposureStatus,
     Grant,
     Label,
-    NtAceFlag,
     ObjectType,
     exposure_event_id,
     exposure_id_for,
 )
 from permwatch.wire import constants_of, unchecked
 from processor.readers import ReaderEvaluator, inherited_from
-from processor.state import AclKey, Directory, PathState, nt_part, popcount
+from processor.state import AclKey, Directory, PathState, popcount
 
 log = logging.getLogger("permwatch.processor")
 
@@ -559,15 +558,17 @@ class ExposureTracker:
         return tuple(self._origin_of(grant, (folder, *paths[1])) for grant in grants)
 
     def _origin_of(self, grant: Grant, places: tuple[str, ...]) -> Grant:
+        """``grant`` naming the folder its inherited ACE came from. The ACE is the one the grant's own ``Via``
+        carries (``Via.ace``) at the first of ``places`` whose verdict gave the grant (the verdict is cached), so
+        another ACE of the same trustee (a deny, or one that admits no reader) is never taken for it."""
         if not grant.entry.endswith(_INHERITED):
             return grant
         table = self.evaluator.paths
         for place in places:
             state = table.get(place)
-            nt = nt_part(state.acl) if state is not None else None
-            for ace in (nt.dacl or ()) if nt is not None else ():
-                if NtAceFlag.INHERITED in ace.flags and f"{ace.trustee} ALLOW" in grant.entry.replace(")", ""):
-                    origin = inherited_from(table, place, ace)
+            for via in self.evaluator.verdict(state).via if state is not None else ():
+                if via.ace is not None and via.entry == grant.entry:
+                    origin = inherited_from(table, place, via.ace)
                     if origin is not None:
                         return grant.model_copy(update={"entry": f"{grant.entry} from {origin}"})
         return grant

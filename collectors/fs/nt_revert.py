@@ -10,6 +10,11 @@ side first, then its NT side, if that still differs from the record:
 - recorded as ``posix`` (no blob, or a stale one: Samba served the ACL it maps
   from POSIX): the blob is removed, so Samba maps from the restored POSIX ACL.
 
+A step that fails (the interpreter or its Samba bindings missing, an
+smb.conf that does not load or has no share holding the path, Samba denying
+the write, a blob that cannot be removed) raises :class:`NtRestoreFailed`
+with one line naming the path and Samba's reason, never a secret.
+
 What was recorded as ``unreadable``, read over SMB from another server, or
 holds a conditional (object or callback) ACE whose condition permwatch does
 not keep, is not restorable: the revert refuses. The descriptor's control
@@ -44,6 +49,13 @@ _SDDL_FLAGS = {
 
 class NotRestorable(ValueError):
     """The recorded NT ACL cannot be put back; the message says why."""
+
+
+class NtRestoreFailed(RuntimeError):
+    """Putting a recorded NT ACL back failed; the message is one line naming the path and why."""
+
+
+SET_TIMEOUT_SECONDS = 60
 
 
 def sddl_of(nt: NtAcl) -> str:
@@ -90,28 +102,40 @@ class NtRestore:
     before: NtAcl
     xattr_name: str
     smb_conf: str
+    python: str = SYSTEM_PYTHON
+    """the interpreter with Samba's bindings that runs :mod:`collectors.fs.samba_set_nt_acl`"""
 
     def command(self) -> str:
         quoted = shlex.quote(self.path)
         if self.before.source == "posix":
             return f"setfattr -x {shlex.quote(self.xattr_name)} {quoted}"
-        args = [SYSTEM_PYTHON, SET_SCRIPT, self.smb_conf, self.path, sddl_of(self.before)]
+        args = [self.python, SET_SCRIPT, self.smb_conf, self.path, sddl_of(self.before)]
         return " ".join(shlex.quote(arg) for arg in args)
 
     def apply(self) -> None:
+        """Put the recorded ACL back; :class:`NtRestoreFailed` (one line) when that fails."""
         if self.before.source == "posix":
             try:
                 os.removexattr(self.path, self.xattr_name, follow_symlinks=False)
             except OSError as exc:
                 if exc.errno != errno.ENODATA:  # no blob already
-                    raise
+                    why = exc.strerror or type(exc).__name__
+                    raise NtRestoreFailed(
+                        f"removing the NT ACL blob ({self.xattr_name}) of {self.path} failed: {why}"
+                    ) from None
             return
-        done = subprocess.run(
-            [SYSTEM_PYTHON, SET_SCRIPT, self.smb_conf, self.path, sddl_of(self.before)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        failed = f"setting the NT ACL of {self.path} through Samba (smb.conf {self.smb_conf}) failed"
+        try:
+            done = subprocess.run(
+                [self.python, SET_SCRIPT, self.smb_conf, self.path, sddl_of(self.before)],
+                capture_output=True,
+                text=True,
+                timeout=SET_TIMEOUT_SECONDS,
+            )
+        except FileNotFoundError:
+            raise NtRestoreFailed(f"{failed}: {self.python} not found (Debian's python3 and python3-samba)") from None
+        except subprocess.TimeoutExpired:
+            raise NtRestoreFailed(f"{failed}: no answer within {SET_TIMEOUT_SECONDS} s") from None
         if done.returncode != 0:
-            why = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            raise OSError(f"setting the NT ACL of {self.path} through Samba failed: {why}")
+            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}, no message"])[-1]
+            raise NtRestoreFailed(f"{failed}: {why[:300]}")

@@ -20,8 +20,10 @@ state of a path differs from the latest record of it (a change the collector
 has not published yet). On a Samba share read with the ``ntacl`` reader the
 Windows ACL is restored too, after the POSIX side (:mod:`collectors.fs.nt_revert`).
 Each step is a decision on ``decisions``:
-``revert_requested`` (who asked), then ``reverted`` (the commands) or
-``revert_refused`` (why).
+``revert_requested`` (who asked), then ``reverted`` (the commands),
+``revert_refused`` (why) or ``revert_failed`` (a change the kernel or Samba
+refused: one line naming the path and the reason, what was restored before
+it, and the commands made).
 
 :class:`RevertWatcher` runs in the collector role and carries out what others
 ask for: a ``revert_requested`` from the Slack button (``remediation`` at
@@ -39,10 +41,11 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Literal, TextIO
 
 from collectors.acl import DEFAULT_NAMES, read_acl, read_default_acl, write_acl
-from collectors.fs.nt_revert import DEFAULT_SMB_CONF, NtRestore, restorable
+from collectors.fs.nt_revert import DEFAULT_SMB_CONF, NtRestore, NtRestoreFailed, restorable
 from collectors.fs.readers.ntacl import XATTR_NAME, NtAclReader
 from permwatch.config import Config
 from permwatch.events import (
@@ -151,39 +154,47 @@ class PathRevert:
     nt: NtRestore | None = None
     """the Windows ACL to put back after the POSIX side, when it differs from the recorded one"""
 
-    def commands(self) -> list[str]:
-        """The exact changes, as the commands that would make them."""
+    def posix_steps(self) -> list[tuple[str | None, Callable[[], None]]]:
+        """The POSIX side's changes in order: each the command showing it (None: not shown) and the call making it."""
         before = self.before
         assert before.owner is not None and before.group is not None and before.mode is not None
+        owner, group, mode = before.owner.id, before.group.id, before.mode
         quoted = shlex.quote(self.path)
-        out = []
-        if (self.now.owner, self.now.group) != (before.owner.id, before.group.id):
-            out.append(f"chown -h {before.owner.id}:{before.group.id} {quoted}")
+        steps: list[tuple[str | None, Callable[[], None]]] = []
+        if (self.now.owner, self.now.group) != (owner, group):
+            chown = partial(os.chown, self.path, owner, group, follow_symlinks=False)
+            steps.append((f"chown -h {owner}:{group} {quoted}", chown))
         if self.now.acl != _bare(before.acl):
-            out.append(f"setfacl --set {acl_text(before.acl)} {quoted}")
+            steps.append((f"setfacl --set {acl_text(before.acl)} {quoted}", partial(write_acl, self.path, before.acl)))
         if self.now.default_acl != _bare(before.default_acl):
+            default = partial(write_acl, self.path, before.default_acl, default=True)
             if before.default_acl:
-                out.append(f"setfacl -d --set {acl_text(before.default_acl)} {quoted}")
+                steps.append((f"setfacl -d --set {acl_text(before.default_acl)} {quoted}", default))
             else:
-                out.append(f"setfacl -k {quoted}")
-        if self.now.mode != before.mode or self.now.acl != _bare(before.acl):
-            out.append(f"chmod {before.mode:04o} {quoted}")
+                steps.append((f"setfacl -k {quoted}", default))
+        # always, after the ACL: the mode's special bits, and the mask as it was; shown when it changes something
+        changes_mode = self.now.mode != mode or self.now.acl != _bare(before.acl)
+        steps.append((f"chmod {mode:04o} {quoted}" if changes_mode else None, partial(os.chmod, self.path, mode)))
+        return steps
+
+    def commands(self) -> list[str]:
+        """The exact changes, as the commands that would make them."""
+        out = [command for command, _ in self.posix_steps() if command is not None]
         if self.nt is not None:
             out.append(self.nt.command())
         return out
 
-    def apply(self) -> None:
-        before = self.before
-        assert before.owner is not None and before.group is not None and before.mode is not None
-        if (self.now.owner, self.now.group) != (before.owner.id, before.group.id):
-            os.chown(self.path, before.owner.id, before.group.id, follow_symlinks=False)
-        if self.now.acl != _bare(before.acl):
-            write_acl(self.path, before.acl)
-        if self.now.default_acl != _bare(before.default_acl):
-            write_acl(self.path, before.default_acl, default=True)
-        os.chmod(self.path, before.mode)  # after the ACL: the mode's special bits, and the mask as it was
+    def apply(self, done: list[str] | None = None) -> None:
+        """Make the changes in order, appending each command made to ``done``; the first failure raises
+        (``OSError`` on the POSIX side, :class:`NtRestoreFailed` on the NT side)."""
+        done = [] if done is None else done
+        for command, change in self.posix_steps():
+            change()
+            if command is not None:
+                done.append(command)
         if self.nt is not None:
             self.nt.apply()  # last: Samba hashes the POSIX ACL as it now is into the blob
+            done.append(self.nt.command())
 
 
 @dataclass
@@ -270,6 +281,34 @@ def _nt_restore(path: str, before: FsPermissionEvent, now: PathState, setup: NtS
     return NtRestore(path, before.nt_acl, setup.xattr_name, setup.smb_conf)
 
 
+def apply_plan(paths: list[PathRevert]) -> tuple[list[str], str | None]:
+    """Carry out a plan's ``paths`` in order: the commands made, and None, or one line saying what failed and what
+    was restored before it (the rest is left as it was: a half-known state is not guessed at)."""
+    applied: list[str] = []
+    posix_done = nt_done = 0
+    nt_total = sum(1 for step in paths if step.nt is not None)
+    for step in paths:
+        before = len(applied)
+        try:
+            step.apply(applied)
+        except NtRestoreFailed as exc:
+            why = str(exc)
+            posix_done += 1
+            break
+        except OSError as exc:
+            changed = " (partly changed)" if len(applied) > before else ""
+            why = f"restoring the POSIX permissions of {step.path} failed{changed}: {exc.strerror or exc}"
+            break
+        posix_done += 1
+        nt_done += step.nt is not None
+    else:
+        return applied, None
+    restored = f"POSIX permissions restored on {posix_done} of {len(paths)} path(s)"
+    if nt_total:
+        restored += f", NT ACLs on {nt_done} of {nt_total}"
+    return applied, f"{why}; {restored}"
+
+
 def remediation_of(config: Config, label: str) -> str:
     definition = config.labels.definitions.get(label)
     return definition.remediation if definition is not None else "off"
@@ -311,8 +350,14 @@ def revert_exposure(
             print(f"permwatch: revert of {exposure.exposure_id} refused: {plan.refused}", file=err or out)
         return 1
     commands = plan.commands()
-    for path in plan.paths:
-        path.apply()
+    applied, failed = apply_plan(plan.paths)
+    if failed is not None:
+        _decide(bus, exposure, DecisionAction.REVERT_FAILED, by=by, via=via, reason=failed, changes=tuple(applied))
+        if out is None:
+            log.warning("revert of %s asked by %s failed: %s", exposure.exposure_id, by, failed)
+        else:
+            print(f"permwatch: revert of {exposure.exposure_id} failed: {failed}", file=err or out)
+        return 1
     _decide(bus, exposure, DecisionAction.REVERTED, by=by, via=via, changes=tuple(commands))
     log.info("reverted %s (%s): %d change(s), asked by %s", exposure.exposure_id, exposure.folder, len(commands), by)
     if out is not None:

@@ -36,14 +36,22 @@ def share_of(s3conf: Any, path: str) -> str | None:
 
 
 def main(conf: str, path: str, sddl: str) -> int:
-    from samba import ntacls
+    try:
+        from samba import ntacls
+    except ImportError:
+        print(f"Samba's Python bindings are missing for {sys.executable} (Debian's python3-samba)", file=sys.stderr)
+        return 2
     from samba.auth_util import system_session_unix
     from samba.param import LoadParm
     from samba.samba3 import param as s3param
     from samba.samba3 import passdb
 
     lp = LoadParm()
-    lp.load(conf)
+    try:
+        lp.load(conf)
+    except RuntimeError:
+        print(f"Samba cannot load {conf} (missing, unreadable or not an smb.conf)", file=sys.stderr)
+        return 2
     s3conf = s3param.get_context()
     s3conf.load(conf)
     service = share_of(s3conf, os.path.normpath(path))
@@ -66,5 +74,9 @@ if __name__ == "__main__":
     try:
         sys.exit(main(*sys.argv[1:]))
     except Exception as exc:  # one line for the executor's log, not a traceback
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        status: tuple[Any, ...] = exc.args
+        if type(exc).__name__ == "NTSTATUSError" and len(status) >= 2 and isinstance(status[0], int):
+            print(f"NT status 0x{status[0]:08X}: {status[1]}", file=sys.stderr)  # Samba's own words, by code
+        else:
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(2)

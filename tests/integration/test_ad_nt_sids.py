@@ -9,7 +9,6 @@ Domain Users: the nested group's member reads through the chain, and Domain User
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,11 @@ from uuid import uuid4
 import pytest
 
 from collectors.ldap import LdapCollector
-from collectors.ldap_settings import LdapCollectorConfig
 from permwatch.events import (
     AclEntry,
     AclTag,
     DirectoryGroup,
     DirectoryUser,
-    Event,
     FsKind,
     FsPermissionEvent,
     Identity,
@@ -36,25 +33,12 @@ from permwatch.events import (
 )
 from processor.engine import Engine
 from processor.forensics import who_can_read
-from tests.integration.servers.samba_ad import SambaAD
+from tests.integration.ldap_rig import Recorder, ad_dirsync
+from tests.integration.servers.samba_ad import ENABLED_ACCOUNT, SambaAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.directory_servers]
 
-ENABLED = 0x0200 | 0x0020  # a normal account that needs no password, so it can be enabled without LDAPS
 READ = 0x001200A9
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._lock = threading.Lock()
-
-    def emit(self, event: Event) -> None:
-        with self._lock:
-            self.events.append(event)
-
-    def flush(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -64,7 +48,7 @@ def site(samba_ad: SambaAD) -> Iterator[tuple[str, str]]:
     people, groups = f"OU=people,{root}", f"OU=groups,{root}"
 
     def user(short: str, number: int) -> tuple[str, list[str], dict[str, Any]]:
-        attributes = {"sAMAccountName": f"{short}-{tag}", "userAccountControl": ENABLED}
+        attributes = {"sAMAccountName": f"{short}-{tag}", "userAccountControl": ENABLED_ACCOUNT}
         return f"CN={short},{people}", ["user"], attributes | {"uidNumber": number, "gidNumber": 60001}
 
     def group(short: str, gid: int, members: list[str]) -> tuple[str, list[str], dict[str, Any]]:
@@ -96,27 +80,9 @@ def test_ad_sids_resolve_a_nested_group_and_domain_users_in_the_nt_check(
     tag, root = site
     password_file = tmp_path / "ad-password"
     password_file.write_text(samba_ad.password, encoding="utf-8")
-    config = LdapCollectorConfig.model_validate(
-        {
-            "collector_id": "it-ad-sids",
-            "uri": samba_ad.uri,
-            "bind_dn": samba_ad.bind_dn,
-            "password_file": password_file,
-            "user_base": f"OU=people,{root}",
-            "group_base": f"OU=groups,{root}",
-            "user_object_classes": ["user"],
-            "group_object_classes": ["group"],
-            "mode": "dirsync",
-            "attributes": {
-                "user_name": "sAMAccountName",
-                "group_name": "sAMAccountName",
-                "unique_id": "objectGUID",
-                "change_sequence": "",
-                "modify_timestamp": "whenChanged",
-                "modifiers_name": "",
-            },
-            "timeout_seconds": 5,
-        }
+    people, groups = f"OU=people,{root}", f"OU=groups,{root}"
+    config = ad_dirsync(
+        samba_ad, password_file, collector_id="it-ad-sids", people=people, groups=groups, timeout_seconds=5
     )
     recorder = Recorder()
     collector = LdapCollector(config, recorder, state_path=tmp_path / "ldap-state.json")

@@ -35,7 +35,6 @@ from ldap3 import MODIFY_ADD, MODIFY_DELETE
 from collectors.fs import FsCollector
 from collectors.fs.settings import FsCollectorConfig
 from collectors.ldap import LdapCollector
-from collectors.ldap_settings import LdapCollectorConfig
 from collectors.smb.collector import SmbCollector
 from collectors.smb.settings import SmbCollectorConfig
 from collectors.smb.share import SmbError, SmbShare
@@ -51,6 +50,7 @@ from permwatch.events import (
 )
 from processor.engine import Engine
 from processor.forensics import who_can_read
+from tests.integration.ldap_rig import Recorder, ad_dirsync
 from tests.integration.servers.samba_ad_files import ADUser, SambaADFileServer
 from tests.unit.test_fs_collector import ListEmitter
 
@@ -121,19 +121,6 @@ def samba_admits(dc: SambaADFileServer, user: ADUser, path: str, folder: bool) -
     return "NT_STATUS_" not in output
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._lock = threading.Lock()
-
-    def emit(self, event: Event) -> None:
-        with self._lock:
-            self.events.append(event)
-
-    def flush(self) -> None:
-        pass
-
-
 class Permwatch:
     """The LDAP collector (dirsync, state kept between steps) and the fs collector (``ntacl`` reader, one scan a
     step) feeding one engine, every event through the contract."""
@@ -146,27 +133,9 @@ class Permwatch:
         password_file = workdir / "ad-password"
         password_file.write_text(dc.password, encoding="utf-8")
         password_file.chmod(0o600)
-        self.ldap = LdapCollectorConfig.model_validate(
-            {
-                "collector_id": "it-ad-files",
-                "uri": dc.uri,
-                "bind_dn": dc.bind_dn,
-                "password_file": password_file,
-                "user_base": f"OU=people,{dc.base_dn}",
-                "group_base": f"OU=groups,{dc.base_dn}",
-                "user_object_classes": ["user"],
-                "group_object_classes": ["group"],
-                "mode": "dirsync",
-                "attributes": {
-                    "user_name": "sAMAccountName",
-                    "group_name": "sAMAccountName",
-                    "unique_id": "objectGUID",
-                    "change_sequence": "",
-                    "modify_timestamp": "whenChanged",
-                    "modifiers_name": "",
-                },
-                "timeout_seconds": 10,
-            }
+        people, groups = f"OU=people,{dc.base_dn}", f"OU=groups,{dc.base_dn}"
+        self.ldap = ad_dirsync(
+            dc, password_file, collector_id="it-ad-files", people=people, groups=groups, timeout_seconds=10
         )
         self.fs = FsCollectorConfig(
             roots=[dc.share_path], watch=False, acl_reader="ntacl", state_path=workdir / "fs-state.db"

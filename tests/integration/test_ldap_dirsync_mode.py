@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,36 +25,12 @@ from collectors.ldap_dirsync import merge_delta, split_extended_dn
 from collectors.ldap_entries import normalize_dn
 from collectors.ldap_settings import LdapCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
-from tests.integration.servers.samba_ad import SambaAD
+from tests.integration.ldap_rig import Principal, Recorder, ad_dirsync, caught_up, principals
+from tests.integration.servers.samba_ad import ENABLED_ACCOUNT, SambaAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.directory_servers]
 
-ENABLED = 0x0200 | 0x0020  # a normal account that needs no password, so it can be enabled without LDAPS
-DISABLED = ENABLED | 0x0002
-Principal = DirectoryUser | DirectoryGroup
-
-
-class Recorder:
-    """An emitter that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._lock = threading.Lock()
-
-    def emit(self, event: Event) -> None:
-        with self._lock:
-            self.events.append(event)
-
-    def flush(self) -> None:
-        pass
-
-    def since(self, mark: int) -> list[Event]:
-        with self._lock:
-            return self.events[mark:]
-
-
-def principals(events: Sequence[Event]) -> list[Principal]:
-    return [e for e in events if isinstance(e, DirectoryUser | DirectoryGroup)]
+ENABLED, DISABLED = ENABLED_ACCOUNT, ENABLED_ACCOUNT | 0x0002
 
 
 class Site:
@@ -122,29 +97,15 @@ def password_file(samba_ad: SambaAD, tmp_path: Path) -> Path:
 
 
 def config_for(samba_ad: SambaAD, site: Site, password_file: Path) -> LdapCollectorConfig:
-    return LdapCollectorConfig.model_validate(
-        {
-            "collector_id": "it-ad",
-            "uri": samba_ad.uri,
-            "bind_dn": samba_ad.bind_dn,
-            "password_file": password_file,
-            "user_base": site.people,
-            "group_base": site.groups,
-            "user_object_classes": ["user"],
-            "group_object_classes": ["group"],
-            "mode": "dirsync",
-            "attributes": {
-                "user_name": "sAMAccountName",
-                "group_name": "sAMAccountName",
-                "unique_id": "objectGUID",
-                "change_sequence": "",
-                "modify_timestamp": "whenChanged",
-                "modifiers_name": "",
-            },
-            "poll_seconds": 0.05,
-            "backoff_max_seconds": 0.5,
-            "timeout_seconds": 5,
-        }
+    return ad_dirsync(
+        samba_ad,
+        password_file,
+        collector_id="it-ad",
+        people=site.people,
+        groups=site.groups,
+        poll_seconds=0.05,
+        backoff_max_seconds=0.5,
+        timeout_seconds=5,
     )
 
 
@@ -162,10 +123,7 @@ def state_path(tmp_path: Path) -> Path:
 def collector(
     samba_ad: SambaAD, site: Site, password_file: Path, recorder: Recorder, state_path: Path
 ) -> Iterator[LdapCollector]:
-    running = LdapCollector(config_for(samba_ad, site, password_file), recorder, state_path=state_path)
-    running.catch_up()
-    yield running
-    running.close()
+    yield from caught_up(config_for(samba_ad, site, password_file), recorder, state_path)
 
 
 def step(collector: LdapCollector, recorder: Recorder) -> list[Principal]:

@@ -31,6 +31,7 @@ from collectors.ldap_mirror import DirectoryMirror
 from collectors.ldap_psearch import PersistentSearchMode, search_bases
 from collectors.ldap_settings import LdapCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
+from tests.integration.ldap_rig import Principal, Recorder, caught_up, principals
 from tests.integration.pipeline import wait_until
 from tests.integration.servers.dirsrv import ROOT_DN, DirSrv
 
@@ -38,30 +39,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.directory_servers]
 
 ADMIN_PASSWORD = "It-Admin-Secret-7"
 SETTLE_SECONDS = 0.3
-Principal = DirectoryUser | DirectoryGroup
-
-
-class Recorder:
-    """An emitter that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._lock = threading.Lock()
-
-    def emit(self, event: Event) -> None:
-        with self._lock:
-            self.events.append(event)
-
-    def flush(self) -> None:
-        pass
-
-    def since(self, mark: int) -> list[Event]:
-        with self._lock:
-            return self.events[mark:]
-
-
-def principals(events: Sequence[Event]) -> list[Principal]:
-    return [e for e in events if isinstance(e, DirectoryUser | DirectoryGroup)]
 
 
 def by_name(events: Sequence[Event]) -> dict[str, Principal]:
@@ -167,10 +144,7 @@ def state_path(tmp_path: Path) -> Path:
 def collector(
     dirsrv: DirSrv, site: Site, password_file: Path, recorder: Recorder, state_path: Path
 ) -> Iterator[LdapCollector]:
-    running = LdapCollector(config_for(dirsrv, site, password_file), recorder, state_path=state_path)
-    running.catch_up()
-    yield running
-    running.close()
+    yield from caught_up(config_for(dirsrv, site, password_file), recorder, state_path)
 
 
 def step(collector: LdapCollector, recorder: Recorder, expected: int, timeout: float = 15.0) -> list[Principal]:

@@ -6,7 +6,9 @@ over SMB opens an exposure (bob, carol and dave can now list the folder: an SMB 
 revert`` restores the POSIX side and then the recorded NT ACL through Samba's own VFS (the dry run prints the exact
 commands, the SDDL included); afterwards Samba serves the descriptor it served before, only the admin and alice get
 in over SMB, and the exposure closes through the normal path. A revert is refused, changing nothing, when the NT ACL
-changed after the exposure's latest record.
+changed after the exposure's latest record. A revert Samba cannot carry out (the smb.conf it is given no longer holds
+the folder's share) is one line on standard error naming the folder, the smb.conf and Samba's reason, and saying the
+POSIX side was restored and the NT ACL not; exit status 1, no traceback, a ``revert_failed`` decision.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pytest
 from permwatch.events import (
     DirectoryUser,
 )
-from tests.integration.pipeline import wait_until
+from tests.integration.pipeline import permwatch_exe, wait_until
 from tests.integration.respond_rig import Rig
 from tests.integration.servers.samba_clients import directory_events, samba_admits, served_over_smb, smbcacls
 from tests.integration.servers.samba_fs import ADMIN_USER, SambaFileServer
@@ -64,12 +66,12 @@ def directory_yaml(samba: SambaFileServer) -> dict[str, Any]:
     return {"users": users, "groups": groups}
 
 
-def run_on(samba: SambaFileServer, tmp_path: Path) -> Rig:
+def run_on(samba: SambaFileServer, tmp_path: Path, folder: str = FOLDER) -> Rig:
     """``permwatch run`` on the share, read with the ``ntacl`` reader; the label allows the admin and alice."""
     allowed = json.dumps([ADMIN_USER, samba.account("alice")])
     labels = (
         f'[labels.definitions.ledning]\nallowed_users = {allowed}\nremediation = "on-command"\n'
-        f'[[labels.rules]]\nglob = "{samba.share_path / FOLDER}"\nlabel = "ledning"\n'
+        f'[[labels.rules]]\nglob = "{samba.share_path / folder}"\nlabel = "ledning"\n'
     )
     reader = f'acl_reader = "ntacl"\nsmb_conf = "{samba.conf_path}"'
     return Rig(tmp_path, samba.share_path, labels, fs=reader, directory=directory_yaml(samba))
@@ -152,3 +154,49 @@ def test_revert_puts_back_the_nt_acl_samba_served_and_samba_agrees(samba: SambaF
         why = wait_until(refused, "the revert to be refused", timeout=60).stderr
         assert "changed after the exposure's latest record" in why or "differs from its latest record" in why
         assert over_smb(samba) == {samba.account(u) for u in USERS}
+
+
+def test_a_revert_samba_cannot_carry_out_is_one_line_saying_what_was_restored(
+    samba: SambaFileServer, tmp_path: Path
+) -> None:
+    name = "ekonomi"
+    folder = samba.share_path / name
+    folder.mkdir()
+    admin, alice = (f"PWNTACL\\{user}" for user in (ADMIN_USER, samba.account("alice")))
+    smbcacls(samba, name, "--set", f"ACL:{admin}:ALLOWED/OI|CI/FULL,ACL:{alice}:ALLOWED/OI|CI/FULL")
+
+    run = run_on(samba, tmp_path, name)
+    with run.running():
+        smbcacls(samba, name, "--add", "ACL:S-1-1-0:ALLOWED/0x0/READ")
+        opened = run.wait_recorded("the exposure to open", status="opened")
+        dry = settled_dry_run(run, opened.exposure_id)
+        planned = [line for line in dry.stdout.splitlines() if not line.startswith("#")]
+        assert "samba_set_nt_acl.py" in planned[-1], planned
+        # the operator's smb.conf as the revert finds it: the share moved elsewhere, nothing holds the folder now
+        moved = tmp_path / "smb-moved.conf"
+        text = samba.conf_path.read_text()
+        assert f"\tpath = {samba.share_path}\n" in text
+        moved.write_text(text.replace(f"\tpath = {samba.share_path}\n", f"\tpath = {tmp_path / 'moved'}\n"))
+        config = tmp_path / "permwatch-moved.toml"
+        config.write_text(run.config.read_text().replace(f'"{samba.conf_path}"', f'"{moved}"'))
+
+        done = subprocess.run(
+            [permwatch_exe(), "revert", opened.exposure_id, "--by", "soc-anna", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        why = (
+            f"setting the NT ACL of {folder} through Samba (smb.conf {moved}) failed: no share in {moved} holds "
+            f"{folder}; POSIX permissions restored on 1 of 1 path(s), NT ACLs on 0 of 1"
+        )
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr == f"permwatch: revert of {opened.exposure_id} failed: {why}\n"
+        requested, failed = run.decisions()[-2:]
+        assert (requested.action.value, failed.action.value, failed.by, failed.reason) == (
+            "revert_requested",
+            "revert_failed",
+            "soc-anna",
+            why,
+        )
+        assert list(failed.changes) == planned[:-1]  # the POSIX side's commands, all made; Samba's step not

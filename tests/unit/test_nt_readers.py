@@ -369,3 +369,22 @@ def test_the_exposure_says_from_which_folder_an_inherited_ace_came() -> None:
     # said once more on no change: the record of the grant is stable
     engine.apply(_fs(FOLDER, _stored(inherited)))
     assert [v for v in engine.flush() if v.folder == FOLDER] == []
+
+
+def test_an_inherited_grant_names_the_folder_of_the_ace_that_grants_not_of_another_ace_of_its_trustee() -> None:
+    """Two inherited ACEs of one trustee, from two folders: the nearer one allows only writing (it admits no
+    reader), the farther one allows reading. Their trustee reads the same in the grant's text; the origin is that
+    of the ACE the grant came from (its ``Via.ace``), the farther folder."""
+    engine = _engine()
+    oi_ci = (NtAceFlag.OBJECT_INHERIT, NtAceFlag.CONTAINER_INHERIT)
+    reads = NtAce(type="allow", flags=oi_ci, mask=READ, trustee="S-1-5-11")
+    writes = NtAce(type="allow", flags=oi_ci, mask=0x2, trustee="S-1-5-11")  # FILE_ADD_FILE alone: no read
+    inherited = (*oi_ci, NtAceFlag.INHERITED)
+    engine.apply(_fs("/srv/share", _stored(reads)))
+    engine.apply(_fs("/srv/share/avd", _stored(writes, reads.model_copy(update={"flags": inherited}))))
+    folder = "/srv/share/avd/klienter"
+    nearer_first = (writes.model_copy(update={"flags": inherited}), reads.model_copy(update={"flags": inherited}))
+    engine.apply(_fs(folder, _stored(*nearer_first)))
+    engine.apply(LabelAssigned(path=folder, label=Label(name="klienter", allowed_groups=("socialsekreterare",))))
+    (opened,) = [v for v in engine.flush() if v.status == "opened"]
+    assert [g.entry for g in opened.grants] == ["Authenticated Users (S-1-5-11) ALLOW read, inherited from /srv/share"]

@@ -1,10 +1,17 @@
-"""The recorded NT ACL as SDDL for the revert executor, and what it refuses to put back."""
+"""The recorded NT ACL as SDDL for the revert executor, what it refuses to put back, and how a failed step reads."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from collectors.fs.nt_revert import SET_SCRIPT, NotRestorable, NtRestore, restorable, sddl_of
+from collectors.fs.nt_revert import SET_SCRIPT, NotRestorable, NtRestore, NtRestoreFailed, restorable, sddl_of
 from permwatch.events import NtAce, NtAceFlag, NtAcl
 
 ALICE = "S-1-5-21-1-2-3-1001"
@@ -67,3 +74,41 @@ def test_posix_sourced_acls_are_restored_by_removing_the_blob() -> None:
     stored = NtAcl(source="stored", dacl_present=True, dacl=(NtAce(type="allow", mask=1, trustee=ALICE),))
     command = NtRestore("/srv/share/a", stored, "security.NTACL", "/etc/samba/smb.conf").command()
     assert command == f"/usr/bin/python3 {SET_SCRIPT} /etc/samba/smb.conf /srv/share/a 'D:(A;;0x00000001;;;{ALICE})'"
+
+
+STORED = NtAcl(source="stored", dacl_present=True, dacl=(NtAce(type="allow", mask=1, trustee=ALICE),))
+
+
+def test_a_missing_interpreter_is_one_line_naming_the_path_and_what_is_missing(tmp_path: Path) -> None:
+    step = NtRestore(str(tmp_path), STORED, "security.NTACL", "/etc/samba/smb.conf", python=str(tmp_path / "py3"))
+    with pytest.raises(NtRestoreFailed) as failed:
+        step.apply()
+    assert str(failed.value) == (
+        f"setting the NT ACL of {tmp_path} through Samba (smb.conf /etc/samba/smb.conf) failed: "
+        f"{tmp_path / 'py3'} not found (Debian's python3 and python3-samba)"
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("samba") is not None, reason="this interpreter has Samba's bindings")
+def test_an_interpreter_without_samba_bindings_says_so_in_one_line(tmp_path: Path) -> None:
+    step = NtRestore(str(tmp_path), STORED, "security.NTACL", "/etc/samba/smb.conf", python=sys.executable)
+    with pytest.raises(NtRestoreFailed, match=r"failed: Samba's Python bindings are missing for .*python3-samba\)$"):
+        step.apply()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("chattr") is None, reason="chattr +i needs root")
+def test_a_blob_that_cannot_be_removed_names_the_path_and_the_kernels_reason(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_text("")
+    os.setxattr(target, "user.ntacl-test", b"blob")
+    if subprocess.run(["chattr", "+i", str(target)], capture_output=True).returncode != 0:
+        pytest.skip(f"no immutable flag on the file system of {tmp_path}")
+    try:
+        with pytest.raises(NtRestoreFailed) as failed:
+            NtRestore(str(target), NtAcl(source="posix"), "user.ntacl-test", "/etc/samba/smb.conf").apply()
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=True)
+    assert (
+        str(failed.value) == f"removing the NT ACL blob (user.ntacl-test) of {target} failed: Operation not permitted"
+    )
+    assert os.getxattr(target, "user.ntacl-test") == b"blob"

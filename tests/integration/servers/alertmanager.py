@@ -16,14 +16,13 @@ import json
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.error import URLError
 from urllib.parse import urlencode
 
-from tests.integration.servers.process import ServerProcess, free_loopback_ports, log_tail
+from tests.integration.servers.process import ServerProcess
+from tests.integration.servers.ready_at_http import ReadyAtHttp
 from tests.integration.servers.started import StartedInWith
 
 BINARY = Path("/usr/bin/prometheus-alertmanager")
-_HOST = "127.0.0.1"
 
 # Group every alert by burst; wait and re-notify quickly; the receiver does nothing.
 BURST_ROUTING = """\
@@ -65,19 +64,13 @@ class AlertmanagerError(RuntimeError):
     """Alertmanager is missing, would not start, or answered badly."""
 
 
-class AlertmanagerServer(StartedInWith):
+class AlertmanagerServer(ReadyAtHttp, StartedInWith):
     def __init__(self, workdir: Path, *, config: str = BURST_ROUTING, start_timeout: float = 30.0) -> None:
         self.workdir = Path(workdir).resolve()
         self.config = config
         self.start_timeout = start_timeout
         self.port: int | None = None
         self._server = ServerProcess("Alertmanager", self.log_path, AlertmanagerError)
-
-    @property
-    def url(self) -> str:
-        if self.port is None:
-            raise AlertmanagerError("Alertmanager has not been started")
-        return f"http://{_HOST}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -90,21 +83,8 @@ class AlertmanagerServer(StartedInWith):
         (self.workdir / "data").mkdir(exist_ok=True)
         config_path = self.workdir / "am.yml"
         config_path.write_text(self.config, encoding="utf-8")
-        self.port = free_loopback_ports(1, AlertmanagerError)[0]
-        command = [
-            str(BINARY),
-            f"--config.file={config_path}",
-            f"--storage.path={self.workdir / 'data'}",
-            f"--web.listen-address={_HOST}:{self.port}",
-            "--cluster.listen-address=",
-            "--log.level=warn",
-        ]
-        self._server.spawn(command, cwd=self.workdir, banner=False)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        storage = f"--storage.path={self.workdir / 'data'}"
+        self._launch([str(BINARY), f"--config.file={config_path}", storage, "--cluster.listen-address="])
 
     def stop(self, timeout: float = 10.0) -> None:
         self._server.stop(timeout)
@@ -124,16 +104,3 @@ class AlertmanagerServer(StartedInWith):
     def groups(self, *matchers: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.get("/api/v2/alerts/groups", filter=list(matchers))
         return result
-
-    def _wait_ready(self) -> None:
-        self._server.wait_ready(
-            self._ready,
-            timeout=self.start_timeout,
-            where=self.url,
-            logs=lambda: log_tail(self.log_path, 40),
-            retry_on=(URLError, ConnectionError, TimeoutError),
-        )
-
-    def _ready(self) -> bool:
-        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-            return bool(response.status == 200)

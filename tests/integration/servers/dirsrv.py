@@ -23,16 +23,20 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
-from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
-from ldap3 import BASE, NONE, Connection, Server
 from ldap3.core.exceptions import LDAPException
 
-from tests.integration.servers.process import ServerProcess, at_exit, free_loopback_ports, log_tail, port_accepts
+from tests.integration.servers.ldap_server import LdapServer
+from tests.integration.servers.process import (
+    ServerProcess,
+    at_exit,
+    free_loopback_ports,
+    log_tail,
+    port_accepts,
+    run_logged,
+)
+from tests.integration.servers.started import DestroyedOnExit
 
 DEFAULT_SUFFIX = "dc=example,dc=org"
 # No '%': dscreate reads the INF with configparser, which would interpolate it.
@@ -50,9 +54,6 @@ _OWNER_FILE = "owner.pid"  # pid of the test process that created an instance di
 # Every prefix we have not yet removed; removed at interpreter exit, after the
 # servers (see `process`) are killed.
 _ROOTS: set[Path] = set()
-
-Entry = tuple[str, Sequence[str], Mapping[str, Any]]
-"""One entry for `DirSrv.add_entries`: ``(dn, object_classes, attributes)``."""
 
 
 class DirSrvError(RuntimeError):
@@ -121,7 +122,7 @@ def _set_dse_attribute(dse: Path, dn: str, attribute: str, value: str) -> None:
     raise DirSrvError(f"no entry {dn!r} in {dse}")
 
 
-class DirSrv:
+class DirSrv(LdapServer, DestroyedOnExit):
     """One 389 Directory Server instance on loopback, created on first ``start()``.
 
     The instance (ports, data, configuration) survives ``stop()`` + ``start()``
@@ -170,10 +171,6 @@ class DirSrv:
         return f"ldap://{_HOST}:{self.port}"
 
     @property
-    def running(self) -> bool:
-        return self._server.running
-
-    @property
     def instance_root(self) -> Path:
         """The private temp dir (owned by ``dirsrv`` under root) holding the whole instance."""
         if self._root is None:
@@ -219,19 +216,7 @@ class DirSrv:
         if self._root is None:
             self._create()
         self._spawn()
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.kill()
-            raise
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """SIGTERM the process group; SIGKILL it if still alive after ``timeout`` s."""
-        self._server.stop(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL the process group immediately (an unclean crash)."""
-        self._server.kill()
+        self._ready_or_killed()
 
     def destroy(self) -> None:
         """Stop the server, keep copies of its logs in ``workdir/logs`` and delete the instance."""
@@ -249,21 +234,6 @@ class DirSrv:
         self._root = None
         self._port = self._secure_port = None
 
-    def connect(self, **connection_kwargs: Any) -> Connection:
-        """A new ldap3 connection bound as the root DN; extra arguments go to `Connection`."""
-        connection_kwargs.setdefault("auto_bind", True)
-        return Connection(Server(self.uri), self.bind_dn, self.password, **connection_kwargs)
-
-    def add_entries(self, entries: Iterable[Entry]) -> None:
-        """Add ``(dn, object_classes, attributes)`` entries in order, as the root DN."""
-        conn = self.connect()
-        try:
-            for dn, object_classes, attributes in entries:
-                if not conn.add(dn, list(object_classes), dict(attributes)):
-                    raise DirSrvError(f"adding {dn!r} failed: {conn.result}")
-        finally:
-            conn.unbind()
-
     def load_ldif(self, path: Path) -> None:
         """Apply an LDIF file with ``ldapadd`` (records without a changetype are adds)."""
         result = subprocess.run(
@@ -275,18 +245,6 @@ class DirSrv:
         )
         if result.returncode != 0:
             raise DirSrvError(f"ldapadd -f {path} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-
-    def __enter__(self) -> DirSrv:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.destroy()
 
     def __repr__(self) -> str:
         where = self.uri if self._port is not None else "uncreated"
@@ -321,25 +279,15 @@ class DirSrv:
         }
 
     def _run_tool(self, command: list[str], root: Path, what: str) -> None:
-        with self.create_log_path.open("ab") as log:
-            log.write(f"\n=== {what} at {time.ctime()}: {' '.join(command)} ===\n".encode())
-            log.flush()
-            try:
-                result = subprocess.run(
-                    self._as_service_user(command),
-                    cwd=root,
-                    env=self._service_env(root),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    timeout=self.create_timeout,
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise DirSrvError(
-                    f"{what} timed out after {self.create_timeout}s\n{log_tail(self.create_log_path)}"
-                ) from exc
-        if result.returncode != 0:
-            raise DirSrvError(f"{what} failed ({result.returncode})\n{log_tail(self.create_log_path)}")
+        run_logged(
+            self._as_service_user(command),
+            what=f"{what}: {' '.join(command)}",
+            log_path=self.create_log_path,
+            timeout=self.create_timeout,
+            error=DirSrvError,
+            cwd=root,
+            env=self._service_env(root),
+        )
 
     def _create(self) -> None:
         for tool in (_DSCREATE, _NS_SLAPD):
@@ -432,16 +380,7 @@ class DirSrv:
         )
 
     def _serves_suffix(self) -> bool:
-        if not port_accepts(_HOST, self.port):
-            return False
-        server = Server(self.uri, get_info=NONE, connect_timeout=2)
-        conn = Connection(server, self.bind_dn, self.password, receive_timeout=5)
-        try:
-            if conn.bind() and conn.search(self.base_dn, "(objectClass=*)", search_scope=BASE):
-                return True
-            raise DirSrvError(f"bind/search result: {conn.result}")
-        finally:
-            conn.unbind()
+        return port_accepts(_HOST, self.port) and self._binds_and_finds_base()
 
     def _log_tails(self) -> str:
         errors = self.error_log_path if self._root is not None else Path("<no instance>")

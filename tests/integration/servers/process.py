@@ -4,9 +4,10 @@ Every fixture (Kafka, slapd, 389-ds, Samba, Alertmanager, Prometheus) runs its
 server as a child in its own process group that dies with the thread that
 started it (``setpriv --pdeathsig`` where it exists) and is killed at
 interpreter exit. `ServerProcess` does that spawning, stopping and waiting for
-readiness; `log_tail`, `port_accepts` and `free_loopback_ports` are the small
-helpers the fixtures share. What is specific to one server (its config, its
-readiness check, creating or provisioning it) stays in that server's module.
+readiness; `log_tail`, `port_accepts`, `free_loopback_ports` and `run_logged`
+(a set-up tool whose output goes to a log) are the small helpers the fixtures
+share. What is specific to one server (its config, its readiness check,
+creating or provisioning it) stays in that server's module.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 HOST = "127.0.0.1"
 
@@ -61,6 +63,55 @@ def log_tail(path: Path, lines: int = 60) -> str:
         return f"<{path} does not exist>"
     text = path.read_text(encoding="utf-8", errors="replace").splitlines()
     return "\n".join(text[-lines:])
+
+
+def run_logged(
+    command: Sequence[str],
+    *,
+    what: str,
+    log_path: Path,
+    timeout: float,
+    error: type[Exception],
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Run a set-up tool (``what``: "dscreate from-file", "provisioning EXAMPLE.ORG") to its end, its output
+    appended to ``log_path`` under a line naming ``what`` and the time (not the command: it may carry a password);
+    raise ``error`` with the log's tail when it fails or outlives ``timeout`` seconds."""
+    with log_path.open("ab") as log:
+        log.write(f"\n=== {what} at {time.ctime()} ===\n".encode())
+        log.flush()
+        proc = _logging_to(log, command, cwd=cwd, env=env)
+    try:
+        returncode = proc.wait(timeout=timeout)
+    except BaseException as exc:  # as subprocess.run: a tool outliving its wait (or an interrupt) is killed
+        proc.kill()
+        proc.wait()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise error(f"{what} timed out after {timeout}s\n{log_tail(log_path)}") from exc
+        raise
+    if returncode != 0:
+        raise error(f"{what} failed ({returncode})\n{log_tail(log_path)}")
+
+
+def _logging_to(
+    log: BinaryIO,
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None,
+    new_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` with no input and its stdout and stderr going to ``log``."""
+    return subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=new_session,
+    )
 
 
 def port_accepts(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -147,15 +198,7 @@ class ServerProcess:
             if banner:
                 log.write(f"\n=== starting {self.name} at {time.ctime()} ===\n".encode())
                 log.flush()
-            proc = subprocess.Popen(
-                list(command),
-                cwd=cwd,
-                env=None if env is None else dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            proc = _logging_to(log, command, cwd=cwd, env=env, new_session=True)
         self._proc = proc
         _LIVE.add(proc)
 

@@ -22,17 +22,17 @@ from typing import Any
 
 import yaml
 
-from tests.integration.servers.process import ServerProcess, free_loopback_ports
+from tests.integration.servers.process import ServerProcess
+from tests.integration.servers.ready_at_http import ReadyAtHttp
 
 DEFAULT_BINARY = "/usr/bin/prometheus"
-_HOST = "127.0.0.1"
 
 
 class PrometheusError(RuntimeError):
     """Prometheus could not start, or answered a query with an error."""
 
 
-class PrometheusServer:
+class PrometheusServer(ReadyAtHttp):
     """One Prometheus scraping the given targets on loopback; see the module docstring."""
 
     def __init__(
@@ -49,12 +49,6 @@ class PrometheusServer:
         self.start_timeout = start_timeout
         self.port: int | None = None
         self._server = ServerProcess("Prometheus", self.log_path, PrometheusError)
-
-    @property
-    def url(self) -> str:
-        if self.port is None:
-            raise PrometheusError("Prometheus has not been started")
-        return f"http://{_HOST}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -80,23 +74,7 @@ class PrometheusServer:
             raise PrometheusError(f"{self.binary} not found: install Debian's 'prometheus' package")
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.write_config(jobs, rule_files)
-        self.port = free_loopback_ports(1, PrometheusError)[0]
-        command = [
-            self.binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={self.workdir / 'data'}",
-            f"--web.listen-address={_HOST}:{self.port}",
-            "--log.level=warn",
-        ]
-        self._server.spawn(command, cwd=self.workdir, banner=False)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._server.stop(timeout)
+        self._launch([self.binary, f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}"])
 
     # ------------------------------------------------------------------ API
 
@@ -130,11 +108,3 @@ class PrometheusServer:
         if not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def _wait_ready(self) -> None:
-        # OSError: not listening yet, or "Service Unavailable" while it starts.
-        self._server.wait_ready(self._ready, timeout=self.start_timeout, where=self.url, logs=self.tail, interval=0.2)
-
-    def _ready(self) -> bool:
-        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-            return bool(response.status == 200)

@@ -14,21 +14,17 @@ Measured here (2 cores): provision ~6 s, start ~0.3 s, stop under 0.1 s.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import socket
 import subprocess
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
-from ldap3 import BASE, NONE, Connection, Server
 from ldap3.core.exceptions import LDAPException
 
-from tests.integration.servers.process import ServerProcess, log_tail, port_accepts
+from tests.integration.servers.process import ServerProcess, log_tail, port_accepts, run_logged
+from tests.integration.servers.samba_dc import SambaDC
+from tests.integration.servers.started import DestroyedOnExit
 
 DEFAULT_REALM = "EXAMPLE.ORG"
 DEFAULT_DOMAIN = "EXAMPLE"
@@ -41,8 +37,8 @@ GLOBAL_CATALOG_PORT = 3268
 _PORTS = (LDAP_PORT, GLOBAL_CATALOG_PORT)
 _DC_HOST_NAME = "pwdc"  # fixed, so provisioning does not depend on the machine's hostname
 
-Entry = tuple[str, Sequence[str], Mapping[str, Any]]
-"""One entry for `SambaAD.add_entries`: ``(dn, object_classes, attributes)``."""
+ENABLED_ACCOUNT = 0x0200 | 0x0020
+"""``userAccountControl`` of a normal account that needs no password, so it can be enabled without LDAPS."""
 
 
 class SambaADError(RuntimeError):
@@ -102,7 +98,7 @@ def _base_dn(realm: str) -> str:
     return ",".join(f"DC={part}" for part in realm.lower().split("."))
 
 
-class SambaAD:
+class SambaAD(SambaDC, DestroyedOnExit):
     """One Samba AD DC serving LDAP on 127.0.0.1:389, provisioned on first ``start()``.
 
     The domain survives ``stop()`` + ``start()``; `destroy` stops the DC and deletes
@@ -140,24 +136,6 @@ class SambaAD:
         return f"CN=Administrator,CN=Users,{self.base_dn}"
 
     @property
-    def running(self) -> bool:
-        return self._server.running
-
-    @property
-    def dc_dir(self) -> Path:
-        """The provisioned domain: ``etc/smb.conf``, ``private/sam.ldb``, state, pid file."""
-        return self.workdir / "dc"
-
-    @property
-    def smb_conf(self) -> Path:
-        return self.dc_dir / "etc" / "smb.conf"
-
-    @property
-    def log_path(self) -> Path:
-        """samba's stdout/stderr (``-i`` logs there; appended to across restarts)."""
-        return self.workdir / "samba.out"
-
-    @property
     def provision_log_path(self) -> Path:
         return self.workdir / "provision.log"
 
@@ -171,11 +149,7 @@ class SambaAD:
         """
         if self.running:
             return
-        if os.geteuid() != 0:
-            raise SambaADError("Samba's AD DC must run as root (it needs port 389)")
-        samba = shutil.which("samba") or "/usr/sbin/samba"
-        if not os.access(samba, os.X_OK) or shutil.which("samba-tool") is None:
-            raise SambaADError("samba/samba-tool not found: install Debian's samba and samba-ad-dc")
+        samba = self._samba()
         taken = [port for port in _PORTS if _port_taken(port)]
         if taken:
             raise SambaADError(
@@ -187,51 +161,12 @@ class SambaAD:
         if not (self.dc_dir / "private" / "sam.ldb").exists():
             self._provision()
         self._spawn(samba)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.kill()
-            raise
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """SIGTERM the process group; SIGKILL it if still alive after ``timeout`` s."""
-        self._server.stop(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL the process group immediately (an unclean crash)."""
-        self._server.kill()
+        self._ready_or_killed()
 
     def destroy(self) -> None:
         """Stop the DC and delete the domain; the logs in ``workdir`` stay."""
         self.stop()
         shutil.rmtree(self.dc_dir, ignore_errors=True)
-
-    def connect(self, **connection_kwargs: Any) -> Connection:
-        """A new ldap3 connection bound as Administrator; extra arguments go to `Connection`."""
-        connection_kwargs.setdefault("auto_bind", True)
-        return Connection(Server(self.uri), self.bind_dn, self.password, **connection_kwargs)
-
-    def add_entries(self, entries: Iterable[Entry]) -> None:
-        """Add ``(dn, object_classes, attributes)`` entries in order, as Administrator."""
-        conn = self.connect()
-        try:
-            for dn, object_classes, attributes in entries:
-                if not conn.add(dn, list(object_classes), dict(attributes)):
-                    raise SambaADError(f"adding {dn!r} failed: {conn.result}")
-        finally:
-            conn.unbind()
-
-    def __enter__(self) -> SambaAD:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.destroy()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -241,38 +176,14 @@ class SambaAD:
 
     def _provision(self) -> None:
         shutil.rmtree(self.dc_dir, ignore_errors=True)  # a half-provisioned leftover
-        command = [
-            "samba-tool",
-            "domain",
-            "provision",
-            "--server-role=dc",
-            "--dns-backend=NONE",
-            "--use-rfc2307",
-            f"--host-ip={HOST}",
-            f"--host-name={_DC_HOST_NAME}",
-            f"--realm={self.realm}",
-            f"--domain={self.domain}",
-            f"--adminpass={self.password}",
-            f"--targetdir={self.dc_dir}",
-        ]
-        with self.provision_log_path.open("ab") as log:
-            log.write(f"\n=== provisioning {self.realm} at {time.ctime()} ===\n".encode())
-            log.flush()
-            try:
-                result = subprocess.run(
-                    command,
-                    cwd=self.workdir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    timeout=self.provision_timeout,
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise SambaADError(
-                    f"provisioning timed out after {self.provision_timeout}s\n{log_tail(self.provision_log_path)}"
-                ) from exc
-        if result.returncode != 0:
-            raise SambaADError(f"provisioning failed ({result.returncode})\n{log_tail(self.provision_log_path)}")
+        run_logged(
+            self._provision_command(host=HOST, host_name=_DC_HOST_NAME),
+            what=f"provisioning {self.realm}",
+            log_path=self.provision_log_path,
+            timeout=self.provision_timeout,
+            error=SambaADError,
+            cwd=self.workdir,
+        )
         run = self.dc_dir / "run"
         run.mkdir(exist_ok=True)
         _rewrite_global_section(
@@ -291,15 +202,6 @@ class SambaAD:
             },
         )
 
-    def _spawn(self, samba: str) -> None:
-        # A pid file left by a killed samba would make the next one refuse to start
-        # if its pid had been reused.
-        with contextlib.suppress(FileNotFoundError):
-            (self.dc_dir / "run" / "samba.pid").unlink()
-        # SIGKILL samba if the thread that started it dies, so an aborted test run
-        # cannot leave a DC holding port 389 (parent-death signal, see `process`).
-        self._server.spawn([samba, "-i", "-M", "single", "-s", str(self.smb_conf)], cwd=self.workdir)
-
     def _wait_ready(self) -> None:
         self._server.wait_ready(
             self._serves_base_dn,
@@ -310,13 +212,4 @@ class SambaAD:
         )
 
     def _serves_base_dn(self) -> bool:
-        if not port_accepts(HOST, LDAP_PORT):
-            return False
-        server = Server(self.uri, get_info=NONE, connect_timeout=2)
-        conn = Connection(server, self.bind_dn, self.password, receive_timeout=5)
-        try:
-            if conn.bind() and conn.search(self.base_dn, "(objectClass=*)", search_scope=BASE):
-                return True
-            raise SambaADError(f"bind/search result: {conn.result}")
-        finally:
-            conn.unbind()
+        return port_accepts(HOST, LDAP_PORT) and self._binds_and_finds_base()

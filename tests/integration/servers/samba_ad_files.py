@@ -24,7 +24,6 @@ Measured here (2 cores, loaded): provision ~8 s, start ~3 s, users ~1 s, stop un
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -36,12 +35,12 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ldap3 import BASE, NONE, Connection, Server
+from ldap3 import BASE
 from ldap3.core.exceptions import LDAPException
 
 from tests.integration.servers.process import ServerProcess, at_exit, log_tail, port_accepts
+from tests.integration.servers.samba_dc import SambaDC
 from tests.integration.servers.started import StartedInWith
 
 REALM = "FILES.EXAMPLE.ORG"
@@ -111,7 +110,7 @@ def _run(command: Sequence[str], *, stdin: str | None = None, timeout: float = 3
     return result.stdout
 
 
-class SambaADFileServer(StartedInWith):
+class SambaADFileServer(SambaDC, StartedInWith):
     """One Samba AD DC serving LDAP, Kerberos and ``//<host>/files`` on a loopback address of its own."""
 
     realm = REALM
@@ -131,14 +130,6 @@ class SambaADFileServer(StartedInWith):
     # -- paths and names -----------------------------------------------------
 
     @property
-    def dc_dir(self) -> Path:
-        return self.workdir / "dc"
-
-    @property
-    def smb_conf(self) -> Path:
-        return self.dc_dir / "etc" / "smb.conf"
-
-    @property
     def sam_ldb(self) -> Path:
         return self.dc_dir / "private" / "sam.ldb"
 
@@ -146,10 +137,6 @@ class SambaADFileServer(StartedInWith):
     def krb5_conf(self) -> Path:
         """A krb5.conf naming this DC as the realm's KDC (for ``KRB5_CONFIG``)."""
         return self.workdir / "krb5.conf"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "samba.out"
 
     def auth_audit(self) -> str:
         """smbd's logs (one per client, ``log.%m``): with ``auth_audit:3`` they name each session's method
@@ -185,11 +172,7 @@ class SambaADFileServer(StartedInWith):
         """Provision (first time), start samba and block until LDAP, the KDC and an SMB login answer."""
         if self._server.running:
             return
-        if os.geteuid() != 0:
-            raise SambaADFileServerError("a Samba AD DC serving files must run as root")
-        samba = shutil.which("samba") or "/usr/sbin/samba"
-        if not os.access(samba, os.X_OK) or shutil.which("samba-tool") is None or shutil.which("smbclient") is None:
-            raise SambaADFileServerError("samba, samba-tool or smbclient missing: scripts/install.sh --test")
+        samba = self._samba("smbclient")
         if _winbindd_answers():
             raise SambaADFileServerError(
                 f"another winbindd answers at {WINBINDD_PIPE}: smbd on a DC reaches winbindd only there, so one "
@@ -208,9 +191,7 @@ class SambaADFileServer(StartedInWith):
             # Users must have its gidNumber before anyone logs in
             self._add_users()
         self._write_krb5_conf()
-        with contextlib.suppress(FileNotFoundError):
-            (self.dc_dir / "run" / "samba.pid").unlink()
-        self._server.spawn([samba, "-i", "-M", "single", "-s", str(self.smb_conf)], cwd=self.workdir)
+        self._spawn(samba)
         smbd_log = self.workdir / "log.smbd"
         try:
             self._server.wait_ready(
@@ -240,11 +221,6 @@ class SambaADFileServer(StartedInWith):
         """The OU holding `users`."""
         return f"OU=people,{self.base_dn}"
 
-    def connect(self, **connection_kwargs: Any) -> Connection:
-        """A new ldap3 connection bound as Administrator (simple bind over plain LDAP, allowed here)."""
-        connection_kwargs.setdefault("auto_bind", True)
-        return Connection(Server(self.uri), self.bind_dn, self.password, **connection_kwargs)
-
     def sid_of(self, dn: str) -> str:
         conn = self.connect()
         try:
@@ -272,22 +248,7 @@ class SambaADFileServer(StartedInWith):
 
     def _provision(self) -> None:
         shutil.rmtree(self.dc_dir, ignore_errors=True)
-        _run(
-            [
-                "samba-tool",
-                "domain",
-                "provision",
-                "--server-role=dc",
-                "--dns-backend=NONE",
-                "--use-rfc2307",
-                f"--host-ip={self.host}",
-                f"--host-name={_HOST_NAME}",
-                f"--realm={REALM}",
-                f"--domain={DOMAIN}",
-                f"--adminpass={ADMIN_PASSWORD}",
-                f"--targetdir={self.dc_dir}",
-            ]
-        )
+        _run(self._provision_command(host=self.host, host_name=_HOST_NAME))
         # a Kerberos client asks for cifs/<what it connected to>: here an address, so the DC answers to that too
         _run(["samba-tool", "spn", "add", f"cifs/{self.host}", f"{_HOST_NAME.upper()}$", "-H", str(self.sam_ldb)])
 
@@ -343,13 +304,7 @@ class SambaADFileServer(StartedInWith):
     def _ready(self) -> bool:
         if not (port_accepts(self.host, 389) and port_accepts(self.host, 88) and port_accepts(self.host, 445)):
             return False
-        server = Server(self.uri, get_info=NONE, connect_timeout=2)
-        conn = Connection(server, self.bind_dn, self.password, receive_timeout=5)
-        try:
-            if not (conn.bind() and conn.search(self.base_dn, "(objectClass=*)", search_scope=BASE)):
-                raise SambaADFileServerError(f"bind/search result: {conn.result}")
-        finally:
-            conn.unbind()
+        self._binds_and_finds_base()
         # a login maps the token's SIDs to Unix ids through winbindd: ready only once that answers too
         result = subprocess.run(
             ["smbclient", self.unc, "-U", self.credentials("Administrator", self.password), "-c", "ls"],

@@ -23,3 +23,15 @@ class StartedInWith:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class DestroyedOnExit(StartedInWith):
+    """A server whose ``with`` block ends in ``destroy()`` (stop it and delete what it created), not ``stop()``."""
+
+    def destroy(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.destroy()
