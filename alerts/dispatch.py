@@ -9,7 +9,10 @@ for each sink and each burst the batch touched: keep what the sink's filter
 accepts (``min_severity``, ``labels``) and what the delivery log says it has
 not delivered, render it once and send it, retrying
 :class:`RetryableSinkError` with capped exponential backoff (or the sink's
-``retry_after``) until it passes or the stage is stopped. A
+``retry_after``) until it passes or the stage is stopped. A folder's events
+reach every sink in the order they were published, also when they are in
+different bursts (an exposure's close, then the folder's next opening in a
+newer burst): the batch is cut there into updates sent one after the other. A
 :class:`PermanentSinkError` dead-letters the events with its reason. The
 consumer's position is committed only after every sink is done with the
 batch, so a crash loses nothing and the delivery log keeps it from repeating.
