@@ -9,7 +9,10 @@ for each sink and each burst the batch touched: keep what the sink's filter
 accepts (``min_severity``, ``labels``) and what the delivery log says it has
 not delivered, render it once and send it, retrying
 :class:`RetryableSinkError` with capped exponential backoff (or the sink's
-``retry_after``) until it passes or the stage is stopped. A
+``retry_after``) until it passes or the stage is stopped. A folder's events
+reach every sink in the order they were published, also when they are in
+different bursts (an exposure's close, then the folder's next opening in a
+newer burst): the batch is cut there into updates sent one after the other. A
 :class:`PermanentSinkError` dead-letters the events with its reason. The
 consumer's position is committed only after every sink is done with the
 batch, so a crash loses nothing and the delivery log keeps it from repeating.
@@ -171,13 +174,25 @@ class Dispatcher:
     # ------------------------------------------------------------ internals
 
     def _group(self, events: list[ExposureEvent]) -> list[GroupUpdate]:
+        """One update per burst the batch touched, in the order first touched; but a folder's events reach a
+        sink in the order they were published: when a folder has an event in another burst earlier in the
+        batch (its old exposure's close, then its next opening joining a newer burst), the updates so far go
+        first and the rest of the batch makes more (a burst may then have two updates in one batch)."""
         assignments: list[tuple[str, Member]] = []
+        updates: list[GroupUpdate] = []
         touched: dict[str, list[ExposureEvent]] = {}
+        burst_of: dict[str, str] = {}  # folder → the burst its events in ``touched`` are in
         for event in events:
             group_id, member = self.grouper.assign(event)
             assignments.append((group_id, member))
+            if burst_of.setdefault(event.folder, group_id) != group_id:
+                updates += self._updates(touched)
+                touched, burst_of = {}, {event.folder: group_id}
             touched.setdefault(group_id, []).append(event)
         self.group_store.save(assignments)
+        return updates + self._updates(touched)
+
+    def _updates(self, touched: dict[str, list[ExposureEvent]]) -> list[GroupUpdate]:
         return [GroupUpdate(self.grouper.snapshot(group_id), tuple(group)) for group_id, group in touched.items()]
 
     def _deliver(self, sink: Sink, update: GroupUpdate, record_of: dict[str, Record], stop: threading.Event) -> bool:

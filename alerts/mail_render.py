@@ -219,8 +219,15 @@ def folder_lines(d: GroupDigest, *, hide_below_label: bool) -> list[str]:
 
 
 def news_lines(group: GroupSnapshot, events: tuple[ExposureEvent, ...]) -> list[str]:
-    """What ``events`` changed in the burst: widened, changed, closed (shared with the Teams cards)."""
-    opened, changed, closed = news_by_status(events)
+    """What ``events`` changed in the burst: widened, changed, closed (shared with the Teams cards).
+
+    Every event is told: an exposure that opened in this update is news as an opening, shown as it is now, however
+    many changes followed in the same update (a backlog after a restart brings them together), and one that closed
+    again within it is a close that says so; an exposure changed several times is shown as it is now."""
+    latest_opened, changed, closed = news_by_status(events)
+    opening = {e.exposure_id for e in events if e.status is ExposureStatus.OPENED}
+    opened = latest_opened + [e for e in changed if e.exposure_id in opening]
+    changed = [e for e in changed if e.exposure_id not in opening]
     lines: list[str] = []
     if opened:
         lines.append(f"Widened: {plural(len(opened), 'more folder')} now readable, {len(group.members):,} in all")
@@ -236,7 +243,11 @@ def news_lines(group: GroupSnapshot, events: tuple[ExposureEvent, ...]) -> list[
         lines += _more(len(changed), 3)
     if closed:
         lines.append(f"Closed: {plural(len(closed), 'folder')}")
-        lines += [f"  {e.folder} after {format_duration(e.duration_seconds or 0.0)}" for e in closed[:3]]
+        lines += [
+            f"  {e.folder} after {format_duration(e.duration_seconds or 0.0)}"
+            + (" (opened and closed again in this update)" if e.exposure_id in opening else "")
+            for e in closed[:3]
+        ]
         lines += _more(len(closed), 3)
     return lines
 

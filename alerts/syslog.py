@@ -15,8 +15,9 @@ itself: per event on purpose, since SIEM rules query records per folder (README,
 "Syslog sends one message per exposure event"). ``messages = "burst"`` sends
 one message per update of a burst instead (MSGID ``BURST_OPENED``,
 ``BURST_UPDATED``, ``BURST_RESOLVED``): the e-mail's headline and counts, the
-top folders, the burst's labels, readers and kind, and how many exposures the
-update opened, changed and closed; for a SIEM that should see a 5,000-folder
+top folders, the burst's labels, readers and kind, and how many of the
+update's events opened, changed and closed an exposure (every event counted: an
+opening and a later change of it in one update are one of each); for a SIEM that should see a 5,000-folder
 ``setfacl -R`` as one record. The header's PRI says the label's severity (critical → crit, high →
 err, medium → warning, low → notice; a close is info), the timestamp is when
 the event was observed, MSGID says opened / changed / closed. MSG is plain
@@ -51,7 +52,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from alerts.base import ActorSinkSettings, PermanentSinkError, RetryableSinkError, SinkContext, SinkSettings
-from alerts.digest import GroupDigest, digest, format_duration, news_by_status
+from alerts.digest import GroupDigest, digest, format_duration
 from alerts.grouping import GroupUpdate
 from alerts.mail_render import headline
 from alerts.redaction import shown_paths
@@ -86,6 +87,7 @@ _ACTION = {
     ExposureStatus.CHANGED: "exposure-changed",
     ExposureStatus.CLOSED: "exposure-closed",
 }
+_COUNTED = (ExposureStatus.OPENED, ExposureStatus.CHANGED, ExposureStatus.CLOSED)
 SAMPLE_PATHS = 3
 TOP_FOLDERS = 10
 MAX_GROUPS = 20
@@ -170,7 +172,8 @@ class SyslogSink:
             f'[{SD_ID} burst="{_sd_value(d.group_id)}" update="{update_id}" events="{len(update.events)}" '
             f'label="{_sd_value(d.labels[0])}"]'
         )
-        counts = [len(part) for part in news_by_status(update.events)]
+        # every event of the update counted (an opening and a later change of it in one update are both news)
+        counts = [sum(1 for e in update.events if e.status is status) for status in _COUNTED]
         news = ", ".join(f"{n:,} {word}" for n, word in zip(counts, ("opened", "changed", "closed"), strict=True) if n)
         summary = headline(d) + (f"; this update: {news}" if news else "")
         facts = _BurstFacts(d, at, phase, update_id, summary, counts, self.config.names_actor)

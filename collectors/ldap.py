@@ -18,7 +18,8 @@ same way: every reconnect, and every ``reconcile_seconds``, the collector
 reads the whole directory again and publishes only how it differs from what
 was published. A batch that was on its way to the bus when the process
 died is published again as the last state of each principal it changed,
-never as the older states before them (see ``_commit``). A lost connection
+never as the older states before them (see ``_commit``), at the start, even
+while the server cannot be reached (the saved copy holds all it needs). A lost connection
 is retried with exponential backoff, capped low (``backoff_max_seconds``)
 and jittered, so a directory that comes back is followed again within
 seconds. A search the server cut short at a limit
@@ -261,12 +262,13 @@ class LdapCollector:
         is lost (see :meth:`_commit`).
         """
         before = self.published
-        if not self.session.is_open:
-            self._verified = False  # whatever happened while it was closed, read the whole directory again
-            self.session.open()
-        if self._verified and self._monotonic() - self._reconciled_at >= self.config.reconcile_seconds:
-            self._verified = False
         try:
+            if not self.session.is_open:
+                self._verified = False  # whatever happened while it was closed, read the whole directory again
+                # (inside the try: a batch a crash left owed to the bus is published even while the server is down)
+                self.session.open()
+            if self._verified and self._monotonic() - self._reconciled_at >= self.config.reconcile_seconds:
+                self._verified = False
             if not self._verified:
                 self._resync(resume=self._resuming)
                 self._verified = True

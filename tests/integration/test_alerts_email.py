@@ -10,6 +10,8 @@
 - Over implicit TLS: ``451`` answers are retried until the mail is accepted
   once; a ``554`` is permanent (dead-lettered, not retried); a server that is
   down is retried until it is up; a wrong password is permanent.
+- A folder's opening and a later change of it in one update (a restart's
+  backlog) are mailed as the burst widening by that folder, as it is now.
 - Digest mode, two labels: each label's first mail goes at once; what follows
   within its window is held and mailed as one digest per label once the whole
   window is over (by the dispatcher's maintenance), and nothing more in the
@@ -138,6 +140,33 @@ def test_a_burst_is_one_thread_of_three_mails_over_starttls_and_never_mailed_twi
     )
     assert [problem for m in messages for problem in mail_problems(m, allowed, actor=False)] == []
     assert "it-update" not in everything  # actor = "omit"
+
+
+def test_an_opening_that_comes_with_its_later_change_is_mailed_as_an_opening(tmp_path: Path, smtp: SmtpServer) -> None:
+    """A restart's backlog brings a folder's opening and a later change of it in one update of a burst already
+    mailed: the update mail says the burst widened by that folder, as it is now (before: "Changed", the opening
+    never told)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    first = opened("exp-first", at=now)
+    joining = opened("exp-joining", folder="/srv/share/styrelse", at=now)  # the same cause: the same burst
+    bus = EmbeddedBus(tmp_path / "events.db")
+    delivery_log = DeliveryLog(tmp_path / "alerts.db")
+    try:
+        sink = build_sink(settings(smtp), SinkContext(database=delivery_log.database))
+        dispatcher = Dispatcher(bus, [sink], delivery_log, group="mail-backlog", backoff_initial=0.1)
+        with RunningDispatcher(dispatcher):
+            publish(bus, [first])
+            smtp.wait_for(1)
+            publish(bus, [joining, changed(joining, groups=("alla", "it"), people=7, after=1.0)])  # one batch
+            smtp.wait_for(2)
+            wait_until(lambda: dispatcher.delivered == 3, "every event delivered")
+    finally:
+        bus.close()
+    messages = [m.message for m in smtp.mails()]
+    assert len(messages) == 2 and messages[1]["In-Reply-To"] == messages[0]["Message-ID"]
+    text = messages[1].get_body(("plain",)).get_content().replace("\r\n", "\n")  # type: ignore[union-attr]
+    assert "Widened: 1 more folder now readable, 2 in all\n  /srv/share/styrelse by alla, it\n" in text
+    assert "Changed:" not in text
 
 
 def test_implicit_tls_retries_4xx_and_a_server_that_is_down_and_gives_up_on_5xx(

@@ -13,6 +13,8 @@
 - Over plain TCP with CEF: a receiver that is down is retried until it is up,
   and a receiver killed between two alerts is noticed and reconnected to;
   every alert arrives exactly once.
+- With ``messages = "burst"`` an update's message counts every event of it: a
+  folder's opening and a later change in one update are one opened, one changed.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from tests.integration.alert_allowlist import (
 from tests.integration.servers.certs import self_signed
 from tests.integration.servers.rsyslog import RsyslogServer
 from tests.integration.test_alerts_delivery import RunningDispatcher, publish, wait_until
-from tests.unit.alert_samples import case_burst, closed, opened
+from tests.unit.alert_samples import case_burst, changed, closed, opened
 
 pytestmark = pytest.mark.integration
 
@@ -243,6 +245,36 @@ def test_messages_burst_sends_a_40_folder_burst_as_one_message_and_its_close_as_
     assert {d["permwatch"]["burst"]["id"] for d in documents} == {burst_id}
     allowed = allowed_values([*burst, *closes], burst_id=burst_id, actor=True)
     assert [problem for d in documents for problem in ecs_problems(d, allowed, actor=True, burst=True)] == []
+
+
+def test_messages_burst_counts_an_opening_that_comes_with_its_later_change(
+    tmp_path: Path, rsyslog: RsyslogServer
+) -> None:
+    """A restart's backlog brings a folder's opening and a later change of it in one update of a burst already
+    sent: the burst's message counts both (before, the opening vanished behind the change)."""
+    settings = {"kind": "syslog", "host": "127.0.0.1", "port": rsyslog.plain_port, "tls": False, "messages": "burst"}
+    now = datetime.now(UTC).replace(microsecond=0)
+    first = opened("exp-first", at=now)
+    joining = opened("exp-joining", folder="/srv/share/styrelse", at=now)  # the same cause: the same burst
+    bus = EmbeddedBus(tmp_path / "events.db")
+    delivery_log = DeliveryLog(tmp_path / "alerts.db")
+    try:
+        sink = build_sink(settings, SinkContext(database=delivery_log.database))
+        dispatcher = Dispatcher(bus, [sink], delivery_log, group="syslog-backlog", backoff_initial=0.1)
+        with RunningDispatcher(dispatcher):
+            publish(bus, [first])
+            rsyslog.wait_for(1)
+            publish(bus, [joining, changed(joining, groups=("alla", "it"), people=7, after=1.0)])  # one batch
+            rsyslog.wait_for(2)
+            wait_until(lambda: dispatcher.delivered == 3, "every event delivered")
+        sink.close()  # type: ignore[attr-defined]
+    finally:
+        bus.close()
+    received = rsyslog.received()
+    assert [r.msgid for r in received] == ["BURST_OPENED", "BURST_UPDATED"]
+    document = json.loads(received[1].msg)
+    assert document["permwatch"]["burst"]["update"] == {"opened": 1, "changed": 1, "closed": 0}
+    assert document["message"].endswith("; this update: 1 opened, 1 changed")
 
 
 def test_the_allow_list_check_finds_a_user_name_a_file_name_and_an_unknown_field() -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -327,7 +328,7 @@ def one_story(lines: list[dict[str, Any]]) -> set[str]:
 
 def open_readers(lines: list[dict[str, Any]]) -> dict[str, set[str]]:
     """The record read as one story (see the module's docstring): folder → who its open exposure says can read
-    (the ``users`` of its latest event), for the folders it leaves open."""
+    (the ``users`` of its latest event), for the folders it leaves open. A failure names the folder's lines."""
     ids = [line["event_id"] for line in lines]
     assert len(ids) == len(set(ids)), "an exposure event delivered twice to JSONL"
     stories: dict[str, list[dict[str, Any]]] = {}
@@ -335,13 +336,22 @@ def open_readers(lines: list[dict[str, Any]]) -> dict[str, set[str]]:
     latest: dict[str, dict[str, Any]] = {}
     for line in lines:
         story = stories.setdefault(line["exposure_id"], [])
-        assert line["sequence"] == len(story), f"{line['event_id']} after {[e['event_id'] for e in story]}"
+        assert line["sequence"] == len(story), (
+            f"{line['event_id']} after {[e['event_id'] for e in story]}\n" + folder_story(lines, line["folder"])
+        )
         if not story:
-            assert line["status"] == "opened", f"{line['event_id']}: {line['status']} of an exposure never opened"
-            assert line["folder"] not in open_in, f"{line['folder']}: two open exposures"
+            assert line["status"] == "opened", (
+                f"{line['event_id']}: {line['status']} of an exposure never opened\n"
+                + folder_story(lines, line["folder"])
+            )
+            assert line["folder"] not in open_in, f"{line['folder']}: two open exposures\n" + folder_story(
+                lines, line["folder"]
+            )
             open_in[line["folder"]] = line["exposure_id"]
         else:
-            assert story[-1]["status"] != "closed", f"{line['event_id']} after the close"
+            assert story[-1]["status"] != "closed", f"{line['event_id']} after the close\n" + folder_story(
+                lines, line["folder"]
+            )
         if line["status"] == "closed":
             del open_in[line["folder"]]
         story.append(line)
@@ -350,6 +360,26 @@ def open_readers(lines: list[dict[str, Any]]) -> dict[str, set[str]]:
         last = latest[exposure_id]
         assert not last["users_truncated"] and last["people"] == len(last["users"]), last
     return {folder: set(latest[exposure_id]["users"]) for folder, exposure_id in open_in.items()}
+
+
+def folder_story(lines: list[dict[str, Any]], folder: str) -> str:
+    """The JSONL lines of ``folder`` (with their place in the file and their burst), for a failure message: which
+    events the alerts stage wrote in which order, and in which burst each went."""
+    return "\n".join(
+        f"  line {n}: {line['status']} {line['exposure_id']}.{line['sequence']} burst {line['group_id']} "
+        f"opened_at {line['opened_at']} observed_at {line['observed_at']} detected_at {line['detected_at']} "
+        f"people {line['people']}"
+        for n, line in enumerate(lines)
+        if line["folder"] == folder
+    )
+
+
+def record_as_told(lines: list[dict[str, Any]]) -> str:
+    """What a failure message says of the record: who reads each open folder, or why the record is no one story."""
+    try:
+        return str(open_readers(lines))
+    except AssertionError as exc:
+        return f"no one story: {exc}"
 
 
 @pytest.fixture
@@ -432,7 +462,7 @@ def kill_rounds(rig: AllInOne, share: Share, rounds: int, rng: random.Random) ->
         except AssertionError:
             told = [line for line in rig.log().splitlines() if "permwatch.processor" in line or "starting" in line]
             raise AssertionError(
-                f"after {history[-1]}: open on the record (with who reads) {open_readers(rig.lines())}, "
+                f"after {history[-1]}: open on the record (with who reads) {record_as_told(rig.lines())}, "
                 f"the kernel lets these outsiders read {expected}\n" + "\n".join(history) + "\n"
                 "the processor's last lines:\n" + "\n".join(told[-60:])
             ) from None
@@ -479,7 +509,29 @@ def check_slack(slack: FakeSlack, lines: list[dict[str, Any]]) -> None:
     assert all(TOKEN not in text for text in slack.all_recorded_text())
 
 
-def run_kill_test(workdir: Path, transport: str, slack: FakeSlack, rounds: int, seed: int) -> None:
+def run_kill_test(
+    workdir: Path, transport: str, slack: FakeSlack, rounds: int, seed: int, keep: Path | None = None
+) -> None:
+    """The test; on a failure the JSONL record, the log and the config are copied to ``keep`` (it outlives the
+    work directory) and the message says so, with the log's last lines of the processor and the alerts stage."""
+    try:
+        _run_kill_test(workdir, transport, slack, rounds, seed)
+    except AssertionError as exc:
+        if keep is None:
+            raise
+        keep.mkdir(parents=True, exist_ok=True)
+        for name in ("alerts.jsonl", "permwatch.log", "permwatch.toml"):
+            if (workdir / name).exists():
+                shutil.copy2(workdir / name, keep / name)
+        log = (workdir / "permwatch.log").read_text(errors="replace") if (workdir / "permwatch.log").exists() else ""
+        told = [line for line in log.splitlines() if "permwatch.processor" in line or "permwatch.alerts" in line]
+        raise AssertionError(
+            f"{exc}\n(seed {seed}: the record, the log and the config are kept in {keep})\n"
+            "the processor's and the alerts stage's last lines:\n" + "\n".join(told[-40:])
+        ) from exc
+
+
+def _run_kill_test(workdir: Path, transport: str, slack: FakeSlack, rounds: int, seed: int) -> None:
     rng = random.Random(seed)
     share = make_share(workdir)
     rig = AllInOne(workdir, share, slack, transport)
@@ -509,10 +561,12 @@ def run_kill_test(workdir: Path, transport: str, slack: FakeSlack, rounds: int, 
 
 def test_kill_anywhere_on_the_embedded_log(tmp_path: Path, fake_slack: FakeSlack) -> None:
     with traversable_tempdir("permwatch-kill-") as base:
-        run_kill_test(base, "", fake_slack, rounds=50, seed=SEED)
+        run_kill_test(base, "", fake_slack, rounds=50, seed=SEED, keep=tmp_path / "kept")
 
 
-def test_kill_anywhere_on_kafka(kafka_broker: KafkaBroker, kafka_topic_prefix: str, fake_slack: FakeSlack) -> None:
+def test_kill_anywhere_on_kafka(
+    kafka_broker: KafkaBroker, kafka_topic_prefix: str, fake_slack: FakeSlack, tmp_path: Path
+) -> None:
     transport = f"""
 [transport]
 kind = "kafka"
@@ -523,7 +577,7 @@ partitions = 3
 session_timeout_seconds = 6
 """
     with traversable_tempdir("permwatch-kill-kafka-") as base:
-        run_kill_test(base, transport, fake_slack, rounds=KAFKA_ROUNDS, seed=SEED + 1)
+        run_kill_test(base, transport, fake_slack, rounds=KAFKA_ROUNDS, seed=SEED + 1, keep=tmp_path / "kept")
 
 
 if __name__ == "__main__":  # a longer run by hand: python -m tests.integration.test_kill_anywhere ROUNDS SEED

@@ -7,7 +7,9 @@ an exemption must give every entry), one held to an administrative limit
 (``size.unchecked``) and one to a time limit its server is slower than (the
 same clear error); writes that bypass the accesslog
 (``slapmodify`` while slapd is stopped, a log entry removed) must be found
-by the reconcile on reconnect and every ``reconcile_seconds``; a rename must
+by the reconcile on reconnect and every ``reconcile_seconds``; a batch a kill
+left owed to the bus must be published at start even while the server is
+down; a rename must
 leave group members as the server holds them, with and without the refint
 overlay; and after an outage a change is judged within seconds.
 """
@@ -25,7 +27,7 @@ from uuid import uuid4
 import pytest
 from ldap3 import LEVEL, MODIFY_ADD, MODIFY_DELETE, Connection
 
-from collectors.ldap import LdapCollector
+from collectors.ldap import RECOVERABLE, LdapCollector
 from collectors.ldap_session import DirectoryLimitExceeded
 from collectors.ldap_settings import LdapCollectorConfig
 from permwatch.events import DirectoryGroup, DirectoryUser, Event
@@ -191,6 +193,60 @@ def test_an_offline_slapmodify_during_an_outage_is_judged_soon_after_the_server_
     # at most one capped delay (5 s) before the reconnect, whose reconcile publishes at once: 3 s for the rest
     assert took < 5.0 + 3, f"{took:.1f} s: the reconnect should reconcile at once (backoff capped at 5 s)"
     assert [e.name for e in principals(recorder.since(snapshot))] == ["ledningsgrupp"], "only the difference"
+
+
+class _Killed(Exception):
+    """Stands for a SIGKILL between handing a batch to the bus and its flush."""
+
+
+class DiesAtFlush(Recorder):
+    def flush(self) -> None:
+        raise _Killed
+
+
+def test_a_batch_a_kill_left_owed_to_the_bus_is_published_at_start_while_the_server_is_down(
+    slapd: Slapd, tmp_path: Path
+) -> None:
+    """Killed between saving a batch as unconfirmed and its flush, then started while the directory is down: the
+    state file holds the batch's last states, and they go to the bus at once, not once the server returns (until
+    then the processor would judge with a directory the collector knows is out of date)."""
+    site = slapd.add_site(f"k{uuid4().hex[:8]}")
+    config = config_for(slapd, site)
+    state = tmp_path / "s.json"
+    snapshot = Recorder()
+    started = LdapCollector(config, snapshot, state_path=state)
+    assert step(started, snapshot)  # the snapshot, saved
+    started.close()
+    first = LdapCollector(config, Recorder(), state_path=state)
+    first.catch_up()  # resumed: nothing new
+    first.emitter = dying = DiesAtFlush()
+    admin = slapd.connect("it-admin")
+    try:
+        admin.modify(site.group("ledningsgrupp"), {"member": [(MODIFY_ADD, [site.user("hugo")])]})
+    finally:
+        admin.unbind()
+    with pytest.raises(_Killed):
+        first.catch_up()
+    first.close()
+    assert [e.name for e in principals(dying.events)] == ["ledningsgrupp"]  # handed over, never confirmed
+    slapd.stop()
+    try:
+        recorder = Recorder()
+        restarted = LdapCollector(config, recorder, state_path=state)
+        with pytest.raises(RECOVERABLE):
+            restarted.catch_up()
+        [owed] = principals(recorder.events)
+        assert isinstance(owed, DirectoryGroup) and owed.name == "ledningsgrupp" and "hugo" in owed.member_users
+        assert owed.event_id == principals(dying.events)[0].event_id and recorder.flushes == 1
+        with pytest.raises(RECOVERABLE):
+            restarted.catch_up()
+        assert len(recorder.events) == 1  # confirmed: not again
+    finally:
+        slapd.start()
+    try:
+        assert step(restarted, recorder) == []  # and the server, back, has nothing more to say
+    finally:
+        restarted.close()
 
 
 def test_a_write_the_accesslog_lost_is_found_by_the_periodic_reconcile(slapd: Slapd, tmp_path: Path) -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from alerts.base import RetryableSinkError, SinkSettings
+from alerts.base import RetryableSinkError, SinkContext, SinkSettings
 from alerts.dispatch import DeliveryLog, Dispatcher
 from alerts.grouping import GroupUpdate
+from alerts.jsonl import JsonlConfig, JsonlSink
 from permwatch.events import Label, Severity, encode
 from permwatch.transport.embedded import EmbeddedBus
-from tests.unit.alert_samples import Clock, case_burst, closed, opened
+from tests.unit.alert_samples import T0, Clock, case_burst, closed, opened
 
 
 class RecordingSink:
@@ -144,3 +147,28 @@ def test_resends_go_on_while_another_sink_is_retried(tmp_path: Path) -> None:
     drain(dispatcher, bus)
     assert dispatcher.retries == 3 and slack.event_ids() == ["first.0", "second.0"]
     assert any(u.refresh for u in am.updates)
+
+
+def test_a_folder_s_events_reach_a_sink_in_the_order_they_were_published_across_bursts(tmp_path: Path) -> None:
+    """One batch holds a folder's close and its next opening, and the opening joins a burst another folder's event
+    started earlier in the batch (within its window, no actor): the close of the old burst must still come first.
+    The embedded kill test's "two open exposures" under load: a slow alerts stage, or a restart's backlog, reads
+    both in one batch, and the JSONL file said the folder opened again before it said it closed."""
+    clock = Clock()
+    bus = EmbeddedBus(tmp_path / "log.db")
+    jsonl = tmp_path / "alerts.jsonl"
+    log = DeliveryLog(tmp_path / "d.db")
+    sinks = [RecordingSink("recording"), JsonlSink(JsonlConfig(path=jsonl), SinkContext(database=log.database))]
+    dispatcher = Dispatcher(bus, sinks, log, sleep=no_sleep, clock=clock)
+    q, p = "/srv/share/ledning", "/srv/share/personal"
+    first = opened("q-first", folder=q, at=T0, actor=None, causes=("fs-1",))
+    publish(bus, [first])
+    drain(dispatcher, bus)  # its own burst
+    later = T0 + timedelta(seconds=100)
+    other = opened("p", folder=p, at=later, actor=None, causes=("fs-2",))  # starts a new burst
+    again = opened("q-again", folder=q, at=later + timedelta(seconds=1), actor=None, causes=("fs-4",))
+    publish(bus, [other, closed(first, after=100.5), again])  # (one flush each, read as one batch)
+    drain(dispatcher, bus)
+    told = [json.loads(line)["event_id"] for line in jsonl.read_text().splitlines()]
+    assert told == ["q-first.0", "p.0", "q-first.1", "q-again.0"]
+    assert sinks[0].event_ids() == told

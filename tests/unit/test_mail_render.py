@@ -194,3 +194,30 @@ def test_a_subject_longer_than_78_characters_reads_back_without_a_leading_space(
     raw = to_mime(mail, sink().options).as_bytes()
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert len("Subject: " + mail.subject) > 78 and parsed["Subject"] == mail.subject
+
+
+def test_an_opening_that_comes_with_its_later_change_is_told_as_an_opening() -> None:
+    """A restart's backlog brings an exposure's opening and a later change in one update of a burst already
+    mailed: the update says the burst widened by that folder (as it is now), not that a folder changed."""
+    first = opened()
+    other = opened("exp-2", folder="/srv/share/styrelse", causes=("fs-2",))
+    widened = changed(other, groups=("alla", "it"), people=7, after=1.0)
+    [mail] = sink().render(grouped(first, other, widened, new=2))
+    assert mail.kind == "update"
+    assert mail.text.splitlines()[2:5] == [
+        "Widened: 1 more folder now readable, 2 in all",
+        "  /srv/share/styrelse by alla, it",
+        "",
+    ]
+
+
+def test_an_opening_closed_again_in_the_same_update_is_told_as_both() -> None:
+    first = opened()
+    other = opened("exp-2", folder="/srv/share/styrelse", causes=("fs-2",))
+    [mail] = sink().render(grouped(first, other, closed(other, after=4.0), new=2))
+    assert mail.kind == "update"
+    assert mail.text.splitlines()[2:5] == [
+        "Closed: 1 folder",
+        "  /srv/share/styrelse after 4 s (opened and closed again in this update)",
+        "",
+    ]

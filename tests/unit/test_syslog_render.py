@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from alerts.grouping import GroupUpdate, group_id_for
 from alerts.syslog import SyslogConfig, SyslogSink
 from permwatch.events import ExposureKind
-from tests.unit.alert_samples import case_burst, closed, opened
+from tests.unit.alert_samples import case_burst, changed, closed, opened
 from tests.unit.test_slack_render import grouped
 
 BURST = group_id_for("exp-1")
@@ -213,3 +213,17 @@ def test_messages_burst_sends_a_5000_folder_burst_as_one_message() -> None:
     [cef] = sink(format="cef", messages="burst").render(grouped(*burst))
     assert len(cef.encode()) < 4096 and " cn3Label=folders cn3=5000 " in cef  # 20 of the 5,000 labels named
     assert len(sink().render(grouped(*burst))) == 5000  # the default: one per event
+
+
+def test_messages_burst_counts_every_event_of_the_update() -> None:
+    """An exposure's opening and a later change in one update (a restart's backlog): one opened, one changed; the
+    opening does not vanish behind the change. In the default mode each is its own message."""
+    first = opened()
+    other = opened("exp-2", folder="/srv/share/styrelse", causes=("fs-2",))
+    widened = changed(other, groups=("alla", "it"), people=7, after=1.0)
+    [message] = sink(messages="burst").render(grouped(first, other, widened, new=2))
+    document = json.loads(message.split("] ", 1)[1])
+    assert document["permwatch"]["burst"]["update"] == {"opened": 1, "changed": 1, "closed": 0}
+    assert document["message"].endswith("; this update: 1 opened, 1 changed")
+    messages = sink().render(grouped(first, other, widened, new=2))
+    assert [m.split(" ")[5] for m in messages] == ["EXPOSURE_OPENED", "EXPOSURE_CHANGED"]
