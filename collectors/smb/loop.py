@@ -3,7 +3,9 @@
 `ShareLoop.run` connects, then walks the share arming each folder's watch *before* reading it (so nothing changed
 between the two goes unseen), then serves the watches: a changed folder is read again, a new one walked (it may
 arrive with children), a removed one reported with everything under it, a "rescan" walks that folder again.
-Every ``reconcile_seconds`` (and after every reconnect) the whole share is walked again. What is reported is
+Every ``reconcile_seconds`` (and after every reconnect) the whole share is walked again. A walk parks the watches
+(their requests cancelled, their handles still collecting changes: `notify.py`), which the next wait for changes
+re-arms. What is reported is
 decided by a digest of each folder's descriptor: a reconcile that finds nothing new reports
 nothing, and only what changed reaches the sink (and its decoder).
 
@@ -108,6 +110,11 @@ class ShareLoop:
         self.connected = threading.Event()
         self.reconnects = 0
 
+    @property
+    def parked(self) -> int:
+        """Watches parked for a walk and not re-armed yet, over every connection (0: every folder is watched)."""
+        return sum(lane.watches.parked for lane in list(self._lanes))
+
     def run(self, stopping: threading.Event) -> None:
         """Until ``stopping`` is set: connect, reconcile, serve changes; reconnect with backoff on failure (a
         connection lost closes all of them, and the reconcile after the reconnect walks the whole share)."""
@@ -165,7 +172,11 @@ class ShareLoop:
         self._sink.flush()
 
     def _reconcile(self) -> None:
-        """Walk every root: what differs from what was reported is reported, what is gone too; then flush."""
+        """Walk every root: what differs from what was reported is reported, what is gone too; then flush. The
+        watches are parked for the walk (`Watches.park`: smbd's CPU per folder read grows with the requests open on
+        the connection) and re-armed by the next `Watches.changes`, which reports what changed meanwhile."""
+        for lane in self._lanes:
+            lane.watches.park()
         self._sink.reconciling()
         for root in self._options.roots:
             self._walk(root)
