@@ -122,10 +122,12 @@ class Channel:
         *,
         related: bool = False,
         callback: Callable[[Pending], None] | None = None,
+        callbacks: Sequence[Callable[[Pending], None] | None] | None = None,
         credit_wait: float = 30.0,
     ) -> list[Pending]:
         """Send ``(command, body)`` messages as one compound (related: each acts on the first one's file); each
-        request's `Pending`, in order. Waits (up to the timeout) while the server has granted too few credits."""
+        request's `Pending`, in order. ``callback`` is called for each request's final answer, or ``callbacks``
+        names one (or None) per request. Waits (up to the timeout) while the server has granted too few credits."""
         charge = 1 if self._multi_credit else 0
         count = len(messages)
         with self._send_lock:
@@ -139,7 +141,8 @@ class Channel:
                 first = self._low
                 self._low += count
                 more = 8 if self._high - self._low < self._target else 0  # grow the window toward the target
-                pendings = [Pending(first + i, callback) for i in range(count)]
+                each = callbacks if callbacks is not None else [callback] * count
+                pendings = [Pending(first + i, each[i]) for i in range(count)]
                 for pending in pendings:
                     self._pending[pending.message_id] = pending
             parts = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -181,9 +181,15 @@ class SmbShare:
         except ChannelError as exc:
             raise SmbError(f"{self.unc}: {exc}") from None
 
-    def _submit(self, messages: Sequence[tuple[int, bytes]], *, related: bool = False) -> list[Pending]:
+    def _submit(
+        self,
+        messages: Sequence[tuple[int, bytes]],
+        *,
+        related: bool = False,
+        callbacks: Sequence[Callable[[Pending], None] | None] | None = None,
+    ) -> list[Pending]:
         try:
-            return self.channel.submit(messages, related=related)
+            return self.channel.submit(messages, related=related, callbacks=callbacks)
         except ChannelError as exc:
             raise SmbError(f"{self.unc}: {exc}") from None
 
@@ -220,6 +226,22 @@ class SmbShare:
             )
             sent.append(InFlight(path, security, listing, opened, closed))
         return sent
+
+    def send_watched(self, path: str, notify: bytes, callback: Callable[[Pending], None]) -> tuple[InFlight, Pending]:
+        """Open a folder, send ``notify`` (a CHANGE_NOTIFY of the related handle) and read it, in one related
+        compound (CREATE, CHANGE_NOTIFY, QUERY_INFO, QUERY_DIRECTORY): the read and the watch's request, whose
+        final answer goes to ``callback``. The handle stays open (its id is the CREATE's answer: ``opened``).
+
+        The server handles the watch before the read, so a change after it is collected on the handle. A
+        CHANGE_NOTIFY that must wait is not the last of the compound: Samba cancels it then (STATUS_CANCELLED;
+        MS-SMB2 3.3.5.2.7, note 206) and goes on with the read, the handle still collecting changes until the
+        next CHANGE_NOTIFY on it; a server that lets it wait answers it when something changes."""
+        opened, watch, security, listing = self._submit(
+            [(wire.CREATE, wire.create(smb_name(path), READ_ACCESS)), (wire.CHANGE_NOTIFY, notify), *self._related[:2]],
+            related=True,
+            callbacks=(None, callback, None, None),
+        )
+        return InFlight(path, security, listing, opened), watch
 
     def send_reads(self, handles: Sequence[tuple[str, bytes]]) -> list[InFlight]:
         """Read folders through handles already open (path, file id): QUERY_INFO and QUERY_DIRECTORY (from the

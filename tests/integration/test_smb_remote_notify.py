@@ -80,14 +80,24 @@ def test_acl_changes_at_every_depth_over_smb_and_locally_are_reported(samba: Sam
         wait_for(watches, Change("arkiv", "changed"))
 
 
+def parked(watches: Watches, count: int, timeout: float = 30.0) -> None:
+    """Wait until ``count`` watches have been answered (cancelled) and not re-armed (a generous timeout)."""
+    deadline = time.monotonic() + timeout
+    while watches.parked != count:
+        assert time.monotonic() < deadline, f"{watches.parked} watches parked, not {count}"
+        time.sleep(0.01)
+
+
 def test_a_change_made_while_the_watches_are_parked_is_reported_when_they_are_re_armed(
     samba: SambaFileServer,
 ) -> None:
-    """A walk cancels each watch's request right after sending it (smbd's CPU per folder read grows with the
-    requests open on the connection): the handle keeps collecting, so nothing changed meanwhile is lost."""
+    """A walk's watches do not wait on the server while folders are read (smbd's CPU per folder read grows with the
+    requests waiting on the connection): Samba cancels the CHANGE_NOTIFY inside each folder's compound, and the
+    handle keeps collecting, so nothing changed meanwhile is lost."""
     with admin_share(samba) as share:
         watches = armed(share)
-        assert watches.parked == len(watches) == 6  # nothing re-armed before the first `changes`
+        parked(watches, 6)  # each cancelled by the server, nothing re-armed before the first `changes`
+        assert len(watches) == 6
         deepest = samba.share_path / DEPTHS[2]
         subprocess.run(["setfacl", "-m", "u:nobody:rwx", str(deepest)], check=True)
         smbcacls(samba, "arkiv", "--add", "ACL:S-1-5-32-545:ALLOWED/0x0/READ")
@@ -95,8 +105,8 @@ def test_a_change_made_while_the_watches_are_parked_is_reported_when_they_are_re
         if Change("arkiv", "changed") not in seen:
             wait_for(watches, Change("arkiv", "changed"))
         assert watches.parked == 0
-        watches.park()  # as before a reconcile: every open request cancelled
-        assert watches.parked == 6
+        watches.park()  # as before a reconcile: every waiting request cancelled (a CANCEL each)
+        parked(watches, 6)
         (samba.share_path / DEPTHS[1]).chmod(0o700)
         wait_for(watches, Change(DEPTHS[1], "changed"))
         assert watches.parked == 0
