@@ -21,6 +21,7 @@ walk, closes them all and the reconnect walks the whole share.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import queue
@@ -133,6 +134,10 @@ class ShareLoop:
                 backoff = min(backoff * 2, self._options.backoff_max)
             finally:
                 self.connected.clear()
+                for lane in self._lanes:
+                    if lane.share.connected:
+                        with contextlib.suppress(SmbError, ChannelError):
+                            lane.watches.release()  # closing with every watch waiting costs smbd far more CPU
                 for share in {id(share): share for share in [*shares, *(lane.share for lane in self._lanes)]}.values():
                     share.close()  # a connection reconnected alone (`_rejoin`) is a share of its own
                 self._lanes = []

@@ -147,6 +147,19 @@ class Watches:
         except ChannelError as exc:
             raise SmbError(f"{self.share.unc}: {exc}") from None
 
+    def release(self, timeout: float = 5.0) -> None:
+        """Before the connection is closed: cancel every waiting request and wait (up to ``timeout`` s in all) for
+        their answers. smbd frees the connection's handles when it ends, each walking the requests still waiting
+        (see the module's doc): measured with 5,001 watches, 0.20 s of its CPU so against 0.91-1.13 s."""
+        self.park()
+        deadline = time.monotonic() + timeout
+        for watch in list(self._by_path.values()):
+            if watch.request is not None and not watch.request.done:
+                try:
+                    self.share.channel.wait(watch.request, timeout=max(0.0, deadline - time.monotonic()))
+                except ChannelError:
+                    return
+
     def _handle(self, watch: _Watch) -> bytes | None:
         """The watch's file id, once the CREATE that opened it has answered; None when that CREATE failed."""
         if watch.file_id is None and watch.opened is not None:

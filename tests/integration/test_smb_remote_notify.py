@@ -110,6 +110,8 @@ def test_a_change_made_while_the_watches_are_parked_is_reported_when_they_are_re
         (samba.share_path / DEPTHS[1]).chmod(0o700)
         wait_for(watches, Change(DEPTHS[1], "changed"))
         assert watches.parked == 0
+        watches.release()  # before closing: every waiting request cancelled and answered
+        parked(watches, 6)
 
 
 def test_new_and_removed_folders_are_reported_and_removed_ones_unwatched(samba: SambaFileServer) -> None:
