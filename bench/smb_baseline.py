@@ -5,12 +5,15 @@ fills its share with ``--folders`` folders (``--fanout`` per level, a few files 
 ``smbclient -c 'recurse; ls'`` over the whole share (the baseline: it lists, it reads no descriptor), and
 `collectors.smb.tree.walk` reading every folder's security descriptor and subfolders with 1, 8 and 16 folders
 in flight, a walk of 8 in flight with each folder's change notification armed first, and the collector's baseline
-proper (`ShareLoop` until its first scan) over 1 and over 2 connections (``[[smb]] connections``: smbd serves
-each connection in a process of its own, so two spread its CPU per armed watch over two cores).
-Target (issue 17): the baseline at ≥ 0.5× the listing's folders/s. Beside each rate, the client's CPU per folder
-(ours: this process; smbclient's: the child's), which the machine's load does not inflate as it does wall time,
-and the server's (every process started with this server's smb.conf: smbd, its notifyd…), which shows where an
-armed baseline's time goes: each watch Samba holds makes the next one dearer.
+proper (`ShareLoop` until its first scan is read and every watch re-armed) over 1 and over 2 connections
+(``[[smb]] connections``: smbd serves each connection in a process of its own).
+Target (issue 17): the baseline at ≥ 0.5× the listing's folders/s; beside it the ratio of CPU a folder (client and
+server, smbclient's over ours), which the machine's load blurs less. Beside each rate, the client's CPU per folder
+(ours: this process; smbclient's: the child's), which the machine's load inflates less than wall time, and the
+server's (every process started with this server's smb.conf: smbd, its notifyd…; for smbclient its connection's
+smbd child, counted once reaped), which shows where an
+armed baseline's time goes. An armed walk parks each watch as it arms it (`notify.py`: smbd's CPU per folder read
+grows with the requests open on the connection); the armed figures include re-arming every watch after the walk.
 Needs root (smbd, useradd).
 
     .venv/bin/python bench/smb_baseline.py [--folders 5000] [--fanout 20]
@@ -77,16 +80,34 @@ def server_cpu_by_process(samba: SambaFileServer) -> dict[int, float]:
     return found
 
 
-def listing_seconds(samba: SambaFileServer) -> tuple[float, float]:
-    """Wall and CPU seconds of ``smbclient -c 'recurse; ls'``."""
-    cpu, started = _children_cpu(), time.perf_counter()
+def server_cpu_with_exited(samba: SambaFileServer) -> float:
+    """CPU seconds so far of this server's live processes and of the children they reaped (a connection's smbd
+    child exits with its connection: its time is then in its parent's cutime and cstime, counted once)."""
+    total, tick = 0, os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if str(samba.conf_path).encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return total / tick
+
+
+def listing_seconds(samba: SambaFileServer) -> tuple[float, float, float]:
+    """Wall, client CPU and server CPU seconds of ``smbclient -c 'recurse; ls'`` (the server's: its connection's
+    smbd child, reaped after it ends)."""
+    cpu, served, started = _children_cpu(), server_cpu_with_exited(samba), time.perf_counter()
     subprocess.run(
         ["smbclient", samba.unc, "-U", samba.credentials(ADMIN_USER), "-c", "recurse; ls"],
         check=True,
         capture_output=True,
         timeout=3600,
     )
-    return time.perf_counter() - started, _children_cpu() - cpu
+    seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu
+    time.sleep(1.0)  # the child exits with the connection and is reaped by smbd
+    return seconds, cpu, server_cpu_with_exited(samba) - served
 
 
 def walk_seconds(samba: SambaFileServer, in_flight: int, expected: int, *, armed: bool = False) -> tuple[float, float]:
@@ -97,6 +118,10 @@ def walk_seconds(samba: SambaFileServer, in_flight: int, expected: int, *, armed
         served, cpu, started = server_cpu_by_process(samba), time.process_time(), time.perf_counter()
         arm = watches.arm_and_send if watches is not None else None
         count = sum(1 for folder in walk(share, in_flight=in_flight, send=arm) if folder.descriptor)
+        while watches is not None and watches.parked:  # the walk parked each watch: re-arm them all
+            watches.changes(timeout=0.05)
+        if watches is not None:
+            share.read_folder("")  # answered after every re-armed watch's request: the server has taken them all
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         served = sum(t - served.get(pid, 0.0) for pid, t in server_cpu_by_process(samba).items())
     if count != expected:
@@ -132,8 +157,9 @@ class _Counted:
         pass
 
 
-def loop_seconds(samba: SambaFileServer, connections: int, expected: int) -> tuple[float, float, float]:
-    """Wall, client CPU and server CPU seconds of the collector's baseline (`ShareLoop`, connecting included)."""
+def loop_seconds(samba: SambaFileServer, connections: int, expected: int) -> tuple[float, float, float, float]:
+    """Wall, client CPU and server CPU seconds of the collector's baseline (`ShareLoop`, connecting included), until
+    every folder is read and its watch re-armed (`ShareLoop.parked` is 0); and the wall seconds until read."""
     account, password = samba.credentials(ADMIN_USER).split("%", 1)
     sink = _Counted(samba)
     loop = ShareLoop(
@@ -146,11 +172,19 @@ def loop_seconds(samba: SambaFileServer, connections: int, expected: int) -> tup
     served, cpu, started = server_cpu_by_process(samba), time.process_time(), time.perf_counter()
     thread.start()
     finished = sink.done.wait(3600)
+    while finished and loop.parked and thread.is_alive():  # read; then the loop re-arms the parked watches
+        time.sleep(0.005)
+    armed, cpu_armed, served_armed = time.perf_counter(), time.process_time(), server_cpu_by_process(samba)
     stopping.set()
     thread.join()
     if not finished or sink.folders != expected:
         raise SystemExit(f"the loop read {sink.folders} descriptors, the share has {expected} folders")
-    return sink.at - started, sink.cpu - cpu, sum(t - served.get(pid, 0.0) for pid, t in sink.served.items())
+    return (
+        armed - started,
+        cpu_armed - cpu,
+        sum(t - served.get(pid, 0.0) for pid, t in served_armed.items()),
+        sink.at - started,
+    )
 
 
 def main() -> None:
@@ -162,15 +196,17 @@ def main() -> None:
     with SambaFileServer(work, {}) as samba:
         total = fill(samba.share_path, args.folders, args.fanout)
         listing_seconds(samba)  # warm the server's caches for both sides alike
-        listing, listing_cpu = listing_seconds(samba)
+        listing, listing_cpu, listing_served = listing_seconds(samba)
         result: dict[str, float] = {
             "folders": total,
             "smbclient_listing_folders_per_s": round(total / listing),
             "smbclient_cpu_us_per_folder": round(listing_cpu / total * 1e6),
+            "smbclient_server_cpu_us_per_folder": round(listing_served / total * 1e6),
         }
         print(
             f"{total} folders; smbclient recurse ls: {listing:.2f} s, {total / listing:,.0f} folders/s, "
-            f"client CPU {listing_cpu / total * 1e6:.0f} µs/folder"
+            f"client CPU {listing_cpu / total * 1e6:.0f} µs/folder, "
+            f"server CPU {listing_served / total * 1e6:.0f} µs/folder"
         )
         for in_flight in (1, 8, 16):
             seconds, cpu, served = walk_seconds(samba, in_flight, total)
@@ -194,16 +230,21 @@ def main() -> None:
             f"server CPU {served / total * 1e6:.0f} µs/folder"
         )
         for connections in (1, 2):
-            seconds, cpu, served = loop_seconds(samba, connections, total)
+            seconds, cpu, served, read = loop_seconds(samba, connections, total)
             key = f"loop_{connections}_connections"
             result[f"{key}_folders_per_s"] = round(total / seconds)
+            result[f"{key}_read_folders_per_s"] = round(total / read)
+            # what the machine's load does not blur: smbclient's CPU (client and server) a folder against ours
+            result[f"{key}_cpu_ratio"] = round((listing_cpu + listing_served) / (cpu + served), 2)
             result[f"{key}_ratio"] = round(listing / seconds, 2)
             result[f"{key}_cpu_us_per_folder"] = round(cpu / total * 1e6)
             result[f"{key}_server_cpu_us_per_folder"] = round(served / total * 1e6)
             print(
                 f"collector baseline (ShareLoop), {connections} connection(s): {seconds:.2f} s, "
                 f"{total / seconds:,.0f} folders/s, {listing / seconds:.2f}×, client CPU {cpu / total * 1e6:.0f} "
-                f"µs/folder, server CPU {served / total * 1e6:.0f} µs/folder"
+                f"µs/folder, server CPU {served / total * 1e6:.0f} µs/folder, CPU ratio to smbclient's "
+                f"{(listing_cpu + listing_served) / (cpu + served):.2f} (every folder read after {read:.2f} s, "
+                f"every watch re-armed after {seconds:.2f} s)"
             )
     print(json.dumps(result))
 

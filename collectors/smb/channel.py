@@ -39,10 +39,11 @@ class ChannelError(RuntimeError):
 class Pending:
     """A request sent and not yet answered; ``answer`` is set (or the connection lost: ``done`` with no answer)."""
 
-    __slots__ = ("answer", "callback", "done", "message_id")
+    __slots__ = ("answer", "async_id", "callback", "done", "message_id")
 
     def __init__(self, message_id: int, callback: Callable[[Pending], None] | None) -> None:
         self.message_id = message_id
+        self.async_id = 0  # set by the server's interim answer (STATUS_PENDING): the request went async
         self.answer: wire.Answer | None = None
         self.done = False
         self.callback = callback
@@ -121,10 +122,12 @@ class Channel:
         *,
         related: bool = False,
         callback: Callable[[Pending], None] | None = None,
+        callbacks: Sequence[Callable[[Pending], None] | None] | None = None,
         credit_wait: float = 30.0,
     ) -> list[Pending]:
         """Send ``(command, body)`` messages as one compound (related: each acts on the first one's file); each
-        request's `Pending`, in order. Waits (up to the timeout) while the server has granted too few credits."""
+        request's `Pending`, in order. ``callback`` is called for each request's final answer, or ``callbacks``
+        names one (or None) per request. Waits (up to the timeout) while the server has granted too few credits."""
         charge = 1 if self._multi_credit else 0
         count = len(messages)
         with self._send_lock:
@@ -138,45 +141,95 @@ class Channel:
                 first = self._low
                 self._low += count
                 more = 8 if self._high - self._low < self._target else 0  # grow the window toward the target
-                pendings = [Pending(first + i, callback) for i in range(count)]
+                each = callbacks if callbacks is not None else [callback] * count
+                pendings = [Pending(first + i, each[i]) for i in range(count)]
                 for pending in pendings:
                     self._pending[pending.message_id] = pending
             parts = []
             for i, (command, body) in enumerate(messages):
                 last = i == count - 1
                 padding = b"" if last else b"\x00" * (-(wire.HEADER_BYTES + len(body)) % 8)
-                flags = self._flags | (wire.RELATED_OPERATIONS if related and i else 0)
-                if self._sign and not self._encrypt:
-                    flags |= wire.SIGNED
-                message = (
-                    wire.header(
+                parts.append(
+                    self._message(
                         command,
                         first + i,
-                        session_id=self.session_id,
-                        tree_id=self.tree_id,
+                        body + padding,
+                        flags=wire.RELATED_OPERATIONS if related and i else 0,
                         credit_charge=charge,
                         credit_request=max(charge, 1) + (more if not i else 0),
-                        flags=flags,
                         next_command=0 if last else wire.HEADER_BYTES + len(body) + len(padding),
                     )
-                    + body
-                    + padding
                 )
-                if flags & wire.SIGNED:
-                    signature = self._connection._generate_signature(
-                        message, self._session.signing_key, first + i, False, command
-                    )
-                    message = message[:48] + signature + message[64:]
-                parts.append(message)
-            data = b"".join(parts)
-            if self._encrypt:
-                data = self._connection._encrypt(data, self._session).pack()
-            try:
-                self._socket.sendall(struct.pack(">I", len(data)) + data)
-            except OSError as exc:
-                self._end(f"the connection to the server was lost: {exc}")
-                raise ChannelError(self.lost or "the connection was lost") from None
+            self._send_frames([b"".join(parts)])
         return pendings
+
+    def cancel(self, pendings: Sequence[Pending]) -> None:
+        """Ask the server to end each request still open (one send): it answers each with STATUS_CANCELLED
+        through the request's own `Pending` (or with its result, when that came first). A CANCEL takes no message
+        id and no credit and has no answer of its own (MS-SMB2 3.2.4.24); it names the request by its async id
+        once the server's interim answer gave one, by its message id before."""
+        with self._send_lock:
+            if self.lost is not None:
+                raise ChannelError(self.lost)
+            frames = [
+                self._message(wire.CANCEL, p.message_id, wire.cancel(), credit_charge=0, credit_request=0,
+                              async_id=p.async_id)
+                for p in pendings
+                if not p.done
+            ]  # fmt: skip
+            if frames:
+                self._send_frames(frames)
+
+    def _message(
+        self,
+        command: int,
+        message_id: int,
+        body: bytes,
+        *,
+        flags: int = 0,
+        credit_charge: int,
+        credit_request: int,
+        next_command: int = 0,
+        async_id: int = 0,
+    ) -> bytes:
+        """One request, header and body, signed when the session signs and does not encrypt."""
+        flags |= self._flags
+        if self._sign and not self._encrypt:
+            flags |= wire.SIGNED
+        message = (
+            wire.header(
+                command,
+                message_id,
+                session_id=self.session_id,
+                tree_id=self.tree_id,
+                credit_charge=credit_charge,
+                credit_request=credit_request,
+                flags=flags,
+                next_command=next_command,
+                async_id=async_id,
+            )
+            + body
+        )
+        if flags & wire.SIGNED:
+            signature = self._connection._generate_signature(
+                message, self._session.signing_key, message_id, False, command
+            )
+            message = message[:48] + signature + message[64:]
+        return message
+
+    def _send_frames(self, frames: Sequence[bytes]) -> None:
+        """Each frame (a message or a compound) as one Direct TCP packet, encrypted when the session encrypts, all
+        in one write; the caller holds the send lock."""
+        data = bytearray()
+        for frame in frames:
+            if self._encrypt:
+                frame = self._connection._encrypt(frame, self._session).pack()
+            data += struct.pack(">I", len(frame)) + frame
+        try:
+            self._socket.sendall(data)
+        except OSError as exc:
+            self._end(f"the connection to the server was lost: {exc}")
+            raise ChannelError(self.lost or "the connection was lost") from None
 
     def wait(self, pending: Pending, timeout: float | None = None) -> wire.Answer:
         """The request's final answer (any status); `ChannelError` when the connection ended or none came in time."""
@@ -261,7 +314,10 @@ class Channel:
             if answer.message_id == wire.ASYNC_NOTIFICATION:
                 continue  # an oplock break: no oplock is ever asked for, nothing to do
             if answer.status == wire.STATUS_PENDING and answer.flags & wire.ASYNC_COMMAND:
-                continue  # interim: the final answer follows (a change notification waits for a change)
+                waiting = self._pending.get(answer.message_id)
+                if waiting is not None:  # interim: the final answer follows (a change notification waits for one)
+                    waiting.async_id = answer.async_id
+                continue
             pending = self._pending.pop(answer.message_id, None)
             if pending is not None:
                 pending.answer = answer

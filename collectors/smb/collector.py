@@ -32,8 +32,8 @@ from collectors.ntacl import NtAclError, decode_security_descriptor
 from collectors.runner import BusEmitter
 from collectors.smb.loop import LoopOptions, ShareLoop
 from collectors.smb.settings import SmbCollectorConfig
-from collectors.smb.share import RemoteFolder, SmbError, SmbShare
-from collectors.smb.srvsvc import read_share_acl
+from collectors.smb.share import RemoteFolder, SmbShare
+from collectors.smb.srvsvc import ShareAclReader
 from permwatch.events import (
     FsKind,
     FsPermissionEvent,
@@ -66,6 +66,15 @@ class SmbCollector:
         self._warned: set[str] = set()
         self._share_acl: tuple[tuple[NtAce, ...] | None, str | None] | None = None
         self.unreadable = 0
+        self._share_acl_reader = ShareAclReader(  # its session kept from one reconcile to the next
+            settings.server,
+            settings.share,
+            settings.username,
+            self._password,
+            port=settings.port,
+            encrypt=settings.encrypt,
+            auth=settings.auth,
+        )
         self.loop = ShareLoop(
             self._share,
             self,
@@ -79,7 +88,10 @@ class SmbCollector:
 
     def run(self, stop: threading.Event) -> None:
         log.info("smb collector %s: following %s as %s", self.settings.collector_id, self._unc, self.settings.username)
-        self.loop.run(stop)
+        try:
+            self.loop.run(stop)
+        finally:
+            self._share_acl_reader.close()
 
     @property
     def _unc(self) -> str:
@@ -103,12 +115,7 @@ class SmbCollector:
     def reconciling(self) -> None:
         """The share's own ACL, read over srvsvc before each walk; published when it changed."""
         s = self.settings
-        try:
-            read = read_share_acl(
-                s.server, s.share, s.username, self._password, port=s.port, encrypt=s.encrypt, auth=s.auth
-            )
-        except ValueError as exc:  # smbprotocol's "cannot connect": the loop reconnects with backoff
-            raise SmbError(f"cannot read the share ACL of {self._unc}: {exc}") from None
+        read = self._share_acl_reader.read()  # `SmbError` (one line) when no session: the loop reconnects
         acl, error = share_acl_of(read.descriptor, read.error)
         if error is not None and "share-acl" not in self._warned:
             self._warned.add("share-acl")

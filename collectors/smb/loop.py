@@ -3,7 +3,9 @@
 `ShareLoop.run` connects, then walks the share arming each folder's watch *before* reading it (so nothing changed
 between the two goes unseen), then serves the watches: a changed folder is read again, a new one walked (it may
 arrive with children), a removed one reported with everything under it, a "rescan" walks that folder again.
-Every ``reconcile_seconds`` (and after every reconnect) the whole share is walked again. What is reported is
+Every ``reconcile_seconds`` (and after every reconnect) the whole share is walked again. A walk parks the watches
+(their requests cancelled, their handles still collecting changes: `notify.py`), which the next wait for changes
+re-arms. What is reported is
 decided by a digest of each folder's descriptor: a reconcile that finds nothing new reports
 nothing, and only what changed reaches the sink (and its decoder).
 
@@ -19,6 +21,7 @@ walk, closes them all and the reconnect walks the whole share.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import queue
@@ -108,6 +111,11 @@ class ShareLoop:
         self.connected = threading.Event()
         self.reconnects = 0
 
+    @property
+    def parked(self) -> int:
+        """Watches parked for a walk and not re-armed yet, over every connection (0: every folder is watched)."""
+        return sum(lane.watches.parked for lane in list(self._lanes))
+
     def run(self, stopping: threading.Event) -> None:
         """Until ``stopping`` is set: connect, reconcile, serve changes; reconnect with backoff on failure (a
         connection lost closes all of them, and the reconcile after the reconnect walks the whole share)."""
@@ -126,6 +134,10 @@ class ShareLoop:
                 backoff = min(backoff * 2, self._options.backoff_max)
             finally:
                 self.connected.clear()
+                for lane in self._lanes:
+                    if lane.share.connected:
+                        with contextlib.suppress(SmbError, ChannelError):
+                            lane.watches.release()  # closing with every watch waiting costs smbd far more CPU
                 for share in {id(share): share for share in [*shares, *(lane.share for lane in self._lanes)]}.values():
                     share.close()  # a connection reconnected alone (`_rejoin`) is a share of its own
                 self._lanes = []
@@ -165,7 +177,11 @@ class ShareLoop:
         self._sink.flush()
 
     def _reconcile(self) -> None:
-        """Walk every root: what differs from what was reported is reported, what is gone too; then flush."""
+        """Walk every root: what differs from what was reported is reported, what is gone too; then flush. The
+        watches are parked for the walk (`Watches.park`: smbd's CPU per folder read grows with the requests open on
+        the connection) and re-armed by the next `Watches.changes`, which reports what changed meanwhile."""
+        for lane in self._lanes:
+            lane.watches.park()
         self._sink.reconciling()
         for root in self._options.roots:
             self._walk(root)

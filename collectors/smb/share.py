@@ -12,13 +12,15 @@ full that one more entry might not have fitted, the folder is listed again on a 
 (see `tree.py`). `open_folders` and `send_reads` serve handles kept open (the change notifications' handles:
 `notify.py`), read without a CREATE and CLOSE each time. Each request in flight costs one credit: `connect` asks
 the server for `credits` of them with an ECHO, as Windows clients do, instead of growing one at a time.
+`open_session` sets up a session and tells in one line why it could not (NTLM or Kerberos); the reader of the
+share's own ACL (`srvsvc.py`) uses it too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -134,31 +136,19 @@ class SmbShare:
     def connect(self) -> None:
         """Negotiate, authenticate, connect the tree, ask for credits and take the socket over; `SmbError` says
         what failed."""
-        connection = Connection(uuid.uuid4(), self.server, self.port, require_signing=True)
-        try:
-            connection.connect(timeout=self._timeout)
-        except (OSError, SMBException, ValueError) as exc:
-            raise SmbError(f"cannot reach {self.server}:{self.port} over SMB: {exc}") from None
-        try:
-            session = Session(
-                connection,
-                self._username,
-                self._password,
-                require_encryption=self._encrypt,
-                auth_protocol=self._auth,
-            )
-            session.connect()
+        with open_session(
+            self.server,
+            self._username,
+            self._password,
+            port=self.port,
+            encrypt=self._encrypt,
+            auth=self._auth,
+            timeout=self._timeout,
+            unc=self.unc,
+        ) as (connection, session):
             tree = TreeConnect(session, self.unc)
             tree.connect()
-            channel = Channel.take_over(connection, session, tree, credits=self.credits, timeout=self._timeout)
-        except (SMBException, OSError, ValueError, ChannelError) as exc:
-            connection.disconnect(True)
-            reason = status_name(exc.status) if isinstance(exc, SMBResponseException) else type(exc).__name__
-            raise SmbError(f"cannot open {self.unc} as {self._username}: {reason}") from None
-        except KERBEROS_ERRORS as exc:
-            connection.disconnect(True)
-            raise SmbError(f"cannot open {self.unc} as {self._username}: {kerberos_reason(exc)}") from None
-        self._channel = channel
+            self._channel = Channel.take_over(connection, session, tree, credits=self.credits, timeout=self._timeout)
 
     def close(self) -> None:
         channel, self._channel = self._channel, None
@@ -181,9 +171,15 @@ class SmbShare:
         except ChannelError as exc:
             raise SmbError(f"{self.unc}: {exc}") from None
 
-    def _submit(self, messages: Sequence[tuple[int, bytes]], *, related: bool = False) -> list[Pending]:
+    def _submit(
+        self,
+        messages: Sequence[tuple[int, bytes]],
+        *,
+        related: bool = False,
+        callbacks: Sequence[Callable[[Pending], None] | None] | None = None,
+    ) -> list[Pending]:
         try:
-            return self.channel.submit(messages, related=related)
+            return self.channel.submit(messages, related=related, callbacks=callbacks)
         except ChannelError as exc:
             raise SmbError(f"{self.unc}: {exc}") from None
 
@@ -220,6 +216,22 @@ class SmbShare:
             )
             sent.append(InFlight(path, security, listing, opened, closed))
         return sent
+
+    def send_watched(self, path: str, notify: bytes, callback: Callable[[Pending], None]) -> tuple[InFlight, Pending]:
+        """Open a folder, send ``notify`` (a CHANGE_NOTIFY of the related handle) and read it, in one related
+        compound (CREATE, CHANGE_NOTIFY, QUERY_INFO, QUERY_DIRECTORY): the read and the watch's request, whose
+        final answer goes to ``callback``. The handle stays open (its id is the CREATE's answer: ``opened``).
+
+        The server handles the watch before the read, so a change after it is collected on the handle. A
+        CHANGE_NOTIFY that must wait is not the last of the compound: Samba cancels it then (STATUS_CANCELLED;
+        MS-SMB2 3.3.5.2.7, note 206) and goes on with the read, the handle still collecting changes until the
+        next CHANGE_NOTIFY on it; a server that lets it wait answers it when something changes."""
+        opened, watch, security, listing = self._submit(
+            [(wire.CREATE, wire.create(smb_name(path), READ_ACCESS)), (wire.CHANGE_NOTIFY, notify), *self._related[:2]],
+            related=True,
+            callbacks=(None, callback, None, None),
+        )
+        return InFlight(path, security, listing, opened), watch
 
     def send_reads(self, handles: Sequence[tuple[str, bytes]]) -> list[InFlight]:
         """Read folders through handles already open (path, file id): QUERY_INFO and QUERY_DIRECTORY (from the
@@ -281,6 +293,49 @@ class SmbShare:
         finally:
             if self._channel is not None and self._channel.alive:
                 self.close_handle(opened.file_id)
+
+
+@contextlib.contextmanager
+def open_session(
+    server: str,
+    username: str,
+    password: str,
+    *,
+    port: int = 445,
+    encrypt: bool = False,
+    auth: str = "negotiate",
+    timeout: float = 30.0,
+    unc: str,
+) -> Iterator[tuple[Connection, Session]]:
+    """An authenticated SMB session (NTLM or Kerberos, signed; encrypted when asked) for the block, which connects
+    its tree (``unc``) with it. Whatever fails, reaching the server, authenticating or in the block (an
+    smbprotocol or socket error, a Kerberos library's), disconnects and raises `SmbError` with one line naming
+    ``unc`` and ``username`` and why (an NTSTATUS name, the Kerberos library's words, what to install), never the
+    password. On success the connection stays open: the block's caller owns it."""
+    connection = Connection(uuid.uuid4(), server, port, require_signing=True)
+    try:
+        connection.connect(timeout=timeout)
+    except (OSError, SMBException, ValueError) as exc:
+        raise SmbError(f"cannot reach {server}:{port} over SMB: {one_line(exc)}") from None
+    try:
+        session = Session(connection, username, password, require_encryption=encrypt, auth_protocol=auth)
+        session.connect()
+        yield connection, session
+    except (SMBException, OSError, ValueError, ChannelError) as exc:
+        connection.disconnect(True)
+        reason = status_name(exc.status) if isinstance(exc, SMBResponseException) else type(exc).__name__
+        raise SmbError(f"cannot open {unc} as {username}: {reason}") from None
+    except KERBEROS_ERRORS as exc:
+        connection.disconnect(True)
+        raise SmbError(f"cannot open {unc} as {username}: {kerberos_reason(exc)}") from None
+    except BaseException:
+        connection.disconnect(True)
+        raise
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (its type's name when it has none)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def smb_name(path: str) -> str:

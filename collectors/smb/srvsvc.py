@@ -9,7 +9,7 @@ on without it.
 
 The few DCE/RPC bytes (MS-RPCE 2.2.2: a BIND to srvsvc 3.0 with NDR, one REQUEST, its RESPONSE fragments) are
 built and read here with ``struct``; the pipe is opened and written through smbprotocol on a connection of its
-own (a short one: this runs once per reconcile, not per folder).
+own (`ShareAclReader`), whose session is set up by `share.open_session` once and kept for the next reads.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from smbprotocol.connection import Connection
 from smbprotocol.exceptions import SMBException, SMBResponseException
+from smbprotocol.header import NtStatus
 from smbprotocol.open import (
     CreateDisposition,
     CreateOptions,
@@ -29,10 +30,9 @@ from smbprotocol.open import (
     Open,
     ShareAccess,
 )
-from smbprotocol.session import Session
 from smbprotocol.tree import TreeConnect
 
-from collectors.smb.share import status_name
+from collectors.smb.share import SmbError, one_line, open_session, status_name
 
 SRVSVC = uuid.UUID("4b324fc8-1670-01d3-1278-5a47bf6ee188")
 SRVSVC_VERSION = 3
@@ -148,29 +148,82 @@ def _kind(pdu: bytes) -> int:
     return pdu[2]
 
 
-def read_share_acl(
-    server: str,
-    share: str,
-    username: str,
-    password: str,
-    *,
-    port: int = 445,
-    encrypt: bool = False,
-    auth: str = "negotiate",
-    timeout: float = 30.0,
-) -> ShareAcl:
-    """``share``'s ACL over srvsvc as ``username``, on a connection of its own; what kept it from being read in
-    ``error`` (access denied, no srvsvc pipe…). Connection failures raise (`SMBException`, `OSError`,
-    `ValueError`): the caller's reconnect handles those."""
-    connection = Connection(uuid.uuid4(), server, port, require_signing=True)
-    connection.connect(timeout=timeout)
-    try:
-        session = Session(connection, username, password, require_encryption=encrypt, auth_protocol=auth)
-        session.connect()
+class ShareAclReader:
+    """Reads one share's ACL over srvsvc, on a connection of its own kept from one read to the next: the session
+    is set up (`share.open_session`: one line on an NTLM or Kerberos failure) once, not before every walk. A read
+    whose kept session fails (the server restarted, the session expired) is tried once more on a new one; a
+    failure of a new session raises `SmbError`, which the caller's reconnect handles."""
+
+    def __init__(
+        self,
+        server: str,
+        share: str,
+        username: str,
+        password: str,
+        *,
+        port: int = 445,
+        encrypt: bool = False,
+        auth: str = "negotiate",
+        timeout: float = 30.0,
+    ) -> None:
+        self.server = server
+        self.share = share
+        self.port = port
+        self._username = username
+        self._password = password
+        self._encrypt = encrypt
+        self._auth = auth
+        self._timeout = timeout
+        self._connection: Connection | None = None
+        self._tree: TreeConnect | None = None
+        self.sessions = 0  # sessions set up so far
+
+    @property
+    def ipc(self) -> str:
+        return f"\\\\{self.server}\\IPC$"
+
+    def read(self) -> ShareAcl:
+        """The share's ACL, or why the server would not give it (``error``); `SmbError` when no session could be
+        had."""
+        if self._tree is not None:
+            try:
+                return self._read(self._tree)
+            except (SMBException, OSError, ValueError):
+                self.close()  # the kept session failed: once more on a new one
+        tree = self._connect()
         try:
-            tree = TreeConnect(session, f"\\\\{server}\\IPC$")
+            return self._read(tree)
+        except (SMBException, OSError, ValueError) as exc:
+            self.close()
+            raise SmbError(f"cannot read the share ACL of \\\\{self.server}\\{self.share}: {one_line(exc)}") from None
+
+    def close(self) -> None:
+        connection, self._connection, self._tree = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(SMBException, OSError):
+                connection.disconnect(True)
+
+    def _connect(self) -> TreeConnect:
+        with open_session(
+            self.server,
+            self._username,
+            self._password,
+            port=self.port,
+            encrypt=self._encrypt,
+            auth=self._auth,
+            timeout=self._timeout,
+            unc=self.ipc,
+        ) as (connection, session):
+            tree = TreeConnect(session, self.ipc)
             tree.connect()
-            pipe = Open(tree, "srvsvc")
+        self._connection, self._tree = connection, tree
+        self.sessions += 1
+        return tree
+
+    def _read(self, tree: TreeConnect) -> ShareAcl:
+        """Open the srvsvc pipe, BIND, NetrShareGetInfo(502), close the pipe. Errors of the connection raise."""
+        pipe = Open(tree, "srvsvc")
+        try:
             pipe.create(
                 ImpersonationLevel.Impersonation,
                 FilePipePrinterAccessMask.FILE_READ_DATA
@@ -184,11 +237,13 @@ def read_share_acl(
                 CreateOptions.FILE_NON_DIRECTORY_FILE,
             )
         except SMBResponseException as exc:
+            if exc.status in _SESSION_GONE:
+                raise
             return ShareAcl(error=f"srvsvc pipe: {status_name(exc.status)}")
         try:
             pipe.write(bind_pdu(), 0)
             check_bind_ack(pipe.read(0, _FRAGMENT))
-            pipe.write(get_info_pdu(server, share), 0)
+            pipe.write(get_info_pdu(self.server, self.share), 0)
             fragments = [pipe.read(0, _FRAGMENT)]
             while not fragments[-1][3] & _LAST:
                 fragments.append(pipe.read(0, _FRAGMENT))
@@ -196,6 +251,8 @@ def read_share_acl(
         except SrvsvcError as exc:
             return ShareAcl(error=str(exc))
         except SMBResponseException as exc:
+            if exc.status in _SESSION_GONE:
+                raise
             return ShareAcl(error=f"srvsvc: {status_name(exc.status)}")
         finally:
             with contextlib.suppress(SMBException, OSError):
@@ -205,6 +262,7 @@ def read_share_acl(
         if status != 0:
             return ShareAcl(error=f"NetrShareGetInfo answered WERROR 0x{status:08x}")
         return ShareAcl(descriptor=descriptor)
-    finally:
-        with contextlib.suppress(SMBException, OSError):
-            connection.disconnect(True)
+
+
+# a kept session the server no longer honours: set up a new one (MS-SMB2 3.3.5.2.9)
+_SESSION_GONE = (0xC000035C, NtStatus.STATUS_USER_SESSION_DELETED, NtStatus.STATUS_NETWORK_NAME_DELETED)  # expired

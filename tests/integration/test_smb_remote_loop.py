@@ -132,6 +132,7 @@ def test_changes_over_smb_and_while_the_server_was_down_are_all_reported(
     try:
         sink.wait(lambda: sink.scans == 1, "the baseline")
         assert sorted(f.path for f in sink.folders) == sorted(["", *DEPTHS, "kontor/ekonomi", "arkiv", "arkiv/gammalt"])
+        sink.wait(lambda: loop.parked == 0, "every watch parked by the baseline's walk re-armed")
         (samba.share_path / "topp").mkdir()  # a top-level folder after the baseline: dealt to a connection then
         sink.wait(lambda: "topp" in sink.new, "the new top-level folder")
         for path in (*DEPTHS, "topp"):

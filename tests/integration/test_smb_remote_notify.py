@@ -3,7 +3,8 @@
 Every folder of a real smbd's share is armed (`Watches.arm`); ACL changes at depth 1, 2 and 3 made over SMB
 (``smbcacls``), locally (``setfacl``, ``chmod``) and by a raw ``security.NTACL`` xattr write must each come back
 as a `Change` naming the changed folder; a new folder and a removed one are reported (the removed one's watches
-dropped); a watch with no buffer gets "rescan" (STATUS_NOTIFY_ENUM_DIR); a killed smbd is "lost".
+dropped); a change made while a walk's watches are parked (their requests cancelled) is reported once they are
+re-armed; a watch with no buffer gets "rescan" (STATUS_NOTIFY_ENUM_DIR); a killed smbd is "lost".
 """
 
 from __future__ import annotations
@@ -77,6 +78,40 @@ def test_acl_changes_at_every_depth_over_smb_and_locally_are_reported(samba: Sam
         blob = os.getxattr(samba.share_path / DEPTHS[0], "security.NTACL")
         os.setxattr(samba.share_path / "arkiv", "security.NTACL", blob)
         wait_for(watches, Change("arkiv", "changed"))
+
+
+def parked(watches: Watches, count: int, timeout: float = 30.0) -> None:
+    """Wait until ``count`` watches have been answered (cancelled) and not re-armed (a generous timeout)."""
+    deadline = time.monotonic() + timeout
+    while watches.parked != count:
+        assert time.monotonic() < deadline, f"{watches.parked} watches parked, not {count}"
+        time.sleep(0.01)
+
+
+def test_a_change_made_while_the_watches_are_parked_is_reported_when_they_are_re_armed(
+    samba: SambaFileServer,
+) -> None:
+    """A walk's watches do not wait on the server while folders are read (smbd's CPU per folder read grows with the
+    requests waiting on the connection): Samba cancels the CHANGE_NOTIFY inside each folder's compound, and the
+    handle keeps collecting, so nothing changed meanwhile is lost."""
+    with admin_share(samba) as share:
+        watches = armed(share)
+        parked(watches, 6)  # each cancelled by the server, nothing re-armed before the first `changes`
+        assert len(watches) == 6
+        deepest = samba.share_path / DEPTHS[2]
+        subprocess.run(["setfacl", "-m", "u:nobody:rwx", str(deepest)], check=True)
+        smbcacls(samba, "arkiv", "--add", "ACL:S-1-5-32-545:ALLOWED/0x0/READ")
+        seen = wait_for(watches, Change(DEPTHS[2], "changed"))
+        if Change("arkiv", "changed") not in seen:
+            wait_for(watches, Change("arkiv", "changed"))
+        assert watches.parked == 0
+        watches.park()  # as before a reconcile: every waiting request cancelled (a CANCEL each)
+        parked(watches, 6)
+        (samba.share_path / DEPTHS[1]).chmod(0o700)
+        wait_for(watches, Change(DEPTHS[1], "changed"))
+        assert watches.parked == 0
+        watches.release()  # before closing: every waiting request cancelled and answered
+        parked(watches, 6)
 
 
 def test_new_and_removed_folders_are_reported_and_removed_ones_unwatched(samba: SambaFileServer) -> None:

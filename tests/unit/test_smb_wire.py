@@ -10,9 +10,9 @@ from __future__ import annotations
 import struct
 
 from smbprotocol.change_notify import CompletionFilter, SMB2ChangeNotifyRequest
-from smbprotocol.connection import SMB2Echo
+from smbprotocol.connection import SMB2CancelRequest, SMB2Echo
 from smbprotocol.file_info import FileAttributes, FileDirectoryInformation, FileInformationClass, InfoType
-from smbprotocol.header import Commands, NtStatus, Smb2Flags, SMB2HeaderRequest, SMB2HeaderResponse
+from smbprotocol.header import Commands, NtStatus, Smb2Flags, SMB2HeaderAsync, SMB2HeaderRequest, SMB2HeaderResponse
 from smbprotocol.open import (
     CreateDisposition,
     CreateOptions,
@@ -108,6 +108,37 @@ def test_a_request_header_matches_smbprotocol() -> None:
         next_command=88,
     )
     assert ours + body == header.pack()
+
+
+def test_a_cancel_by_message_id_and_by_async_id_matches_smbprotocol() -> None:
+    """A CANCEL names the request it ends: by message id (a sync header), or by async id once the server's interim
+    answer gave one (an async header: the flag set, the async id where Reserved and TreeId were)."""
+    assert wire.cancel() == SMB2CancelRequest().pack()
+    sync = SMB2HeaderRequest()
+    sync["command"] = Commands.SMB2_CANCEL
+    sync["flags"].set_flag(Smb2Flags.SMB2_FLAGS_SIGNED)
+    sync["message_id"] = 77
+    sync["tree_id"] = 0xDEAD
+    sync["session_id"] = 0x1234
+    sync["data"] = SMB2CancelRequest().pack()
+    ours = wire.header(
+        wire.CANCEL, 77, session_id=0x1234, tree_id=0xDEAD, credit_charge=0, credit_request=0, flags=wire.SIGNED
+    )
+    assert ours + wire.cancel() == sync.pack()
+
+    async_ = SMB2HeaderAsync()
+    async_["command"] = Commands.SMB2_CANCEL
+    async_["flags"].set_flag(Smb2Flags.SMB2_FLAGS_ASYNC_COMMAND)
+    async_["message_id"] = 78
+    async_["async_id"] = 0x0000_0042_0000_0017
+    async_["session_id"] = 0x1234
+    async_["data"] = SMB2CancelRequest().pack()
+    ours = wire.header(
+        wire.CANCEL, 78, session_id=0x1234, tree_id=0xDEAD, credit_charge=0, credit_request=0, async_id=0x42_0000_0017
+    )
+    assert ours + wire.cancel() == async_.pack()
+    ((answer, _),) = wire.split(ours + wire.cancel())  # read back as an answer's header would be
+    assert answer.async_id == 0x42_0000_0017 and answer.flags & wire.ASYNC_COMMAND
 
 
 def response(command: Commands, status: int, message_id: int, body: bytes, *, next_command: int = 0) -> bytes:
