@@ -14,6 +14,7 @@ switches to the users' uids; ``useradd``). Measured here (2 cores): start ~0.9 s
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import random
@@ -22,7 +23,8 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.integration.servers.process import ServerProcess, at_exit, log_tail, port_accepts
@@ -34,6 +36,9 @@ SHARE = "share"
 SMB_PORT = 445
 ADMIN_USER = "pwntadmin"  # in `admin users`: works as root over SMB, so it may set any ACL
 USER_PREFIX = "pwnt"
+# Servers alive at once (nested in one test, or in two test processes) share Unix accounts of the same name: each
+# server leaves a mark per account here, and an account is deleted by the last server whose mark remains.
+ACCOUNT_MARKS = Path(tempfile.gettempdir()) / "permwatch-samba-accounts"
 
 
 class SambaFileServerError(RuntimeError):
@@ -226,17 +231,21 @@ class SambaFileServer(StartedInWith):
 
     def _add_accounts(self) -> None:
         accounts = {ADMIN_USER: self.admin_password} | {self.account(u): pw for u, pw in self.users.items()}
-        for account, password in accounts.items():
-            if _unix_user_exists(account):
-                # a leftover from a run killed before its clean-up; reuse it, and delete it when done
+        with _account_lock():
+            for account, password in accounts.items():
+                if not _unix_user_exists(account):
+                    # (one that exists is another live server's, or a leftover of a run killed before its clean-up)
+                    _run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", account])
+                self._mark(account).parent.mkdir(parents=True, exist_ok=True)
+                self._mark(account).touch()
                 self._created_accounts.append(account)
-            else:
-                _run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", account])
-                self._created_accounts.append(account)
-            _run(
-                ["pdbedit", f"--configfile={self.conf_path}", "-a", "-t", "-u", account],
-                stdin=f"{password}\n{password}\n",
-            )
+                _run(
+                    ["pdbedit", f"--configfile={self.conf_path}", "-a", "-t", "-u", account],
+                    stdin=f"{password}\n{password}\n",
+                )
+
+    def _mark(self, account: str) -> Path:
+        return ACCOUNT_MARKS / account / f"{os.getpid()}.{id(self)}"
 
     def _delete_share(self) -> None:
         if self._share_path is not None:
@@ -244,10 +253,35 @@ class SambaFileServer(StartedInWith):
             self._share_path = None
 
     def _delete_accounts(self) -> None:
-        while self._created_accounts:
-            account = self._created_accounts.pop()
-            if _unix_user_exists(account):
-                subprocess.run(["userdel", account], capture_output=True, check=False)
+        with _account_lock():
+            while self._created_accounts:
+                account = self._created_accounts.pop()
+                self._mark(account).unlink(missing_ok=True)
+                if _unix_user_exists(account) and not _marked_by_a_live_server(account):
+                    subprocess.run(["userdel", account], capture_output=True, check=False)
+
+
+@contextmanager
+def _account_lock() -> Iterator[None]:
+    """Serialise adding and deleting the shared Unix accounts across test processes."""
+    ACCOUNT_MARKS.mkdir(parents=True, exist_ok=True)
+    with open(ACCOUNT_MARKS / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _marked_by_a_live_server(account: str) -> bool:
+    """Whether a server in a live process still uses `account` (marks of dead processes are removed)."""
+    live = False
+    for mark in (ACCOUNT_MARKS / account).glob("*.*"):
+        pid = int(mark.name.split(".", 1)[0])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mark.unlink(missing_ok=True)
+            continue
+        live = True
+    return live
 
 
 def _kill_helpers_of(conf_path: Path) -> None:
