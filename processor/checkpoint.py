@@ -133,6 +133,7 @@ def restore(state: Mapping[str, Any], *, source: str, clock: Callable[[], dateti
         setattr(engine, name, state[name])
     for record in engine.tracker.folders.values():
         record.allowed_version = -1  # the audience memo is judged again against this directory
+        record.shaped = None  # and the folder judged again: its key's versions are another process's
     renumbered = _intern(state["acls"])
     if renumbered is not None:
         _renumber(engine, renumbered)

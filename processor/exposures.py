@@ -215,6 +215,11 @@ class FolderExposure:
     """signature of many paths → the first of its paths in sort order, sorted: every member up to the last one
     listed, at least ``MAX_SAMPLE_PATHS`` of them (see :meth:`sample`). Kept up to date as paths move, so a
     folder judged after every change of one path among thousands does not sort them each time."""
+    layout: int = 0
+    """counts changes to which signatures the folder has (or the state standing for one): its judgement depends on
+    them, not on which paths each holds (see :meth:`ExposureTracker.shape`)"""
+    shaped: tuple[tuple[int, int, int, int], tuple[Shape, list[Signature], ExposureKind]] | None = None
+    """(directory version, traverse generation, audience, layout) → the folder's shape judged then"""
 
     def adopt(self, last: ExposureEvent | None, ids: Iterable[str], contents: Collection[str] = ()) -> bool:
         """Take the record's ``last`` event for this folder as what was emitted, and its ``ids`` as used.
@@ -260,6 +265,7 @@ class FolderExposure:
             members = self.groups.get(before)
             if members == path:
                 del self.groups[before]
+                self.layout += 1
             elif isinstance(members, set):
                 members.discard(path)
                 if len(members) == 1:
@@ -271,18 +277,22 @@ class FolderExposure:
             found = self.groups.get(signature)
             if found is None:
                 self.groups[signature] = path
+                self.layout += 1
             elif isinstance(found, str):
                 self.groups[signature] = {found, path}
             else:
                 found.add(path)
                 if self.samples:
                     self._sample_with(signature, path)
-            self.states[state.acl] = state
+            if self.states.get(state.acl) is not state:
+                self.states[state.acl] = state
+                self.layout += 1
 
     def clear_paths(self) -> None:
         self.groups.clear()
         self.states.clear()
         self.samples.clear()
+        self.layout += 1
 
     def sample(self, signature: Signature, members: set[str]) -> list[str]:
         """The first ``MAX_SAMPLE_PATHS`` of ``members`` (the paths of ``signature``, more than that many) in sort
@@ -388,13 +398,28 @@ class ExposureTracker:
 
     def shape(self, record: FolderExposure) -> tuple[Shape, list[Signature], ExposureKind]:
         """The outsiders (a bitset), the grants that let them read, the signatures that expose, and the kind:
-        contents if any of them exposes more than names (:func:`exposes_contents`)."""
+        contents if any of them exposes more than names (:func:`exposes_contents`).
+
+        Memoised per folder: it depends on the folder's signatures and their states, the directory, the traverse
+        sets and the audience, not on which paths each signature holds; a change that moves a path between
+        signatures the folder already has (most changes, and each of a replay's) is not judged again.
+        The value returned is shared: callers do not change it."""
         if self._memo_version != self.directory.version:
             self._memos()
         if record.allowed_version != self._memo_version:
             record.allowed = self.allowed(record.label)
             record.allowed_version = self._memo_version
-        allowed = record.allowed
+        key = (self._memo_version, self.evaluator.traverse_generation, record.allowed, record.layout)
+        shaped = record.shaped
+        if shaped is not None and shaped[0] == key:
+            return shaped[1]
+        found = self.judge_shape(record)
+        record.shaped = (key, found)
+        return found
+
+    def judge_shape(self, record: FolderExposure) -> tuple[Shape, list[Signature], ExposureKind]:
+        """:meth:`shape` judged afresh (signature by signature, through the judgement cache)."""
+        allowed = self.allowed(record.label)
         traverse_of = self.evaluator.traverse
         judged = self._judged
         if len(record.groups) == 1:  # the common case, and the whole cost of a wide fan-out
