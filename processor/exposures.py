@@ -354,6 +354,8 @@ class ExposureTracker:
         self._names: dict[int, tuple[tuple[str, ...], tuple[str, ...], bool]] = {}
         """outsiders → (every name, the names a record lists, whether that list is cut)"""
         self._groups_of: dict[int, tuple[tuple[Grant, ...], tuple[str, ...]]] = {}
+        self._inheriting: dict[int, tuple[tuple[Grant, ...], bool]] = {}
+        """id of a grants tuple → (it, whether an NT grant in it was inherited)"""
         self.now: datetime | None = None
         """The detection time of the batch being judged (one clock read per flush)."""
         self.contents_ids: set[str] = set()
@@ -368,6 +370,7 @@ class ExposureTracker:
             self._judged.clear()
             self._names.clear()
             self._groups_of.clear()
+            self._inheriting.clear()
             self._memo_version = self.directory.version
 
     def set_label(self, folder: str, label: Label) -> FolderExposure:
@@ -579,7 +582,12 @@ class ExposureTracker:
         """``grants`` as the record says them: an NT ACE inherited names the folder it came from ("Authenticated
         Users (S-1-5-11) ALLOW read, inherited from /srv/share/socialkontoret"), found from the folder itself or
         else the first exposing path holding it (:func:`processor.readers.inherited_from`). Only NT grants pay."""
-        if not any(grant.entry.endswith(_INHERITED) for grant in grants):
+        found = self._inheriting.get(id(grants))
+        if found is None or found[0] is not grants:  # asked once per verdict: remembered per grants tuple
+            if len(self._inheriting) >= MAX_JUDGED:
+                self._inheriting.clear()
+            found = self._inheriting[id(grants)] = (grants, any(g.entry.endswith(_INHERITED) for g in grants))
+        if not found[1]:
             return grants
         return tuple(self._origin_of(grant, (folder, *paths[1])) for grant in grants)
 
