@@ -206,6 +206,8 @@ class Engine:
 
     def _in_path_order(self, folders: Mapping[str, object]) -> list[str]:
         """``folders`` sorted; a wide fan-out picks them out of the sorted labels instead of sorting."""
+        if len(folders) == 1:  # a change in one folder (each of a replay's records): nothing to order
+            return list(folders)
         if len(folders) * 8 >= len(self._labelled_sorted):
             ordered = [folder for folder in self._labelled_sorted if folder in folders]
             if len(ordered) == len(folders):
