@@ -111,6 +111,8 @@ def capture(engine: Engine) -> dict[str, Any]:
     directory = copy.copy(engine.directory)  # the same users and groups, without the membership caches
     directory._effective, directory._direct = {}, {}
     directory._by_primary = directory._parents = directory._everyone = None
+    for record in engine.tracker.folders.values():
+        record.shaped = None  # a memo (people bitsets again, per folder): not state; judged again when next touched
     return {
         "acls": list(state_module._ACL_TUPLES),  # the interning table: every AclKey is an index into it
         "directory": directory,
