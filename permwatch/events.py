@@ -102,7 +102,8 @@ def _check_path(path: str | None) -> str | None:
         raise ValueError("must be an absolute path")
     if "\x00" in path:
         raise ValueError("must not contain NUL")
-    if path != "/" and any(part in ("", ".", "..") for part in path[1:].split("/")):
+    # a component is empty, '.' or '..' exactly when one of these lies between two slashes of path + '/'
+    if path != "/" and ("//" in (ended := path + "/") or "/./" in ended or "/../" in ended):
         raise ValueError("must be normalised (no empty, '.' or '..' components, no trailing '/')")
     return path
 
@@ -327,7 +328,9 @@ class FsPermissionEvent(Event):
     def _state_unless_deleted(self) -> FsPermissionEvent:
         remote = self.nt_acl is not None and self.nt_acl.remote
         posix = (self.mode, self.owner, self.group)
-        if self.kind is not FsKind.DELETED and not remote and None in posix:
+        # `is None`, not `None in posix`: that compares None with each model through pydantic's __eq__
+        missing = self.mode is None or self.owner is None or self.group is None
+        if self.kind is not FsKind.DELETED and not remote and missing:
             raise ValueError(f"a {self.kind.value} event needs mode, owner and group")
         if remote and (posix != (None, None, None) or self.acl or self.default_acl):
             raise ValueError("an NT ACL read over SMB comes without a POSIX part (mode, owner, group, acl)")

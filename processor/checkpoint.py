@@ -111,6 +111,8 @@ def capture(engine: Engine) -> dict[str, Any]:
     directory = copy.copy(engine.directory)  # the same users and groups, without the membership caches
     directory._effective, directory._direct = {}, {}
     directory._by_primary = directory._parents = directory._everyone = None
+    for record in engine.tracker.folders.values():
+        record.shaped = None  # a memo (people bitsets again, per folder): not state; judged again when next touched
     return {
         "acls": list(state_module._ACL_TUPLES),  # the interning table: every AclKey is an index into it
         "directory": directory,
@@ -133,6 +135,7 @@ def restore(state: Mapping[str, Any], *, source: str, clock: Callable[[], dateti
         setattr(engine, name, state[name])
     for record in engine.tracker.folders.values():
         record.allowed_version = -1  # the audience memo is judged again against this directory
+        record.shaped = None  # and the folder judged again: its key's versions are another process's
     renumbered = _intern(state["acls"])
     if renumbered is not None:
         _renumber(engine, renumbered)

@@ -21,6 +21,7 @@ Which folders an event touches:
 
 from __future__ import annotations
 
+import gc
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
@@ -116,6 +117,8 @@ class Engine:
         """Judge every folder touched since the last flush, in path order; return the transitions."""
         # Judging allocates many short-lived, acyclic objects; the cyclic collector would walk the
         # whole (large, long-lived) state again and again meanwhile, for nothing.
+        if not gc.isenabled():  # a replay pauses it for the whole run: no context manager per record
+            return self._marked(self._judge_touched())
         with gc_paused():
             return self._marked(self._judge_touched())
 
@@ -203,6 +206,8 @@ class Engine:
 
     def _in_path_order(self, folders: Mapping[str, object]) -> list[str]:
         """``folders`` sorted; a wide fan-out picks them out of the sorted labels instead of sorting."""
+        if len(folders) == 1:  # a change in one folder (each of a replay's records): nothing to order
+            return list(folders)
         if len(folders) * 8 >= len(self._labelled_sorted):
             ordered = [folder for folder in self._labelled_sorted if folder in folders]
             if len(ordered) == len(folders):

@@ -214,6 +214,11 @@ class FolderExposure:
     """signature of many paths → the first of its paths in sort order, sorted: every member up to the last one
     listed, at least ``MAX_SAMPLE_PATHS`` of them (see :meth:`sample`). Kept up to date as paths move, so a
     folder judged after every change of one path among thousands does not sort them each time."""
+    layout: int = 0
+    """counts changes to which signatures the folder has (or the state standing for one): its judgement depends on
+    them, not on which paths each holds (see :meth:`ExposureTracker.shape`)"""
+    shaped: tuple[tuple[int, int, int, int], tuple[Shape, list[Signature], ExposureKind]] | None = None
+    """(directory version, traverse generation, audience, layout) → the folder's shape judged then"""
 
     def adopt(self, last: ExposureEvent | None, ids: Iterable[str], contents: Collection[str] = ()) -> bool:
         """Take the record's ``last`` event for this folder as what was emitted, and its ``ids`` as used.
@@ -259,6 +264,7 @@ class FolderExposure:
             members = self.groups.get(before)
             if members == path:
                 del self.groups[before]
+                self.layout += 1
             elif isinstance(members, set):
                 members.discard(path)
                 if len(members) == 1:
@@ -270,18 +276,22 @@ class FolderExposure:
             found = self.groups.get(signature)
             if found is None:
                 self.groups[signature] = path
+                self.layout += 1
             elif isinstance(found, str):
                 self.groups[signature] = {found, path}
             else:
                 found.add(path)
                 if self.samples:
                     self._sample_with(signature, path)
-            self.states[state.acl] = state
+            if self.states.get(state.acl) is not state:
+                self.states[state.acl] = state
+                self.layout += 1
 
     def clear_paths(self) -> None:
         self.groups.clear()
         self.states.clear()
         self.samples.clear()
+        self.layout += 1
 
     def sample(self, signature: Signature, members: set[str]) -> list[str]:
         """The first ``MAX_SAMPLE_PATHS`` of ``members`` (the paths of ``signature``, more than that many) in sort
@@ -343,6 +353,8 @@ class ExposureTracker:
         self._names: dict[int, tuple[tuple[str, ...], tuple[str, ...], bool]] = {}
         """outsiders → (every name, the names a record lists, whether that list is cut)"""
         self._groups_of: dict[int, tuple[tuple[Grant, ...], tuple[str, ...]]] = {}
+        self._inheriting: dict[int, tuple[tuple[Grant, ...], bool]] = {}
+        """id of a grants tuple → (it, whether an NT grant in it was inherited)"""
         self.now: datetime | None = None
         """The detection time of the batch being judged (one clock read per flush)."""
         self.contents_ids: set[str] = set()
@@ -357,6 +369,7 @@ class ExposureTracker:
             self._judged.clear()
             self._names.clear()
             self._groups_of.clear()
+            self._inheriting.clear()
             self._memo_version = self.directory.version
 
     def set_label(self, folder: str, label: Label) -> FolderExposure:
@@ -387,13 +400,28 @@ class ExposureTracker:
 
     def shape(self, record: FolderExposure) -> tuple[Shape, list[Signature], ExposureKind]:
         """The outsiders (a bitset), the grants that let them read, the signatures that expose, and the kind:
-        contents if any of them exposes more than names (:func:`exposes_contents`)."""
+        contents if any of them exposes more than names (:func:`exposes_contents`).
+
+        Memoised per folder: it depends on the folder's signatures and their states, the directory, the traverse
+        sets and the audience, not on which paths each signature holds; a change that moves a path between
+        signatures the folder already has (most changes, and each of a replay's) is not judged again.
+        The value returned is shared: callers do not change it."""
         if self._memo_version != self.directory.version:
             self._memos()
         if record.allowed_version != self._memo_version:
             record.allowed = self.allowed(record.label)
             record.allowed_version = self._memo_version
-        allowed = record.allowed
+        key = (self._memo_version, self.evaluator.traverse_generation, record.allowed, record.layout)
+        shaped = record.shaped
+        if shaped is not None and shaped[0] == key:
+            return shaped[1]
+        found = self.judge_shape(record)
+        record.shaped = (key, found)
+        return found
+
+    def judge_shape(self, record: FolderExposure) -> tuple[Shape, list[Signature], ExposureKind]:
+        """:meth:`shape` judged afresh (signature by signature, through the judgement cache)."""
+        allowed = self.allowed(record.label)
         traverse_of = self.evaluator.traverse
         judged = self._judged
         if len(record.groups) == 1:  # the common case, and the whole cost of a wide fan-out
@@ -553,7 +581,12 @@ class ExposureTracker:
         """``grants`` as the record says them: an NT ACE inherited names the folder it came from ("Authenticated
         Users (S-1-5-11) ALLOW read, inherited from /srv/share/socialkontoret"), found from the folder itself or
         else the first exposing path holding it (:func:`processor.readers.inherited_from`). Only NT grants pay."""
-        if not any(grant.entry.endswith(_INHERITED) for grant in grants):
+        found = self._inheriting.get(id(grants))
+        if found is None or found[0] is not grants:  # asked once per verdict: remembered per grants tuple
+            if len(self._inheriting) >= MAX_JUDGED:
+                self._inheriting.clear()
+            found = self._inheriting[id(grants)] = (grants, any(g.entry.endswith(_INHERITED) for g in grants))
+        if not found[1]:
             return grants
         return tuple(self._origin_of(grant, (folder, *paths[1])) for grant in grants)
 

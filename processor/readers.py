@@ -87,6 +87,8 @@ class ReaderEvaluator:
         self._traverse: dict[str, int] = {}
         self._canonical: dict[int, int] = {}
         self._version = directory.version
+        self.traverse_generation = 0
+        """counts the times what :meth:`traverse` answers may have changed (a folder's judgement is memoised on it)"""
 
     def reset(self) -> None:
         """Forget cached answers (after the directory or a directory's ``x`` bits changed)."""
@@ -94,9 +96,11 @@ class ReaderEvaluator:
         self._traverse.clear()
         self._canonical.clear()
         self._version = self.directory.version
+        self.traverse_generation += 1
 
     def forget_traverse(self) -> None:
         self._traverse.clear()
+        self.traverse_generation += 1
 
     def verdict(self, state: PathState) -> AclVerdict:
         if self._version != self.directory.version:

@@ -469,7 +469,7 @@ def acl_key(event: FsPermissionEvent) -> AclKey:
     if event.nt_acl is not None and event.nt_acl.remote:  # read over SMB: no POSIX part at all
         return intern_acl((owner, group, (), event.nt_acl))
     entries = event.acl or _minimal_acl(event.mode or 0)
-    posix = tuple(sorted((_TAG_CODES[e.tag], e.qualifier or 0, e.perms) for e in entries))
+    posix = tuple(sorted([(_TAG_CODES[e.tag], e.qualifier or 0, e.perms) for e in entries]))
     if event.nt_acl is not None and event.nt_acl.source != "posix":
         return intern_acl((owner, group, posix, event.nt_acl))
     return intern_acl((owner, group, posix))
@@ -484,9 +484,8 @@ def _minimal_acl(mode: int) -> tuple[AclEntry, ...]:
 
 
 def path_state(event: FsPermissionEvent) -> PathState:
-    names = tuple(
-        sorted((_TAG_CODES[e.tag], e.qualifier, e.name) for e in event.acl if e.qualifier is not None and e.name)
-    )
+    named = [(_TAG_CODES[e.tag], e.qualifier, e.name) for e in event.acl if e.qualifier is not None and e.name]
+    names = tuple(sorted(named)) if named else ()
     state = PathState(
         object_type=event.object_type,
         acl=acl_key(event),
@@ -576,9 +575,39 @@ class PathTable:
             # one string per parent, shared with the signatures that name it (processor/exposures.py)
             self.children.setdefault(intern(parent_of(path)), set()).add(path)
         if old is None or old.acl != state.acl:
-            self._index(path, old, drop=True)
-            self._index(path, state, drop=False)
+            self._reindex(path, old, state)
         return old
+
+    def _reindex(self, path: str, old: PathState | None, new: PathState) -> None:
+        """Move ``path`` in the group indexes from what ``old`` names to what ``new`` names, touching only what
+        differs (a path whose ACL changes mostly keeps its owning group)."""
+        if old is None:
+            self._index(path, new, drop=False)
+            return
+        before, after = group_ids(old.acl), group_ids(new.acl)
+        if before != after:
+            for gid in before:
+                if gid not in after:
+                    paths = self.by_gid.get(gid)
+                    if paths is not None:
+                        paths.discard(path)
+                        if not paths:
+                            del self.by_gid[gid]
+            for gid in after:
+                if gid not in before:
+                    self.by_gid.setdefault(gid, set()).add(path)
+        named, naming = trustees(old.acl), trustees(new.acl)
+        if named != naming:
+            for sid in named:
+                if sid not in naming:
+                    found = self.by_sid.get(sid)
+                    if found is not None:
+                        found.discard(path)
+                        if not found:
+                            del self.by_sid[sid]
+            for sid in naming:
+                if sid not in named:
+                    self.by_sid.setdefault(sid, set()).add(path)
 
     def _index(self, path: str, state: PathState | None, *, drop: bool) -> None:
         if state is None:

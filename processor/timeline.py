@@ -147,9 +147,10 @@ def build_timeline(folder: str, observed: Sequence[TimelineItem | AnyEvent], win
 
 def _entry(event: AnyEvent, causes: set[str]) -> TimelineEntry | None:
     if isinstance(event, FsPermissionEvent):
-        acl = ",".join(e.text() for e in event.acl) if event.acl else ""
+        acl = ",".join([e.text() for e in event.acl]) if event.acl else ""
         mode = f" mode {event.mode:04o}" if event.mode is not None else ""
-        summary = f"{event.kind.value} {event.path}{mode}" + (f" acl {acl}" if acl else "")
+        # _value_, not .value (the enum's property is a Python call): this runs once per change replayed
+        summary = f"{event.kind._value_} {event.path}{mode}" + (f" acl {acl}" if acl else "")
         if event.actor is not None:  # who made it, as the collector could tell (#18)
             summary += f" by {event.actor.text() or 'an unresolved process'} ({event.actor.confidence})"
         return TimelineEntry(event.observed_at, "change", event.path, summary, event.event_id)
