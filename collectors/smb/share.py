@@ -145,9 +145,7 @@ class SmbShare:
             auth=self._auth,
             timeout=self._timeout,
             unc=self.unc,
-        ) as (connection, session):
-            tree = TreeConnect(session, self.unc)
-            tree.connect()
+        ) as (connection, session, tree):
             self._channel = Channel.take_over(connection, session, tree, credits=self.credits, timeout=self._timeout)
 
     def close(self) -> None:
@@ -306,9 +304,9 @@ def open_session(
     auth: str = "negotiate",
     timeout: float = 30.0,
     unc: str,
-) -> Iterator[tuple[Connection, Session]]:
-    """An authenticated SMB session (NTLM or Kerberos, signed; encrypted when asked) for the block, which connects
-    its tree (``unc``) with it. Whatever fails, reaching the server, authenticating or in the block (an
+) -> Iterator[tuple[Connection, Session, TreeConnect]]:
+    """An authenticated SMB session (NTLM or Kerberos, signed; encrypted when asked) with its tree ``unc``
+    connected, for the block. Whatever fails, reaching the server, authenticating or in the block (an
     smbprotocol or socket error, a Kerberos library's), disconnects and raises `SmbError` with one line naming
     ``unc`` and ``username`` and why (an NTSTATUS name, the Kerberos library's words, what to install), never the
     password. On success the connection stays open: the block's caller owns it."""
@@ -320,7 +318,9 @@ def open_session(
     try:
         session = Session(connection, username, password, require_encryption=encrypt, auth_protocol=auth)
         session.connect()
-        yield connection, session
+        tree = TreeConnect(session, unc)
+        tree.connect()
+        yield connection, session, tree
     except (SMBException, OSError, ValueError, ChannelError) as exc:
         connection.disconnect(True)
         reason = status_name(exc.status) if isinstance(exc, SMBResponseException) else type(exc).__name__

@@ -213,9 +213,8 @@ class ShareAclReader:
             auth=self._auth,
             timeout=self._timeout,
             unc=self.ipc,
-        ) as (connection, session):
-            tree = TreeConnect(session, self.ipc)
-            tree.connect()
+        ) as (connection, _session, tree):
+            pass  # set up, and kept open after the block (see open_session)
         self._connection, self._tree = connection, tree
         self.sessions += 1
         return tree
