@@ -39,7 +39,7 @@ from permwatch.transport.embedded import EmbeddedBus
 from tests.integration.pipeline import permwatch_exe
 from tests.integration.servers.alertmanager import AlertmanagerServer
 from tests.integration.servers.fake_slack import FakeSlack
-from tests.unit.alert_samples import closed, opened
+from tests.unit.alert_samples import changed, closed, opened
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +126,31 @@ def publish(bus: EmbeddedBus, events: list[ExposureEvent]) -> None:
     for event in events:
         bus.publish("exposures", event.key, encode(event))
     bus.flush()
+
+
+def deliver_an_opening_with_its_later_change(
+    tmp_path: Path, settings: dict[str, Any], received: Callable[[int], object]
+) -> Sink:
+    """Deliver to the sink ``settings`` builds a burst's first opening, then, in one batch as a restart's backlog
+    brings them, a second folder's opening of the same burst and a later change of it; ``received(n)`` waits for
+    the receiver's n-th message. Returns the sink once all three events are delivered."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    first = opened("exp-first", at=now)
+    joining = opened("exp-joining", folder="/srv/share/styrelse", at=now)  # the same cause: the same burst
+    bus = EmbeddedBus(tmp_path / "events.db")
+    delivery_log = DeliveryLog(tmp_path / "alerts.db")
+    try:
+        sink = build_sink(settings, SinkContext(database=delivery_log.database))
+        dispatcher = Dispatcher(bus, [sink], delivery_log, group=f"{settings['kind']}-backlog", backoff_initial=0.1)
+        with RunningDispatcher(dispatcher):
+            publish(bus, [first])
+            received(1)
+            publish(bus, [joining, changed(joining, groups=("alla", "it"), people=7, after=1.0)])  # one batch
+            received(2)
+            wait_until(lambda: dispatcher.delivered == 3, "every event delivered")
+    finally:
+        bus.close()
+    return sink
 
 
 def assert_no_secrets(*texts: str) -> None:

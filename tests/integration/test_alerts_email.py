@@ -37,7 +37,12 @@ from permwatch.events import Label, Severity
 from permwatch.transport.embedded import EmbeddedBus
 from tests.integration.alert_allowlist import allowed_values, mail_problems
 from tests.integration.servers.smtp import SmtpServer
-from tests.integration.test_alerts_delivery import RunningDispatcher, publish, wait_until
+from tests.integration.test_alerts_delivery import (
+    RunningDispatcher,
+    deliver_an_opening_with_its_later_change,
+    publish,
+    wait_until,
+)
 from tests.integration.test_alerts_syslog import caught_up
 from tests.unit.alert_samples import case_burst, changed, closed, opened
 
@@ -146,22 +151,7 @@ def test_an_opening_that_comes_with_its_later_change_is_mailed_as_an_opening(tmp
     """A restart's backlog brings a folder's opening and a later change of it in one update of a burst already
     mailed: the update mail says the burst widened by that folder, as it is now (before: "Changed", the opening
     never told)."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    first = opened("exp-first", at=now)
-    joining = opened("exp-joining", folder="/srv/share/styrelse", at=now)  # the same cause: the same burst
-    bus = EmbeddedBus(tmp_path / "events.db")
-    delivery_log = DeliveryLog(tmp_path / "alerts.db")
-    try:
-        sink = build_sink(settings(smtp), SinkContext(database=delivery_log.database))
-        dispatcher = Dispatcher(bus, [sink], delivery_log, group="mail-backlog", backoff_initial=0.1)
-        with RunningDispatcher(dispatcher):
-            publish(bus, [first])
-            smtp.wait_for(1)
-            publish(bus, [joining, changed(joining, groups=("alla", "it"), people=7, after=1.0)])  # one batch
-            smtp.wait_for(2)
-            wait_until(lambda: dispatcher.delivered == 3, "every event delivered")
-    finally:
-        bus.close()
+    deliver_an_opening_with_its_later_change(tmp_path, settings(smtp), smtp.wait_for)
     messages = [m.message for m in smtp.mails()]
     assert len(messages) == 2 and messages[1]["In-Reply-To"] == messages[0]["Message-ID"]
     text = messages[1].get_body(("plain",)).get_content().replace("\r\n", "\n")  # type: ignore[union-attr]

@@ -42,8 +42,13 @@ from tests.integration.alert_allowlist import (
 )
 from tests.integration.servers.certs import self_signed
 from tests.integration.servers.rsyslog import RsyslogServer
-from tests.integration.test_alerts_delivery import RunningDispatcher, publish, wait_until
-from tests.unit.alert_samples import case_burst, changed, closed, opened
+from tests.integration.test_alerts_delivery import (
+    RunningDispatcher,
+    deliver_an_opening_with_its_later_change,
+    publish,
+    wait_until,
+)
+from tests.unit.alert_samples import case_burst, closed, opened
 
 pytestmark = pytest.mark.integration
 
@@ -253,23 +258,8 @@ def test_messages_burst_counts_an_opening_that_comes_with_its_later_change(
     """A restart's backlog brings a folder's opening and a later change of it in one update of a burst already
     sent: the burst's message counts both (before, the opening vanished behind the change)."""
     settings = {"kind": "syslog", "host": "127.0.0.1", "port": rsyslog.plain_port, "tls": False, "messages": "burst"}
-    now = datetime.now(UTC).replace(microsecond=0)
-    first = opened("exp-first", at=now)
-    joining = opened("exp-joining", folder="/srv/share/styrelse", at=now)  # the same cause: the same burst
-    bus = EmbeddedBus(tmp_path / "events.db")
-    delivery_log = DeliveryLog(tmp_path / "alerts.db")
-    try:
-        sink = build_sink(settings, SinkContext(database=delivery_log.database))
-        dispatcher = Dispatcher(bus, [sink], delivery_log, group="syslog-backlog", backoff_initial=0.1)
-        with RunningDispatcher(dispatcher):
-            publish(bus, [first])
-            rsyslog.wait_for(1)
-            publish(bus, [joining, changed(joining, groups=("alla", "it"), people=7, after=1.0)])  # one batch
-            rsyslog.wait_for(2)
-            wait_until(lambda: dispatcher.delivered == 3, "every event delivered")
-        sink.close()  # type: ignore[attr-defined]
-    finally:
-        bus.close()
+    sink = deliver_an_opening_with_its_later_change(tmp_path, settings, rsyslog.wait_for)
+    sink.close()  # type: ignore[attr-defined]
     received = rsyslog.received()
     assert [r.msgid for r in received] == ["BURST_OPENED", "BURST_UPDATED"]
     document = json.loads(received[1].msg)
