@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from sys import intern
+from typing import TypeVar
 
 from permwatch.events import AclEntry, AclTag, DirectoryGroup, DirectoryUser, FsPermissionEvent, NtAcl, ObjectType
 
@@ -551,6 +552,26 @@ def trustees(key: AclKey) -> tuple[str, ...]:
     return found
 
 
+_K = TypeVar("_K", int, str)
+
+
+def _move(index: dict[_K, set[str]], path: str, before: tuple[_K, ...], after: tuple[_K, ...]) -> None:
+    """Take ``path`` out of ``index``'s sets for the keys in ``before`` only and into those in ``after`` only
+    (a set left empty is removed)."""
+    if before == after:
+        return
+    for key in before:
+        if key not in after:
+            paths = index.get(key)
+            if paths is not None:
+                paths.discard(path)
+                if not paths:
+                    del index[key]
+    for key in after:
+        if key not in before:
+            index.setdefault(key, set()).add(path)
+
+
 class PathTable:
     """Every known path's :class:`PathState`, with a child index for subtree walks
     and group indexes (gid → paths whose ACL names it; SID → paths whose NT ACL names it) for directory
@@ -584,52 +605,15 @@ class PathTable:
         if old is None:
             self._index(path, new, drop=False)
             return
-        before, after = group_ids(old.acl), group_ids(new.acl)
-        if before != after:
-            for gid in before:
-                if gid not in after:
-                    paths = self.by_gid.get(gid)
-                    if paths is not None:
-                        paths.discard(path)
-                        if not paths:
-                            del self.by_gid[gid]
-            for gid in after:
-                if gid not in before:
-                    self.by_gid.setdefault(gid, set()).add(path)
-        named, naming = trustees(old.acl), trustees(new.acl)
-        if named != naming:
-            for sid in named:
-                if sid not in naming:
-                    found = self.by_sid.get(sid)
-                    if found is not None:
-                        found.discard(path)
-                        if not found:
-                            del self.by_sid[sid]
-            for sid in naming:
-                if sid not in named:
-                    self.by_sid.setdefault(sid, set()).add(path)
+        _move(self.by_gid, path, group_ids(old.acl), group_ids(new.acl))
+        _move(self.by_sid, path, trustees(old.acl), trustees(new.acl))
 
     def _index(self, path: str, state: PathState | None, *, drop: bool) -> None:
         if state is None:
             return
-        for gid in group_ids(state.acl):
-            if drop:
-                paths = self.by_gid.get(gid)
-                if paths is not None:
-                    paths.discard(path)
-                    if not paths:
-                        del self.by_gid[gid]
-            else:
-                self.by_gid.setdefault(gid, set()).add(path)
-        for sid in trustees(state.acl):
-            if drop:
-                named = self.by_sid.get(sid)
-                if named is not None:
-                    named.discard(path)
-                    if not named:
-                        del self.by_sid[sid]
-            else:
-                self.by_sid.setdefault(sid, set()).add(path)
+        gids, sids = group_ids(state.acl), trustees(state.acl)
+        _move(self.by_gid, path, gids if drop else (), () if drop else gids)
+        _move(self.by_sid, path, sids if drop else (), () if drop else sids)
 
     def remove_subtree(self, path: str) -> list[tuple[str, PathState | None]]:
         """Forget ``path`` and everything known beneath it; return what was removed, with its last state."""
