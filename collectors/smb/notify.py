@@ -141,11 +141,7 @@ class Watches:
     def park(self) -> None:
         """Cancel every watch's waiting request before a walk of the whole share (see the module's doc): their
         handles keep collecting changes, and the next `changes` re-arms them."""
-        requests = [watch.request for watch in self._by_path.values() if watch.request is not None]
-        try:
-            self.share.channel.cancel(requests)
-        except ChannelError as exc:
-            raise SmbError(f"{self.share.unc}: {exc}") from None
+        self.share.cancel([watch.request for watch in self._by_path.values() if watch.request is not None])
 
     def release(self, timeout: float = 5.0) -> None:
         """Before the connection is closed: cancel every waiting request and wait (up to ``timeout`` s in all) for
@@ -156,17 +152,14 @@ class Watches:
         for watch in list(self._by_path.values()):
             if watch.request is not None and not watch.request.done:
                 try:
-                    self.share.channel.wait(watch.request, timeout=max(0.0, deadline - time.monotonic()))
-                except ChannelError:
+                    self.share.wait(watch.request, timeout=max(0.0, deadline - time.monotonic()))
+                except SmbError:
                     return
 
     def _handle(self, watch: _Watch) -> bytes | None:
         """The watch's file id, once the CREATE that opened it has answered; None when that CREATE failed."""
         if watch.file_id is None and watch.opened is not None:
-            try:
-                answer = self.share.channel.wait(watch.opened)
-            except ChannelError as exc:
-                raise SmbError(f"{self.share.unc}: {exc}") from None
+            answer = self.share.wait(watch.opened)
             watch.opened = None
             if answer.status == wire.STATUS_SUCCESS:
                 watch.file_id = answer.file_id

@@ -163,9 +163,17 @@ class SmbShare:
             raise SmbError(f"{self.unc} is not connected")
         return self._channel
 
-    def _wait(self, pending: Pending) -> wire.Answer:
+    def wait(self, pending: Pending, timeout: float | None = None) -> wire.Answer:
+        """A request's final answer; `SmbError` when the connection ended or none came within ``timeout`` s."""
         try:
-            return self.channel.wait(pending)
+            return self.channel.wait(pending, timeout=timeout)
+        except ChannelError as exc:
+            raise SmbError(f"{self.unc}: {exc}") from None
+
+    def cancel(self, pendings: Sequence[Pending]) -> None:
+        """Ask the server to end each request still open (`Channel.cancel`); `SmbError` when the connection ended."""
+        try:
+            self.channel.cancel(pendings)
         except ChannelError as exc:
             raise SmbError(f"{self.unc}: {exc}") from None
 
@@ -191,13 +199,13 @@ class SmbShare:
         sent = self._submit([(wire.CREATE, wire.create(smb_name(path), access)) for path in paths])
         opened: list[bytes | str] = []
         for pending in sent:
-            answer = self._wait(pending)
+            answer = self.wait(pending)
             opened.append(answer.file_id if answer.status == wire.STATUS_SUCCESS else status_name(answer.status))
         return opened
 
     def close_handle(self, file_id: bytes) -> None:
         """Close a handle (an error answer means it is closed already: the folder went away)."""
-        self._wait(self._submit([(wire.CLOSE, wire.close(file_id))])[0])
+        self.wait(self._submit([(wire.CLOSE, wire.close(file_id))])[0])
 
     # -- one folder ------------------------------------------------------------
 
@@ -253,7 +261,7 @@ class SmbShare:
         for name in ("opened", "security", "listing", "closed"):
             pending = getattr(sent, name)
             if pending is not None:
-                answers[name] = self._wait(pending)
+                answers[name] = self.wait(pending)
         for name in ("opened", "security"):
             if name in answers and answers[name].status != wire.STATUS_SUCCESS:
                 return RemoteFolder(sent.path, None, error=status_name(answers[name].status))
@@ -274,13 +282,13 @@ class SmbShare:
     def _full_listing(self, path: str) -> list[tuple[str, int]]:
         """Every entry of a folder, on a handle of its own, one QUERY_DIRECTORY after another until none is left."""
         access = DirectoryAccessMask.FILE_LIST_DIRECTORY | DirectoryAccessMask.SYNCHRONIZE
-        opened = self._wait(self._submit([(wire.CREATE, wire.create(smb_name(path), access))])[0])
+        opened = self.wait(self._submit([(wire.CREATE, wire.create(smb_name(path), access))])[0])
         if opened.status != wire.STATUS_SUCCESS:
             raise SmbError(f"{self.unc}: cannot list {path!r}: {status_name(opened.status)}")
         names: list[tuple[str, int]] = []
         try:
             while True:
-                answer = self._wait(
+                answer = self.wait(
                     self._submit([(wire.QUERY_DIRECTORY, wire.query_directory(opened.file_id, _LISTING_BYTES))])[0]
                 )
                 if answer.status == wire.STATUS_NO_MORE_FILES:
