@@ -35,7 +35,7 @@ from smbprotocol.exceptions import SMBException
 
 from collectors.smb.channel import ChannelError
 from collectors.smb.notify import Answered, Change, Watches
-from collectors.smb.share import RemoteFolder, SmbError, SmbShare
+from collectors.smb.share import RemoteFolder, SmbError, SmbShare, one_line
 from collectors.smb.tree import walk
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class ShareLoop:
                 backoff = 1.0
                 self._serve(shares, stopping)
             except (SmbError, ChannelError, ConnectionLost, SMBException, OSError) as exc:
-                log.warning("share %s: %s; reconnecting in %.0f s", shares[0].unc, _one_line(exc), backoff)
+                log.warning("share %s: %s; reconnecting in %.0f s", shares[0].unc, one_line(exc), backoff)
                 self.reconnects += 1
                 stopping.wait(backoff)
                 backoff = min(backoff * 2, self._options.backoff_max)
@@ -352,7 +352,3 @@ def _parent(path: str) -> str:
 def _digest(folder: RemoteFolder) -> bytes:
     """The descriptor (or the error) only: a new subfolder is reported as itself, not as a change of its parent."""
     return hashlib.blake2b(folder.descriptor or (folder.error or "").encode(), digest_size=16).digest()
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
